@@ -1,0 +1,204 @@
+//! OTLP (protobuf or JSON) into the span model.
+//!
+//! A body that cannot be decoded at all is a [`DecodeError`] (the whole export is rejected, a
+//! permanent error). A decodable body may still hold individual bad spans (an invalid id, no start
+//! time): those are dropped one by one and counted, and the export answers with `partial_success`,
+//! as the OTLP specification asks.
+//!
+//! Invariant: no panics on any input; every allocation is bounded by the size of the input, except
+//! that over-long attribute values are cut to [`MAX_ATTR_VALUE_BYTES`].
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1 as otlp_common;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
+use prost::Message;
+
+use crate::category;
+use crate::model::{
+    AttrValue, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode,
+    TraceId, attr,
+};
+use crate::otlp::normalize;
+
+/// Longest attribute value kept, in bytes. Statements and URLs fit comfortably; a 1 MB blob that
+/// a buggy instrumentation attaches does not get to bloat every trace page and block.
+pub const MAX_ATTR_VALUE_BYTES: usize = 16 * 1024;
+
+/// Appended to a value cut at [`MAX_ATTR_VALUE_BYTES`], so a reader knows it is not whole.
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// The service name the OpenTelemetry SDKs use when none is configured.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Why a body could not be decoded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The protobuf was malformed (truncated, wrong wire types, invalid UTF-8 in a string).
+    #[error("invalid OTLP protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The JSON did not match the OTLP/JSON encoding.
+    #[error("invalid OTLP JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The decoded export: good spans plus an account of the spans that were dropped.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Spans that passed validation, normalized.
+    pub spans: Vec<Span>,
+    /// Spans dropped one by one.
+    pub n_rejected: u64,
+    /// The reason for the first dropped span, for `partial_success.error_message`.
+    pub first_rejection: Option<String>,
+    /// Attribute values cut at [`MAX_ATTR_VALUE_BYTES`].
+    pub n_truncated_values: u64,
+}
+
+/// Decodes an OTLP protobuf body.
+pub fn protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
+    Ok(ExportTraceServiceRequest::decode(body)?)
+}
+
+/// Decodes an OTLP/JSON body (hex ids, integer enums, as the specification says).
+pub fn json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Converts a decoded request into model spans, dropping invalid spans one by one.
+pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
+    let mut acc = Decoded::default();
+    for resource_spans in request.resource_spans {
+        let mut truncated = 0;
+        let resource = Arc::new(resource(resource_spans.resource, &mut truncated));
+        acc.n_truncated_values += truncated;
+        for scope_spans in resource_spans.scope_spans {
+            let scope = Arc::new(scope_spans.scope.map_or_else(Scope::default, |scope| Scope {
+                name: scope.name,
+                version: scope.version,
+            }));
+            for raw in scope_spans.spans {
+                match span(raw, &resource, &scope, &mut acc.n_truncated_values) {
+                    Ok(span) => acc.spans.push(span),
+                    Err(reason) => {
+                        acc.n_rejected += 1;
+                        acc.first_rejection.get_or_insert(reason);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+fn resource(raw: Option<opentelemetry_proto::tonic::resource::v1::Resource>, truncated: &mut u64) -> Resource {
+    let attributes = raw.map(|r| attributes(r.attributes, truncated)).unwrap_or_default();
+    let text = |key: &str| attr(&attributes, key).map(|v| v.to_string()).filter(|s| !s.is_empty());
+    Resource {
+        service_name: text("service.name").unwrap_or_else(|| UNKNOWN_SERVICE.to_owned()),
+        service_version: text("service.version"),
+        service_instance_id: text("service.instance.id"),
+        attributes,
+    }
+}
+
+fn span(
+    raw: otlp_trace::Span,
+    resource: &Arc<Resource>,
+    scope: &Arc<Scope>,
+    truncated: &mut u64,
+) -> Result<Span, String> {
+    let trace_id = TraceId::parse(&raw.trace_id).map_err(|e| format!("invalid trace id: {e}"))?;
+    let span_id = SpanId::parse(&raw.span_id).map_err(|e| format!("invalid span id: {e}"))?;
+    // An empty parent id means "root"; anything else must be a valid id.
+    let parent_span_id = if raw.parent_span_id.is_empty() {
+        None
+    } else {
+        Some(SpanId::parse(&raw.parent_span_id).map_err(|e| format!("invalid parent span id: {e}"))?)
+    };
+    if parent_span_id == Some(span_id) {
+        return Err("span is its own parent".to_owned());
+    }
+    if raw.start_time_unix_nano == 0 {
+        return Err("span has no start time".to_owned());
+    }
+    let kind = SpanKind::from_otlp(raw.kind);
+    let attributes = attributes(raw.attributes, truncated);
+    let semantics = normalize::semantics(&attributes);
+    let category = category::classify(kind, &semantics, &attributes);
+    let status = raw.status.map_or(
+        Status { code: StatusCode::Unset, message: String::new() },
+        |status| Status { code: StatusCode::from_otlp(status.code), message: status.message },
+    );
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        resource: Arc::clone(resource),
+        scope: Arc::clone(scope),
+        name: cut(raw.name, truncated),
+        kind,
+        start_unix_ns: raw.start_time_unix_nano,
+        duration_ns: raw.end_time_unix_nano.saturating_sub(raw.start_time_unix_nano),
+        status,
+        attributes,
+        n_events: u32::try_from(raw.events.len()).unwrap_or(u32::MAX).saturating_add(raw.dropped_events_count),
+        links: raw
+            .links
+            .into_iter()
+            .filter_map(|link| {
+                Some(Link { trace_id: TraceId::parse(&link.trace_id).ok()?, span_id: SpanId::parse(&link.span_id).ok()? })
+            })
+            .collect(),
+        semantics,
+        category,
+    })
+}
+
+fn attributes(raw: Vec<otlp_common::KeyValue>, truncated: &mut u64) -> Vec<KeyValue> {
+    raw.into_iter()
+        .map(|kv| KeyValue { key: cut(kv.key, truncated), value: any_value(kv.value, truncated) })
+        .collect()
+}
+
+fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrValue {
+    match raw.and_then(|v| v.value) {
+        None => AttrValue::Empty,
+        Some(Value::StringValue(s)) => AttrValue::Str(cut(s, truncated)),
+        Some(Value::BoolValue(b)) => AttrValue::Bool(b),
+        Some(Value::IntValue(i)) => AttrValue::Int(i),
+        Some(Value::DoubleValue(d)) => AttrValue::Double(d),
+        Some(Value::BytesValue(mut b)) => {
+            if b.len() > MAX_ATTR_VALUE_BYTES {
+                b.truncate(MAX_ATTR_VALUE_BYTES);
+                *truncated += 1;
+            }
+            AttrValue::Bytes(b)
+        }
+        Some(Value::ArrayValue(array)) => AttrValue::Array(
+            array.values.into_iter().map(|v| any_value(Some(v), truncated)).collect(),
+        ),
+        Some(Value::KvlistValue(list)) => AttrValue::Map(attributes(list.values, truncated)),
+        // Dictionary-encoded strings belong to the profiles signal; traces never carry them.
+        Some(Value::StringValueStrindex(_)) => AttrValue::Empty,
+    }
+}
+
+/// Cuts a string to [`MAX_ATTR_VALUE_BYTES`] on a character boundary and marks it.
+fn cut(mut text: String, truncated: &mut u64) -> String {
+    if text.len() > MAX_ATTR_VALUE_BYTES {
+        let mut end = MAX_ATTR_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(TRUNCATION_MARKER);
+        *truncated += 1;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as OtlpKeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan, Status as OtlpStatus};
+
+use super::*;
+use crate::category::Category;
+use crate::otlp::encode;
+
+fn kv(key: &str, value: Value) -> OtlpKeyValue {
+    OtlpKeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn string(text: &str) -> Value {
+    Value::StringValue(text.into())
+}
+
+fn request(spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(OtlpResource {
+                attributes: vec![
+                    kv("service.name", string("auth")),
+                    kv("service.version", string("1.0")),
+                    kv("service.instance.id", string("auth-1")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn login_span() -> OtlpSpan {
+    OtlpSpan {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "POST /login".into(),
+        kind: 2,
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 401_000,
+        attributes: vec![kv("http.request.method", string("POST")), kv("http.route", string("/login"))],
+        status: Some(OtlpStatus { code: 2, message: "boom".into() }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn protobuf_round_trip_keeps_every_field() {
+    let body = request(vec![login_span()]).encode_to_vec();
+    let decoded = spans(protobuf(&body).unwrap());
+    assert_eq!(decoded.n_rejected, 0);
+    let span = &decoded.spans[0];
+    assert_eq!(span.trace_id.to_hex(), "01010101010101010101010101010101");
+    assert_eq!(span.parent_span_id, None);
+    assert_eq!(span.resource.service_name, "auth");
+    assert_eq!(span.resource.service_version.as_deref(), Some("1.0"));
+    assert_eq!(span.resource.service_instance_id.as_deref(), Some("auth-1"));
+    assert_eq!(span.kind, SpanKind::Server);
+    assert_eq!(span.duration_ns, 400_000);
+    assert_eq!(span.status.code, StatusCode::Error);
+    assert_eq!(span.status.message, "boom");
+    assert_eq!(span.semantics.http_route.as_deref(), Some("/login"));
+    assert_eq!(span.category, Category::Cpu);
+}
+
+#[test]
+fn encode_then_decode_gives_the_same_spans() {
+    let mut raw = login_span();
+    raw.parent_span_id = vec![9; 8];
+    raw.events = vec![Default::default(), Default::default()];
+    raw.links = vec![otlp_trace::span::Link { trace_id: vec![3; 16], span_id: vec![4; 8], ..Default::default() }];
+    raw.attributes.push(kv("nested", Value::ArrayValue(otlp_common::ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(7)) }] })));
+    let first = spans(request(vec![raw]));
+    let again = spans(encode::request(&first.spans));
+    assert_eq!(first.spans, again.spans);
+    assert_eq!(again.spans[0].n_events, 2);
+}
+
+#[test]
+fn json_with_hex_ids_and_integer_enums() {
+    let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"idp"}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174",
+      "name":"SELECT","kind":3,"startTimeUnixNano":"1000","endTimeUnixNano":2000,
+      "attributes":[{"key":"db.system","value":{"stringValue":"postgresql"}}]}]}]}]}"#;
+    let decoded = spans(json(body).unwrap());
+    assert_eq!(decoded.n_rejected, 0);
+    let span = &decoded.spans[0];
+    assert_eq!(span.trace_id.to_hex(), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(span.resource.service_name, "idp");
+    assert_eq!(span.kind, SpanKind::Client);
+    assert_eq!(span.duration_ns, 1000);
+    assert_eq!(span.category, Category::Db);
+}
+
+#[test]
+fn json_with_enum_names_is_an_error() {
+    let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","kind":"SPAN_KIND_SERVER"}]}]}]}"#;
+    assert!(json(body).is_err());
+}
+
+#[test]
+fn garbage_protobuf_is_an_error() {
+    assert!(protobuf(&[0xff, 0xff, 0xff, 0x01]).is_err());
+    let body = request(vec![login_span()]).encode_to_vec();
+    assert!(protobuf(&body[..body.len() - 3]).is_err());
+}
+
+#[test]
+fn invalid_spans_are_dropped_one_by_one() {
+    let zero_trace = OtlpSpan { trace_id: vec![0; 16], ..login_span() };
+    let short_span = OtlpSpan { span_id: vec![1; 3], ..login_span() };
+    let bad_parent = OtlpSpan { parent_span_id: vec![1; 5], ..login_span() };
+    let no_start = OtlpSpan { start_time_unix_nano: 0, ..login_span() };
+    let own_parent = OtlpSpan { parent_span_id: vec![2; 8], ..login_span() };
+    let decoded = spans(request(vec![zero_trace, login_span(), short_span, bad_parent, no_start, own_parent]));
+    assert_eq!(decoded.spans.len(), 1);
+    assert_eq!(decoded.n_rejected, 5);
+    assert_eq!(decoded.first_rejection.as_deref(), Some("invalid trace id: id is all zeros"));
+}
+
+#[test]
+fn end_before_start_is_clamped_to_zero() {
+    let backwards = OtlpSpan { start_time_unix_nano: 5_000, end_time_unix_nano: 1_000, ..login_span() };
+    assert_eq!(spans(request(vec![backwards])).spans[0].duration_ns, 0);
+}
+
+#[test]
+fn huge_values_are_truncated_and_counted() {
+    let mut raw = login_span();
+    raw.attributes.push(kv("db.statement", string(&"é".repeat(600_000))));
+    let decoded = spans(request(vec![raw]));
+    assert_eq!(decoded.n_truncated_values, 1);
+    let statement = decoded.spans[0].semantics.db_statement.as_deref().unwrap();
+    assert!(statement.ends_with(TRUNCATION_MARKER));
+    assert!(statement.len() <= MAX_ATTR_VALUE_BYTES + TRUNCATION_MARKER.len());
+}
+
+#[test]
+fn missing_service_name_is_unknown_service() {
+    let mut req = request(vec![login_span()]);
+    req.resource_spans[0].resource = None;
+    assert_eq!(spans(req).spans[0].resource.service_name, UNKNOWN_SERVICE);
+}

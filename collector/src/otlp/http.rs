@@ -1,0 +1,145 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, gzip accepted.
+//!
+//! Answers as the OTLP/HTTP specification says: 200 with an `ExportTraceServiceResponse` in the
+//! request's encoding (with `partial_success` when single spans were dropped), 400 for a body that
+//! cannot be decoded, 413 over the size limits, 415 for another content type, and 429/503 with
+//! `Retry-After` when the server cannot take the spans now. Error bodies are a `google.rpc.Status`
+//! in the request's encoding.
+//!
+//! Invariant: never a 500 for bad client data, and never a 200 before the spans are committed.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::otlp::decode;
+use crate::sink::{IngestError, SpanSink, SpansRejected, Transport};
+
+/// Size limits of an OTLP/HTTP body.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest body accepted as sent on the wire (compressed or not).
+    pub max_wire_bytes: usize,
+    /// Largest body accepted after gzip is undone; this is what caps a gzip bomb.
+    pub max_decoded_bytes: usize,
+}
+
+/// The path OTLP exporters post traces to.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+/// A router answering `POST /v1/traces`, feeding `sink`.
+pub fn router(sink: SpanSink, limits: HttpLimits) -> Router {
+    Router::new()
+        .route(TRACES_PATH, post(traces_post))
+        // The decoded limit applies to the body after decompression (axum's Bytes extractor),
+        // the wire limit to what the client sends; both answer 413.
+        .layer(DefaultBodyLimit::max(limits.max_decoded_bytes))
+        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(false))
+        .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
+        .with_state(sink)
+}
+
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
+            "application/json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+
+    fn decode(self, body: &[u8]) -> Result<ExportTraceServiceRequest, decode::DecodeError> {
+        match self {
+            Self::Protobuf => decode::protobuf(body),
+            Self::Json => decode::json(body),
+        }
+    }
+
+    fn body<M: Message + serde::Serialize>(self, message: &M) -> Vec<u8> {
+        match self {
+            Self::Protobuf => message.encode_to_vec(),
+            Self::Json => serde_json::to_vec(message).expect("OTLP messages always serialize"),
+        }
+    }
+}
+
+async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Bytes) -> Response {
+    let stats = sink.stats();
+    let wire_bytes = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(body.len() as u64);
+    stats.record_request(Transport::Http, wire_bytes);
+    let Some(encoding) = Encoding::from_headers(&headers) else {
+        SpansRejected { n_spans: 0, reason: "unsupported_media_type" }.emit(stats);
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/x-protobuf or application/json",
+        )
+            .into_response();
+    };
+    let request = match encoding.decode(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            SpansRejected { n_spans: 0, reason: "undecodable" }.emit(stats);
+            return error_response(encoding, StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, &err.to_string(), None);
+        }
+    };
+    let partial_success = match super::ingest(&sink, request).await {
+        Ok(partial_success) => partial_success,
+        Err(err) => return ingest_error_response(encoding, &err),
+    };
+    let response = ExportTraceServiceResponse { partial_success };
+    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], encoding.body(&response)).into_response()
+}
+
+fn ingest_error_response(encoding: Encoding, err: &IngestError) -> Response {
+    let (status, code) = match err {
+        IngestError::Busy => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
+        IngestError::ShuttingDown | IngestError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+    };
+    error_response(encoding, status, code, &err.to_string(), Some(err.retry_after().as_secs()))
+}
+
+fn error_response(
+    encoding: Encoding,
+    status: StatusCode,
+    code: tonic::Code,
+    message: &str,
+    retry_after_secs: Option<u64>,
+) -> Response {
+    let body = tonic_types::Status { code: code as i32, message: message.to_owned(), details: Vec::new() };
+    let body = match encoding {
+        Encoding::Protobuf => body.encode_to_vec(),
+        // tonic_types::Status has no serde; the JSON form of google.rpc.Status is this.
+        Encoding::Json => serde_json::json!({ "code": body.code, "message": body.message }).to_string().into_bytes(),
+    };
+    let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+    if let Some(secs) = retry_after_secs {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
