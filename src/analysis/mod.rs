@@ -1,0 +1,204 @@
+//! The analysis: where one request's time goes, what could be fixed, and how requests add up.
+//!
+//! - `request`: which spans are requests, and their endpoint names (ids templated into `{id}`);
+//! - `critical_path`: attribution of every instant of a request to one span and its category;
+//! - `sql`: statement normalization (literals to `?`), the key of operations and N+1 detection;
+//! - `findings`: duplicate and N+1 queries, sequential I/O, slow queries, CPU hot spots, waits;
+//! - `aggregate`: mergeable per-endpoint rollups, the latency sketch, and endpoint summaries.
+//!
+//! Invariant: pure. No async, no IO, no sqlx or axum types, no `Result`: odd input (orphans,
+//! clock skew, cycles) comes back as [`Anomaly`] values beside the output. Nothing here recurses
+//! without bound, and nothing here is serializable (the API has its own DTOs).
+
+pub mod aggregate;
+pub mod critical_path;
+pub mod findings;
+pub mod request;
+pub mod sql;
+
+#[cfg(test)]
+pub(crate) mod fixture;
+
+use collector::category::Category;
+use collector::model::{Span, SpanId, TraceId};
+
+/// Nanoseconds per category, indexed by [`Category::index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Breakdown(pub [u64; 6]);
+
+impl Breakdown {
+    /// Time in one category.
+    pub fn get(&self, category: Category) -> u64 {
+        self.0[category.index()]
+    }
+
+    /// Adds time to one category.
+    pub fn add(&mut self, category: Category, ns: u64) {
+        self.0[category.index()] += ns;
+    }
+
+    /// The sum over all categories; for a request's critical-path breakdown, its duration.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// I/O time: db, cache, network and messaging.
+    pub fn io(&self) -> u64 {
+        Category::ALL.iter().filter(|c| c.is_io()).map(|c| self.get(*c)).sum()
+    }
+}
+
+/// Calls and total time (critical or not) of one category within a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CategoryTotal {
+    /// Spans of this category.
+    pub calls: u32,
+    /// Their summed durations, overlapping or not.
+    pub total_ns: u64,
+}
+
+/// One operation (a normalized statement, a called endpoint, a span name) within a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationStat {
+    /// The category of the spans.
+    pub category: Category,
+    /// The normalized statement (`SELECT * FROM users WHERE id = ?`) or span name.
+    pub name: String,
+    /// Executions in this request.
+    pub calls: u32,
+    /// Summed durations.
+    pub total_ns: u64,
+    /// Time of these spans on the request's critical path.
+    pub critical_ns: u64,
+}
+
+/// What kind of problem a finding is; `as_str` gives the API name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    /// The same statement with the same parameters more than once in one request.
+    DuplicateQuery,
+    /// The same statement shape many times with different parameters: a loop issuing queries.
+    NPlusOne,
+    /// I/O calls one after another on the critical path that could have run together.
+    SequentialIo,
+    /// A statement slow in absolute terms.
+    SlowQuery,
+    /// In-process work dominating the critical path.
+    CpuHotspot,
+    /// A large share of self time that was not on a CPU.
+    UninstrumentedWait,
+}
+
+impl FindingKind {
+    /// Every kind, in API order.
+    pub const ALL: [FindingKind; 6] = [
+        FindingKind::DuplicateQuery,
+        FindingKind::NPlusOne,
+        FindingKind::SequentialIo,
+        FindingKind::SlowQuery,
+        FindingKind::CpuHotspot,
+        FindingKind::UninstrumentedWait,
+    ];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DuplicateQuery => "duplicate_query",
+            Self::NPlusOne => "n_plus_one",
+            Self::SequentialIo => "sequential_io",
+            Self::SlowQuery => "slow_query",
+            Self::CpuHotspot => "cpu_hotspot",
+            Self::UninstrumentedWait => "uninstrumented_wait",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// One problem found in one request, with the time fixing it would save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// The statement (normalized) or span name it is about.
+    pub name: String,
+    /// Executions in the request of the statement concerned (a query run 3 times: 3).
+    pub count: u32,
+    /// Critical-path time the fix would save in this request.
+    pub potential_saving_ns: u64,
+    /// The spans involved, so the trace view can highlight them.
+    pub span_ids: Vec<SpanId>,
+}
+
+/// Something odd about the input that the analysis worked around.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    /// A child starting before or ending after its parent (clock skew); it was clamped.
+    ChildOutsideParent { span_id: SpanId },
+    /// A span whose parent is not in the trace.
+    OrphanSpan { span_id: SpanId },
+    /// Parent links that form a cycle; the cycle was cut.
+    ParentCycle { span_id: SpanId },
+    /// Two spans with the same id; the later one was ignored.
+    DuplicateSpanId { span_id: SpanId },
+}
+
+/// Thresholds of the analysis; `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisConfig {
+    /// Repetitions of one statement shape that make an N+1 finding.
+    pub n_plus_one_min_calls: u32,
+    /// Smallest saving (ns) for which an N+1, duplicate or sequential I/O finding is reported.
+    pub min_saving_ns: u64,
+    /// A statement at least this slow (ns) is a slow query.
+    pub slow_query_ns: u64,
+    /// Share of the request's duration that in-process work on one span must reach to be a hot spot.
+    pub cpu_hotspot_share: f64,
+    /// Share of the request's duration in `wait` that makes an uninstrumented-wait finding.
+    pub wait_share: f64,
+}
+
+/// The analysis of one request: one SERVER span (or a root of another kind) and the subtree of its
+/// own service below it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestAnalysis {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The request span.
+    pub span_id: SpanId,
+    /// `service.name` of the request span.
+    pub service: String,
+    /// `service.version`, empty when not sent.
+    pub version: String,
+    /// The endpoint name, ids templated (`GET /users/{id}`); the per-service cap is applied later.
+    pub endpoint: String,
+    /// Start of the request span.
+    pub start_unix_ns: u64,
+    /// Duration of the request span.
+    pub duration_ns: u64,
+    /// Whether the request failed.
+    pub error: bool,
+    /// Critical-path attribution; sums exactly to `duration_ns`.
+    pub breakdown: Breakdown,
+    /// Calls and total time per category, critical or not, indexed by [`Category::index`].
+    pub totals: [CategoryTotal; 6],
+    /// Database calls of the request's own service.
+    pub n_db_calls: u32,
+    /// Sum of I/O time over critical-path I/O time (1.0: all I/O sequential).
+    pub io_parallelism: f64,
+    /// The spans on the critical path, from the request span down, in time order.
+    pub critical_path: Vec<SpanId>,
+    /// Per-operation statistics.
+    pub operations: Vec<OperationStat>,
+    /// Problems found, largest saving first.
+    pub findings: Vec<Finding>,
+}
+
+/// Analyses every request in a trace's spans.
+pub fn analyze_trace(spans: &[Span], config: &AnalysisConfig) -> (Vec<RequestAnalysis>, Vec<Anomaly>) {
+    let _ = (spans, config);
+    unimplemented!("filled in by the analysis work")
+}

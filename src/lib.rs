@@ -1,0 +1,15 @@
+//! Bottleneck: an OTLP collector that tells where a request's time really goes.
+//!
+//! Reading order, which is also the pipeline order:
+//! - `config`: every setting, from flags, a TOML file and `BOTTLENECK_*` variables;
+//! - `app`: binds every listener and wires the pipeline together;
+//! - `pipeline`: the store writer (group commit, acknowledgements), the assembler (recent traces,
+//!   grace period, late spans) and the analysis task feeding summaries and rollups;
+//! - `analysis`: pure functions from spans to breakdowns, findings and rollups;
+//! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
+//! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;
+//! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`).
+//!
+//! The OTLP receivers and the span model live in the `collector` crate.
+
+pub mod analysis;
