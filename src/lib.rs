@@ -13,3 +13,9 @@
 //! The OTLP receivers and the span model live in the `collector` crate.
 
 pub mod analysis;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod store;
+pub mod web;

@@ -1,0 +1,134 @@
+//! The application: binds every listener first (port 0 allowed, so tests read the real ports),
+//! then runs the receivers, the pipeline and the web server until told to stop.
+//!
+//! Invariant: shutdown order is receivers first, then the write queue drains, then the
+//! assembler analyses what is pending; nothing accepted is dropped on a clean stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use anyhow::Context;
+use collector::otlp::{grpc, http};
+use collector::sink::{IngestStats, SpanSink};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+use crate::config::Config;
+use crate::pipeline::analyze::{AnalysisStats, Analyzer};
+use crate::pipeline::{assemble, writer};
+use crate::store::Store;
+use crate::web::{self, AppState};
+
+/// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
+/// waits, the ingest queue fills, and exporters are told to retry, which is the backpressure
+/// we want rather than unbounded memory.
+const COMMITTED_QUEUE: usize = 64;
+
+/// A bound, not yet running, application.
+pub struct App {
+    config: Config,
+    store: Store,
+    ui: TcpListener,
+    otlp_http: TcpListener,
+    otlp_grpc: TcpListener,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+impl App {
+    /// Opens the store (applying migrations) and binds the three listeners.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = Store::open(&config.database_url).await.with_context(|| format!("opening the store {:?}", config.database_url))?;
+        let ui = bind(config.listen.ui, "UI").await?;
+        let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
+        let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
+        Ok(App { config, store, ui, otlp_http, otlp_grpc })
+    }
+
+    /// The UI and API address actually bound.
+    pub fn ui_addr(&self) -> SocketAddr {
+        self.ui.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The OTLP/HTTP address actually bound.
+    pub fn otlp_http_addr(&self) -> SocketAddr {
+        self.otlp_http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The OTLP/gRPC address actually bound.
+    pub fn otlp_grpc_addr(&self) -> SocketAddr {
+        self.otlp_grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The store, for tests and benchmarks that look at what was written.
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops in order and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { config, store, ui, otlp_http, otlp_grpc } = self;
+        info!(ui = %ui.local_addr()?, otlp_http = %otlp_http.local_addr()?, otlp_grpc = %otlp_grpc.local_addr()?, "bottleneck listening");
+        let ingest = Arc::new(IngestStats::default());
+        let analysis_stats = Arc::new(AnalysisStats::default());
+        let (sink, exports) = SpanSink::channel(config.ingest.queue_capacity, Arc::clone(&ingest));
+        let (committed_tx, committed_rx) = mpsc::channel(COMMITTED_QUEUE);
+        let writer = tokio::spawn(writer::run(exports, store.clone(), Arc::clone(&ingest), committed_tx));
+        let analyzer = Analyzer::load(
+            store.clone(),
+            config.pipeline.analysis.clone(),
+            config.pipeline.max_endpoints_per_service,
+            config.pipeline.max_lateness,
+            Arc::clone(&analysis_stats),
+        )
+        .await
+        .context("loading endpoints for the analyzer")?;
+        let assembler = tokio::spawn(assemble::run(committed_rx, store.clone(), analyzer, config.pipeline.grace_period));
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let limits = http::HttpLimits {
+            max_wire_bytes: config.ingest.max_body_bytes,
+            max_decoded_bytes: config.ingest.max_decoded_body_bytes,
+        };
+        let http_server = axum::serve(otlp_http, http::router(sink.clone(), limits))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(grpc::service(sink.clone(), config.ingest.max_decoded_body_bytes))
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(otlp_grpc), stopped(stop_rx.clone()));
+        let ready = Arc::new(AtomicBool::new(true));
+        let state = AppState {
+            store: store.clone(),
+            ingest: Arc::clone(&ingest),
+            sink: Some(sink.clone()),
+            analysis_stats,
+            analysis: Arc::new(config.pipeline.analysis.clone()),
+            ready: Arc::clone(&ready),
+        };
+        let ui_server = axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let http_task = tokio::spawn(async move { http_server.await });
+        let grpc_task = tokio::spawn(grpc_server);
+        let ui_task = tokio::spawn(async move { ui_server.await });
+        drop(sink);
+
+        shutdown.await;
+        info!("stopping: receivers first, then the write queue, then pending analysis");
+        ready.store(false, Relaxed);
+        let _ = stop_tx.send(true);
+        http_task.await.context("OTLP/HTTP server task")?.context("OTLP/HTTP server")?;
+        grpc_task.await.context("OTLP/gRPC server task")?.context("OTLP/gRPC server")?;
+        ui_task.await.context("UI server task")?.context("UI server")?;
+        writer.await.context("store writer task")?;
+        assembler.await.context("assembler task")?;
+        store.close().await;
+        info!("stopped");
+        Ok(())
+    }
+}

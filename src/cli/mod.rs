@@ -1,0 +1,51 @@
+//! The subcommands. Each returns an [`Outcome`] that `main` maps to an exit code.
+
+//pub mod bench;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeFlags;
+
+/// Bottleneck: where does a request's time really go?
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, after_help = env_help())]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive OTLP traces, analyse them and serve the dashboard and API.
+    Serve(ServeFlags),
+    // bench
+    //Bench
+}
+
+/// How a command ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything as expected: exit 0.
+    Ok,
+    /// A check found a broken budget: exit 1.
+    OverBudget,
+}
+
+fn env_help() -> String {
+    let mut help = String::from("Environment variables (flags and the config file take precedence):\n");
+    for (name, what) in crate::config::ENV_VARS {
+        help.push_str(&format!("  {name:<26} {what}\n"));
+    }
+    help
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Serve(flags) => serve::run(flags).await,
+
+    }
+}

@@ -1,0 +1,278 @@
+//! Every setting, resolved once in `main` from three sources, in this order of precedence:
+//! command-line flags, then the TOML file given with `--config`, then `BOTTLENECK_*` environment
+//! variables, then the built-in default.
+//!
+//! Invariant: the only module that reads environment variables. Subsystems get their own
+//! sub-struct and never see the whole `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::analysis::AnalysisConfig;
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// A `sqlite:` URL or a plain path selects SQLite; `postgres://` or `postgresql://`, PostgreSQL.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Self::Postgres(text.to_owned()));
+        }
+        let path = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")).unwrap_or(text);
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            bail!("database url {text:?} names no file");
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// The listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+    /// UI and JSON API.
+    pub ui: SocketAddr,
+    /// OTLP/HTTP.
+    pub otlp_http: SocketAddr,
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+}
+
+/// Ingest limits and queueing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Exports that may wait for the store writer. Beyond it, clients are told to retry (429 /
+    /// RESOURCE_EXHAUSTED). 256 exports of typically 512 spans hold ~130k spans, a second or two
+    /// of full-rate ingest: enough to ride out a slow commit, small enough to bound memory.
+    pub queue_capacity: usize,
+    /// Largest OTLP body on the wire; the OpenTelemetry Collector's default limit is 20 MiB.
+    pub max_body_bytes: usize,
+    /// Largest body once gzip is undone: caps gzip bombs at a sane multiple of the wire limit.
+    pub max_decoded_body_bytes: usize,
+}
+
+/// When requests are analysed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// How long after a request span is stored its trace is analysed, so that children exported
+    /// in a later batch (other services, slower exporters) are there. 2 s covers the default
+    /// 1 s schedule delay of the SDK batch processors with room to spare.
+    pub grace_period: Duration,
+    /// How late a span may arrive and still re-analyse its request.
+    pub max_lateness: Duration,
+    /// Distinct endpoints kept per service; the rest fold into `other`, so a service sending raw
+    /// paths cannot blow up the rollups.
+    pub max_endpoints_per_service: usize,
+    /// Detector thresholds.
+    pub analysis: AnalysisConfig,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store.
+    pub database_url: DatabaseUrl,
+    /// Listeners.
+    pub listen: ListenConfig,
+    /// Ingest.
+    pub ingest: IngestConfig,
+    /// Analysis timing.
+    pub pipeline: PipelineConfig,
+}
+
+/// The flags `serve` shares with `demo`: each one is optional so a config file or the
+/// environment can supply it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeFlags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A `sqlite:` URL or file path (default `bottleneck.db`), or a `postgres://` URL.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Address of the UI and JSON API (default 127.0.0.1:8080; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the OTLP/HTTP receiver (default 127.0.0.1:4318).
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_http: Option<SocketAddr>,
+    /// Address of the OTLP/gRPC receiver (default 127.0.0.1:4317).
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_grpc: Option<SocketAddr>,
+}
+
+/// The TOML file's shape. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    otlp_http: Option<SocketAddr>,
+    otlp_grpc: Option<SocketAddr>,
+    #[serde(default)]
+    ingest: FileIngest,
+    #[serde(default)]
+    analysis: FileAnalysis,
+    /// Budgets are read by the alerting code from the same file.
+    #[serde(default, rename = "budget")]
+    _budgets: Vec<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIngest {
+    queue_capacity: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_decoded_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAnalysis {
+    grace_period: Option<String>,
+    max_lateness: Option<String>,
+    max_endpoints_per_service: Option<usize>,
+    n_plus_one_min_calls: Option<u32>,
+    min_saving_ms: Option<f64>,
+    slow_query_ms: Option<f64>,
+    cpu_hotspot_share: Option<f64>,
+    wait_share: Option<f64>,
+}
+
+/// Reads a TOML config file; errors name the file and the line.
+pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The environment variables Bottleneck reads, for `--help` and the README.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("BOTTLENECK_CONFIG", "TOML configuration file"),
+    ("BOTTLENECK_DATABASE_URL", "sqlite: URL, file path or postgres:// URL"),
+    ("BOTTLENECK_LISTEN", "UI and API address"),
+    ("BOTTLENECK_OTLP_HTTP", "OTLP/HTTP address"),
+    ("BOTTLENECK_OTLP_GRPC", "OTLP/gRPC address"),
+];
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn env_addr(name: &str) -> anyhow::Result<Option<SocketAddr>> {
+    env(name).map(|value| value.parse().with_context(|| format!("{name}={value:?} is not an address"))).transpose()
+}
+
+fn duration(text: &str, what: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text).with_context(|| format!("{what} {text:?} is not a duration (e.g. \"2s\")"))
+}
+
+fn ms_to_ns(ms: f64) -> u64 {
+    (ms * 1e6).max(0.0) as u64
+}
+
+impl Config {
+    /// Resolves flags, the config file and the environment into one `Config`.
+    pub fn resolve(flags: &ServeFlags) -> anyhow::Result<Config> {
+        let config_path = flags.config.clone().or_else(|| env("BOTTLENECK_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::from_parts(flags, file)
+    }
+
+    /// Merges the three sources; `file` is what the config file said (or nothing).
+    pub fn from_parts(flags: &ServeFlags, file: FileConfig) -> anyhow::Result<Config> {
+        let database_url = flags
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .or_else(|| env("BOTTLENECK_DATABASE_URL"))
+            .unwrap_or_else(|| "bottleneck.db".to_owned());
+        let listen = ListenConfig {
+            ui: flags.listen.or(file.listen).or(env_addr("BOTTLENECK_LISTEN")?).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            otlp_http: flags
+                .otlp_http
+                .or(file.otlp_http)
+                .or(env_addr("BOTTLENECK_OTLP_HTTP")?)
+                .unwrap_or(([127, 0, 0, 1], 4318).into()),
+            otlp_grpc: flags
+                .otlp_grpc
+                .or(file.otlp_grpc)
+                .or(env_addr("BOTTLENECK_OTLP_GRPC")?)
+                .unwrap_or(([127, 0, 0, 1], 4317).into()),
+        };
+        let max_body_bytes = file.ingest.max_body_bytes.unwrap_or(20 * 1024 * 1024);
+        let ingest = IngestConfig {
+            queue_capacity: file.ingest.queue_capacity.unwrap_or(256),
+            max_body_bytes,
+            max_decoded_body_bytes: file.ingest.max_decoded_body_bytes.unwrap_or(max_body_bytes.saturating_mul(4)),
+        };
+        let defaults = AnalysisConfig::default();
+        let analysis_file = file.analysis;
+        let analysis = AnalysisConfig {
+            n_plus_one_min_calls: analysis_file.n_plus_one_min_calls.unwrap_or(defaults.n_plus_one_min_calls),
+            min_saving_ns: analysis_file.min_saving_ms.map_or(defaults.min_saving_ns, ms_to_ns),
+            slow_query_ns: analysis_file.slow_query_ms.map_or(defaults.slow_query_ns, ms_to_ns),
+            cpu_hotspot_share: analysis_file.cpu_hotspot_share.unwrap_or(defaults.cpu_hotspot_share),
+            wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
+            ..defaults
+        };
+        let pipeline = PipelineConfig {
+            grace_period: analysis_file
+                .grace_period
+                .map(|text| duration(&text, "analysis.grace_period"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(2)),
+            max_lateness: analysis_file
+                .max_lateness
+                .map(|text| duration(&text, "analysis.max_lateness"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(300)),
+            max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
+            analysis,
+        };
+        Ok(Config { database_url: DatabaseUrl::parse(&database_url)?, listen, ingest, pipeline })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(DatabaseUrl::parse("bottleneck.db").unwrap(), DatabaseUrl::Sqlite("bottleneck.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("/tmp/x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:data.db?mode=rwc").unwrap(), DatabaseUrl::Sqlite("data.db".into()));
+        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db").unwrap(), DatabaseUrl::Postgres(_)));
+        assert!(DatabaseUrl::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\notlp_http = \"127.0.0.1:9001\"").unwrap();
+        let flags = ServeFlags { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Default::default() };
+        let config = Config::from_parts(&flags, file).unwrap();
+        assert_eq!(config.listen.ui.port(), 7000);
+        assert_eq!(config.listen.otlp_http.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_addr = 3\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}

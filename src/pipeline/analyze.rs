@@ -1,0 +1,295 @@
+//! The analyzer: turns due traces into request rows and rollup updates, committed together with
+//! the watermark in one transaction.
+//!
+//! A trace that was analysed before (late spans, or a replay after a restart) is re-read whole
+//! from the store; its previous analysis is recomputed from the blocks that analysis saw and
+//! removed from the rollups before the new one is added, so a request is never counted twice.
+//!
+//! Invariant: only this task writes requests and rollups, and it never holds a lock across an
+//! await.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use collector::model::{Span, TraceId};
+use tracing::{error, warn};
+
+use crate::analysis::aggregate::Rollup;
+use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
+use crate::store::{AnalysisCommit, RequestRow, RollupKey, Store, StoreError, minute_of};
+
+/// The endpoint every endpoint past a service's cap is folded into.
+pub const OTHER_ENDPOINT: &str = "other";
+
+/// A trace whose grace period has passed.
+#[derive(Debug)]
+pub struct DueTrace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The spans that arrived since it was last analysed (all of them, for a new trace).
+    pub spans: Vec<Span>,
+    /// The newest block those spans came in.
+    pub last_block_id: i64,
+}
+
+/// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
+#[derive(Debug, Default)]
+pub struct AnalysisStats {
+    /// Traces analysed.
+    pub traces: AtomicU64,
+    /// Requests analysed (re-analyses included).
+    pub requests: AtomicU64,
+    /// Traces re-analysed because spans arrived after their first analysis.
+    pub reanalysed_traces: AtomicU64,
+    /// Odd input worked around (orphans, skew, cycles, duplicate ids).
+    pub anomalies: AtomicU64,
+    /// Analysis commits that failed (retried from the store on the next start).
+    pub failed_commits: AtomicU64,
+    /// Per (service, endpoint): requests, errors, latency buckets and breakdown sums.
+    pub endpoints: Mutex<HashMap<(String, String), EndpointCounters>>,
+}
+
+/// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Cumulative figures of one endpoint since the process started.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointCounters {
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Request counts per [`LATENCY_BUCKETS`] bucket, then +Inf.
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Summed durations.
+    pub duration_sum_ns: u64,
+    /// Summed critical-path breakdown.
+    pub breakdown_sum_ns: [u64; 6],
+}
+
+impl EndpointCounters {
+    fn record(&mut self, request: &RequestAnalysis) {
+        self.requests += 1;
+        self.errors += u64::from(request.error);
+        let secs = request.duration_ns as f64 / 1e9;
+        let bucket = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket] += 1;
+        self.duration_sum_ns += request.duration_ns;
+        for (sum, value) in self.breakdown_sum_ns.iter_mut().zip(request.breakdown.0) {
+            *sum += value;
+        }
+    }
+}
+
+struct CachedRollup {
+    rollup: Rollup,
+    dirty: bool,
+    touched: Instant,
+}
+
+/// The analysis task's state: endpoint ids and the rollups being updated.
+pub struct Analyzer {
+    store: Store,
+    config: Arc<AnalysisConfig>,
+    max_endpoints_per_service: usize,
+    /// Rollups are kept this long after their last update; later updates read them back.
+    keep_rollups: Duration,
+    endpoint_ids: HashMap<(String, String), i64>,
+    endpoints_per_service: HashMap<String, usize>,
+    rollups: HashMap<RollupKey, CachedRollup>,
+    stats: Arc<AnalysisStats>,
+}
+
+impl Analyzer {
+    /// Loads the interned endpoints; fails only if the store cannot be read.
+    pub async fn load(
+        store: Store,
+        config: AnalysisConfig,
+        max_endpoints_per_service: usize,
+        keep_rollups: Duration,
+        stats: Arc<AnalysisStats>,
+    ) -> Result<Analyzer, StoreError> {
+        let mut endpoint_ids = HashMap::new();
+        let mut endpoints_per_service: HashMap<String, usize> = HashMap::new();
+        for endpoint in store.endpoints().await? {
+            if endpoint.endpoint != OTHER_ENDPOINT {
+                *endpoints_per_service.entry(endpoint.service.clone()).or_default() += 1;
+            }
+            endpoint_ids.insert((endpoint.service, endpoint.endpoint), endpoint.id);
+        }
+        Ok(Analyzer {
+            store,
+            config: Arc::new(config),
+            max_endpoints_per_service,
+            keep_rollups,
+            endpoint_ids,
+            endpoints_per_service,
+            rollups: HashMap::new(),
+            stats,
+        })
+    }
+
+    /// Analyses due traces and commits the results with `watermark`. Errors are logged and
+    /// counted: the blocks stay behind the watermark and are analysed again on the next start.
+    pub async fn process(&mut self, due: Vec<DueTrace>, watermark: i64) {
+        match self.try_process(due, watermark).await {
+            Ok(()) => {}
+            Err(err) => {
+                self.stats.failed_commits.fetch_add(1, Relaxed);
+                // The cached rollups may hold changes that were not committed: drop them all and
+                // read them back from the store next time.
+                self.rollups.clear();
+                error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+            }
+        }
+        let now = Instant::now();
+        self.rollups.retain(|_, cached| cached.dirty || now.duration_since(cached.touched) < self.keep_rollups);
+    }
+
+    async fn try_process(&mut self, due: Vec<DueTrace>, watermark: i64) -> Result<(), StoreError> {
+        if due.is_empty() {
+            if self.rollups.values().all(|cached| !cached.dirty) {
+                self.store.commit_analysis(&AnalysisCommit { watermark: Some(watermark), ..Default::default() }).await?;
+            }
+            return Ok(());
+        }
+        let ids: Vec<TraceId> = due.iter().map(|trace| trace.trace_id).collect();
+        let prior = self.store.analysed_traces(&ids).await?;
+        // (new spans, old spans to un-count, newest block seen)
+        let mut work: Vec<(Vec<Span>, Option<Vec<Span>>, i64)> = Vec::with_capacity(due.len());
+        let mut replace_traces = Vec::new();
+        for trace in due {
+            match prior.get(&trace.trace_id) {
+                None => work.push((trace.spans, None, trace.last_block_id)),
+                Some(&seen_through) => {
+                    let Some(stored) = self.store.trace_spans(trace.trace_id).await? else { continue };
+                    let newest = stored.iter().map(|(block, _)| *block).max().unwrap_or(seen_through);
+                    if newest <= seen_through {
+                        continue; // already analysed with every stored span (a replay)
+                    }
+                    let old = stored.iter().filter(|(block, _)| *block <= seen_through).map(|(_, s)| s.clone()).collect();
+                    let all = stored.into_iter().map(|(_, span)| span).collect();
+                    replace_traces.push(trace.trace_id);
+                    self.stats.reanalysed_traces.fetch_add(1, Relaxed);
+                    work.push((all, Some(old), newest));
+                }
+            }
+        }
+        let config = Arc::clone(&self.config);
+        let n_traces = work.len() as u64;
+        // The analysis is pure CPU work: keep it off the async workers.
+        let analysed = tokio::task::spawn_blocking(move || {
+            let mut anomalies = 0;
+            let results: Vec<_> = work
+                .into_iter()
+                .map(|(spans, old_spans, last_block)| {
+                    let (new, new_anomalies) = analyze_trace(&spans, &config);
+                    anomalies += new_anomalies.len() as u64;
+                    let old = old_spans.map(|old| analyze_trace(&old, &config).0).unwrap_or_default();
+                    (new, old, last_block)
+                })
+                .collect();
+            (results, anomalies)
+        })
+        .await
+        .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
+        let (results, anomalies) = analysed;
+        self.stats.traces.fetch_add(n_traces, Relaxed);
+        self.stats.anomalies.fetch_add(anomalies, Relaxed);
+
+        let mut requests = Vec::new();
+        for (new, old, last_block_id) in results {
+            for request in &old {
+                let endpoint_id = self.known_endpoint_id(&request.service, &request.endpoint);
+                if let Some(endpoint_id) = endpoint_id {
+                    let key = RollupKey { endpoint_id, version: request.version.clone(), minute: minute_of(request.start_unix_ns) };
+                    self.cached_rollup(key).await?.remove(request);
+                }
+            }
+            for request in &new {
+                let endpoint_id = self.endpoint_id(&request.service, &request.endpoint).await?;
+                let key = RollupKey { endpoint_id, version: request.version.clone(), minute: minute_of(request.start_unix_ns) };
+                self.cached_rollup(key).await?.add(request);
+                requests.push(RequestRow {
+                    trace_id: request.trace_id,
+                    span_id: request.span_id,
+                    endpoint_id,
+                    version: request.version.clone(),
+                    start_unix_ns: request.start_unix_ns,
+                    duration_ns: request.duration_ns,
+                    error: request.error,
+                    breakdown: request.breakdown,
+                    n_db_calls: request.n_db_calls,
+                    last_block_id,
+                });
+                self.record_counters(request);
+            }
+        }
+        self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
+        let rollups = self
+            .rollups
+            .iter()
+            .filter(|(_, cached)| cached.dirty)
+            .map(|(key, cached)| (key.clone(), cached.rollup.clone()))
+            .collect();
+        let commit = AnalysisCommit { replace_traces, requests, rollups, watermark: Some(watermark) };
+        self.store.commit_analysis(&commit).await?;
+        for cached in self.rollups.values_mut() {
+            cached.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn record_counters(&self, request: &RequestAnalysis) {
+        let mut endpoints = self.stats.endpoints.lock().expect("no panics while holding the counters lock");
+        let key = (request.service.clone(), self.capped_name(&request.service, &request.endpoint).to_owned());
+        endpoints.entry(key).or_default().record(request);
+    }
+
+    fn capped_name<'a>(&self, service: &str, endpoint: &'a str) -> &'a str {
+        if self.endpoint_ids.contains_key(&(service.to_owned(), endpoint.to_owned())) { endpoint } else { OTHER_ENDPOINT }
+    }
+
+    /// The id an endpoint was counted under: its own, or `other` past the cap.
+    fn known_endpoint_id(&self, service: &str, endpoint: &str) -> Option<i64> {
+        self.endpoint_ids
+            .get(&(service.to_owned(), endpoint.to_owned()))
+            .or_else(|| self.endpoint_ids.get(&(service.to_owned(), OTHER_ENDPOINT.to_owned())))
+            .copied()
+    }
+
+    async fn endpoint_id(&mut self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
+        if let Some(id) = self.endpoint_ids.get(&(service.to_owned(), endpoint.to_owned())) {
+            return Ok(*id);
+        }
+        let count = self.endpoints_per_service.entry(service.to_owned()).or_default();
+        let name = if *count >= self.max_endpoints_per_service {
+            if !self.endpoint_ids.contains_key(&(service.to_owned(), OTHER_ENDPOINT.to_owned())) {
+                warn!(service, cap = self.max_endpoints_per_service, "endpoint cap reached; further endpoints count as `other`");
+            }
+            OTHER_ENDPOINT
+        } else {
+            *count += 1;
+            endpoint
+        };
+        if let Some(id) = self.endpoint_ids.get(&(service.to_owned(), name.to_owned())) {
+            return Ok(*id);
+        }
+        let id = self.store.intern_endpoint(service, name).await?;
+        self.endpoint_ids.insert((service.to_owned(), name.to_owned()), id);
+        Ok(id)
+    }
+
+    async fn cached_rollup(&mut self, key: RollupKey) -> Result<&mut Rollup, StoreError> {
+        if !self.rollups.contains_key(&key) {
+            let rollup = self.store.rollup(&key).await?.unwrap_or_else(Rollup::new);
+            self.rollups.insert(key.clone(), CachedRollup { rollup, dirty: false, touched: Instant::now() });
+        }
+        let cached = self.rollups.get_mut(&key).expect("inserted above");
+        cached.dirty = true;
+        cached.touched = Instant::now();
+        Ok(&mut cached.rollup)
+    }
+}

@@ -1,0 +1,278 @@
+//! The store: span blocks, analysed requests, endpoints and per-minute rollups.
+//!
+//! `Store` is what every other module talks to; its methods are named by use case. SQLite is the
+//! embedded default; the backend enum leaves room for PostgreSQL.
+//!
+//! Invariant: the only module with SQL or sqlx types. Rows become model and analysis types here
+//! and never leave as rows.
+
+pub mod block;
+mod sqlite;
+
+use std::collections::HashMap;
+
+use collector::model::{Span, SpanId, TraceId};
+
+use crate::analysis::Breakdown;
+use crate::analysis::aggregate::Rollup;
+use crate::config::DatabaseUrl;
+
+pub use block::EncodedBlock;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored block could not be read back.
+    #[error(transparent)]
+    Block(#[from] block::BlockError),
+    /// A stored value was not what the schema promises.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The configured backend is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A half-open time range in nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Inclusive start.
+    pub from_unix_ns: u64,
+    /// Exclusive end.
+    pub to_unix_ns: u64,
+}
+
+impl Window {
+    /// The minutes (since the epoch) the window touches.
+    pub fn minutes(&self) -> (i64, i64) {
+        (minute_of(self.from_unix_ns), minute_of(self.to_unix_ns.saturating_sub(1)))
+    }
+}
+
+/// The minute (since the epoch) an instant falls in: the rollup bucket.
+pub fn minute_of(unix_ns: u64) -> i64 {
+    (unix_ns / 60_000_000_000) as i64
+}
+
+/// The identity of a rollup row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RollupKey {
+    /// Interned (service, endpoint).
+    pub endpoint_id: i64,
+    /// `service.version`, empty when unknown.
+    pub version: String,
+    /// Minute since the epoch.
+    pub minute: i64,
+}
+
+/// An analysed request as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    /// Its trace.
+    pub trace_id: TraceId,
+    /// The request span.
+    pub span_id: SpanId,
+    /// Interned (service, endpoint).
+    pub endpoint_id: i64,
+    /// `service.version`.
+    pub version: String,
+    /// Start of the request span.
+    pub start_unix_ns: u64,
+    /// Its duration.
+    pub duration_ns: u64,
+    /// Whether it failed.
+    pub error: bool,
+    /// Critical-path breakdown.
+    pub breakdown: Breakdown,
+    /// Database calls.
+    pub n_db_calls: u32,
+    /// Newest block the analysis saw.
+    pub last_block_id: i64,
+}
+
+/// An interned endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointRef {
+    /// Its id.
+    pub id: i64,
+    /// `service.name`.
+    pub service: String,
+    /// The endpoint name.
+    pub endpoint: String,
+}
+
+/// Everything one analysis tick writes, committed in one transaction so that requests, rollups
+/// and the watermark never disagree after a crash.
+#[derive(Debug, Default)]
+pub struct AnalysisCommit {
+    /// Traces whose previous request rows are replaced.
+    pub replace_traces: Vec<TraceId>,
+    /// The new request rows.
+    pub requests: Vec<RequestRow>,
+    /// Rollups in their new, complete state.
+    pub rollups: Vec<(RollupKey, Rollup)>,
+    /// Every block up to this id has been analysed.
+    pub watermark: Option<i64>,
+}
+
+/// What the store holds, for `/metrics`, benchmarks and the UI's "data since".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Spans stored.
+    pub n_spans: u64,
+    /// Blocks stored.
+    pub n_blocks: u64,
+    /// Requests analysed.
+    pub n_requests: u64,
+    /// Earliest span start stored.
+    pub oldest_unix_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// The store. Cheap to clone: it wraps a connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies migrations.
+    pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Ok(Store { backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?) }),
+            DatabaseUrl::Postgres(_) => {
+                Err(StoreError::Unsupported("PostgreSQL is not supported by this build yet; use a SQLite path".into()))
+            }
+        }
+    }
+
+    /// Commits blocks in one transaction; returns their ids in order.
+    pub async fn insert_blocks(&self, blocks: &[EncodedBlock]) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self.insert_blocks(blocks))
+    }
+
+    /// Blocks with an id above `after_id`, oldest first, at most `limit`: replay after a restart.
+    pub async fn blocks_after(&self, after_id: i64, limit: i64) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+        dispatch!(self.blocks_after(after_id, limit))
+    }
+
+    /// The newest block id, 0 for an empty store.
+    pub async fn last_block_id(&self) -> Result<i64, StoreError> {
+        dispatch!(self.last_block_id())
+    }
+
+    /// Every stored span of a trace with the id of the block it came in; `None` if unknown.
+    pub async fn trace_spans(&self, trace_id: TraceId) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+        dispatch!(self.trace_spans(trace_id))
+    }
+
+    /// Every stored span of a trace, ordered by start.
+    pub async fn trace(&self, trace_id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.trace_spans(trace_id).await?.map(|spans| {
+            let mut spans: Vec<Span> = spans.into_iter().map(|(_, span)| span).collect();
+            spans.sort_by_key(|span| span.start_unix_ns);
+            spans
+        }))
+    }
+
+    /// The analysis watermark: every block up to it has been analysed.
+    pub async fn analysis_watermark(&self) -> Result<i64, StoreError> {
+        dispatch!(self.analysis_watermark())
+    }
+
+    /// For those of `trace_ids` that were analysed before, the newest block that analysis saw.
+    pub async fn analysed_traces(&self, trace_ids: &[TraceId]) -> Result<HashMap<TraceId, i64>, StoreError> {
+        dispatch!(self.analysed_traces(trace_ids))
+    }
+
+    /// Every interned endpoint.
+    pub async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
+        dispatch!(self.endpoints())
+    }
+
+    /// The id of (service, endpoint), interning it if new.
+    pub async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
+        dispatch!(self.intern_endpoint(service, endpoint))
+    }
+
+    /// One stored rollup, with its operations and findings.
+    pub async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
+        dispatch!(self.rollup(key))
+    }
+
+    /// Writes one analysis tick atomically.
+    pub async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+        dispatch!(self.commit_analysis(commit))
+    }
+
+    /// Rollups in a window, one per (endpoint, version, minute), optionally for one service or
+    /// endpoint. `with_details` also loads operations and findings.
+    pub async fn rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        dispatch!(self.rollups(window, endpoint_ids, with_details))
+    }
+
+    /// Requests of some endpoints in a window, slowest first, at least `min_duration_ns` long.
+    pub async fn requests(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        min_duration_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        dispatch!(self.requests(window, endpoint_ids, min_duration_ns, limit))
+    }
+
+    /// The request rows of one trace.
+    pub async fn trace_requests(&self, trace_id: TraceId) -> Result<Vec<RequestRow>, StoreError> {
+        dispatch!(self.trace_requests(trace_id))
+    }
+
+    /// Durations and breakdowns of every request of one endpoint in a window, for tail
+    /// attribution and per-version splits.
+    pub async fn request_breakdowns(&self, window: Window, endpoint_id: i64) -> Result<Vec<RequestRow>, StoreError> {
+        dispatch!(self.request_breakdowns(window, endpoint_id))
+    }
+
+    /// Counts of what is stored.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        dispatch!(self.stats())
+    }
+
+    /// Bytes the database occupies on disk (SQLite: the file and its WAL).
+    pub async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        dispatch!(self.disk_bytes())
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(store) => store.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod suite;

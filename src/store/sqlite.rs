@@ -1,0 +1,465 @@
+//! The SQLite backend: one file in WAL mode, the embedded default.
+//!
+//! Writes are few and large: one statement per block, multi-row statements for index and request
+//! rows (sqlx hands every statement to the connection's worker thread, so per-row statements
+//! would cost a thread round trip each; see crates.md).
+//!
+//! Invariant: every multi-row write runs inside one transaction.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use collector::category::Category;
+use collector::model::{Span, SpanId, TraceId};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlSafeStr};
+
+use super::{
+    AnalysisCommit, EncodedBlock, EndpointRef, RequestRow, RollupKey, StoreError, StoreStats, Window, block,
+};
+use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
+use crate::analysis::{Breakdown, FindingKind};
+
+/// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
+/// under, and larger statements gain nothing measurable.
+const ROWS_PER_STATEMENT: usize = 500;
+
+#[derive(Debug, Clone)]
+pub(super) struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+fn ns(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
+    TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
+}
+
+fn span_id(bytes: &[u8]) -> Result<SpanId, StoreError> {
+    SpanId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("span id: {e}")))
+}
+
+type RequestTuple = (Vec<u8>, Vec<u8>, i64, String, i64, i64, bool, i64, i64, i64, i64, i64, i64, i64, i64);
+
+const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id";
+
+fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
+    let (trace, span, endpoint_id, version, start, duration, error, db, cache, network, messaging, cpu, wait, n_db, last) =
+        row;
+    Ok(RequestRow {
+        trace_id: trace_id(&trace)?,
+        span_id: span_id(&span)?,
+        endpoint_id,
+        version,
+        start_unix_ns: unsigned(start),
+        duration_ns: unsigned(duration),
+        error,
+        breakdown: Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+        n_db_calls: u32::try_from(n_db).unwrap_or(0),
+        last_block_id: last,
+    })
+}
+
+type RollupTuple = (i64, String, i64, i64, i64, i64, Vec<u8>, i64, i64, i64, i64, i64, i64, i64);
+
+const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls";
+
+fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
+    let (endpoint_id, version, minute, requests, errors, duration_sum, sketch, db, cache, network, messaging, cpu, wait, db_calls) =
+        row;
+    let sketch = LatencySketch::from_bytes(&sketch).ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
+    let mut rollup = Rollup::new();
+    rollup.requests = unsigned(requests);
+    rollup.errors = unsigned(errors);
+    rollup.duration_sum_ns = unsigned(duration_sum);
+    rollup.sketch = sketch;
+    rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
+    rollup.db_calls = unsigned(db_calls);
+    Ok((RollupKey { endpoint_id, version, minute }, rollup))
+}
+
+impl SqliteStore {
+    pub(super) async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
+            // can take the last transactions, and the OS page cache is ours to trust here.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("auto_vacuum", "INCREMENTAL");
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool, path: path.to_owned() })
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(super) async fn insert_blocks(&self, blocks: &[EncodedBlock]) -> Result<Vec<i64>, StoreError> {
+        const INSERT_BLOCK: &str = "INSERT INTO span_blocks (received_unix_ns, min_start_unix_ns, n_spans, data) \
+             VALUES ($1, $2, $3, $4) RETURNING id";
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(blocks.len());
+        let mut index: Vec<(&TraceId, i64)> = Vec::new();
+        for block in blocks {
+            let id: i64 = sqlx::query_scalar(INSERT_BLOCK)
+                .bind(ns(block.received_unix_ns))
+                .bind(ns(block.min_start_unix_ns))
+                .bind(i64::from(block.n_spans))
+                .bind(&block.data)
+                .fetch_one(&mut *tx)
+                .await?;
+            ids.push(id);
+            index.extend(block.trace_ids.iter().map(|trace| (trace, id)));
+        }
+        for chunk in index.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ");
+            insert.push_values(chunk, |mut row, (trace, id)| {
+                row.push_bind(trace.0.to_vec()).push_bind(*id);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub(super) async fn blocks_after(&self, after_id: i64, limit: i64) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+        const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(id, data)| Ok((id, block::decode(&data)?))).collect()
+    }
+
+    pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT COALESCE(MAX(id), 0) FROM span_blocks";
+        Ok(sqlx::query_scalar(SELECT).fetch_one(&self.pool).await?)
+    }
+
+    pub(super) async fn trace_spans(&self, trace: TraceId) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+        const SELECT: &str = "SELECT b.id, b.data FROM trace_blocks t JOIN span_blocks b ON b.id = t.block_id \
+             WHERE t.trace_id = $1 ORDER BY b.id";
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT).bind(trace.0.to_vec()).fetch_all(&self.pool).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut spans = Vec::new();
+        for (id, data) in rows {
+            spans.extend(block::decode(&data)?.into_iter().filter(|span| span.trace_id == trace).map(|span| (id, span)));
+        }
+        Ok(Some(spans))
+    }
+
+    pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
+        Ok(sqlx::query_scalar(SELECT).fetch_optional(&self.pool).await?.unwrap_or(0))
+    }
+
+    pub(super) async fn analysed_traces(&self, trace_ids: &[TraceId]) -> Result<HashMap<TraceId, i64>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select =
+                QueryBuilder::<Sqlite>::new("SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (");
+            let mut separated = select.separated(", ");
+            for trace in chunk {
+                separated.push_bind(trace.0.to_vec());
+            }
+            select.push(") GROUP BY trace_id");
+            let rows: Vec<(Vec<u8>, i64)> = select.build_query_as().fetch_all(&self.pool).await?;
+            for (trace, last) in rows {
+                found.insert(trace_id(&trace)?, last);
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
+        const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(id, service, endpoint)| EndpointRef { id, service, endpoint }).collect())
+    }
+
+    pub(super) async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
+        const INSERT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
+             ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
+        Ok(sqlx::query_scalar(INSERT).bind(service).bind(endpoint).fetch_one(&self.pool).await?)
+    }
+
+    pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
+        let window_minute = [key.minute, key.minute];
+        let rows = self.rollup_rows(window_minute, Some(&[key.endpoint_id]), Some(&key.version), true).await?;
+        Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
+    }
+
+    pub(super) async fn rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        let (first, last) = window.minutes();
+        self.rollup_rows([first, last], endpoint_ids, None, with_details).await
+    }
+
+    async fn rollup_rows(
+        &self,
+        [first_minute, last_minute]: [i64; 2],
+        endpoint_ids: Option<&[i64]>,
+        version: Option<&str>,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        fn filter(query: &mut QueryBuilder<Sqlite>, first: i64, last: i64, ids: Option<&[i64]>, version: Option<&str>) {
+            query.push(" WHERE minute >= ").push_bind(first).push(" AND minute <= ").push_bind(last);
+            if let Some(ids) = ids {
+                query.push(" AND endpoint_id IN (");
+                let mut separated = query.separated(", ");
+                for id in ids {
+                    separated.push_bind(*id);
+                }
+                query.push(")");
+            }
+            if let Some(version) = version {
+                query.push(" AND version = ").push_bind(version.to_owned());
+            }
+        }
+        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM rollups"));
+        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+        let mut rollups = rows.into_iter().map(rollup_row).collect::<Result<Vec<_>, _>>()?;
+        if !with_details || rollups.is_empty() {
+            return Ok(rollups);
+        }
+        let position: HashMap<RollupKey, usize> =
+            rollups.iter().enumerate().map(|(idx, (key, _))| (key.clone(), idx)).collect();
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM rollup_operations",
+        );
+        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+            select.build_query_as().fetch_all(&self.pool).await?;
+        for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
+            let key = RollupKey { endpoint_id, version, minute };
+            let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else { continue };
+            rollups[*idx].1.operations.insert(
+                (category, name),
+                OperationSums { calls: unsigned(calls), total_ns: unsigned(total), critical_ns: unsigned(critical) },
+            );
+        }
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM rollup_findings",
+        );
+        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+            select.build_query_as().fetch_all(&self.pool).await?;
+        for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+            let key = RollupKey { endpoint_id, version, minute };
+            let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else { continue };
+            rollups[*idx].1.findings.insert(
+                (kind, name),
+                FindingSums { requests: unsigned(requests), count: unsigned(count), saving_ns: unsigned(saving) },
+            );
+        }
+        Ok(rollups)
+    }
+
+    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
+            let mut delete = QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
+            let mut separated = delete.separated(", ");
+            for trace in chunk {
+                separated.push_bind(trace.0.to_vec());
+            }
+            delete.push(")");
+            delete.build().execute(&mut *tx).await?;
+        }
+        for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) "));
+            insert.push_values(chunk, |mut row, request| {
+                row.push_bind(request.trace_id.0.to_vec())
+                    .push_bind(request.span_id.0.to_vec())
+                    .push_bind(request.endpoint_id)
+                    .push_bind(request.version.clone())
+                    .push_bind(ns(request.start_unix_ns))
+                    .push_bind(ns(request.duration_ns))
+                    .push_bind(request.error);
+                for value in request.breakdown.0 {
+                    row.push_bind(ns(value));
+                }
+                row.push_bind(i64::from(request.n_db_calls)).push_bind(request.last_block_id);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (key, rollup) in &commit.rollups {
+            write_rollup(&mut tx, key, rollup).await?;
+        }
+        if let Some(watermark) = commit.watermark {
+            const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
+            sqlx::query(UPSERT).bind(watermark).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn requests(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        min_duration_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "));
+        select.push_bind(ns(window.from_unix_ns)).push(" AND start_unix_ns < ").push_bind(ns(window.to_unix_ns));
+        select.push(" AND duration_ns >= ").push_bind(ns(min_duration_ns));
+        if let Some(ids) = endpoint_ids {
+            select.push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+        }
+        select.push(" ORDER BY duration_ns DESC LIMIT ").push_bind(limit);
+        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(request_row).collect()
+    }
+
+    pub(super) async fn trace_requests(&self, trace: TraceId) -> Result<Vec<RequestRow>, StoreError> {
+        let select = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns");
+        let rows: Vec<RequestTuple> =
+            sqlx::query_as(sqlx::AssertSqlSafe(select)).bind(trace.0.to_vec()).fetch_all(&self.pool).await?;
+        rows.into_iter().map(request_row).collect()
+    }
+
+    pub(super) async fn request_breakdowns(&self, window: Window, endpoint_id: i64) -> Result<Vec<RequestRow>, StoreError> {
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND start_unix_ns >= $2 AND start_unix_ns < $3"
+        );
+        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(endpoint_id)
+            .bind(ns(window.from_unix_ns))
+            .bind(ns(window.to_unix_ns))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(request_row).collect()
+    }
+
+    pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
+        const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
+        const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
+        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) = sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
+        let n_requests: i64 = sqlx::query_scalar(REQUESTS).fetch_one(&self.pool).await?;
+        Ok(StoreStats {
+            n_spans: unsigned(n_spans),
+            n_blocks: unsigned(n_blocks),
+            n_requests: unsigned(n_requests),
+            oldest_unix_ns: oldest.map(unsigned),
+        })
+    }
+
+    pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            total += tokio::fs::metadata(&path).await.map(|meta| meta.len()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+async fn write_rollup(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    key: &RollupKey,
+    rollup: &Rollup,
+) -> Result<(), StoreError> {
+    const DELETE_OPERATIONS: &str = "DELETE FROM rollup_operations WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    const DELETE_FINDINGS: &str = "DELETE FROM rollup_findings WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    const DELETE_ROLLUP: &str = "DELETE FROM rollups WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    for delete in [DELETE_OPERATIONS, DELETE_FINDINGS, DELETE_ROLLUP] {
+        sqlx::query(delete).bind(key.endpoint_id).bind(&key.version).bind(key.minute).execute(&mut **tx).await?;
+    }
+    if rollup.requests == 0 {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT INTO rollups ({ROLLUP_COLUMNS}) "));
+    insert.push_values([rollup], |mut row, rollup| {
+        row.push_bind(key.endpoint_id)
+            .push_bind(key.version.clone())
+            .push_bind(key.minute)
+            .push_bind(ns(rollup.requests))
+            .push_bind(ns(rollup.errors))
+            .push_bind(ns(rollup.duration_sum_ns))
+            .push_bind(rollup.sketch.to_bytes());
+        for value in rollup.breakdown_sum.0 {
+            row.push_bind(ns(value));
+        }
+        row.push_bind(ns(rollup.db_calls));
+    });
+    insert.build().execute(&mut **tx).await?;
+    let operations: Vec<_> = rollup.operations.iter().filter(|(_, sums)| sums.calls > 0).collect();
+    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO rollup_operations (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) ",
+        );
+        insert.push_values(chunk, |mut row, ((category, name), sums)| {
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(category.as_str())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.calls))
+                .push_bind(ns(sums.total_ns))
+                .push_bind(ns(sums.critical_ns));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let findings: Vec<_> = rollup.findings.iter().filter(|(_, sums)| sums.requests > 0).collect();
+    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO rollup_findings (endpoint_id, version, minute, kind, name, requests, count, saving_ns) ",
+        );
+        insert.push_values(chunk, |mut row, ((kind, name), sums)| {
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(kind.as_str())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.requests))
+                .push_bind(ns(sums.count))
+                .push_bind(ns(sums.saving_ns));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}

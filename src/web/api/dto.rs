@@ -1,0 +1,202 @@
+//! The JSON shapes of API v1, field for field as the contract names them (fields may be added,
+//! never renamed). Times are milliseconds as floats; timestamps RFC 3339.
+//!
+//! Invariant: the only `Serialize` types of the crate; built from analysis and store values by
+//! the query functions, never the other way round.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Milliseconds per category: db, cache, network, messaging, cpu, wait.
+pub type BreakdownMs = BTreeMap<&'static str, f64>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceDto {
+    pub name: String,
+    pub endpoints: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServicesDto {
+    pub services: Vec<ServiceDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BottleneckDto {
+    pub category: &'static str,
+    pub share: f64,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummaryDto {
+    pub service: String,
+    pub endpoint: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests per second over the window.
+    pub rate_per_sec: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub breakdown_ms: BreakdownMs,
+    pub io_ms: f64,
+    pub cpu_ms: f64,
+    pub db_calls_per_request: f64,
+    pub speedup_if_cpu_free: f64,
+    pub bottleneck: BottleneckDto,
+    /// Total time spent in the window (requests × mean), the overview's sort key.
+    pub total_ms: f64,
+    /// True for the `other` endpoint that holds everything past the per-service endpoint cap.
+    pub folded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointsDto {
+    pub endpoints: Vec<EndpointSummaryDto>,
+    /// Services whose endpoints exceeded the cap; their excess is counted under `other`.
+    pub capped_services: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeseriesPointDto {
+    /// Bucket start, unix milliseconds.
+    pub t: f64,
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub breakdown_ms: BreakdownMs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationDto {
+    pub category: &'static str,
+    pub name: String,
+    pub calls_per_request: f64,
+    pub mean_ms: f64,
+    pub critical_ms_per_request: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingDto {
+    pub kind: &'static str,
+    pub name: String,
+    pub count_per_request: f64,
+    pub potential_saving_ms: f64,
+    pub summary: String,
+    /// Share of requests that show it.
+    pub request_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceSummaryDto {
+    pub trace_id: String,
+    pub span_id: String,
+    pub service: String,
+    pub endpoint: String,
+    pub version: String,
+    pub start: String,
+    pub duration_ms: f64,
+    pub breakdown_ms: BreakdownMs,
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TailBreakdownDto {
+    pub p50: BreakdownMs,
+    pub slowest_5pct: BreakdownMs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSplitDto {
+    pub version: String,
+    pub requests: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub breakdown_ms: BreakdownMs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyBucketDto {
+    /// Lower bound of the bucket.
+    pub from_ms: f64,
+    /// Upper bound of the bucket.
+    pub to_ms: f64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointDetailDto {
+    #[serde(flatten)]
+    pub summary: EndpointSummaryDto,
+    pub timeseries: Vec<TimeseriesPointDto>,
+    pub operations: Vec<OperationDto>,
+    pub tail_breakdown_ms: TailBreakdownDto,
+    pub findings: Vec<FindingDto>,
+    pub slowest_traces: Vec<TraceSummaryDto>,
+    /// The request closest to the median duration.
+    pub typical_trace: Option<TraceSummaryDto>,
+    pub versions: Vec<VersionSplitDto>,
+    pub latency_histogram: Vec<LatencyBucketDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TracesDto {
+    pub traces: Vec<TraceSummaryDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanDto {
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub service: String,
+    pub version: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub start: String,
+    /// Offset from the trace's first span, for waterfalls.
+    pub offset_ms: f64,
+    pub duration_ms: f64,
+    pub category: &'static str,
+    pub attributes: BTreeMap<String, String>,
+    pub resource: BTreeMap<String, String>,
+    pub status: &'static str,
+    pub status_message: String,
+    pub events: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFindingDto {
+    pub kind: &'static str,
+    pub name: String,
+    pub count_per_request: f64,
+    pub potential_saving_ms: f64,
+    pub summary: String,
+    pub span_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceRequestDto {
+    pub span_id: String,
+    pub service: String,
+    pub endpoint: String,
+    pub duration_ms: f64,
+    pub breakdown_ms: BreakdownMs,
+    pub db_calls: u32,
+    pub findings: Vec<RequestFindingDto>,
+    pub critical_path: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceDto {
+    pub trace_id: String,
+    pub duration_ms: f64,
+    pub spans: Vec<SpanDto>,
+    pub requests: Vec<TraceRequestDto>,
+}

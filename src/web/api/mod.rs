@@ -1,0 +1,99 @@
+//! JSON API v1 handlers: parse parameters, call the shared queries, answer JSON.
+//!
+//! Invariant: no computation of its own; bad parameters are 400 with a message, unknown ids 404.
+
+pub mod dto;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use collector::model::TraceId;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::{query, window};
+
+/// The window and filter parameters every aggregate call takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct WindowParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub range: Option<String>,
+    pub service: Option<String>,
+    pub endpoint: Option<String>,
+    pub min_ms: Option<String>,
+    pub limit: Option<String>,
+}
+
+impl WindowParams {
+    pub fn window(&self) -> Result<crate::store::Window, ApiError> {
+        window::parse(self.from.as_deref(), self.to.as_deref(), self.range.as_deref())
+    }
+
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref().filter(|s| !s.is_empty())
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+fn number<T: std::str::FromStr>(value: Option<&str>, name: &str, default: T) -> Result<T, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| ApiError::BadRequest(format!("`{name}` must be a number, got {text:?}"))),
+    }
+}
+
+pub async fn services_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+    Ok(Json(query::services(&state.store, params.window()?).await?).into_response())
+}
+
+pub async fn endpoints_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+    Ok(Json(query::endpoints(&state.store, params.window()?, params.service()).await?).into_response())
+}
+
+pub async fn endpoint_get(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+    let window = params.window()?;
+    let (Some(service), Some(endpoint)) = (params.service(), params.endpoint()) else {
+        return Err(ApiError::BadRequest("`service` and `endpoint` are required".into()));
+    };
+    match query::endpoint_detail(&state.store, window, service, endpoint).await? {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError::NotFound(format!("no requests of {service} {endpoint} in this window"))),
+    }
+}
+
+pub async fn traces_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+    let window = params.window()?;
+    let min_ms = number(params.min_ms.as_deref(), "min_ms", 0.0)?;
+    let limit: i64 = number(params.limit.as_deref(), "limit", 50)?;
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("`limit` must be between 1 and 1000".into()));
+    }
+    Ok(Json(query::traces(&state.store, window, params.service(), params.endpoint(), min_ms, limit).await?).into_response())
+}
+
+pub async fn trace_get(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let trace_id = TraceId::parse_hex(&trace_id)
+        .map_err(|e| ApiError::BadRequest(format!("trace id must be 32 hex digits: {e}")))?;
+    match query::trace(&state.store, trace_id, &state.analysis).await? {
+        Some(trace) => Ok(Json(trace).into_response()),
+        None => Err(ApiError::NotFound(format!("trace {trace_id} not found"))),
+    }
+}
+
+pub async fn alerts_list() -> Response {
+    // No budgets are configured in this version: the list is truthfully empty.
+    Json(serde_json::json!({ "alerts": [] })).into_response()
+}
+
+pub async fn openapi_get() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}

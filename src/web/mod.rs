@@ -1,0 +1,93 @@
+//! The web edge: the JSON API v1, `/metrics`, health checks, and the HTML pages.
+//!
+//! Invariant: reads only through `Store`; the only place in `src/` that knows HTTP status codes,
+//! JSON and HTML.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod query;
+pub mod window;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use collector::sink::{IngestStats, SpanSink};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::analysis::AnalysisConfig;
+use crate::pipeline::analyze::AnalysisStats;
+use crate::store::Store;
+
+/// What every handler may read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The collector's counters.
+    pub ingest: Arc<IngestStats>,
+    /// The ingest queue, for its depth.
+    pub sink: Option<SpanSink>,
+    /// The analysis counters.
+    pub analysis_stats: Arc<AnalysisStats>,
+    /// Thresholds, to re-analyse a trace for its page.
+    pub analysis: Arc<AnalysisConfig>,
+    /// False until every listener is bound and the pipeline runs; false again while stopping.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    fn queue_depth(&self) -> usize {
+        self.sink.as_ref().map_or(0, SpanSink::queue_depth)
+    }
+}
+
+/// No inline script, no third-party anything: every asset is ours and embedded.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The UI and API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/services", get(api::services_list))
+        .route("/api/v1/endpoints", get(api::endpoints_list))
+        .route("/api/v1/endpoint", get(api::endpoint_get))
+        .route("/api/v1/traces", get(api::traces_list))
+        .route("/api/v1/traces/{trace_id}", get(api::trace_get))
+        .route("/api/v1/alerts", get(api::alerts_list))
+        .route("/api/v1/openapi.json", get(api::openapi_get))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_get))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Relaxed) {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_get(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics::render(&state).await,
+    )
+        .into_response()
+}

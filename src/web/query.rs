@@ -1,0 +1,387 @@
+//! The read side shared by the JSON API and the pages: store reads turned into API values, so a
+//! page never shows a number the API does not give.
+//!
+//! Invariant: reads only; aggregates come from rollups, single requests from request rows and
+//! stored spans.
+
+use std::collections::{BTreeMap, HashMap};
+
+use collector::category::Category;
+use collector::model::{Span, TraceId};
+
+use super::api::dto::*;
+use crate::analysis::aggregate::{self, EndpointStats, Rollup};
+use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
+use crate::pipeline::analyze::OTHER_ENDPOINT;
+use crate::store::{EndpointRef, RequestRow, RollupKey, Store, StoreError, Window};
+use crate::web::window::rfc3339;
+
+const NS_PER_MS: f64 = 1e6;
+
+fn ms(ns: f64) -> f64 {
+    (ns / NS_PER_MS * 1000.0).round() / 1000.0
+}
+
+/// Milliseconds per category from nanoseconds per category.
+pub fn breakdown_ms(ns: [f64; 6]) -> BreakdownMs {
+    Category::ALL.iter().map(|c| (c.as_str(), ms(ns[c.index()]))).collect()
+}
+
+fn breakdown_of(breakdown: &Breakdown) -> BreakdownMs {
+    breakdown_ms(breakdown.0.map(|v| v as f64))
+}
+
+/// Endpoints by id, and the ids matching a service and endpoint filter.
+pub struct EndpointIndex {
+    by_id: HashMap<i64, EndpointRef>,
+}
+
+impl EndpointIndex {
+    /// Reads the interned endpoints.
+    pub async fn load(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self { by_id: store.endpoints().await?.into_iter().map(|e| (e.id, e)).collect() })
+    }
+
+    /// Ids of the endpoints of `service` (all when `None`) named `endpoint` (all when `None`).
+    pub fn ids(&self, service: Option<&str>, endpoint: Option<&str>) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .by_id
+            .values()
+            .filter(|e| service.is_none_or(|s| e.service == s) && endpoint.is_none_or(|n| e.endpoint == n))
+            .map(|e| e.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The endpoint with this id.
+    pub fn get(&self, id: i64) -> Option<&EndpointRef> {
+        self.by_id.get(&id)
+    }
+}
+
+fn merge_by<K: Ord>(rollups: Vec<(RollupKey, Rollup)>, key: impl Fn(&RollupKey) -> K) -> BTreeMap<K, Rollup> {
+    let mut merged: BTreeMap<K, Rollup> = BTreeMap::new();
+    for (rollup_key, rollup) in rollups {
+        match merged.entry(key(&rollup_key)) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(rollup);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().merge(&rollup),
+        }
+    }
+    merged
+}
+
+fn summary_dto(endpoint: &EndpointRef, stats: &EndpointStats, window: Window) -> EndpointSummaryDto {
+    let seconds = (window.to_unix_ns - window.from_unix_ns) as f64 / 1e9;
+    EndpointSummaryDto {
+        service: endpoint.service.clone(),
+        endpoint: endpoint.endpoint.clone(),
+        requests: stats.requests,
+        errors: stats.errors,
+        rate_per_sec: stats.requests as f64 / seconds.max(1e-9),
+        mean_ms: ms(stats.mean_ns),
+        p50_ms: ms(stats.p50_ns),
+        p90_ms: ms(stats.p90_ns),
+        p95_ms: ms(stats.p95_ns),
+        p99_ms: ms(stats.p99_ns),
+        breakdown_ms: breakdown_ms(stats.breakdown_mean_ns),
+        io_ms: ms(stats.io_ns),
+        cpu_ms: ms(stats.cpu_ns),
+        db_calls_per_request: (stats.db_calls_per_request * 100.0).round() / 100.0,
+        speedup_if_cpu_free: (stats.speedup_if_cpu_free * 1000.0).round() / 1000.0,
+        bottleneck: BottleneckDto {
+            category: stats.bottleneck.as_str(),
+            share: (stats.bottleneck_share * 1000.0).round() / 1000.0,
+            summary: stats.bottleneck_summary.clone(),
+        },
+        total_ms: ms(stats.mean_ns * stats.requests as f64),
+        folded: endpoint.endpoint == OTHER_ENDPOINT,
+    }
+}
+
+/// `GET /api/v1/services`.
+pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let rollups = store.rollups(window, None, false).await?;
+    let mut by_service: BTreeMap<String, (std::collections::BTreeSet<i64>, u64)> = BTreeMap::new();
+    for (key, rollup) in &rollups {
+        let Some(endpoint) = index.get(key.endpoint_id) else { continue };
+        let entry = by_service.entry(endpoint.service.clone()).or_default();
+        entry.0.insert(key.endpoint_id);
+        entry.1 += rollup.requests;
+    }
+    Ok(ServicesDto {
+        services: by_service
+            .into_iter()
+            .map(|(name, (endpoints, requests))| ServiceDto { name, endpoints: endpoints.len() as u64, requests })
+            .collect(),
+    })
+}
+
+/// `GET /api/v1/endpoints`: every endpoint with traffic in the window, most total time first.
+pub async fn endpoints(store: &Store, window: Window, service: Option<&str>) -> Result<EndpointsDto, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let ids = service.map(|s| index.ids(Some(s), None));
+    let rollups = store.rollups(window, ids.as_deref(), true).await?;
+    let merged = merge_by(rollups, |key| key.endpoint_id);
+    let mut endpoints: Vec<EndpointSummaryDto> = merged
+        .iter()
+        .filter_map(|(id, rollup)| {
+            let endpoint = index.get(*id)?;
+            let stats = aggregate::summarize(rollup, &endpoint.endpoint)?;
+            Some(summary_dto(endpoint, &stats, window))
+        })
+        .collect();
+    endpoints.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    let mut capped_services: Vec<String> =
+        endpoints.iter().filter(|e| e.folded).map(|e| e.service.clone()).collect();
+    capped_services.dedup();
+    Ok(EndpointsDto { endpoints, capped_services })
+}
+
+/// Buckets for the endpoint time series: about 60 points over the window, whole minutes.
+fn bucket_minutes(window: Window) -> i64 {
+    let (first, last) = window.minutes();
+    ((last - first + 1) / 60).max(1)
+}
+
+/// `GET /api/v1/endpoint`.
+pub async fn endpoint_detail(
+    store: &Store,
+    window: Window,
+    service: &str,
+    endpoint_name: &str,
+) -> Result<Option<EndpointDetailDto>, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let ids = index.ids(Some(service), Some(endpoint_name));
+    let Some(endpoint) = ids.first().and_then(|id| index.get(*id)).cloned() else { return Ok(None) };
+    let rollups = store.rollups(window, Some(&ids), true).await?;
+    let per_version = merge_by(rollups.clone(), |key| key.version.clone());
+    let bucket = bucket_minutes(window);
+    let per_bucket = merge_by(rollups.clone(), |key| key.minute - key.minute.rem_euclid(bucket));
+    let all = merge_by(rollups, |_| ());
+    let Some(rollup) = all.get(&()) else { return Ok(None) };
+    let Some(stats) = aggregate::summarize(rollup, &endpoint.endpoint) else { return Ok(None) };
+    let summary = summary_dto(&endpoint, &stats, window);
+
+    let timeseries = per_bucket
+        .iter()
+        .filter_map(|(minute, rollup)| {
+            let stats = aggregate::summarize(rollup, &endpoint.endpoint)?;
+            Some(TimeseriesPointDto {
+                t: (*minute * 60_000) as f64,
+                requests: stats.requests,
+                p50_ms: ms(stats.p50_ns),
+                p95_ms: ms(stats.p95_ns),
+                p99_ms: ms(stats.p99_ns),
+                breakdown_ms: breakdown_ms(stats.breakdown_mean_ns),
+            })
+        })
+        .collect();
+    let operations = aggregate::operations(rollup)
+        .into_iter()
+        .map(|op| OperationDto {
+            category: op.category.as_str(),
+            name: op.name,
+            calls_per_request: (op.calls_per_request * 100.0).round() / 100.0,
+            mean_ms: ms(op.mean_ns),
+            critical_ms_per_request: ms(op.critical_ns_per_request),
+        })
+        .collect();
+    let findings = aggregate::findings(rollup)
+        .into_iter()
+        .map(|finding| FindingDto {
+            kind: finding.kind.as_str(),
+            name: finding.name,
+            count_per_request: (finding.count_per_request * 100.0).round() / 100.0,
+            potential_saving_ms: ms(finding.potential_saving_ns),
+            summary: finding.summary,
+            request_share: (finding.request_share * 1000.0).round() / 1000.0,
+        })
+        .collect();
+    let versions = per_version
+        .iter()
+        .filter_map(|(version, rollup)| {
+            let stats = aggregate::summarize(rollup, &endpoint.endpoint)?;
+            Some(VersionSplitDto {
+                version: version.clone(),
+                requests: stats.requests,
+                mean_ms: ms(stats.mean_ns),
+                p50_ms: ms(stats.p50_ns),
+                p95_ms: ms(stats.p95_ns),
+                breakdown_ms: breakdown_ms(stats.breakdown_mean_ns),
+            })
+        })
+        .collect();
+
+    let mut requests = store.request_breakdowns(window, endpoint.id).await?;
+    requests.sort_by_key(|r| r.duration_ns);
+    let tail_breakdown_ms = tail_breakdown(&requests);
+    let latency_histogram = latency_histogram(&requests);
+    let typical_trace = requests.get(requests.len() / 2).map(|r| trace_summary(r, &endpoint));
+    let slowest_traces = requests.iter().rev().take(10).map(|r| trace_summary(r, &endpoint)).collect();
+    Ok(Some(EndpointDetailDto {
+        summary,
+        timeseries,
+        operations,
+        tail_breakdown_ms,
+        findings,
+        slowest_traces,
+        typical_trace,
+        versions,
+        latency_histogram,
+    }))
+}
+
+fn mean_breakdown(requests: &[RequestRow]) -> BreakdownMs {
+    let mut sums = [0f64; 6];
+    for request in requests {
+        for (sum, value) in sums.iter_mut().zip(request.breakdown.0) {
+            *sum += value as f64;
+        }
+    }
+    let n = requests.len().max(1) as f64;
+    breakdown_ms(sums.map(|s| s / n))
+}
+
+/// The breakdown of the slowest 5% of requests beside that of the middle 10% around the median.
+/// `requests` is sorted by duration.
+fn tail_breakdown(requests: &[RequestRow]) -> TailBreakdownDto {
+    let n = requests.len();
+    let tail = n.div_ceil(20).min(n);
+    let band = (n / 20).max(1).min(n);
+    let middle_start = (n / 2).saturating_sub(band / 2).min(n.saturating_sub(band));
+    TailBreakdownDto {
+        p50: mean_breakdown(&requests[middle_start..(middle_start + band).min(n)]),
+        slowest_5pct: mean_breakdown(&requests[n - tail..]),
+    }
+}
+
+/// Log-spaced latency buckets (factor 1.5 from 0.1 ms), trimmed to the populated range.
+fn latency_histogram(requests: &[RequestRow]) -> Vec<LatencyBucketDto> {
+    let mut bounds = vec![0.1f64];
+    while *bounds.last().expect("starts non-empty") < 600_000.0 {
+        let next = bounds.last().expect("starts non-empty") * 1.5;
+        bounds.push(next);
+    }
+    let mut counts = vec![0u64; bounds.len()];
+    for request in requests {
+        let duration_ms = request.duration_ns as f64 / NS_PER_MS;
+        let idx = bounds.iter().position(|upper| duration_ms <= *upper).unwrap_or(bounds.len() - 1);
+        counts[idx] += 1;
+    }
+    let first = counts.iter().position(|c| *c > 0).unwrap_or(0);
+    let last = counts.iter().rposition(|c| *c > 0).unwrap_or(0);
+    (first..=last)
+        .filter(|_| !requests.is_empty())
+        .map(|idx| LatencyBucketDto {
+            from_ms: if idx == 0 { 0.0 } else { (bounds[idx - 1] * 1000.0).round() / 1000.0 },
+            to_ms: (bounds[idx] * 1000.0).round() / 1000.0,
+            requests: counts[idx],
+        })
+        .collect()
+}
+
+fn trace_summary(request: &RequestRow, endpoint: &EndpointRef) -> TraceSummaryDto {
+    TraceSummaryDto {
+        trace_id: request.trace_id.to_hex(),
+        span_id: request.span_id.to_hex(),
+        service: endpoint.service.clone(),
+        endpoint: endpoint.endpoint.clone(),
+        version: request.version.clone(),
+        start: rfc3339(request.start_unix_ns),
+        duration_ms: ms(request.duration_ns as f64),
+        breakdown_ms: breakdown_of(&request.breakdown),
+        error: request.error,
+    }
+}
+
+/// `GET /api/v1/traces`: requests matching the filter, slowest first.
+pub async fn traces(
+    store: &Store,
+    window: Window,
+    service: Option<&str>,
+    endpoint: Option<&str>,
+    min_ms: f64,
+    limit: i64,
+) -> Result<TracesDto, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let ids = (service.is_some() || endpoint.is_some()).then(|| index.ids(service, endpoint));
+    let rows = store.requests(window, ids.as_deref(), (min_ms.max(0.0) * NS_PER_MS) as u64, limit).await?;
+    Ok(TracesDto {
+        traces: rows
+            .iter()
+            .filter_map(|row| Some(trace_summary(row, index.get(row.endpoint_id)?)))
+            .collect(),
+    })
+}
+
+fn attributes(attributes: &[collector::model::KeyValue]) -> BTreeMap<String, String> {
+    attributes.iter().map(|kv| (kv.key.clone(), kv.value.to_string())).collect()
+}
+
+/// `GET /api/v1/traces/{id}`: every span, and every request re-analysed from them.
+pub async fn trace(store: &Store, trace_id: TraceId, config: &AnalysisConfig) -> Result<Option<TraceDto>, StoreError> {
+    let Some(spans) = store.trace(trace_id).await? else { return Ok(None) };
+    let config = config.clone();
+    let dto = tokio::task::spawn_blocking(move || trace_dto(trace_id, &spans, &config))
+        .await
+        .map_err(|err| StoreError::Corrupt(format!("trace rendering failed: {err}")))?;
+    Ok(Some(dto))
+}
+
+fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> TraceDto {
+    let start = spans.iter().map(|s| s.start_unix_ns).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_unix_ns()).max().unwrap_or(start);
+    let (requests, _) = analyze_trace(spans, config);
+    TraceDto {
+        trace_id: trace_id.to_hex(),
+        duration_ms: ms((end - start) as f64),
+        spans: spans
+            .iter()
+            .map(|span| SpanDto {
+                span_id: span.span_id.to_hex(),
+                parent_span_id: span.parent_span_id.map(|id| id.to_hex()),
+                service: span.resource.service_name.clone(),
+                version: span.resource.service_version.clone().unwrap_or_default(),
+                name: span.name.clone(),
+                kind: span.kind.as_str(),
+                start: rfc3339(span.start_unix_ns),
+                offset_ms: ms((span.start_unix_ns - start) as f64),
+                duration_ms: ms(span.duration_ns as f64),
+                category: span.category.as_str(),
+                attributes: attributes(&span.attributes),
+                resource: attributes(&span.resource.attributes),
+                status: span.status.code.as_str(),
+                status_message: span.status.message.clone(),
+                events: span.n_events,
+            })
+            .collect(),
+        requests: requests
+            .iter()
+            .map(|request| TraceRequestDto {
+                span_id: request.span_id.to_hex(),
+                service: request.service.clone(),
+                endpoint: request.endpoint.clone(),
+                duration_ms: ms(request.duration_ns as f64),
+                breakdown_ms: breakdown_of(&request.breakdown),
+                db_calls: request.n_db_calls,
+                findings: request
+                    .findings
+                    .iter()
+                    .map(|finding| RequestFindingDto {
+                        kind: finding.kind.as_str(),
+                        name: finding.name.clone(),
+                        count_per_request: f64::from(finding.count),
+                        potential_saving_ms: ms(finding.potential_saving_ns as f64),
+                        summary: aggregate::finding_sentence(finding.kind, &finding.name, f64::from(finding.count), finding.potential_saving_ns as f64),
+                        span_ids: finding.span_ids.iter().map(|id| id.to_hex()).collect(),
+                    })
+                    .collect(),
+                critical_path: request.critical_path.iter().map(|id| id.to_hex()).collect(),
+            })
+            .collect(),
+    }
+}

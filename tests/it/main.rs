@@ -1,0 +1,7 @@
+//! The integration tests: one crate, so one link. Every test starts the real application on
+//! ephemeral ports with a fresh SQLite file and talks to it through its public interfaces.
+
+mod support;
+
+mod crash;
+mod ingest;
