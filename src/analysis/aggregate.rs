@@ -651,21 +651,22 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         check(
             &[crate::analysis::tests::SEED_LOGIN, FAST],
             expect![[r#"
-            requests 2 errors 0 mean 250.0 p50 100.4 p95 401.4 p99 401.4 io 172.5 cpu 47.5 db/req 6.5 speedup 1.23
-            bottleneck db 0.34: db is 34% of POST /login's time (85 ms of 250 ms, 6.5 queries per request); fix first: CPU hot spot `POST /login`, saves ~40 ms per request
-            finding cpu_hotspot "POST /login" share 0.50 x1.0 saves 40.0: CPU hot spot `POST /login` in 50% of requests; profile it to save ~40 ms per request
-            finding n_plus_one "SELECT * FROM policies WHERE id = ?" share 0.50 x8.0 saves 35.0: N+1 query `SELECT * FROM policies WHERE id = ?` ×8 in 50% of requests; fetch them in one query to save ~35 ms per request
-            finding duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" share 0.50 x2.0 saves 10.0: duplicate query `SELECT * FROM policy_sets WHERE tenant_id = ?` ×2 in 50% of requests; reuse the first result to save ~10 ms per request
-            finding sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: 2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_ha… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
-            op cpu "POST /login" calls/req 1.0 mean 250.0 critical/req 157.5
-            op db "SELECT * FROM policies WHERE id = ?" calls/req 4.0 mean 10.0 critical/req 40.0
-            op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls/req 1.0 mean 20.0 critical/req 20.0
-            op db "SELECT * FROM users WHERE id = ?" calls/req 0.5 mean 20.0 critical/req 10.0
-            op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls/req 0.5 mean 20.0 critical/req 10.0
-            op db "SELECT * FROM tenants WHERE host = ?" calls/req 0.5 mean 10.0 critical/req 5.0
-            op cpu "saml.sign" calls/req 0.5 mean 10.0 critical/req 5.0
-            op cache "GET session?" calls/req 0.5 mean 5.0 critical/req 2.5
-        "#]],
+                requests 2 errors 0 mean 250.0 p50 100.4 p95 401.4 p99 401.4 io 172.5 cpu 47.5 db/req 6.5 speedup 1.23
+                bottleneck db 0.34: db is 34% of POST /login's time (85 ms of 250 ms, 6.5 queries per request); fix first: CPU hot spot `POST /login`, saves ~40 ms per request
+                finding cpu_hotspot "POST /login" share 0.50 x1.0 saves 40.0: CPU hot spot `POST /login` in 50% of requests; profile it to save ~40 ms per request
+                finding n_plus_one "SELECT * FROM policies WHERE id = ?" share 0.50 x8.0 saves 35.0: N+1 query `SELECT * FROM policies WHERE id = ?` ×8 in 50% of requests; fetch them in one query to save ~35 ms per request
+                finding duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" share 0.50 x2.0 saves 10.0: duplicate query `SELECT * FROM policy_sets WHERE tenant_id = ?` ×2 in 50% of requests; reuse the first result to save ~10 ms per request
+                finding sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: 2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_ha… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
+                op network "POST idp.example" calls/req 0.5 mean 170.0 critical/req 85.0
+                op cpu "POST /login" calls/req 1.0 mean 250.0 critical/req 72.5
+                op db "SELECT * FROM policies WHERE id = ?" calls/req 4.0 mean 10.0 critical/req 40.0
+                op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls/req 1.0 mean 20.0 critical/req 20.0
+                op db "SELECT * FROM users WHERE id = ?" calls/req 0.5 mean 20.0 critical/req 10.0
+                op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls/req 0.5 mean 20.0 critical/req 10.0
+                op db "SELECT * FROM tenants WHERE host = ?" calls/req 0.5 mean 10.0 critical/req 5.0
+                op cpu "saml.sign" calls/req 0.5 mean 10.0 critical/req 5.0
+                op cache "GET session:ann" calls/req 0.5 mean 5.0 critical/req 2.5
+            "#]],
         );
     }
 

@@ -21,8 +21,6 @@
 //! span is pushed on the explicit stack at most once and each child is looked at once after one
 //! sort, so the walk is O(n log n) and never recurses.
 
-use std::collections::HashMap;
-
 use collector::category::Category;
 use collector::model::{Span, SpanKind};
 
@@ -42,8 +40,8 @@ pub struct Node {
     pub start_ns: u64,
     /// End, clamped into the parent.
     pub end_ns: u64,
-    /// Critical-path time attributed to this span itself (self time, and time under a boundary
-    /// child for I/O spans), not to its descendants.
+    /// Critical-path time attributed to this span itself: its self time and the time under its
+    /// boundary children (another service's request), not the time of its descendants.
     pub critical_ns: u64,
     /// The part of `critical_ns` that is on-CPU self time (in-process spans only).
     pub cpu_critical_ns: u64,
@@ -384,15 +382,6 @@ fn union_ns(kids: &[Kid]) -> u64 {
         total += e - s;
     }
     total
-}
-
-/// Positions of nodes by tree position, for callers that start from spans.
-pub fn node_of(path: &CriticalPath) -> HashMap<usize, usize> {
-    path.nodes
-        .iter()
-        .enumerate()
-        .map(|(idx, node)| (node.tree_idx, idx))
-        .collect()
 }
 
 #[cfg(test)]

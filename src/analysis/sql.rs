@@ -139,7 +139,11 @@ pub fn scan(statement: &str) -> Scanned {
             // A cast: `::int` stays as written.
             i += 2;
             push(&mut toks, TokKind::Other, i, &mut space);
-        } else if b == b':' && next.is_some_and(is_ident_start) {
+        } else if b == b':'
+            && next.is_some_and(is_ident_start)
+            && (i == 0 || !is_ident_byte(bytes[i - 1]))
+        {
+            // `:name`, but not `session:ann` (a cache key) or `a:b` (a JSON path).
             i += 1;
             while i < len && is_ident_byte(bytes[i]) {
                 i += 1;
@@ -332,7 +336,7 @@ mod tests {
     fn check(statements: &str, expect: Expect) {
         let mut out = String::new();
         for line in statements.lines().filter(|l| !l.trim().is_empty()) {
-            let scanned = scan(line.replace("\\n", "\n").as_str());
+            let scanned = scan(line.replace("\\n", "\n").replace("\\t", "\t").as_str());
             out.push_str(&format!(
                 "{} {} | {}\n",
                 scanned.n_literals, scanned.n_placeholders, scanned.normalized
@@ -370,11 +374,15 @@ SELECT 'unterminated
 SELECT * FROM users WHERE id = $1 AND org = $12
 SELECT * FROM users WHERE id = ? AND x = :name AND y = %s AND z = %(zed)s
 SELECT id::text, '1'::int FROM t
+GET session:ann
+GET session:12345
 "#,
             expect![[r#"
                 0 2 | SELECT * FROM users WHERE id = ? AND org = ?
                 0 4 | SELECT * FROM users WHERE id = ? AND x = ? AND y = ? AND z = ?
                 1 0 | SELECT id::text, ?::int FROM t
+                0 0 | GET session:ann
+                1 0 | GET session:?
             "#]],
         );
     }
@@ -388,7 +396,7 @@ SELECT id::text, '1'::int FROM t
 SELECT a--b\n,c
 "#,
             expect![[r#"
-                1 0 | SELECT * FROM t WHERE\ta = ?
+                1 0 | SELECT * FROM t WHERE a = ?
                 1 0 | SELECT ?
                 0 0 | SELECT a ,c
             "#]],

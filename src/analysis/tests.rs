@@ -42,7 +42,7 @@ auth: POST /login 0..400 server http.request.method=POST http.route=/login cpu.t
   SELECT policies 140..150 client db.system=postgresql db.statement="SELECT * FROM policies WHERE id = $1" db.query.parameter.0=17
   SELECT policies 150..160 client db.system=postgresql db.statement="SELECT * FROM policies WHERE id = $1" db.query.parameter.0=18
   GET session 165..170 client db.system=redis db.statement="GET session:ann"
-  idp: POST /saml 180..350 client http.request.method=POST server.address=idp.example
+  POST /saml 180..350 client http.request.method=POST server.address=idp.example
     idp: POST /saml 185..345 server http.request.method=POST http.route=/saml
       SELECT keys 190..200 client db.system=postgresql db.statement="SELECT key FROM signing_keys WHERE kid = 'k1'"
   saml.sign 355..365 internal cpu.time_ns=9000000
@@ -53,28 +53,29 @@ fn seed_login() {
     check(
         SEED_LOGIN,
         expect![[r##"
-        #1 auth: POST /login 400ms | db 150 cache 5 network 170 cpu 15 wait 60 | path 1 2 3 4 5 6 7 8 9 10 11 12 13 14 18
-          version "1.4.2" start 1000000000000
-          db_calls 12 io_parallelism 0.48
-          totals db 12x/150 cache 1x/5 cpu 2x/410
-          op cpu "POST /login" calls 1 total 400 critical 235
-          op db "SELECT * FROM policies WHERE id = ?" calls 8 total 80 critical 80
-          op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls 2 total 40 critical 40
-          op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls 1 total 20 critical 20
-          op db "SELECT * FROM tenants WHERE host = ?" calls 1 total 10 critical 10
-          op cpu "saml.sign" calls 1 total 10 critical 10
-          op cache "GET session?" calls 1 total 5 critical 5
-          n_plus_one "SELECT * FROM policies WHERE id = ?" x8 saves 70 [6 7 8 9 10 11 12 13]
-          duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" x2 saves 20 [4 5]
-          sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" x2 saves 10 [2 3]
-        #16 idp: POST /saml 160ms | db 10 cpu 150 | path 16 17
-          version "" start 1000185000000
-          db_calls 1 io_parallelism 1.00
-          totals db 1x/10 cpu 1x/160
-          op cpu "POST /saml" calls 1 total 160 critical 150
-          op db "SELECT key FROM signing_keys WHERE kid = ?" calls 1 total 10 critical 10
-          cpu_hotspot "POST /saml" x1 saves 150 [16]
-    "##]],
+            #1 auth: POST /login 400ms | db 150 cache 5 network 170 cpu 15 wait 60 | path 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 18
+              version "1.4.2" start 1000000000000
+              db_calls 12 io_parallelism 1.00
+              totals db 12x/150 cache 1x/5 network 1x/170 cpu 2x/410
+              op network "POST idp.example" calls 1 total 170 critical 170
+              op db "SELECT * FROM policies WHERE id = ?" calls 8 total 80 critical 80
+              op cpu "POST /login" calls 1 total 400 critical 65
+              op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls 2 total 40 critical 40
+              op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls 1 total 20 critical 20
+              op db "SELECT * FROM tenants WHERE host = ?" calls 1 total 10 critical 10
+              op cpu "saml.sign" calls 1 total 10 critical 10
+              op cache "GET session:ann" calls 1 total 5 critical 5
+              n_plus_one "SELECT * FROM policies WHERE id = ?" x8 saves 70 [6 7 8 9 10 11 12 13]
+              duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" x2 saves 20 [4 5]
+              sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" x2 saves 10 [2 3]
+            #16 idp: POST /saml 160ms | db 10 cpu 150 | path 16 17
+              version "" start 1000185000000
+              db_calls 1 io_parallelism 1.00
+              totals db 1x/10 cpu 1x/160
+              op cpu "POST /saml" calls 1 total 160 critical 150
+              op db "SELECT key FROM signing_keys WHERE kid = ?" calls 1 total 10 critical 10
+              cpu_hotspot "POST /saml" x1 saves 150 [16]
+        "##]],
     );
 }
 

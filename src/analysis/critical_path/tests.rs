@@ -118,13 +118,13 @@ fn cross_service_call_is_caller_network() {
     check(
         r#"
 auth: POST /login 0..400 server http.request.method=POST http.route=/login
-  idp: POST /saml 200..300 client http.request.method=POST server.address=idp
+  POST /saml 200..300 client http.request.method=POST server.address=idp
     idp: POST /saml 210..290 server http.request.method=POST http.route=/saml
       SELECT keys 220..250 client db.system=postgresql
       sign 250..285 internal
 "#,
         expect![[r#"
-            #1 auth: POST /login 400ms | network 100 cpu 300 | path 1
+            #1 auth: POST /login 400ms | network 100 cpu 300 | path 1 2
             #3 idp: POST /saml 80ms | db 30 cpu 50 | path 3 4 5
         "#]],
     );
