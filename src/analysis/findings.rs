@@ -6,7 +6,8 @@
 //!   `db.statement.parameters`); a statement with placeholders and no recorded parameters cannot
 //!   be told apart from its siblings, so it is never a duplicate (it still counts for N+1).
 //!   Saving: the critical time of every execution after the first.
-//! - `n_plus_one`: one statement shape with at least `n_plus_one_min_calls` different values.
+//! - `n_plus_one`: one statement shape run at least `n_plus_one_min_calls` times, with at least
+//!   two different values (or unknown ones).
 //!   Saving: the group's critical time less its longest execution (all collapsed into one query).
 //! - `sequential_io`: I/O calls one after another on the critical path, not already part of the
 //!   two findings above. Saving: their critical time less the longest (run together).
@@ -169,7 +170,10 @@ fn repeated_queries(
                 });
             }
         }
-        if n_distinct >= config.n_plus_one_min_calls {
+        // Sentry's detector counts repeated spans, not distinct values, so we do too: enough
+        // executions, and not all of them the very same query (that is a duplicate alone).
+        let n_executions = u32::try_from(queries.len()).unwrap_or(u32::MAX);
+        if n_executions >= config.n_plus_one_min_calls && n_distinct >= 2 {
             let total: u64 = queries.iter().map(|q| q.critical_ns).sum();
             let longest = queries.iter().map(|q| q.critical_ns).max().unwrap_or(0);
             let saving = total - longest;
@@ -385,7 +389,7 @@ GET /a 0..100 server
     }
 
     #[test]
-    fn n_plus_one_needs_five_different_values() {
+    fn n_plus_one_needs_five_executions_not_all_the_same() {
         check(
             r#"
 GET /a 0..100 server
@@ -398,11 +402,34 @@ GET /a 0..100 server
   q 60..70 client db.system=postgresql db.statement="SELECT * FROM u WHERE id = 2"
   q 70..80 client db.system=postgresql db.statement="SELECT * FROM u WHERE id = 3"
   q 80..90 client db.system=postgresql db.statement="SELECT * FROM u WHERE id = 4"
+  q 90..95 client db.system=postgresql db.statement="SELECT * FROM v WHERE id = 1"
+  q 95..100 client db.system=postgresql db.statement="SELECT * FROM v WHERE id = 1"
 "#,
             expect![[r##"
-                #1 svc: GET /a 100ms | db 90 cpu 10 | path 1 2 3 4 5 6 7 8 9 10
+                #1 svc: GET /a 100ms | db 100 | path 1 2 3 4 5 6 7 8 9 10 11 12
                   n_plus_one "SELECT * FROM t WHERE id = ?" x5 saves 40 [2 3 4 5 6]
                   sequential_io "4 sequential calls: SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?, …" x4 saves 30 [7 8 9 10]
+                  duplicate_query "SELECT * FROM v WHERE id = ?" x2 saves 5 [11 12]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn repeats_among_a_loop_are_both_n_plus_one_and_duplicate() {
+        check(
+            r#"
+GET /a 0..100 server
+  q 0..10 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1"
+  q 10..20 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 2"
+  q 20..30 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 3"
+  q 30..40 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 4"
+  q 40..50 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 4"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 100ms | db 50 cpu 50 | path 1 2 3 4 5 6
+                  cpu_hotspot "GET /a" x1 saves 50 [1]
+                  n_plus_one "SELECT * FROM t WHERE id = ?" x5 saves 40 [2 3 4 5 6]
+                  duplicate_query "SELECT * FROM t WHERE id = ?" x2 saves 10 [5 6]
             "##]],
         );
     }

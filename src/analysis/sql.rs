@@ -442,4 +442,14 @@ INSERT INTO t (a) VALUES (now())
             "#]],
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_scans_without_panicking(text in "(?s).{0,64}", sqlish in "[ '$:?%()a-z0-9.,E*/\\n-]{0,64}") {
+            for input in [text, sqlish] {
+                let scanned = scan(&input);
+                proptest::prop_assert!(scanned.normalized.len() <= input.len() * 2 + 8);
+            }
+        }
+    }
 }
