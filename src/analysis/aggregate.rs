@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 use collector::category::Category;
 
 use super::{Breakdown, FindingKind, RequestAnalysis};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
 /// A latency distribution with at most 1% relative error at any quantile, mergeable.
 /// Wrapped so the sketch implementation can be swapped without touching callers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencySketch(hdrhistogram::Histogram<u64>);
 
 /// Per-operation sums within a rollup.
@@ -41,7 +43,7 @@ pub struct FindingSums {
 }
 
 /// Everything a set of requests contributes to an endpoint's aggregates.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rollup {
     /// Requests.
     pub requests: u64,
@@ -126,4 +128,641 @@ pub struct OperationStats {
     pub mean_ns: f64,
     /// Critical-path time per request.
     pub critical_ns_per_request: f64,
+}
+
+/// Smallest latency the sketch tells apart: 1 µs (it counts microseconds).
+const SKETCH_LOW_US: u64 = 1;
+/// Largest latency recorded as itself: one hour; longer requests are counted as one hour.
+const SKETCH_HIGH_US: u64 = 3_600_000_000;
+/// Two significant digits: at most 1% relative error at any quantile, in ~10 KiB.
+const SKETCH_SIGFIG: u8 = 2;
+
+impl LatencySketch {
+    /// An empty sketch.
+    pub fn new() -> Self {
+        Self(Self::empty())
+    }
+
+    fn empty() -> Histogram<u64> {
+        let mut histogram =
+            Histogram::new_with_bounds(SKETCH_LOW_US, SKETCH_HIGH_US, SKETCH_SIGFIG)
+                .expect("constant bounds are valid");
+        // A sketch read from bytes may have other bounds; auto-resize lets any two merge.
+        histogram.auto(true);
+        histogram
+    }
+
+    fn to_us(ns: u64) -> u64 {
+        (ns / 1_000).clamp(SKETCH_LOW_US, SKETCH_HIGH_US)
+    }
+
+    /// Records one latency.
+    pub fn record_ns(&mut self, ns: u64) {
+        self.0.saturating_record(Self::to_us(ns));
+    }
+
+    /// Removes one latency recorded before; removing one never recorded changes nothing.
+    pub fn remove_ns(&mut self, ns: u64) {
+        let mut one = Self::empty();
+        one.saturating_record(Self::to_us(ns));
+        // Fails only when the value is not there, which leaves the sketch as it was.
+        let _ = self.0.subtract(&one);
+    }
+
+    /// Adds another sketch's latencies.
+    pub fn merge(&mut self, other: &LatencySketch) {
+        if self.0.add(&other.0).is_err() {
+            // Only when the other sketch came from bytes with odd bounds: add value by value.
+            for value in other.0.iter_recorded() {
+                self.0
+                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+            }
+        }
+    }
+
+    /// The latency at quantile `q` (0..=1), in nanoseconds; 0 when empty.
+    pub fn quantile_ns(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let q = if q.is_finite() {
+            q.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.0.value_at_quantile(q) as f64 * 1_000.0
+    }
+
+    /// Latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The V2 deflate encoding (the HdrHistogram interchange format).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail, and the histogram is always serializable.
+        V2DeflateSerializer::new()
+            .serialize(&self.0, &mut out)
+            .expect("serializing into memory cannot fail");
+        out
+    }
+
+    /// Reads `to_bytes` output; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut reader = bytes;
+        let mut histogram: Histogram<u64> = Deserializer::new().deserialize(&mut reader).ok()?;
+        histogram.auto(true);
+        Some(Self(histogram))
+    }
+}
+
+impl Default for LatencySketch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rollup {
+    /// An empty rollup.
+    pub fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            duration_sum_ns: 0,
+            sketch: LatencySketch::new(),
+            breakdown_sum: Breakdown::default(),
+            db_calls: 0,
+            operations: BTreeMap::new(),
+            findings: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one request.
+    pub fn add(&mut self, analysis: &RequestAnalysis) {
+        self.requests += 1;
+        self.errors += u64::from(analysis.error);
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(analysis.duration_ns);
+        self.sketch.record_ns(analysis.duration_ns);
+        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(analysis.breakdown.0) {
+            *sum = sum.saturating_add(ns);
+        }
+        self.db_calls += u64::from(analysis.n_db_calls);
+        for op in &analysis.operations {
+            let sums = self
+                .operations
+                .entry((op.category, op.name.clone()))
+                .or_default();
+            sums.calls += u64::from(op.calls);
+            sums.total_ns = sums.total_ns.saturating_add(op.total_ns);
+            sums.critical_ns = sums.critical_ns.saturating_add(op.critical_ns);
+        }
+        for ((kind, name), one) in request_findings(analysis) {
+            let sums = self.findings.entry((kind, name)).or_default();
+            sums.requests += one.requests;
+            sums.count += one.count;
+            sums.saving_ns = sums.saving_ns.saturating_add(one.saving_ns);
+        }
+    }
+
+    /// Takes back one request added before: the exact inverse of [`Rollup::add`], so that a
+    /// re-analysed request can replace its old analysis.
+    pub fn remove(&mut self, analysis: &RequestAnalysis) {
+        self.requests = self.requests.saturating_sub(1);
+        self.errors = self.errors.saturating_sub(u64::from(analysis.error));
+        self.duration_sum_ns = self.duration_sum_ns.saturating_sub(analysis.duration_ns);
+        self.sketch.remove_ns(analysis.duration_ns);
+        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(analysis.breakdown.0) {
+            *sum = sum.saturating_sub(ns);
+        }
+        self.db_calls = self.db_calls.saturating_sub(u64::from(analysis.n_db_calls));
+        for op in &analysis.operations {
+            let key = (op.category, op.name.clone());
+            if let Some(sums) = self.operations.get_mut(&key) {
+                sums.calls = sums.calls.saturating_sub(u64::from(op.calls));
+                sums.total_ns = sums.total_ns.saturating_sub(op.total_ns);
+                sums.critical_ns = sums.critical_ns.saturating_sub(op.critical_ns);
+                if sums.calls == 0 {
+                    self.operations.remove(&key);
+                }
+            }
+        }
+        for (key, one) in request_findings(analysis) {
+            if let Some(sums) = self.findings.get_mut(&key) {
+                sums.requests = sums.requests.saturating_sub(one.requests);
+                sums.count = sums.count.saturating_sub(one.count);
+                sums.saving_ns = sums.saving_ns.saturating_sub(one.saving_ns);
+                if sums.requests == 0 {
+                    self.findings.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Adds another rollup (another minute, another version).
+    pub fn merge(&mut self, other: &Rollup) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(other.duration_sum_ns);
+        self.sketch.merge(&other.sketch);
+        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(other.breakdown_sum.0) {
+            *sum = sum.saturating_add(ns);
+        }
+        self.db_calls += other.db_calls;
+        for (key, theirs) in &other.operations {
+            let sums = self.operations.entry(key.clone()).or_default();
+            sums.calls += theirs.calls;
+            sums.total_ns = sums.total_ns.saturating_add(theirs.total_ns);
+            sums.critical_ns = sums.critical_ns.saturating_add(theirs.critical_ns);
+        }
+        for (key, theirs) in &other.findings {
+            let sums = self.findings.entry(key.clone()).or_default();
+            sums.requests += theirs.requests;
+            sums.count += theirs.count;
+            sums.saving_ns = sums.saving_ns.saturating_add(theirs.saving_ns);
+        }
+    }
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One request's findings keyed like the rollup: a (kind, name) found twice in one request (two
+/// duplicate groups of one statement shape) counts once as a request, with summed count and saving.
+fn request_findings(analysis: &RequestAnalysis) -> BTreeMap<(FindingKind, String), FindingSums> {
+    let mut out: BTreeMap<(FindingKind, String), FindingSums> = BTreeMap::new();
+    for finding in &analysis.findings {
+        let sums = out.entry((finding.kind, finding.name.clone())).or_default();
+        sums.requests = 1;
+        sums.count += u64::from(finding.count);
+        sums.saving_ns = sums.saving_ns.saturating_add(finding.potential_saving_ns);
+    }
+    out
+}
+
+/// Caps the Amdahl speedup: when all the time is CPU, freeing the CPU would make the endpoint
+/// "infinitely" faster, which no chart or JSON number can hold.
+pub const MAX_SPEEDUP: f64 = 1000.0;
+
+fn per(sum: f64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Milliseconds for a sentence: `375 ms`, `4.2 ms`, `1.3 s`.
+pub fn format_ms(ns: f64) -> String {
+    let ms = ns / 1_000_000.0;
+    if ms >= 10_000.0 {
+        format!("{:.0} s", ms / 1_000.0)
+    } else if ms >= 1_000.0 {
+        format!("{:.1} s", ms / 1_000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// The headline numbers of an endpoint; `None` without requests.
+pub fn summarize(rollup: &Rollup, endpoint: &str) -> Option<EndpointStats> {
+    if rollup.requests == 0 {
+        return None;
+    }
+    let n = rollup.requests;
+    let mean_ns = per(rollup.duration_sum_ns as f64, n);
+    let mut breakdown_mean_ns = [0.0; 6];
+    for category in Category::ALL {
+        breakdown_mean_ns[category.index()] = per(rollup.breakdown_sum.get(category) as f64, n);
+    }
+    let io_ns = per(rollup.breakdown_sum.io() as f64, n);
+    let cpu_ns = breakdown_mean_ns[Category::Cpu.index()];
+    let db_calls_per_request = per(rollup.db_calls as f64, n);
+    let speedup_if_cpu_free = if mean_ns <= 0.0 {
+        1.0
+    } else if mean_ns - cpu_ns <= mean_ns / MAX_SPEEDUP {
+        MAX_SPEEDUP
+    } else {
+        mean_ns / (mean_ns - cpu_ns)
+    };
+    // The first category with the largest mean: ties go to the API order.
+    let bottleneck = Category::ALL.into_iter().fold(Category::Db, |best, c| {
+        if breakdown_mean_ns[c.index()] > breakdown_mean_ns[best.index()] {
+            c
+        } else {
+            best
+        }
+    });
+    let bottleneck_ns = breakdown_mean_ns[bottleneck.index()];
+    let bottleneck_share = if mean_ns > 0.0 {
+        (bottleneck_ns / mean_ns).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let detail = if bottleneck == Category::Db {
+        format!(", {} queries per request", trim_float(db_calls_per_request))
+    } else {
+        String::new()
+    };
+    let fix = match findings(rollup).first() {
+        Some(top) => format!(
+            "; fix first: {}, saves ~{} per request",
+            finding_phrase(top.kind, &top.name, top.count_per_request),
+            format_ms(top.potential_saving_ns)
+        ),
+        None => String::new(),
+    };
+    let bottleneck_summary = format!(
+        "{} is {:.0}% of {endpoint}'s time ({} of {}{detail}){fix}",
+        bottleneck.as_str(),
+        bottleneck_share * 100.0,
+        format_ms(bottleneck_ns),
+        format_ms(mean_ns),
+    );
+    Some(EndpointStats {
+        requests: n,
+        errors: rollup.errors,
+        mean_ns,
+        p50_ns: rollup.sketch.quantile_ns(0.50),
+        p90_ns: rollup.sketch.quantile_ns(0.90),
+        p95_ns: rollup.sketch.quantile_ns(0.95),
+        p99_ns: rollup.sketch.quantile_ns(0.99),
+        breakdown_mean_ns,
+        io_ns,
+        cpu_ns,
+        db_calls_per_request,
+        speedup_if_cpu_free,
+        bottleneck,
+        bottleneck_share,
+        bottleneck_summary,
+    })
+}
+
+/// `12`, `12.5`: a count without a useless `.0`.
+fn trim_float(x: f64) -> String {
+    if (x - x.round()).abs() < 0.05 {
+        format!("{:.0}", x.round())
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Statements in sentences are cut to this many characters.
+const MAX_NAME_CHARS: usize = 80;
+
+fn short(name: &str) -> String {
+    if name.chars().count() <= MAX_NAME_CHARS {
+        name.to_owned()
+    } else {
+        format!("{}…", name.chars().take(MAX_NAME_CHARS).collect::<String>())
+    }
+}
+
+/// What a finding is, in a few words: "duplicate query `SELECT ..` ×2".
+fn finding_phrase(kind: FindingKind, name: &str, count: f64) -> String {
+    let name = short(name);
+    let count = trim_float(count);
+    match kind {
+        FindingKind::DuplicateQuery => format!("duplicate query `{name}` ×{count}"),
+        FindingKind::NPlusOne => format!("N+1 query `{name}` ×{count}"),
+        FindingKind::SequentialIo => format!("{name} (run them concurrently)"),
+        FindingKind::SlowQuery => format!("slow query `{name}`"),
+        FindingKind::CpuHotspot => format!("CPU hot spot `{name}`"),
+        FindingKind::UninstrumentedWait => format!("time off the CPU in `{name}`"),
+    }
+}
+
+/// What to do about a finding, in one sentence.
+fn finding_summary(
+    kind: FindingKind,
+    name: &str,
+    count: f64,
+    saving_ns: f64,
+    share: f64,
+) -> String {
+    let what = finding_phrase(kind, name, count);
+    let advice = match kind {
+        FindingKind::DuplicateQuery => "reuse the first result",
+        FindingKind::NPlusOne => "fetch them in one query",
+        FindingKind::SequentialIo => "issue the calls concurrently",
+        FindingKind::SlowQuery => "check its plan and indexes",
+        FindingKind::CpuHotspot => "profile it",
+        FindingKind::UninstrumentedWait => "add spans around the I/O or sleeps it hides",
+    };
+    format!(
+        "{what} in {:.0}% of requests; {advice} to save ~{} per request",
+        share * 100.0,
+        format_ms(saving_ns)
+    )
+}
+
+/// The endpoint's findings, largest mean saving per request first.
+pub fn findings(rollup: &Rollup) -> Vec<FindingStats> {
+    let mut out: Vec<FindingStats> = rollup
+        .findings
+        .iter()
+        .filter(|(_, sums)| sums.requests > 0)
+        .map(|((kind, name), sums)| {
+            let request_share = per(sums.requests as f64, rollup.requests).min(1.0);
+            let count_per_request = per(sums.count as f64, sums.requests);
+            let potential_saving_ns = per(sums.saving_ns as f64, rollup.requests);
+            FindingStats {
+                kind: *kind,
+                name: name.clone(),
+                request_share,
+                count_per_request,
+                potential_saving_ns,
+                summary: finding_summary(
+                    *kind,
+                    name,
+                    count_per_request,
+                    potential_saving_ns,
+                    request_share,
+                ),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.potential_saving_ns.total_cmp(&a.potential_saving_ns));
+    out
+}
+
+/// The endpoint's operations, largest critical time per request first.
+pub fn operations(rollup: &Rollup) -> Vec<OperationStats> {
+    let mut out: Vec<OperationStats> = rollup
+        .operations
+        .iter()
+        .map(|((category, name), sums)| OperationStats {
+            category: *category,
+            name: name.clone(),
+            calls_per_request: per(sums.calls as f64, rollup.requests),
+            mean_ns: per(sums.total_ns as f64, sums.calls),
+            critical_ns_per_request: per(sums.critical_ns as f64, rollup.requests),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.critical_ns_per_request
+            .total_cmp(&a.critical_ns_per_request)
+    });
+    out
+}
+
+/// A statement got slower between two windows: its mean per execution is at least
+/// [`REGRESSION_FACTOR`] times what it was. Too few executions in either window say nothing.
+pub fn is_regression(current: &OperationSums, previous: &OperationSums) -> bool {
+    if current.calls < MIN_REGRESSION_CALLS || previous.calls < MIN_REGRESSION_CALLS {
+        return false;
+    }
+    let now = current.total_ns as f64 / current.calls as f64;
+    let before = previous.total_ns as f64 / previous.calls as f64;
+    before > 0.0 && now >= REGRESSION_FACTOR * before
+}
+
+/// A mean three times the previous one is a regression, not noise.
+pub const REGRESSION_FACTOR: f64 = 3.0;
+/// Executions each window needs before its mean is trusted.
+pub const MIN_REGRESSION_CALLS: u64 = 5;
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+    use crate::analysis::{AnalysisConfig, analyze_trace, fixture};
+
+    fn rollup_of(fixtures: &[&str]) -> (Rollup, Vec<RequestAnalysis>) {
+        let mut rollup = Rollup::new();
+        let mut all = Vec::new();
+        for text in fixtures {
+            let (requests, _) = analyze_trace(&fixture::parse(text), &AnalysisConfig::default());
+            // The first request of each fixture is the endpoint under test.
+            if let Some(req) = requests.into_iter().next() {
+                rollup.add(&req);
+                all.push(req);
+            }
+        }
+        (rollup, all)
+    }
+
+    fn ms(ns: f64) -> String {
+        format!("{:.1}", ns / 1_000_000.0)
+    }
+
+    /// Renders the summary, findings and operations of the endpoint the fixtures' requests make.
+    #[track_caller]
+    fn check(fixtures: &[&str], expect: Expect) {
+        let (rollup, _) = rollup_of(fixtures);
+        let mut out = String::new();
+        match summarize(&rollup, "POST /login") {
+            None => out.push_str("no requests\n"),
+            Some(stats) => {
+                out.push_str(&format!(
+                    "requests {} errors {} mean {} p50 {} p95 {} p99 {} io {} cpu {} db/req {:.1} speedup {:.2}\n",
+                    stats.requests,
+                    stats.errors,
+                    ms(stats.mean_ns),
+                    ms(stats.p50_ns),
+                    ms(stats.p95_ns),
+                    ms(stats.p99_ns),
+                    ms(stats.io_ns),
+                    ms(stats.cpu_ns),
+                    stats.db_calls_per_request,
+                    stats.speedup_if_cpu_free,
+                ));
+                out.push_str(&format!(
+                    "bottleneck {} {:.2}: {}\n",
+                    stats.bottleneck.as_str(),
+                    stats.bottleneck_share,
+                    stats.bottleneck_summary
+                ));
+            }
+        }
+        for f in findings(&rollup) {
+            out.push_str(&format!(
+                "finding {} {:?} share {:.2} x{:.1} saves {}: {}\n",
+                f.kind.as_str(),
+                f.name,
+                f.request_share,
+                f.count_per_request,
+                ms(f.potential_saving_ns),
+                f.summary
+            ));
+        }
+        for op in operations(&rollup) {
+            out.push_str(&format!(
+                "op {} {:?} calls/req {:.1} mean {} critical/req {}\n",
+                op.category.as_str(),
+                op.name,
+                op.calls_per_request,
+                ms(op.mean_ns),
+                ms(op.critical_ns_per_request)
+            ));
+        }
+        expect.assert_eq(&out);
+    }
+
+    const FAST: &str = r#"
+POST /login 0..100 server http.request.method=POST http.route=/login
+  SELECT 10..30 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = 1"
+"#;
+
+    #[test]
+    fn seed_login_summary() {
+        check(
+            &[crate::analysis::tests::SEED_LOGIN, FAST],
+            expect![[r#"
+                requests 2 errors 0 mean 250.0 p50 100.4 p95 401.4 p99 401.4 io 172.5 cpu 47.5 db/req 6.5 speedup 1.23
+                bottleneck db 0.34: db is 34% of POST /login's time (85 ms of 250 ms, 6.5 queries per request); fix first: CPU hot spot `POST /login`, saves ~40 ms per request
+                finding cpu_hotspot "POST /login" share 0.50 x1.0 saves 40.0: CPU hot spot `POST /login` in 50% of requests; profile it to save ~40 ms per request
+                finding n_plus_one "SELECT * FROM policies WHERE id = ?" share 0.50 x8.0 saves 35.0: N+1 query `SELECT * FROM policies WHERE id = ?` ×8 in 50% of requests; fetch them in one query to save ~35 ms per request
+                finding duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" share 0.50 x2.0 saves 10.0: duplicate query `SELECT * FROM policy_sets WHERE tenant_id = ?` ×2 in 50% of requests; reuse the first result to save ~10 ms per request
+                finding sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: 2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_ha… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
+                op network "POST idp.example" calls/req 0.5 mean 170.0 critical/req 85.0
+                op cpu "POST /login" calls/req 1.0 mean 250.0 critical/req 72.5
+                op db "SELECT * FROM policies WHERE id = ?" calls/req 4.0 mean 10.0 critical/req 40.0
+                op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls/req 1.0 mean 20.0 critical/req 20.0
+                op db "SELECT * FROM users WHERE id = ?" calls/req 0.5 mean 20.0 critical/req 10.0
+                op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls/req 0.5 mean 20.0 critical/req 10.0
+                op db "SELECT * FROM tenants WHERE host = ?" calls/req 0.5 mean 10.0 critical/req 5.0
+                op cpu "saml.sign" calls/req 0.5 mean 10.0 critical/req 5.0
+                op cache "GET session:ann" calls/req 0.5 mean 5.0 critical/req 2.5
+            "#]],
+        );
+    }
+
+    #[test]
+    fn empty_rollup_has_no_summary() {
+        check(
+            &[],
+            expect![[r#"
+            no requests
+        "#]],
+        );
+    }
+
+    #[test]
+    fn all_cpu_speedup_is_capped() {
+        check(
+            &["POST /login 0..50 server status=error"],
+            expect![[r#"
+            requests 1 errors 1 mean 50.0 p50 50.2 p95 50.2 p99 50.2 io 0.0 cpu 50.0 db/req 0.0 speedup 1000.00
+            bottleneck cpu 1.00: cpu is 100% of POST /login's time (50 ms of 50 ms); fix first: CPU hot spot `POST /login`, saves ~50 ms per request
+            finding cpu_hotspot "POST /login" share 1.00 x1.0 saves 50.0: CPU hot spot `POST /login` in 100% of requests; profile it to save ~50 ms per request
+            op cpu "POST /login" calls/req 1.0 mean 50.0 critical/req 50.0
+        "#]],
+        );
+    }
+
+    #[test]
+    fn remove_is_the_inverse_of_add() {
+        let (with_both, requests) = rollup_of(&[crate::analysis::tests::SEED_LOGIN, FAST]);
+        let (only_fast, _) = rollup_of(&[FAST]);
+        let mut removed = with_both.clone();
+        removed.remove(&requests[0]);
+        assert_eq!(removed, only_fast);
+        removed.remove(&requests[1]);
+        assert_eq!(removed, Rollup::new());
+    }
+
+    #[test]
+    fn merge_equals_adding_everything() {
+        let (a, _) = rollup_of(&[crate::analysis::tests::SEED_LOGIN]);
+        let (b, _) = rollup_of(&[FAST]);
+        let (both, _) = rollup_of(&[crate::analysis::tests::SEED_LOGIN, FAST]);
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged, both);
+    }
+
+    #[test]
+    fn sketch_round_trips_through_bytes_within_one_percent() {
+        let mut sketch = LatencySketch::new();
+        for ms in 1..=1000u64 {
+            sketch.record_ns(ms * 1_000_000);
+        }
+        let back = LatencySketch::from_bytes(&sketch.to_bytes()).expect("own bytes decode");
+        assert_eq!(back.count(), 1000);
+        for (q, exact) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0)] {
+            let got = back.quantile_ns(q) / 1_000_000.0;
+            assert!(
+                (got - exact).abs() / exact <= 0.01,
+                "q{q}: {got} vs {exact}"
+            );
+        }
+        assert!(LatencySketch::from_bytes(b"not a sketch").is_none());
+        let mut merged = LatencySketch::new();
+        merged.merge(&back);
+        merged.remove_ns(1_000_000);
+        merged.remove_ns(7); // never recorded
+        assert_eq!(merged.count(), 999);
+    }
+
+    #[test]
+    fn regression_needs_three_times_the_mean() {
+        let before = OperationSums {
+            calls: 10,
+            total_ns: 100,
+            critical_ns: 0,
+        };
+        let slower = OperationSums {
+            calls: 10,
+            total_ns: 300,
+            critical_ns: 0,
+        };
+        let bit_slower = OperationSums {
+            calls: 10,
+            total_ns: 290,
+            critical_ns: 0,
+        };
+        assert!(is_regression(&slower, &before));
+        assert!(!is_regression(&bit_slower, &before));
+        assert!(!is_regression(
+            &OperationSums {
+                calls: 1,
+                total_ns: 1000,
+                critical_ns: 0
+            },
+            &before
+        ));
+    }
 }

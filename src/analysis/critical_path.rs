@@ -1,0 +1,388 @@
+//! Critical-path attribution: every instant of a request goes to exactly one span and category.
+//!
+//! The walk is Jaeger's, run backwards from the request's end with a cursor: among the children
+//! that started before the cursor, the one that finishes last (its end cut at the cursor) takes
+//! `[child.start, min(cursor, child.end)]`; the gap between it and the cursor is the parent's self
+//! time; the walk descends into the child and then continues from the child's start. Whatever is
+//! left when no child remains is the parent's self time again.
+//!
+//! The request's subtree stops at another request: a SERVER span, or a span of another service.
+//! Time under such a boundary child counts as the caller's: the CLIENT span's own category
+//! (`network` for a remote call), or `network` when it hangs directly under in-process work.
+//! Children are clamped into their parent's interval (clock skew), reported as
+//! [`Anomaly::ChildOutsideParent`].
+//!
+//! Self time of in-process spans (category `cpu`, and the request span whatever its category) is
+//! split into `cpu` and `wait` using `cpu.time_ns` when the span has it: its own on-CPU time is
+//! its `cpu.time_ns` less that of its in-process children (their duration when not measured); the
+//! rest of its self time is wait, and its critical self time is split in that proportion.
+//!
+//! Invariant: the breakdown sums exactly to the request's duration, in integer nanoseconds. Each
+//! span is pushed on the explicit stack at most once and each child is looked at once after one
+//! sort, so the walk is O(n log n) and never recurses.
+
+use collector::category::Category;
+use collector::model::{Span, SpanKind};
+
+use super::span_tree::SpanTree;
+use super::{Anomaly, Breakdown};
+
+/// One span of the request's subtree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Position in the [`SpanTree`].
+    pub tree_idx: usize,
+    /// The parent node (`None` for the request span).
+    pub parent: Option<usize>,
+    /// Depth below the request span.
+    pub depth: u32,
+    /// Start, clamped into the parent.
+    pub start_ns: u64,
+    /// End, clamped into the parent.
+    pub end_ns: u64,
+    /// Critical-path time attributed to this span itself: its self time and the time under its
+    /// boundary children (another service's request), not the time of its descendants.
+    pub critical_ns: u64,
+    /// The part of `critical_ns` that is on-CPU self time (in-process spans only).
+    pub cpu_critical_ns: u64,
+    /// The part of `critical_ns` that is self time off the CPU (in-process spans only).
+    pub wait_critical_ns: u64,
+    /// Whether the walk went through this span.
+    pub on_path: bool,
+}
+
+impl Node {
+    /// Clamped duration.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+/// One stretch of the critical path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// The node the time is attributed to.
+    pub node: usize,
+    /// Start of the stretch.
+    pub start_ns: u64,
+    /// End of the stretch.
+    pub end_ns: u64,
+    /// Its category; `cpu` for in-process self time before the cpu/wait split.
+    pub category: Category,
+}
+
+/// The critical path of one request.
+#[derive(Debug, Clone)]
+pub struct CriticalPath {
+    /// The subtree, request span first, parents before children.
+    pub nodes: Vec<Node>,
+    /// Stretches in time order, covering the request exactly.
+    pub segments: Vec<Segment>,
+    /// Time per category; sums to the request's duration.
+    pub breakdown: Breakdown,
+    /// Nodes the walk went through, in time order (request span first).
+    pub path: Vec<usize>,
+    /// Children clamped into their parents.
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A child as the walk sees it: clamped interval, and its node unless it is a boundary.
+#[derive(Debug, Clone, Copy)]
+struct Kid {
+    start_ns: u64,
+    end_ns: u64,
+    node: Option<usize>,
+    category: Category,
+}
+
+/// Whether a span's self time is in-process work (split into cpu and wait).
+fn is_in_process(span: &Span) -> bool {
+    span.category == Category::Cpu
+}
+
+/// The category time under a boundary child counts as, seen from its parent.
+fn boundary_category(parent: &Span, child: &Span) -> Category {
+    if parent.category.is_io() {
+        parent.category
+    } else if child.category.is_io() {
+        child.category
+    } else {
+        Category::Network
+    }
+}
+
+/// Computes the critical path of the request at `request` (a position in `tree`).
+pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
+    let root_span = tree.spans[request];
+    let service = &root_span.resource.service_name;
+    let mut anomalies = Vec::new();
+    let mut nodes = vec![Node {
+        tree_idx: request,
+        parent: None,
+        depth: 0,
+        start_ns: root_span.start_unix_ns,
+        end_ns: root_span.end_unix_ns(),
+        critical_ns: 0,
+        cpu_critical_ns: 0,
+        wait_critical_ns: 0,
+        on_path: false,
+    }];
+    let mut kids: Vec<Vec<Kid>> = Vec::new();
+    // Breadth-first: `nodes` grows while we walk it, parents before children.
+    let mut at = 0;
+    while at < nodes.len() {
+        let (p_start, p_end, depth) = (nodes[at].start_ns, nodes[at].end_ns, nodes[at].depth);
+        let parent_span = tree.spans[nodes[at].tree_idx];
+        let mut own = Vec::with_capacity(tree.children[nodes[at].tree_idx].len());
+        for &child_idx in &tree.children[nodes[at].tree_idx] {
+            let child = tree.spans[child_idx];
+            let start_ns = child.start_unix_ns.clamp(p_start, p_end);
+            let end_ns = child.end_unix_ns().clamp(start_ns, p_end);
+            if start_ns != child.start_unix_ns || end_ns != child.end_unix_ns() {
+                anomalies.push(Anomaly::ChildOutsideParent {
+                    span_id: child.span_id,
+                });
+            }
+            let boundary =
+                child.kind == SpanKind::Server || child.resource.service_name != *service;
+            let node = (!boundary).then(|| {
+                nodes.push(Node {
+                    tree_idx: child_idx,
+                    parent: Some(at),
+                    depth: depth + 1,
+                    start_ns,
+                    end_ns,
+                    critical_ns: 0,
+                    cpu_critical_ns: 0,
+                    wait_critical_ns: 0,
+                    on_path: false,
+                });
+                nodes.len() - 1
+            });
+            let category = if boundary {
+                boundary_category(parent_span, child)
+            } else {
+                child.category
+            };
+            own.push(Kid {
+                start_ns,
+                end_ns,
+                node,
+                category,
+            });
+        }
+        // Latest end first; among equal ends the earliest start, which covers the most.
+        own.sort_by(|a, b| b.end_ns.cmp(&a.end_ns).then(a.start_ns.cmp(&b.start_ns)));
+        kids.push(own);
+        at += 1;
+    }
+
+    let mut segments = walk(&mut nodes, &kids, tree);
+    segments.reverse();
+
+    // Critical self time of in-process nodes, and its cpu/wait split.
+    let mut self_critical = vec![0u64; nodes.len()];
+    for seg in &segments {
+        let len = seg.end_ns - seg.start_ns;
+        nodes[seg.node].critical_ns += len;
+        if seg.category == Category::Cpu && is_split(tree, &nodes, seg.node) {
+            self_critical[seg.node] += len;
+        }
+    }
+    let mut breakdown = Breakdown::default();
+    for seg in &segments {
+        if !(seg.category == Category::Cpu && is_split(tree, &nodes, seg.node)) {
+            breakdown.add(seg.category, seg.end_ns - seg.start_ns);
+        }
+    }
+    for node_idx in 0..nodes.len() {
+        let critical_self = self_critical[node_idx];
+        if critical_self == 0 {
+            continue;
+        }
+        let wait = split_wait(tree, &nodes, &kids, node_idx, critical_self);
+        nodes[node_idx].wait_critical_ns = wait;
+        nodes[node_idx].cpu_critical_ns = critical_self - wait;
+        breakdown.add(Category::Wait, wait);
+        breakdown.add(Category::Cpu, critical_self - wait);
+    }
+
+    let mut path: Vec<usize> = (0..nodes.len()).filter(|idx| nodes[*idx].on_path).collect();
+    path.sort_by_key(|idx| (*idx != 0, nodes[*idx].start_ns, nodes[*idx].depth, *idx));
+    CriticalPath {
+        nodes,
+        segments,
+        breakdown,
+        path,
+        anomalies,
+    }
+}
+
+/// Whether self time of this node is split into cpu and wait: in-process spans and the request.
+fn is_split(tree: &SpanTree<'_>, nodes: &[Node], node: usize) -> bool {
+    node == 0 || is_in_process(tree.spans[nodes[node].tree_idx])
+}
+
+/// A node being walked: the cursor moves backwards from its end; `next` is the first child (in
+/// latest-end order) not yet considered.
+struct Frame {
+    node: usize,
+    cursor: u64,
+    next: usize,
+}
+
+/// The backwards walk; returns segments latest first.
+fn walk(nodes: &mut [Node], kids: &[Vec<Kid>], tree: &SpanTree<'_>) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let self_category = |nodes: &[Node], node: usize| {
+        let span = tree.spans[nodes[node].tree_idx];
+        if node == 0 {
+            Category::Cpu
+        } else {
+            span.category
+        }
+    };
+    nodes[0].on_path = true;
+    let mut stack = vec![Frame {
+        node: 0,
+        cursor: nodes[0].end_ns,
+        next: 0,
+    }];
+    while let Some(frame) = stack.last_mut() {
+        let own = &kids[frame.node];
+        let cursor = frame.cursor;
+        // The group of children whose end, cut at the cursor, is the latest; pick the one
+        // starting first. The others of the group start at or after it, so once the cursor moves
+        // to its start they can never be picked: the group is done with.
+        let mut chosen = None;
+        while frame.next < own.len() {
+            let cut_end = own[frame.next].end_ns.min(cursor);
+            let mut best: Option<usize> = None;
+            let mut idx = frame.next;
+            while idx < own.len() && own[idx].end_ns.min(cursor) == cut_end {
+                if own[idx].start_ns < cut_end
+                    && best.is_none_or(|b| own[idx].start_ns < own[b].start_ns)
+                {
+                    best = Some(idx);
+                }
+                idx += 1;
+            }
+            frame.next = idx;
+            if let Some(best) = best {
+                chosen = Some((own[best], cut_end));
+                break;
+            }
+        }
+        let node = frame.node;
+        match chosen {
+            Some((kid, cut_end)) => {
+                if cut_end < cursor {
+                    let category = self_category(nodes, node);
+                    segments.push(Segment {
+                        node,
+                        start_ns: cut_end,
+                        end_ns: cursor,
+                        category,
+                    });
+                }
+                frame.cursor = kid.start_ns;
+                match kid.node {
+                    Some(child) => {
+                        nodes[child].on_path = true;
+                        stack.push(Frame {
+                            node: child,
+                            cursor: cut_end,
+                            next: 0,
+                        });
+                    }
+                    None => segments.push(Segment {
+                        node,
+                        start_ns: kid.start_ns,
+                        end_ns: cut_end,
+                        category: kid.category,
+                    }),
+                }
+            }
+            None => {
+                let start = nodes[node].start_ns;
+                if start < cursor {
+                    let category = self_category(nodes, node);
+                    segments.push(Segment {
+                        node,
+                        start_ns: start,
+                        end_ns: cursor,
+                        category,
+                    });
+                }
+                stack.pop();
+            }
+        }
+    }
+    segments
+}
+
+/// The wait part of a node's critical self time, from its `cpu.time_ns`.
+fn split_wait(
+    tree: &SpanTree<'_>,
+    nodes: &[Node],
+    kids: &[Vec<Kid>],
+    node: usize,
+    critical_self: u64,
+) -> u64 {
+    let span = tree.spans[nodes[node].tree_idx];
+    let Some(cpu_time) = span.semantics.cpu_time_ns else {
+        return 0;
+    };
+    let children_cpu: u64 = kids[node]
+        .iter()
+        .filter_map(|kid| kid.node)
+        .filter(|child| is_in_process(tree.spans[nodes[*child].tree_idx]))
+        .map(|child| {
+            let child_span = tree.spans[nodes[child].tree_idx];
+            child_span
+                .semantics
+                .cpu_time_ns
+                .unwrap_or(nodes[child].duration_ns())
+        })
+        .fold(0u64, u64::saturating_add);
+    let own_cpu = cpu_time.saturating_sub(children_cpu);
+    let self_total = nodes[node]
+        .duration_ns()
+        .saturating_sub(union_ns(&kids[node]));
+    let wait_total = self_total.saturating_sub(own_cpu);
+    if self_total == 0 {
+        return 0;
+    }
+    let wait = u128::from(critical_self) * u128::from(wait_total) / u128::from(self_total);
+    // critical_self <= self_total (self stretches are not under any child), so wait fits; the
+    // min keeps that true even if the input defeats the argument.
+    u64::try_from(wait)
+        .unwrap_or(critical_self)
+        .min(critical_self)
+}
+
+/// Length of the union of the children's intervals.
+fn union_ns(kids: &[Kid]) -> u64 {
+    let mut intervals: Vec<(u64, u64)> = kids.iter().map(|k| (k.start_ns, k.end_ns)).collect();
+    intervals.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for (start, end) in intervals {
+        match &mut current {
+            Some((_, cur_end)) if start <= *cur_end => *cur_end = (*cur_end).max(end),
+            _ => {
+                if let Some((s, e)) = current {
+                    total += e - s;
+                }
+                current = Some((start, end));
+            }
+        }
+    }
+    if let Some((s, e)) = current {
+        total += e - s;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests;
