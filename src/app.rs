@@ -37,32 +37,48 @@ pub struct App {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
 impl App {
     /// Opens the store (applying migrations) and binds the three listeners.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let store = Store::open(&config.database_url).await.with_context(|| format!("opening the store {:?}", config.database_url))?;
+        let store = Store::open(&config.database_url)
+            .await
+            .with_context(|| format!("opening the store {:?}", config.database_url))?;
         let ui = bind(config.listen.ui, "UI").await?;
         let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
         let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
-        Ok(App { config, store, ui, otlp_http, otlp_grpc })
+        Ok(App {
+            config,
+            store,
+            ui,
+            otlp_http,
+            otlp_grpc,
+        })
     }
 
     /// The UI and API address actually bound.
     pub fn ui_addr(&self) -> SocketAddr {
-        self.ui.local_addr().expect("a bound listener has an address")
+        self.ui
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The OTLP/HTTP address actually bound.
     pub fn otlp_http_addr(&self) -> SocketAddr {
-        self.otlp_http.local_addr().expect("a bound listener has an address")
+        self.otlp_http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The OTLP/gRPC address actually bound.
     pub fn otlp_grpc_addr(&self) -> SocketAddr {
-        self.otlp_grpc.local_addr().expect("a bound listener has an address")
+        self.otlp_grpc
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The store, for tests and benchmarks that look at what was written.
@@ -71,14 +87,28 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops in order and returns.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { config, store, ui, otlp_http, otlp_grpc } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            config,
+            store,
+            ui,
+            otlp_http,
+            otlp_grpc,
+        } = self;
         info!(ui = %ui.local_addr()?, otlp_http = %otlp_http.local_addr()?, otlp_grpc = %otlp_grpc.local_addr()?, "bottleneck listening");
         let ingest = Arc::new(IngestStats::default());
         let analysis_stats = Arc::new(AnalysisStats::default());
         let (sink, exports) = SpanSink::channel(config.ingest.queue_capacity, Arc::clone(&ingest));
         let (committed_tx, committed_rx) = mpsc::channel(COMMITTED_QUEUE);
-        let writer = tokio::spawn(writer::run(exports, store.clone(), Arc::clone(&ingest), committed_tx));
+        let writer = tokio::spawn(writer::run(
+            exports,
+            store.clone(),
+            Arc::clone(&ingest),
+            committed_tx,
+        ));
         let analyzer = Analyzer::load(
             store.clone(),
             config.pipeline.analysis.clone(),
@@ -88,7 +118,12 @@ impl App {
         )
         .await
         .context("loading endpoints for the analyzer")?;
-        let assembler = tokio::spawn(assemble::run(committed_rx, store.clone(), analyzer, config.pipeline.grace_period));
+        let assembler = tokio::spawn(assemble::run(
+            committed_rx,
+            store.clone(),
+            analyzer,
+            config.pipeline.grace_period,
+        ));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -101,8 +136,14 @@ impl App {
         let http_server = axum::serve(otlp_http, http::router(sink.clone(), limits))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let grpc_server = tonic::transport::Server::builder()
-            .add_service(grpc::service(sink.clone(), config.ingest.max_decoded_body_bytes))
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(otlp_grpc), stopped(stop_rx.clone()));
+            .add_service(grpc::service(
+                sink.clone(),
+                config.ingest.max_decoded_body_bytes,
+            ))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(otlp_grpc),
+                stopped(stop_rx.clone()),
+            );
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
             store: store.clone(),
@@ -112,7 +153,8 @@ impl App {
             analysis: Arc::new(config.pipeline.analysis.clone()),
             ready: Arc::clone(&ready),
         };
-        let ui_server = axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let ui_server =
+            axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
         let http_task = tokio::spawn(async move { http_server.await });
         let grpc_task = tokio::spawn(grpc_server);
         let ui_task = tokio::spawn(async move { ui_server.await });
@@ -122,9 +164,18 @@ impl App {
         info!("stopping: receivers first, then the write queue, then pending analysis");
         ready.store(false, Relaxed);
         let _ = stop_tx.send(true);
-        http_task.await.context("OTLP/HTTP server task")?.context("OTLP/HTTP server")?;
-        grpc_task.await.context("OTLP/gRPC server task")?.context("OTLP/gRPC server")?;
-        ui_task.await.context("UI server task")?.context("UI server")?;
+        http_task
+            .await
+            .context("OTLP/HTTP server task")?
+            .context("OTLP/HTTP server")?;
+        grpc_task
+            .await
+            .context("OTLP/gRPC server task")?
+            .context("OTLP/gRPC server")?;
+        ui_task
+            .await
+            .context("UI server task")?
+            .context("UI server")?;
         writer.await.context("store writer task")?;
         assembler.await.context("assembler task")?;
         store.close().await;

@@ -30,7 +30,10 @@ impl DatabaseUrl {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return Ok(Self::Postgres(text.to_owned()));
         }
-        let path = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")).unwrap_or(text);
+        let path = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+            .unwrap_or(text);
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
             bail!("database url {text:?} names no file");
@@ -153,29 +156,42 @@ struct FileAnalysis {
 
 /// Reads a TOML config file; errors name the file and the line.
 pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
 /// The environment variables Bottleneck reads, for `--help` and the README.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("BOTTLENECK_CONFIG", "TOML configuration file"),
-    ("BOTTLENECK_DATABASE_URL", "sqlite: URL, file path or postgres:// URL"),
+    (
+        "BOTTLENECK_DATABASE_URL",
+        "sqlite: URL, file path or postgres:// URL",
+    ),
     ("BOTTLENECK_LISTEN", "UI and API address"),
     ("BOTTLENECK_OTLP_HTTP", "OTLP/HTTP address"),
     ("BOTTLENECK_OTLP_GRPC", "OTLP/gRPC address"),
 ];
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 fn env_addr(name: &str) -> anyhow::Result<Option<SocketAddr>> {
-    env(name).map(|value| value.parse().with_context(|| format!("{name}={value:?} is not an address"))).transpose()
+    env(name)
+        .map(|value| {
+            value
+                .parse()
+                .with_context(|| format!("{name}={value:?} is not an address"))
+        })
+        .transpose()
 }
 
 fn duration(text: &str, what: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text).with_context(|| format!("{what} {text:?} is not a duration (e.g. \"2s\")"))
+    humantime::parse_duration(text)
+        .with_context(|| format!("{what} {text:?} is not a duration (e.g. \"2s\")"))
 }
 
 fn ms_to_ns(ms: f64) -> u64 {
@@ -185,7 +201,10 @@ fn ms_to_ns(ms: f64) -> u64 {
 impl Config {
     /// Resolves flags, the config file and the environment into one `Config`.
     pub fn resolve(flags: &ServeFlags) -> anyhow::Result<Config> {
-        let config_path = flags.config.clone().or_else(|| env("BOTTLENECK_CONFIG").map(PathBuf::from));
+        let config_path = flags
+            .config
+            .clone()
+            .or_else(|| env("BOTTLENECK_CONFIG").map(PathBuf::from));
         let file = match &config_path {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -202,7 +221,11 @@ impl Config {
             .or_else(|| env("BOTTLENECK_DATABASE_URL"))
             .unwrap_or_else(|| "bottleneck.db".to_owned());
         let listen = ListenConfig {
-            ui: flags.listen.or(file.listen).or(env_addr("BOTTLENECK_LISTEN")?).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            ui: flags
+                .listen
+                .or(file.listen)
+                .or(env_addr("BOTTLENECK_LISTEN")?)
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
             otlp_http: flags
                 .otlp_http
                 .or(file.otlp_http)
@@ -218,15 +241,26 @@ impl Config {
         let ingest = IngestConfig {
             queue_capacity: file.ingest.queue_capacity.unwrap_or(256),
             max_body_bytes,
-            max_decoded_body_bytes: file.ingest.max_decoded_body_bytes.unwrap_or(max_body_bytes.saturating_mul(4)),
+            max_decoded_body_bytes: file
+                .ingest
+                .max_decoded_body_bytes
+                .unwrap_or(max_body_bytes.saturating_mul(4)),
         };
         let defaults = AnalysisConfig::default();
         let analysis_file = file.analysis;
         let analysis = AnalysisConfig {
-            n_plus_one_min_calls: analysis_file.n_plus_one_min_calls.unwrap_or(defaults.n_plus_one_min_calls),
-            min_saving_ns: analysis_file.min_saving_ms.map_or(defaults.min_saving_ns, ms_to_ns),
-            slow_query_ns: analysis_file.slow_query_ms.map_or(defaults.slow_query_ns, ms_to_ns),
-            cpu_hotspot_share: analysis_file.cpu_hotspot_share.unwrap_or(defaults.cpu_hotspot_share),
+            n_plus_one_min_calls: analysis_file
+                .n_plus_one_min_calls
+                .unwrap_or(defaults.n_plus_one_min_calls),
+            min_saving_ns: analysis_file
+                .min_saving_ms
+                .map_or(defaults.min_saving_ns, ms_to_ns),
+            slow_query_ns: analysis_file
+                .slow_query_ms
+                .map_or(defaults.slow_query_ns, ms_to_ns),
+            cpu_hotspot_share: analysis_file
+                .cpu_hotspot_share
+                .unwrap_or(defaults.cpu_hotspot_share),
             wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
             ..defaults
         };
@@ -244,7 +278,12 @@ impl Config {
             max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
             analysis,
         };
-        Ok(Config { database_url: DatabaseUrl::parse(&database_url)?, listen, ingest, pipeline })
+        Ok(Config {
+            database_url: DatabaseUrl::parse(&database_url)?,
+            listen,
+            ingest,
+            pipeline,
+        })
     }
 }
 
@@ -254,17 +293,33 @@ mod tests {
 
     #[test]
     fn database_urls() {
-        assert_eq!(DatabaseUrl::parse("bottleneck.db").unwrap(), DatabaseUrl::Sqlite("bottleneck.db".into()));
-        assert_eq!(DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("/tmp/x.db".into()));
-        assert_eq!(DatabaseUrl::parse("sqlite:data.db?mode=rwc").unwrap(), DatabaseUrl::Sqlite("data.db".into()));
-        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db").unwrap(), DatabaseUrl::Postgres(_)));
+        assert_eq!(
+            DatabaseUrl::parse("bottleneck.db").unwrap(),
+            DatabaseUrl::Sqlite("bottleneck.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:data.db?mode=rwc").unwrap(),
+            DatabaseUrl::Sqlite("data.db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db").unwrap(),
+            DatabaseUrl::Postgres(_)
+        ));
         assert!(DatabaseUrl::parse("sqlite:").is_err());
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\notlp_http = \"127.0.0.1:9001\"").unwrap();
-        let flags = ServeFlags { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Default::default() };
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\notlp_http = \"127.0.0.1:9001\"").unwrap();
+        let flags = ServeFlags {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
         let config = Config::from_parts(&flags, file).unwrap();
         assert_eq!(config.listen.ui.port(), 7000);
         assert_eq!(config.listen.otlp_http.port(), 9001);
@@ -272,7 +327,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_the_line() {
-        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_addr = 3\n").unwrap_err();
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_addr = 3\n")
+            .unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
     }
 }

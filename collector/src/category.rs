@@ -60,12 +60,17 @@ impl Category {
 
     /// Parses an API name.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|category| category.as_str() == name)
+        Self::ALL
+            .into_iter()
+            .find(|category| category.as_str() == name)
     }
 
     /// Whether time in this category is I/O (waiting on something outside the process).
     pub fn is_io(self) -> bool {
-        matches!(self, Self::Db | Self::Cache | Self::Network | Self::Messaging)
+        matches!(
+            self,
+            Self::Db | Self::Cache | Self::Network | Self::Messaging
+        )
     }
 
     /// Position in [`Category::ALL`], for arrays indexed by category.
@@ -75,7 +80,14 @@ impl Category {
 }
 
 /// Database systems that are caches (OpenTelemetry `db.system.name` values and common aliases).
-const CACHE_SYSTEMS: &[&str] = &["redis", "memcached", "valkey", "hazelcast", "ehcache", "cache"];
+const CACHE_SYSTEMS: &[&str] = &[
+    "redis",
+    "memcached",
+    "valkey",
+    "hazelcast",
+    "ehcache",
+    "cache",
+];
 
 /// Classifies a span from its kind, its normalized semantics and its raw attributes.
 pub fn classify(kind: SpanKind, semantics: &Semantics, attributes: &[KeyValue]) -> Category {
@@ -88,7 +100,11 @@ pub fn classify(kind: SpanKind, semantics: &Semantics, attributes: &[KeyValue]) 
     }
     if let Some(system) = &semantics.db_system {
         let system = system.to_ascii_lowercase();
-        return if CACHE_SYSTEMS.contains(&system.as_str()) { Category::Cache } else { Category::Db };
+        return if CACHE_SYSTEMS.contains(&system.as_str()) {
+            Category::Cache
+        } else {
+            Category::Db
+        };
     }
     if semantics.messaging_system.is_some() || kind == SpanKind::Producer {
         return Category::Messaging;
@@ -110,48 +126,90 @@ mod tests {
 
     #[test]
     fn database_systems_are_db() {
-        let semantics = Semantics { db_system: Some("postgresql".into()), ..sem() };
+        let semantics = Semantics {
+            db_system: Some("postgresql".into()),
+            ..sem()
+        };
         assert_eq!(classify(SpanKind::Client, &semantics, &[]), Category::Db);
-        let semantics = Semantics { db_system: Some("sqlite".into()), ..sem() };
+        let semantics = Semantics {
+            db_system: Some("sqlite".into()),
+            ..sem()
+        };
         assert_eq!(classify(SpanKind::Internal, &semantics, &[]), Category::Db);
     }
 
     #[test]
     fn cache_systems_are_cache() {
         for system in ["redis", "Memcached", "valkey"] {
-            let semantics = Semantics { db_system: Some(system.into()), ..sem() };
-            assert_eq!(classify(SpanKind::Client, &semantics, &[]), Category::Cache, "{system}");
+            let semantics = Semantics {
+                db_system: Some(system.into()),
+                ..sem()
+            };
+            assert_eq!(
+                classify(SpanKind::Client, &semantics, &[]),
+                Category::Cache,
+                "{system}"
+            );
         }
     }
 
     #[test]
     fn messaging_system_or_producer_is_messaging() {
-        let semantics = Semantics { messaging_system: Some("kafka".into()), ..sem() };
-        assert_eq!(classify(SpanKind::Consumer, &semantics, &[]), Category::Messaging);
-        assert_eq!(classify(SpanKind::Producer, &sem(), &[]), Category::Messaging);
+        let semantics = Semantics {
+            messaging_system: Some("kafka".into()),
+            ..sem()
+        };
+        assert_eq!(
+            classify(SpanKind::Consumer, &semantics, &[]),
+            Category::Messaging
+        );
+        assert_eq!(
+            classify(SpanKind::Producer, &sem(), &[]),
+            Category::Messaging
+        );
     }
 
     #[test]
     fn client_calls_are_network() {
-        let http = Semantics { http_method: Some("GET".into()), ..sem() };
+        let http = Semantics {
+            http_method: Some("GET".into()),
+            ..sem()
+        };
         assert_eq!(classify(SpanKind::Client, &http, &[]), Category::Network);
-        let rpc = Semantics { rpc_system: Some("grpc".into()), ..sem() };
+        let rpc = Semantics {
+            rpc_system: Some("grpc".into()),
+            ..sem()
+        };
         assert_eq!(classify(SpanKind::Client, &rpc, &[]), Category::Network);
         assert_eq!(classify(SpanKind::Client, &sem(), &[]), Category::Network);
     }
 
     #[test]
     fn in_process_spans_are_cpu() {
-        for kind in [SpanKind::Server, SpanKind::Internal, SpanKind::Unspecified, SpanKind::Consumer] {
+        for kind in [
+            SpanKind::Server,
+            SpanKind::Internal,
+            SpanKind::Unspecified,
+            SpanKind::Consumer,
+        ] {
             assert_eq!(classify(kind, &sem(), &[]), Category::Cpu, "{kind:?}");
         }
     }
 
     #[test]
     fn explicit_category_wins_but_never_wait() {
-        let attrs = vec![KeyValue { key: "bottleneck.category".into(), value: AttrValue::Str("cache".into()) }];
-        assert_eq!(classify(SpanKind::Internal, &sem(), &attrs), Category::Cache);
-        let attrs = vec![KeyValue { key: "bottleneck.category".into(), value: AttrValue::Str("wait".into()) }];
+        let attrs = vec![KeyValue {
+            key: "bottleneck.category".into(),
+            value: AttrValue::Str("cache".into()),
+        }];
+        assert_eq!(
+            classify(SpanKind::Internal, &sem(), &attrs),
+            Category::Cache
+        );
+        let attrs = vec![KeyValue {
+            key: "bottleneck.category".into(),
+            value: AttrValue::Str("wait".into()),
+        }];
         assert_eq!(classify(SpanKind::Internal, &sem(), &attrs), Category::Cpu);
     }
 }

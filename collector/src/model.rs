@@ -53,7 +53,10 @@ macro_rules! id_type {
             /// Parses lower- or upper-case hex, as OTLP/JSON and our URLs carry ids.
             pub fn parse_hex(text: &str) -> Result<Self, IdError> {
                 if text.len() != 2 * $len {
-                    return Err(IdError::WrongLength { expected: $len, got: text.len() / 2 });
+                    return Err(IdError::WrongLength {
+                        expected: $len,
+                        got: text.len() / 2,
+                    });
                 }
                 let bytes = hex::decode(text).map_err(|_| IdError::NotHex)?;
                 Self::parse(&bytes)
@@ -271,7 +274,10 @@ pub struct KeyValue {
 
 /// Finds an attribute by key. Attribute lists are short (tens), so a scan beats a map.
 pub fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AttrValue> {
-    attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| &kv.value)
 }
 
 /// The entity that produced spans: a service instance. Shared by all spans of one resource.
@@ -380,6 +386,9 @@ impl Span {
     pub fn is_error(&self) -> bool {
         self.status.code == StatusCode::Error
             || (self.kind == SpanKind::Server
-                && self.semantics.http_status_code.is_some_and(|code| code >= 500))
+                && self
+                    .semantics
+                    .http_status_code
+                    .is_some_and(|code| code >= 500))
     }
 }

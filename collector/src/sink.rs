@@ -116,12 +116,20 @@ impl SpanSink {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Full(())) => {
                 let err = IngestError::Busy;
-                SpansRejected { n_spans, reason: err.reason() }.emit(&self.stats);
+                SpansRejected {
+                    n_spans,
+                    reason: err.reason(),
+                }
+                .emit(&self.stats);
                 return Err(err);
             }
             Err(mpsc::error::TrySendError::Closed(())) => {
                 let err = IngestError::ShuttingDown;
-                SpansRejected { n_spans, reason: err.reason() }.emit(&self.stats);
+                SpansRejected {
+                    n_spans,
+                    reason: err.reason(),
+                }
+                .emit(&self.stats);
                 return Err(err);
             }
         };
@@ -133,12 +141,20 @@ impl SpanSink {
 }
 
 /// Upper bounds (seconds) of the commit latency histogram buckets.
-pub const COMMIT_LATENCY_BUCKETS: [f64; 12] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+pub const COMMIT_LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Reasons spans are rejected, each its own `spans_rejected_total` series.
-pub const REJECT_REASONS: [&str; 7] =
-    ["invalid_span", "undecodable", "too_large", "unsupported_media_type", "queue_full", "shutting_down", "store_unavailable"];
+pub const REJECT_REASONS: [&str; 7] = [
+    "invalid_span",
+    "undecodable",
+    "too_large",
+    "unsupported_media_type",
+    "queue_full",
+    "shutting_down",
+    "store_unavailable",
+];
 
 /// The collector's own figures, shared by the receivers and the consumer; exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -181,19 +197,29 @@ impl IngestStats {
     pub fn record_commit(&self, n_spans: u64, latency: Duration) {
         self.spans_committed.fetch_add(n_spans, Relaxed);
         let secs = latency.as_secs_f64();
-        let bucket = COMMIT_LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(COMMIT_LATENCY_BUCKETS.len());
+        let bucket = COMMIT_LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(COMMIT_LATENCY_BUCKETS.len());
         self.commit_latency_buckets[bucket].fetch_add(1, Relaxed);
-        self.commit_latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+        self.commit_latency_sum_us
+            .fetch_add(latency.as_micros() as u64, Relaxed);
     }
 
     /// Spans rejected for `reason` so far.
     pub fn rejected(&self, reason: &str) -> u64 {
-        REJECT_REASONS.iter().position(|r| *r == reason).map_or(0, |idx| self.spans_rejected[idx].load(Relaxed))
+        REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |idx| self.spans_rejected[idx].load(Relaxed))
     }
 
     /// Appends the counters in the Prometheus text exposition format.
     pub fn write_prometheus(&self, queue_depth: usize, out: &mut String) {
-        let _ = writeln!(out, "# HELP bottleneck_export_requests_total OTLP export requests received.");
+        let _ = writeln!(
+            out,
+            "# HELP bottleneck_export_requests_total OTLP export requests received."
+        );
         let _ = writeln!(out, "# TYPE bottleneck_export_requests_total counter");
         for (idx, transport) in ["http", "grpc"].iter().enumerate() {
             let _ = writeln!(
@@ -203,15 +229,38 @@ impl IngestStats {
             );
         }
         let counters = [
-            ("bottleneck_received_bytes_total", "OTLP body bytes received, as sent on the wire.", &self.bytes_received),
-            ("bottleneck_spans_received_total", "Spans accepted into the write queue.", &self.spans_accepted),
-            ("bottleneck_spans_committed_total", "Spans durably committed to the store.", &self.spans_committed),
-            ("bottleneck_attribute_values_truncated_total", "Attribute values cut to the maximum length.", &self.values_truncated),
+            (
+                "bottleneck_received_bytes_total",
+                "OTLP body bytes received, as sent on the wire.",
+                &self.bytes_received,
+            ),
+            (
+                "bottleneck_spans_received_total",
+                "Spans accepted into the write queue.",
+                &self.spans_accepted,
+            ),
+            (
+                "bottleneck_spans_committed_total",
+                "Spans durably committed to the store.",
+                &self.spans_committed,
+            ),
+            (
+                "bottleneck_attribute_values_truncated_total",
+                "Attribute values cut to the maximum length.",
+                &self.values_truncated,
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
         }
-        let _ = writeln!(out, "# HELP bottleneck_spans_rejected_total Spans rejected, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP bottleneck_spans_rejected_total Spans rejected, by reason."
+        );
         let _ = writeln!(out, "# TYPE bottleneck_spans_rejected_total counter");
         for (idx, reason) in REJECT_REASONS.iter().enumerate() {
             let _ = writeln!(
@@ -220,10 +269,19 @@ impl IngestStats {
                 self.spans_rejected[idx].load(Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP bottleneck_write_queue_depth Exports waiting for the store writer.");
-        let _ = writeln!(out, "# TYPE bottleneck_write_queue_depth gauge\nbottleneck_write_queue_depth {queue_depth}");
+        let _ = writeln!(
+            out,
+            "# HELP bottleneck_write_queue_depth Exports waiting for the store writer."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bottleneck_write_queue_depth gauge\nbottleneck_write_queue_depth {queue_depth}"
+        );
         let name = "bottleneck_commit_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to commit one group of exports.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to commit one group of exports.\n# TYPE {name} histogram"
+        );
         let mut cumulative = 0;
         for (idx, le) in COMMIT_LATENCY_BUCKETS.iter().enumerate() {
             cumulative += self.commit_latency_buckets[idx].load(Relaxed);
@@ -250,6 +308,10 @@ impl SpansRejected {
         if let Some(idx) = REJECT_REASONS.iter().position(|r| *r == self.reason) {
             stats.spans_rejected[idx].fetch_add(self.n_spans, Relaxed);
         }
-        warn!(n_spans = self.n_spans, reason = self.reason, "spans rejected");
+        warn!(
+            n_spans = self.n_spans,
+            reason = self.reason,
+            "spans rejected"
+        );
     }
 }

@@ -473,6 +473,27 @@ fn finding_phrase(kind: FindingKind, name: &str, count: f64) -> String {
     }
 }
 
+/// What to do about one request's finding, in one sentence.
+pub fn finding_sentence(kind: FindingKind, name: &str, count: f64, saving_ns: f64) -> String {
+    let what = finding_phrase(kind, name, count);
+    format!(
+        "{what}; {} to save ~{}",
+        finding_advice(kind),
+        format_ms(saving_ns)
+    )
+}
+
+fn finding_advice(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::DuplicateQuery => "reuse the first result",
+        FindingKind::NPlusOne => "fetch them in one query",
+        FindingKind::SequentialIo => "issue the calls concurrently",
+        FindingKind::SlowQuery => "check its plan and indexes",
+        FindingKind::CpuHotspot => "profile it",
+        FindingKind::UninstrumentedWait => "add spans around the I/O or sleeps it hides",
+    }
+}
+
 /// What to do about a finding, in one sentence.
 fn finding_summary(
     kind: FindingKind,
@@ -482,14 +503,7 @@ fn finding_summary(
     share: f64,
 ) -> String {
     let what = finding_phrase(kind, name, count);
-    let advice = match kind {
-        FindingKind::DuplicateQuery => "reuse the first result",
-        FindingKind::NPlusOne => "fetch them in one query",
-        FindingKind::SequentialIo => "issue the calls concurrently",
-        FindingKind::SlowQuery => "check its plan and indexes",
-        FindingKind::CpuHotspot => "profile it",
-        FindingKind::UninstrumentedWait => "add spans around the I/O or sleeps it hides",
-    };
+    let advice = finding_advice(kind);
     format!(
         "{what} in {:.0}% of requests; {advice} to save ~{} per request",
         share * 100.0,

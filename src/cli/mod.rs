@@ -1,6 +1,6 @@
 //! The subcommands. Each returns an [`Outcome`] that `main` maps to an exit code.
 
-//pub mod bench;
+pub mod bench;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,8 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Receive OTLP traces, analyse them and serve the dashboard and API.
     Serve(ServeFlags),
-    // bench
-    //Bench
+    /// Measure ingest: a load generator against a fresh server process on this machine.
+    Bench(bench::BenchArgs),
 }
 
 /// How a command ended, for the exit code.
@@ -35,7 +35,8 @@ pub enum Outcome {
 }
 
 fn env_help() -> String {
-    let mut help = String::from("Environment variables (flags and the config file take precedence):\n");
+    let mut help =
+        String::from("Environment variables (flags and the config file take precedence):\n");
     for (name, what) in crate::config::ENV_VARS {
         help.push_str(&format!("  {name:<26} {what}\n"));
     }
@@ -46,6 +47,6 @@ fn env_help() -> String {
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Serve(flags) => serve::run(flags).await,
-
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -52,7 +52,9 @@ pub struct AnalysisStats {
 }
 
 /// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Cumulative figures of one endpoint since the process started.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +76,10 @@ impl EndpointCounters {
         self.requests += 1;
         self.errors += u64::from(request.error);
         let secs = request.duration_ns as f64 / 1e9;
-        let bucket = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.latency_buckets[bucket] += 1;
         self.duration_sum_ns += request.duration_ns;
         for (sum, value) in self.breakdown_sum_ns.iter_mut().zip(request.breakdown.0) {
@@ -115,7 +120,9 @@ impl Analyzer {
         let mut endpoints_per_service: HashMap<String, usize> = HashMap::new();
         for endpoint in store.endpoints().await? {
             if endpoint.endpoint != OTHER_ENDPOINT {
-                *endpoints_per_service.entry(endpoint.service.clone()).or_default() += 1;
+                *endpoints_per_service
+                    .entry(endpoint.service.clone())
+                    .or_default() += 1;
             }
             endpoint_ids.insert((endpoint.service, endpoint.endpoint), endpoint.id);
         }
@@ -145,13 +152,20 @@ impl Analyzer {
             }
         }
         let now = Instant::now();
-        self.rollups.retain(|_, cached| cached.dirty || now.duration_since(cached.touched) < self.keep_rollups);
+        self.rollups.retain(|_, cached| {
+            cached.dirty || now.duration_since(cached.touched) < self.keep_rollups
+        });
     }
 
     async fn try_process(&mut self, due: Vec<DueTrace>, watermark: i64) -> Result<(), StoreError> {
         if due.is_empty() {
             if self.rollups.values().all(|cached| !cached.dirty) {
-                self.store.commit_analysis(&AnalysisCommit { watermark: Some(watermark), ..Default::default() }).await?;
+                self.store
+                    .commit_analysis(&AnalysisCommit {
+                        watermark: Some(watermark),
+                        ..Default::default()
+                    })
+                    .await?;
             }
             return Ok(());
         }
@@ -164,12 +178,22 @@ impl Analyzer {
             match prior.get(&trace.trace_id) {
                 None => work.push((trace.spans, None, trace.last_block_id)),
                 Some(&seen_through) => {
-                    let Some(stored) = self.store.trace_spans(trace.trace_id).await? else { continue };
-                    let newest = stored.iter().map(|(block, _)| *block).max().unwrap_or(seen_through);
+                    let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
+                        continue;
+                    };
+                    let newest = stored
+                        .iter()
+                        .map(|(block, _)| *block)
+                        .max()
+                        .unwrap_or(seen_through);
                     if newest <= seen_through {
                         continue; // already analysed with every stored span (a replay)
                     }
-                    let old = stored.iter().filter(|(block, _)| *block <= seen_through).map(|(_, s)| s.clone()).collect();
+                    let old = stored
+                        .iter()
+                        .filter(|(block, _)| *block <= seen_through)
+                        .map(|(_, s)| s.clone())
+                        .collect();
                     let all = stored.into_iter().map(|(_, span)| span).collect();
                     replace_traces.push(trace.trace_id);
                     self.stats.reanalysed_traces.fetch_add(1, Relaxed);
@@ -187,7 +211,9 @@ impl Analyzer {
                 .map(|(spans, old_spans, last_block)| {
                     let (new, new_anomalies) = analyze_trace(&spans, &config);
                     anomalies += new_anomalies.len() as u64;
-                    let old = old_spans.map(|old| analyze_trace(&old, &config).0).unwrap_or_default();
+                    let old = old_spans
+                        .map(|old| analyze_trace(&old, &config).0)
+                        .unwrap_or_default();
                     (new, old, last_block)
                 })
                 .collect();
@@ -204,13 +230,23 @@ impl Analyzer {
             for request in &old {
                 let endpoint_id = self.known_endpoint_id(&request.service, &request.endpoint);
                 if let Some(endpoint_id) = endpoint_id {
-                    let key = RollupKey { endpoint_id, version: request.version.clone(), minute: minute_of(request.start_unix_ns) };
+                    let key = RollupKey {
+                        endpoint_id,
+                        version: request.version.clone(),
+                        minute: minute_of(request.start_unix_ns),
+                    };
                     self.cached_rollup(key).await?.remove(request);
                 }
             }
             for request in &new {
-                let endpoint_id = self.endpoint_id(&request.service, &request.endpoint).await?;
-                let key = RollupKey { endpoint_id, version: request.version.clone(), minute: minute_of(request.start_unix_ns) };
+                let endpoint_id = self
+                    .endpoint_id(&request.service, &request.endpoint)
+                    .await?;
+                let key = RollupKey {
+                    endpoint_id,
+                    version: request.version.clone(),
+                    minute: minute_of(request.start_unix_ns),
+                };
                 self.cached_rollup(key).await?.add(request);
                 requests.push(RequestRow {
                     trace_id: request.trace_id,
@@ -227,14 +263,21 @@ impl Analyzer {
                 self.record_counters(request);
             }
         }
-        self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
+        self.stats
+            .requests
+            .fetch_add(requests.len() as u64, Relaxed);
         let rollups = self
             .rollups
             .iter()
             .filter(|(_, cached)| cached.dirty)
             .map(|(key, cached)| (key.clone(), cached.rollup.clone()))
             .collect();
-        let commit = AnalysisCommit { replace_traces, requests, rollups, watermark: Some(watermark) };
+        let commit = AnalysisCommit {
+            replace_traces,
+            requests,
+            rollups,
+            watermark: Some(watermark),
+        };
         self.store.commit_analysis(&commit).await?;
         for cached in self.rollups.values_mut() {
             cached.dirty = false;
@@ -243,49 +286,91 @@ impl Analyzer {
     }
 
     fn record_counters(&self, request: &RequestAnalysis) {
-        let mut endpoints = self.stats.endpoints.lock().expect("no panics while holding the counters lock");
-        let key = (request.service.clone(), self.capped_name(&request.service, &request.endpoint).to_owned());
+        let mut endpoints = self
+            .stats
+            .endpoints
+            .lock()
+            .expect("no panics while holding the counters lock");
+        let key = (
+            request.service.clone(),
+            self.capped_name(&request.service, &request.endpoint)
+                .to_owned(),
+        );
         endpoints.entry(key).or_default().record(request);
     }
 
     fn capped_name<'a>(&self, service: &str, endpoint: &'a str) -> &'a str {
-        if self.endpoint_ids.contains_key(&(service.to_owned(), endpoint.to_owned())) { endpoint } else { OTHER_ENDPOINT }
+        if self
+            .endpoint_ids
+            .contains_key(&(service.to_owned(), endpoint.to_owned()))
+        {
+            endpoint
+        } else {
+            OTHER_ENDPOINT
+        }
     }
 
     /// The id an endpoint was counted under: its own, or `other` past the cap.
     fn known_endpoint_id(&self, service: &str, endpoint: &str) -> Option<i64> {
         self.endpoint_ids
             .get(&(service.to_owned(), endpoint.to_owned()))
-            .or_else(|| self.endpoint_ids.get(&(service.to_owned(), OTHER_ENDPOINT.to_owned())))
+            .or_else(|| {
+                self.endpoint_ids
+                    .get(&(service.to_owned(), OTHER_ENDPOINT.to_owned()))
+            })
             .copied()
     }
 
     async fn endpoint_id(&mut self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
-        if let Some(id) = self.endpoint_ids.get(&(service.to_owned(), endpoint.to_owned())) {
+        if let Some(id) = self
+            .endpoint_ids
+            .get(&(service.to_owned(), endpoint.to_owned()))
+        {
             return Ok(*id);
         }
-        let count = self.endpoints_per_service.entry(service.to_owned()).or_default();
+        let count = self
+            .endpoints_per_service
+            .entry(service.to_owned())
+            .or_default();
         let name = if *count >= self.max_endpoints_per_service {
-            if !self.endpoint_ids.contains_key(&(service.to_owned(), OTHER_ENDPOINT.to_owned())) {
-                warn!(service, cap = self.max_endpoints_per_service, "endpoint cap reached; further endpoints count as `other`");
+            if !self
+                .endpoint_ids
+                .contains_key(&(service.to_owned(), OTHER_ENDPOINT.to_owned()))
+            {
+                warn!(
+                    service,
+                    cap = self.max_endpoints_per_service,
+                    "endpoint cap reached; further endpoints count as `other`"
+                );
             }
             OTHER_ENDPOINT
         } else {
             *count += 1;
             endpoint
         };
-        if let Some(id) = self.endpoint_ids.get(&(service.to_owned(), name.to_owned())) {
+        if let Some(id) = self
+            .endpoint_ids
+            .get(&(service.to_owned(), name.to_owned()))
+        {
             return Ok(*id);
         }
         let id = self.store.intern_endpoint(service, name).await?;
-        self.endpoint_ids.insert((service.to_owned(), name.to_owned()), id);
+        self.endpoint_ids
+            .insert((service.to_owned(), name.to_owned()), id);
         Ok(id)
     }
 
     async fn cached_rollup(&mut self, key: RollupKey) -> Result<&mut Rollup, StoreError> {
         if !self.rollups.contains_key(&key) {
             let rollup = self.store.rollup(&key).await?.unwrap_or_else(Rollup::new);
-            self.rollups.insert(key.clone(), CachedRollup { rollup, dirty: false, touched: Instant::now() });
+            self.rollups.insert(
+                key.clone(),
+                CachedRollup {
+                    rollup,
+                    dirty: false,
+                    touched: Instant::now(),
+                },
+            );
         }
         let cached = self.rollups.get_mut(&key).expect("inserted above");
         cached.dirty = true;

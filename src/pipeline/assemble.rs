@@ -51,7 +51,11 @@ impl Assembler {
         for span in block.spans {
             let entry = self.pending.entry(span.trace_id).or_insert_with(|| {
                 self.due.push_back((now + self.grace_period, span.trace_id));
-                Pending { spans: Vec::new(), first_block_id: block.block_id, last_block_id: block.block_id }
+                Pending {
+                    spans: Vec::new(),
+                    first_block_id: block.block_id,
+                    last_block_id: block.block_id,
+                }
             });
             entry.last_block_id = entry.last_block_id.max(block.block_id);
             entry.spans.push(span);
@@ -66,7 +70,11 @@ impl Assembler {
             }
             self.due.pop_front();
             if let Some(pending) = self.pending.remove(&trace_id) {
-                taken.push(DueTrace { trace_id, spans: pending.spans, last_block_id: pending.last_block_id });
+                taken.push(DueTrace {
+                    trace_id,
+                    spans: pending.spans,
+                    last_block_id: pending.last_block_id,
+                });
             }
         }
         taken
@@ -74,7 +82,11 @@ impl Assembler {
 
     /// Every block up to the returned id has no trace waiting here.
     fn watermark(&self) -> i64 {
-        self.pending.values().map(|p| p.first_block_id - 1).min().unwrap_or(self.last_block_id)
+        self.pending
+            .values()
+            .map(|p| p.first_block_id - 1)
+            .min()
+            .unwrap_or(self.last_block_id)
     }
 }
 
@@ -85,8 +97,12 @@ pub async fn run(
     mut analyzer: Analyzer,
     grace_period: Duration,
 ) {
-    let mut assembler =
-        Assembler { grace_period, pending: HashMap::new(), due: VecDeque::new(), last_block_id: 0 };
+    let mut assembler = Assembler {
+        grace_period,
+        pending: HashMap::new(),
+        due: VecDeque::new(),
+        last_block_id: 0,
+    };
     if let Err(err) = replay(&store, &mut assembler).await {
         error!(error = %err, "replaying unanalysed blocks failed; they will be retried on the next start");
     }
@@ -121,7 +137,9 @@ async fn replay(store: &Store, assembler: &mut Assembler) -> Result<(), crate::s
     let mut n_blocks = 0;
     loop {
         let blocks = store.blocks_after(after, REPLAY_BATCH).await?;
-        let Some((last, _)) = blocks.last() else { break };
+        let Some((last, _)) = blocks.last() else {
+            break;
+        };
         after = *last;
         n_blocks += blocks.len();
         let now = Instant::now();
@@ -147,17 +165,33 @@ mod tests {
             due: VecDeque::new(),
             last_block_id: 0,
         };
-        let span = crate::analysis::fixture_span_for_tests();
+        let span = crate::analysis::fixture::parse("auth: GET /health 0..1 server").remove(0);
         let start = Instant::now();
-        assembler.add(CommittedBlock { block_id: 1, spans: vec![span.clone()] }, start);
+        assembler.add(
+            CommittedBlock {
+                block_id: 1,
+                spans: vec![span.clone()],
+            },
+            start,
+        );
         assert_eq!(assembler.watermark(), 0);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assembler.add(CommittedBlock { block_id: 2, spans: vec![span] }, Instant::now());
+        assembler.add(
+            CommittedBlock {
+                block_id: 2,
+                spans: vec![span],
+            },
+            Instant::now(),
+        );
         assert!(assembler.take_due(Instant::now(), false).is_empty());
         tokio::time::advance(Duration::from_millis(1001)).await;
         let due = assembler.take_due(Instant::now(), false);
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].spans.len(), 2, "spans of a later block join their trace");
+        assert_eq!(
+            due[0].spans.len(),
+            2,
+            "spans of a later block join their trace"
+        );
         assert_eq!(due[0].last_block_id, 2);
         assert_eq!(assembler.watermark(), 2);
     }

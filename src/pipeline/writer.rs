@@ -19,7 +19,9 @@ use crate::store::{Store, block};
 const MAX_GROUP_SPANS: usize = 20_000;
 
 fn now_unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Runs until every sender of the queue is gone and the queue is drained.
@@ -46,7 +48,10 @@ pub async fn run(
         // Encoding and compressing is CPU work of a few milliseconds per thousand spans: keep it
         // off the async workers that serve the receivers.
         let encoded = tokio::task::spawn_blocking(move || {
-            let blocks: Vec<_> = group.iter().map(|export| block::encode(&export.spans, received_unix_ns)).collect();
+            let blocks: Vec<_> = group
+                .iter()
+                .map(|export| block::encode(&export.spans, received_unix_ns))
+                .collect();
             (group, blocks)
         })
         .await;
@@ -78,7 +83,11 @@ pub async fn run(
             Err(err) => {
                 error!(error = %err, n_spans, "committing span blocks failed; exports answered unavailable");
                 let reason = CommitError(err.to_string());
-                SpansRejected { n_spans: n_spans as u64, reason: "store_unavailable" }.emit(&stats);
+                SpansRejected {
+                    n_spans: n_spans as u64,
+                    reason: "store_unavailable",
+                }
+                .emit(&stats);
                 for Export { reply, .. } in group {
                     let _ = reply.send(Err(reason.clone()));
                 }

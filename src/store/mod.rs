@@ -51,7 +51,10 @@ pub struct Window {
 impl Window {
     /// The minutes (since the epoch) the window touches.
     pub fn minutes(&self) -> (i64, i64) {
-        (minute_of(self.from_unix_ns), minute_of(self.to_unix_ns.saturating_sub(1)))
+        (
+            minute_of(self.from_unix_ns),
+            minute_of(self.to_unix_ns.saturating_sub(1)),
+        )
     }
 }
 
@@ -157,10 +160,12 @@ impl Store {
     /// Opens (creating if needed) the database and applies migrations.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
         match url {
-            DatabaseUrl::Sqlite(path) => Ok(Store { backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?) }),
-            DatabaseUrl::Postgres(_) => {
-                Err(StoreError::Unsupported("PostgreSQL is not supported by this build yet; use a SQLite path".into()))
-            }
+            DatabaseUrl::Sqlite(path) => Ok(Store {
+                backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
+            }),
+            DatabaseUrl::Postgres(_) => Err(StoreError::Unsupported(
+                "PostgreSQL is not supported by this build yet; use a SQLite path".into(),
+            )),
         }
     }
 
@@ -170,7 +175,11 @@ impl Store {
     }
 
     /// Blocks with an id above `after_id`, oldest first, at most `limit`: replay after a restart.
-    pub async fn blocks_after(&self, after_id: i64, limit: i64) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+    pub async fn blocks_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
         dispatch!(self.blocks_after(after_id, limit))
     }
 
@@ -180,7 +189,10 @@ impl Store {
     }
 
     /// Every stored span of a trace with the id of the block it came in; `None` if unknown.
-    pub async fn trace_spans(&self, trace_id: TraceId) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+    pub async fn trace_spans(
+        &self,
+        trace_id: TraceId,
+    ) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
         dispatch!(self.trace_spans(trace_id))
     }
 
@@ -199,7 +211,10 @@ impl Store {
     }
 
     /// For those of `trace_ids` that were analysed before, the newest block that analysis saw.
-    pub async fn analysed_traces(&self, trace_ids: &[TraceId]) -> Result<HashMap<TraceId, i64>, StoreError> {
+    pub async fn analysed_traces(
+        &self,
+        trace_ids: &[TraceId],
+    ) -> Result<HashMap<TraceId, i64>, StoreError> {
         dispatch!(self.analysed_traces(trace_ids))
     }
 
@@ -252,7 +267,11 @@ impl Store {
 
     /// Durations and breakdowns of every request of one endpoint in a window, for tail
     /// attribution and per-version splits.
-    pub async fn request_breakdowns(&self, window: Window, endpoint_id: i64) -> Result<Vec<RequestRow>, StoreError> {
+    pub async fn request_breakdowns(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
         dispatch!(self.request_breakdowns(window, endpoint_id))
     }
 

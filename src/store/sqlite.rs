@@ -14,11 +14,14 @@ use std::time::Duration;
 use collector::category::Category;
 use collector::model::{Span, SpanId, TraceId};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlSafeStr};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use super::{
-    AnalysisCommit, EncodedBlock, EndpointRef, RequestRow, RollupKey, StoreError, StoreStats, Window, block,
+    AnalysisCommit, EncodedBlock, EndpointRef, RequestRow, RollupKey, StoreError, StoreStats,
+    Window, block,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -59,14 +62,45 @@ fn span_id(bytes: &[u8]) -> Result<SpanId, StoreError> {
     SpanId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("span id: {e}")))
 }
 
-type RequestTuple = (Vec<u8>, Vec<u8>, i64, String, i64, i64, bool, i64, i64, i64, i64, i64, i64, i64, i64);
+type RequestTuple = (
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    String,
+    i64,
+    i64,
+    bool,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id";
 
 fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
-    let (trace, span, endpoint_id, version, start, duration, error, db, cache, network, messaging, cpu, wait, n_db, last) =
-        row;
+    let (
+        trace,
+        span,
+        endpoint_id,
+        version,
+        start,
+        duration,
+        error,
+        db,
+        cache,
+        network,
+        messaging,
+        cpu,
+        wait,
+        n_db,
+        last,
+    ) = row;
     Ok(RequestRow {
         trace_id: trace_id(&trace)?,
         span_id: span_id(&span)?,
@@ -81,15 +115,45 @@ fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
     })
 }
 
-type RollupTuple = (i64, String, i64, i64, i64, i64, Vec<u8>, i64, i64, i64, i64, i64, i64, i64);
+type RollupTuple = (
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls";
 
 fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
-    let (endpoint_id, version, minute, requests, errors, duration_sum, sketch, db, cache, network, messaging, cpu, wait, db_calls) =
-        row;
-    let sketch = LatencySketch::from_bytes(&sketch).ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
+    let (
+        endpoint_id,
+        version,
+        minute,
+        requests,
+        errors,
+        duration_sum,
+        sketch,
+        db,
+        cache,
+        network,
+        messaging,
+        cpu,
+        wait,
+        db_calls,
+    ) = row;
+    let sketch = LatencySketch::from_bytes(&sketch)
+        .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
     let mut rollup = Rollup::new();
     rollup.requests = unsigned(requests);
     rollup.errors = unsigned(errors);
@@ -97,7 +161,14 @@ fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
     rollup.sketch = sketch;
     rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
     rollup.db_calls = unsigned(db_calls);
-    Ok((RollupKey { endpoint_id, version, minute }, rollup))
+    Ok((
+        RollupKey {
+            endpoint_id,
+            version,
+            minute,
+        },
+        rollup,
+    ))
 }
 
 impl SqliteStore {
@@ -111,16 +182,25 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("auto_vacuum", "INCREMENTAL");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool, path: path.to_owned() })
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+        })
     }
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
 
-    pub(super) async fn insert_blocks(&self, blocks: &[EncodedBlock]) -> Result<Vec<i64>, StoreError> {
+    pub(super) async fn insert_blocks(
+        &self,
+        blocks: &[EncodedBlock],
+    ) -> Result<Vec<i64>, StoreError> {
         const INSERT_BLOCK: &str = "INSERT INTO span_blocks (received_unix_ns, min_start_unix_ns, n_spans, data) \
              VALUES ($1, $2, $3, $4) RETURNING id";
         let mut tx = self.pool.begin().await?;
@@ -138,7 +218,9 @@ impl SqliteStore {
             index.extend(block.trace_ids.iter().map(|trace| (trace, id)));
         }
         for chunk in index.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ");
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
+            );
             insert.push_values(chunk, |mut row, (trace, id)| {
                 row.push_bind(trace.0.to_vec()).push_bind(*id);
             });
@@ -148,10 +230,20 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub(super) async fn blocks_after(&self, after_id: i64, limit: i64) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+    pub(super) async fn blocks_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
         const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
-        rows.into_iter().map(|(id, data)| Ok((id, block::decode(&data)?))).collect()
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(id, data)| Ok((id, block::decode(&data)?)))
+            .collect()
     }
 
     pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
@@ -159,30 +251,48 @@ impl SqliteStore {
         Ok(sqlx::query_scalar(SELECT).fetch_one(&self.pool).await?)
     }
 
-    pub(super) async fn trace_spans(&self, trace: TraceId) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+    pub(super) async fn trace_spans(
+        &self,
+        trace: TraceId,
+    ) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
         const SELECT: &str = "SELECT b.id, b.data FROM trace_blocks t JOIN span_blocks b ON b.id = t.block_id \
              WHERE t.trace_id = $1 ORDER BY b.id";
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT).bind(trace.0.to_vec()).fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+            .bind(trace.0.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
         if rows.is_empty() {
             return Ok(None);
         }
         let mut spans = Vec::new();
         for (id, data) in rows {
-            spans.extend(block::decode(&data)?.into_iter().filter(|span| span.trace_id == trace).map(|span| (id, span)));
+            spans.extend(
+                block::decode(&data)?
+                    .into_iter()
+                    .filter(|span| span.trace_id == trace)
+                    .map(|span| (id, span)),
+            );
         }
         Ok(Some(spans))
     }
 
     pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
         const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
-        Ok(sqlx::query_scalar(SELECT).fetch_optional(&self.pool).await?.unwrap_or(0))
+        Ok(sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
     }
 
-    pub(super) async fn analysed_traces(&self, trace_ids: &[TraceId]) -> Result<HashMap<TraceId, i64>, StoreError> {
+    pub(super) async fn analysed_traces(
+        &self,
+        trace_ids: &[TraceId],
+    ) -> Result<HashMap<TraceId, i64>, StoreError> {
         let mut found = HashMap::new();
         for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select =
-                QueryBuilder::<Sqlite>::new("SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (");
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (",
+            );
             let mut separated = select.separated(", ");
             for trace in chunk {
                 separated.push_bind(trace.0.to_vec());
@@ -199,18 +309,40 @@ impl SqliteStore {
     pub(super) async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
         const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
         let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(id, service, endpoint)| EndpointRef { id, service, endpoint }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, service, endpoint)| EndpointRef {
+                id,
+                service,
+                endpoint,
+            })
+            .collect())
     }
 
-    pub(super) async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
+    pub(super) async fn intern_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+    ) -> Result<i64, StoreError> {
         const INSERT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
              ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
-        Ok(sqlx::query_scalar(INSERT).bind(service).bind(endpoint).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(INSERT)
+            .bind(service)
+            .bind(endpoint)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
         let window_minute = [key.minute, key.minute];
-        let rows = self.rollup_rows(window_minute, Some(&[key.endpoint_id]), Some(&key.version), true).await?;
+        let rows = self
+            .rollup_rows(
+                window_minute,
+                Some(&[key.endpoint_id]),
+                Some(&key.version),
+                true,
+            )
+            .await?;
         Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
     }
 
@@ -221,7 +353,8 @@ impl SqliteStore {
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
         let (first, last) = window.minutes();
-        self.rollup_rows([first, last], endpoint_ids, None, with_details).await
+        self.rollup_rows([first, last], endpoint_ids, None, with_details)
+            .await
     }
 
     async fn rollup_rows(
@@ -231,8 +364,18 @@ impl SqliteStore {
         version: Option<&str>,
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        fn filter(query: &mut QueryBuilder<Sqlite>, first: i64, last: i64, ids: Option<&[i64]>, version: Option<&str>) {
-            query.push(" WHERE minute >= ").push_bind(first).push(" AND minute <= ").push_bind(last);
+        fn filter(
+            query: &mut QueryBuilder<Sqlite>,
+            first: i64,
+            last: i64,
+            ids: Option<&[i64]>,
+            version: Option<&str>,
+        ) {
+            query
+                .push(" WHERE minute >= ")
+                .push_bind(first)
+                .push(" AND minute <= ")
+                .push_bind(last);
             if let Some(ids) = ids {
                 query.push(" AND endpoint_id IN (");
                 let mut separated = query.separated(", ");
@@ -248,41 +391,87 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
-        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM rollups"));
-        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        let mut select =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM rollups"));
+        filter(
+            &mut select,
+            first_minute,
+            last_minute,
+            endpoint_ids,
+            version,
+        );
         let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&self.pool).await?;
-        let mut rollups = rows.into_iter().map(rollup_row).collect::<Result<Vec<_>, _>>()?;
+        let mut rollups = rows
+            .into_iter()
+            .map(rollup_row)
+            .collect::<Result<Vec<_>, _>>()?;
         if !with_details || rollups.is_empty() {
             return Ok(rollups);
         }
-        let position: HashMap<RollupKey, usize> =
-            rollups.iter().enumerate().map(|(idx, (key, _))| (key.clone(), idx)).collect();
+        let position: HashMap<RollupKey, usize> = rollups
+            .iter()
+            .enumerate()
+            .map(|(idx, (key, _))| (key.clone(), idx))
+            .collect();
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM rollup_operations",
         );
-        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        filter(
+            &mut select,
+            first_minute,
+            last_minute,
+            endpoint_ids,
+            version,
+        );
         let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
             select.build_query_as().fetch_all(&self.pool).await?;
         for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
-            let key = RollupKey { endpoint_id, version, minute };
-            let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else { continue };
+            let key = RollupKey {
+                endpoint_id,
+                version,
+                minute,
+            };
+            let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category))
+            else {
+                continue;
+            };
             rollups[*idx].1.operations.insert(
                 (category, name),
-                OperationSums { calls: unsigned(calls), total_ns: unsigned(total), critical_ns: unsigned(critical) },
+                OperationSums {
+                    calls: unsigned(calls),
+                    total_ns: unsigned(total),
+                    critical_ns: unsigned(critical),
+                },
             );
         }
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM rollup_findings",
         );
-        filter(&mut select, first_minute, last_minute, endpoint_ids, version);
+        filter(
+            &mut select,
+            first_minute,
+            last_minute,
+            endpoint_ids,
+            version,
+        );
         let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
             select.build_query_as().fetch_all(&self.pool).await?;
         for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
-            let key = RollupKey { endpoint_id, version, minute };
-            let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else { continue };
+            let key = RollupKey {
+                endpoint_id,
+                version,
+                minute,
+            };
+            let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
+                continue;
+            };
             rollups[*idx].1.findings.insert(
                 (kind, name),
-                FindingSums { requests: unsigned(requests), count: unsigned(count), saving_ns: unsigned(saving) },
+                FindingSums {
+                    requests: unsigned(requests),
+                    count: unsigned(count),
+                    saving_ns: unsigned(saving),
+                },
             );
         }
         Ok(rollups)
@@ -291,7 +480,8 @@ impl SqliteStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
-            let mut delete = QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
+            let mut delete =
+                QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
             let mut separated = delete.separated(", ");
             for trace in chunk {
                 separated.push_bind(trace.0.to_vec());
@@ -300,7 +490,9 @@ impl SqliteStore {
             delete.build().execute(&mut *tx).await?;
         }
         for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) "));
+            let mut insert = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) "
+            ));
             insert.push_values(chunk, |mut row, request| {
                 row.push_bind(request.trace_id.0.to_vec())
                     .push_bind(request.span_id.0.to_vec())
@@ -312,7 +504,8 @@ impl SqliteStore {
                 for value in request.breakdown.0 {
                     row.push_bind(ns(value));
                 }
-                row.push_bind(i64::from(request.n_db_calls)).push_bind(request.last_block_id);
+                row.push_bind(i64::from(request.n_db_calls))
+                    .push_bind(request.last_block_id);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -322,7 +515,10 @@ impl SqliteStore {
         if let Some(watermark) = commit.watermark {
             const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
                  ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
-            sqlx::query(UPSERT).bind(watermark).execute(&mut *tx).await?;
+            sqlx::query(UPSERT)
+                .bind(watermark)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -338,9 +534,16 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
-        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "));
-        select.push_bind(ns(window.from_unix_ns)).push(" AND start_unix_ns < ").push_bind(ns(window.to_unix_ns));
-        select.push(" AND duration_ns >= ").push_bind(ns(min_duration_ns));
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
+        ));
+        select
+            .push_bind(ns(window.from_unix_ns))
+            .push(" AND start_unix_ns < ")
+            .push_bind(ns(window.to_unix_ns));
+        select
+            .push(" AND duration_ns >= ")
+            .push_bind(ns(min_duration_ns));
         if let Some(ids) = endpoint_ids {
             select.push(" AND endpoint_id IN (");
             let mut separated = select.separated(", ");
@@ -349,19 +552,32 @@ impl SqliteStore {
             }
             select.push(")");
         }
-        select.push(" ORDER BY duration_ns DESC LIMIT ").push_bind(limit);
+        select
+            .push(" ORDER BY duration_ns DESC LIMIT ")
+            .push_bind(limit);
         let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(request_row).collect()
     }
 
-    pub(super) async fn trace_requests(&self, trace: TraceId) -> Result<Vec<RequestRow>, StoreError> {
-        let select = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns");
-        let rows: Vec<RequestTuple> =
-            sqlx::query_as(sqlx::AssertSqlSafe(select)).bind(trace.0.to_vec()).fetch_all(&self.pool).await?;
+    pub(super) async fn trace_requests(
+        &self,
+        trace: TraceId,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns"
+        );
+        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(trace.0.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(request_row).collect()
     }
 
-    pub(super) async fn request_breakdowns(&self, window: Window, endpoint_id: i64) -> Result<Vec<RequestRow>, StoreError> {
+    pub(super) async fn request_breakdowns(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
         let select = format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND start_unix_ns >= $2 AND start_unix_ns < $3"
         );
@@ -375,9 +591,11 @@ impl SqliteStore {
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
-        const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
+        const BLOCKS: &str =
+            "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
         const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
-        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) = sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
+        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) =
+            sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
         let n_requests: i64 = sqlx::query_scalar(REQUESTS).fetch_one(&self.pool).await?;
         Ok(StoreStats {
             n_spans: unsigned(n_spans),
@@ -392,7 +610,10 @@ impl SqliteStore {
         for suffix in ["", "-wal"] {
             let mut path = self.path.clone().into_os_string();
             path.push(suffix);
-            total += tokio::fs::metadata(&path).await.map(|meta| meta.len()).unwrap_or(0);
+            total += tokio::fs::metadata(&path)
+                .await
+                .map(|meta| meta.len())
+                .unwrap_or(0);
         }
         Ok(total)
     }
@@ -403,16 +624,25 @@ async fn write_rollup(
     key: &RollupKey,
     rollup: &Rollup,
 ) -> Result<(), StoreError> {
-    const DELETE_OPERATIONS: &str = "DELETE FROM rollup_operations WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
-    const DELETE_FINDINGS: &str = "DELETE FROM rollup_findings WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
-    const DELETE_ROLLUP: &str = "DELETE FROM rollups WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    const DELETE_OPERATIONS: &str =
+        "DELETE FROM rollup_operations WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    const DELETE_FINDINGS: &str =
+        "DELETE FROM rollup_findings WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
+    const DELETE_ROLLUP: &str =
+        "DELETE FROM rollups WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
     for delete in [DELETE_OPERATIONS, DELETE_FINDINGS, DELETE_ROLLUP] {
-        sqlx::query(delete).bind(key.endpoint_id).bind(&key.version).bind(key.minute).execute(&mut **tx).await?;
+        sqlx::query(delete)
+            .bind(key.endpoint_id)
+            .bind(&key.version)
+            .bind(key.minute)
+            .execute(&mut **tx)
+            .await?;
     }
     if rollup.requests == 0 {
         return Ok(());
     }
-    let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT INTO rollups ({ROLLUP_COLUMNS}) "));
+    let mut insert =
+        QueryBuilder::<Sqlite>::new(format!("INSERT INTO rollups ({ROLLUP_COLUMNS}) "));
     insert.push_values([rollup], |mut row, rollup| {
         row.push_bind(key.endpoint_id)
             .push_bind(key.version.clone())
@@ -427,7 +657,11 @@ async fn write_rollup(
         row.push_bind(ns(rollup.db_calls));
     });
     insert.build().execute(&mut **tx).await?;
-    let operations: Vec<_> = rollup.operations.iter().filter(|(_, sums)| sums.calls > 0).collect();
+    let operations: Vec<_> = rollup
+        .operations
+        .iter()
+        .filter(|(_, sums)| sums.calls > 0)
+        .collect();
     for chunk in operations.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO rollup_operations (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) ",
@@ -444,7 +678,11 @@ async fn write_rollup(
         });
         insert.build().execute(&mut **tx).await?;
     }
-    let findings: Vec<_> = rollup.findings.iter().filter(|(_, sums)| sums.requests > 0).collect();
+    let findings: Vec<_> = rollup
+        .findings
+        .iter()
+        .filter(|(_, sums)| sums.requests > 0)
+        .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO rollup_findings (endpoint_id, version, minute, kind, name, requests, count, saving_ns) ",

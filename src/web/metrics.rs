@@ -12,7 +12,10 @@ use super::AppState;
 use crate::pipeline::analyze::LATENCY_BUCKETS;
 
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders every metric.
@@ -21,24 +24,62 @@ pub async fn render(state: &AppState) -> String {
     state.ingest.write_prometheus(state.queue_depth(), &mut out);
     let analysis = &state.analysis_stats;
     let counters = [
-        ("bottleneck_traces_analysed_total", "Traces analysed.", analysis.traces.load(Relaxed)),
-        ("bottleneck_requests_analysed_total", "Requests analysed, re-analyses included.", analysis.requests.load(Relaxed)),
-        ("bottleneck_traces_reanalysed_total", "Traces re-analysed after late spans.", analysis.reanalysed_traces.load(Relaxed)),
-        ("bottleneck_analysis_anomalies_total", "Odd input the analysis worked around.", analysis.anomalies.load(Relaxed)),
-        ("bottleneck_analysis_commit_failures_total", "Analysis commits that failed.", analysis.failed_commits.load(Relaxed)),
+        (
+            "bottleneck_traces_analysed_total",
+            "Traces analysed.",
+            analysis.traces.load(Relaxed),
+        ),
+        (
+            "bottleneck_requests_analysed_total",
+            "Requests analysed, re-analyses included.",
+            analysis.requests.load(Relaxed),
+        ),
+        (
+            "bottleneck_traces_reanalysed_total",
+            "Traces re-analysed after late spans.",
+            analysis.reanalysed_traces.load(Relaxed),
+        ),
+        (
+            "bottleneck_analysis_anomalies_total",
+            "Odd input the analysis worked around.",
+            analysis.anomalies.load(Relaxed),
+        ),
+        (
+            "bottleneck_analysis_commit_failures_total",
+            "Analysis commits that failed.",
+            analysis.failed_commits.load(Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     if let Ok(stats) = state.store.stats().await {
         let name = "bottleneck_stored_spans";
-        let _ = writeln!(out, "# HELP {name} Spans in the store.\n# TYPE {name} gauge\n{name} {}", stats.n_spans);
+        let _ = writeln!(
+            out,
+            "# HELP {name} Spans in the store.\n# TYPE {name} gauge\n{name} {}",
+            stats.n_spans
+        );
     }
-    let endpoints = analysis.endpoints.lock().expect("no panics while holding the counters lock").clone();
+    let endpoints = analysis
+        .endpoints
+        .lock()
+        .expect("no panics while holding the counters lock")
+        .clone();
     let name = "bottleneck_endpoint_request_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} Request latency per endpoint.\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Request latency per endpoint.\n# TYPE {name} histogram"
+    );
     for ((service, endpoint), counters) in &endpoints {
-        let labels = format!("service=\"{}\",endpoint=\"{}\"", label(service), label(endpoint));
+        let labels = format!(
+            "service=\"{}\",endpoint=\"{}\"",
+            label(service),
+            label(endpoint)
+        );
         let mut cumulative = 0;
         for (idx, le) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += counters.latency_buckets[idx];
@@ -46,16 +87,32 @@ pub async fn render(state: &AppState) -> String {
         }
         cumulative += counters.latency_buckets[LATENCY_BUCKETS.len()];
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", counters.duration_sum_ns as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            counters.duration_sum_ns as f64 / 1e9
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
     let name = "bottleneck_endpoint_errors_total";
-    let _ = writeln!(out, "# HELP {name} Failed requests per endpoint.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Failed requests per endpoint.\n# TYPE {name} counter"
+    );
     for ((service, endpoint), counters) in &endpoints {
-        let _ = writeln!(out, "{name}{{service=\"{}\",endpoint=\"{}\"}} {}", label(service), label(endpoint), counters.errors);
+        let _ = writeln!(
+            out,
+            "{name}{{service=\"{}\",endpoint=\"{}\"}} {}",
+            label(service),
+            label(endpoint),
+            counters.errors
+        );
     }
     let name = "bottleneck_endpoint_breakdown_seconds_total";
-    let _ = writeln!(out, "# HELP {name} Critical-path time per endpoint and category.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Critical-path time per endpoint and category.\n# TYPE {name} counter"
+    );
     for ((service, endpoint), counters) in &endpoints {
         for category in Category::ALL {
             let _ = writeln!(

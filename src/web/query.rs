@@ -24,7 +24,10 @@ fn ms(ns: f64) -> f64 {
 
 /// Milliseconds per category from nanoseconds per category.
 pub fn breakdown_ms(ns: [f64; 6]) -> BreakdownMs {
-    Category::ALL.iter().map(|c| (c.as_str(), ms(ns[c.index()]))).collect()
+    Category::ALL
+        .iter()
+        .map(|c| (c.as_str(), ms(ns[c.index()])))
+        .collect()
 }
 
 fn breakdown_of(breakdown: &Breakdown) -> BreakdownMs {
@@ -39,7 +42,14 @@ pub struct EndpointIndex {
 impl EndpointIndex {
     /// Reads the interned endpoints.
     pub async fn load(store: &Store) -> Result<Self, StoreError> {
-        Ok(Self { by_id: store.endpoints().await?.into_iter().map(|e| (e.id, e)).collect() })
+        Ok(Self {
+            by_id: store
+                .endpoints()
+                .await?
+                .into_iter()
+                .map(|e| (e.id, e))
+                .collect(),
+        })
     }
 
     /// Ids of the endpoints of `service` (all when `None`) named `endpoint` (all when `None`).
@@ -47,7 +57,9 @@ impl EndpointIndex {
         let mut ids: Vec<i64> = self
             .by_id
             .values()
-            .filter(|e| service.is_none_or(|s| e.service == s) && endpoint.is_none_or(|n| e.endpoint == n))
+            .filter(|e| {
+                service.is_none_or(|s| e.service == s) && endpoint.is_none_or(|n| e.endpoint == n)
+            })
             .map(|e| e.id)
             .collect();
         ids.sort_unstable();
@@ -60,7 +72,10 @@ impl EndpointIndex {
     }
 }
 
-fn merge_by<K: Ord>(rollups: Vec<(RollupKey, Rollup)>, key: impl Fn(&RollupKey) -> K) -> BTreeMap<K, Rollup> {
+fn merge_by<K: Ord>(
+    rollups: Vec<(RollupKey, Rollup)>,
+    key: impl Fn(&RollupKey) -> K,
+) -> BTreeMap<K, Rollup> {
     let mut merged: BTreeMap<K, Rollup> = BTreeMap::new();
     for (rollup_key, rollup) in rollups {
         match merged.entry(key(&rollup_key)) {
@@ -73,7 +88,11 @@ fn merge_by<K: Ord>(rollups: Vec<(RollupKey, Rollup)>, key: impl Fn(&RollupKey) 
     merged
 }
 
-fn summary_dto(endpoint: &EndpointRef, stats: &EndpointStats, window: Window) -> EndpointSummaryDto {
+fn summary_dto(
+    endpoint: &EndpointRef,
+    stats: &EndpointStats,
+    window: Window,
+) -> EndpointSummaryDto {
     let seconds = (window.to_unix_ns - window.from_unix_ns) as f64 / 1e9;
     EndpointSummaryDto {
         service: endpoint.service.clone(),
@@ -107,7 +126,9 @@ pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, Stor
     let rollups = store.rollups(window, None, false).await?;
     let mut by_service: BTreeMap<String, (std::collections::BTreeSet<i64>, u64)> = BTreeMap::new();
     for (key, rollup) in &rollups {
-        let Some(endpoint) = index.get(key.endpoint_id) else { continue };
+        let Some(endpoint) = index.get(key.endpoint_id) else {
+            continue;
+        };
         let entry = by_service.entry(endpoint.service.clone()).or_default();
         entry.0.insert(key.endpoint_id);
         entry.1 += rollup.requests;
@@ -115,13 +136,21 @@ pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, Stor
     Ok(ServicesDto {
         services: by_service
             .into_iter()
-            .map(|(name, (endpoints, requests))| ServiceDto { name, endpoints: endpoints.len() as u64, requests })
+            .map(|(name, (endpoints, requests))| ServiceDto {
+                name,
+                endpoints: endpoints.len() as u64,
+                requests,
+            })
             .collect(),
     })
 }
 
 /// `GET /api/v1/endpoints`: every endpoint with traffic in the window, most total time first.
-pub async fn endpoints(store: &Store, window: Window, service: Option<&str>) -> Result<EndpointsDto, StoreError> {
+pub async fn endpoints(
+    store: &Store,
+    window: Window,
+    service: Option<&str>,
+) -> Result<EndpointsDto, StoreError> {
     let index = EndpointIndex::load(store).await?;
     let ids = service.map(|s| index.ids(Some(s), None));
     let rollups = store.rollups(window, ids.as_deref(), true).await?;
@@ -135,10 +164,16 @@ pub async fn endpoints(store: &Store, window: Window, service: Option<&str>) -> 
         })
         .collect();
     endpoints.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-    let mut capped_services: Vec<String> =
-        endpoints.iter().filter(|e| e.folded).map(|e| e.service.clone()).collect();
+    let mut capped_services: Vec<String> = endpoints
+        .iter()
+        .filter(|e| e.folded)
+        .map(|e| e.service.clone())
+        .collect();
     capped_services.dedup();
-    Ok(EndpointsDto { endpoints, capped_services })
+    Ok(EndpointsDto {
+        endpoints,
+        capped_services,
+    })
 }
 
 /// Buckets for the endpoint time series: about 60 points over the window, whole minutes.
@@ -156,14 +191,22 @@ pub async fn endpoint_detail(
 ) -> Result<Option<EndpointDetailDto>, StoreError> {
     let index = EndpointIndex::load(store).await?;
     let ids = index.ids(Some(service), Some(endpoint_name));
-    let Some(endpoint) = ids.first().and_then(|id| index.get(*id)).cloned() else { return Ok(None) };
+    let Some(endpoint) = ids.first().and_then(|id| index.get(*id)).cloned() else {
+        return Ok(None);
+    };
     let rollups = store.rollups(window, Some(&ids), true).await?;
     let per_version = merge_by(rollups.clone(), |key| key.version.clone());
     let bucket = bucket_minutes(window);
-    let per_bucket = merge_by(rollups.clone(), |key| key.minute - key.minute.rem_euclid(bucket));
+    let per_bucket = merge_by(rollups.clone(), |key| {
+        key.minute - key.minute.rem_euclid(bucket)
+    });
     let all = merge_by(rollups, |_| ());
-    let Some(rollup) = all.get(&()) else { return Ok(None) };
-    let Some(stats) = aggregate::summarize(rollup, &endpoint.endpoint) else { return Ok(None) };
+    let Some(rollup) = all.get(&()) else {
+        return Ok(None);
+    };
+    let Some(stats) = aggregate::summarize(rollup, &endpoint.endpoint) else {
+        return Ok(None);
+    };
     let summary = summary_dto(&endpoint, &stats, window);
 
     let timeseries = per_bucket
@@ -220,8 +263,15 @@ pub async fn endpoint_detail(
     requests.sort_by_key(|r| r.duration_ns);
     let tail_breakdown_ms = tail_breakdown(&requests);
     let latency_histogram = latency_histogram(&requests);
-    let typical_trace = requests.get(requests.len() / 2).map(|r| trace_summary(r, &endpoint));
-    let slowest_traces = requests.iter().rev().take(10).map(|r| trace_summary(r, &endpoint)).collect();
+    let typical_trace = requests
+        .get(requests.len() / 2)
+        .map(|r| trace_summary(r, &endpoint));
+    let slowest_traces = requests
+        .iter()
+        .rev()
+        .take(10)
+        .map(|r| trace_summary(r, &endpoint))
+        .collect();
     Ok(Some(EndpointDetailDto {
         summary,
         timeseries,
@@ -269,7 +319,10 @@ fn latency_histogram(requests: &[RequestRow]) -> Vec<LatencyBucketDto> {
     let mut counts = vec![0u64; bounds.len()];
     for request in requests {
         let duration_ms = request.duration_ns as f64 / NS_PER_MS;
-        let idx = bounds.iter().position(|upper| duration_ms <= *upper).unwrap_or(bounds.len() - 1);
+        let idx = bounds
+            .iter()
+            .position(|upper| duration_ms <= *upper)
+            .unwrap_or(bounds.len() - 1);
         counts[idx] += 1;
     }
     let first = counts.iter().position(|c| *c > 0).unwrap_or(0);
@@ -277,7 +330,11 @@ fn latency_histogram(requests: &[RequestRow]) -> Vec<LatencyBucketDto> {
     (first..=last)
         .filter(|_| !requests.is_empty())
         .map(|idx| LatencyBucketDto {
-            from_ms: if idx == 0 { 0.0 } else { (bounds[idx - 1] * 1000.0).round() / 1000.0 },
+            from_ms: if idx == 0 {
+                0.0
+            } else {
+                (bounds[idx - 1] * 1000.0).round() / 1000.0
+            },
             to_ms: (bounds[idx] * 1000.0).round() / 1000.0,
             requests: counts[idx],
         })
@@ -309,7 +366,14 @@ pub async fn traces(
 ) -> Result<TracesDto, StoreError> {
     let index = EndpointIndex::load(store).await?;
     let ids = (service.is_some() || endpoint.is_some()).then(|| index.ids(service, endpoint));
-    let rows = store.requests(window, ids.as_deref(), (min_ms.max(0.0) * NS_PER_MS) as u64, limit).await?;
+    let rows = store
+        .requests(
+            window,
+            ids.as_deref(),
+            (min_ms.max(0.0) * NS_PER_MS) as u64,
+            limit,
+        )
+        .await?;
     Ok(TracesDto {
         traces: rows
             .iter()
@@ -319,12 +383,21 @@ pub async fn traces(
 }
 
 fn attributes(attributes: &[collector::model::KeyValue]) -> BTreeMap<String, String> {
-    attributes.iter().map(|kv| (kv.key.clone(), kv.value.to_string())).collect()
+    attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.to_string()))
+        .collect()
 }
 
 /// `GET /api/v1/traces/{id}`: every span, and every request re-analysed from them.
-pub async fn trace(store: &Store, trace_id: TraceId, config: &AnalysisConfig) -> Result<Option<TraceDto>, StoreError> {
-    let Some(spans) = store.trace(trace_id).await? else { return Ok(None) };
+pub async fn trace(
+    store: &Store,
+    trace_id: TraceId,
+    config: &AnalysisConfig,
+) -> Result<Option<TraceDto>, StoreError> {
+    let Some(spans) = store.trace(trace_id).await? else {
+        return Ok(None);
+    };
     let config = config.clone();
     let dto = tokio::task::spawn_blocking(move || trace_dto(trace_id, &spans, &config))
         .await
@@ -376,7 +449,12 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
                         name: finding.name.clone(),
                         count_per_request: f64::from(finding.count),
                         potential_saving_ms: ms(finding.potential_saving_ns as f64),
-                        summary: aggregate::finding_sentence(finding.kind, &finding.name, f64::from(finding.count), finding.potential_saving_ns as f64),
+                        summary: aggregate::finding_sentence(
+                            finding.kind,
+                            &finding.name,
+                            f64::from(finding.count),
+                            finding.potential_saving_ns as f64,
+                        ),
                         span_ids: finding.span_ids.iter().map(|id| id.to_hex()).collect(),
                     })
                     .collect(),

@@ -13,7 +13,9 @@ pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
 
 /// Nanoseconds since the epoch, now.
 pub fn now_unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Parses one instant: unix milliseconds, or RFC 3339.
@@ -28,7 +30,11 @@ pub fn parse_instant(text: &str) -> Result<u64, ApiError> {
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as u64)
-        .ok_or_else(|| ApiError::BadRequest(format!("{text:?} is neither unix milliseconds nor an RFC 3339 time")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{text:?} is neither unix milliseconds nor an RFC 3339 time"
+            ))
+        })
 }
 
 /// Parses a range such as `15m`, `6h` or `7d`.
@@ -36,16 +42,27 @@ pub fn parse_range(text: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(text.trim())
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| ApiError::BadRequest(format!("range {text:?} is not a duration such as 15m, 1h or 7d")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "range {text:?} is not a duration such as 15m, 1h or 7d"
+            ))
+        })
 }
 
 /// Builds the window from the optional parameters.
-pub fn parse(from: Option<&str>, to: Option<&str>, range: Option<&str>) -> Result<Window, ApiError> {
+pub fn parse(
+    from: Option<&str>,
+    to: Option<&str>,
+    range: Option<&str>,
+) -> Result<Window, ApiError> {
     let to_unix_ns = match to.filter(|t| !t.is_empty()) {
         Some(text) => parse_instant(text)?,
         None => now_unix_ns(),
     };
-    let from_unix_ns = match (from.filter(|f| !f.is_empty()), range.filter(|r| !r.is_empty())) {
+    let from_unix_ns = match (
+        from.filter(|f| !f.is_empty()),
+        range.filter(|r| !r.is_empty()),
+    ) {
         (Some(text), _) => parse_instant(text)?,
         (None, Some(range)) => to_unix_ns.saturating_sub(parse_range(range)?.as_nanos() as u64),
         (None, None) => to_unix_ns.saturating_sub(DEFAULT_RANGE.as_nanos() as u64),
@@ -53,7 +70,10 @@ pub fn parse(from: Option<&str>, to: Option<&str>, range: Option<&str>) -> Resul
     if from_unix_ns >= to_unix_ns {
         return Err(ApiError::BadRequest("`from` must be before `to`".into()));
     }
-    Ok(Window { from_unix_ns, to_unix_ns })
+    Ok(Window {
+        from_unix_ns,
+        to_unix_ns,
+    })
 }
 
 /// RFC 3339 with milliseconds, as the API writes timestamps.
@@ -68,7 +88,10 @@ mod tests {
     #[test]
     fn instants_in_both_forms() {
         assert_eq!(parse_instant("1000").unwrap(), 1_000_000_000);
-        assert_eq!(parse_instant("1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
+        assert_eq!(
+            parse_instant("1970-01-01T00:00:01Z").unwrap(),
+            1_000_000_000
+        );
         assert!(parse_instant("yesterday").is_err());
     }
 

@@ -16,7 +16,15 @@ use crate::support::http_client;
 /// log line it prints once every listener is bound.
 fn start_server(db: &std::path::Path) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+        ])
         .arg("--database-url")
         .arg(db)
         .env("BOTTLENECK_LOG", "info")
@@ -27,9 +35,16 @@ fn start_server(db: &std::path::Path) -> (std::process::Child, String) {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("the server logs its addresses").expect("readable log");
+        let line = lines
+            .next()
+            .expect("the server logs its addresses")
+            .expect("readable log");
         if let Some(rest) = line.split("otlp_http=").nth(1) {
-            break rest.split_whitespace().next().expect("an address").to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
@@ -55,7 +70,8 @@ async fn acknowledged_spans_survive_sigkill() {
                 let seed = worker.wrapping_mul(61).wrapping_add(seq) | 1;
                 let mut request = login_request(seed);
                 for span in &mut request.resource_spans[0].scope_spans[0].spans {
-                    span.trace_id = [worker + 1, seq, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7].to_vec();
+                    span.trace_id =
+                        [worker + 1, seq, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7].to_vec();
                 }
                 let res = client
                     .post(format!("{url}/v1/traces"))
@@ -78,13 +94,20 @@ async fn acknowledged_spans_survive_sigkill() {
     while let Some(acked) = tasks.join_next().await {
         acknowledged.extend(acked.unwrap());
     }
-    assert!(!acknowledged.is_empty(), "some exports were acknowledged before the kill");
+    assert!(
+        !acknowledged.is_empty(),
+        "some exports were acknowledged before the kill"
+    );
 
     let store = Store::open(&DatabaseUrl::Sqlite(db.clone())).await.unwrap();
     for [worker, seq] in &acknowledged {
         let trace_id = TraceId([*worker, *seq, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
         let spans = store.trace(trace_id).await.unwrap();
-        assert_eq!(spans.map(|s| s.len()), Some(2), "acknowledged trace {trace_id} lost");
+        assert_eq!(
+            spans.map(|s| s.len()),
+            Some(2),
+            "acknowledged trace {trace_id} lost"
+        );
     }
     store.close().await;
 

@@ -5,7 +5,9 @@ use std::io::Write;
 
 use collector::model::{SpanKind, StatusCode, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -15,7 +17,13 @@ use prost::Message;
 use crate::support::{http_client, spawn_app, spawn_app_with};
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 /// A login request with one query below it, in trace `seed`.
@@ -28,8 +36,14 @@ pub fn login_request(seed: u8) -> ExportTraceServiceRequest {
         kind: 2,
         start_time_unix_nano: start,
         end_time_unix_nano: start + 400_000_000,
-        attributes: vec![kv("http.request.method", "POST"), kv("http.route", "/login")],
-        status: Some(Status { code: 2, message: "denied".into() }),
+        attributes: vec![
+            kv("http.request.method", "POST"),
+            kv("http.route", "/login"),
+        ],
+        status: Some(Status {
+            code: 2,
+            message: "denied".into(),
+        }),
         ..Default::default()
     };
     let query = Span {
@@ -40,7 +54,10 @@ pub fn login_request(seed: u8) -> ExportTraceServiceRequest {
         kind: 3,
         start_time_unix_nano: start + 10_000_000,
         end_time_unix_nano: start + 30_000_000,
-        attributes: vec![kv("db.system", "postgresql"), kv("db.statement", "SELECT * FROM users WHERE id = 7")],
+        attributes: vec![
+            kv("db.system", "postgresql"),
+            kv("db.statement", "SELECT * FROM users WHERE id = 7"),
+        ],
         ..Default::default()
     };
     ExportTraceServiceRequest {
@@ -49,7 +66,10 @@ pub fn login_request(seed: u8) -> ExportTraceServiceRequest {
                 attributes: vec![kv("service.name", "auth"), kv("service.version", "1.0")],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans: vec![server, query], ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans: vec![server, query],
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     }
@@ -66,7 +86,11 @@ async fn post(url: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response
 }
 
 async fn assert_login_stored(store: &bottleneck::store::Store, seed: u8) {
-    let spans = store.trace(TraceId([seed; 16])).await.unwrap().expect("the trace is stored");
+    let spans = store
+        .trace(TraceId([seed; 16]))
+        .await
+        .unwrap()
+        .expect("the trace is stored");
     assert_eq!(spans.len(), 2);
     let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
     assert_eq!(server.resource.service_name, "auth");
@@ -78,13 +102,21 @@ async fn assert_login_stored(store: &bottleneck::store::Store, seed: u8) {
     let query = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
     assert_eq!(query.parent_span_id, Some(server.span_id));
     assert_eq!(query.category.as_str(), "db");
-    assert_eq!(query.semantics.db_statement.as_deref(), Some("SELECT * FROM users WHERE id = 7"));
+    assert_eq!(
+        query.semantics.db_statement.as_deref(),
+        Some("SELECT * FROM users WHERE id = 7")
+    );
 }
 
 #[tokio::test]
 async fn http_protobuf_is_stored_before_it_is_acknowledged() {
     let app = spawn_app().await;
-    let res = post(&app.otlp_http_url, "application/x-protobuf", login_request(1).encode_to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        login_request(1).encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/x-protobuf");
     let body = ExportTraceServiceResponse::decode(res.bytes().await.unwrap()).unwrap();
@@ -109,7 +141,9 @@ async fn http_json_with_hex_ids_is_stored() {
 async fn http_gzip_body_is_accepted() {
     let app = spawn_app().await;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(&login_request(3).encode_to_vec()).unwrap();
+    encoder
+        .write_all(&login_request(3).encode_to_vec())
+        .unwrap();
     let res = http_client()
         .post(format!("{}/v1/traces", app.otlp_http_url))
         .header("content-type", "application/x-protobuf")
@@ -126,7 +160,9 @@ async fn http_gzip_body_is_accepted() {
 #[tokio::test]
 async fn grpc_export_is_stored() {
     let app = spawn_app().await;
-    let mut client = TraceServiceClient::connect(app.otlp_grpc_url.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(app.otlp_grpc_url.clone())
+        .await
+        .unwrap();
     let response = client.export(login_request(4)).await.unwrap().into_inner();
     assert_eq!(response.partial_success, None);
     assert_login_stored(&app.store, 4).await;
@@ -140,15 +176,26 @@ async fn invalid_spans_are_rejected_one_by_one_with_partial_success() {
     let mut bad = request.resource_spans[0].scope_spans[0].spans[0].clone();
     bad.span_id = vec![0; 8];
     request.resource_spans[0].scope_spans[0].spans.push(bad);
-    let res = post(&app.otlp_http_url, "application/x-protobuf", request.encode_to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        request.encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let body = ExportTraceServiceResponse::decode(res.bytes().await.unwrap()).unwrap();
     let partial = body.partial_success.expect("one span was rejected");
     assert_eq!(partial.rejected_spans, 1);
-    assert!(partial.error_message.contains("span id"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("span id"),
+        "{}",
+        partial.error_message
+    );
     assert_login_stored(&app.store, 5).await;
 
-    let mut client = TraceServiceClient::connect(app.otlp_grpc_url.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(app.otlp_grpc_url.clone())
+        .await
+        .unwrap();
     let mut request = login_request(6);
     request.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![1; 3];
     let response = client.export(request).await.unwrap().into_inner();
@@ -159,18 +206,33 @@ async fn invalid_spans_are_rejected_one_by_one_with_partial_success() {
 #[tokio::test]
 async fn undecodable_body_is_400_with_a_status_and_the_server_goes_on() {
     let app = spawn_app().await;
-    let res = post(&app.otlp_http_url, "application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01]).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        vec![0xff, 0xff, 0xff, 0x01],
+    )
+    .await;
     assert_eq!(res.status(), 400);
     let status = tonic_types::Status::decode(res.bytes().await.unwrap()).unwrap();
     assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
     assert!(status.message.contains("protobuf"), "{}", status.message);
 
-    let res = post(&app.otlp_http_url, "application/json", br#"{"resourceSpans": 7}"#.to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/json",
+        br#"{"resourceSpans": 7}"#.to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 400);
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("JSON"), "{body}");
 
-    let res = post(&app.otlp_http_url, "application/x-protobuf", login_request(7).encode_to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        login_request(7).encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_login_stored(&app.store, 7).await;
     app.stop().await;
@@ -181,9 +243,23 @@ async fn other_content_type_is_415_and_the_server_goes_on() {
     let app = spawn_app().await;
     let res = post(&app.otlp_http_url, "text/plain", b"hello".to_vec()).await;
     assert_eq!(res.status(), 415);
-    let res = http_client().post(format!("{}/v1/traces", app.otlp_http_url)).body("x").send().await.unwrap();
-    assert_eq!(res.status(), 415, "a missing content type is unsupported too");
-    let res = post(&app.otlp_http_url, "application/x-protobuf", login_request(8).encode_to_vec()).await;
+    let res = http_client()
+        .post(format!("{}/v1/traces", app.otlp_http_url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        415,
+        "a missing content type is unsupported too"
+    );
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        login_request(8).encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     app.stop().await;
 }
@@ -211,7 +287,12 @@ async fn bodies_over_the_limits_are_413_and_the_server_goes_on() {
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
-    let res = post(&app.otlp_http_url, "application/x-protobuf", login_request(9).encode_to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        login_request(9).encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_login_stored(&app.store, 9).await;
     app.stop().await;
@@ -220,16 +301,48 @@ async fn bodies_over_the_limits_are_413_and_the_server_goes_on() {
 #[tokio::test]
 async fn metrics_count_what_happened() {
     let app = spawn_app().await;
-    post(&app.otlp_http_url, "application/x-protobuf", login_request(10).encode_to_vec()).await;
+    post(
+        &app.otlp_http_url,
+        "application/x-protobuf",
+        login_request(10).encode_to_vec(),
+    )
+    .await;
     post(&app.otlp_http_url, "text/plain", b"x".to_vec()).await;
-    let metrics = http_client().get(format!("{}/metrics", app.ui_url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("bottleneck_spans_committed_total 2"), "{metrics}");
-    assert!(metrics.contains("bottleneck_export_requests_total{transport=\"http\"} 2"), "{metrics}");
-    assert!(metrics.contains("bottleneck_commit_latency_seconds_count 1"), "{metrics}");
-    assert!(metrics.contains("bottleneck_write_queue_depth 0"), "{metrics}");
-    let health = http_client().get(format!("{}/healthz", app.ui_url)).send().await.unwrap();
+    let metrics = http_client()
+        .get(format!("{}/metrics", app.ui_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bottleneck_spans_committed_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bottleneck_export_requests_total{transport=\"http\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bottleneck_commit_latency_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bottleneck_write_queue_depth 0"),
+        "{metrics}"
+    );
+    let health = http_client()
+        .get(format!("{}/healthz", app.ui_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = http_client().get(format!("{}/readyz", app.ui_url)).send().await.unwrap();
+    let ready = http_client()
+        .get(format!("{}/readyz", app.ui_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     app.stop().await;
 }

@@ -1,6 +1,5 @@
 //! Starting the real application for a test, and small clients for its interfaces.
 
-use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ pub struct TestApp {
     pub otlp_http_url: String,
     pub otlp_grpc_url: String,
     pub store: Store,
-    pub db_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -31,7 +29,10 @@ pub fn install_crypto() {
 
 pub fn http_client() -> reqwest::Client {
     install_crypto();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain client builds")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a plain client builds")
 }
 
 /// The config a test app runs with: everything on 127.0.0.1:0, a fresh database, a short grace
@@ -67,7 +68,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    TestApp { ui_url, otlp_http_url, otlp_grpc_url, store, db_path, stop: Some(stop), task: Some(task), _dir: dir }
+    TestApp {
+        ui_url,
+        otlp_http_url,
+        otlp_grpc_url,
+        store,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
 }
 
 impl TestApp {
@@ -77,7 +86,9 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("app task joins").expect("app stops cleanly");
+            task.await
+                .expect("app task joins")
+                .expect("app stops cleanly");
         }
     }
 
@@ -93,7 +104,10 @@ impl TestApp {
             if let Some(value) = check().await {
                 return value;
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition not reached within {limit:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

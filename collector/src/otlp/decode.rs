@@ -75,10 +75,14 @@ pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
         let resource = Arc::new(resource(resource_spans.resource, &mut truncated));
         acc.n_truncated_values += truncated;
         for scope_spans in resource_spans.scope_spans {
-            let scope = Arc::new(scope_spans.scope.map_or_else(Scope::default, |scope| Scope {
-                name: scope.name,
-                version: scope.version,
-            }));
+            let scope = Arc::new(
+                scope_spans
+                    .scope
+                    .map_or_else(Scope::default, |scope| Scope {
+                        name: scope.name,
+                        version: scope.version,
+                    }),
+            );
             for raw in scope_spans.spans {
                 match span(raw, &resource, &scope, &mut acc.n_truncated_values) {
                     Ok(span) => acc.spans.push(span),
@@ -93,9 +97,18 @@ pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
     acc
 }
 
-fn resource(raw: Option<opentelemetry_proto::tonic::resource::v1::Resource>, truncated: &mut u64) -> Resource {
-    let attributes = raw.map(|r| attributes(r.attributes, truncated)).unwrap_or_default();
-    let text = |key: &str| attr(&attributes, key).map(|v| v.to_string()).filter(|s| !s.is_empty());
+fn resource(
+    raw: Option<opentelemetry_proto::tonic::resource::v1::Resource>,
+    truncated: &mut u64,
+) -> Resource {
+    let attributes = raw
+        .map(|r| attributes(r.attributes, truncated))
+        .unwrap_or_default();
+    let text = |key: &str| {
+        attr(&attributes, key)
+            .map(|v| v.to_string())
+            .filter(|s| !s.is_empty())
+    };
     Resource {
         service_name: text("service.name").unwrap_or_else(|| UNKNOWN_SERVICE.to_owned()),
         service_version: text("service.version"),
@@ -116,7 +129,10 @@ fn span(
     let parent_span_id = if raw.parent_span_id.is_empty() {
         None
     } else {
-        Some(SpanId::parse(&raw.parent_span_id).map_err(|e| format!("invalid parent span id: {e}"))?)
+        Some(
+            SpanId::parse(&raw.parent_span_id)
+                .map_err(|e| format!("invalid parent span id: {e}"))?,
+        )
     };
     if parent_span_id == Some(span_id) {
         return Err("span is its own parent".to_owned());
@@ -129,8 +145,14 @@ fn span(
     let semantics = normalize::semantics(&attributes);
     let category = category::classify(kind, &semantics, &attributes);
     let status = raw.status.map_or(
-        Status { code: StatusCode::Unset, message: String::new() },
-        |status| Status { code: StatusCode::from_otlp(status.code), message: status.message },
+        Status {
+            code: StatusCode::Unset,
+            message: String::new(),
+        },
+        |status| Status {
+            code: StatusCode::from_otlp(status.code),
+            message: status.message,
+        },
     );
     Ok(Span {
         trace_id,
@@ -141,15 +163,22 @@ fn span(
         name: cut(raw.name, truncated),
         kind,
         start_unix_ns: raw.start_time_unix_nano,
-        duration_ns: raw.end_time_unix_nano.saturating_sub(raw.start_time_unix_nano),
+        duration_ns: raw
+            .end_time_unix_nano
+            .saturating_sub(raw.start_time_unix_nano),
         status,
         attributes,
-        n_events: u32::try_from(raw.events.len()).unwrap_or(u32::MAX).saturating_add(raw.dropped_events_count),
+        n_events: u32::try_from(raw.events.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(raw.dropped_events_count),
         links: raw
             .links
             .into_iter()
             .filter_map(|link| {
-                Some(Link { trace_id: TraceId::parse(&link.trace_id).ok()?, span_id: SpanId::parse(&link.span_id).ok()? })
+                Some(Link {
+                    trace_id: TraceId::parse(&link.trace_id).ok()?,
+                    span_id: SpanId::parse(&link.span_id).ok()?,
+                })
             })
             .collect(),
         semantics,
@@ -159,7 +188,10 @@ fn span(
 
 fn attributes(raw: Vec<otlp_common::KeyValue>, truncated: &mut u64) -> Vec<KeyValue> {
     raw.into_iter()
-        .map(|kv| KeyValue { key: cut(kv.key, truncated), value: any_value(kv.value, truncated) })
+        .map(|kv| KeyValue {
+            key: cut(kv.key, truncated),
+            value: any_value(kv.value, truncated),
+        })
         .collect()
 }
 
@@ -178,7 +210,11 @@ fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrVal
             AttrValue::Bytes(b)
         }
         Some(Value::ArrayValue(array)) => AttrValue::Array(
-            array.values.into_iter().map(|v| any_value(Some(v), truncated)).collect(),
+            array
+                .values
+                .into_iter()
+                .map(|v| any_value(Some(v), truncated))
+                .collect(),
         ),
         Some(Value::KvlistValue(list)) => AttrValue::Map(attributes(list.values, truncated)),
         // Dictionary-encoded strings belong to the profiles signal; traces never carry them.

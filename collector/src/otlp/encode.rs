@@ -32,7 +32,9 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
             last_resource = Some(&span.resource);
             last_scope = None;
         }
-        let current = resource_spans.last_mut().expect("a resource was pushed above");
+        let current = resource_spans
+            .last_mut()
+            .expect("a resource was pushed above");
         let same_scope = last_scope.is_some_and(|s| Arc::ptr_eq(s, &span.scope));
         if !same_scope {
             current.scope_spans.push(otlp_trace::ScopeSpans {
@@ -46,7 +48,12 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
             });
             last_scope = Some(&span.scope);
         }
-        current.scope_spans.last_mut().expect("a scope was pushed above").spans.push(self::span(span));
+        current
+            .scope_spans
+            .last_mut()
+            .expect("a scope was pushed above")
+            .spans
+            .push(self::span(span));
     }
     ExportTraceServiceRequest { resource_spans }
 }
@@ -55,7 +62,10 @@ fn span(span: &Span) -> otlp_trace::Span {
     otlp_trace::Span {
         trace_id: span.trace_id.0.to_vec(),
         span_id: span.span_id.0.to_vec(),
-        parent_span_id: span.parent_span_id.map(|id| id.0.to_vec()).unwrap_or_default(),
+        parent_span_id: span
+            .parent_span_id
+            .map(|id| id.0.to_vec())
+            .unwrap_or_default(),
         name: span.name.clone(),
         kind: span.kind.to_otlp(),
         start_time_unix_nano: span.start_unix_ns,
@@ -101,7 +111,9 @@ fn any_value(value: &AttrValue) -> otlp_common::AnyValue {
         AttrValue::Array(values) => Some(Value::ArrayValue(otlp_common::ArrayValue {
             values: values.iter().map(any_value).collect(),
         })),
-        AttrValue::Map(kvs) => Some(Value::KvlistValue(otlp_common::KeyValueList { values: attributes(kvs) })),
+        AttrValue::Map(kvs) => Some(Value::KvlistValue(otlp_common::KeyValueList {
+            values: attributes(kvs),
+        })),
         AttrValue::Empty => None,
     };
     otlp_common::AnyValue { value }

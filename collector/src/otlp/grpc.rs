@@ -7,8 +7,12 @@
 //!
 //! Invariant: success is answered only after the spans are committed.
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
@@ -50,7 +54,11 @@ impl TraceService for GrpcReceiver {
         let request = request.into_inner();
         let stats = self.sink.stats();
         stats.record_request(Transport::Grpc, request.encoded_len() as u64);
-        let partial_success = super::ingest(&self.sink, request).await.map_err(|e| to_status(&e))?;
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        let partial_success = super::ingest(&self.sink, request)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }

@@ -14,7 +14,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -41,7 +43,11 @@ pub fn router(sink: SpanSink, limits: HttpLimits) -> Router {
         // The decoded limit applies to the body after decompression (axum's Bytes extractor),
         // the wire limit to what the client sends; both answer 413.
         .layer(DefaultBodyLimit::max(limits.max_decoded_bytes))
-        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(false))
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .pass_through_unaccepted(false),
+        )
         .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
         .with_state(sink)
 }
@@ -56,7 +62,12 @@ enum Encoding {
 impl Encoding {
     fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
             "application/json" => Some(Self::Json),
@@ -94,7 +105,11 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
         .unwrap_or(body.len() as u64);
     stats.record_request(Transport::Http, wire_bytes);
     let Some(encoding) = Encoding::from_headers(&headers) else {
-        SpansRejected { n_spans: 0, reason: "unsupported_media_type" }.emit(stats);
+        SpansRejected {
+            n_spans: 0,
+            reason: "unsupported_media_type",
+        }
+        .emit(stats);
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content type must be application/x-protobuf or application/json",
@@ -104,8 +119,18 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
     let request = match encoding.decode(&body) {
         Ok(request) => request,
         Err(err) => {
-            SpansRejected { n_spans: 0, reason: "undecodable" }.emit(stats);
-            return error_response(encoding, StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, &err.to_string(), None);
+            SpansRejected {
+                n_spans: 0,
+                reason: "undecodable",
+            }
+            .emit(stats);
+            return error_response(
+                encoding,
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                &err.to_string(),
+                None,
+            );
         }
     };
     let partial_success = match super::ingest(&sink, request).await {
@@ -113,15 +138,31 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
         Err(err) => return ingest_error_response(encoding, &err),
     };
     let response = ExportTraceServiceResponse { partial_success };
-    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], encoding.body(&response)).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        encoding.body(&response),
+    )
+        .into_response()
 }
 
 fn ingest_error_response(encoding: Encoding, err: &IngestError) -> Response {
     let (status, code) = match err {
-        IngestError::Busy => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
-        IngestError::ShuttingDown | IngestError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        IngestError::Busy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+        ),
+        IngestError::ShuttingDown | IngestError::Store(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
     };
-    error_response(encoding, status, code, &err.to_string(), Some(err.retry_after().as_secs()))
+    error_response(
+        encoding,
+        status,
+        code,
+        &err.to_string(),
+        Some(err.retry_after().as_secs()),
+    )
 }
 
 fn error_response(
@@ -131,15 +172,28 @@ fn error_response(
     message: &str,
     retry_after_secs: Option<u64>,
 ) -> Response {
-    let body = tonic_types::Status { code: code as i32, message: message.to_owned(), details: Vec::new() };
+    let body = tonic_types::Status {
+        code: code as i32,
+        message: message.to_owned(),
+        details: Vec::new(),
+    };
     let body = match encoding {
         Encoding::Protobuf => body.encode_to_vec(),
         // tonic_types::Status has no serde; the JSON form of google.rpc.Status is this.
-        Encoding::Json => serde_json::json!({ "code": body.code, "message": body.message }).to_string().into_bytes(),
+        Encoding::Json => serde_json::json!({ "code": body.code, "message": body.message })
+            .to_string()
+            .into_bytes(),
     };
-    let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response();
     if let Some(secs) = retry_after_secs {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

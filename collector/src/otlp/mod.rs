@@ -9,7 +9,9 @@ pub mod normalize;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest,
+};
 
 use crate::sink::{IngestError, SpanSink, SpansRejected};
 
@@ -22,10 +24,16 @@ pub(crate) async fn ingest(
     let stats = sink.stats();
     let decoded = decode::spans(request);
     if decoded.n_truncated_values > 0 {
-        stats.values_truncated.fetch_add(decoded.n_truncated_values, Relaxed);
+        stats
+            .values_truncated
+            .fetch_add(decoded.n_truncated_values, Relaxed);
     }
     if decoded.n_rejected > 0 {
-        SpansRejected { n_spans: decoded.n_rejected, reason: "invalid_span" }.emit(stats);
+        SpansRejected {
+            n_spans: decoded.n_rejected,
+            reason: "invalid_span",
+        }
+        .emit(stats);
     }
     if !decoded.spans.is_empty() {
         sink.try_send(decoded.spans)?.wait().await?;

@@ -41,8 +41,13 @@ pub fn semantics(attributes: &[KeyValue]) -> Semantics {
         http_method: text(attributes, HTTP_METHOD).map(|m| m.to_ascii_uppercase()),
         http_route: text(attributes, HTTP_ROUTE),
         // http.target carries the query string too; the path alone is what identifies a route.
-        url_path: text(attributes, URL_PATH)
-            .map(|target| target.split(['?', '#']).next().unwrap_or_default().to_owned()),
+        url_path: text(attributes, URL_PATH).map(|target| {
+            target
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }),
         url_full: text(attributes, URL_FULL),
         server_address: text(attributes, SERVER_ADDRESS),
         http_status_code: first(attributes, HTTP_STATUS).and_then(AttrValue::as_i64),
@@ -59,7 +64,10 @@ mod tests {
     use super::*;
 
     fn kv(key: &str, value: AttrValue) -> KeyValue {
-        KeyValue { key: key.into(), value }
+        KeyValue {
+            key: key.into(),
+            value,
+        }
     }
 
     fn s(text: &str) -> AttrValue {
@@ -144,6 +152,9 @@ mod tests {
 
     #[test]
     fn negative_cpu_time_is_ignored() {
-        assert_eq!(semantics(&[kv("cpu.time_ns", AttrValue::Int(-5))]).cpu_time_ns, None);
+        assert_eq!(
+            semantics(&[kv("cpu.time_ns", AttrValue::Int(-5))]).cpu_time_ns,
+            None
+        );
     }
 }

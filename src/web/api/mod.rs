@@ -28,7 +28,11 @@ pub struct WindowParams {
 
 impl WindowParams {
     pub fn window(&self) -> Result<crate::store::Window, ApiError> {
-        window::parse(self.from.as_deref(), self.to.as_deref(), self.range.as_deref())
+        window::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.range.as_deref(),
+        )
     }
 
     pub fn service(&self) -> Option<&str> {
@@ -40,43 +44,84 @@ impl WindowParams {
     }
 }
 
-fn number<T: std::str::FromStr>(value: Option<&str>, name: &str, default: T) -> Result<T, ApiError> {
+fn number<T: std::str::FromStr>(
+    value: Option<&str>,
+    name: &str,
+    default: T,
+) -> Result<T, ApiError> {
     match value.filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(text) => text.parse().map_err(|_| ApiError::BadRequest(format!("`{name}` must be a number, got {text:?}"))),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("`{name}` must be a number, got {text:?}"))),
     }
 }
 
-pub async fn services_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+pub async fn services_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
     Ok(Json(query::services(&state.store, params.window()?).await?).into_response())
 }
 
-pub async fn endpoints_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
-    Ok(Json(query::endpoints(&state.store, params.window()?, params.service()).await?).into_response())
+pub async fn endpoints_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    Ok(
+        Json(query::endpoints(&state.store, params.window()?, params.service()).await?)
+            .into_response(),
+    )
 }
 
-pub async fn endpoint_get(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+pub async fn endpoint_get(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
     let window = params.window()?;
     let (Some(service), Some(endpoint)) = (params.service(), params.endpoint()) else {
-        return Err(ApiError::BadRequest("`service` and `endpoint` are required".into()));
+        return Err(ApiError::BadRequest(
+            "`service` and `endpoint` are required".into(),
+        ));
     };
     match query::endpoint_detail(&state.store, window, service, endpoint).await? {
         Some(detail) => Ok(Json(detail).into_response()),
-        None => Err(ApiError::NotFound(format!("no requests of {service} {endpoint} in this window"))),
+        None => Err(ApiError::NotFound(format!(
+            "no requests of {service} {endpoint} in this window"
+        ))),
     }
 }
 
-pub async fn traces_list(State(state): State<AppState>, Query(params): Query<WindowParams>) -> Result<Response, ApiError> {
+pub async fn traces_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
     let window = params.window()?;
     let min_ms = number(params.min_ms.as_deref(), "min_ms", 0.0)?;
     let limit: i64 = number(params.limit.as_deref(), "limit", 50)?;
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("`limit` must be between 1 and 1000".into()));
+        return Err(ApiError::BadRequest(
+            "`limit` must be between 1 and 1000".into(),
+        ));
     }
-    Ok(Json(query::traces(&state.store, window, params.service(), params.endpoint(), min_ms, limit).await?).into_response())
+    Ok(Json(
+        query::traces(
+            &state.store,
+            window,
+            params.service(),
+            params.endpoint(),
+            min_ms,
+            limit,
+        )
+        .await?,
+    )
+    .into_response())
 }
 
-pub async fn trace_get(State(state): State<AppState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+pub async fn trace_get(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
     let trace_id = TraceId::parse_hex(&trace_id)
         .map_err(|e| ApiError::BadRequest(format!("trace id must be 32 hex digits: {e}")))?;
     match query::trace(&state.store, trace_id, &state.analysis).await? {

@@ -1,13 +1,19 @@
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as OtlpKeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan, Status as OtlpStatus};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span as OtlpSpan, Status as OtlpStatus,
+};
 
 use super::*;
 use crate::category::Category;
 use crate::otlp::encode;
 
 fn kv(key: &str, value: Value) -> OtlpKeyValue {
-    OtlpKeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    OtlpKeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 fn string(text: &str) -> Value {
@@ -25,7 +31,10 @@ fn request(spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
                 ],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     }
@@ -39,8 +48,14 @@ fn login_span() -> OtlpSpan {
         kind: 2,
         start_time_unix_nano: 1_000,
         end_time_unix_nano: 401_000,
-        attributes: vec![kv("http.request.method", string("POST")), kv("http.route", string("/login"))],
-        status: Some(OtlpStatus { code: 2, message: "boom".into() }),
+        attributes: vec![
+            kv("http.request.method", string("POST")),
+            kv("http.route", string("/login")),
+        ],
+        status: Some(OtlpStatus {
+            code: 2,
+            message: "boom".into(),
+        }),
         ..Default::default()
     }
 }
@@ -69,8 +84,19 @@ fn encode_then_decode_gives_the_same_spans() {
     let mut raw = login_span();
     raw.parent_span_id = vec![9; 8];
     raw.events = vec![Default::default(), Default::default()];
-    raw.links = vec![otlp_trace::span::Link { trace_id: vec![3; 16], span_id: vec![4; 8], ..Default::default() }];
-    raw.attributes.push(kv("nested", Value::ArrayValue(otlp_common::ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(7)) }] })));
+    raw.links = vec![otlp_trace::span::Link {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        ..Default::default()
+    }];
+    raw.attributes.push(kv(
+        "nested",
+        Value::ArrayValue(otlp_common::ArrayValue {
+            values: vec![AnyValue {
+                value: Some(Value::IntValue(7)),
+            }],
+        }),
+    ));
     let first = spans(request(vec![raw]));
     let again = spans(encode::request(&first.spans));
     assert_eq!(first.spans, again.spans);
@@ -108,27 +134,57 @@ fn garbage_protobuf_is_an_error() {
 
 #[test]
 fn invalid_spans_are_dropped_one_by_one() {
-    let zero_trace = OtlpSpan { trace_id: vec![0; 16], ..login_span() };
-    let short_span = OtlpSpan { span_id: vec![1; 3], ..login_span() };
-    let bad_parent = OtlpSpan { parent_span_id: vec![1; 5], ..login_span() };
-    let no_start = OtlpSpan { start_time_unix_nano: 0, ..login_span() };
-    let own_parent = OtlpSpan { parent_span_id: vec![2; 8], ..login_span() };
-    let decoded = spans(request(vec![zero_trace, login_span(), short_span, bad_parent, no_start, own_parent]));
+    let zero_trace = OtlpSpan {
+        trace_id: vec![0; 16],
+        ..login_span()
+    };
+    let short_span = OtlpSpan {
+        span_id: vec![1; 3],
+        ..login_span()
+    };
+    let bad_parent = OtlpSpan {
+        parent_span_id: vec![1; 5],
+        ..login_span()
+    };
+    let no_start = OtlpSpan {
+        start_time_unix_nano: 0,
+        ..login_span()
+    };
+    let own_parent = OtlpSpan {
+        parent_span_id: vec![2; 8],
+        ..login_span()
+    };
+    let decoded = spans(request(vec![
+        zero_trace,
+        login_span(),
+        short_span,
+        bad_parent,
+        no_start,
+        own_parent,
+    ]));
     assert_eq!(decoded.spans.len(), 1);
     assert_eq!(decoded.n_rejected, 5);
-    assert_eq!(decoded.first_rejection.as_deref(), Some("invalid trace id: id is all zeros"));
+    assert_eq!(
+        decoded.first_rejection.as_deref(),
+        Some("invalid trace id: id is all zeros")
+    );
 }
 
 #[test]
 fn end_before_start_is_clamped_to_zero() {
-    let backwards = OtlpSpan { start_time_unix_nano: 5_000, end_time_unix_nano: 1_000, ..login_span() };
+    let backwards = OtlpSpan {
+        start_time_unix_nano: 5_000,
+        end_time_unix_nano: 1_000,
+        ..login_span()
+    };
     assert_eq!(spans(request(vec![backwards])).spans[0].duration_ns, 0);
 }
 
 #[test]
 fn huge_values_are_truncated_and_counted() {
     let mut raw = login_span();
-    raw.attributes.push(kv("db.statement", string(&"é".repeat(600_000))));
+    raw.attributes
+        .push(kv("db.statement", string(&"é".repeat(600_000))));
     let decoded = spans(request(vec![raw]));
     assert_eq!(decoded.n_truncated_values, 1);
     let statement = decoded.spans[0].semantics.db_statement.as_deref().unwrap();

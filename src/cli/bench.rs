@@ -1,0 +1,449 @@
+//! `bottleneck bench`: a load generator against a fresh server process on this machine.
+//!
+//! It starts `bottleneck serve` as a child on a temporary SQLite file, sends pre-built, distinct
+//! payloads of realistic web-request traces over concurrent keep-alive connections (OTLP/HTTP
+//! protobuf or JSON, or OTLP/gRPC), then waits until the server has committed everything it
+//! acknowledged, and reports spans/s stored, export latency, the server's peak RSS and the bytes
+//! per stored span.
+//!
+//! Invariant: a figure counts what the store holds, not what was answered 200.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cli::Outcome;
+
+/// The wire format to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+    /// OTLP/HTTP with JSON bodies.
+    Json,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+/// Options of `bottleneck bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// How long to send.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Spans per export request (10 spans make one traced web request).
+    #[arg(long, default_value_t = 1000)]
+    pub spans_per_export: usize,
+    /// Wire format.
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// Keep the database file here instead of a temporary directory.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// Distinct payloads built before the run, so the client spends its time sending, not encoding.
+const N_PAYLOADS: usize = 256;
+
+const STATEMENTS: [&str; 5] = [
+    "SELECT id, name, plan FROM tenants WHERE id = $1",
+    "SELECT u.id, u.email, u.password_hash FROM users u WHERE u.tenant_id = $1 AND u.email = $2",
+    "SELECT r.id, r.effect, r.condition FROM policy_rules r WHERE r.policy_id = $1 ORDER BY r.priority",
+    "UPDATE sessions SET last_seen_at = now() WHERE id = $1",
+    "INSERT INTO audit_log (tenant_id, user_id, action, at) VALUES ($1, $2, $3, now())",
+];
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(value: &str) -> Value {
+    Value::StringValue(value.into())
+}
+
+/// One export of `n_spans` spans: web requests of 10 spans each (a SERVER span, 7 queries, a
+/// cache get, an HTTP call), about 10 attributes per span, as a real service sends them.
+fn payload(rng: &mut SmallRng, n_spans: usize, start_unix_ns: u64) -> ExportTraceServiceRequest {
+    let mut spans = Vec::with_capacity(n_spans);
+    while spans.len() < n_spans {
+        let trace_id: [u8; 16] = rng.random();
+        let root_id: [u8; 8] = rng.random();
+        let start = start_unix_ns + rng.random_range(0..60_000_000_000);
+        let duration = rng.random_range(20_000_000..400_000_000u64);
+        let user_agent =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0";
+        spans.push(Span {
+            trace_id: trace_id.to_vec(),
+            span_id: root_id.to_vec(),
+            name: "POST /login".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + duration,
+            attributes: vec![
+                kv("http.request.method", text("POST")),
+                kv("http.route", text("/login")),
+                kv("url.path", text("/login")),
+                kv("http.response.status_code", Value::IntValue(200)),
+                kv("user_agent.original", text(user_agent)),
+                kv("client.address", text("10.1.2.3")),
+                kv("server.port", Value::IntValue(8000)),
+                kv("network.protocol.version", text("1.1")),
+                kv(
+                    "cpu.time_ns",
+                    Value::IntValue(rng.random_range(1_000_000..20_000_000)),
+                ),
+                kv(
+                    "enduser.id",
+                    Value::IntValue(rng.random_range(1..4_000_000)),
+                ),
+            ],
+            status: Some(Status::default()),
+            ..Default::default()
+        });
+        let mut cursor = start + 1_000_000;
+        for child in 0..9 {
+            let child_duration = duration / 12;
+            let (name, kind, attributes) = match child {
+                0..=6 => {
+                    let statement = STATEMENTS[child % STATEMENTS.len()];
+                    (
+                        statement
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("query")
+                            .to_owned(),
+                        3,
+                        vec![
+                            kv("db.system.name", text("postgresql")),
+                            kv("db.query.text", text(statement)),
+                            kv(
+                                "db.operation.name",
+                                text(statement.split_whitespace().next().unwrap_or("")),
+                            ),
+                            kv("db.namespace", text("auth")),
+                            kv("server.address", text("db.internal")),
+                            kv("server.port", Value::IntValue(5432)),
+                            kv(
+                                "db.query.parameter.0",
+                                Value::IntValue(rng.random_range(1..100_000)),
+                            ),
+                        ],
+                    )
+                }
+                7 => (
+                    "GET".to_owned(),
+                    3,
+                    vec![
+                        kv("db.system.name", text("redis")),
+                        kv("db.query.text", text("GET session:?")),
+                        kv("server.address", text("cache.internal")),
+                    ],
+                ),
+                _ => (
+                    "POST".to_owned(),
+                    3,
+                    vec![
+                        kv("http.request.method", text("POST")),
+                        kv("url.full", text("https://idp.example.com/saml/assert")),
+                        kv("server.address", text("idp.example.com")),
+                        kv("http.response.status_code", Value::IntValue(200)),
+                    ],
+                ),
+            };
+            let span_id: [u8; 8] = rng.random();
+            spans.push(Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                parent_span_id: root_id.to_vec(),
+                name,
+                kind,
+                start_time_unix_nano: cursor,
+                end_time_unix_nano: cursor + child_duration,
+                attributes,
+                status: Some(Status::default()),
+                ..Default::default()
+            });
+            cursor += child_duration + 100_000;
+        }
+    }
+    spans.truncate(n_spans);
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", text("auth")),
+                    kv("service.version", text("1.0")),
+                    kv("service.instance.id", text("auth-7f9c")),
+                    kv("host.name", text("ip-10-1-2-3")),
+                    kv("telemetry.sdk.language", text("python")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Server {
+    child: Child,
+    ui: String,
+    otlp_http: String,
+    otlp_grpc: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(db: &std::path::Path) -> anyhow::Result<Server> {
+    let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
+    let child = Command::new(std::env::current_exe().context("finding this executable")?)
+        .arg("serve")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{ui}"),
+            "--otlp-http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args([
+            "--otlp-grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--database-url",
+        ])
+        .arg(db)
+        .env("BOTTLENECK_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the server")?;
+    let server = Server {
+        child,
+        ui: format!("http://127.0.0.1:{ui}"),
+        otlp_http: format!("http://127.0.0.1:{http}"),
+        otlp_grpc: format!("http://127.0.0.1:{grpc}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("{}/readyz", server.ui))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server did not become ready")
+}
+
+/// Runs the benchmark and prints a report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile_dir()?;
+    let db = args.db.clone().unwrap_or_else(|| dir.join("bench.db"));
+    let server = start_server(&db).await?;
+    let server_pid = server.child.id();
+
+    let mut rng = SmallRng::seed_from_u64(7);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
+        .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
+        .collect();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(match args.protocol {
+        Protocol::Http | Protocol::Grpc => requests.iter().map(Message::encode_to_vec).collect(),
+        Protocol::Json => requests
+            .iter()
+            .map(|r| serde_json::to_vec(r).expect("OTLP serializes"))
+            .collect(),
+    });
+    let wire_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum::<u64>() / N_PAYLOADS as u64;
+    let requests = Arc::new(requests);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.connections {
+        let (stop, accepted, refused) = (
+            Arc::clone(&stop),
+            Arc::clone(&accepted),
+            Arc::clone(&refused),
+        );
+        let (bodies, requests) = (Arc::clone(&bodies), Arc::clone(&requests));
+        let (protocol, http_url, grpc_url) = (
+            args.protocol,
+            server.otlp_http.clone(),
+            server.otlp_grpc.clone(),
+        );
+        let n_spans = args.spans_per_export as u64;
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let http = reqwest::Client::new();
+            let mut grpc = match protocol {
+                Protocol::Grpc => Some(TraceServiceClient::connect(grpc_url).await?),
+                _ => None,
+            };
+            let content_type = if protocol == Protocol::Json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            };
+            let mut idx = worker;
+            while !stop.load(Relaxed) {
+                let sent = Instant::now();
+                let ok = match &mut grpc {
+                    Some(client) => client
+                        .export(requests[idx % N_PAYLOADS].clone())
+                        .await
+                        .is_ok(),
+                    None => http
+                        .post(format!("{http_url}/v1/traces"))
+                        .header("content-type", content_type)
+                        .body(bodies[idx % N_PAYLOADS].clone())
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                };
+                latencies.push(sent.elapsed());
+                if ok {
+                    accepted.fetch_add(n_spans, Relaxed)
+                } else {
+                    refused.fetch_add(n_spans, Relaxed)
+                };
+                idx += 7;
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut peak_rss = 0;
+    while started.elapsed() < args.duration {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
+    }
+    stop.store(true, Relaxed);
+    let send_elapsed = started.elapsed();
+    let mut latencies = Vec::new();
+    while let Some(result) = workers.join_next().await {
+        latencies.extend(result??);
+    }
+    latencies.sort_unstable();
+    let accepted = accepted.load(Relaxed);
+    // Stored means committed: read the server's own count until it has everything accepted.
+    let client = reqwest::Client::new();
+    let mut committed = 0.0;
+    let mut stored_at = send_elapsed;
+    for _ in 0..600 {
+        let metrics = client
+            .get(format!("{}/metrics", server.ui))
+            .send()
+            .await?
+            .text()
+            .await?;
+        committed = metric(&metrics, "bottleneck_stored_spans").unwrap_or(0.0);
+        stored_at = started.elapsed();
+        if committed as u64 >= accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(server);
+    let disk: u64 = ["", "-wal"]
+        .iter()
+        .map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).map_or(0, |m| m.len()))
+        .sum();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+    };
+    println!("| figure | value |\n|---|---|");
+    println!(
+        "| protocol | {:?}, {} connections, {} spans per export ({} B on the wire) |",
+        args.protocol, args.connections, args.spans_per_export, wire_bytes
+    );
+    println!(
+        "| spans acknowledged | {accepted} in {:.1} s ({:.0} spans/s) |",
+        send_elapsed.as_secs_f64(),
+        accepted as f64 / send_elapsed.as_secs_f64()
+    );
+    println!(
+        "| spans refused (retry later) | {} |",
+        refused.load(Relaxed)
+    );
+    println!(
+        "| spans stored | {committed:.0}, all committed {:.1} s after the start ({:.0} spans/s stored) |",
+        stored_at.as_secs_f64(),
+        committed / stored_at.as_secs_f64()
+    );
+    println!(
+        "| export latency p50 / p99 | {:.1} ms / {:.1} ms |",
+        quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    println!(
+        "| server peak RSS | {:.0} MiB |",
+        peak_rss as f64 / 1048576.0
+    );
+    println!(
+        "| bytes on disk per stored span | {:.1} |",
+        disk as f64 / committed.max(1.0)
+    );
+    Ok(Outcome::Ok)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bottleneck-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
