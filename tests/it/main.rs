@@ -3,5 +3,6 @@
 
 mod support;
 
+mod analysis;
 mod crash;
 mod ingest;
