@@ -13,3 +13,4 @@
 //! The OTLP receivers and the span model live in the `collector` crate.
 
 pub mod analysis;
+pub mod demo;
