@@ -74,7 +74,13 @@ pub async fn login(auth: &Service, peers: &Peers, rng: &mut SmallRng, in_flight:
     };
     peers.counters.count(Endpoint::Login, failure.is_some());
     let tracer = &auth.tracer;
-    let cx = call::child(tracer, &Context::new(), Endpoint::Login.name().to_owned(), SpanKind::Server, server_attributes("POST", "/login"));
+    let cx = call::child(
+        tracer,
+        &Context::new(),
+        Endpoint::Login.name().to_owned(),
+        SpanKind::Server,
+        server_attributes("POST", "/login"),
+    );
     let mut meter = CpuMeter::default();
     meter.measure(|| cpu::burn(FRAMEWORK_CPU, 1));
     let outcome = login_steps(auth, peers, &cx, rng, &mut meter, failure, in_flight).await;
@@ -167,7 +173,13 @@ async fn login_steps(
 }
 
 /// The CLIENT span of the IdP call, the propagation of its context, and the network both ways.
-async fn call_idp(auth: &Service, peers: &Peers, cx: &Context, rng: &mut SmallRng, overloaded: bool) -> Result<(), CallFailed> {
+async fn call_idp(
+    auth: &Service,
+    peers: &Peers,
+    cx: &Context,
+    rng: &mut SmallRng,
+    overloaded: bool,
+) -> Result<(), CallFailed> {
     let attributes = vec![
         KeyValue::new("http.request.method", "POST"),
         KeyValue::new("server.address", "idp"),
@@ -195,7 +207,13 @@ async fn call_idp(auth: &Service, peers: &Peers, cx: &Context, rng: &mut SmallRn
 
 /// SAML signing: real CPU work in its own INTERNAL span, which carries its own `cpu.time_ns`.
 async fn saml_sign(auth: &Service, cx: &Context, rng: &mut SmallRng) {
-    let sign_cx = call::child(&auth.tracer, cx, "saml.sign".to_owned(), SpanKind::Internal, vec![KeyValue::new("saml.algorithm", "rsa-sha256")]);
+    let sign_cx = call::child(
+        &auth.tracer,
+        cx,
+        "saml.sign".to_owned(),
+        SpanKind::Internal,
+        vec![KeyValue::new("saml.algorithm", "rsa-sha256")],
+    );
     let target = log_normal(rng, SAML_SIGN_MEAN, 0.2).max(Duration::from_millis(5));
     let cpu_ns = cpu::spend(target, rng.random()).await;
     let span = sign_cx.span();
@@ -209,7 +227,13 @@ async fn saml_sign(auth: &Service, cx: &Context, rng: &mut SmallRng) {
 pub async fn report(auth: &Service, peers: &Peers, rng: &mut SmallRng) {
     peers.counters.count(Endpoint::Report, false);
     let tracer = &auth.tracer;
-    let cx = call::child(tracer, &Context::new(), Endpoint::Report.name().to_owned(), SpanKind::Server, server_attributes("GET", "/report"));
+    let cx = call::child(
+        tracer,
+        &Context::new(),
+        Endpoint::Report.name().to_owned(),
+        SpanKind::Server,
+        server_attributes("GET", "/report"),
+    );
     let mut meter = CpuMeter::default();
     meter.measure(|| cpu::burn(FRAMEWORK_CPU, 3));
     let events = Query {
@@ -223,7 +247,8 @@ pub async fn report(auth: &Service, peers: &Peers, rng: &mut SmallRng) {
     let outcome = call::query(tracer, &cx, "auth", &events, log_normal(rng, Duration::from_millis(4), 0.4), None).await;
     if outcome.is_ok() {
         let render_cx = call::child(tracer, &cx, "render.report".to_owned(), SpanKind::Internal, Vec::new());
-        let target = log_normal(rng, Duration::from_millis(45), 0.2).clamp(Duration::from_millis(30), Duration::from_millis(60));
+        let target =
+            log_normal(rng, Duration::from_millis(45), 0.2).clamp(Duration::from_millis(30), Duration::from_millis(60));
         let cpu_ns = cpu::spend(target, rng.random()).await;
         if let Some(cpu_ns) = cpu_ns {
             render_cx.span().set_attribute(cpu_time(cpu_ns));
@@ -238,7 +263,13 @@ pub async fn report(auth: &Service, peers: &Peers, rng: &mut SmallRng) {
 /// `GET /health`: the framework's own overhead and nothing else.
 pub async fn health(auth: &Service, peers: &Peers) {
     peers.counters.count(Endpoint::Health, false);
-    let cx = call::child(&auth.tracer, &Context::new(), Endpoint::Health.name().to_owned(), SpanKind::Server, server_attributes("GET", "/health"));
+    let cx = call::child(
+        &auth.tracer,
+        &Context::new(),
+        Endpoint::Health.name().to_owned(),
+        SpanKind::Server,
+        server_attributes("GET", "/health"),
+    );
     let mut meter = CpuMeter::default();
     meter.measure(|| cpu::burn(FRAMEWORK_CPU, 4));
     finish(&cx, meter, Ok(()));

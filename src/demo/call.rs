@@ -122,7 +122,8 @@ async fn remote(
     latency: Duration,
     fail: Option<&'static str>,
 ) -> Result<(), CallFailed> {
-    let mut span = tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(tracer, parent);
+    let mut span =
+        tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(tracer, parent);
     tokio::time::sleep(latency).await;
     let outcome = match fail {
         Some(message) => {

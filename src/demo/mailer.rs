@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

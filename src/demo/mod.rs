@@ -97,8 +97,12 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
         version,
         instance_id: format!("{name}-{version}-{:04x}", arrivals.random::<u16>()),
     };
-    let (auth_v1, auth_v11, idp_id, mailer_id) =
-        (identity("auth", "1.0"), identity("auth", REGRESSED_VERSION), identity("idp", "3.4.1"), identity("mailer", "0.9.0"));
+    let (auth_v1, auth_v11, idp_id, mailer_id) = (
+        identity("auth", "1.0"),
+        identity("auth", REGRESSED_VERSION),
+        identity("idp", "3.4.1"),
+        identity("mailer", "0.9.0"),
+    );
     let http = config.otlp_http_endpoint.as_str();
     let grpc = config.otlp_grpc_endpoint.as_str();
     let mut auth = Deployment::start(&auth_v1, Transport::Http, http, Arc::clone(&stats))?;
@@ -166,7 +170,8 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
         }
     }
     let (auth_end, idp_end, mailer_end) = tokio::join!(auth.retire(), idp.retire(), mailer.retire());
-    export_errors.extend([auth_end, idp_end, mailer_end].into_iter().filter_map(|end| end.err().map(|err| format!("{err:#}"))));
+    export_errors
+        .extend([auth_end, idp_end, mailer_end].into_iter().filter_map(|end| end.err().map(|err| format!("{err:#}"))));
 
     let mut report = WorkloadReport::from_counters(&counters);
     report.regressed = regressed;

@@ -137,7 +137,8 @@ impl fmt::Display for WorkloadReport {
         for it in &self.requests {
             writeln!(f, "  {:<7} {:<18} {:>7} requests {:>5} errors", it.service, it.endpoint, it.requests, it.errors)?;
         }
-        let redeploy = if self.regressed { "auth redeployed as 1.1 (hidden 300 ms round trip)" } else { "auth stayed at 1.0" };
+        let redeploy =
+            if self.regressed { "auth redeployed as 1.1 (hidden 300 ms round trip)" } else { "auth stayed at 1.0" };
         writeln!(f, "  {redeploy}; {} arrivals shed", self.requests_shed)?;
         write!(f, "  spans exported: {}, failed: {}", self.spans_exported, self.spans_failed)?;
         for err in &self.export_errors {

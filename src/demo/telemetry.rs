@@ -86,10 +86,8 @@ pub fn provider(
     }
     .with_context(|| format!("building the otlp exporter of {} for {endpoint}", identity.name))?;
     let exporter = OnRuntime { inner: Arc::new(exporter), runtime: Handle::current(), stats };
-    let config = BatchConfigBuilder::default()
-        .with_scheduled_delay(SCHEDULED_DELAY)
-        .with_max_queue_size(MAX_QUEUE_SIZE)
-        .build();
+    let config =
+        BatchConfigBuilder::default().with_scheduled_delay(SCHEDULED_DELAY).with_max_queue_size(MAX_QUEUE_SIZE).build();
     let processor = BatchSpanProcessor::builder(exporter).with_batch_config(config).build();
     // builder_empty: the demo's identity must not change with OTEL_SERVICE_NAME or
     // OTEL_RESOURCE_ATTRIBUTES of the shell it runs in.

@@ -127,15 +127,23 @@ async fn demo_sends_the_login_story_over_both_transports() {
     assert_eq!(login.semantics.http_status_code, Some(200));
     assert!(login.semantics.cpu_time_ns.is_some());
     let calls = children(&all, login.span_id);
-    let queries: Vec<&str> =
-        calls.iter().filter(|it| it.category == Category::Db).filter_map(|it| it.semantics.db_statement.as_deref()).collect();
+    let queries: Vec<&str> = calls
+        .iter()
+        .filter(|it| it.category == Category::Db)
+        .filter_map(|it| it.semantics.db_statement.as_deref())
+        .collect();
     assert_eq!(queries.len(), QUERIES_PER_LOGIN as usize, "{queries:?}");
     let tenants: Vec<&&str> = queries.iter().filter(|q| q.starts_with("SELECT * FROM tenants WHERE id = ")).collect();
     assert_eq!(tenants.len(), 2);
     assert_eq!(tenants[0], tenants[1], "the duplicate has identical literals");
-    let rules: HashSet<&&str> = queries.iter().filter(|q| q.starts_with("SELECT * FROM policy_rules WHERE policy_id = ")).collect();
+    let rules: HashSet<&&str> =
+        queries.iter().filter(|q| q.starts_with("SELECT * FROM policy_rules WHERE policy_id = ")).collect();
     assert_eq!(rules.len(), POLICY_RULES_PER_LOGIN as usize, "N+1: one distinct literal per rule");
-    assert!(calls.iter().any(|it| it.semantics.db_system.as_deref() == Some("postgresql") && it.attributes.iter().any(|kv| kv.key == "db.statement")), "old attribute names appear");
+    assert!(
+        calls.iter().any(|it| it.semantics.db_system.as_deref() == Some("postgresql")
+            && it.attributes.iter().any(|kv| kv.key == "db.statement")),
+        "old attribute names appear"
+    );
     assert_eq!(calls.iter().filter(|it| it.category == Category::Cache).count(), 1);
     let to_idp: Vec<&&Span> = calls.iter().filter(|it| it.category == Category::Network).collect();
     assert_eq!(to_idp.len(), 1);
@@ -163,8 +171,17 @@ async fn demo_sends_the_login_story_over_both_transports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_is_cpu_and_mailer_consumes_what_auth_publishes() {
     let lo = loopback().await;
-    let config = WorkloadConfig { rate_per_sec: 10.0, seed: 7, regress_after: Duration::from_secs(3600), duration: Some(Duration::from_secs(3)), ..config(&lo) };
-    let report = tokio::time::timeout(Duration::from_secs(60), run(config, std::future::pending())).await.expect("bounded").expect("workload runs");
+    let config = WorkloadConfig {
+        rate_per_sec: 10.0,
+        seed: 7,
+        regress_after: Duration::from_secs(3600),
+        duration: Some(Duration::from_secs(3)),
+        ..config(&lo)
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), run(config, std::future::pending()))
+        .await
+        .expect("bounded")
+        .expect("workload runs");
     assert!(!report.regressed);
     let http = taken(&lo.http_spans);
 
@@ -174,7 +191,8 @@ async fn report_is_cpu_and_mailer_consumes_what_auth_publishes() {
         let cpu_ns = render.semantics.cpu_time_ns.expect("render.report carries cpu.time_ns");
         assert!((30_000_000..70_000_000).contains(&cpu_ns), "{cpu_ns}");
     }
-    let producers: HashSet<SpanId> = http.iter().filter(|it| it.kind == SpanKind::Producer).map(|it| it.span_id).collect();
+    let producers: HashSet<SpanId> =
+        http.iter().filter(|it| it.kind == SpanKind::Producer).map(|it| it.span_id).collect();
     let consumers: Vec<&Span> = http.iter().filter(|it| it.kind == SpanKind::Consumer).collect();
     assert!(!consumers.is_empty(), "{report}");
     for consumer in consumers {
