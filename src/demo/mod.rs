@@ -139,8 +139,7 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
                 () = tokio::time::sleep_until(next_arrival) => break,
             }
         }
-        let pick: f64 = arrivals.random::<f64>() * (1.0 + REPORTS_PER_LOGIN + HEALTH_CHECKS_PER_LOGIN);
-        let request_seed: u64 = arrivals.random();
+        let (kind, request_seed) = next_request(&mut arrivals);
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             counters.shed.fetch_add(1, Relaxed);
             continue;
@@ -149,12 +148,10 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
         tokio::spawn(async move {
             let _permit = permit;
             let mut rng = SmallRng::seed_from_u64(request_seed);
-            if pick < 1.0 {
-                auth::login(&service, &peers, &mut rng, &done).await;
-            } else if pick < 1.0 + REPORTS_PER_LOGIN {
-                auth::report(&service, &peers, &mut rng).await;
-            } else {
-                auth::health(&service, &peers).await;
+            match kind {
+                Kind::Login => auth::login(&service, &peers, &mut rng, &done).await,
+                Kind::Report => auth::report(&service, &peers, &mut rng).await,
+                Kind::Health => auth::health(&service, &peers).await,
             }
             drop(done);
         });
@@ -180,6 +177,27 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
     report.export_errors = export_errors;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The `auth` endpoints an arrival can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Login,
+    Report,
+    Health,
+}
+
+/// Which endpoint the next arrival calls, and the seed of its own choices.
+fn next_request(arrivals: &mut StdRng) -> (Kind, u64) {
+    let pick = arrivals.random::<f64>() * (1.0 + REPORTS_PER_LOGIN + HEALTH_CHECKS_PER_LOGIN);
+    let kind = if pick < 1.0 {
+        Kind::Login
+    } else if pick < 1.0 + REPORTS_PER_LOGIN {
+        Kind::Report
+    } else {
+        Kind::Health
+    };
+    (kind, arrivals.random())
 }
 
 /// Resolves at `deadline`, or never.

@@ -217,3 +217,12 @@ async fn a_rate_of_zero_is_refused() {
     let err = run(config, std::future::pending()).await.expect_err("a zero rate cannot pace arrivals");
     assert!(err.to_string().contains("rate"), "{err}");
 }
+
+#[test]
+fn arrivals_mix_the_endpoints_in_proportion() {
+    let mut arrivals = StdRng::seed_from_u64(42);
+    let kinds: Vec<Kind> = (0..17_000).map(|_| next_request(&mut arrivals).0).collect();
+    let share = |kind| kinds.iter().filter(|it| **it == kind).count() as f64 / 17_000.0;
+    assert!((share(Kind::Login) - 1.0 / 1.7).abs() < 0.02, "{}", share(Kind::Login));
+    assert!((share(Kind::Report) - 0.2 / 1.7).abs() < 0.02, "{}", share(Kind::Report));
+}
