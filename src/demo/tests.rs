@@ -226,3 +226,18 @@ fn arrivals_mix_the_endpoints_in_proportion() {
     assert!((share(Kind::Login) - 1.0 / 1.7).abs() < 0.02, "{}", share(Kind::Login));
     assert!((share(Kind::Report) - 0.2 / 1.7).abs() < 0.02, "{}", share(Kind::Report));
 }
+
+#[test]
+fn the_workload_can_be_spawned() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let config = WorkloadConfig {
+        otlp_http_endpoint: String::new(),
+        otlp_grpc_endpoint: String::new(),
+        rate_per_sec: 1.0,
+        seed: 1,
+        regress_after: Duration::ZERO,
+        duration: None,
+    };
+    // Never polled: this only checks, at compile time, that `tokio::spawn(run(..))` works.
+    assert_send(&run(config, std::future::pending()));
+}
