@@ -19,3 +19,4 @@ pub mod config;
 pub mod pipeline;
 pub mod store;
 pub mod web;
+pub mod demo;
