@@ -1,6 +1,7 @@
 //! The subcommands. Each returns an [`Outcome`] that `main` maps to an exit code.
 
 pub mod bench;
+pub mod demo;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Receive OTLP traces, analyse them and serve the dashboard and API.
     Serve(ServeFlags),
+    /// Start the server on a fresh file and feed it a built-in, instrumented multi-service workload.
+    Demo(demo::DemoArgs),
     /// Measure ingest: a load generator against a fresh server process on this machine.
     Bench(bench::BenchArgs),
 }
@@ -47,6 +50,7 @@ fn env_help() -> String {
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Serve(flags) => serve::run(flags).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
