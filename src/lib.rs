@@ -16,7 +16,7 @@ pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod pipeline;
 pub mod store;
 pub mod web;
-pub mod demo;

@@ -40,12 +40,16 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let mut flags = args.serve.clone();
     let db = args.db.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         std::env::temp_dir().join(format!("bottleneck-demo-{stamp}.db"))
     });
     flags.database_url = Some(db.display().to_string());
     let config = Config::resolve(&flags)?;
-    let app = App::build(config).await.context("starting the demo server")?;
+    let app = App::build(config)
+        .await
+        .context("starting the demo server")?;
     let ui = format!("http://{}", app.ui_addr());
     let workload = WorkloadConfig {
         otlp_http_endpoint: format!("http://{}", app.otlp_http_addr()),
@@ -62,9 +66,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let server = tokio::spawn(app.run_until_stopped(wait_stop(stop_rx.clone())));
     println!("Bottleneck demo: storing into {}", db.display());
     println!("  endpoints, slowest total first: {ui}/api/v1/endpoints");
-    println!("  the login in detail:            {ui}/api/v1/endpoint?service=auth&endpoint=POST%20/login");
+    println!(
+        "  the login in detail:            {ui}/api/v1/endpoint?service=auth&endpoint=POST%20/login"
+    );
     println!("  metrics:                        {ui}/metrics");
-    println!("auth is redeployed as 1.1 with a hidden 300 ms wait after {}.", humantime::format_duration(args.regress_after));
+    println!(
+        "auth is redeployed as 1.1 with a hidden 300 ms wait after {}.",
+        humantime::format_duration(args.regress_after)
+    );
     let report = demo::run(workload, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     server.await.context("joining the demo server")??;

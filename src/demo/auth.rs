@@ -63,7 +63,12 @@ pub struct Peers {
 
 /// `POST /login`. `in_flight` is cloned into the email delivery this login may start, so the
 /// workload waits for it before flushing.
-pub async fn login(auth: &Service, peers: &Peers, rng: &mut SmallRng, in_flight: &mpsc::Sender<()>) {
+pub async fn login(
+    auth: &Service,
+    peers: &Peers,
+    rng: &mut SmallRng,
+    in_flight: &mpsc::Sender<()>,
+) {
     let roll: f64 = rng.random();
     let failure = if roll < DB_FAILURE_SHARE {
         Some(Failure::Database)
@@ -117,7 +122,15 @@ async fn login_steps(
         params: Vec::new(),
         naming,
     };
-    call::query(tracer, cx, "auth", &tenant(Naming::Old), log_normal(rng, QUERY_MEAN, QUERY_SIGMA), None).await?;
+    call::query(
+        tracer,
+        cx,
+        "auth",
+        &tenant(Naming::Old),
+        log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
+        None,
+    )
+    .await?;
     let user = Query {
         text: "SELECT id, tenant_id, password_hash FROM users WHERE email = $1".to_owned(),
         operation: "SELECT",
@@ -125,11 +138,28 @@ async fn login_steps(
         params: vec![format!("user{user_id}@tenant{tenant_id}.example")],
         naming: Naming::Current,
     };
-    let timeout = (failure == Some(Failure::Database)).then_some("canceling statement due to statement timeout");
-    call::query(tracer, cx, "auth", &user, log_normal(rng, QUERY_MEAN, QUERY_SIGMA), timeout).await?;
+    let timeout = (failure == Some(Failure::Database))
+        .then_some("canceling statement due to statement timeout");
+    call::query(
+        tracer,
+        cx,
+        "auth",
+        &user,
+        log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
+        timeout,
+    )
+    .await?;
     // Checking the password hash against the stored one.
     meter.add(cpu::spend(Duration::from_millis(1), u64::from(user_id)).await);
-    call::query(tracer, cx, "auth", &tenant(Naming::Current), log_normal(rng, QUERY_MEAN, QUERY_SIGMA), None).await?;
+    call::query(
+        tracer,
+        cx,
+        "auth",
+        &tenant(Naming::Current),
+        log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
+        None,
+    )
+    .await?;
     let policies = Query {
         text: "SELECT policy_id FROM user_policies WHERE user_id = $1".to_owned(),
         operation: "SELECT",
@@ -137,7 +167,15 @@ async fn login_steps(
         params: vec![user_id.to_string()],
         naming: Naming::Current,
     };
-    call::query(tracer, cx, "auth", &policies, log_normal(rng, QUERY_MEAN, QUERY_SIGMA), None).await?;
+    call::query(
+        tracer,
+        cx,
+        "auth",
+        &policies,
+        log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
+        None,
+    )
+    .await?;
     let first_policy = rng.random_range(100..900_u32);
     for policy_id in first_policy..first_policy + POLICY_RULES_PER_LOGIN {
         let rules = Query {
@@ -147,14 +185,23 @@ async fn login_steps(
             params: Vec::new(),
             naming: Naming::Current,
         };
-        call::query(tracer, cx, "auth", &rules, log_normal(rng, QUERY_MEAN, QUERY_SIGMA), None).await?;
+        call::query(
+            tracer,
+            cx,
+            "auth",
+            &rules,
+            log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
+            None,
+        )
+        .await?;
     }
     call_idp(auth, peers, cx, rng, failure == Some(Failure::Idp)).await?;
     saml_sign(auth, cx, rng).await;
     if auth.version == REGRESSED_VERSION {
         // The upgraded SDK resolves its region with a request of its own, which no instrumentation
         // sees: the request span just gets longer, and its CPU time does not.
-        tokio::time::sleep(HIDDEN_ROUND_TRIP + log_normal(rng, Duration::from_millis(15), 0.5)).await;
+        tokio::time::sleep(HIDDEN_ROUND_TRIP + log_normal(rng, Duration::from_millis(15), 0.5))
+            .await;
     }
     if rng.random_bool(EMAIL_SHARE) {
         let publish_latency = log_normal(rng, Duration::from_micros(1500), 0.4);
@@ -186,14 +233,23 @@ async fn call_idp(
         KeyValue::new("server.port", 443),
         KeyValue::new("url.full", "https://idp/saml/assert"),
     ];
-    let client_cx = call::child(&auth.tracer, cx, "POST".to_owned(), SpanKind::Client, attributes);
+    let client_cx = call::child(
+        &auth.tracer,
+        cx,
+        "POST".to_owned(),
+        SpanKind::Client,
+        attributes,
+    );
     let mut headers = HashMap::new();
     TraceContextPropagator::new().inject_context(&client_cx, &mut headers);
     tokio::time::sleep(log_normal(rng, IDP_ONE_WAY_MEAN, 0.3)).await;
     let status = idp::saml_assert(&peers.idp, &peers.counters, &headers, rng, overloaded).await;
     tokio::time::sleep(log_normal(rng, IDP_ONE_WAY_MEAN, 0.3)).await;
     let span = client_cx.span();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
     let outcome = if status >= 500 {
         span.set_attribute(KeyValue::new("error.type", status.to_string()));
         span.set_status(Status::error("idp unavailable"));
@@ -244,11 +300,25 @@ pub async fn report(auth: &Service, peers: &Peers, rng: &mut SmallRng) {
         params: vec![rng.random_range(1..=50_u32).to_string()],
         naming: Naming::Current,
     };
-    let outcome = call::query(tracer, &cx, "auth", &events, log_normal(rng, Duration::from_millis(4), 0.4), None).await;
+    let outcome = call::query(
+        tracer,
+        &cx,
+        "auth",
+        &events,
+        log_normal(rng, Duration::from_millis(4), 0.4),
+        None,
+    )
+    .await;
     if outcome.is_ok() {
-        let render_cx = call::child(tracer, &cx, "render.report".to_owned(), SpanKind::Internal, Vec::new());
-        let target =
-            log_normal(rng, Duration::from_millis(45), 0.2).clamp(Duration::from_millis(30), Duration::from_millis(60));
+        let render_cx = call::child(
+            tracer,
+            &cx,
+            "render.report".to_owned(),
+            SpanKind::Internal,
+            Vec::new(),
+        );
+        let target = log_normal(rng, Duration::from_millis(45), 0.2)
+            .clamp(Duration::from_millis(30), Duration::from_millis(60));
         let cpu_ns = cpu::spend(target, rng.random()).await;
         if let Some(cpu_ns) = cpu_ns {
             render_cx.span().set_attribute(cpu_time(cpu_ns));

@@ -69,14 +69,31 @@ pub async fn query(
     };
     attributes.push(KeyValue::new("server.port", 5432));
     for (idx, value) in query.params.iter().enumerate() {
-        attributes.push(KeyValue::new(format!("db.query.parameter.{idx}"), value.clone()));
+        attributes.push(KeyValue::new(
+            format!("db.query.parameter.{idx}"),
+            value.clone(),
+        ));
     }
     let name = format!("{} {}", query.operation, query.table);
-    remote(tracer, parent, name, SpanKind::Client, attributes, latency, fail).await
+    remote(
+        tracer,
+        parent,
+        name,
+        SpanKind::Client,
+        attributes,
+        latency,
+        fail,
+    )
+    .await
 }
 
 /// A cache `GET` of `key` from the simulated Redis.
-pub async fn cache_get(tracer: &SdkTracer, parent: &Context, key: &str, latency: Duration) -> Result<(), CallFailed> {
+pub async fn cache_get(
+    tracer: &SdkTracer,
+    parent: &Context,
+    key: &str,
+    latency: Duration,
+) -> Result<(), CallFailed> {
     let attributes = vec![
         KeyValue::new("db.system.name", "redis"),
         KeyValue::new("db.operation.name", "GET"),
@@ -84,7 +101,16 @@ pub async fn cache_get(tracer: &SdkTracer, parent: &Context, key: &str, latency:
         KeyValue::new("server.address", "redis"),
         KeyValue::new("server.port", 6379),
     ];
-    remote(tracer, parent, "GET".to_owned(), SpanKind::Client, attributes, latency, None).await
+    remote(
+        tracer,
+        parent,
+        "GET".to_owned(),
+        SpanKind::Client,
+        attributes,
+        latency,
+        None,
+    )
+    .await
 }
 
 /// The message broker and queue the demo's emails go through.
@@ -92,7 +118,11 @@ pub const EMAIL_QUEUE: &str = "emails";
 
 /// Publishes one message to [`EMAIL_QUEUE`]; returns the PRODUCER span's context, which travels
 /// with the message so the consumer can link to it.
-pub async fn publish(tracer: &SdkTracer, parent: &Context, latency: Duration) -> opentelemetry::trace::SpanContext {
+pub async fn publish(
+    tracer: &SdkTracer,
+    parent: &Context,
+    latency: Duration,
+) -> opentelemetry::trace::SpanContext {
     let attributes = vec![
         KeyValue::new("messaging.system", "rabbitmq"),
         KeyValue::new("messaging.destination.name", EMAIL_QUEUE),
@@ -122,8 +152,11 @@ async fn remote(
     latency: Duration,
     fail: Option<&'static str>,
 ) -> Result<(), CallFailed> {
-    let mut span =
-        tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(tracer, parent);
+    let mut span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
     tokio::time::sleep(latency).await;
     let outcome = match fail {
         Some(message) => {
@@ -138,7 +171,17 @@ async fn remote(
 }
 
 /// The context of a new child span, for callers that manage a span across several awaits.
-pub fn child(tracer: &SdkTracer, parent: &Context, name: String, kind: SpanKind, attributes: Vec<KeyValue>) -> Context {
-    let span = tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(tracer, parent);
+pub fn child(
+    tracer: &SdkTracer,
+    parent: &Context,
+    name: String,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+) -> Context {
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
     parent.with_span(span)
 }

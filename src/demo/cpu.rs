@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 /// CPU time the calling thread has consumed so far, or `None` where there is no such clock.
 #[cfg(unix)]
 pub fn thread_cpu_ns() -> Option<u64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the platform
     // defines; clock_gettime writes nothing else.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -102,7 +105,10 @@ pub fn burn(target: Duration, seed: u64) -> Option<u64> {
 /// [`burn`] on a blocking thread, so CPU-heavy work never stalls the runtime's workers (which
 /// also run the exporters); the thread is measured from inside, so the CPU time is exact.
 pub async fn spend(target: Duration, seed: u64) -> Option<u64> {
-    tokio::task::spawn_blocking(move || burn(target, seed)).await.ok().flatten()
+    tokio::task::spawn_blocking(move || burn(target, seed))
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -42,22 +42,40 @@ pub async fn saml_assert(
         KeyValue::new("url.scheme", "https"),
         KeyValue::new("server.address", "idp"),
     ];
-    let cx = call::child(tracer, &parent, "POST /saml/assert".to_owned(), SpanKind::Server, attributes);
+    let cx = call::child(
+        tracer,
+        &parent,
+        "POST /saml/assert".to_owned(),
+        SpanKind::Server,
+        attributes,
+    );
     let mut meter = CpuMeter::default();
     let status = handle(idp, &cx, rng, &mut meter, overloaded).await;
     let span = cx.span();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
     if status >= 500 {
         span.set_status(Status::error("service unavailable"));
     }
     if let Some(cpu_ns) = meter.total_ns() {
-        span.set_attribute(KeyValue::new("cpu.time_ns", i64::try_from(cpu_ns).unwrap_or(i64::MAX)));
+        span.set_attribute(KeyValue::new(
+            "cpu.time_ns",
+            i64::try_from(cpu_ns).unwrap_or(i64::MAX),
+        ));
     }
     span.end();
     status
 }
 
-async fn handle(idp: &Service, cx: &Context, rng: &mut SmallRng, meter: &mut CpuMeter, overloaded: bool) -> u16 {
+async fn handle(
+    idp: &Service,
+    cx: &Context,
+    rng: &mut SmallRng,
+    meter: &mut CpuMeter,
+    overloaded: bool,
+) -> u16 {
     let tracer = &idp.tracer;
     let provider = Query {
         text: "SELECT * FROM service_providers WHERE entity_id = $1".to_owned(),
@@ -67,9 +85,16 @@ async fn handle(idp: &Service, cx: &Context, rng: &mut SmallRng, meter: &mut Cpu
         naming: Naming::Current,
     };
     let latency = log_normal(rng, Duration::from_millis(3), 0.4);
-    if call::query(tracer, cx, "idp", &provider, latency, overloaded.then_some("connection pool exhausted"))
-        .await
-        .is_err()
+    if call::query(
+        tracer,
+        cx,
+        "idp",
+        &provider,
+        latency,
+        overloaded.then_some("connection pool exhausted"),
+    )
+    .await
+    .is_err()
     {
         return 503;
     }

@@ -46,8 +46,11 @@ mod tests {
     fn log_normal_keeps_its_mean_and_bound() {
         let mut rng = SmallRng::seed_from_u64(7);
         let mean = Duration::from_millis(20);
-        let draws: Vec<Duration> = (0..20_000).map(|_| log_normal(&mut rng, mean, 0.5)).collect();
-        let avg_ms = draws.iter().map(Duration::as_secs_f64).sum::<f64>() / draws.len() as f64 * 1e3;
+        let draws: Vec<Duration> = (0..20_000)
+            .map(|_| log_normal(&mut rng, mean, 0.5))
+            .collect();
+        let avg_ms =
+            draws.iter().map(Duration::as_secs_f64).sum::<f64>() / draws.len() as f64 * 1e3;
         assert!((18.5..21.5).contains(&avg_ms), "{avg_ms}");
         assert!(draws.iter().all(|d| *d <= mean * 8));
     }
@@ -55,7 +58,10 @@ mod tests {
     #[test]
     fn interarrivals_average_one_over_rate() {
         let mut rng = SmallRng::seed_from_u64(8);
-        let avg = (0..20_000).map(|_| interarrival(&mut rng, 50.0).as_secs_f64()).sum::<f64>() / 20_000.0;
+        let avg = (0..20_000)
+            .map(|_| interarrival(&mut rng, 50.0).as_secs_f64())
+            .sum::<f64>()
+            / 20_000.0;
         assert!((0.019..0.021).contains(&avg), "{avg}");
     }
 }

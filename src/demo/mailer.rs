@@ -52,7 +52,10 @@ pub async fn deliver(mailer: &Service, counters: &Counters, producer: SpanContex
     smtp_cx.span().end();
     let span = cx.span();
     if let Some(cpu_ns) = meter.total_ns() {
-        span.set_attribute(KeyValue::new("cpu.time_ns", i64::try_from(cpu_ns).unwrap_or(i64::MAX)));
+        span.set_attribute(KeyValue::new(
+            "cpu.time_ns",
+            i64::try_from(cpu_ns).unwrap_or(i64::MAX),
+        ));
     }
     span.end();
 }

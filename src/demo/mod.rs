@@ -81,9 +81,15 @@ const MAX_IN_FLIGHT: usize = 512;
 /// Runs the workload until `config.duration` has passed or `shutdown` resolves, then drains and
 /// flushes everything. Fails only on a bad configuration or an exporter that cannot be built;
 /// spans the collector did not take are counted in the report.
-pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<WorkloadReport> {
+pub async fn run(
+    config: WorkloadConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<WorkloadReport> {
     if !(config.rate_per_sec.is_finite() && config.rate_per_sec > 0.0) {
-        bail!("demo rate must be a positive number of logins per second, got {}", config.rate_per_sec);
+        bail!(
+            "demo rate must be a positive number of logins per second, got {}",
+            config.rate_per_sec
+        );
     }
     // reqwest (under the HTTP exporter) is built without a default TLS provider; an Err only
     // means one is installed already.
@@ -144,7 +150,11 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
             counters.shed.fetch_add(1, Relaxed);
             continue;
         };
-        let (service, peers, done) = (Arc::clone(&auth.service), Arc::clone(&peers), in_flight.clone());
+        let (service, peers, done) = (
+            Arc::clone(&auth.service),
+            Arc::clone(&peers),
+            in_flight.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let mut rng = SmallRng::seed_from_u64(request_seed);
@@ -162,13 +172,21 @@ pub async fn run(config: WorkloadConfig, shutdown: impl Future<Output = ()>) -> 
     drop(peers);
     let mut export_errors = Vec::new();
     for retired in retiring {
-        if let Err(err) = retired.await.context("joining the retired auth 1.0").and_then(|it| it) {
+        if let Err(err) = retired
+            .await
+            .context("joining the retired auth 1.0")
+            .and_then(|it| it)
+        {
             export_errors.push(format!("{err:#}"));
         }
     }
-    let (auth_end, idp_end, mailer_end) = tokio::join!(auth.retire(), idp.retire(), mailer.retire());
-    export_errors
-        .extend([auth_end, idp_end, mailer_end].into_iter().filter_map(|end| end.err().map(|err| format!("{err:#}"))));
+    let (auth_end, idp_end, mailer_end) =
+        tokio::join!(auth.retire(), idp.retire(), mailer.retire());
+    export_errors.extend(
+        [auth_end, idp_end, mailer_end]
+            .into_iter()
+            .filter_map(|end| end.err().map(|err| format!("{err:#}"))),
+    );
 
     let mut report = WorkloadReport::from_counters(&counters);
     report.regressed = regressed;

@@ -25,8 +25,13 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in report order.
-    pub const ALL: [Endpoint; 5] =
-        [Endpoint::Login, Endpoint::Report, Endpoint::Health, Endpoint::IdpAssert, Endpoint::MailerProcess];
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Login,
+        Endpoint::Report,
+        Endpoint::Health,
+        Endpoint::IdpAssert,
+        Endpoint::MailerProcess,
+    ];
 
     /// The service that serves it.
     pub fn service(self) -> &'static str {
@@ -127,7 +132,10 @@ impl WorkloadReport {
 
     /// Requests of one endpoint, 0 if it never ran.
     pub fn requests_of(&self, service: &str, endpoint: &str) -> u64 {
-        self.requests.iter().find(|it| it.service == service && it.endpoint == endpoint).map_or(0, |it| it.requests)
+        self.requests
+            .iter()
+            .find(|it| it.service == service && it.endpoint == endpoint)
+            .map_or(0, |it| it.requests)
     }
 }
 
@@ -135,12 +143,23 @@ impl fmt::Display for WorkloadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "demo ran for {:.1} s", self.elapsed.as_secs_f64())?;
         for it in &self.requests {
-            writeln!(f, "  {:<7} {:<18} {:>7} requests {:>5} errors", it.service, it.endpoint, it.requests, it.errors)?;
+            writeln!(
+                f,
+                "  {:<7} {:<18} {:>7} requests {:>5} errors",
+                it.service, it.endpoint, it.requests, it.errors
+            )?;
         }
-        let redeploy =
-            if self.regressed { "auth redeployed as 1.1 (hidden 300 ms round trip)" } else { "auth stayed at 1.0" };
+        let redeploy = if self.regressed {
+            "auth redeployed as 1.1 (hidden 300 ms round trip)"
+        } else {
+            "auth stayed at 1.0"
+        };
         writeln!(f, "  {redeploy}; {} arrivals shed", self.requests_shed)?;
-        write!(f, "  spans exported: {}, failed: {}", self.spans_exported, self.spans_failed)?;
+        write!(
+            f,
+            "  spans exported: {}, failed: {}",
+            self.spans_exported, self.spans_failed
+        )?;
         for err in &self.export_errors {
             write!(f, "\n  export error: {err}")?;
         }

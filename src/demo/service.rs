@@ -40,13 +40,27 @@ impl Deployment {
         let provider = telemetry::provider(identity, transport, endpoint, stats)?;
         // Nothing is ever sent: the channel only reports when the last sender is gone.
         let (tx, in_flight) = mpsc::channel(1);
-        let service = Service { tracer: telemetry::tracer(&provider), version: identity.version, _in_flight: tx };
-        Ok(Deployment { service: std::sync::Arc::new(service), provider, name: identity.name, in_flight })
+        let service = Service {
+            tracer: telemetry::tracer(&provider),
+            version: identity.version,
+            _in_flight: tx,
+        };
+        Ok(Deployment {
+            service: std::sync::Arc::new(service),
+            provider,
+            name: identity.name,
+            in_flight,
+        })
     }
 
     /// Waits until no request uses this deployment any more, then flushes and stops it.
     pub async fn retire(self) -> anyhow::Result<()> {
-        let Deployment { service, provider, name, mut in_flight } = self;
+        let Deployment {
+            service,
+            provider,
+            name,
+            mut in_flight,
+        } = self;
         drop(service);
         while in_flight.recv().await.is_some() {}
         telemetry::shutdown(provider, name).await

@@ -79,16 +79,37 @@ pub fn provider(
             // An explicit protocol wins over OTEL_EXPORTER_OTLP_PROTOCOL, which may say grpc.
             .with_protocol(Protocol::HttpBinary)
             // An explicit endpoint is used as is; only the environment variable gets the path.
-            .with_endpoint(format!("{}{}", endpoint.trim_end_matches('/'), collector::otlp::http::TRACES_PATH))
+            .with_endpoint(format!(
+                "{}{}",
+                endpoint.trim_end_matches('/'),
+                collector::otlp::http::TRACES_PATH
+            ))
             .with_timeout(EXPORT_TIMEOUT)
             .build(),
-        Transport::Grpc => builder.with_tonic().with_endpoint(endpoint).with_timeout(EXPORT_TIMEOUT).build(),
+        Transport::Grpc => builder
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
     }
-    .with_context(|| format!("building the otlp exporter of {} for {endpoint}", identity.name))?;
-    let exporter = OnRuntime { inner: Arc::new(exporter), runtime: Handle::current(), stats };
-    let config =
-        BatchConfigBuilder::default().with_scheduled_delay(SCHEDULED_DELAY).with_max_queue_size(MAX_QUEUE_SIZE).build();
-    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(config).build();
+    .with_context(|| {
+        format!(
+            "building the otlp exporter of {} for {endpoint}",
+            identity.name
+        )
+    })?;
+    let exporter = OnRuntime {
+        inner: Arc::new(exporter),
+        runtime: Handle::current(),
+        stats,
+    };
+    let config = BatchConfigBuilder::default()
+        .with_scheduled_delay(SCHEDULED_DELAY)
+        .with_max_queue_size(MAX_QUEUE_SIZE)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config)
+        .build();
     // builder_empty: the demo's identity must not change with OTEL_SERVICE_NAME or
     // OTEL_RESOURCE_ATTRIBUTES of the shell it runs in.
     let resource = Resource::builder_empty()
@@ -101,7 +122,10 @@ pub fn provider(
             KeyValue::new("telemetry.sdk.name", "opentelemetry"),
         ])
         .build();
-    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build())
 }
 
 /// The tracer a service records its spans with.
@@ -144,8 +168,16 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
             .runtime
             .spawn(async move { inner.export(batch).await })
             .await
-            .unwrap_or_else(|err| Err(OTelSdkError::InternalFailure(format!("export task failed: {err}"))));
-        let counter = if result.is_ok() { &self.stats.exported } else { &self.stats.failed };
+            .unwrap_or_else(|err| {
+                Err(OTelSdkError::InternalFailure(format!(
+                    "export task failed: {err}"
+                )))
+            });
+        let counter = if result.is_ok() {
+            &self.stats.exported
+        } else {
+            &self.stats.failed
+        };
         counter.fetch_add(n_spans, Relaxed);
         result
     }

@@ -29,7 +29,9 @@ fn keep(mut exports: ExportReceiver) -> Received {
     let kept = Arc::clone(&received);
     tokio::spawn(async move {
         while let Some(export) = exports.recv().await {
-            kept.lock().expect("no panics while holding the lock").extend(export.spans);
+            kept.lock()
+                .expect("no panics while holding the lock")
+                .extend(export.spans);
             let _ = export.reply.send(Ok(()));
         }
     });
@@ -40,18 +42,36 @@ async fn loopback() -> Loopback {
     let stats = Arc::new(IngestStats::default());
     let (http_sink, http_exports) = SpanSink::channel(64, Arc::clone(&stats));
     let (grpc_sink, grpc_exports) = SpanSink::channel(64, stats);
-    let limits = HttpLimits { max_wire_bytes: 16 << 20, max_decoded_bytes: 64 << 20 };
-    let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback http");
-    let http_base = format!("http://{}", http_listener.local_addr().expect("bound address"));
+    let limits = HttpLimits {
+        max_wire_bytes: 16 << 20,
+        max_decoded_bytes: 64 << 20,
+    };
+    let http_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback http");
+    let http_base = format!(
+        "http://{}",
+        http_listener.local_addr().expect("bound address")
+    );
     let router = collector::otlp::http::router(http_sink, limits);
     tokio::spawn(async move { axum::serve(http_listener, router).await });
-    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback grpc");
-    let grpc_url = format!("http://{}", grpc_listener.local_addr().expect("bound address"));
+    let grpc_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback grpc");
+    let grpc_url = format!(
+        "http://{}",
+        grpc_listener.local_addr().expect("bound address")
+    );
     let grpc = tonic::transport::Server::builder()
         .add_service(collector::otlp::grpc::service(grpc_sink, 16 << 20))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener));
     tokio::spawn(grpc);
-    Loopback { http_base, grpc_url, http_spans: keep(http_exports), grpc_spans: keep(grpc_exports) }
+    Loopback {
+        http_base,
+        grpc_url,
+        http_spans: keep(http_exports),
+        grpc_spans: keep(grpc_exports),
+    }
 }
 
 fn config(lo: &Loopback) -> WorkloadConfig {
@@ -66,11 +86,17 @@ fn config(lo: &Loopback) -> WorkloadConfig {
 }
 
 fn taken(received: &Received) -> Vec<Span> {
-    received.lock().expect("no panics while holding the lock").clone()
+    received
+        .lock()
+        .expect("no panics while holding the lock")
+        .clone()
 }
 
 fn children<'a>(spans: &'a [Span], parent: SpanId) -> Vec<&'a Span> {
-    let mut out: Vec<&Span> = spans.iter().filter(|it| it.parent_span_id == Some(parent)).collect();
+    let mut out: Vec<&Span> = spans
+        .iter()
+        .filter(|it| it.parent_span_id == Some(parent))
+        .collect();
     out.sort_by_key(|it| it.start_unix_ns);
     out
 }
@@ -80,7 +106,10 @@ fn self_ns(span: &Span, spans: &[Span]) -> u64 {
     let (start, end) = (span.start_unix_ns, span.end_unix_ns());
     let (mut covered, mut cursor) = (0, start);
     for child in children(spans, span.span_id) {
-        let (from, to) = (child.start_unix_ns.max(cursor), child.end_unix_ns().min(end));
+        let (from, to) = (
+            child.start_unix_ns.max(cursor),
+            child.end_unix_ns().min(end),
+        );
         if to > from {
             covered += to - from;
             cursor = to;
@@ -105,18 +134,28 @@ fn ok_logins<'a>(spans: &'a [Span], version_wanted: &str) -> Vec<&'a Span> {
 async fn demo_sends_the_login_story_over_both_transports() {
     let lo = loopback().await;
     let run = run(config(&lo), std::future::pending());
-    let report = tokio::time::timeout(Duration::from_secs(60), run).await.expect("bounded").expect("workload runs");
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded")
+        .expect("workload runs");
     let http = taken(&lo.http_spans);
     let grpc = taken(&lo.grpc_spans);
 
     assert!(report.regressed, "{report}");
     assert_eq!(report.spans_failed, 0, "{report}");
     assert!(report.export_errors.is_empty(), "{report}");
-    assert_eq!(report.spans_exported, (http.len() + grpc.len()) as u64, "{report}");
+    assert_eq!(
+        report.spans_exported,
+        (http.len() + grpc.len()) as u64,
+        "{report}"
+    );
     assert!(report.requests_of("auth", "POST /login") >= 10, "{report}");
 
     // Transports: auth and mailer over HTTP, idp over gRPC.
-    let http_services: HashSet<&str> = http.iter().map(|it| it.resource.service_name.as_str()).collect();
+    let http_services: HashSet<&str> = http
+        .iter()
+        .map(|it| it.resource.service_name.as_str())
+        .collect();
     assert_eq!(http_services, HashSet::from(["auth", "mailer"]));
     assert!(!grpc.is_empty() && grpc.iter().all(|it| it.resource.service_name == "idp"));
     let all: Vec<Span> = http.iter().chain(grpc.iter()).cloned().collect();
@@ -133,38 +172,88 @@ async fn demo_sends_the_login_story_over_both_transports() {
         .filter_map(|it| it.semantics.db_statement.as_deref())
         .collect();
     assert_eq!(queries.len(), QUERIES_PER_LOGIN as usize, "{queries:?}");
-    let tenants: Vec<&&str> = queries.iter().filter(|q| q.starts_with("SELECT * FROM tenants WHERE id = ")).collect();
+    let tenants: Vec<&&str> = queries
+        .iter()
+        .filter(|q| q.starts_with("SELECT * FROM tenants WHERE id = "))
+        .collect();
     assert_eq!(tenants.len(), 2);
-    assert_eq!(tenants[0], tenants[1], "the duplicate has identical literals");
-    let rules: HashSet<&&str> =
-        queries.iter().filter(|q| q.starts_with("SELECT * FROM policy_rules WHERE policy_id = ")).collect();
-    assert_eq!(rules.len(), POLICY_RULES_PER_LOGIN as usize, "N+1: one distinct literal per rule");
+    assert_eq!(
+        tenants[0], tenants[1],
+        "the duplicate has identical literals"
+    );
+    let rules: HashSet<&&str> = queries
+        .iter()
+        .filter(|q| q.starts_with("SELECT * FROM policy_rules WHERE policy_id = "))
+        .collect();
+    assert_eq!(
+        rules.len(),
+        POLICY_RULES_PER_LOGIN as usize,
+        "N+1: one distinct literal per rule"
+    );
     assert!(
-        calls.iter().any(|it| it.semantics.db_system.as_deref() == Some("postgresql")
-            && it.attributes.iter().any(|kv| kv.key == "db.statement")),
+        calls
+            .iter()
+            .any(|it| it.semantics.db_system.as_deref() == Some("postgresql")
+                && it.attributes.iter().any(|kv| kv.key == "db.statement")),
         "old attribute names appear"
     );
-    assert_eq!(calls.iter().filter(|it| it.category == Category::Cache).count(), 1);
-    let to_idp: Vec<&&Span> = calls.iter().filter(|it| it.category == Category::Network).collect();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|it| it.category == Category::Cache)
+            .count(),
+        1
+    );
+    let to_idp: Vec<&&Span> = calls
+        .iter()
+        .filter(|it| it.category == Category::Network)
+        .collect();
     assert_eq!(to_idp.len(), 1);
     assert_eq!(to_idp[0].semantics.server_address.as_deref(), Some("idp"));
     let idp_server = children(&all, to_idp[0].span_id);
-    assert_eq!(idp_server.len(), 1, "idp's SERVER span is the child of the CLIENT span");
-    assert_eq!((idp_server[0].name.as_str(), idp_server[0].kind), ("POST /saml/assert", SpanKind::Server));
+    assert_eq!(
+        idp_server.len(),
+        1,
+        "idp's SERVER span is the child of the CLIENT span"
+    );
+    assert_eq!(
+        (idp_server[0].name.as_str(), idp_server[0].kind),
+        ("POST /saml/assert", SpanKind::Server)
+    );
     assert_eq!(idp_server[0].trace_id, login.trace_id);
-    let sign = calls.iter().find(|it| it.name == "saml.sign").expect("saml.sign span");
-    let sign_cpu = sign.semantics.cpu_time_ns.expect("saml.sign carries cpu.time_ns");
+    let sign = calls
+        .iter()
+        .find(|it| it.name == "saml.sign")
+        .expect("saml.sign span");
+    let sign_cpu = sign
+        .semantics
+        .cpu_time_ns
+        .expect("saml.sign carries cpu.time_ns");
     assert!(sign_cpu >= 5_000_000, "{sign_cpu}");
 
     // The regression: 1.1 logins wait at least 300 ms more, off CPU and outside any child span.
     let (v10, v11) = (ok_logins(&http, "1.0"), ok_logins(&http, "1.1"));
     assert!(!v11.is_empty());
-    let mean_self = |logins: &[&Span]| logins.iter().map(|it| self_ns(it, &all)).sum::<u64>() / logins.len() as u64;
-    let min_self_v11 = v11.iter().map(|it| self_ns(it, &all)).min().expect("non-empty");
+    let mean_self = |logins: &[&Span]| {
+        logins.iter().map(|it| self_ns(it, &all)).sum::<u64>() / logins.len() as u64
+    };
+    let min_self_v11 = v11
+        .iter()
+        .map(|it| self_ns(it, &all))
+        .min()
+        .expect("non-empty");
     assert!(min_self_v11 >= 300_000_000, "{min_self_v11}");
-    assert!(mean_self(&v11) >= mean_self(&v10) + 300_000_000, "{} vs {}", mean_self(&v11), mean_self(&v10));
+    assert!(
+        mean_self(&v11) >= mean_self(&v10) + 300_000_000,
+        "{} vs {}",
+        mean_self(&v11),
+        mean_self(&v10)
+    );
     for login in &v11 {
-        assert!(login.semantics.cpu_time_ns.expect("measured") < 100_000_000, "the hidden wait is not cpu");
+        assert!(
+            login.semantics.cpu_time_ns.expect("measured") < 100_000_000,
+            "the hidden wait is not cpu"
+        );
     }
 }
 
@@ -185,21 +274,39 @@ async fn report_is_cpu_and_mailer_consumes_what_auth_publishes() {
     assert!(!report.regressed);
     let http = taken(&lo.http_spans);
 
-    let renders: Vec<&Span> = http.iter().filter(|it| it.name == "render.report").collect();
+    let renders: Vec<&Span> = http
+        .iter()
+        .filter(|it| it.name == "render.report")
+        .collect();
     assert!(!renders.is_empty(), "{report}");
     for render in renders {
-        let cpu_ns = render.semantics.cpu_time_ns.expect("render.report carries cpu.time_ns");
+        let cpu_ns = render
+            .semantics
+            .cpu_time_ns
+            .expect("render.report carries cpu.time_ns");
         assert!((30_000_000..70_000_000).contains(&cpu_ns), "{cpu_ns}");
     }
-    let producers: HashSet<SpanId> =
-        http.iter().filter(|it| it.kind == SpanKind::Producer).map(|it| it.span_id).collect();
-    let consumers: Vec<&Span> = http.iter().filter(|it| it.kind == SpanKind::Consumer).collect();
+    let producers: HashSet<SpanId> = http
+        .iter()
+        .filter(|it| it.kind == SpanKind::Producer)
+        .map(|it| it.span_id)
+        .collect();
+    let consumers: Vec<&Span> = http
+        .iter()
+        .filter(|it| it.kind == SpanKind::Consumer)
+        .collect();
     assert!(!consumers.is_empty(), "{report}");
     for consumer in consumers {
         assert_eq!(consumer.resource.service_name, "mailer");
         assert_eq!(consumer.category, Category::Messaging);
         assert!(consumer.parent_span_id.is_none());
-        assert!(consumer.links.iter().all(|link| producers.contains(&link.span_id)) && consumer.links.len() == 1);
+        assert!(
+            consumer
+                .links
+                .iter()
+                .all(|link| producers.contains(&link.span_id))
+                && consumer.links.len() == 1
+        );
     }
     assert!(http.iter().all(|it| version(it) != "1.1"));
 }
@@ -214,7 +321,9 @@ async fn a_rate_of_zero_is_refused() {
         regress_after: Duration::ZERO,
         duration: None,
     };
-    let err = run(config, std::future::pending()).await.expect_err("a zero rate cannot pace arrivals");
+    let err = run(config, std::future::pending())
+        .await
+        .expect_err("a zero rate cannot pace arrivals");
     assert!(err.to_string().contains("rate"), "{err}");
 }
 
@@ -223,8 +332,16 @@ fn arrivals_mix_the_endpoints_in_proportion() {
     let mut arrivals = StdRng::seed_from_u64(42);
     let kinds: Vec<Kind> = (0..17_000).map(|_| next_request(&mut arrivals).0).collect();
     let share = |kind| kinds.iter().filter(|it| **it == kind).count() as f64 / 17_000.0;
-    assert!((share(Kind::Login) - 1.0 / 1.7).abs() < 0.02, "{}", share(Kind::Login));
-    assert!((share(Kind::Report) - 0.2 / 1.7).abs() < 0.02, "{}", share(Kind::Report));
+    assert!(
+        (share(Kind::Login) - 1.0 / 1.7).abs() < 0.02,
+        "{}",
+        share(Kind::Login)
+    );
+    assert!(
+        (share(Kind::Report) - 0.2 / 1.7).abs() < 0.02,
+        "{}",
+        share(Kind::Report)
+    );
 }
 
 #[test]

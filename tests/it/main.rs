@@ -5,4 +5,5 @@ mod support;
 
 mod analysis;
 mod crash;
+mod demo;
 mod ingest;

@@ -1,0 +1,104 @@
+//! The built-in workload, exported with the real OpenTelemetry Rust SDK over OTLP/HTTP (auth,
+//! mailer) and OTLP/gRPC (idp), ends up analysed with the bottlenecks it was built to have.
+
+use std::time::Duration;
+
+use bottleneck::demo::{self, WorkloadConfig};
+use serde_json::Value;
+
+use crate::support::{http_client, spawn_app};
+
+async fn endpoints(ui_url: &str) -> Option<Vec<Value>> {
+    let body: Value = http_client()
+        .get(format!("{ui_url}/api/v1/endpoints"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["endpoints"].as_array().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_traffic_shows_the_built_in_bottlenecks() {
+    let app = spawn_app().await;
+    let workload = WorkloadConfig {
+        otlp_http_endpoint: app.otlp_http_url.clone(),
+        otlp_grpc_endpoint: app.otlp_grpc_url.clone(),
+        rate_per_sec: 20.0,
+        seed: 7,
+        regress_after: Duration::from_secs(60),
+        duration: Some(Duration::from_secs(4)),
+    };
+    let report = demo::run(workload, std::future::pending())
+        .await
+        .expect("the workload runs");
+    assert_eq!(report.spans_failed, 0, "{report}");
+    let logins = report.requests_of("auth", "POST /login");
+    assert!(logins > 20, "{report}");
+    let endpoints = app
+        .eventually(Duration::from_secs(20), || async {
+            let endpoints = endpoints(&app.ui_url).await?;
+            let login = endpoints.iter().find(|e| e["endpoint"] == "POST /login")?;
+            (login["requests"].as_u64()? >= logins).then_some(endpoints)
+        })
+        .await;
+    let find = |endpoint: &str| {
+        endpoints
+            .iter()
+            .find(|e| e["endpoint"] == endpoint)
+            .expect("endpoint present")
+    };
+    let login = find("POST /login");
+    assert_eq!(login["bottleneck"]["category"], "db");
+    assert!(
+        (login["db_calls_per_request"].as_f64().unwrap() - 10.0).abs() < 0.5,
+        "{login}"
+    );
+    // /report burns real CPU. On a loaded machine (tests run in parallel on two cores) part of
+    // that time is spent descheduled, which `cpu.time_ns` rightly shows as wait: either way the
+    // time is in-process, never I/O.
+    let report_endpoint = find("GET /report");
+    let in_process = ["cpu", "wait"];
+    assert!(
+        in_process.contains(&report_endpoint["bottleneck"]["category"].as_str().unwrap()),
+        "{report_endpoint}"
+    );
+    let io_ms = report_endpoint["io_ms"].as_f64().unwrap();
+    assert!(
+        io_ms < report_endpoint["mean_ms"].as_f64().unwrap() * 0.3,
+        "{report_endpoint}"
+    );
+    assert!(
+        endpoints.iter().any(|e| e["service"] == "idp"),
+        "idp spans came over gRPC"
+    );
+    assert!(
+        endpoints.iter().any(|e| e["service"] == "mailer"),
+        "the mailer consumes the queue"
+    );
+
+    let detail: Value = http_client()
+        .get(format!(
+            "{}/api/v1/endpoint?service=auth&endpoint=POST%20/login",
+            app.ui_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let findings = detail["findings"].as_array().unwrap();
+    let count = |kind: &str| {
+        findings
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .and_then(|f| f["count_per_request"].as_f64())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("duplicate_query"), 2.0, "{findings:?}");
+    assert_eq!(count("n_plus_one"), 6.0, "{findings:?}");
+    app.stop().await;
+}
