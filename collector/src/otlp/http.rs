@@ -197,3 +197,83 @@ fn error_response(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::sink::IngestStats;
+
+    fn one_span() -> Vec<u8> {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Default::default()
+        };
+        let scope_spans = vec![ScopeSpans {
+            spans: vec![span],
+            ..Default::default()
+        }];
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans,
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn export() -> Request<Body> {
+        Request::post(TRACES_PATH)
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Body::from(one_span()))
+            .unwrap()
+    }
+
+    const LIMITS: HttpLimits = HttpLimits {
+        max_wire_bytes: 1 << 20,
+        max_decoded_bytes: 1 << 20,
+    };
+
+    #[tokio::test]
+    async fn full_queue_is_429_with_retry_after() {
+        let (sink, mut exports) = SpanSink::channel(1, Arc::new(IngestStats::default()));
+        let app = router(sink.clone(), LIMITS);
+        // The first export takes the only slot and waits for a commit that has not happened yet.
+        let first = tokio::spawn(app.clone().oneshot(export()));
+        let queued = exports.recv().await.expect("the first export is queued");
+        // Put it back in the queue's place: a second export finds the queue full.
+        let blocker = sink.try_send(Vec::new()).expect("the slot is free again");
+        let res = app.clone().oneshot(export()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(sink.stats().rejected("queue_full"), 1);
+        // Once the store answers, the first export succeeds.
+        queued.reply.send(Ok(())).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        drop(blocker);
+    }
+
+    #[tokio::test]
+    async fn store_failure_is_503_with_retry_after() {
+        let (sink, mut exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
+        let app = router(sink, LIMITS);
+        let pending = tokio::spawn(app.oneshot(export()));
+        let queued = exports.recv().await.unwrap();
+        queued
+            .reply
+            .send(Err(crate::sink::CommitError("disk full".into())))
+            .unwrap();
+        let res = pending.await.unwrap().unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
+}
