@@ -290,7 +290,8 @@ pub fn analyze_request(
         version: span.resource.service_version.clone().unwrap_or_default(),
         endpoint: request::endpoint_name(span),
         start_unix_ns: span.start_unix_ns,
-        duration_ns: span.duration_ns,
+        // The clamped duration: equal to the span's unless its end overflowed the clock.
+        duration_ns: path.nodes[0].duration_ns(),
         error: span.is_error(),
         breakdown: path.breakdown,
         totals,
