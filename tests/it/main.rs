@@ -6,4 +6,5 @@ mod support;
 mod analysis;
 mod crash;
 mod demo;
+mod python;
 mod ingest;
