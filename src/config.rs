@@ -57,7 +57,7 @@ pub struct ListenConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     /// Exports that may wait for the store writer. Beyond it, clients are told to retry (429 /
-    /// RESOURCE_EXHAUSTED). 256 exports of typically 512 spans hold ~130k spans, a second or two
+    /// RESOURCE_EXHAUSTED). 64 exports of up to 1000 spans hold ~64k spans, about half a second
     /// of full-rate ingest: enough to ride out a slow commit, small enough to bound memory.
     pub queue_capacity: usize,
     /// Largest OTLP body on the wire; the OpenTelemetry Collector's default limit is 20 MiB.
@@ -239,7 +239,7 @@ impl Config {
         };
         let max_body_bytes = file.ingest.max_body_bytes.unwrap_or(20 * 1024 * 1024);
         let ingest = IngestConfig {
-            queue_capacity: file.ingest.queue_capacity.unwrap_or(256),
+            queue_capacity: file.ingest.queue_capacity.unwrap_or(64),
             max_body_bytes,
             max_decoded_body_bytes: file
                 .ingest

@@ -6,5 +6,6 @@ mod support;
 mod analysis;
 mod crash;
 mod demo;
+mod pipeline;
 mod python;
 mod ingest;
