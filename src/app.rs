@@ -109,21 +109,27 @@ impl App {
             Arc::clone(&ingest),
             committed_tx,
         ));
-        let analyzer = Analyzer::load(
-            store.clone(),
-            config.pipeline.analysis.clone(),
-            config.pipeline.max_endpoints_per_service,
-            config.pipeline.max_lateness,
-            Arc::clone(&analysis_stats),
-        )
-        .await
-        .context("loading endpoints for the analyzer")?;
-        let assembler = tokio::spawn(assemble::run(
-            committed_rx,
-            store.clone(),
-            analyzer,
-            config.pipeline.grace_period,
-        ));
+        let assembler = if config.pipeline.analysis_enabled {
+            let analyzer = Analyzer::load(
+                store.clone(),
+                config.pipeline.analysis.clone(),
+                config.pipeline.max_endpoints_per_service,
+                config.pipeline.max_lateness,
+                Arc::clone(&analysis_stats),
+            )
+            .await
+            .context("loading endpoints for the analyzer")?;
+            Some(tokio::spawn(assemble::run(
+                committed_rx,
+                store.clone(),
+                analyzer,
+                config.pipeline.grace_period,
+            )))
+        } else {
+            info!("analysis is off: spans are stored, not analysed");
+            drop(committed_rx);
+            None
+        };
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -177,7 +183,9 @@ impl App {
             .context("UI server task")?
             .context("UI server")?;
         writer.await.context("store writer task")?;
-        assembler.await.context("assembler task")?;
+        if let Some(assembler) = assembler {
+            assembler.await.context("assembler task")?;
+        }
         store.close().await;
         info!("stopped");
         Ok(())

@@ -69,6 +69,9 @@ pub struct IngestConfig {
 /// When requests are analysed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
+    /// Whether stored spans are analysed. Off only to measure ingest alone: requests, rollups
+    /// and the API stay empty, and the blocks are analysed when a later start turns it on.
+    pub analysis_enabled: bool,
     /// How long after a request span is stored its trace is analysed, so that children exported
     /// in a later batch (other services, slower exporters) are there. 2 s covers the default
     /// 1 s schedule delay of the SDK batch processors with room to spare.
@@ -144,6 +147,7 @@ struct FileIngest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAnalysis {
+    enabled: Option<bool>,
     grace_period: Option<String>,
     max_lateness: Option<String>,
     max_endpoints_per_service: Option<usize>,
@@ -265,6 +269,7 @@ impl Config {
             ..defaults
         };
         let pipeline = PipelineConfig {
+            analysis_enabled: analysis_file.enabled.unwrap_or(true),
             grace_period: analysis_file
                 .grace_period
                 .map(|text| duration(&text, "analysis.grace_period"))

@@ -53,9 +53,20 @@ pub struct BenchArgs {
     /// Wire format.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
-    /// Keep the database file here instead of a temporary directory.
-    #[arg(long)]
-    pub db: Option<PathBuf>,
+    /// Run the server with analysis on, off, or both one after the other for a side-by-side table.
+    #[arg(long, value_enum, default_value_t = AnalysisMode::On)]
+    pub analysis: AnalysisMode,
+}
+
+/// Whether the server under test analyses what it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnalysisMode {
+    /// Analysis on, as in production: the figures count spans stored and analysed.
+    On,
+    /// Ingest and storage only.
+    Off,
+    /// Off, then on, in one run.
+    Both,
 }
 
 /// Distinct payloads built before the run, so the client spends its time sending, not encoding.
@@ -227,10 +238,17 @@ impl Body {
             .collect();
         // A trace id is field 1 of a Span: tag 0x0a, length 0x10, then the 16 bytes.
         let trace_id_offsets = (0..bytes.len().saturating_sub(18))
-            .filter(|&idx| bytes[idx] == 0x0a && bytes[idx + 1] == 0x10 && trace_ids.contains(&bytes[idx + 2..idx + 18]))
+            .filter(|&idx| {
+                bytes[idx] == 0x0a
+                    && bytes[idx + 1] == 0x10
+                    && trace_ids.contains(&bytes[idx + 2..idx + 18])
+            })
             .map(|idx| idx + 2)
             .collect();
-        Body { bytes, trace_id_offsets }
+        Body {
+            bytes,
+            trace_id_offsets,
+        }
     }
 
     fn json(request: &ExportTraceServiceRequest) -> Body {
@@ -240,15 +258,21 @@ impl Body {
             .filter(|&idx| &bytes[idx..idx + key.len()] == key)
             .map(|idx| idx + key.len())
             .collect();
-        Body { bytes, trace_id_offsets }
+        Body {
+            bytes,
+            trace_id_offsets,
+        }
     }
 
     fn stamped(&self, protocol: Protocol, sequence: u64) -> Vec<u8> {
         let mut bytes = self.bytes.clone();
         for &offset in &self.trace_id_offsets {
             match protocol {
-                Protocol::Json => bytes[offset + 16..offset + 32].copy_from_slice(format!("{sequence:016x}").as_bytes()),
-                Protocol::Http | Protocol::Grpc => bytes[offset + 8..offset + 16].copy_from_slice(&sequence.to_be_bytes()),
+                Protocol::Json => bytes[offset + 16..offset + 32]
+                    .copy_from_slice(format!("{sequence:016x}").as_bytes()),
+                Protocol::Http | Protocol::Grpc => {
+                    bytes[offset + 8..offset + 16].copy_from_slice(&sequence.to_be_bytes())
+                }
             }
         }
         bytes
@@ -299,10 +323,15 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(db: &std::path::Path) -> anyhow::Result<Server> {
+async fn start_server(db: &std::path::Path, analysis: bool) -> anyhow::Result<Server> {
     let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
+    let config = db.with_extension("toml");
+    std::fs::write(&config, format!("[analysis]\nenabled = {analysis}\n"))
+        .with_context(|| format!("writing {}", config.display()))?;
     let child = Command::new(std::env::current_exe().context("finding this executable")?)
         .arg("serve")
+        .arg("--config")
+        .arg(&config)
         .args([
             "--listen",
             &format!("127.0.0.1:{ui}"),
@@ -340,12 +369,51 @@ async fn start_server(db: &std::path::Path) -> anyhow::Result<Server> {
     bail!("the server did not become ready")
 }
 
+/// What one run measured.
+struct Measured {
+    analysis: bool,
+    wire_bytes: u64,
+    accepted: u64,
+    refused: u64,
+    send_secs: f64,
+    stored: f64,
+    stored_secs: f64,
+    analysed_requests: f64,
+    analysed_secs: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    peak_rss: u64,
+    disk_bytes: u64,
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile_dir()?;
-    let db = args.db.clone().unwrap_or_else(|| dir.join("bench.db"));
-    let server = start_server(&db).await?;
+    let modes: &[bool] = match args.analysis {
+        AnalysisMode::On => &[true],
+        AnalysisMode::Off => &[false],
+        AnalysisMode::Both => &[false, true],
+    };
+    let mut results = Vec::new();
+    for &analysis in modes {
+        let db = dir.join(format!(
+            "bench-{}.db",
+            if analysis { "analysis" } else { "ingest" }
+        ));
+        results.push(run_once(&args, &db, analysis).await?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    print_report(&args, &results);
+    Ok(Outcome::Ok)
+}
+
+async fn run_once(
+    args: &BenchArgs,
+    db: &std::path::Path,
+    analysis: bool,
+) -> anyhow::Result<Measured> {
+    let server = start_server(db, analysis).await?;
     let server_pid = server.child.id();
 
     let mut rng = SmallRng::seed_from_u64(7);
@@ -375,8 +443,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             Arc::clone(&accepted),
             Arc::clone(&refused),
         );
-        let (bodies, requests) = (Arc::clone(&bodies), Arc::clone(&requests));
-        let sequence = Arc::clone(&sequence);
+        let (bodies, requests, sequence) = (
+            Arc::clone(&bodies),
+            Arc::clone(&requests),
+            Arc::clone(&sequence),
+        );
         let (protocol, http_url, grpc_url) = (
             args.protocol,
             server.otlp_http.clone(),
@@ -413,11 +484,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
                         .is_ok_and(|r| r.status().is_success()),
                 };
                 latencies.push(sent.elapsed());
-                if ok {
-                    accepted.fetch_add(n_spans, Relaxed)
-                } else {
-                    refused.fetch_add(n_spans, Relaxed)
-                };
+                let counter = if ok { &accepted } else { &refused };
+                counter.fetch_add(n_spans, Relaxed);
+                if !ok {
+                    // Refused: the server asked for a retry later; do as an exporter would.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 idx += 7;
             }
             anyhow::Ok(latencies)
@@ -429,73 +501,138 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
     }
     stop.store(true, Relaxed);
-    let send_elapsed = started.elapsed();
+    let send_secs = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     while let Some(result) = workers.join_next().await {
         latencies.extend(result??);
     }
     latencies.sort_unstable();
     let accepted = accepted.load(Relaxed);
-    // Stored means committed: read the server's own count until it has everything accepted.
+    // Stored means committed, and analysed means the requests are in the store: read the server's
+    // own counts until it has caught up with everything acknowledged (10 spans make a request).
     let client = reqwest::Client::new();
-    let mut committed = 0.0;
-    let mut stored_at = send_elapsed;
-    for _ in 0..600 {
+    let (mut stored, mut analysed_requests) = (0.0, 0.0);
+    let (mut stored_secs, mut analysed_secs) = (None, None);
+    let expected_requests = (accepted / 10) as f64;
+    for _ in 0..1200 {
         let metrics = client
             .get(format!("{}/metrics", server.ui))
             .send()
             .await?
             .text()
             .await?;
-        committed = metric(&metrics, "bottleneck_stored_spans").unwrap_or(0.0);
-        stored_at = started.elapsed();
-        if committed as u64 >= accepted {
+        stored = metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
+        analysed_requests = metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
+        peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
+        if stored_secs.is_none() && stored as u64 >= accepted {
+            stored_secs = Some(started.elapsed().as_secs_f64());
+        }
+        if analysed_secs.is_none() && (!analysis || analysed_requests >= expected_requests) {
+            analysed_secs = Some(started.elapsed().as_secs_f64());
+        }
+        if stored_secs.is_some() && analysed_secs.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(server);
-    let disk: u64 = ["", "-wal"]
+    let disk_bytes: u64 = ["", "-wal"]
         .iter()
         .map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).map_or(0, |m| m.len()))
         .sum();
     let quantile = |q: f64| {
         latencies
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
-    println!("| figure | value |\n|---|---|");
+    let caught_up = started.elapsed().as_secs_f64();
+    Ok(Measured {
+        analysis,
+        wire_bytes,
+        accepted,
+        refused: refused.load(Relaxed),
+        send_secs,
+        stored,
+        stored_secs: stored_secs.unwrap_or(caught_up),
+        analysed_requests,
+        analysed_secs: analysed_secs.unwrap_or(caught_up),
+        latency_p50_ms: quantile(0.5),
+        latency_p99_ms: quantile(0.99),
+        peak_rss,
+        disk_bytes,
+    })
+}
+
+fn print_report(args: &BenchArgs, results: &[Measured]) {
+    let columns: Vec<String> = results
+        .iter()
+        .map(|m| {
+            if m.analysis {
+                "analysis on".to_owned()
+            } else {
+                "analysis off".to_owned()
+            }
+        })
+        .collect();
     println!(
-        "| protocol | {:?}, {} connections, {} spans per export ({} B on the wire) |",
-        args.protocol, args.connections, args.spans_per_export, wire_bytes
+        "{:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
+        args.protocol,
+        args.connections,
+        args.spans_per_export,
+        results.first().map_or(0, |m| m.wire_bytes),
+        args.duration.as_secs()
     );
-    println!(
-        "| spans acknowledged | {accepted} in {:.1} s ({:.0} spans/s) |",
-        send_elapsed.as_secs_f64(),
-        accepted as f64 / send_elapsed.as_secs_f64()
+    println!("| figure | {} |", columns.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    let row = |name: &str, value: &dyn Fn(&Measured) -> String| {
+        let cells: Vec<String> = results.iter().map(value).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    row("spans acknowledged per second", &|m| {
+        format!("{:.0}", m.accepted as f64 / m.send_secs)
+    });
+    row("spans refused (told to retry)", &|m| {
+        format!("{}", m.refused)
+    });
+    row("spans stored", &|m| format!("{:.0}", m.stored));
+    row(
+        "spans stored per second (until the last is committed)",
+        &|m| format!("{:.0}", m.stored / m.stored_secs),
     );
-    println!(
-        "| spans refused (retry later) | {} |",
-        refused.load(Relaxed)
-    );
-    println!(
-        "| spans stored | {committed:.0}, all committed {:.1} s after the start ({:.0} spans/s stored) |",
-        stored_at.as_secs_f64(),
-        committed / stored_at.as_secs_f64()
-    );
-    println!(
-        "| export latency p50 / p99 | {:.1} ms / {:.1} ms |",
-        quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    );
-    println!(
-        "| server peak RSS | {:.0} MiB |",
-        peak_rss as f64 / 1048576.0
-    );
-    println!(
-        "| bytes on disk per stored span | {:.1} |",
-        disk as f64 / committed.max(1.0)
-    );
-    Ok(Outcome::Ok)
+    row("catch-up after sending stopped", &|m| {
+        format!(
+            "{:.1} s",
+            (m.stored_secs.max(m.analysed_secs) - m.send_secs).max(0.0)
+        )
+    });
+    row("requests analysed", &|m| {
+        format!("{:.0}", m.analysed_requests)
+    });
+    row("spans stored and analysed per second", &|m| {
+        if m.analysis {
+            format!(
+                "{:.0}",
+                m.stored.min(m.analysed_requests * 10.0) / m.analysed_secs
+            )
+        } else {
+            "-".to_owned()
+        }
+    });
+    row("export latency p50 / p99", &|m| {
+        format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
+    });
+    row("server peak RSS", &|m| {
+        format!("{:.0} MiB", m.peak_rss as f64 / 1_048_576.0)
+    });
+    row("bytes on disk per stored span", &|m| {
+        format!("{:.1}", m.disk_bytes as f64 / m.stored.max(1.0))
+    });
+    if let [off, on] = results {
+        println!(
+            "\nanalysis on / off, spans stored per second: {:.2}",
+            (on.stored / on.analysed_secs.max(on.stored_secs)) / (off.stored / off.stored_secs)
+        );
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -6,6 +6,6 @@ mod support;
 mod analysis;
 mod crash;
 mod demo;
+mod ingest;
 mod pipeline;
 mod python;
-mod ingest;

@@ -25,7 +25,14 @@ async fn export(app: &TestApp, request: &ExportTraceServiceRequest) {
 /// The endpoints of all time (the fixtures are dated 2023).
 async fn endpoints(app: &TestApp) -> Json {
     let url = format!("{}/api/v1/endpoints?from=0", app.ui_url);
-    http_client().get(url).send().await.unwrap().json().await.unwrap()
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -33,7 +40,10 @@ async fn late_spans_reanalyse_without_double_counting() {
     let app = spawn_app().await;
     let full = login_request(21);
     let mut root_only = full.clone();
-    let query = root_only.resource_spans[0].scope_spans[0].spans.pop().unwrap();
+    let query = root_only.resource_spans[0].scope_spans[0]
+        .spans
+        .pop()
+        .unwrap();
     export(&app, &root_only).await;
     app.eventually(Duration::from_secs(20), || async {
         let body = endpoints(&app).await;
@@ -54,8 +64,18 @@ async fn late_spans_reanalyse_without_double_counting() {
         .await;
     assert_eq!(login["requests"], 1, "the request is counted once: {login}");
     assert_eq!(login["breakdown_ms"]["db"], 20.0);
-    let metrics = http_client().get(format!("{}/metrics", app.ui_url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("bottleneck_traces_reanalysed_total 1"), "{metrics}");
+    let metrics = http_client()
+        .get(format!("{}/metrics", app.ui_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bottleneck_traces_reanalysed_total 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -75,15 +95,29 @@ async fn endpoints_past_the_cap_fold_into_other() {
     let body = app
         .eventually(Duration::from_secs(20), || async {
             let body = endpoints(&app).await;
-            let total: u64 = body["endpoints"].as_array()?.iter().filter_map(|e| e["requests"].as_u64()).sum();
+            let total: u64 = body["endpoints"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["requests"].as_u64())
+                .sum();
             (total == 4).then_some(body)
         })
         .await;
-    let mut names: Vec<&str> = body["endpoints"].as_array().unwrap().iter().filter_map(|e| e["endpoint"].as_str()).collect();
+    let mut names: Vec<&str> = body["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str())
+        .collect();
     names.sort_unstable();
     assert_eq!(names.len(), 3, "{body}");
     assert!(names.contains(&"other"), "{body}");
-    let other = body["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "other").unwrap();
+    let other = body["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "other")
+        .unwrap();
     assert_eq!(other["folded"], true);
     assert_eq!(other["requests"], 2);
     assert_eq!(body["capped_services"], serde_json::json!(["auth"]));
@@ -96,14 +130,40 @@ async fn metrics_export_per_endpoint_figures() {
     export(&app, &login_request(41)).await;
     let metrics = app
         .eventually(Duration::from_secs(20), || async {
-            let text = http_client().get(format!("{}/metrics", app.ui_url)).send().await.ok()?.text().await.ok()?;
-            text.contains("bottleneck_endpoint_request_duration_seconds_count").then_some(text)
+            let text = http_client()
+                .get(format!("{}/metrics", app.ui_url))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("bottleneck_endpoint_request_duration_seconds_count")
+                .then_some(text)
         })
         .await;
     let labels = "service=\"auth\",endpoint=\"POST /login\"";
-    assert!(metrics.contains(&format!("bottleneck_endpoint_request_duration_seconds_count{{{labels}}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("bottleneck_endpoint_request_duration_seconds_bucket{{{labels},le=\"0.5\"}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("bottleneck_endpoint_breakdown_seconds_total{{{labels},category=\"db\"}} 0.02")), "{metrics}");
-    assert!(metrics.contains(&format!("bottleneck_endpoint_errors_total{{{labels}}} 1")), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "bottleneck_endpoint_request_duration_seconds_count{{{labels}}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "bottleneck_endpoint_request_duration_seconds_bucket{{{labels},le=\"0.5\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "bottleneck_endpoint_breakdown_seconds_total{{{labels},category=\"db\"}} 0.02"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("bottleneck_endpoint_errors_total{{{labels}}} 1")),
+        "{metrics}"
+    );
     app.stop().await;
 }
