@@ -27,6 +27,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::cli::Outcome;
 
+mod api;
+
 /// The wire format to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -53,6 +55,12 @@ pub struct BenchArgs {
     /// Wire format.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
+    /// Benchmark the read API over a day of stored data instead of ingest.
+    #[arg(long)]
+    pub api: bool,
+    /// With --api: spans' worth of data in the day (10 spans a request).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub api_spans: u64,
     /// Run the server with analysis on, off, or both one after the other for a side-by-side table.
     #[arg(long, value_enum, default_value_t = AnalysisMode::On)]
     pub analysis: AnalysisMode,
@@ -390,6 +398,11 @@ struct Measured {
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile_dir()?;
+    if args.api {
+        let result = api::run(&args, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return result.map(|()| Outcome::Ok);
+    }
     let modes: &[bool] = match args.analysis {
         AnalysisMode::On => &[true],
         AnalysisMode::Off => &[false],
