@@ -4,7 +4,8 @@
 mod support;
 
 mod analysis;
+mod compare;
 mod crash;
 mod demo;
-mod python;
 mod ingest;
+mod python;
