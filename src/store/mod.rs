@@ -454,14 +454,16 @@ impl Store {
         ))
     }
 
-    /// Regressions with an id above `after_id`, oldest first, at most `limit`: the feed alert
+    /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
+    /// service: the feed alert
     /// senders page through with the last id they sent.
     pub async fn regressions(
         &self,
         after_id: i64,
         limit: i64,
+        service: Option<&str>,
     ) -> Result<Vec<RegressionRecord>, StoreError> {
-        dispatch!(self.regressions(after_id, limit))
+        dispatch!(self.regressions(after_id, limit, service))
     }
 
     /// Counts of what is stored.

@@ -781,6 +781,7 @@ impl SqliteStore {
         &self,
         after_id: i64,
         limit: i64,
+        service: Option<&str>,
     ) -> Result<Vec<RegressionRecord>, StoreError> {
         type Row = (
             i64,
@@ -804,9 +805,10 @@ impl SqliteStore {
              r.baseline, r.candidate, r.metric, r.baseline_ns, r.candidate_ns, r.baseline_requests, \
              r.candidate_requests, r.mean_delta_ns, r.mean_delta_low_ns, r.mean_delta_high_ns, r.summary \
              FROM regressions r JOIN endpoints e ON e.id = r.endpoint_id \
-             WHERE r.id > $1 ORDER BY r.id LIMIT $2";
+             WHERE r.id > $1 AND ($2 IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3";
         let rows: Vec<Row> = sqlx::query_as(SELECT)
             .bind(after_id)
+            .bind(service)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

@@ -270,7 +270,7 @@ async fn comparison_reads_round_trip(store: &Store) {
             .unwrap(),
         [endpoint_id].into_iter().collect()
     );
-    let events = store.regressions(0, 10).await.unwrap();
+    let events = store.regressions(0, 10, None).await.unwrap();
     assert_eq!(events.len(), 1, "an event is stored once");
     assert_eq!(events[0].service, "auth");
     assert_eq!(events[0].endpoint, "GET /compare");
@@ -285,7 +285,18 @@ async fn comparison_reads_round_trip(store: &Store) {
     );
     assert!(
         store
-            .regressions(events[0].id, 10)
+            .regressions(events[0].id, 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.regressions(0, 10, Some("auth")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .regressions(0, 10, Some("idp"))
             .await
             .unwrap()
             .is_empty()

@@ -699,11 +699,10 @@ pub async fn regressions(
     limit: i64,
     service: Option<&str>,
 ) -> Result<RegressionsDto, StoreError> {
-    let records = store.regressions(after_id, limit).await?;
+    let records = store.regressions(after_id, limit, service).await?;
     Ok(RegressionsDto {
         regressions: records
             .into_iter()
-            .filter(|record| service.is_none_or(|s| record.service == s))
             .map(|record| RegressionEventDto {
                 id: record.id,
                 detected_at: rfc3339(record.detected_unix_ns),

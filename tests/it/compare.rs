@@ -385,6 +385,8 @@ async fn versions_compared_and_regressions_found() {
     })
     .await;
     // Evaluate whatever the task has not yet, synchronously; a second pass finds nothing new.
+    // `find` keeps no memory between passes: what was evaluated is in the store, so a restarted
+    // process does not raise an event again either.
     let config = bottleneck::config::RegressionConfig {
         interval: Duration::from_secs(1),
         min_requests: 20,
@@ -442,5 +444,9 @@ async fn versions_compared_and_regressions_found() {
     let last = body["regressions"][2]["id"].as_i64().unwrap();
     let (_, after) = get(format!("{regressions}?after={last}")).await;
     assert_eq!(after["regressions"].as_array().unwrap().len(), 0);
+    let (_, other) = get(format!("{regressions}?service=idp")).await;
+    assert_eq!(other["regressions"].as_array().unwrap().len(), 0);
+    let (code, _) = get(format!("{regressions}?limit=0")).await;
+    assert_eq!(code, 400);
     app.stop().await;
 }
