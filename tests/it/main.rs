@@ -7,5 +7,5 @@ mod analysis;
 mod compare;
 mod crash;
 mod demo;
-mod ingest;
 mod python;
+mod ingest;

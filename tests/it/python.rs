@@ -20,10 +20,7 @@ fn python() -> Option<String> {
     let candidate = std::env::var("BOTTLENECK_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let probe = "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
         opentelemetry.instrumentation.sqlite3, opentelemetry.instrumentation.requests, requests";
-    let ok = Command::new(&candidate)
-        .args(["-c", probe])
-        .output()
-        .is_ok_and(|out| out.status.success());
+    let ok = Command::new(&candidate).args(["-c", probe]).output().is_ok_and(|out| out.status.success());
     if ok {
         return Some(candidate);
     }
@@ -43,70 +40,30 @@ async fn python_sdk_exports_over_http_and_grpc() {
     for (protocol, endpoint) in [("http", &app.otlp_http_url), ("grpc", &app.otlp_grpc_url)] {
         let (python, endpoint, target) = (python.clone(), endpoint.clone(), target.clone());
         let output = tokio::task::spawn_blocking(move || {
-            Command::new(python)
-                .arg(SCRIPT)
-                .args([protocol, &endpoint, &target])
-                .output()
-                .expect("python runs")
+            Command::new(python).arg(SCRIPT).args([protocol, &endpoint, &target]).output().expect("python runs")
         })
         .await
         .unwrap();
-        assert!(
-            output.status.success(),
-            "{protocol}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{protocol}: {}", String::from_utf8_lossy(&output.stderr));
         let trace_id = String::from_utf8(output.stdout).unwrap();
         let trace_id = TraceId::parse_hex(trace_id.trim()).expect("the script prints the trace id");
-        let spans = app
-            .store
-            .trace(trace_id)
-            .await
-            .unwrap()
-            .expect("the trace is stored");
+        let spans = app.store.trace(trace_id).await.unwrap().expect("the trace is stored");
 
-        let server = spans
-            .iter()
-            .find(|s| s.kind == SpanKind::Server)
-            .expect("the server span");
+        let server = spans.iter().find(|s| s.kind == SpanKind::Server).expect("the server span");
         assert_eq!(server.resource.service_name, format!("py-{protocol}"));
         assert_eq!(server.resource.service_version.as_deref(), Some("2.0"));
         assert_eq!(server.semantics.http_route.as_deref(), Some("/users/{id}"));
         assert!(server.semantics.cpu_time_ns.is_some_and(|ns| ns > 0));
 
-        let queries: Vec<_> = spans
-            .iter()
-            .filter(|s| s.category == Category::Db)
-            .collect();
-        assert_eq!(
-            queries.len(),
-            3,
-            "{protocol}: the sqlite3 instrumentation records each execute"
-        );
-        assert!(
-            queries
-                .iter()
-                .all(|q| q.semantics.db_system.as_deref() == Some("sqlite"))
-        );
-        assert!(
-            queries.iter().any(|q| q.semantics.db_statement.as_deref()
-                == Some("SELECT name FROM users WHERE id = ?"))
-        );
+        let queries: Vec<_> = spans.iter().filter(|s| s.category == Category::Db).collect();
+        assert_eq!(queries.len(), 3, "{protocol}: the sqlite3 instrumentation records each execute");
+        assert!(queries.iter().all(|q| q.semantics.db_system.as_deref() == Some("sqlite")));
+        assert!(queries.iter().any(|q| q.semantics.db_statement.as_deref() == Some("SELECT name FROM users WHERE id = ?")));
 
-        let call = spans
-            .iter()
-            .find(|s| s.category == Category::Network)
-            .expect("the requests span");
+        let call = spans.iter().find(|s| s.category == Category::Network).expect("the requests span");
         assert_eq!(call.kind, SpanKind::Client);
         assert_eq!(call.semantics.http_method.as_deref(), Some("GET"));
-        assert!(
-            call.semantics
-                .url_full
-                .as_deref()
-                .is_some_and(|url| url.ends_with("/healthz")),
-            "{:?}",
-            call.semantics
-        );
+        assert!(call.semantics.url_full.as_deref().is_some_and(|url| url.ends_with("/healthz")), "{:?}", call.semantics);
         assert_eq!(call.semantics.http_status_code, Some(200));
     }
     app.stop().await;
