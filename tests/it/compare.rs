@@ -139,7 +139,8 @@ async fn get(url: String) -> (u16, Json) {
     (status, res.json().await.unwrap_or(Json::Null))
 }
 
-async fn send_both_versions(app: &TestApp) {
+/// Sends both versions; returns the instant (unix ns) the timestamps are relative to.
+async fn send_both_versions(app: &TestApp) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -174,6 +175,7 @@ async fn send_both_versions(app: &TestApp) {
             .unwrap();
         assert_eq!(res.status(), 200);
     }
+    now
 }
 
 fn change<'a>(comparison: &'a Json, category: &str, name: &str) -> &'a Json {
@@ -202,7 +204,7 @@ async fn versions_compared_and_regressions_found() {
         config.regression.min_requests = 20;
     })
     .await;
-    send_both_versions(&app).await;
+    let now = send_both_versions(&app).await;
     let base = format!(
         "{}/api/v1/compare?service=shop&baseline=version:1.0&candidate=version:1.1",
         app.ui_url
@@ -349,6 +351,22 @@ async fn versions_compared_and_regressions_found() {
     assert_eq!(host["baseline"]["requests"], PER_VERSION / 2);
     near(&host["delta_ms"]["wait"], 300.0, 1.0);
     assert_eq!(host["top_changes"][0]["category"], "wait");
+
+    // Windows select the same traffic by time: 1.0 ran 40 minutes ago, 1.1 20 minutes ago.
+    let minute_ms = 60_000;
+    let now_ms = now / MS;
+    let (code, windows) = get(format!(
+        "{}/api/v1/compare?service=shop&endpoint=POST%20/login&baseline=window:{}..{}&candidate=window:{}..{}",
+        app.ui_url,
+        now_ms - 41 * minute_ms,
+        now_ms - 30 * minute_ms,
+        now_ms - 21 * minute_ms,
+        now_ms - 10 * minute_ms,
+    ))
+    .await;
+    assert_eq!(code, 200, "{windows}");
+    assert_eq!(windows["candidate"]["requests"], PER_VERSION);
+    near(&windows["delta_ms"]["wait"], 300.0, 1.0);
 
     // Bad selectors are 400; a side without data is 404.
     for query in [
