@@ -19,6 +19,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, writer};
+use crate::regress;
 use crate::store::Store;
 use crate::web::{self, AppState};
 
@@ -157,8 +158,14 @@ impl App {
             sink: Some(sink.clone()),
             analysis_stats,
             analysis: Arc::new(config.pipeline.analysis.clone()),
+            regression_thresholds: config.regression.thresholds,
             ready: Arc::clone(&ready),
         };
+        let regress_task = tokio::spawn(regress::run(
+            store.clone(),
+            config.regression.clone(),
+            stop_rx.clone(),
+        ));
         let ui_server =
             axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
         let http_task = tokio::spawn(async move { http_server.await });
@@ -182,6 +189,7 @@ impl App {
             .await
             .context("UI server task")?
             .context("UI server")?;
+        regress_task.await.context("regression finder task")?;
         writer.await.context("store writer task")?;
         if let Some(assembler) = assembler {
             assembler.await.context("assembler task")?;

@@ -4,6 +4,7 @@
 mod support;
 
 mod analysis;
+mod compare;
 mod crash;
 mod demo;
 mod ingest;
