@@ -36,23 +36,22 @@ pub(super) struct SqliteStore {
     path: PathBuf,
 }
 
+/// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
+    (3, "regressions", include_str!("migrations/sqlite/0003_regressions.sql")),
+    (4, "request indexes", include_str!("migrations/sqlite/0004_request_indexes.sql")),
+];
+
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            "regressions".into(),
-            MigrationType::Simple,
-            include_str!("migrations/sqlite/0003_regressions.sql").into_sql_str(),
-            false,
-        ),
-    ])
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
 }
 
 fn ns(value: u64) -> i64 {

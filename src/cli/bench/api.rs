@@ -71,6 +71,7 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
                     breakdown: request.breakdown,
                     n_db_calls: request.n_db_calls,
                     last_block_id: 0,
+                    resource_id: 0,
                 });
             }
             commit.rollups.extend(key.map(|key| (key, rollup)));
