@@ -14,8 +14,9 @@ use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::alert::{self, AlertHandle};
 use crate::config::Config;
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, writer};
@@ -26,6 +27,45 @@ use crate::web::{self, AppState};
 /// waits, the ingest queue fills, and exporters are told to retry, which is the backpressure
 /// we want rather than unbounded memory.
 const COMMITTED_QUEUE: usize = 64;
+
+/// Reloads the alert rules on each SIGHUP until `stop`; a bad file is logged and changes nothing.
+async fn reload_on_hangup(alerts: AlertHandle, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGHUP; reload with POST /api/v1/reload");
+                let _ = stop.wait_for(|stop| *stop).await;
+                return;
+            }
+        };
+        loop {
+            let hung_up = tokio::select! {
+                _ = hangup.recv() => true,
+                _ = stop.wait_for(|stop| *stop) => false,
+            };
+            if !hung_up {
+                return;
+            }
+            let handle = alerts.clone();
+            match tokio::task::spawn_blocking(move || handle.reload()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => warn!(
+                    error = format!("{err:#}"),
+                    "reload failed; the previous rules stay in force"
+                ),
+                Err(err) => warn!(error = %err, "reload task failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = alerts;
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+}
 
 /// A bound, not yet running, application.
 pub struct App {
@@ -144,8 +184,15 @@ impl App {
                 tonic::transport::server::TcpIncoming::from(otlp_grpc),
                 stopped(stop_rx.clone()),
             );
+        let alerts = AlertHandle::new(
+            config.alerts.rules.clone(),
+            config.alerts.config_file.clone(),
+        );
+        let alert_task = tokio::spawn(alert::run(store.clone(), alerts.clone(), stop_rx.clone()));
+        let hangup_task = tokio::spawn(reload_on_hangup(alerts.clone(), stop_rx.clone()));
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
+            alerts,
             store: store.clone(),
             ingest: Arc::clone(&ingest),
             sink: Some(sink.clone()),
@@ -178,6 +225,8 @@ impl App {
             .context("UI server")?;
         writer.await.context("store writer task")?;
         assembler.await.context("assembler task")?;
+        alert_task.await.context("alert task")?;
+        hangup_task.await.context("SIGHUP task")?;
         store.close().await;
         info!("stopped");
         Ok(())

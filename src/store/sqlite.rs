@@ -26,6 +26,8 @@ use super::{
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
+mod alert;
+
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
 /// under, and larger statements gain nothing measurable.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -37,13 +39,22 @@ pub(super) struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "alerts".into(),
+            MigrationType::Simple,
+            include_str!("migrations/sqlite/0002_alerts.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 fn ns(value: u64) -> i64 {

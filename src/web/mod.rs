@@ -16,10 +16,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use collector::sink::{IngestStats, SpanSink};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::alert::AlertHandle;
 use crate::analysis::AnalysisConfig;
 use crate::pipeline::analyze::AnalysisStats;
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub analysis_stats: Arc<AnalysisStats>,
     /// Thresholds, to re-analyse a trace for its page.
     pub analysis: Arc<AnalysisConfig>,
+    /// Alert rules (reloadable) and the last evaluation.
+    pub alerts: AlertHandle,
     /// False until every listener is bound and the pipeline runs; false again while stopping.
     pub ready: Arc<AtomicBool>,
 }
@@ -59,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/traces", get(api::traces_list))
         .route("/api/v1/traces/{trace_id}", get(api::trace_get))
         .route("/api/v1/alerts", get(api::alerts_list))
+        .route("/api/v1/alerts/deliveries", get(api::deliveries_list))
+        .route("/api/v1/reload", post(api::reload_post))
         .route("/api/v1/openapi.json", get(api::openapi_get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
