@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod analysis;
 mod crash;
 mod demo;
