@@ -16,7 +16,7 @@ pub mod burn;
 pub mod evaluate;
 pub mod notify;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,8 +30,8 @@ use self::evaluate::{AlertState, Status};
 use self::notify::AlertEvent;
 use crate::analysis::aggregate::{Rollup, summarize};
 use crate::store::{
-    AlertCommit, AlertTransition, EndpointRef, NewNotification, Store, StoreError, StoredAlert,
-    Window,
+    AlertCommit, AlertTransition, EndpointRef, NewNotification, RollupKey, Store, StoreError,
+    StoredAlert, Window,
 };
 use crate::web::window::now_unix_ns;
 
@@ -216,30 +216,32 @@ fn window_ending(now_unix_ns: u64, length: Duration) -> Window {
     }
 }
 
-fn merge_per_endpoint(rows: Vec<(crate::store::RollupKey, Rollup)>) -> BTreeMap<i64, Rollup> {
-    let mut merged: BTreeMap<i64, Rollup> = BTreeMap::new();
-    for (key, rollup) in rows {
-        match merged.get_mut(&key.endpoint_id) {
-            Some(acc) => acc.merge(&rollup),
-            None => {
-                merged.insert(key.endpoint_id, rollup);
-            }
-        }
+/// Merges the rollup rows of one endpoint.
+fn merge(rows: Vec<(RollupKey, Rollup)>) -> Option<Rollup> {
+    let mut rows = rows.into_iter().map(|(_, rollup)| rollup);
+    let mut acc = rows.next()?;
+    for rollup in rows {
+        acc.merge(&rollup);
     }
-    merged
+    Some(acc)
 }
 
 /// What each of `ids` did in `window`, from the rollups; endpoints without requests are absent.
+/// One query per endpoint: a sketch decodes to tens of KiB, so only one endpoint's rows are in
+/// memory at a time, however many endpoints a glob matches.
 async fn observed(
     store: &Store,
     window: Window,
     ids: &[i64],
 ) -> Result<HashMap<i64, Observed>, StoreError> {
-    let rows = store.rollups(window, Some(ids), false).await?;
-    Ok(merge_per_endpoint(rows)
-        .into_iter()
-        .filter_map(|(id, rollup)| Some((id, Observed::from_stats(&summarize(&rollup, "")?))))
-        .collect())
+    let mut out = HashMap::new();
+    for id in ids {
+        let rows = store.rollups(window, Some(&[*id]), false).await?;
+        if let Some(stats) = merge(rows).and_then(|rollup| summarize(&rollup, "")) {
+            out.insert(*id, Observed::from_stats(&stats));
+        }
+    }
+    Ok(out)
 }
 
 /// Every endpoint with requests in `window`, with what it did: what `check --database-url`
@@ -249,29 +251,49 @@ pub async fn observed_endpoints(
     window: Window,
 ) -> Result<Vec<(EndpointRef, Observed)>, StoreError> {
     let endpoints = store.endpoints().await?;
-    let rows = store.rollups(window, None, false).await?;
-    let merged = merge_per_endpoint(rows);
+    let ids: Vec<i64> = endpoints.iter().map(|e| e.id).collect();
+    let mut observed = observed(store, window, &ids).await?;
     Ok(endpoints
         .into_iter()
         .filter_map(|endpoint| {
-            let stats = summarize(merged.get(&endpoint.id)?, &endpoint.endpoint)?;
-            Some((endpoint, Observed::from_stats(&stats)))
+            let it = observed.remove(&endpoint.id)?;
+            Some((endpoint, it))
         })
         .collect())
 }
 
-/// Good and total requests of each of `ids` in `window`, counted per rollup row from its sketch.
+/// Good and total requests of one endpoint in windows of each of `lengths` ending at `now`:
+/// the longest window is read once, and each row counts toward every window its minute is in.
 async fn counts(
     store: &Store,
-    window: Window,
-    ids: &[i64],
+    now: u64,
+    lengths: &BTreeSet<Duration>,
+    endpoint_id: i64,
     threshold_ns: u64,
-) -> Result<HashMap<i64, Counts>, StoreError> {
-    let mut out: HashMap<i64, Counts> = HashMap::new();
-    for (key, rollup) in store.rollups(window, Some(ids), false).await? {
-        let acc = out.entry(key.endpoint_id).or_default();
-        acc.total += rollup.requests;
-        acc.good += rollup.sketch.count_at_most_ns(threshold_ns);
+) -> Result<HashMap<Duration, Counts>, StoreError> {
+    let mut out: HashMap<Duration, Counts> = lengths
+        .iter()
+        .map(|length| (*length, Counts::default()))
+        .collect();
+    let Some(longest) = lengths.last() else {
+        return Ok(out);
+    };
+    let first_minutes: Vec<(Duration, i64)> = lengths
+        .iter()
+        .map(|length| (*length, window_ending(now, *length).minutes().0))
+        .collect();
+    let rows = store
+        .rollups(window_ending(now, *longest), Some(&[endpoint_id]), false)
+        .await?;
+    for (key, rollup) in rows {
+        let good = rollup.sketch.count_at_most_ns(threshold_ns);
+        for (length, first_minute) in &first_minutes {
+            if key.minute >= *first_minute {
+                let acc = out.entry(*length).or_default();
+                acc.total += rollup.requests;
+                acc.good += good;
+            }
+        }
     }
     Ok(out)
 }
@@ -306,6 +328,52 @@ impl Tick<'_> {
 
     /// Records the view, and the transition with its notifications when the state changed.
     fn settle(&mut self, view: AlertView, previous: Option<Status>, severity: &str) {
+        self.transition(&view, previous, severity);
+        self.views.push(view);
+    }
+
+    /// A firing alert whose rule left the config: resolved, so receivers are not left with an
+    /// alert that never ends. Its state row is forgotten with the rule.
+    fn retire(&mut self, stored: &StoredAlert) {
+        let Some(previous) = AlertState::parse(&stored.state).map(|state| Status {
+            state,
+            since_unix_ns: stored.since_unix_ns,
+        }) else {
+            return;
+        };
+        if previous.state != AlertState::Firing {
+            return;
+        }
+        let view = AlertView {
+            rule_key: stored.rule_key.clone(),
+            kind: if stored.kind == RuleKind::Slo.as_str() {
+                RuleKind::Slo
+            } else {
+                RuleKind::Budget
+            },
+            service: stored.service.clone(),
+            endpoint: stored.endpoint.clone(),
+            metric: stored.metric.clone(),
+            budget: stored.budget,
+            observed: None,
+            window: Duration::ZERO,
+            requests: 0,
+            status: Status {
+                state: AlertState::Resolved,
+                since_unix_ns: self.now,
+            },
+            summary: "the rule was removed from the configuration".to_owned(),
+            burn: Vec::new(),
+            slo: None,
+        };
+        self.transition(&view, Some(previous), "warning");
+        self.commit.states.retain(|s| {
+            (&s.rule_key, &s.service, &s.endpoint)
+                != (&view.rule_key, &view.service, &view.endpoint)
+        });
+    }
+
+    fn transition(&mut self, view: &AlertView, previous: Option<Status>, severity: &str) {
         let from = previous.map_or(AlertState::Ok, |p| p.state);
         let changed = previous.is_none_or(|p| p.state != view.status.state);
         if changed && !(previous.is_none() && view.status.state == AlertState::Ok) {
@@ -373,7 +441,6 @@ impl Tick<'_> {
                 }
             }
         }
-        self.views.push(view);
     }
 }
 
@@ -434,13 +501,20 @@ async fn evaluate(
         let window = window_ending(now, budget.window);
         let current = observed(store, window, &ids).await?;
         let before_window = window_ending(window.from_unix_ns, COMPARE_WITH);
-        let before = observed(store, before_window, &ids).await?;
         for endpoint in matching {
             if !current.contains_key(&endpoint.id) && !tick.has_stored(&key, endpoint) {
                 continue;
             }
-            let verdict =
-                evaluate::judge_budget(budget, current.get(&endpoint.id), before.get(&endpoint.id));
+            let mut verdict = evaluate::judge_budget(budget, current.get(&endpoint.id), None);
+            if verdict.breached {
+                // Only a breach needs the hour before, to say what moved.
+                let before = observed(store, before_window, &[endpoint.id]).await?;
+                verdict = evaluate::judge_budget(
+                    budget,
+                    current.get(&endpoint.id),
+                    before.get(&endpoint.id),
+                );
+            }
             let instance = (
                 key.clone(),
                 endpoint.service.clone(),
@@ -476,27 +550,16 @@ async fn evaluate(
         if matching.is_empty() || slo.burn.is_empty() {
             continue;
         }
-        let ids: Vec<i64> = matching.iter().map(|e| e.id).collect();
         let threshold_ns = (slo.threshold_ms * 1e6) as u64;
         let lengths: BTreeSet<Duration> = slo.burn.iter().flat_map(|b| [b.long, b.short]).collect();
-        let mut by_length: HashMap<Duration, HashMap<i64, Counts>> = HashMap::new();
-        for length in lengths {
-            let window = window_ending(now, length);
-            by_length.insert(length, counts(store, window, &ids, threshold_ns).await?);
-        }
         for endpoint in matching {
-            let active = by_length
-                .values()
-                .any(|counts| counts.get(&endpoint.id).is_some_and(|c| c.total > 0));
+            let by_length = counts(store, now, &lengths, endpoint.id, threshold_ns).await?;
+            let active = by_length.values().any(|c| c.total > 0);
             if !active && !tick.has_stored(&key, endpoint) {
                 continue;
             }
             let checks = burn::check(&slo.burn, slo.objective, slo.min_requests, |length| {
-                by_length
-                    .get(&length)
-                    .and_then(|counts| counts.get(&endpoint.id))
-                    .copied()
-                    .unwrap_or_default()
+                by_length.get(&length).copied().unwrap_or_default()
             });
             let Some(worst) = burn::worst(&checks).cloned() else {
                 continue;
@@ -529,10 +592,7 @@ async fn evaluate(
             );
             let previous = tick.previous(&instance);
             let status = evaluate::next_status(previous, breached, Duration::ZERO, now);
-            let requests = by_length
-                .get(&worst.long)
-                .and_then(|c| c.get(&endpoint.id))
-                .map_or(0, |c| c.total);
+            let requests = by_length.get(&worst.long).map_or(0, |c| c.total);
             let view = AlertView {
                 rule_key: key.clone(),
                 kind: RuleKind::Slo,
@@ -552,6 +612,15 @@ async fn evaluate(
         }
     }
 
+    let retired: Vec<StoredAlert> = tick
+        .stored
+        .values()
+        .filter(|s| !tick.commit.rule_keys.contains(&s.rule_key))
+        .cloned()
+        .collect();
+    for stored in &retired {
+        tick.retire(stored);
+    }
     let mut queued = 0;
     if orphans || !tick.commit.transitions.is_empty() {
         queued = store.commit_alerts(&tick.commit).await?.len();
