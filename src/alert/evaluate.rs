@@ -266,7 +266,9 @@ mod tests {
         use AlertState::*;
         let hold = Duration::from_secs(60);
         let none = Duration::ZERO;
-        let cases: &[(Option<Status>, bool, Duration, u64, AlertState, u64)] = &[
+        // (previous, breached, hold, now, expected state, expected since)
+        type Case = (Option<Status>, bool, Duration, u64, AlertState, u64);
+        let cases: &[Case] = &[
             (None, false, hold, 100, Ok, 100),
             (None, true, none, 100, Firing, 100),
             (None, true, hold, 100, Pending, 100),

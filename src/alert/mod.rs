@@ -189,7 +189,8 @@ async fn evaluate_loop(store: Store, handle: AlertHandle, mut stop: watch::Recei
     loop {
         let rules = rules_rx.borrow_and_update().clone();
         let now = now_unix_ns();
-        match evaluate(&store, &rules, now).await {
+        let last = handle.snapshot();
+        match evaluate(&store, &rules, &last, now).await {
             Ok((alerts, queued)) => {
                 handle.publish(Snapshot {
                     evaluated_at_unix_ns: Some(now),
@@ -305,17 +306,25 @@ struct Tick<'a> {
     rules: &'a AlertRules,
     now: u64,
     stored: HashMap<InstanceKey, StoredAlert>,
+    /// Since when the alerts that were `ok` in the last evaluation have been: `ok` is not
+    /// stored until an alert first leaves it, and `since` should not restart every tick.
+    ok_since: HashMap<InstanceKey, u64>,
     views: Vec<AlertView>,
     commit: AlertCommit,
 }
 
 impl Tick<'_> {
     fn previous(&self, key: &InstanceKey) -> Option<Status> {
-        let stored = self.stored.get(key)?;
-        Some(Status {
-            state: AlertState::parse(&stored.state)?,
-            since_unix_ns: stored.since_unix_ns,
-        })
+        match self.stored.get(key) {
+            Some(stored) => Some(Status {
+                state: AlertState::parse(&stored.state)?,
+                since_unix_ns: stored.since_unix_ns,
+            }),
+            None => self.ok_since.get(key).map(|since| Status {
+                state: AlertState::Ok,
+                since_unix_ns: *since,
+            }),
+        }
     }
 
     fn has_stored(&self, rule_key: &str, endpoint: &EndpointRef) -> bool {
@@ -449,6 +458,7 @@ impl Tick<'_> {
 async fn evaluate(
     store: &Store,
     rules: &AlertRules,
+    last: &Snapshot,
     now: u64,
 ) -> Result<(Vec<AlertView>, usize), StoreError> {
     let stored: HashMap<InstanceKey, StoredAlert> = store
@@ -478,6 +488,21 @@ async fn evaluate(
         rules,
         now,
         stored,
+        ok_since: last
+            .alerts
+            .iter()
+            .filter(|view| view.status.state == AlertState::Ok)
+            .map(|view| {
+                (
+                    (
+                        view.rule_key.clone(),
+                        view.service.clone(),
+                        view.endpoint.clone(),
+                    ),
+                    view.status.since_unix_ns,
+                )
+            })
+            .collect(),
         views: Vec::new(),
         commit: AlertCommit {
             rule_keys: rule_keys.into_iter().collect(),

@@ -6,6 +6,7 @@
 //! numbers the dashboard shows.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -245,10 +246,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         }
         (None, Some(database_url)) => {
             let url = DatabaseUrl::parse(database_url)?;
-            if let DatabaseUrl::Sqlite(path) = &url {
-                if !path.exists() {
-                    bail!("no database at {}", path.display());
-                }
+            // Opening would create an empty file and call every budget "no traffic".
+            if let DatabaseUrl::Sqlite(path) = &url
+                && !path.exists()
+            {
+                bail!("no database at {}", path.display());
             }
             Source::Database(
                 Store::open(&url)
@@ -262,10 +264,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut rows = Vec::new();
     for budget in &rules.budgets {
         let window = args.window.unwrap_or(budget.window);
-        if !by_window.contains_key(&window) {
-            by_window.insert(window, source.observe(window).await?);
-        }
-        rows.extend(judge(budget, window, &by_window[&window]));
+        let observations = match by_window.entry(window) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(source.observe(window).await?),
+        };
+        rows.extend(judge(budget, window, observations));
     }
     if let Source::Database(store) = &source {
         store.close().await;
