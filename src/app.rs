@@ -28,42 +28,68 @@ use crate::web::{self, AppState};
 /// we want rather than unbounded memory.
 const COMMITTED_QUEUE: usize = 64;
 
-/// Reloads the alert rules on each SIGHUP until `stop`; a bad file is logged and changes nothing.
-async fn reload_on_hangup(alerts: AlertHandle, mut stop: watch::Receiver<bool>) {
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = std::convert::Infallible;
+
+/// Starts listening for SIGHUP. Called before the API serves: once the API answers, a SIGHUP
+/// reloads instead of taking the default action, which is to terminate.
+fn listen_for_hangup() -> Option<Hangup> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => hangup,
+        match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
             Err(err) => {
                 warn!(error = %err, "cannot listen for SIGHUP; reload with POST /api/v1/reload");
-                let _ = stop.wait_for(|stop| *stop).await;
-                return;
-            }
-        };
-        loop {
-            let hung_up = tokio::select! {
-                _ = hangup.recv() => true,
-                _ = stop.wait_for(|stop| *stop) => false,
-            };
-            if !hung_up {
-                return;
-            }
-            let handle = alerts.clone();
-            match tokio::task::spawn_blocking(move || handle.reload()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => warn!(
-                    error = format!("{err:#}"),
-                    "reload failed; the previous rules stay in force"
-                ),
-                Err(err) => warn!(error = %err, "reload task failed"),
+                None
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = alerts;
+        None
+    }
+}
+
+#[cfg(unix)]
+async fn hung_up(hangup: &mut Hangup) {
+    hangup.recv().await;
+}
+
+#[cfg(not(unix))]
+async fn hung_up(hangup: &mut Hangup) {
+    match *hangup {}
+}
+
+/// Reloads the alert rules on each SIGHUP until `stop`; a bad file is logged and changes nothing.
+async fn reload_on_hangup(
+    alerts: AlertHandle,
+    hangup: Option<Hangup>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut hangup) = hangup else {
         let _ = stop.wait_for(|stop| *stop).await;
+        return;
+    };
+    loop {
+        let signalled = tokio::select! {
+            _ = hung_up(&mut hangup) => true,
+            _ = stop.wait_for(|stop| *stop) => false,
+        };
+        if !signalled {
+            return;
+        }
+        let handle = alerts.clone();
+        match tokio::task::spawn_blocking(move || handle.reload()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(
+                error = format!("{err:#}"),
+                "reload failed; the previous rules stay in force"
+            ),
+            Err(err) => warn!(error = %err, "reload task failed"),
+        }
     }
 }
 
@@ -189,7 +215,11 @@ impl App {
             config.alerts.config_file.clone(),
         );
         let alert_task = tokio::spawn(alert::run(store.clone(), alerts.clone(), stop_rx.clone()));
-        let hangup_task = tokio::spawn(reload_on_hangup(alerts.clone(), stop_rx.clone()));
+        let hangup_task = tokio::spawn(reload_on_hangup(
+            alerts.clone(),
+            listen_for_hangup(),
+            stop_rx.clone(),
+        ));
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
             alerts,

@@ -488,3 +488,128 @@ async fn reload_keeps_the_old_rules_when_the_new_file_is_invalid() {
     );
     app.stop().await;
 }
+
+/// A `serve` process: its UI address, and its log lines as they come.
+struct Server {
+    child: std::process::Child,
+    ui_url: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn spawn(dir: &Path, config: &Path) -> Server {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bottleneck"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--database-url")
+            .arg(dir.join("serve.db"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--otlp-http", "127.0.0.1:0"])
+            .args(["--otlp-grpc", "127.0.0.1:0"])
+            .env("BOTTLENECK_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(strip_ansi(&line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            ui_url: String::new(),
+            log,
+        };
+        let listening = server.wait_for_log("bottleneck listening");
+        let addr = listening
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("ui="))
+            .expect("the log names the UI address");
+        server.ui_url = format!("http://{addr}");
+        server
+    }
+
+    /// The next log line containing `text`.
+    fn wait_for_log(&mut self, text: &str) -> String {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(LIMIT)
+                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill only sends a signal to the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    async fn interval_s(&self) -> Option<f64> {
+        get_json(format!("{}/api/v1/alerts", self.ui_url))
+            .await?
+            .get("interval_s")?
+            .as_f64()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_keeps_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[alerts]\ninterval = \"10s\"\n");
+    let mut server = tokio::task::block_in_place(|| Server::spawn(dir.path(), &config));
+    assert_eq!(server.interval_s().await, Some(10.0));
+
+    std::fs::write(&config, "[alerts]\ninterval = \"7s\"\n").unwrap();
+    server.signal(libc::SIGHUP);
+    tokio::task::block_in_place(|| server.wait_for_log("alert rules reloaded"));
+    assert_eq!(server.interval_s().await, Some(7.0));
+
+    std::fs::write(&config, "[alerts]\n\ninterval = \"soon\"\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let failed = tokio::task::block_in_place(|| server.wait_for_log("reload failed"));
+    // The error names the table's line and the bad value.
+    assert!(failed.contains("line 1"), "{failed}");
+    assert!(failed.contains("interval \\\"soon\\\" is not a duration"), "{failed}");
+    assert_eq!(server.interval_s().await, Some(7.0));
+
+    server.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| server.child.wait().unwrap());
+    assert!(status.success(), "{status}");
+}
