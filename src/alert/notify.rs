@@ -186,6 +186,11 @@ pub async fn run(
             }
         };
         for notification in &due {
+            // Stop between deliveries, not within one: at most one request delays a shutdown,
+            // and what was not attempted stays pending for the next start.
+            if *stop.borrow() {
+                return;
+            }
             let attempt = deliver(
                 &client,
                 notification,

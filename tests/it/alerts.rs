@@ -606,7 +606,10 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_rules() {
     let failed = tokio::task::block_in_place(|| server.wait_for_log("reload failed"));
     // The error names the table's line and the bad value.
     assert!(failed.contains("line 1"), "{failed}");
-    assert!(failed.contains("interval \\\"soon\\\" is not a duration"), "{failed}");
+    assert!(
+        failed.contains("interval \\\"soon\\\" is not a duration"),
+        "{failed}"
+    );
     assert_eq!(server.interval_s().await, Some(7.0));
 
     server.signal(libc::SIGTERM);
