@@ -14,8 +14,9 @@ use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::alert::{self, AlertHandle};
 use crate::config::Config;
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, writer};
@@ -27,6 +28,71 @@ use crate::web::{self, AppState};
 /// waits, the ingest queue fills, and exporters are told to retry, which is the backpressure
 /// we want rather than unbounded memory.
 const COMMITTED_QUEUE: usize = 64;
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = std::convert::Infallible;
+
+/// Starts listening for SIGHUP. Called before the API serves: once the API answers, a SIGHUP
+/// reloads instead of taking the default action, which is to terminate.
+fn listen_for_hangup() -> Option<Hangup> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGHUP; reload with POST /api/v1/reload");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(unix)]
+async fn hung_up(hangup: &mut Hangup) {
+    hangup.recv().await;
+}
+
+#[cfg(not(unix))]
+async fn hung_up(hangup: &mut Hangup) {
+    match *hangup {}
+}
+
+/// Reloads the alert rules on each SIGHUP until `stop`; a bad file is logged and changes nothing.
+async fn reload_on_hangup(
+    alerts: AlertHandle,
+    hangup: Option<Hangup>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut hangup) = hangup else {
+        let _ = stop.wait_for(|stop| *stop).await;
+        return;
+    };
+    loop {
+        let signalled = tokio::select! {
+            _ = hung_up(&mut hangup) => true,
+            _ = stop.wait_for(|stop| *stop) => false,
+        };
+        if !signalled {
+            return;
+        }
+        let handle = alerts.clone();
+        match tokio::task::spawn_blocking(move || handle.reload()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(
+                error = format!("{err:#}"),
+                "reload failed; the previous rules stay in force"
+            ),
+            Err(err) => warn!(error = %err, "reload task failed"),
+        }
+    }
+}
 
 /// A bound, not yet running, application.
 pub struct App {
@@ -151,8 +217,19 @@ impl App {
                 tonic::transport::server::TcpIncoming::from(otlp_grpc),
                 stopped(stop_rx.clone()),
             );
+        let alerts = AlertHandle::new(
+            config.alerts.rules.clone(),
+            config.alerts.config_file.clone(),
+        );
+        let alert_task = tokio::spawn(alert::run(store.clone(), alerts.clone(), stop_rx.clone()));
+        let hangup_task = tokio::spawn(reload_on_hangup(
+            alerts.clone(),
+            listen_for_hangup(),
+            stop_rx.clone(),
+        ));
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
+            alerts,
             store: store.clone(),
             ingest: Arc::clone(&ingest),
             sink: Some(sink.clone()),
@@ -194,6 +271,8 @@ impl App {
         if let Some(assembler) = assembler {
             assembler.await.context("assembler task")?;
         }
+        alert_task.await.context("alert task")?;
+        hangup_task.await.context("SIGHUP task")?;
         store.close().await;
         info!("stopped");
         Ok(())

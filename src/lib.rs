@@ -8,11 +8,13 @@
 //! - `analysis`: pure functions from spans to breakdowns, findings and rollups;
 //! - `regress`: the regression finder, comparing each new `service.version` with the previous;
 //! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
+//! - `alert`: latency budgets and SLOs evaluated on the rollups, alert states, webhooks;
 //! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;
 //! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`).
 //!
 //! The OTLP receivers and the span model live in the `collector` crate.
 
+pub mod alert;
 pub mod analysis;
 pub mod app;
 pub mod cli;

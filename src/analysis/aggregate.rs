@@ -197,6 +197,19 @@ impl LatencySketch {
         self.0.value_at_quantile(q) as f64 * 1_000.0
     }
 
+    /// Latencies recorded at or under `ns`: the good events of a latency SLO. Within the
+    /// sketch's resolution (1%), a value just above `ns` may count as under it.
+    pub fn count_at_most_ns(&self, ns: u64) -> u64 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        let us = ns / 1_000;
+        if us < SKETCH_LOW_US {
+            return 0;
+        }
+        self.0.count_between(0, us.min(self.0.max()))
+    }
+
     /// Latencies recorded.
     pub fn count(&self) -> u64 {
         self.0.len()
@@ -780,6 +793,21 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         merged.remove_ns(1_000_000);
         merged.remove_ns(7); // never recorded
         assert_eq!(merged.count(), 999);
+    }
+
+    #[test]
+    fn count_at_most_counts_the_good_requests() {
+        let mut sketch = LatencySketch::new();
+        assert_eq!(sketch.count_at_most_ns(1_000_000), 0);
+        for ms in 1..=1000u64 {
+            sketch.record_ns(ms * 1_000_000);
+        }
+        let under = sketch.count_at_most_ns(300 * 1_000_000);
+        assert!((300..=303).contains(&under), "{under}");
+        assert_eq!(sketch.count_at_most_ns(0), 0);
+        assert_eq!(sketch.count_at_most_ns(10_000 * 1_000_000), 1000);
+        let near = sketch.count_at_most_ns(555 * 1_000_000);
+        assert!((550..=560).contains(&near), "{near}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The subcommands. Each returns an [`Outcome`] that `main` maps to an exit code.
 
 pub mod bench;
+pub mod check;
 pub mod demo;
+pub mod reload;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,11 @@ pub enum Command {
     Serve(ServeFlags),
     /// Start the server on a fresh file and feed it a built-in, instrumented multi-service workload.
     Demo(demo::DemoArgs),
+    /// Judge the budgets of a config file against a server or database: exit 0 when all hold,
+    /// 1 when one is broken, 2 on a usage, config or connection error.
+    Check(check::CheckArgs),
+    /// Ask a running server to re-read its config file's budgets, SLOs and webhooks.
+    Reload(reload::ReloadArgs),
     /// Measure ingest: a load generator against a fresh server process on this machine.
     Bench(bench::BenchArgs),
 }
@@ -52,5 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Serve(flags) => serve::run(flags).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Check(args) => check::run(args).await,
+        Command::Reload(args) => reload::run(args).await,
     }
 }

@@ -266,6 +266,13 @@ macro_rules! dispatch {
     };
 }
 
+mod alert;
+
+pub use alert::{
+    AlertCommit, AlertTransition, DeliveryAttempt, DeliveryRecord, DueNotification,
+    NewNotification, StoredAlert,
+};
+
 impl Store {
     /// Opens (creating if needed) the database and applies migrations.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {

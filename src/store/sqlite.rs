@@ -26,6 +26,8 @@ use super::{
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
+mod alert;
+
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
 /// under, and larger statements gain nothing measurable.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -39,8 +41,21 @@ pub(super) struct SqliteStore {
 /// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
-    (3, "regressions", include_str!("migrations/sqlite/0003_regressions.sql")),
-    (4, "request indexes", include_str!("migrations/sqlite/0004_request_indexes.sql")),
+    (
+        2,
+        "alerts",
+        include_str!("migrations/sqlite/0002_alerts.sql"),
+    ),
+    (
+        3,
+        "regressions",
+        include_str!("migrations/sqlite/0003_regressions.sql"),
+    ),
+    (
+        4,
+        "request indexes",
+        include_str!("migrations/sqlite/0004_request_indexes.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -48,7 +63,13 @@ fn migrator() -> Migrator {
         MIGRATIONS
             .iter()
             .map(|(version, description, sql)| {
-                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
             })
             .collect(),
     )

@@ -15,6 +15,7 @@ const LOGIN: &str = "auth: POST /login 0..300 server http.request.method=POST ht
 pub async fn run_all(store: &Store) {
     blocks_round_trip_and_index_traces(store).await;
     analysis_commit_round_trips(store).await;
+    alert_outbox_round_trips(store).await;
     comparison_reads_round_trip(store).await;
 }
 
@@ -136,6 +137,102 @@ async fn analysis_commit_round_trips(store: &Store) {
         vec![SpanId([3; 8])]
     );
     assert_eq!(store.analysis_watermark().await.unwrap(), 7);
+}
+
+async fn alert_outbox_round_trips(store: &Store) {
+    let state = |rule: &str, state: &str, since: u64| StoredAlert {
+        rule_key: rule.into(),
+        service: "auth".into(),
+        endpoint: "POST /login".into(),
+        kind: "budget".into(),
+        metric: "p95_ms".into(),
+        state: state.into(),
+        since_unix_ns: since,
+        observed: Some(350.0),
+        budget: 200.0,
+        summary: "p95 350 ms > 200 ms budget".into(),
+    };
+    let transition = |to: &str, at: u64| AlertTransition {
+        rule_key: "r1".into(),
+        service: "auth".into(),
+        endpoint: "POST /login".into(),
+        from_state: "ok".into(),
+        to_state: to.into(),
+        at_unix_ns: at,
+        observed: Some(350.0),
+        summary: "p95 350 ms > 200 ms budget".into(),
+    };
+    let notification = |url: &str| NewNotification {
+        transition: 0,
+        url: url.into(),
+        format: "json".into(),
+        payload: "{}".into(),
+    };
+    let queued = store
+        .commit_alerts(&AlertCommit {
+            states: vec![state("r1", "firing", 100), state("r2", "firing", 100)],
+            transitions: vec![transition("firing", 100)],
+            notifications: vec![notification("http://a/1"), notification("http://b/2")],
+            rule_keys: vec!["r1".into(), "r2".into()],
+            queue_capacity: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "the second one is over capacity");
+    let deliveries = store.deliveries(10).await.unwrap();
+    let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(statuses, ["dropped", "pending"]);
+    assert_eq!(deliveries[0].attempts[0].outcome, "dropped");
+
+    // Due now; a retry moves it later; delivery takes it out of the outbox.
+    let due = store.due_notifications(200, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].attempts), (queued[0], 0));
+    let attempt = |n: u32, outcome: &str, next: u64| DeliveryAttempt {
+        notification_id: queued[0],
+        attempt: n,
+        at_unix_ns: 200,
+        outcome: outcome.into(),
+        http_status: Some(500),
+        error: Some("receiver answered 500".into()),
+        next_attempt_unix_ns: next,
+    };
+    store
+        .record_delivery(&attempt(1, "retry", 1_000))
+        .await
+        .unwrap();
+    assert!(store.due_notifications(999, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_notification_due().await.unwrap(), Some(1_000));
+    store
+        .record_delivery(&attempt(2, "delivered", 1_000))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_notifications(u64::MAX / 2, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_notification_due().await.unwrap(), None);
+    let delivered = &store.deliveries(10).await.unwrap()[1];
+    assert_eq!(delivered.status, "delivered");
+    assert_eq!(delivered.attempts.len(), 2);
+    assert_eq!(delivered.to_state, "firing");
+
+    // States survive; a rule no longer in force is forgotten, its history kept.
+    assert_eq!(store.alert_states().await.unwrap().len(), 2);
+    store
+        .commit_alerts(&AlertCommit {
+            rule_keys: vec!["r1".into()],
+            queue_capacity: 10,
+            ..AlertCommit::default()
+        })
+        .await
+        .unwrap();
+    let states = store.alert_states().await.unwrap();
+    assert_eq!(states, vec![state("r1", "firing", 100)]);
+    assert_eq!(store.alert_transitions(10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

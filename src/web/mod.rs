@@ -17,10 +17,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use collector::sink::{IngestStats, SpanSink};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::alert::AlertHandle;
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
 use crate::pipeline::analyze::AnalysisStats;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub analysis: Arc<AnalysisConfig>,
     /// What counts as slower or faster in a comparison (the regression finder's thresholds).
     pub regression_thresholds: Thresholds,
+    /// Alert rules (reloadable) and the last evaluation.
+    pub alerts: AlertHandle,
     /// False until every listener is bound and the pipeline runs; false again while stopping.
     pub ready: Arc<AtomicBool>,
 }
@@ -65,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(api::alerts_list))
         .route("/api/v1/compare", get(api::compare_get))
         .route("/api/v1/regressions", get(api::regressions_list))
+        .route("/api/v1/alerts/deliveries", get(api::deliveries_list))
+        .route("/api/v1/reload", post(api::reload_post))
         .route("/api/v1/openapi.json", get(api::openapi_get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -10,6 +10,7 @@ use collector::category::Category;
 use collector::model::{Span, TraceId};
 
 use super::api::dto::*;
+use crate::alert::AlertHandle;
 use crate::analysis::aggregate::{self, EndpointStats, Rollup};
 use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
@@ -721,6 +722,125 @@ pub async fn regressions(
                     high: ms(high as f64),
                 }),
                 summary: record.summary,
+            })
+            .collect(),
+    })
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Scheme, host and port of a URL: webhook paths and queries often carry tokens.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..end].rsplit('@').next().unwrap_or_default();
+    let elided = if end < rest.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{elided}")
+}
+
+/// Transitions the API reads to fill the per-alert histories.
+const HISTORY_SCAN: i64 = 2000;
+
+/// `GET /api/v1/alerts`: the last evaluation, with each alert's newest transitions.
+pub async fn alerts(store: &Store, handle: &AlertHandle) -> Result<AlertsDto, StoreError> {
+    let snapshot = handle.snapshot();
+    let mut history: HashMap<(String, String, String), Vec<AlertTransitionDto>> = HashMap::new();
+    for transition in store.alert_transitions(HISTORY_SCAN).await? {
+        let list = history
+            .entry((
+                transition.rule_key.clone(),
+                transition.service.clone(),
+                transition.endpoint.clone(),
+            ))
+            .or_default();
+        if list.len() < crate::alert::HISTORY_PER_ALERT {
+            list.push(AlertTransitionDto {
+                from: transition.from_state,
+                to: transition.to_state,
+                at: rfc3339(transition.at_unix_ns),
+                observed: transition.observed.map(round3),
+                summary: transition.summary,
+            });
+        }
+    }
+    let alerts = snapshot
+        .alerts
+        .into_iter()
+        .map(|view| {
+            let key = (
+                view.rule_key.clone(),
+                view.service.clone(),
+                view.endpoint.clone(),
+            );
+            AlertDto {
+                history: history.remove(&key).unwrap_or_default(),
+                service: view.service,
+                endpoint: view.endpoint,
+                metric: view.metric,
+                budget: view.budget,
+                observed: view.observed.map(round3),
+                window: humantime::format_duration(view.window).to_string(),
+                state: view.status.state.as_str(),
+                since: rfc3339(view.status.since_unix_ns),
+                kind: view.kind.as_str(),
+                rule: view.rule_key,
+                requests: view.requests,
+                summary: view.summary,
+                objective: view.slo.map(|(objective, _)| objective),
+                threshold_ms: view.slo.map(|(_, threshold)| threshold),
+                burn: view
+                    .burn
+                    .into_iter()
+                    .map(|check| BurnDto {
+                        severity: check.severity,
+                        long_window: humantime::format_duration(check.long).to_string(),
+                        short_window: humantime::format_duration(check.short).to_string(),
+                        factor: round3(check.factor),
+                        long_burn: round3(check.long_burn),
+                        short_burn: round3(check.short_burn),
+                        firing: check.firing,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(AlertsDto {
+        alerts,
+        evaluated_at: snapshot.evaluated_at_unix_ns.map(rfc3339),
+        interval_s: handle.rules().settings.interval.as_secs_f64(),
+    })
+}
+
+/// `GET /api/v1/alerts/deliveries`: the newest notifications with every attempt.
+pub async fn deliveries(store: &Store, limit: i64) -> Result<DeliveriesDto, StoreError> {
+    Ok(DeliveriesDto {
+        deliveries: store
+            .deliveries(limit)
+            .await?
+            .into_iter()
+            .map(|record| DeliveryDto {
+                id: record.id,
+                rule: record.rule_key,
+                service: record.service,
+                endpoint: record.endpoint,
+                state: record.to_state,
+                url: redact_url(&record.url),
+                format: record.format,
+                status: record.status,
+                created: rfc3339(record.created_unix_ns),
+                attempts: record
+                    .attempts
+                    .into_iter()
+                    .map(|attempt| DeliveryAttemptDto {
+                        attempt: attempt.attempt,
+                        at: rfc3339(attempt.at_unix_ns),
+                        outcome: attempt.outcome,
+                        http_status: attempt.http_status,
+                        error: attempt.error,
+                    })
+                    .collect(),
             })
             .collect(),
     })

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod analysis;
 mod compare;
 mod crash;

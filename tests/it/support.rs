@@ -1,5 +1,6 @@
 //! Starting the real application for a test, and small clients for its interfaces.
 
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -14,9 +15,11 @@ pub struct TestApp {
     pub otlp_http_url: String,
     pub otlp_grpc_url: String,
     pub store: Store,
+    /// The SQLite file.
+    pub db_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// reqwest is built without a default TLS provider; install one once per test process.
@@ -57,7 +60,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("a temp dir");
     let db_path = dir.path().join("bottleneck.db");
-    let mut config = test_config(&db_path);
+    let mut app = spawn_app_on(&db_path, adjust).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// An app on an existing (or new) database file that outlives it: for restarts.
+pub async fn spawn_app_on(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(db_path);
     adjust(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let ui_url = format!("http://{}", app.ui_addr());
@@ -73,9 +83,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         otlp_http_url,
         otlp_grpc_url,
         store,
+        db_path: db_path.to_owned(),
         stop: Some(stop),
         task: Some(task),
-        _dir: dir,
+        _dir: None,
     }
 }
 

@@ -29,15 +29,26 @@ const N_CALLS: usize = 50;
 async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
     let store = Store::open(&DatabaseUrl::Sqlite(db.to_owned())).await?;
     let mut rng = SmallRng::seed_from_u64(11);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
     let day_start = now - 24 * 3600 * 1_000_000_000;
     let sample = payload(&mut rng, 10, day_start);
-    let spans = collector::otlp::decode::spans(collector::otlp::decode::protobuf(&sample.encode_to_vec())?).spans;
+    let spans =
+        collector::otlp::decode::spans(collector::otlp::decode::protobuf(&sample.encode_to_vec())?)
+            .spans;
     let (analyses, _) = analyze_trace(&spans, &AnalysisConfig::default());
-    let template = analyses.into_iter().next().context("the sample trace has a request")?;
+    let template = analyses
+        .into_iter()
+        .next()
+        .context("the sample trace has a request")?;
     let mut endpoint_ids = Vec::new();
     for idx in 0..N_ENDPOINTS {
-        endpoint_ids.push(store.intern_endpoint(&format!("svc-{}", idx % 4), &format!("GET /route/{idx}")).await?);
+        endpoint_ids.push(
+            store
+                .intern_endpoint(&format!("svc-{}", idx % 4), &format!("GET /route/{idx}"))
+                .await?,
+        );
     }
     let n_requests = n_spans / 10;
     let minutes = 24 * 60;
@@ -49,7 +60,8 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
             let mut key = None;
             for _ in 0..per_rollup {
                 let mut request = template.clone();
-                request.start_unix_ns = day_start + minute * 60_000_000_000 + rng.random_range(0..60_000_000_000);
+                request.start_unix_ns =
+                    day_start + minute * 60_000_000_000 + rng.random_range(0..60_000_000_000);
                 let scale = rng.random_range(0.5..3.0);
                 request.duration_ns = (request.duration_ns as f64 * scale) as u64;
                 request.breakdown.0 = request.breakdown.0.map(|ns| (ns as f64 * scale) as u64);
@@ -95,7 +107,9 @@ async fn time_calls(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64,
         times.push(started.elapsed());
     }
     times.sort_unstable();
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e3;
+    let at = |q: f64| {
+        times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e3
+    };
     Ok((at(0.5), at(0.95)))
 }
 
@@ -106,7 +120,9 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     fill(&db, args.api_spans).await?;
     let fill_secs = filled.elapsed().as_secs_f64();
     let server = start_server(&db, true).await?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
     println!(
         "a day of data: {} spans' worth ({} requests) over {N_ENDPOINTS} endpoints, filled in {fill_secs:.0} s; {N_CALLS} calls each\n",
         args.api_spans,
@@ -114,10 +130,22 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     );
     println!("| call | p50 | p95 |\n|---|---|---|");
     for (name, path) in [
-        ("GET /api/v1/endpoints?range=24h", "/api/v1/endpoints?range=24h".to_owned()),
-        ("GET /api/v1/services?range=24h", "/api/v1/services?range=24h".to_owned()),
-        ("GET /api/v1/endpoint?range=24h (one endpoint)", "/api/v1/endpoint?range=24h&service=svc-0&endpoint=GET%20/route/0".to_owned()),
-        ("GET /api/v1/traces?range=24h&limit=50", "/api/v1/traces?range=24h&limit=50".to_owned()),
+        (
+            "GET /api/v1/endpoints?range=24h",
+            "/api/v1/endpoints?range=24h".to_owned(),
+        ),
+        (
+            "GET /api/v1/services?range=24h",
+            "/api/v1/services?range=24h".to_owned(),
+        ),
+        (
+            "GET /api/v1/endpoint?range=24h (one endpoint)",
+            "/api/v1/endpoint?range=24h&service=svc-0&endpoint=GET%20/route/0".to_owned(),
+        ),
+        (
+            "GET /api/v1/traces?range=24h&limit=50",
+            "/api/v1/traces?range=24h&limit=50".to_owned(),
+        ),
     ] {
         let (p50, p95) = time_calls(&client, &format!("{}{path}", server.ui)).await?;
         println!("| {name} | {p50:.1} ms | {p95:.1} ms |");

@@ -301,3 +301,106 @@ pub struct RegressionEventDto {
 pub struct RegressionsDto {
     pub regressions: Vec<RegressionEventDto>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BurnDto {
+    pub severity: String,
+    pub long_window: String,
+    pub short_window: String,
+    /// The burn rate that fires.
+    pub factor: f64,
+    pub long_burn: f64,
+    pub short_burn: f64,
+    pub firing: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertTransitionDto {
+    pub from: String,
+    pub to: String,
+    pub at: String,
+    pub observed: Option<f64>,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertDto {
+    pub service: String,
+    pub endpoint: String,
+    /// A summary key (`p95_ms`, `db_ms`, ...), or `burn_rate` for an SLO.
+    pub metric: String,
+    /// The limit; for an SLO, the burn rate of the worst window pair that fires.
+    pub budget: f64,
+    /// The value; for an SLO, the burn rate over that pair's long window. Null without requests.
+    pub observed: Option<f64>,
+    pub window: String,
+    /// ok, pending, firing or resolved.
+    pub state: &'static str,
+    /// When the state was entered.
+    pub since: String,
+    /// budget or slo.
+    pub kind: &'static str,
+    /// The rule's stable key.
+    pub rule: String,
+    pub requests: u64,
+    /// One sentence; for a breach, what moved since the hour before.
+    pub summary: String,
+    /// SLO only: its objective, threshold and every window pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub burn: Vec<BurnDto>,
+    /// The newest transitions first.
+    pub history: Vec<AlertTransitionDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsDto {
+    pub alerts: Vec<AlertDto>,
+    /// When the rules were last evaluated; null before the first evaluation.
+    pub evaluated_at: Option<String>,
+    /// Seconds between evaluations.
+    pub interval_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryAttemptDto {
+    pub attempt: u32,
+    pub at: String,
+    /// delivered, retry, failed or dropped.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryDto {
+    pub id: i64,
+    pub rule: String,
+    pub service: String,
+    pub endpoint: String,
+    /// The state the transition entered: firing or resolved.
+    pub state: String,
+    /// Scheme and host only: webhook paths often carry secrets.
+    pub url: String,
+    pub format: String,
+    /// pending, delivered, failed or dropped.
+    pub status: String,
+    pub created: String,
+    pub attempts: Vec<DeliveryAttemptDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveriesDto {
+    pub deliveries: Vec<DeliveryDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadDto {
+    pub reloaded: bool,
+    pub budgets: usize,
+    pub slos: usize,
+    pub webhooks: usize,
+}

@@ -136,9 +136,38 @@ pub async fn trace_get(
     }
 }
 
-pub async fn alerts_list() -> Response {
-    // No budgets are configured in this version: the list is truthfully empty.
-    Json(serde_json::json!({ "alerts": [] })).into_response()
+pub async fn alerts_list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(query::alerts(&state.store, &state.alerts).await?).into_response())
+}
+
+pub async fn deliveries_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let limit: i64 = number(params.limit.as_deref(), "limit", 100)?;
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "`limit` must be between 1 and 1000".into(),
+        ));
+    }
+    Ok(Json(query::deliveries(&state.store, limit).await?).into_response())
+}
+
+/// Re-reads the config file's budgets, SLOs and webhooks; a file that does not parse is a 400
+/// naming the line, and the rules in force stay.
+pub async fn reload_post(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let handle = state.alerts.clone();
+    let summary = tokio::task::spawn_blocking(move || handle.reload())
+        .await
+        .map_err(|err| ApiError::Internal(err.into()))?
+        .map_err(|err| ApiError::BadRequest(format!("{err:#}")))?;
+    Ok(Json(dto::ReloadDto {
+        reloaded: true,
+        budgets: summary.budgets,
+        slos: summary.slos,
+        webhooks: summary.webhooks,
+    })
+    .into_response())
 }
 
 pub async fn compare_get(

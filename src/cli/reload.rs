@@ -1,0 +1,46 @@
+//! `bottleneck reload`: asks a running server to re-read its config file's budgets, SLOs and
+//! webhooks (the same as sending it SIGHUP).
+//!
+//! Invariant: a file that does not parse changes nothing on the server; this exits 2 with its error.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::alert::notify;
+use crate::cli::Outcome;
+
+/// `reload`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReloadArgs {
+    /// The server's UI and API address.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+/// Posts the reload and prints what is in force.
+pub async fn run(args: ReloadArgs) -> anyhow::Result<Outcome> {
+    notify::install_crypto();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let endpoint = format!("{}/api/v1/reload", args.url.trim_end_matches('/'));
+    let res = client
+        .post(&endpoint)
+        .send()
+        .await
+        .with_context(|| format!("asking {endpoint}"))?;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let error = body["error"].as_str().unwrap_or("no error message");
+        bail!("reload refused ({status}): {error}");
+    }
+    println!(
+        "reloaded: {} budgets, {} SLOs, {} webhooks",
+        body["budgets"], body["slos"], body["webhooks"]
+    );
+    Ok(Outcome::Ok)
+}
