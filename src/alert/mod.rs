@@ -279,21 +279,39 @@ async fn counts(
     let Some(longest) = lengths.last() else {
         return Ok(out);
     };
-    let first_minutes: Vec<(Duration, i64)> = lengths
+    // Windows up to six hours count minute rows, exact to the minute; longer ones (an SLO's
+    // month) count hourly rows for their whole hours, off by at most the hour at their start.
+    const MINUTE_EXACT_UP_TO: Duration = Duration::from_secs(6 * 3600);
+    let longest_short = lengths
         .iter()
-        .map(|length| (*length, window_ending(now, *length).minutes().0))
-        .collect();
-    let rows = store
-        .rollups(window_ending(now, *longest), Some(&[endpoint_id]), false)
-        .await?;
-    for (key, rollup) in rows {
-        let good = rollup.sketch.count_at_most_ns(threshold_ns);
-        for (length, first_minute) in &first_minutes {
-            if key.minute >= *first_minute {
-                let acc = out.entry(*length).or_default();
-                acc.total += rollup.requests;
-                acc.good += good;
-            }
+        .filter(|length| **length <= MINUTE_EXACT_UP_TO)
+        .max();
+    let minute_rows = match longest_short {
+        Some(length) => {
+            store
+                .minute_rollups(window_ending(now, *length), Some(&[endpoint_id]))
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let covering_rows = if *longest > MINUTE_EXACT_UP_TO {
+        store
+            .rollups(window_ending(now, *longest), Some(&[endpoint_id]), false)
+            .await?
+    } else {
+        Vec::new()
+    };
+    for length in lengths {
+        let first_minute = window_ending(now, *length).minutes().0;
+        let rows = if *length <= MINUTE_EXACT_UP_TO {
+            &minute_rows
+        } else {
+            &covering_rows
+        };
+        let acc = out.entry(*length).or_default();
+        for (_, rollup) in rows.iter().filter(|(key, _)| key.minute >= first_minute) {
+            acc.total += rollup.requests;
+            acc.good += rollup.sketch.count_at_most_ns(threshold_ns);
         }
     }
     Ok(out)

@@ -19,7 +19,8 @@ use tracing::{error, warn};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
 use crate::store::{
-    AnalysisCommit, RequestRow, RollupKey, Store, StoreError, canonical_attributes, minute_of,
+    AnalysisCommit, Granularity, RequestRow, RollupKey, Store, StoreError, canonical_attributes,
+    minute_of,
 };
 
 /// The endpoint every endpoint past a service's cap is folded into.
@@ -39,6 +40,17 @@ fn resource_key(span: &Span) -> String {
         .map(|kv| (kv.key.clone(), kv.value.to_string()))
         .collect();
     canonical_attributes(&attributes)
+}
+
+/// The rollup rows a request counts in: its minute and its hour.
+fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
+    let minute = minute_of(request.start_unix_ns);
+    [Granularity::Minute, Granularity::Hour].map(|granularity| RollupKey {
+        endpoint_id,
+        version: request.version.clone(),
+        minute: granularity.row_start(minute),
+        granularity,
+    })
 }
 
 /// A trace whose grace period has passed.
@@ -275,12 +287,9 @@ impl Analyzer {
             for request in &old {
                 let endpoint_id = self.known_endpoint_id(&request.service, &request.endpoint);
                 if let Some(endpoint_id) = endpoint_id {
-                    let key = RollupKey {
-                        endpoint_id,
-                        version: request.version.clone(),
-                        minute: minute_of(request.start_unix_ns),
-                    };
-                    self.cached_rollup(key).await?.remove(request);
+                    for key in rollup_keys(endpoint_id, request) {
+                        self.cached_rollup(key).await?.remove(request);
+                    }
                 }
             }
             for (request, resource) in new.iter().zip(&resources) {
@@ -288,12 +297,9 @@ impl Analyzer {
                     .endpoint_id(&request.service, &request.endpoint)
                     .await?;
                 let resource_id = self.resource_id(&request.service, resource).await?;
-                let key = RollupKey {
-                    endpoint_id,
-                    version: request.version.clone(),
-                    minute: minute_of(request.start_unix_ns),
-                };
-                self.cached_rollup(key).await?.add(request);
+                for key in rollup_keys(endpoint_id, request) {
+                    self.cached_rollup(key).await?.add(request);
+                }
                 requests.push(RequestRow {
                     trace_id: request.trace_id,
                     span_id: request.span_id,

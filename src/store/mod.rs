@@ -63,6 +63,25 @@ pub fn minute_of(unix_ns: u64) -> i64 {
     (unix_ns / 60_000_000_000) as i64
 }
 
+/// How much time one rollup row covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Granularity {
+    /// One minute: the rows time series and short windows read.
+    Minute,
+    /// One hour: the rows long windows read for their whole hours.
+    Hour,
+}
+
+impl Granularity {
+    /// The first minute of the row `minute` falls in.
+    pub fn row_start(self, minute: i64) -> i64 {
+        match self {
+            Self::Minute => minute,
+            Self::Hour => minute - minute.rem_euclid(60),
+        }
+    }
+}
+
 /// The identity of a rollup row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
@@ -70,8 +89,10 @@ pub struct RollupKey {
     pub endpoint_id: i64,
     /// `service.version`, empty when unknown.
     pub version: String,
-    /// Minute since the epoch.
+    /// The row's first minute since the epoch.
     pub minute: i64,
+    /// Whether the row covers a minute or an hour.
+    pub granularity: Granularity,
 }
 
 /// An analysed request as stored.
@@ -355,15 +376,71 @@ impl Store {
         dispatch!(self.commit_analysis(commit))
     }
 
-    /// Rollups in a window, one per (endpoint, version, minute), optionally for one service or
-    /// endpoint. `with_details` also loads operations and findings.
+    /// Rollups covering a window, optionally of some endpoints only: hourly rows for the window's
+    /// whole hours and minute rows for the rest, so a long window reads few rows. Keys of both
+    /// granularities come back; merge them. `with_details` also loads operations and findings.
     pub async fn rollups(
         &self,
         window: Window,
         endpoint_ids: Option<&[i64]>,
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        dispatch!(self.rollups(window, endpoint_ids, with_details))
+        self.covering_rollups(window, endpoint_ids, None, with_details)
+            .await
+    }
+
+    async fn covering_rollups(
+        &self,
+        window: Window,
+        ids: Option<&[i64]>,
+        version: Option<&str>,
+        details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        let (first, last) = window.minutes();
+        // Whole hours inside [first, last]: from the first hour start at or after `first` to the
+        // last hour end at or before `last + 1`.
+        let first_hour = first + (60 - first.rem_euclid(60)) % 60;
+        let end_hour = (last + 1) - (last + 1).rem_euclid(60);
+        if end_hour - first_hour < 60 {
+            return dispatch!(self.rollup_rows(
+                Granularity::Minute,
+                [first, last],
+                ids,
+                version,
+                details
+            ));
+        }
+        let hours = [first_hour, end_hour - 1];
+        let mut rows =
+            dispatch!(self.rollup_rows(Granularity::Hour, hours, ids, version, details))?;
+        for edge in [[first, first_hour - 1], [end_hour, last]] {
+            if edge[0] <= edge[1] {
+                rows.extend(dispatch!(self.rollup_rows(
+                    Granularity::Minute,
+                    edge,
+                    ids,
+                    version,
+                    details
+                ))?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Minute rollups in a window, without operations and findings: the points of a time series.
+    pub async fn minute_rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        let (first, last) = window.minutes();
+        dispatch!(self.rollup_rows(
+            Granularity::Minute,
+            [first, last],
+            endpoint_ids,
+            None,
+            false
+        ))
     }
 
     /// Requests of some endpoints in a window, slowest first, at least `min_duration_ns` long.
@@ -400,7 +477,8 @@ impl Store {
         version: &str,
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        dispatch!(self.version_rollups(window, endpoint_ids, version, with_details))
+        self.covering_rollups(window, endpoint_ids, Some(version), with_details)
+            .await
     }
 
     /// Every request of some endpoints in a window, optionally of one version, unordered: for

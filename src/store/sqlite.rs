@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use super::{
-    AnalysisCommit, EncodedBlock, EndpointRef, RegressionRecord, RequestRow, ResourceRef,
-    RollupKey, StoreError, StoreStats, VersionTraffic, Window, block, parse_canonical,
+    AnalysisCommit, EncodedBlock, EndpointRef, Granularity, RegressionRecord, RequestRow,
+    ResourceRef, RollupKey, StoreError, StoreStats, VersionTraffic, Window, block, parse_canonical,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "request indexes",
         include_str!("migrations/sqlite/0004_request_indexes.sql"),
+    ),
+    (
+        5,
+        "hourly rollups",
+        include_str!("migrations/sqlite/0005_hourly_rollups.sql"),
     ),
 ];
 
@@ -168,7 +173,22 @@ type RollupTuple = (
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum";
 
-fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
+/// The rollup, operation and finding tables of one granularity; fixed names, never user input.
+fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
+    match granularity {
+        Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
+        Granularity::Hour => [
+            "hourly_rollups",
+            "hourly_rollup_operations",
+            "hourly_rollup_findings",
+        ],
+    }
+}
+
+fn rollup_row(
+    granularity: Granularity,
+    row: RollupTuple,
+) -> Result<(RollupKey, Rollup), StoreError> {
     let (
         endpoint_id,
         version,
@@ -203,6 +223,7 @@ fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
             endpoint_id,
             version,
             minute,
+            granularity,
         },
         rollup,
     ))
@@ -371,10 +392,10 @@ impl SqliteStore {
     }
 
     pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
-        let window_minute = [key.minute, key.minute];
         let rows = self
             .rollup_rows(
-                window_minute,
+                key.granularity,
+                [key.minute, key.minute],
                 Some(&[key.endpoint_id]),
                 Some(&key.version),
                 true,
@@ -383,19 +404,9 @@ impl SqliteStore {
         Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
     }
 
-    pub(super) async fn rollups(
+    pub(super) async fn rollup_rows(
         &self,
-        window: Window,
-        endpoint_ids: Option<&[i64]>,
-        with_details: bool,
-    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let (first, last) = window.minutes();
-        self.rollup_rows([first, last], endpoint_ids, None, with_details)
-            .await
-    }
-
-    async fn rollup_rows(
-        &self,
+        granularity: Granularity,
         [first_minute, last_minute]: [i64; 2],
         endpoint_ids: Option<&[i64]>,
         version: Option<&str>,
@@ -428,8 +439,9 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
+        let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
         let mut select =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM rollups"));
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
         filter(
             &mut select,
             first_minute,
@@ -440,7 +452,7 @@ impl SqliteStore {
         let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&self.pool).await?;
         let mut rollups = rows
             .into_iter()
-            .map(rollup_row)
+            .map(|row| rollup_row(granularity, row))
             .collect::<Result<Vec<_>, _>>()?;
         if !with_details || rollups.is_empty() {
             return Ok(rollups);
@@ -450,9 +462,9 @@ impl SqliteStore {
             .enumerate()
             .map(|(idx, (key, _))| (key.clone(), idx))
             .collect();
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM rollup_operations",
-        );
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
+        ));
         filter(
             &mut select,
             first_minute,
@@ -467,6 +479,7 @@ impl SqliteStore {
                 endpoint_id,
                 version,
                 minute,
+                granularity,
             };
             let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category))
             else {
@@ -481,9 +494,9 @@ impl SqliteStore {
                 },
             );
         }
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM rollup_findings",
-        );
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+        ));
         filter(
             &mut select,
             first_minute,
@@ -498,6 +511,7 @@ impl SqliteStore {
                 endpoint_id,
                 version,
                 minute,
+                granularity,
             };
             let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
                 continue;
@@ -626,18 +640,6 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(request_row).collect()
-    }
-
-    pub(super) async fn version_rollups(
-        &self,
-        window: Window,
-        endpoint_ids: Option<&[i64]>,
-        version: &str,
-        with_details: bool,
-    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let (first, last) = window.minutes();
-        self.rollup_rows([first, last], endpoint_ids, Some(version), with_details)
-            .await
     }
 
     pub(super) async fn selected_requests(
@@ -907,14 +909,11 @@ async fn write_rollup(
     key: &RollupKey,
     rollup: &Rollup,
 ) -> Result<(), StoreError> {
-    const DELETE_OPERATIONS: &str =
-        "DELETE FROM rollup_operations WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
-    const DELETE_FINDINGS: &str =
-        "DELETE FROM rollup_findings WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
-    const DELETE_ROLLUP: &str =
-        "DELETE FROM rollups WHERE endpoint_id = $1 AND version = $2 AND minute = $3";
-    for delete in [DELETE_OPERATIONS, DELETE_FINDINGS, DELETE_ROLLUP] {
-        sqlx::query(delete)
+    let [rollup_table, operation_table, finding_table] = rollup_tables(key.granularity);
+    for table in [operation_table, finding_table, rollup_table] {
+        let delete =
+            format!("DELETE FROM {table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3");
+        sqlx::query(sqlx::AssertSqlSafe(delete))
             .bind(key.endpoint_id)
             .bind(&key.version)
             .bind(key.minute)
@@ -925,7 +924,7 @@ async fn write_rollup(
         return Ok(());
     }
     let mut insert =
-        QueryBuilder::<Sqlite>::new(format!("INSERT INTO rollups ({ROLLUP_COLUMNS}) "));
+        QueryBuilder::<Sqlite>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
     insert.push_values([rollup], |mut row, rollup| {
         row.push_bind(key.endpoint_id)
             .push_bind(key.version.clone())
@@ -947,9 +946,9 @@ async fn write_rollup(
         .filter(|(_, sums)| sums.calls > 0)
         .collect();
     for chunk in operations.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO rollup_operations (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) ",
-        );
+        let mut insert = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
+        ));
         insert.push_values(chunk, |mut row, ((category, name), sums)| {
             row.push_bind(key.endpoint_id)
                 .push_bind(key.version.clone())
@@ -968,9 +967,9 @@ async fn write_rollup(
         .filter(|(_, sums)| sums.requests > 0)
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO rollup_findings (endpoint_id, version, minute, kind, name, requests, count, saving_ns) ",
-        );
+        let mut insert = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+        ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
                 .push_bind(key.version.clone())

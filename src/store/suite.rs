@@ -17,6 +17,86 @@ pub async fn run_all(store: &Store) {
     analysis_commit_round_trips(store).await;
     alert_outbox_round_trips(store).await;
     comparison_reads_round_trip(store).await;
+    long_windows_read_hourly_rows(store).await;
+}
+
+/// A window of several hours reads hourly rows for its whole hours and minute rows at its edges;
+/// the merged totals equal those of the minute rows alone.
+async fn long_windows_read_hourly_rows(store: &Store) {
+    let spans = fixture::parse(LOGIN);
+    let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
+    let endpoint_id = store.intern_endpoint("hourly", "GET /h").await.unwrap();
+    let first_hour = 1_000 * 60; // an hour-aligned minute
+    let mut commit = AnalysisCommit::default();
+    let mut hours: std::collections::BTreeMap<i64, Rollup> = Default::default();
+    // One request a minute for three hours.
+    for minute in first_hour..first_hour + 180 {
+        let mut rollup = Rollup::new();
+        rollup.add(&requests[0]);
+        hours
+            .entry(Granularity::Hour.row_start(minute))
+            .or_default()
+            .add(&requests[0]);
+        let granularity = Granularity::Minute;
+        commit.rollups.push((
+            RollupKey {
+                endpoint_id,
+                version: "1".into(),
+                minute,
+                granularity,
+            },
+            rollup,
+        ));
+    }
+    for (minute, rollup) in hours {
+        let granularity = Granularity::Hour;
+        commit.rollups.push((
+            RollupKey {
+                endpoint_id,
+                version: "1".into(),
+                minute,
+                granularity,
+            },
+            rollup,
+        ));
+    }
+    store.commit_analysis(&commit).await.unwrap();
+    // From 30 minutes into the first hour to 20 minutes into the third: one whole hour between.
+    let ns = |minute: i64| minute as u64 * 60_000_000_000;
+    let window = Window {
+        from_unix_ns: ns(first_hour + 30),
+        to_unix_ns: ns(first_hour + 140),
+    };
+    let rows = store
+        .rollups(window, Some(&[endpoint_id]), true)
+        .await
+        .unwrap();
+    let hourly: Vec<_> = rows
+        .iter()
+        .filter(|(key, _)| key.granularity == Granularity::Hour)
+        .collect();
+    assert_eq!(hourly.len(), 1, "the one whole hour is read as one row");
+    assert_eq!(hourly[0].0.minute, first_hour + 60);
+    assert_eq!(rows.len(), 1 + 30 + 20);
+    let total: u64 = rows.iter().map(|(_, rollup)| rollup.requests).sum();
+    assert_eq!(total, 110);
+    assert_eq!(hourly[0].1.operations, {
+        let mut sixty = Rollup::new();
+        for _ in 0..60 {
+            sixty.add(&requests[0]);
+        }
+        sixty.operations
+    });
+    let minutes = store
+        .minute_rollups(window, Some(&[endpoint_id]))
+        .await
+        .unwrap();
+    assert_eq!(minutes.len(), 110);
+    assert!(
+        minutes
+            .iter()
+            .all(|(key, _)| key.granularity == Granularity::Minute)
+    );
 }
 
 async fn blocks_round_trip_and_index_traces(store: &Store) {
@@ -71,6 +151,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         endpoint_id,
         version: String::new(),
         minute: minute_of(login.start_unix_ns),
+        granularity: Granularity::Minute,
     };
     let mut rollup = Rollup::new();
     rollup.add(login);
@@ -282,6 +363,7 @@ async fn comparison_reads_round_trip(store: &Store) {
                 endpoint_id,
                 version: version.into(),
                 minute,
+                granularity: Granularity::Minute,
             },
             rollup,
         ));

@@ -200,7 +200,9 @@ pub async fn endpoint_detail(
     let rollups = store.rollups(window, Some(&ids), true).await?;
     let per_version = merge_by(rollups.clone(), |key| key.version.clone());
     let bucket = bucket_minutes(window);
-    let per_bucket = merge_by(rollups.clone(), |key| {
+    // The time series needs minute rows; the totals above may use hourly ones.
+    let minute_rows = store.minute_rollups(window, Some(&ids)).await?;
+    let per_bucket = merge_by(minute_rows, |key| {
         key.minute - key.minute.rem_euclid(bucket)
     });
     let all = merge_by(rollups, |_| ());

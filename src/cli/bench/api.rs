@@ -17,7 +17,7 @@ use super::{BenchArgs, payload, start_server};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, analyze_trace};
 use crate::config::DatabaseUrl;
-use crate::store::{AnalysisCommit, RequestRow, RollupKey, Store, minute_of};
+use crate::store::{AnalysisCommit, Granularity, RequestRow, RollupKey, Store, minute_of};
 
 /// Endpoints in the synthetic day.
 const N_ENDPOINTS: usize = 20;
@@ -54,24 +54,20 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
     let minutes = 24 * 60;
     let per_rollup = (n_requests / (N_ENDPOINTS as u64 * minutes)).max(1);
     let mut commit = AnalysisCommit::default();
-    for minute in 0..minutes {
+    let mut hours: std::collections::BTreeMap<RollupKey, Rollup> = Default::default();
+    let first_minute = minute_of(day_start);
+    for minute in first_minute..first_minute + minutes as i64 {
         for endpoint_id in &endpoint_ids {
             let mut rollup = Rollup::new();
-            let mut key = None;
             for _ in 0..per_rollup {
                 let mut request = template.clone();
                 request.start_unix_ns =
-                    day_start + minute * 60_000_000_000 + rng.random_range(0..60_000_000_000);
+                    minute as u64 * 60_000_000_000 + rng.random_range(0..60_000_000_000);
                 let scale = rng.random_range(0.5..3.0);
                 request.duration_ns = (request.duration_ns as f64 * scale) as u64;
                 request.breakdown.0 = request.breakdown.0.map(|ns| (ns as f64 * scale) as u64);
                 request.trace_id.0[..8].copy_from_slice(&rng.random::<[u8; 8]>());
                 rollup.add(&request);
-                key.get_or_insert(RollupKey {
-                    endpoint_id: *endpoint_id,
-                    version: "1.0".into(),
-                    minute: minute_of(request.start_unix_ns),
-                });
                 commit.requests.push(RequestRow {
                     trace_id: request.trace_id,
                     span_id: request.span_id,
@@ -86,12 +82,23 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
                     resource_id: 0,
                 });
             }
-            commit.rollups.extend(key.map(|key| (key, rollup)));
+            let key = |granularity: Granularity| RollupKey {
+                endpoint_id: *endpoint_id,
+                version: "1.0".into(),
+                minute: granularity.row_start(minute),
+                granularity,
+            };
+            hours
+                .entry(key(Granularity::Hour))
+                .or_default()
+                .merge(&rollup);
+            commit.rollups.push((key(Granularity::Minute), rollup));
         }
         if commit.requests.len() >= 50_000 {
             store.commit_analysis(&std::mem::take(&mut commit)).await?;
         }
     }
+    commit.rollups.extend(hours);
     store.commit_analysis(&commit).await?;
     store.close().await;
     Ok(())
