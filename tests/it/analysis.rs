@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use crate::support::{http_client, spawn_app};
 
-fn kv(key: &str, value: &str) -> KeyValue {
+pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -23,17 +23,19 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-const MS: u64 = 1_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 
-struct Builder {
-    trace: [u8; 16],
-    base: u64,
-    next_id: u8,
-    spans: Vec<(String, Span)>,
+/// Builds one trace's export, span by span; spans are grouped by service into resources.
+pub(crate) struct Builder {
+    pub(crate) trace: [u8; 16],
+    pub(crate) base: u64,
+    pub(crate) next_id: u8,
+    pub(crate) spans: Vec<(String, Span)>,
 }
 
 impl Builder {
-    fn span(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn span(
         &mut self,
         service: &str,
         parent: Option<[u8; 8]>,
@@ -62,9 +64,15 @@ impl Builder {
         id
     }
 
-    fn request(self) -> ExportTraceServiceRequest {
+    pub(crate) fn request(self) -> ExportTraceServiceRequest {
+        let mut services: Vec<&str> = Vec::new();
+        for (service, _) in &self.spans {
+            if !services.contains(&service.as_str()) {
+                services.push(service);
+            }
+        }
         let mut resource_spans = Vec::new();
-        for service in ["auth", "idp"] {
+        for service in services {
             let spans = self
                 .spans
                 .iter()
@@ -89,7 +97,7 @@ impl Builder {
 
 /// The seed's login, 300 ms: 10 queries (140 ms, a duplicate and a 6-query N+1 loop), a 5 ms
 /// cache get, a 100 ms call to the IdP, 10 ms of signing and 45 ms of other CPU work.
-fn seed_login(seed: u8, base: u64) -> ExportTraceServiceRequest {
+pub(crate) fn seed_login(seed: u8, base: u64) -> ExportTraceServiceRequest {
     let mut b = Builder {
         trace: [seed; 16],
         base,

@@ -4,6 +4,9 @@
 mod support;
 
 mod analysis;
+mod assets;
+mod browser;
 mod crash;
 mod demo;
 mod ingest;
+mod pages;

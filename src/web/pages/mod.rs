@@ -166,7 +166,7 @@ impl Chrome {
         let ranges = RANGES
             .iter()
             .map(|range| RangeLink {
-                label: range,
+                label: *range,
                 href: format!("{path}?{own}range={range}"),
                 active: !custom_active && params.range() == *range,
             })
