@@ -31,10 +31,10 @@ const P99_COLOR: RGBColor = RGBColor(0xc2, 0x18, 0x5b);
 const INK: RGBColor = RGBColor(0, 0, 0);
 
 /// Chart size in SVG user units; the page scales it to its column width.
-const WIDTH: u32 = 760;
-const HEIGHT: u32 = 260;
+const WIDTH: u32 = 600;
+const HEIGHT: u32 = 250;
 /// Room on the right for the legend.
-const LEGEND_WIDTH: u32 = 110;
+const LEGEND_WIDTH: u32 = 92;
 
 /// The colour of a category.
 pub fn category_color(category: Category) -> RGBColor {
@@ -101,7 +101,10 @@ fn finish(svg: String, label: &str) -> String {
     let fixed = format!(r#"<svg width="{WIDTH}" height="{HEIGHT}" "#);
     let named = format!(
         r#"<svg class="chart" role="img" aria-label="{}" "#,
-        label.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+        label
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
     );
     svg.replacen(&fixed, &named, 1)
         .replace("\"#000000\"", "\"currentColor\"")
@@ -114,7 +117,7 @@ fn empty(label: &str, message: &str) -> String {
         let style = ("sans-serif", 16).into_font().color(&INK);
         let _ = root.draw(&Text::new(
             message.to_owned(),
-            (WIDTH as i32 / 2 - 120, HEIGHT as i32 / 2),
+            (WIDTH as i32 / 2 - 110, HEIGHT as i32 / 2),
             style,
         ));
         let _ = root.present();
@@ -130,7 +133,7 @@ fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, entries: &[(String, RGBColo
         let _ = area.draw(&Text::new(
             label.clone(),
             (26, y - 7),
-            ("sans-serif", 14).into_font().color(&INK),
+            ("sans-serif", 15).into_font().color(&INK),
         ));
     }
 }
@@ -149,6 +152,23 @@ pub fn breakdown_area_chart(points: &[BreakdownPoint]) -> String {
     if points.is_empty() {
         return empty(label, "No requests in this window");
     }
+    // One bucket has no area: draw it as a band a bucket wide.
+    let widened;
+    let points = if let [only] = points {
+        widened = [
+            BreakdownPoint {
+                t_ms: only.t_ms - 30_000.0,
+                ..only.clone()
+            },
+            BreakdownPoint {
+                t_ms: only.t_ms + 30_000.0,
+                ..only.clone()
+            },
+        ];
+        &widened[..]
+    } else {
+        points
+    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -179,7 +199,7 @@ pub fn breakdown_area_chart(points: &[BreakdownPoint]) -> String {
             .y_labels(5)
             .x_label_formatter(&|t| clock(*t, with_date))
             .y_label_formatter(&|v| short_ms(*v))
-            .label_style(("sans-serif", 13).into_font().color(&INK))
+            .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();
         // Stacked by drawing each cumulative sum from the top down, each hiding the next.
         for depth in (0..Category::ALL.len()).rev() {
@@ -236,7 +256,7 @@ pub fn percentile_chart(points: &[LatencyPoint]) -> String {
             .y_labels(5)
             .x_label_formatter(&|t| clock(*t, with_date))
             .y_label_formatter(&|v| short_ms(*v))
-            .label_style(("sans-serif", 13).into_font().color(&INK))
+            .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();
         let lines: [(&str, RGBColor, fn(&LatencyPoint) -> f64); 3] = [
             ("p99", P99_COLOR, |p| p.p99_ms),
@@ -300,7 +320,7 @@ pub fn latency_histogram(bars: &[HistogramBar]) -> String {
                 short_ms(bars[idx].from_ms)
             })
             .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style(("sans-serif", 13).into_font().color(&INK))
+            .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();
         let bar_color = category_color(Category::Db);
         let _ = chart.draw_series(bars.iter().enumerate().map(|(idx, bar)| {
@@ -351,7 +371,11 @@ pub fn bar_segments(ms: &[f64; 6], scale_ms: f64) -> Vec<BarSegment> {
                 "{} {} ({:.0}%)",
                 category.as_str(),
                 short_ms(*value),
-                if total > 0.0 { value / total * 100.0 } else { 0.0 }
+                if total > 0.0 {
+                    value / total * 100.0
+                } else {
+                    0.0
+                }
             ),
         });
         x += width;

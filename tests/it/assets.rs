@@ -37,7 +37,11 @@ async fn every_static_file_is_served_byte_for_byte() {
         );
         let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
         assert_eq!(cache, "public, max-age=31536000, immutable");
-        assert_eq!(res.bytes().await.unwrap().as_ref(), on_disk.as_slice(), "static/{name}");
+        assert_eq!(
+            res.bytes().await.unwrap().as_ref(),
+            on_disk.as_slice(),
+            "static/{name}"
+        );
         n_files += 1;
     }
     assert!(n_files >= 3, "static/ has app.css, app.js and the favicon");

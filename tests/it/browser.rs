@@ -22,7 +22,7 @@ use crate::support::{http_client, spawn_app};
 const CHROMIUM: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser"];
 const CHROMEDRIVER: &[&str] = &["/usr/bin/chromedriver"];
 /// The W3C key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52f-4f9b3c1a1b7e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find(candidates: &[&str]) -> Option<PathBuf> {
     candidates
@@ -124,7 +124,10 @@ impl Session {
                 json!({ "using": "css selector", "value": selector }),
             )
             .await;
-        found[ELEMENT].as_str().unwrap().to_owned()
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {selector}: {found}"))
+            .to_owned()
     }
 
     async fn text(&self, element: &str) -> String {
@@ -294,7 +297,9 @@ async fn pages_work_in_a_real_browser() {
         assert!(text.contains(expected), "overview lacks {expected}: {text}");
     }
     let fits = session
-        .script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        .script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
+        )
         .await;
     assert_eq!(fits, true, "the overview scrolls sideways at 1280 px");
     let p50 = session.find("th[data-key=p50]").await;
@@ -319,7 +324,10 @@ async fn pages_work_in_a_real_browser() {
         "Slowest 5%",
         p95.as_str(),
     ] {
-        assert!(text.contains(expected), "endpoint page lacks {expected}: {text}");
+        assert!(
+            text.contains(expected),
+            "endpoint page lacks {expected}: {text}"
+        );
     }
     let charts = session
         .script("return document.querySelectorAll('svg.chart').length")
@@ -337,7 +345,10 @@ async fn pages_work_in_a_real_browser() {
     session.wait_for_url(&format!("/trace/{trace_id}")).await;
     let text = session.body_text().await;
     for expected in ["saml.sign", "POST /saml/assert", "×6 SELECT", "idp"] {
-        assert!(text.contains(expected), "trace page lacks {expected}: {text}");
+        assert!(
+            text.contains(expected),
+            "trace page lacks {expected}: {text}"
+        );
     }
     // Attributes open on demand.
     let row = session.find("details.leaf.folded > summary").await;

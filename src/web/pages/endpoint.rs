@@ -148,7 +148,11 @@ fn trace_link(trace: &TraceSummaryDto) -> TraceLink {
         href: format!("/trace/{}", encode(&trace.trace_id)),
         short_id: trace.trace_id.chars().take(12).collect(),
         trace_id: trace.trace_id.clone(),
-        start: trace.start.replace('T', " ").trim_end_matches('Z').to_owned(),
+        start: trace
+            .start
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .to_owned(),
         duration: fmt_ms(trace.duration_ms),
         version: trace.version.clone(),
         error: trace.error,
@@ -335,7 +339,10 @@ mod tests {
     #[test]
     fn speedup_in_words() {
         let text = speedup_sentence(300.0, 55.0, 245.0, 300.0 / 245.0);
-        assert!(text.contains("CPU work is 55.0 ms of the 300 ms mean"), "{text}");
+        assert!(
+            text.contains("CPU work is 55.0 ms of the 300 ms mean"),
+            "{text}"
+        );
         assert!(text.contains("1.22× faster"), "{text}");
         assert!(text.contains("faster code alone cannot fix"), "{text}");
     }

@@ -320,6 +320,9 @@ mod tests {
             "from=2024-05-01T10%3A00%3A00&to=2024-05-01T12%3A00%3A00"
         );
         let window = custom.window().unwrap();
-        assert_eq!(window.to_unix_ns - window.from_unix_ns, 7200 * 1_000_000_000);
+        assert_eq!(
+            window.to_unix_ns - window.from_unix_ns,
+            7200 * 1_000_000_000
+        );
     }
 }

@@ -137,7 +137,11 @@ fn detail_of(span: &SpanDto) -> String {
     statement(span)
         .or_else(|| span.attributes.get("url.full").map(String::as_str))
         .or_else(|| span.attributes.get("http.url").map(String::as_str))
-        .or_else(|| span.attributes.get("messaging.destination.name").map(String::as_str))
+        .or_else(|| {
+            span.attributes
+                .get("messaging.destination.name")
+                .map(String::as_str)
+        })
         .unwrap_or_default()
         .to_owned()
 }
@@ -313,7 +317,10 @@ fn waterfall(
                     name: span.name.clone(),
                     detail: detail_of(span),
                     service: span.service.clone(),
-                    service_class: service_class.get(span.service.as_str()).copied().unwrap_or(0),
+                    service_class: service_class
+                        .get(span.service.as_str())
+                        .copied()
+                        .unwrap_or(0),
                     category: span.category,
                     error: span.status == "error",
                     critical: critical.contains(span.span_id.as_str()),
@@ -330,7 +337,10 @@ fn waterfall(
                 });
                 if opens {
                     open.push(depth);
-                    for child in items(&children[idx], spans, &has_children).into_iter().rev() {
+                    for child in items(&children[idx], spans, &has_children)
+                        .into_iter()
+                        .rev()
+                    {
                         stack.push((child, depth + 1));
                     }
                 }
@@ -357,10 +367,7 @@ fn waterfall(
                     0,
                     Attribute {
                         key: "folded".into(),
-                        value: format!(
-                            "{} sibling spans; attributes of the first",
-                            members.len()
-                        ),
+                        value: format!("{} sibling spans; attributes of the first", members.len()),
                     },
                 );
                 rows.push(WaterfallRow {
@@ -370,14 +377,20 @@ fn waterfall(
                     name: format!("×{} {}", members.len(), label),
                     detail: String::new(),
                     service: first.service.clone(),
-                    service_class: service_class.get(first.service.as_str()).copied().unwrap_or(0),
+                    service_class: service_class
+                        .get(first.service.as_str())
+                        .copied()
+                        .unwrap_or(0),
                     category: first.category,
                     error: members.iter().any(|idx| spans[*idx].status == "error"),
                     critical: !on_path.is_empty(),
                     is_request: false,
                     offset: fmt_ms(first.offset_ms),
                     duration: fmt_ms(total),
-                    bars: members.iter().map(|idx| bar(&spans[*idx], total_ms)).collect(),
+                    bars: members
+                        .iter()
+                        .map(|idx| bar(&spans[*idx], total_ms))
+                        .collect(),
                     attributes,
                     count: members.len(),
                     fold_total: fmt_ms(total),
@@ -556,7 +569,13 @@ mod tests {
     }
 
     fn rows(trace: &TraceDto, max: usize) -> (Vec<WaterfallRow>, usize, usize) {
-        waterfall(trace, &HashSet::new(), &HashSet::new(), &HashMap::new(), max)
+        waterfall(
+            trace,
+            &HashSet::new(),
+            &HashSet::new(),
+            &HashMap::new(),
+            max,
+        )
     }
 
     #[test]
