@@ -85,13 +85,36 @@ pub fn short_ms(ms: f64) -> String {
     }
 }
 
-/// `14:05` (UTC) from unix milliseconds; with the date when the chart spans days.
-fn clock(t_ms: f64, with_date: bool) -> String {
+/// How much of a timestamp an axis label shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Clock {
+    /// `14:05:30`, for windows under an hour.
+    Seconds,
+    /// `14:05`.
+    Minutes,
+    /// `05-01 14:05`, for windows over a day.
+    Date,
+}
+
+impl Clock {
+    fn for_span(span_ms: f64) -> Self {
+        if span_ms > 86_400_000.0 {
+            Clock::Date
+        } else if span_ms < 3_600_000.0 {
+            Clock::Seconds
+        } else {
+            Clock::Minutes
+        }
+    }
+}
+
+/// An axis label (UTC) from unix milliseconds.
+fn clock(t_ms: f64, precision: Clock) -> String {
     let text = crate::web::window::rfc3339((t_ms.max(0.0) * 1e6) as u64);
-    if with_date {
-        format!("{} {}", &text[5..10], &text[11..16])
-    } else {
-        text[11..16].to_owned()
+    match precision {
+        Clock::Seconds => text[11..19].to_owned(),
+        Clock::Minutes => text[11..16].to_owned(),
+        Clock::Date => format!("{} {}", &text[5..10], &text[11..16]),
     }
 }
 
@@ -175,7 +198,7 @@ pub fn breakdown_area_chart(points: &[BreakdownPoint]) -> String {
         let (plot, side) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
         let first = points.first().map_or(0.0, |p| p.t_ms);
         let last = points.last().map_or(0.0, |p| p.t_ms);
-        let with_date = last - first > 86_400_000.0;
+        let precision = Clock::for_span(last - first);
         let top = points
             .iter()
             .map(|p| p.ms.iter().sum::<f64>())
@@ -197,7 +220,7 @@ pub fn breakdown_area_chart(points: &[BreakdownPoint]) -> String {
             .axis_style(INK.mix(0.5))
             .x_labels(6)
             .y_labels(5)
-            .x_label_formatter(&|t| clock(*t, with_date))
+            .x_label_formatter(&|t| clock(*t, precision))
             .y_label_formatter(&|v| short_ms(*v))
             .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();
@@ -232,7 +255,7 @@ pub fn percentile_chart(points: &[LatencyPoint]) -> String {
         let (plot, side) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
         let first = points.first().map_or(0.0, |p| p.t_ms);
         let last = points.last().map_or(0.0, |p| p.t_ms);
-        let with_date = last - first > 86_400_000.0;
+        let precision = Clock::for_span(last - first);
         let top = points
             .iter()
             .map(|p| p.p99_ms.max(p.p95_ms).max(p.p50_ms))
@@ -254,7 +277,7 @@ pub fn percentile_chart(points: &[LatencyPoint]) -> String {
             .axis_style(INK.mix(0.5))
             .x_labels(6)
             .y_labels(5)
-            .x_label_formatter(&|t| clock(*t, with_date))
+            .x_label_formatter(&|t| clock(*t, precision))
             .y_label_formatter(&|v| short_ms(*v))
             .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();

@@ -314,3 +314,155 @@ async fn untrusted_strings_are_text_on_every_page() {
     assert!(missing.headers.contains_key("content-security-policy"));
     app.stop().await;
 }
+
+/// A trace of `1 + n_batches × (1 + per_batch)` spans: a request, batches below it, and
+/// queries below each batch; `distinct` gives every query its own name, so nothing folds.
+fn big_trace(
+    trace: [u8; 16],
+    base: u64,
+    n_batches: u32,
+    per_batch: u32,
+    distinct: bool,
+) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    let mut next: u32 = 0;
+    let mut id = || {
+        next += 1;
+        let mut bytes = [7u8; 8];
+        bytes[..4].copy_from_slice(&next.to_be_bytes());
+        bytes.to_vec()
+    };
+    let span = |id: Vec<u8>,
+                parent: Vec<u8>,
+                name: String,
+                kind: i32,
+                from_us: u64,
+                to_us: u64,
+                attributes| Span {
+        trace_id: trace.to_vec(),
+        span_id: id,
+        parent_span_id: parent,
+        name,
+        kind,
+        start_time_unix_nano: base + from_us * 1000,
+        end_time_unix_nano: base + to_us * 1000,
+        attributes,
+        ..Default::default()
+    };
+    let root = id();
+    let total_us = u64::from(n_batches * per_batch) * 100 + 1000;
+    let mut spans = vec![span(
+        root.clone(),
+        Vec::new(),
+        "GET /big".into(),
+        2,
+        0,
+        total_us,
+        vec![kv("http.request.method", "GET"), kv("http.route", "/big")],
+    )];
+    let mut at = 100u64;
+    for batch in 0..n_batches {
+        let batch_id = id();
+        let batch_start = at;
+        for query in 0..per_batch {
+            let name = if distinct {
+                format!("step {batch}.{query}")
+            } else {
+                "SELECT items".to_owned()
+            };
+            spans.push(span(
+                id(),
+                batch_id.clone(),
+                name,
+                3,
+                at,
+                at + 90,
+                vec![
+                    kv("db.system", "postgresql"),
+                    kv(
+                        "db.statement",
+                        &format!("SELECT * FROM items WHERE id = {query}"),
+                    ),
+                ],
+            ));
+            at += 100;
+        }
+        spans.push(span(
+            batch_id,
+            root.clone(),
+            format!("batch {batch}"),
+            1,
+            batch_start,
+            at,
+            vec![],
+        ));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "bulk")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_ten_thousand_span_trace_stays_usable() {
+    let app = spawn_app().await;
+    let now = now_ns();
+    let folding = [0x51u8; 16];
+    let flat = [0x52u8; 16];
+    send(&app, big_trace(folding, now - 40_000 * MS, 100, 99, false)).await;
+    send(&app, big_trace(flat, now - 30_000 * MS, 10, 999, true)).await;
+    app.eventually(Duration::from_secs(30), || async {
+        let res = http_client()
+            .get(format!("{}/api/v1/traces?service=bulk", app.ui_url))
+            .send()
+            .await
+            .ok()?;
+        let body: Json = res.json().await.ok()?;
+        (body["traces"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+
+    // Repeated siblings fold: 10,001 spans become 201 rows.
+    let hex = |id: [u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let page = get(&app, &format!("/trace/{}", hex(folding))).await;
+    assert_html(
+        &page,
+        &[
+            "10,001 spans",
+            "×99 SELECT * FROM items WHERE id = ?",
+            "batch 99",
+        ],
+    );
+    assert_eq!(page.body.matches("class=\"wf-row").count(), 1 + 201);
+    assert!(!page.body.contains("rows;"), "nothing is cut");
+
+    // Nothing folds: the rows stop at the cap, with a note, and the HTML stays bounded.
+    let page = get(&app, &format!("/trace/{}", hex(flat))).await;
+    assert_html(
+        &page,
+        &[
+            "10,001 spans",
+            "Showing the first 2,000 rows; 8,001 more spans are not drawn.",
+        ],
+    );
+    assert_eq!(page.body.matches("class=\"wf-row").count(), 1 + 2000);
+    assert_eq!(
+        page.body.matches("<details").count(),
+        page.body.matches("</details>").count()
+    );
+    assert!(page.body.len() < 4 << 20, "{} bytes", page.body.len());
+    app.stop().await;
+}

@@ -143,6 +143,14 @@ fn finding_kind(kind: &str) -> String {
     .to_owned()
 }
 
+/// `2024-05-01T14:05:30.123Z` as `05-01 14:05:30`.
+fn short_start(start: &str) -> String {
+    match (start.get(5..10), start.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time}"),
+        _ => start.to_owned(),
+    }
+}
+
 fn trace_link(trace: &TraceSummaryDto) -> TraceLink {
     TraceLink {
         href: format!("/trace/{}", encode(&trace.trace_id)),
