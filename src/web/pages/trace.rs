@@ -101,7 +101,7 @@ pub struct RequestView {
     pub segments: Vec<BarSegment>,
     pub values: Vec<CategoryValue>,
     pub findings: Vec<FindingView>,
-    pub critical_spans: usize,
+    pub critical_spans: String,
 }
 
 pub struct ServiceChip {
@@ -116,6 +116,8 @@ pub struct TracePage {
     pub trace_id: String,
     pub duration: String,
     pub n_spans: String,
+    /// "1 request", "2 requests".
+    pub n_requests: String,
     pub services: Vec<ServiceChip>,
     pub requests: Vec<RequestView>,
     pub ticks: Vec<String>,
@@ -488,7 +490,7 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
                     saving: fmt_ms(f.potential_saving_ms),
                 })
                 .collect(),
-            critical_spans: r.critical_path.len(),
+            critical_spans: fmt_count(r.critical_path.len() as u64),
         })
         .collect();
     TracePage {
@@ -496,6 +498,10 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
         trace_id: trace.trace_id.clone(),
         duration: fmt_ms(trace.duration_ms),
         n_spans: fmt_count(trace.spans.len() as u64),
+        n_requests: match trace.requests.len() {
+            1 => "1 request".to_owned(),
+            n => format!("{} requests", fmt_count(n as u64)),
+        },
         services,
         requests,
         ticks: (0..=4)
