@@ -156,11 +156,7 @@ fn trace_link(trace: &TraceSummaryDto) -> TraceLink {
         href: format!("/trace/{}", encode(&trace.trace_id)),
         short_id: trace.trace_id.chars().take(12).collect(),
         trace_id: trace.trace_id.clone(),
-        start: trace
-            .start
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_owned(),
+        start: short_start(&trace.start),
         duration: fmt_ms(trace.duration_ms),
         version: trace.version.clone(),
         error: trace.error,
