@@ -19,6 +19,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, writer};
+use crate::regress;
 use crate::store::Store;
 use crate::web::{self, AppState};
 
@@ -109,21 +110,27 @@ impl App {
             Arc::clone(&ingest),
             committed_tx,
         ));
-        let analyzer = Analyzer::load(
-            store.clone(),
-            config.pipeline.analysis.clone(),
-            config.pipeline.max_endpoints_per_service,
-            config.pipeline.max_lateness,
-            Arc::clone(&analysis_stats),
-        )
-        .await
-        .context("loading endpoints for the analyzer")?;
-        let assembler = tokio::spawn(assemble::run(
-            committed_rx,
-            store.clone(),
-            analyzer,
-            config.pipeline.grace_period,
-        ));
+        let assembler = if config.pipeline.analysis_enabled {
+            let analyzer = Analyzer::load(
+                store.clone(),
+                config.pipeline.analysis.clone(),
+                config.pipeline.max_endpoints_per_service,
+                config.pipeline.max_lateness,
+                Arc::clone(&analysis_stats),
+            )
+            .await
+            .context("loading endpoints for the analyzer")?;
+            Some(tokio::spawn(assemble::run(
+                committed_rx,
+                store.clone(),
+                analyzer,
+                config.pipeline.grace_period,
+            )))
+        } else {
+            info!("analysis is off: spans are stored, not analysed");
+            drop(committed_rx);
+            None
+        };
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -151,8 +158,14 @@ impl App {
             sink: Some(sink.clone()),
             analysis_stats,
             analysis: Arc::new(config.pipeline.analysis.clone()),
+            regression_thresholds: config.regression.thresholds,
             ready: Arc::clone(&ready),
         };
+        let regress_task = tokio::spawn(regress::run(
+            store.clone(),
+            config.regression.clone(),
+            stop_rx.clone(),
+        ));
         let ui_server =
             axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
         let http_task = tokio::spawn(async move { http_server.await });
@@ -176,8 +189,11 @@ impl App {
             .await
             .context("UI server task")?
             .context("UI server")?;
+        regress_task.await.context("regression finder task")?;
         writer.await.context("store writer task")?;
-        assembler.await.context("assembler task")?;
+        if let Some(assembler) = assembler {
+            assembler.await.context("assembler task")?;
+        }
         store.close().await;
         info!("stopped");
         Ok(())

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::analysis::AnalysisConfig;
+use crate::analysis::compare::Thresholds;
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +58,7 @@ pub struct ListenConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     /// Exports that may wait for the store writer. Beyond it, clients are told to retry (429 /
-    /// RESOURCE_EXHAUSTED). 256 exports of typically 512 spans hold ~130k spans, a second or two
+    /// RESOURCE_EXHAUSTED). 64 exports of up to 1000 spans hold ~64k spans, about half a second
     /// of full-rate ingest: enough to ride out a slow commit, small enough to bound memory.
     pub queue_capacity: usize,
     /// Largest OTLP body on the wire; the OpenTelemetry Collector's default limit is 20 MiB.
@@ -69,6 +70,9 @@ pub struct IngestConfig {
 /// When requests are analysed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
+    /// Whether stored spans are analysed. Off only to measure ingest alone: requests, rollups
+    /// and the API stay empty, and the blocks are analysed when a later start turns it on.
+    pub analysis_enabled: bool,
     /// How long after a request span is stored its trace is analysed, so that children exported
     /// in a later batch (other services, slower exporters) are there. 2 s covers the default
     /// 1 s schedule delay of the SDK batch processors with room to spare.
@@ -82,6 +86,23 @@ pub struct PipelineConfig {
     pub analysis: AnalysisConfig,
 }
 
+/// The regression finder: when a service sends a new `service.version`, each endpoint is compared
+/// with the previous version once both have enough requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegressionConfig {
+    /// How often the finder looks for new versions. 30 s: a regression is raised within a
+    /// minute of the candidate reaching `min_requests`, at the cost of one grouped rollup read.
+    pub interval: Duration,
+    /// Requests each version of an endpoint needs before it is compared. 50 keeps the p50
+    /// within a few percent of the truth for typical latency spreads; fewer would raise noise.
+    pub min_requests: u64,
+    /// How far back versions and their traffic are read: one day covers a rollout and its
+    /// predecessor's last day of traffic.
+    pub lookback: Duration,
+    /// A regression is p50 or p95 slower by both the ratio and the absolute amount.
+    pub thresholds: Thresholds,
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -93,6 +114,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Analysis timing.
     pub pipeline: PipelineConfig,
+    /// The regression finder.
+    pub regression: RegressionConfig,
 }
 
 /// The flags `serve` shares with `demo`: each one is optional so a config file or the
@@ -128,6 +151,8 @@ pub struct FileConfig {
     ingest: FileIngest,
     #[serde(default)]
     analysis: FileAnalysis,
+    #[serde(default)]
+    regression: FileRegression,
     /// Budgets are read by the alerting code from the same file.
     #[serde(default, rename = "budget")]
     _budgets: Vec<toml::Value>,
@@ -144,6 +169,7 @@ struct FileIngest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAnalysis {
+    enabled: Option<bool>,
     grace_period: Option<String>,
     max_lateness: Option<String>,
     max_endpoints_per_service: Option<usize>,
@@ -152,6 +178,16 @@ struct FileAnalysis {
     slow_query_ms: Option<f64>,
     cpu_hotspot_share: Option<f64>,
     wait_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegression {
+    interval: Option<String>,
+    min_requests: Option<u64>,
+    lookback: Option<String>,
+    min_increase_ratio: Option<f64>,
+    min_increase_ms: Option<f64>,
 }
 
 /// Reads a TOML config file; errors name the file and the line.
@@ -239,7 +275,7 @@ impl Config {
         };
         let max_body_bytes = file.ingest.max_body_bytes.unwrap_or(20 * 1024 * 1024);
         let ingest = IngestConfig {
-            queue_capacity: file.ingest.queue_capacity.unwrap_or(256),
+            queue_capacity: file.ingest.queue_capacity.unwrap_or(64),
             max_body_bytes,
             max_decoded_body_bytes: file
                 .ingest
@@ -265,6 +301,7 @@ impl Config {
             ..defaults
         };
         let pipeline = PipelineConfig {
+            analysis_enabled: analysis_file.enabled.unwrap_or(true),
             grace_period: analysis_file
                 .grace_period
                 .map(|text| duration(&text, "analysis.grace_period"))
@@ -278,11 +315,36 @@ impl Config {
             max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
             analysis,
         };
+        let default_thresholds = Thresholds::default();
+        let regression_file = file.regression;
+        let regression = RegressionConfig {
+            interval: regression_file
+                .interval
+                .map(|text| duration(&text, "regression.interval"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(30)),
+            min_requests: regression_file.min_requests.unwrap_or(50).max(2),
+            lookback: regression_file
+                .lookback
+                .map(|text| duration(&text, "regression.lookback"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            thresholds: Thresholds {
+                min_ratio: regression_file
+                    .min_increase_ratio
+                    .unwrap_or(default_thresholds.min_ratio)
+                    .max(0.0),
+                min_delta_ns: regression_file
+                    .min_increase_ms
+                    .map_or(default_thresholds.min_delta_ns, ms_to_ns),
+            },
+        };
         Ok(Config {
             database_url: DatabaseUrl::parse(&database_url)?,
             listen,
             ingest,
             pipeline,
+            regression,
         })
     }
 }
@@ -323,6 +385,20 @@ mod tests {
         let config = Config::from_parts(&flags, file).unwrap();
         assert_eq!(config.listen.ui.port(), 7000);
         assert_eq!(config.listen.otlp_http.port(), 9001);
+    }
+
+    #[test]
+    fn regression_settings_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            "[regression]\ninterval = \"5s\"\nmin_requests = 80\nmin_increase_ratio = 0.5\nmin_increase_ms = 10\n",
+        )
+        .unwrap();
+        let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
+        assert_eq!(config.regression.interval, Duration::from_secs(5));
+        assert_eq!(config.regression.min_requests, 80);
+        assert_eq!(config.regression.lookback, Duration::from_secs(86_400));
+        assert_eq!(config.regression.thresholds.min_ratio, 0.5);
+        assert_eq!(config.regression.thresholds.min_delta_ns, 10_000_000);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - `pipeline`: the store writer (group commit, acknowledgements), the assembler (recent traces,
 //!   grace period, late spans) and the analysis task feeding summaries and rollups;
 //! - `analysis`: pure functions from spans to breakdowns, findings and rollups;
+//! - `regress`: the regression finder, comparing each new `service.version` with the previous;
 //! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
 //! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;
 //! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`).
@@ -18,5 +19,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod pipeline;
+pub mod regress;
 pub mod store;
 pub mod web;

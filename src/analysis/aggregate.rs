@@ -51,6 +51,10 @@ pub struct Rollup {
     pub errors: u64,
     /// Summed durations.
     pub duration_sum_ns: u64,
+    /// Summed squared durations (ns²), for the variance behind a confidence interval of the
+    /// mean. An integer, so that `add`, `remove` and `merge` stay exact; u128 because one
+    /// second squared is already 10^18 ns².
+    pub duration_sq_sum: u128,
     /// The latency distribution.
     pub sketch: LatencySketch,
     /// Summed critical-path breakdowns.
@@ -230,6 +234,7 @@ impl Rollup {
             requests: 0,
             errors: 0,
             duration_sum_ns: 0,
+            duration_sq_sum: 0,
             sketch: LatencySketch::new(),
             breakdown_sum: Breakdown::default(),
             db_calls: 0,
@@ -240,14 +245,12 @@ impl Rollup {
 
     /// Adds one request.
     pub fn add(&mut self, analysis: &RequestAnalysis) {
-        self.requests += 1;
-        self.errors += u64::from(analysis.error);
-        self.duration_sum_ns = self.duration_sum_ns.saturating_add(analysis.duration_ns);
-        self.sketch.record_ns(analysis.duration_ns);
-        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(analysis.breakdown.0) {
-            *sum = sum.saturating_add(ns);
-        }
-        self.db_calls += u64::from(analysis.n_db_calls);
+        self.add_headline(
+            analysis.duration_ns,
+            analysis.error,
+            &analysis.breakdown,
+            analysis.n_db_calls,
+        );
         for op in &analysis.operations {
             let sums = self
                 .operations
@@ -265,12 +268,35 @@ impl Rollup {
         }
     }
 
+    /// Adds one request's headline figures only (no operations or findings): what a stored
+    /// request row holds, for selections that rollups cannot answer.
+    pub fn add_headline(
+        &mut self,
+        duration_ns: u64,
+        error: bool,
+        breakdown: &Breakdown,
+        n_db_calls: u32,
+    ) {
+        self.requests += 1;
+        self.errors += u64::from(error);
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(duration_ns);
+        self.duration_sq_sum = self.duration_sq_sum.saturating_add(square(duration_ns));
+        self.sketch.record_ns(duration_ns);
+        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(breakdown.0) {
+            *sum = sum.saturating_add(ns);
+        }
+        self.db_calls += u64::from(n_db_calls);
+    }
+
     /// Takes back one request added before: the exact inverse of [`Rollup::add`], so that a
     /// re-analysed request can replace its old analysis.
     pub fn remove(&mut self, analysis: &RequestAnalysis) {
         self.requests = self.requests.saturating_sub(1);
         self.errors = self.errors.saturating_sub(u64::from(analysis.error));
         self.duration_sum_ns = self.duration_sum_ns.saturating_sub(analysis.duration_ns);
+        self.duration_sq_sum = self
+            .duration_sq_sum
+            .saturating_sub(square(analysis.duration_ns));
         self.sketch.remove_ns(analysis.duration_ns);
         for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(analysis.breakdown.0) {
             *sum = sum.saturating_sub(ns);
@@ -304,6 +330,7 @@ impl Rollup {
         self.requests += other.requests;
         self.errors += other.errors;
         self.duration_sum_ns = self.duration_sum_ns.saturating_add(other.duration_sum_ns);
+        self.duration_sq_sum = self.duration_sq_sum.saturating_add(other.duration_sq_sum);
         self.sketch.merge(&other.sketch);
         for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(other.breakdown_sum.0) {
             *sum = sum.saturating_add(ns);
@@ -322,6 +349,10 @@ impl Rollup {
             sums.saving_ns = sums.saving_ns.saturating_add(theirs.saving_ns);
         }
     }
+}
+
+fn square(ns: u64) -> u128 {
+    u128::from(ns) * u128::from(ns)
 }
 
 impl Default for Rollup {

@@ -6,13 +6,15 @@
 //! - `span_tree`: the spans of a trace indexed once (duplicates, orphans and cycles repaired);
 //! - `operation`: operation names (normalized statement, called host, span name) and their sums;
 //! - `findings`: duplicate and N+1 queries, sequential I/O, slow queries, CPU hot spots, waits;
-//! - `aggregate`: mergeable per-endpoint rollups, the latency sketch, and endpoint summaries.
+//! - `aggregate`: mergeable per-endpoint rollups, the latency sketch, and endpoint summaries;
+//! - `compare`: one endpoint between two selections: deltas, confidence, what explains them.
 //!
 //! Invariant: pure. No async, no IO, no sqlx or axum types, no `Result`: odd input (orphans,
 //! clock skew, cycles) comes back as [`Anomaly`] values beside the output. Nothing here recurses
 //! without bound, and nothing here is serializable (the API has its own DTOs).
 
 pub mod aggregate;
+pub mod compare;
 pub mod critical_path;
 pub mod findings;
 pub mod operation;
@@ -290,7 +292,8 @@ pub fn analyze_request(
         version: span.resource.service_version.clone().unwrap_or_default(),
         endpoint: request::endpoint_name(span),
         start_unix_ns: span.start_unix_ns,
-        duration_ns: span.duration_ns,
+        // The clamped duration: equal to the span's unless its end overflowed the clock.
+        duration_ns: path.nodes[0].duration_ns(),
         error: span.is_error(),
         breakdown: path.breakdown,
         totals,

@@ -24,12 +24,22 @@ pub fn endpoint_name(span: &Span) -> String {
             return format!("{method} {route}");
         }
         if span.kind == SpanKind::Server
-            && let Some(path) = &sem.url_path
+            && let Some(path) = sem
+                .url_path
+                .as_deref()
+                .or_else(|| sem.url_full.as_deref().and_then(url_path))
         {
             return format!("{method} {}", template_path(path));
         }
     }
     template_name(&span.name)
+}
+
+/// The path of a full URL (`https://host/a/b?q` gives `/a/b`), when it has one.
+fn url_path(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = &rest[rest.find('/')?..];
+    path.split(['?', '#']).next()
 }
 
 /// The text used for an id.
@@ -123,6 +133,7 @@ mod tests {
 GET /users/:id 0..10 server http.request.method=GET http.route=/users/:id url.path=/users/12
   GET /users/12345 1..9 server http.request.method=GET url.path=/users/12345/orders/550e8400-e29b-41d4-a716-446655440000
   GET 1..9 server http.request.method=get url.path=/blobs/deadbeefdeadbeef00/a1b2c3d4e5f6/v2
+  GET 1..9 server http.request.method=GET url.full=https://api.example/items/42?full=1
   load user 12345 2..3 internal
   GET 2..3 client http.request.method=GET url.full=http://a/users/1
 job: nightly export 7f3a9b2c1d4e5f60 0..100 internal
@@ -132,6 +143,7 @@ worker: orders process 0..5 consumer messaging.system=kafka
                 request GET /users/:id
                 request GET /users/{id}/orders/{id}
                 request GET /blobs/{id}/{id}/v2
+                request GET /items/{id}
                 - load user {id}
                 - GET
                 request nightly export {id}

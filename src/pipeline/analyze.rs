@@ -18,10 +18,28 @@ use tracing::{error, warn};
 
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
-use crate::store::{AnalysisCommit, RequestRow, RollupKey, Store, StoreError, minute_of};
+use crate::store::{
+    AnalysisCommit, RequestRow, RollupKey, Store, StoreError, canonical_attributes, minute_of,
+};
 
 /// The endpoint every endpoint past a service's cap is folded into.
 pub const OTHER_ENDPOINT: &str = "other";
+
+/// Distinct resources interned at most. A resource is one process's attribute set, so this is
+/// thousands of deployments' worth; past it (e.g. a resource attribute carrying a request id),
+/// requests get resource id 0 and only attribute selections miss them.
+pub const MAX_RESOURCES: usize = 10_000;
+
+/// The canonical form of the resource of a request span, for interning.
+fn resource_key(span: &Span) -> String {
+    let attributes: Vec<(String, String)> = span
+        .resource
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.to_string()))
+        .collect();
+    canonical_attributes(&attributes)
+}
 
 /// A trace whose grace period has passed.
 #[derive(Debug)]
@@ -103,6 +121,8 @@ pub struct Analyzer {
     keep_rollups: Duration,
     endpoint_ids: HashMap<(String, String), i64>,
     endpoints_per_service: HashMap<String, usize>,
+    /// Interned resources by canonical attributes.
+    resource_ids: HashMap<String, i64>,
     rollups: HashMap<RollupKey, CachedRollup>,
     stats: Arc<AnalysisStats>,
 }
@@ -126,6 +146,12 @@ impl Analyzer {
             }
             endpoint_ids.insert((endpoint.service, endpoint.endpoint), endpoint.id);
         }
+        let resource_ids = store
+            .resources()
+            .await?
+            .into_iter()
+            .map(|resource| (canonical_attributes(&resource.attributes), resource.id))
+            .collect();
         Ok(Analyzer {
             store,
             config: Arc::new(config),
@@ -133,6 +159,7 @@ impl Analyzer {
             keep_rollups,
             endpoint_ids,
             endpoints_per_service,
+            resource_ids,
             rollups: HashMap::new(),
             stats,
         })
@@ -211,10 +238,28 @@ impl Analyzer {
                 .map(|(spans, old_spans, last_block)| {
                     let (new, new_anomalies) = analyze_trace(&spans, &config);
                     anomalies += new_anomalies.len() as u64;
+                    let by_id: HashMap<_, &Span> =
+                        spans.iter().map(|span| (span.span_id, span)).collect();
+                    // Spans of one export share their resource: render each one once.
+                    let mut rendered: HashMap<*const collector::model::Resource, String> =
+                        HashMap::new();
+                    let resources: Vec<String> = new
+                        .iter()
+                        .map(|request| {
+                            by_id
+                                .get(&request.span_id)
+                                .map_or_else(String::new, |span| {
+                                    rendered
+                                        .entry(Arc::as_ptr(&span.resource))
+                                        .or_insert_with(|| resource_key(span))
+                                        .clone()
+                                })
+                        })
+                        .collect();
                     let old = old_spans
                         .map(|old| analyze_trace(&old, &config).0)
                         .unwrap_or_default();
-                    (new, old, last_block)
+                    (new, resources, old, last_block)
                 })
                 .collect();
             (results, anomalies)
@@ -226,7 +271,7 @@ impl Analyzer {
         self.stats.anomalies.fetch_add(anomalies, Relaxed);
 
         let mut requests = Vec::new();
-        for (new, old, last_block_id) in results {
+        for (new, resources, old, last_block_id) in results {
             for request in &old {
                 let endpoint_id = self.known_endpoint_id(&request.service, &request.endpoint);
                 if let Some(endpoint_id) = endpoint_id {
@@ -238,10 +283,11 @@ impl Analyzer {
                     self.cached_rollup(key).await?.remove(request);
                 }
             }
-            for request in &new {
+            for (request, resource) in new.iter().zip(&resources) {
                 let endpoint_id = self
                     .endpoint_id(&request.service, &request.endpoint)
                     .await?;
+                let resource_id = self.resource_id(&request.service, resource).await?;
                 let key = RollupKey {
                     endpoint_id,
                     version: request.version.clone(),
@@ -259,6 +305,7 @@ impl Analyzer {
                     breakdown: request.breakdown,
                     n_db_calls: request.n_db_calls,
                     last_block_id,
+                    resource_id,
                 });
                 self.record_counters(request);
             }
@@ -357,6 +404,22 @@ impl Analyzer {
         let id = self.store.intern_endpoint(service, name).await?;
         self.endpoint_ids
             .insert((service.to_owned(), name.to_owned()), id);
+        Ok(id)
+    }
+
+    /// The id of a request's resource, interning it if new; 0 past [`MAX_RESOURCES`].
+    async fn resource_id(&mut self, service: &str, canonical: &str) -> Result<i64, StoreError> {
+        if canonical.is_empty() {
+            return Ok(0);
+        }
+        if let Some(id) = self.resource_ids.get(canonical) {
+            return Ok(*id);
+        }
+        if self.resource_ids.len() >= MAX_RESOURCES {
+            return Ok(0);
+        }
+        let id = self.store.intern_resource(service, canonical).await?;
+        self.resource_ids.insert(canonical.to_owned(), id);
         Ok(id)
     }
 

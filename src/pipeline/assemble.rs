@@ -29,6 +29,11 @@ const REPLAY_BATCH: i64 = 64;
 /// Most traces analysed per tick; the rest wait for the next tick, so one tick's commit stays small.
 const MAX_TRACES_PER_TICK: usize = 20_000;
 
+/// Most spans held waiting for analysis. Past it the assembler stops taking committed blocks, the
+/// writer waits, the ingest queue fills and exporters are told to retry: memory stays bounded
+/// when analysis falls behind ingest. 200,000 spans are two seconds of ingest at full rate.
+const MAX_PENDING_SPANS: usize = 200_000;
+
 struct Pending {
     spans: Vec<Span>,
     first_block_id: i64,
@@ -39,6 +44,8 @@ struct Pending {
 struct Assembler {
     grace_period: Duration,
     pending: HashMap<TraceId, Pending>,
+    /// Spans in `pending`.
+    n_pending_spans: usize,
     /// Trace ids in arrival order with their due time; the grace period is constant, so this is
     /// also due order.
     due: VecDeque<(Instant, TraceId)>,
@@ -48,6 +55,7 @@ struct Assembler {
 impl Assembler {
     fn add(&mut self, block: CommittedBlock, now: Instant) {
         self.last_block_id = self.last_block_id.max(block.block_id);
+        self.n_pending_spans += block.spans.len();
         for span in block.spans {
             let entry = self.pending.entry(span.trace_id).or_insert_with(|| {
                 self.due.push_back((now + self.grace_period, span.trace_id));
@@ -70,6 +78,7 @@ impl Assembler {
             }
             self.due.pop_front();
             if let Some(pending) = self.pending.remove(&trace_id) {
+                self.n_pending_spans -= pending.spans.len();
                 taken.push(DueTrace {
                     trace_id,
                     spans: pending.spans,
@@ -100,6 +109,7 @@ pub async fn run(
     let mut assembler = Assembler {
         grace_period,
         pending: HashMap::new(),
+        n_pending_spans: 0,
         due: VecDeque::new(),
         last_block_id: 0,
     };
@@ -110,7 +120,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            block = committed.recv() => match block {
+            block = committed.recv(), if assembler.n_pending_spans < MAX_PENDING_SPANS => match block {
                 Some(block) => assembler.add(block, Instant::now()),
                 None => break,
             },
@@ -162,6 +172,7 @@ mod tests {
         let mut assembler = Assembler {
             grace_period: Duration::from_secs(2),
             pending: HashMap::new(),
+            n_pending_spans: 0,
             due: VecDeque::new(),
             last_block_id: 0,
         };

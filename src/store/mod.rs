@@ -97,6 +97,116 @@ pub struct RequestRow {
     pub n_db_calls: u32,
     /// Newest block the analysis saw.
     pub last_block_id: i64,
+    /// Interned resource of the request span; 0 when unknown.
+    pub resource_id: i64,
+}
+
+/// An interned resource: the full attribute set one process reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRef {
+    /// Its id.
+    pub id: i64,
+    /// `service.name`.
+    pub service: String,
+    /// Its attributes, sorted by key.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The canonical text of a resource's attributes: `key=value` lines sorted by key, the form the
+/// store interns. A backslash, a newline, and `=` in a key are escaped with a backslash, so any
+/// attribute reads back as sent.
+pub fn canonical_attributes(attributes: &[(String, String)]) -> String {
+    fn escape(text: &str, is_key: bool) -> String {
+        let mut out = String::with_capacity(text.len());
+        for ch in text.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '=' if is_key => out.push_str("\\="),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let mut lines: Vec<String> = attributes
+        .iter()
+        .map(|(key, value)| format!("{}={}", escape(key, true), escape(value, false)))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines.join("\n")
+}
+
+/// Reads [`canonical_attributes`] back.
+fn parse_canonical(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (mut key, mut value) = (String::new(), String::new());
+        let mut in_value = false;
+        let mut chars = line.chars();
+        while let Some(ch) = chars.next() {
+            let target = if in_value { &mut value } else { &mut key };
+            match ch {
+                '\\' => match chars.next() {
+                    Some('n') => target.push('\n'),
+                    Some(other) => target.push(other),
+                    None => {}
+                },
+                '=' if !in_value => in_value = true,
+                c => target.push(c),
+            }
+        }
+        out.push((key, value));
+    }
+    out
+}
+
+/// Traffic of one version of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionTraffic {
+    /// `service.name`.
+    pub service: String,
+    /// `service.version`.
+    pub version: String,
+    /// The first minute with a request of this version.
+    pub first_minute: i64,
+    /// Requests.
+    pub requests: u64,
+}
+
+/// A regression the finder raised, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegressionRecord {
+    /// Its id, increasing in detection order (0 before it is stored).
+    pub id: i64,
+    /// When it was found.
+    pub detected_unix_ns: u64,
+    /// Interned endpoint.
+    pub endpoint_id: i64,
+    /// `service.name` (filled in when read).
+    pub service: String,
+    /// Endpoint name (filled in when read).
+    pub endpoint: String,
+    /// The previous version.
+    pub baseline: String,
+    /// The new version.
+    pub candidate: String,
+    /// `p50` or `p95`.
+    pub metric: String,
+    /// The metric in the baseline.
+    pub baseline_ns: u64,
+    /// The metric in the candidate.
+    pub candidate_ns: u64,
+    /// Baseline requests compared.
+    pub baseline_requests: u64,
+    /// Candidate requests compared.
+    pub candidate_requests: u64,
+    /// Difference of the means.
+    pub mean_delta_ns: i64,
+    /// Its 95% confidence interval, when the rollups allow one.
+    pub mean_delta_ci_ns: Option<(i64, i64)>,
+    /// One sentence: what changed and what explains it.
+    pub summary: String,
 }
 
 /// An interned endpoint.
@@ -275,6 +385,87 @@ impl Store {
         dispatch!(self.request_breakdowns(window, endpoint_id))
     }
 
+    /// Rollups of one version in a window (see [`Store::rollups`]).
+    pub async fn version_rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        version: &str,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        dispatch!(self.version_rollups(window, endpoint_ids, version, with_details))
+    }
+
+    /// Every request of some endpoints in a window, optionally of one version, unordered: for
+    /// selections by resource attribute, which rollups do not record.
+    pub async fn selected_requests(
+        &self,
+        window: Window,
+        endpoint_ids: &[i64],
+        version: Option<&str>,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        dispatch!(self.selected_requests(window, endpoint_ids, version))
+    }
+
+    /// Every interned resource.
+    pub async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
+        dispatch!(self.resources())
+    }
+
+    /// The id of a resource given in [`canonical_attributes`] form, interning it if new.
+    pub async fn intern_resource(&self, service: &str, canonical: &str) -> Result<i64, StoreError> {
+        dispatch!(self.intern_resource(service, canonical))
+    }
+
+    /// Requests per (service, version) with traffic from `first_minute` on.
+    pub async fn version_traffic(
+        &self,
+        first_minute: i64,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        dispatch!(self.version_traffic(first_minute))
+    }
+
+    /// Which of `endpoint_ids` the regression finder has evaluated for this version pair.
+    pub async fn regression_checked(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        dispatch!(self.regression_checked(endpoint_ids, baseline, candidate))
+    }
+
+    /// Marks endpoints as evaluated for a version pair and stores the regressions found, in one
+    /// transaction: after a restart, nothing is evaluated or raised twice.
+    pub async fn record_regression_checks(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+        checked_unix_ns: u64,
+        found: &[RegressionRecord],
+    ) -> Result<(), StoreError> {
+        dispatch!(self.record_regression_checks(
+            endpoint_ids,
+            baseline,
+            candidate,
+            checked_unix_ns,
+            found
+        ))
+    }
+
+    /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
+    /// service: the feed alert
+    /// senders page through with the last id they sent.
+    pub async fn regressions(
+        &self,
+        after_id: i64,
+        limit: i64,
+        service: Option<&str>,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        dispatch!(self.regressions(after_id, limit, service))
+    }
+
     /// Counts of what is stored.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         dispatch!(self.stats())
@@ -295,3 +486,24 @@ impl Store {
 
 #[cfg(test)]
 mod suite;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_attributes_round_trip() {
+        let attributes = vec![
+            ("service.name".to_owned(), "auth".to_owned()),
+            ("odd=key".to_owned(), "a\\b\nc=d ü".to_owned()),
+            ("host.name".to_owned(), String::new()),
+        ];
+        let text = canonical_attributes(&attributes);
+        assert_eq!(text.lines().count(), 3);
+        let mut back = parse_canonical(&text);
+        back.sort();
+        let mut expected = attributes.clone();
+        expected.sort();
+        assert_eq!(back, expected);
+    }
+}

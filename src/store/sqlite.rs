@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use super::{
-    AnalysisCommit, EncodedBlock, EndpointRef, RequestRow, RollupKey, StoreError, StoreStats,
-    Window, block,
+    AnalysisCommit, EncodedBlock, EndpointRef, RegressionRecord, RequestRow, ResourceRef,
+    RollupKey, StoreError, StoreStats, VersionTraffic, Window, block, parse_canonical,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -37,13 +37,22 @@ pub(super) struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "regressions".into(),
+            MigrationType::Simple,
+            include_str!("migrations/sqlite/0003_regressions.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 fn ns(value: u64) -> i64 {
@@ -78,10 +87,11 @@ type RequestTuple = (
     i64,
     i64,
     i64,
+    i64,
 );
 
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id";
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
 
 fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
     let (
@@ -100,6 +110,7 @@ fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
         wait,
         n_db,
         last,
+        resource_id,
     ) = row;
     Ok(RequestRow {
         trace_id: trace_id(&trace)?,
@@ -112,6 +123,7 @@ fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
         breakdown: Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
         n_db_calls: u32::try_from(n_db).unwrap_or(0),
         last_block_id: last,
+        resource_id,
     })
 }
 
@@ -130,10 +142,11 @@ type RollupTuple = (
     i64,
     i64,
     i64,
+    String,
 );
 
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls";
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum";
 
 fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
     let (
@@ -151,6 +164,7 @@ fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
         cpu,
         wait,
         db_calls,
+        sq_sum,
     ) = row;
     let sketch = LatencySketch::from_bytes(&sketch)
         .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
@@ -161,6 +175,9 @@ fn rollup_row(row: RollupTuple) -> Result<(RollupKey, Rollup), StoreError> {
     rollup.sketch = sketch;
     rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
     rollup.db_calls = unsigned(db_calls);
+    rollup.duration_sq_sum = sq_sum
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("sum of squares {sq_sum:?}")))?;
     Ok((
         RollupKey {
             endpoint_id,
@@ -505,7 +522,8 @@ impl SqliteStore {
                     row.push_bind(ns(value));
                 }
                 row.push_bind(i64::from(request.n_db_calls))
-                    .push_bind(request.last_block_id);
+                    .push_bind(request.last_block_id)
+                    .push_bind(request.resource_id);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -590,6 +608,251 @@ impl SqliteStore {
         rows.into_iter().map(request_row).collect()
     }
 
+    pub(super) async fn version_rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        version: &str,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        let (first, last) = window.minutes();
+        self.rollup_rows([first, last], endpoint_ids, Some(version), with_details)
+            .await
+    }
+
+    pub(super) async fn selected_requests(
+        &self,
+        window: Window,
+        endpoint_ids: &[i64],
+        version: Option<&str>,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
+            ));
+            select
+                .push_bind(ns(window.from_unix_ns))
+                .push(" AND start_unix_ns < ")
+                .push_bind(ns(window.to_unix_ns))
+                .push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+            if let Some(version) = version {
+                select.push(" AND version = ").push_bind(version.to_owned());
+            }
+            let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                out.push(request_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
+        const SELECT: &str = "SELECT id, service, attributes FROM resources ORDER BY id";
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, service, attributes)| ResourceRef {
+                id,
+                service,
+                attributes: parse_canonical(&attributes),
+            })
+            .collect())
+    }
+
+    pub(super) async fn intern_resource(
+        &self,
+        service: &str,
+        canonical: &str,
+    ) -> Result<i64, StoreError> {
+        const INSERT: &str = "INSERT INTO resources (service, attributes) VALUES ($1, $2) \
+             ON CONFLICT (attributes) DO UPDATE SET service = excluded.service RETURNING id";
+        Ok(sqlx::query_scalar(INSERT)
+            .bind(service)
+            .bind(canonical)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn version_traffic(
+        &self,
+        first_minute: i64,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        const SELECT: &str = "SELECT e.service, r.version, MIN(r.minute), SUM(r.requests) \
+             FROM rollups r JOIN endpoints e ON e.id = r.endpoint_id \
+             WHERE r.minute >= $1 AND r.version <> '' GROUP BY e.service, r.version";
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT)
+            .bind(first_minute)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(service, version, first_minute, requests)| VersionTraffic {
+                    service,
+                    version,
+                    first_minute,
+                    requests: unsigned(requests),
+                },
+            )
+            .collect())
+    }
+
+    pub(super) async fn regression_checked(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT endpoint_id FROM regression_checks WHERE baseline = ",
+            );
+            select
+                .push_bind(baseline.to_owned())
+                .push(" AND candidate = ")
+                .push_bind(candidate.to_owned())
+                .push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+            let rows: Vec<(i64,)> = select.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn record_regression_checks(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+        checked_unix_ns: u64,
+        found: &[RegressionRecord],
+    ) -> Result<(), StoreError> {
+        const INSERT_EVENT: &str = "INSERT OR IGNORE INTO regressions (detected_unix_ns, endpoint_id, \
+             baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
+             candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        let mut tx = self.pool.begin().await?;
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO regression_checks (endpoint_id, baseline, candidate, checked_unix_ns) ",
+            );
+            insert.push_values(chunk, |mut row, id| {
+                row.push_bind(*id)
+                    .push_bind(baseline.to_owned())
+                    .push_bind(candidate.to_owned())
+                    .push_bind(ns(checked_unix_ns));
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for event in found {
+            sqlx::query(INSERT_EVENT)
+                .bind(ns(event.detected_unix_ns))
+                .bind(event.endpoint_id)
+                .bind(&event.baseline)
+                .bind(&event.candidate)
+                .bind(&event.metric)
+                .bind(ns(event.baseline_ns))
+                .bind(ns(event.candidate_ns))
+                .bind(ns(event.baseline_requests))
+                .bind(ns(event.candidate_requests))
+                .bind(event.mean_delta_ns)
+                .bind(event.mean_delta_ci_ns.map(|(low, _)| low))
+                .bind(event.mean_delta_ci_ns.map(|(_, high)| high))
+                .bind(&event.summary)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn regressions(
+        &self,
+        after_id: i64,
+        limit: i64,
+        service: Option<&str>,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        type Row = (
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            String,
+        );
+        const SELECT: &str = "SELECT r.id, r.detected_unix_ns, r.endpoint_id, e.service, e.endpoint, \
+             r.baseline, r.candidate, r.metric, r.baseline_ns, r.candidate_ns, r.baseline_requests, \
+             r.candidate_requests, r.mean_delta_ns, r.mean_delta_low_ns, r.mean_delta_high_ns, r.summary \
+             FROM regressions r JOIN endpoints e ON e.id = r.endpoint_id \
+             WHERE r.id > $1 AND ($2 IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3";
+        let rows: Vec<Row> = sqlx::query_as(SELECT)
+            .bind(after_id)
+            .bind(service)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    detected,
+                    endpoint_id,
+                    service,
+                    endpoint,
+                    baseline,
+                    candidate,
+                    metric,
+                    baseline_ns,
+                    candidate_ns,
+                    baseline_requests,
+                    candidate_requests,
+                    mean_delta_ns,
+                    low,
+                    high,
+                    summary,
+                )| RegressionRecord {
+                    id,
+                    detected_unix_ns: unsigned(detected),
+                    endpoint_id,
+                    service,
+                    endpoint,
+                    baseline,
+                    candidate,
+                    metric,
+                    baseline_ns: unsigned(baseline_ns),
+                    candidate_ns: unsigned(candidate_ns),
+                    baseline_requests: unsigned(baseline_requests),
+                    candidate_requests: unsigned(candidate_requests),
+                    mean_delta_ns,
+                    mean_delta_ci_ns: low.zip(high),
+                    summary,
+                },
+            )
+            .collect())
+    }
+
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         const BLOCKS: &str =
             "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
@@ -654,7 +917,8 @@ async fn write_rollup(
         for value in rollup.breakdown_sum.0 {
             row.push_bind(ns(value));
         }
-        row.push_bind(ns(rollup.db_calls));
+        row.push_bind(ns(rollup.db_calls))
+            .push_bind(rollup.duration_sq_sum.to_string());
     });
     insert.build().execute(&mut **tx).await?;
     let operations: Vec<_> = rollup

@@ -15,6 +15,7 @@ const LOGIN: &str = "auth: POST /login 0..300 server http.request.method=POST ht
 pub async fn run_all(store: &Store) {
     blocks_round_trip_and_index_traces(store).await;
     analysis_commit_round_trips(store).await;
+    comparison_reads_round_trip(store).await;
 }
 
 async fn blocks_round_trip_and_index_traces(store: &Store) {
@@ -83,6 +84,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         breakdown: login.breakdown,
         n_db_calls: login.n_db_calls,
         last_block_id: 7,
+        resource_id: 0,
     };
     let commit = AnalysisCommit {
         replace_traces: vec![],
@@ -144,4 +146,159 @@ async fn sqlite() {
         .unwrap();
     run_all(&store).await;
     store.close().await;
+}
+
+async fn comparison_reads_round_trip(store: &Store) {
+    let spans = fixture::parse(LOGIN);
+    let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
+    let login = &requests[0];
+    let endpoint_id = store.intern_endpoint("auth", "GET /compare").await.unwrap();
+    let canonical = canonical_attributes(&[
+        ("service.name".into(), "auth".into()),
+        ("host.name".into(), "web-1".into()),
+    ]);
+    let resource_id = store.intern_resource("auth", &canonical).await.unwrap();
+    assert_eq!(
+        store.intern_resource("auth", &canonical).await.unwrap(),
+        resource_id
+    );
+    let resource = store
+        .resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == resource_id)
+        .expect("resource listed");
+    assert!(
+        resource
+            .attributes
+            .contains(&("host.name".into(), "web-1".into()))
+    );
+    let minute = minute_of(login.start_unix_ns);
+    let mut commit = AnalysisCommit::default();
+    for version in ["1.0", "1.1"] {
+        let mut rollup = Rollup::new();
+        rollup.add(login);
+        rollup.add(login);
+        commit.rollups.push((
+            RollupKey {
+                endpoint_id,
+                version: version.into(),
+                minute,
+            },
+            rollup,
+        ));
+        commit.requests.push(RequestRow {
+            trace_id: collector::model::TraceId([if version == "1.0" { 21 } else { 22 }; 16]),
+            span_id: login.span_id,
+            endpoint_id,
+            version: version.into(),
+            start_unix_ns: login.start_unix_ns,
+            duration_ns: login.duration_ns,
+            error: false,
+            breakdown: login.breakdown,
+            n_db_calls: login.n_db_calls,
+            last_block_id: 1,
+            resource_id,
+        });
+    }
+    store.commit_analysis(&commit).await.unwrap();
+    let window = Window {
+        from_unix_ns: 0,
+        to_unix_ns: login.start_unix_ns + 1,
+    };
+    let rollups = store
+        .version_rollups(window, Some(&[endpoint_id]), "1.1", true)
+        .await
+        .unwrap();
+    assert_eq!(rollups.len(), 1);
+    assert_eq!(rollups[0].1, commit.rollups[1].1, "sum of squares included");
+    let rows = store
+        .selected_requests(window, &[endpoint_id], Some("1.0"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].resource_id, resource_id);
+    let traffic = store.version_traffic(minute).await.unwrap();
+    assert!(traffic.contains(&VersionTraffic {
+        service: "auth".into(),
+        version: "1.1".into(),
+        first_minute: minute,
+        requests: 2,
+    }));
+
+    assert!(
+        store
+            .regression_checked(&[endpoint_id], "1.0", "1.1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let event = RegressionRecord {
+        id: 0,
+        detected_unix_ns: 5,
+        endpoint_id,
+        service: String::new(),
+        endpoint: String::new(),
+        baseline: "1.0".into(),
+        candidate: "1.1".into(),
+        metric: "p50".into(),
+        baseline_ns: 100,
+        candidate_ns: 400,
+        baseline_requests: 50,
+        candidate_requests: 60,
+        mean_delta_ns: 300,
+        mean_delta_ci_ns: Some((290, 310)),
+        summary: "slower".into(),
+    };
+    for _ in 0..2 {
+        store
+            .record_regression_checks(
+                &[endpoint_id],
+                "1.0",
+                "1.1",
+                5,
+                std::slice::from_ref(&event),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .regression_checked(&[endpoint_id], "1.0", "1.1")
+            .await
+            .unwrap(),
+        [endpoint_id].into_iter().collect()
+    );
+    let events = store.regressions(0, 10, None).await.unwrap();
+    assert_eq!(events.len(), 1, "an event is stored once");
+    assert_eq!(events[0].service, "auth");
+    assert_eq!(events[0].endpoint, "GET /compare");
+    assert_eq!(
+        RegressionRecord {
+            id: 0,
+            service: String::new(),
+            endpoint: String::new(),
+            ..events[0].clone()
+        },
+        event
+    );
+    assert!(
+        store
+            .regressions(events[0].id, 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.regressions(0, 10, Some("auth")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .regressions(0, 10, Some("idp"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod pages;
 pub mod query;
+pub mod selector;
 pub mod window;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use collector::sink::{IngestStats, SpanSink};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::analysis::AnalysisConfig;
+use crate::analysis::compare::Thresholds;
 use crate::pipeline::analyze::AnalysisStats;
 use crate::store::Store;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub analysis_stats: Arc<AnalysisStats>,
     /// Thresholds, to re-analyse a trace for its page.
     pub analysis: Arc<AnalysisConfig>,
+    /// What counts as slower or faster in a comparison (the regression finder's thresholds).
+    pub regression_thresholds: Thresholds,
     /// False until every listener is bound and the pipeline runs; false again while stopping.
     pub ready: Arc<AtomicBool>,
 }
@@ -65,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/traces", get(api::traces_list))
         .route("/api/v1/traces/{trace_id}", get(api::trace_get))
         .route("/api/v1/alerts", get(api::alerts_list))
+        .route("/api/v1/compare", get(api::compare_get))
+        .route("/api/v1/regressions", get(api::regressions_list))
         .route("/api/v1/openapi.json", get(api::openapi_get))
         .route("/", get(pages::overview::overview_get))
         .route("/endpoint", get(pages::endpoint::endpoint_get))

@@ -11,9 +11,11 @@ use collector::model::{Span, TraceId};
 
 use super::api::dto::*;
 use crate::analysis::aggregate::{self, EndpointStats, Rollup};
+use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
 use crate::store::{EndpointRef, RequestRow, RollupKey, Store, StoreError, Window};
+use crate::web::selector::Selector;
 use crate::web::window::rfc3339;
 
 const NS_PER_MS: f64 = 1e6;
@@ -462,4 +464,264 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
             })
             .collect(),
     }
+}
+
+/// Where a comparison's numbers came from.
+pub enum CompareAnswer {
+    /// One endpoint.
+    Endpoint(Box<CompareDto>),
+    /// Every endpoint of a service.
+    Service(ServiceCompareDto),
+}
+
+/// Why a comparison has no answer (404).
+pub enum CompareMissing {
+    /// No such service or endpoint.
+    Unknown,
+    /// This side selected no requests.
+    NoData(&'static str),
+}
+
+/// The requests one selector picks, merged per endpoint.
+async fn selected_rollups(
+    store: &Store,
+    service: &str,
+    ids: &[i64],
+    selector: &Selector,
+    default_window: Window,
+) -> Result<(BTreeMap<i64, Rollup>, Window), StoreError> {
+    let window = selector.window.unwrap_or(default_window);
+    if selector.from_rollups() {
+        let rollups = match &selector.version {
+            Some(version) => {
+                store
+                    .version_rollups(window, Some(ids), version, true)
+                    .await?
+            }
+            None => store.rollups(window, Some(ids), true).await?,
+        };
+        return Ok((merge_by(rollups, |key| key.endpoint_id), window));
+    }
+    let resources: std::collections::HashSet<i64> = store
+        .resources()
+        .await?
+        .into_iter()
+        .filter(|resource| {
+            resource.service == service
+                && selector
+                    .attributes
+                    .iter()
+                    .all(|wanted| resource.attributes.contains(wanted))
+        })
+        .map(|resource| resource.id)
+        .collect();
+    let mut merged: BTreeMap<i64, Rollup> = BTreeMap::new();
+    if resources.is_empty() {
+        return Ok((merged, window));
+    }
+    for row in store
+        .selected_requests(window, ids, selector.version.as_deref())
+        .await?
+    {
+        if resources.contains(&row.resource_id) {
+            merged.entry(row.endpoint_id).or_default().add_headline(
+                row.duration_ns,
+                row.error,
+                &row.breakdown,
+                row.n_db_calls,
+            );
+        }
+    }
+    Ok((merged, window))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn comparison_dto(
+    endpoint: &EndpointRef,
+    baseline: &Rollup,
+    baseline_window: Window,
+    candidate: &Rollup,
+    candidate_window: Window,
+    candidate_label: &str,
+    thresholds: &Thresholds,
+) -> Option<EndpointComparisonDto> {
+    let comparison = compare::compare(
+        baseline,
+        candidate,
+        &endpoint.service,
+        &endpoint.endpoint,
+        candidate_label,
+    )?;
+    let before = aggregate::summarize(baseline, &endpoint.endpoint)?;
+    let after = aggregate::summarize(candidate, &endpoint.endpoint)?;
+    let mut delta_ms: BTreeMap<&'static str, f64> = BTreeMap::new();
+    delta_ms.insert("total", ms(comparison.mean_delta_ns()));
+    delta_ms.insert("p50", ms(comparison.p50_delta_ns()));
+    delta_ms.insert("p95", ms(comparison.p95_delta_ns()));
+    delta_ms.insert("p99", ms(comparison.p99_delta_ns()));
+    for category in Category::ALL {
+        delta_ms.insert(
+            category.as_str(),
+            ms(comparison.category_delta_ns[category.index()]),
+        );
+    }
+    Some(EndpointComparisonDto {
+        baseline: summary_dto(endpoint, &before, baseline_window),
+        candidate: summary_dto(endpoint, &after, candidate_window),
+        delta_ms,
+        mean_delta_ci_ms: comparison.mean_delta_ci.map(|ci| IntervalMs {
+            low: ms(ci.low_ns),
+            high: ms(ci.high_ns),
+        }),
+        significant: comparison.significant(),
+        verdict: compare::verdict(&comparison, thresholds).as_str(),
+        regression: compare::regression(&comparison, thresholds).map(|found| RegressionDto {
+            metric: found.metric.as_str(),
+            baseline_ms: ms(found.baseline_ns),
+            candidate_ms: ms(found.candidate_ns),
+        }),
+        top_changes: comparison
+            .top_changes
+            .iter()
+            .map(|change| ChangeDto {
+                category: change.category.as_str(),
+                name: change.name.clone(),
+                delta_ms: ms(change.delta_ns),
+                summary: change.summary.clone(),
+            })
+            .collect(),
+        operations: comparison
+            .operations
+            .iter()
+            .map(|op| OperationChangeDto {
+                category: op.category.as_str(),
+                name: op.name.clone(),
+                change: op.kind.as_str(),
+                baseline_calls_per_request: round2(op.baseline_calls_per_request),
+                candidate_calls_per_request: round2(op.candidate_calls_per_request),
+                baseline_mean_ms: ms(op.baseline_mean_ns),
+                candidate_mean_ms: ms(op.candidate_mean_ns),
+                critical_delta_ms: ms(op.critical_delta_ns),
+            })
+            .collect(),
+        summary: comparison.summary,
+    })
+}
+
+/// `GET /api/v1/compare`: one endpoint, or with `endpoint` absent every endpoint of the service.
+pub async fn compare(
+    store: &Store,
+    default_window: Window,
+    service: &str,
+    endpoint: Option<&str>,
+    baseline: &Selector,
+    candidate: &Selector,
+    thresholds: &Thresholds,
+) -> Result<Result<CompareAnswer, CompareMissing>, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let ids = index.ids(Some(service), endpoint);
+    if ids.is_empty() {
+        return Ok(Err(CompareMissing::Unknown));
+    }
+    let (before, baseline_window) =
+        selected_rollups(store, service, &ids, baseline, default_window).await?;
+    let (after, candidate_window) =
+        selected_rollups(store, service, &ids, candidate, default_window).await?;
+    if before.is_empty() {
+        return Ok(Err(CompareMissing::NoData("baseline")));
+    }
+    if after.is_empty() {
+        return Ok(Err(CompareMissing::NoData("candidate")));
+    }
+    let source = if baseline.from_rollups() && candidate.from_rollups() {
+        "rollups"
+    } else {
+        "requests"
+    };
+    let dto_of = |id: i64| {
+        comparison_dto(
+            index.get(id)?,
+            before.get(&id)?,
+            baseline_window,
+            after.get(&id)?,
+            candidate_window,
+            candidate.label(),
+            thresholds,
+        )
+    };
+    if endpoint.is_some() {
+        return Ok(match ids.first().and_then(|id| dto_of(*id)) {
+            Some(comparison) => Ok(CompareAnswer::Endpoint(Box::new(CompareDto {
+                baseline_selector: baseline.text.clone(),
+                candidate_selector: candidate.text.clone(),
+                source,
+                comparison,
+            }))),
+            None => Err(CompareMissing::NoData("baseline or candidate")),
+        });
+    }
+    let mut endpoints: Vec<EndpointComparisonDto> =
+        ids.iter().filter_map(|id| dto_of(*id)).collect();
+    endpoints.sort_by(|a, b| {
+        let slower = |dto: &EndpointComparisonDto| dto.verdict == "slower";
+        slower(b)
+            .cmp(&slower(a))
+            .then_with(|| b.delta_ms["total"].total_cmp(&a.delta_ms["total"]))
+    });
+    let only = |this: &BTreeMap<i64, Rollup>, other: &BTreeMap<i64, Rollup>| {
+        let mut names: Vec<String> = this
+            .keys()
+            .filter(|id| !other.contains_key(id))
+            .filter_map(|id| index.get(*id).map(|e| e.endpoint.clone()))
+            .collect();
+        names.sort();
+        names
+    };
+    Ok(Ok(CompareAnswer::Service(ServiceCompareDto {
+        service: service.to_owned(),
+        baseline_selector: baseline.text.clone(),
+        candidate_selector: candidate.text.clone(),
+        source,
+        only_in_baseline: only(&before, &after),
+        only_in_candidate: only(&after, &before),
+        endpoints,
+    })))
+}
+
+/// `GET /api/v1/regressions`: events after `after_id`, oldest first, optionally of one service.
+pub async fn regressions(
+    store: &Store,
+    after_id: i64,
+    limit: i64,
+    service: Option<&str>,
+) -> Result<RegressionsDto, StoreError> {
+    let records = store.regressions(after_id, limit, service).await?;
+    Ok(RegressionsDto {
+        regressions: records
+            .into_iter()
+            .map(|record| RegressionEventDto {
+                id: record.id,
+                detected_at: rfc3339(record.detected_unix_ns),
+                service: record.service,
+                endpoint: record.endpoint,
+                baseline: record.baseline,
+                candidate: record.candidate,
+                metric: record.metric,
+                baseline_ms: ms(record.baseline_ns as f64),
+                candidate_ms: ms(record.candidate_ns as f64),
+                baseline_requests: record.baseline_requests,
+                candidate_requests: record.candidate_requests,
+                mean_delta_ms: ms(record.mean_delta_ns as f64),
+                mean_delta_ci_ms: record.mean_delta_ci_ns.map(|(low, high)| IntervalMs {
+                    low: ms(low as f64),
+                    high: ms(high as f64),
+                }),
+                summary: record.summary,
+            })
+            .collect(),
+    })
 }

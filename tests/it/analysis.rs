@@ -23,17 +23,41 @@ pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
+pub(crate) fn kv_int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
 pub(crate) const MS: u64 = 1_000_000;
 
-/// Builds one trace's export, span by span; spans are grouped by service into resources.
+/// Builds one trace as an OTLP export: spans by service, each service one resource with
+/// `service.version` and `resource` attributes when given.
 pub(crate) struct Builder {
     pub(crate) trace: [u8; 16],
     pub(crate) base: u64,
     pub(crate) next_id: u8,
     pub(crate) spans: Vec<(String, Span)>,
+    pub(crate) version: Option<String>,
+    pub(crate) resource: Vec<KeyValue>,
 }
 
 impl Builder {
+    pub(crate) fn new(trace: [u8; 16], base: u64, version: Option<&str>) -> Self {
+        Builder {
+            trace,
+            base,
+            next_id: 0,
+            spans: Vec::new(),
+            version: version.map(str::to_owned),
+            resource: Vec::new(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn span(
         &mut self,
@@ -65,13 +89,13 @@ impl Builder {
     }
 
     pub(crate) fn request(self) -> ExportTraceServiceRequest {
+        let mut resource_spans = Vec::new();
         let mut services: Vec<&str> = Vec::new();
         for (service, _) in &self.spans {
             if !services.contains(&service.as_str()) {
                 services.push(service);
             }
         }
-        let mut resource_spans = Vec::new();
         for service in services {
             let spans = self
                 .spans
@@ -79,9 +103,14 @@ impl Builder {
                 .filter(|(s, _)| s == service)
                 .map(|(_, span)| span.clone())
                 .collect();
+            let mut attributes = vec![kv("service.name", service)];
+            if let Some(version) = &self.version {
+                attributes.push(kv("service.version", version));
+            }
+            attributes.extend(self.resource.iter().cloned());
             resource_spans.push(ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![kv("service.name", service)],
+                    attributes,
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
@@ -98,12 +127,7 @@ impl Builder {
 /// The seed's login, 300 ms: 10 queries (140 ms, a duplicate and a 6-query N+1 loop), a 5 ms
 /// cache get, a 100 ms call to the IdP, 10 ms of signing and 45 ms of other CPU work.
 pub(crate) fn seed_login(seed: u8, base: u64) -> ExportTraceServiceRequest {
-    let mut b = Builder {
-        trace: [seed; 16],
-        base,
-        next_id: 0,
-        spans: Vec::new(),
-    };
+    let mut b = Builder::new([seed; 16], base, None);
     let db = |statement: &str| vec![kv("db.system", "postgresql"), kv("db.statement", statement)];
     let root = b.span(
         "auth",

@@ -200,12 +200,7 @@ const ATTRIBUTE_BREAKER: &str = "\"onmouseover=\"x";
 
 /// A request whose service, span names, route and attributes are all hostile.
 fn hostile(seed: u8, base: u64) -> Vec<u8> {
-    let mut b = Builder {
-        trace: [seed; 16],
-        base,
-        next_id: 0,
-        spans: Vec::new(),
-    };
+    let mut b = Builder::new([seed; 16], base, None);
     let root = b.span(
         ATTRIBUTE_BREAKER,
         None,

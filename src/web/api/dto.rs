@@ -200,3 +200,104 @@ pub struct TraceDto {
     pub spans: Vec<SpanDto>,
     pub requests: Vec<TraceRequestDto>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalMs {
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeDto {
+    pub category: &'static str,
+    pub name: String,
+    pub delta_ms: f64,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationChangeDto {
+    pub category: &'static str,
+    pub name: String,
+    /// `appeared`, `vanished` or `changed`.
+    pub change: &'static str,
+    pub baseline_calls_per_request: f64,
+    pub candidate_calls_per_request: f64,
+    pub baseline_mean_ms: f64,
+    pub candidate_mean_ms: f64,
+    /// Change of its critical-path time per request.
+    pub critical_delta_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegressionDto {
+    /// `p50` or `p95`.
+    pub metric: &'static str,
+    pub baseline_ms: f64,
+    pub candidate_ms: f64,
+}
+
+/// One endpoint compared between two selections.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointComparisonDto {
+    pub baseline: EndpointSummaryDto,
+    pub candidate: EndpointSummaryDto,
+    /// `total` (the mean), `p50`, `p95`, `p99`, then one entry per category.
+    pub delta_ms: BTreeMap<&'static str, f64>,
+    /// 95% confidence interval of the mean delta (Welch); null when a side has under two
+    /// requests or its rollups predate sums of squares.
+    pub mean_delta_ci_ms: Option<IntervalMs>,
+    /// The interval excludes zero.
+    pub significant: bool,
+    /// `slower`, `faster` or `unchanged` by the regression thresholds (p50 or p95).
+    pub verdict: &'static str,
+    pub regression: Option<RegressionDto>,
+    pub top_changes: Vec<ChangeDto>,
+    pub operations: Vec<OperationChangeDto>,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareDto {
+    pub baseline_selector: String,
+    pub candidate_selector: String,
+    /// `rollups`, or `requests` when a side selects by resource attribute (no operations then).
+    pub source: &'static str,
+    #[serde(flatten)]
+    pub comparison: EndpointComparisonDto,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceCompareDto {
+    pub service: String,
+    pub baseline_selector: String,
+    pub candidate_selector: String,
+    pub source: &'static str,
+    /// Endpoints with traffic on both sides, slower first (regressions, then by mean delta).
+    pub endpoints: Vec<EndpointComparisonDto>,
+    pub only_in_baseline: Vec<String>,
+    pub only_in_candidate: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegressionEventDto {
+    pub id: i64,
+    pub detected_at: String,
+    pub service: String,
+    pub endpoint: String,
+    pub baseline: String,
+    pub candidate: String,
+    pub metric: String,
+    pub baseline_ms: f64,
+    pub candidate_ms: f64,
+    pub baseline_requests: u64,
+    pub candidate_requests: u64,
+    pub mean_delta_ms: f64,
+    pub mean_delta_ci_ms: Option<IntervalMs>,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegressionsDto {
+    pub regressions: Vec<RegressionEventDto>,
+}

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::{query, window};
+use super::query::{CompareAnswer, CompareMissing};
+use super::{query, selector, window};
 
 /// The window and filter parameters every aggregate call takes.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,11 @@ pub struct WindowParams {
     pub endpoint: Option<String>,
     pub min_ms: Option<String>,
     pub limit: Option<String>,
+    /// Comparison selectors (see `web::selector`).
+    pub baseline: Option<String>,
+    pub candidate: Option<String>,
+    /// Regression feed cursor: events with a larger id.
+    pub after: Option<String>,
 }
 
 impl WindowParams {
@@ -133,6 +139,66 @@ pub async fn trace_get(
 pub async fn alerts_list() -> Response {
     // No budgets are configured in this version: the list is truthfully empty.
     Json(serde_json::json!({ "alerts": [] })).into_response()
+}
+
+pub async fn compare_get(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let window = params.window()?;
+    let Some(service) = params.service() else {
+        return Err(ApiError::BadRequest("`service` is required".into()));
+    };
+    let (Some(baseline), Some(candidate)) = (
+        params.baseline.as_deref().filter(|s| !s.is_empty()),
+        params.candidate.as_deref().filter(|s| !s.is_empty()),
+    ) else {
+        return Err(ApiError::BadRequest(
+            "`baseline` and `candidate` are required, e.g. baseline=version:1.0&candidate=version:1.1"
+                .into(),
+        ));
+    };
+    let baseline = selector::parse(baseline)?;
+    let candidate = selector::parse(candidate)?;
+    let answer = query::compare(
+        &state.store,
+        window,
+        service,
+        params.endpoint(),
+        &baseline,
+        &candidate,
+        &state.regression_thresholds,
+    )
+    .await?;
+    let what = match params.endpoint() {
+        Some(endpoint) => format!("{service} {endpoint}"),
+        None => service.to_owned(),
+    };
+    match answer {
+        Ok(CompareAnswer::Endpoint(dto)) => Ok(Json(dto).into_response()),
+        Ok(CompareAnswer::Service(dto)) => Ok(Json(dto).into_response()),
+        Err(CompareMissing::Unknown) => Err(ApiError::NotFound(format!("no endpoint {what}"))),
+        Err(CompareMissing::NoData(side)) => Err(ApiError::NotFound(format!(
+            "no requests of {what} match the {side} selector in this window"
+        ))),
+    }
+}
+
+pub async fn regressions_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let after: i64 = number(params.after.as_deref(), "after", 0)?;
+    let limit: i64 = number(params.limit.as_deref(), "limit", 100)?;
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "`limit` must be between 1 and 1000".into(),
+        ));
+    }
+    Ok(
+        Json(query::regressions(&state.store, after, limit, params.service()).await?)
+            .into_response(),
+    )
 }
 
 pub async fn openapi_get() -> Response {

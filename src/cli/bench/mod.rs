@@ -27,6 +27,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::cli::Outcome;
 
+mod api;
+
 /// The wire format to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -53,9 +55,26 @@ pub struct BenchArgs {
     /// Wire format.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
-    /// Keep the database file here instead of a temporary directory.
+    /// Benchmark the read API over a day of stored data instead of ingest.
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub api: bool,
+    /// With --api: spans' worth of data in the day (10 spans a request).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub api_spans: u64,
+    /// Run the server with analysis on, off, or both one after the other for a side-by-side table.
+    #[arg(long, value_enum, default_value_t = AnalysisMode::On)]
+    pub analysis: AnalysisMode,
+}
+
+/// Whether the server under test analyses what it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnalysisMode {
+    /// Analysis on, as in production: the figures count spans stored and analysed.
+    On,
+    /// Ingest and storage only.
+    Off,
+    /// Off, then on, in one run.
+    Both,
 }
 
 /// Distinct payloads built before the run, so the client spends its time sending, not encoding.
@@ -208,6 +227,74 @@ fn payload(rng: &mut SmallRng, n_spans: usize, start_unix_ns: u64) -> ExportTrac
     }
 }
 
+/// A pre-encoded body and where its trace ids sit, so every send can stamp them with a fresh
+/// sequence number: each export is then a set of new traces, as in production, while the client
+/// spends no time encoding.
+struct Body {
+    bytes: Vec<u8>,
+    /// Offsets of each trace id: 16 raw bytes in protobuf, 32 hex digits in JSON.
+    trace_id_offsets: Vec<usize>,
+}
+
+impl Body {
+    fn protobuf(request: &ExportTraceServiceRequest) -> Body {
+        let bytes = request.encode_to_vec();
+        let trace_ids: std::collections::HashSet<&[u8]> = request.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|span| span.trace_id.as_slice())
+            .collect();
+        // A trace id is field 1 of a Span: tag 0x0a, length 0x10, then the 16 bytes.
+        let trace_id_offsets = (0..bytes.len().saturating_sub(18))
+            .filter(|&idx| {
+                bytes[idx] == 0x0a
+                    && bytes[idx + 1] == 0x10
+                    && trace_ids.contains(&bytes[idx + 2..idx + 18])
+            })
+            .map(|idx| idx + 2)
+            .collect();
+        Body {
+            bytes,
+            trace_id_offsets,
+        }
+    }
+
+    fn json(request: &ExportTraceServiceRequest) -> Body {
+        let bytes = serde_json::to_vec(request).expect("OTLP serializes");
+        let key = b"\"traceId\":\"";
+        let trace_id_offsets = (0..bytes.len().saturating_sub(key.len() + 32))
+            .filter(|&idx| &bytes[idx..idx + key.len()] == key)
+            .map(|idx| idx + key.len())
+            .collect();
+        Body {
+            bytes,
+            trace_id_offsets,
+        }
+    }
+
+    fn stamped(&self, protocol: Protocol, sequence: u64) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        for &offset in &self.trace_id_offsets {
+            match protocol {
+                Protocol::Json => bytes[offset + 16..offset + 32]
+                    .copy_from_slice(format!("{sequence:016x}").as_bytes()),
+                Protocol::Http | Protocol::Grpc => {
+                    bytes[offset + 8..offset + 16].copy_from_slice(&sequence.to_be_bytes())
+                }
+            }
+        }
+        bytes
+    }
+}
+
+fn stamp_request(request: &ExportTraceServiceRequest, sequence: u64) -> ExportTraceServiceRequest {
+    let mut request = request.clone();
+    for span in &mut request.resource_spans[0].scope_spans[0].spans {
+        span.trace_id[8..16].copy_from_slice(&sequence.to_be_bytes());
+    }
+    request
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -244,10 +331,15 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(db: &std::path::Path) -> anyhow::Result<Server> {
+async fn start_server(db: &std::path::Path, analysis: bool) -> anyhow::Result<Server> {
     let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
+    let config = db.with_extension("toml");
+    std::fs::write(&config, format!("[analysis]\nenabled = {analysis}\n"))
+        .with_context(|| format!("writing {}", config.display()))?;
     let child = Command::new(std::env::current_exe().context("finding this executable")?)
         .arg("serve")
+        .arg("--config")
+        .arg(&config)
         .args([
             "--listen",
             &format!("127.0.0.1:{ui}"),
@@ -285,12 +377,56 @@ async fn start_server(db: &std::path::Path) -> anyhow::Result<Server> {
     bail!("the server did not become ready")
 }
 
+/// What one run measured.
+struct Measured {
+    analysis: bool,
+    wire_bytes: u64,
+    accepted: u64,
+    refused: u64,
+    send_secs: f64,
+    stored: f64,
+    stored_secs: f64,
+    analysed_requests: f64,
+    analysed_secs: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    peak_rss: u64,
+    disk_bytes: u64,
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile_dir()?;
-    let db = args.db.clone().unwrap_or_else(|| dir.join("bench.db"));
-    let server = start_server(&db).await?;
+    if args.api {
+        let result = api::run(&args, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return result.map(|()| Outcome::Ok);
+    }
+    let modes: &[bool] = match args.analysis {
+        AnalysisMode::On => &[true],
+        AnalysisMode::Off => &[false],
+        AnalysisMode::Both => &[false, true],
+    };
+    let mut results = Vec::new();
+    for &analysis in modes {
+        let db = dir.join(format!(
+            "bench-{}.db",
+            if analysis { "analysis" } else { "ingest" }
+        ));
+        results.push(run_once(&args, &db, analysis).await?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    print_report(&args, &results);
+    Ok(Outcome::Ok)
+}
+
+async fn run_once(
+    args: &BenchArgs,
+    db: &std::path::Path,
+    analysis: bool,
+) -> anyhow::Result<Measured> {
+    let server = start_server(db, analysis).await?;
     let server_pid = server.child.id();
 
     let mut rng = SmallRng::seed_from_u64(7);
@@ -300,14 +436,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
         .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
         .collect();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(match args.protocol {
-        Protocol::Http | Protocol::Grpc => requests.iter().map(Message::encode_to_vec).collect(),
-        Protocol::Json => requests
-            .iter()
-            .map(|r| serde_json::to_vec(r).expect("OTLP serializes"))
-            .collect(),
+    let bodies: Arc<Vec<Body>> = Arc::new(match args.protocol {
+        Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
+        Protocol::Json => requests.iter().map(Body::json).collect(),
     });
-    let wire_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum::<u64>() / N_PAYLOADS as u64;
+    let wire_bytes: u64 =
+        bodies.iter().map(|b| b.bytes.len() as u64).sum::<u64>() / N_PAYLOADS as u64;
+    let sequence = Arc::new(AtomicU64::new(1));
     let requests = Arc::new(requests);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -321,7 +456,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             Arc::clone(&accepted),
             Arc::clone(&refused),
         );
-        let (bodies, requests) = (Arc::clone(&bodies), Arc::clone(&requests));
+        let (bodies, requests, sequence) = (
+            Arc::clone(&bodies),
+            Arc::clone(&requests),
+            Arc::clone(&sequence),
+        );
         let (protocol, http_url, grpc_url) = (
             args.protocol,
             server.otlp_http.clone(),
@@ -342,26 +481,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             };
             let mut idx = worker;
             while !stop.load(Relaxed) {
+                let seq = sequence.fetch_add(1, Relaxed);
                 let sent = Instant::now();
                 let ok = match &mut grpc {
                     Some(client) => client
-                        .export(requests[idx % N_PAYLOADS].clone())
+                        .export(stamp_request(&requests[idx % N_PAYLOADS], seq))
                         .await
                         .is_ok(),
                     None => http
                         .post(format!("{http_url}/v1/traces"))
                         .header("content-type", content_type)
-                        .body(bodies[idx % N_PAYLOADS].clone())
+                        .body(bodies[idx % N_PAYLOADS].stamped(protocol, seq))
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success()),
                 };
                 latencies.push(sent.elapsed());
-                if ok {
-                    accepted.fetch_add(n_spans, Relaxed)
-                } else {
-                    refused.fetch_add(n_spans, Relaxed)
-                };
+                let counter = if ok { &accepted } else { &refused };
+                counter.fetch_add(n_spans, Relaxed);
+                if !ok {
+                    // Refused: the server asked for a retry later; do as an exporter would.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 idx += 7;
             }
             anyhow::Ok(latencies)
@@ -373,73 +514,138 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
     }
     stop.store(true, Relaxed);
-    let send_elapsed = started.elapsed();
+    let send_secs = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     while let Some(result) = workers.join_next().await {
         latencies.extend(result??);
     }
     latencies.sort_unstable();
     let accepted = accepted.load(Relaxed);
-    // Stored means committed: read the server's own count until it has everything accepted.
+    // Stored means committed, and analysed means the requests are in the store: read the server's
+    // own counts until it has caught up with everything acknowledged (10 spans make a request).
     let client = reqwest::Client::new();
-    let mut committed = 0.0;
-    let mut stored_at = send_elapsed;
-    for _ in 0..600 {
+    let (mut stored, mut analysed_requests) = (0.0, 0.0);
+    let (mut stored_secs, mut analysed_secs) = (None, None);
+    let expected_requests = (accepted / 10) as f64;
+    for _ in 0..1200 {
         let metrics = client
             .get(format!("{}/metrics", server.ui))
             .send()
             .await?
             .text()
             .await?;
-        committed = metric(&metrics, "bottleneck_stored_spans").unwrap_or(0.0);
-        stored_at = started.elapsed();
-        if committed as u64 >= accepted {
+        stored = metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
+        analysed_requests = metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
+        peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
+        if stored_secs.is_none() && stored as u64 >= accepted {
+            stored_secs = Some(started.elapsed().as_secs_f64());
+        }
+        if analysed_secs.is_none() && (!analysis || analysed_requests >= expected_requests) {
+            analysed_secs = Some(started.elapsed().as_secs_f64());
+        }
+        if stored_secs.is_some() && analysed_secs.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(server);
-    let disk: u64 = ["", "-wal"]
+    let disk_bytes: u64 = ["", "-wal"]
         .iter()
         .map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).map_or(0, |m| m.len()))
         .sum();
     let quantile = |q: f64| {
         latencies
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
-    println!("| figure | value |\n|---|---|");
+    let caught_up = started.elapsed().as_secs_f64();
+    Ok(Measured {
+        analysis,
+        wire_bytes,
+        accepted,
+        refused: refused.load(Relaxed),
+        send_secs,
+        stored,
+        stored_secs: stored_secs.unwrap_or(caught_up),
+        analysed_requests,
+        analysed_secs: analysed_secs.unwrap_or(caught_up),
+        latency_p50_ms: quantile(0.5),
+        latency_p99_ms: quantile(0.99),
+        peak_rss,
+        disk_bytes,
+    })
+}
+
+fn print_report(args: &BenchArgs, results: &[Measured]) {
+    let columns: Vec<String> = results
+        .iter()
+        .map(|m| {
+            if m.analysis {
+                "analysis on".to_owned()
+            } else {
+                "analysis off".to_owned()
+            }
+        })
+        .collect();
     println!(
-        "| protocol | {:?}, {} connections, {} spans per export ({} B on the wire) |",
-        args.protocol, args.connections, args.spans_per_export, wire_bytes
+        "{:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
+        args.protocol,
+        args.connections,
+        args.spans_per_export,
+        results.first().map_or(0, |m| m.wire_bytes),
+        args.duration.as_secs()
     );
-    println!(
-        "| spans acknowledged | {accepted} in {:.1} s ({:.0} spans/s) |",
-        send_elapsed.as_secs_f64(),
-        accepted as f64 / send_elapsed.as_secs_f64()
+    println!("| figure | {} |", columns.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    let row = |name: &str, value: &dyn Fn(&Measured) -> String| {
+        let cells: Vec<String> = results.iter().map(value).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    row("spans acknowledged per second", &|m| {
+        format!("{:.0}", m.accepted as f64 / m.send_secs)
+    });
+    row("spans refused (told to retry)", &|m| {
+        format!("{}", m.refused)
+    });
+    row("spans stored", &|m| format!("{:.0}", m.stored));
+    row(
+        "spans stored per second (until the last is committed)",
+        &|m| format!("{:.0}", m.stored / m.stored_secs),
     );
-    println!(
-        "| spans refused (retry later) | {} |",
-        refused.load(Relaxed)
-    );
-    println!(
-        "| spans stored | {committed:.0}, all committed {:.1} s after the start ({:.0} spans/s stored) |",
-        stored_at.as_secs_f64(),
-        committed / stored_at.as_secs_f64()
-    );
-    println!(
-        "| export latency p50 / p99 | {:.1} ms / {:.1} ms |",
-        quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    );
-    println!(
-        "| server peak RSS | {:.0} MiB |",
-        peak_rss as f64 / 1048576.0
-    );
-    println!(
-        "| bytes on disk per stored span | {:.1} |",
-        disk as f64 / committed.max(1.0)
-    );
-    Ok(Outcome::Ok)
+    row("catch-up after sending stopped", &|m| {
+        format!(
+            "{:.1} s",
+            (m.stored_secs.max(m.analysed_secs) - m.send_secs).max(0.0)
+        )
+    });
+    row("requests analysed", &|m| {
+        format!("{:.0}", m.analysed_requests)
+    });
+    row("spans stored and analysed per second", &|m| {
+        if m.analysis {
+            format!(
+                "{:.0}",
+                m.stored.min(m.analysed_requests * 10.0) / m.analysed_secs
+            )
+        } else {
+            "-".to_owned()
+        }
+    });
+    row("export latency p50 / p99", &|m| {
+        format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
+    });
+    row("server peak RSS", &|m| {
+        format!("{:.0} MiB", m.peak_rss as f64 / 1_048_576.0)
+    });
+    row("bytes on disk per stored span", &|m| {
+        format!("{:.1}", m.disk_bytes as f64 / m.stored.max(1.0))
+    });
+    if let [off, on] = results {
+        println!(
+            "\nanalysis on / off, spans stored per second: {:.2}",
+            (on.stored / on.analysed_secs.max(on.stored_secs)) / (off.stored / off.stored_secs)
+        );
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
