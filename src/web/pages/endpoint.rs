@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 
 use super::{
     CategoryValue, Chrome, PageError, PageParams, breakdown_array, category_values, encode,
-    fmt_calls, fmt_count, fmt_ms, fmt_pct,
+    fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate,
 };
 use crate::web::AppState;
 use crate::web::api::dto::{EndpointDetailDto, TraceSummaryDto};
@@ -248,7 +248,7 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
         endpoint: summary.endpoint.clone(),
         folded: summary.folded,
         requests: fmt_count(summary.requests),
-        rate: format!("{:.2}/s", summary.rate_per_sec),
+        rate: fmt_rate(summary.rate_per_sec),
         errors: fmt_count(summary.errors),
         error_pct: fmt_pct(if summary.requests > 0 {
             summary.errors as f64 / summary.requests as f64

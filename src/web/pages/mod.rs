@@ -244,6 +244,19 @@ pub fn fmt_pct(share: f64) -> String {
     }
 }
 
+/// `42/s`, `1.5/s`, `0.27/s`, `0.4/min`: a request rate.
+pub fn fmt_rate(per_sec: f64) -> String {
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0}/s")
+    } else if per_sec >= 1.0 {
+        format!("{per_sec:.1}/s")
+    } else if per_sec >= 0.01 {
+        format!("{per_sec:.2}/s")
+    } else {
+        format!("{:.1}/min", per_sec * 60.0)
+    }
+}
+
 /// `12`, `12.5`: a per-request count.
 pub fn fmt_calls(x: f64) -> String {
     if (x - x.round()).abs() < 0.05 {
@@ -298,6 +311,8 @@ mod tests {
         assert_eq!(fmt_count(12), "12");
         assert_eq!(fmt_pct(0.003), "0.3%");
         assert_eq!(fmt_calls(10.0), "10");
+        assert_eq!(fmt_rate(0.27), "0.27/s");
+        assert_eq!(fmt_rate(0.001), "0.1/min");
     }
 
     #[test]

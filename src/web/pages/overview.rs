@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 
 use super::{
     Chrome, PageError, PageParams, breakdown_array, encode, endpoint_href, fmt_calls, fmt_count,
-    fmt_ms, fmt_pct,
+    fmt_ms, fmt_pct, fmt_rate,
 };
 use crate::web::AppState;
 use crate::web::charts::{BarSegment, bar_segments};
@@ -97,7 +97,7 @@ pub async fn overview_get(
                 folded: e.folded,
                 requests: fmt_count(e.requests),
                 requests_sort: e.requests,
-                rate: format!("{:.2}/s", e.rate_per_sec),
+                rate: fmt_rate(e.rate_per_sec),
                 rate_sort: e.rate_per_sec,
                 error_pct: fmt_pct(error_share),
                 error_sort: error_share,
