@@ -62,6 +62,9 @@ pub struct LatencyPoint {
     pub p99_ms: f64,
 }
 
+/// A line of the percentile chart: its legend, colour and value.
+type PercentileLine = (&'static str, RGBColor, fn(&LatencyPoint) -> f64);
+
 /// One bar of the latency histogram.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramBar {
@@ -281,7 +284,7 @@ pub fn percentile_chart(points: &[LatencyPoint]) -> String {
             .y_label_formatter(&|v| short_ms(*v))
             .label_style(("sans-serif", 15).into_font().color(&INK))
             .draw();
-        let lines: [(&str, RGBColor, fn(&LatencyPoint) -> f64); 3] = [
+        let lines: [PercentileLine; 3] = [
             ("p99", P99_COLOR, |p| p.p99_ms),
             ("p95", P95_COLOR, |p| p.p95_ms),
             ("p50", P50_COLOR, |p| p.p50_ms),

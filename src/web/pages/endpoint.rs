@@ -206,7 +206,7 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
         .map(|(label, breakdown)| {
             let values = breakdown_array(breakdown);
             TailRow {
-                label: *label,
+                label,
                 total: fmt_ms(values.iter().sum()),
                 segments: charts::bar_segments(&values, tail_max),
                 values: category_values(breakdown),

@@ -166,7 +166,7 @@ impl Chrome {
         let ranges = RANGES
             .iter()
             .map(|range| RangeLink {
-                label: *range,
+                label: range,
                 href: format!("{path}?{own}range={range}"),
                 active: !custom_active && params.range() == *range,
             })
@@ -224,7 +224,7 @@ pub fn fmt_count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (idx, ch) in digits.chars().enumerate() {
-        if idx > 0 && (digits.len() - idx) % 3 == 0 {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
