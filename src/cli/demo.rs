@@ -65,6 +65,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     };
     let server = tokio::spawn(app.run_until_stopped(wait_stop(stop_rx.clone())));
     println!("Bottleneck demo: storing into {}", db.display());
+    println!("  dashboard:                      {ui}/");
     println!("  endpoints, slowest total first: {ui}/api/v1/endpoints");
     println!(
         "  the login in detail:            {ui}/api/v1/endpoint?service=auth&endpoint=POST%20/login"

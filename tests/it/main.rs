@@ -5,9 +5,12 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod assets;
+mod browser;
 mod compare;
 mod crash;
 mod demo;
 mod ingest;
+mod pages;
 mod pipeline;
 mod python;

@@ -1,0 +1,137 @@
+//! `/`: every endpoint of every service in the window, most total time first, with its breakdown
+//! and bottleneck; or, with no traffic, how to send some.
+//!
+//! Invariant: shows only what `query::endpoints` and `query::services` return.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+
+use super::{
+    Chrome, PageError, PageParams, breakdown_array, encode, endpoint_href, fmt_calls, fmt_count,
+    fmt_ms, fmt_pct, fmt_rate,
+};
+use crate::web::AppState;
+use crate::web::charts::{BarSegment, bar_segments};
+use crate::web::query;
+
+/// One endpoint's row. `*_sort` values are raw numbers for the table sorter.
+pub struct OverviewRow {
+    pub service: String,
+    pub service_href: String,
+    pub endpoint: String,
+    pub href: String,
+    pub folded: bool,
+    pub requests: String,
+    pub requests_sort: u64,
+    pub rate: String,
+    pub rate_sort: f64,
+    pub error_pct: String,
+    pub error_sort: f64,
+    pub has_errors: bool,
+    pub p50: String,
+    pub p50_sort: f64,
+    pub p95: String,
+    pub p95_sort: f64,
+    pub p99: String,
+    pub p99_sort: f64,
+    pub segments: Vec<BarSegment>,
+    pub mean: String,
+    pub db_calls: String,
+    pub db_calls_sort: f64,
+    pub bottleneck_category: &'static str,
+    pub bottleneck: String,
+    pub total_sort: f64,
+}
+
+/// A choice of the service filter.
+pub struct ServiceOption {
+    pub name: String,
+    pub selected: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "overview.html")]
+pub struct OverviewPage {
+    pub chrome: Chrome,
+    pub rows: Vec<OverviewRow>,
+    pub services: Vec<ServiceOption>,
+    /// The service filter, if any.
+    pub service: Option<String>,
+    /// Services whose endpoints past the cap were folded into `other`.
+    pub capped_services: Vec<String>,
+    pub total_requests: String,
+    pub n_endpoints: usize,
+}
+
+/// `GET /`.
+pub async fn overview_get(
+    State(state): State<AppState>,
+    Query(params): Query<PageParams>,
+) -> Result<OverviewPage, PageError> {
+    let window = params.window()?;
+    let endpoints = query::endpoints(&state.store, window, params.service()).await?;
+    let services = query::services(&state.store, window).await?;
+    let window_query = params.window_query();
+    let service = params.service().map(str::to_owned);
+    let keep = service
+        .iter()
+        .map(|s| ("service", s.clone()))
+        .collect::<Vec<_>>();
+    let chrome = Chrome::new("overview", "/", &params, Some(window), keep);
+    let total_requests = endpoints.endpoints.iter().map(|e| e.requests).sum();
+    let rows: Vec<OverviewRow> = endpoints
+        .endpoints
+        .iter()
+        .map(|e| {
+            let error_share = if e.requests > 0 {
+                e.errors as f64 / e.requests as f64
+            } else {
+                0.0
+            };
+            OverviewRow {
+                service: e.service.clone(),
+                service_href: format!("/?service={}&{window_query}", encode(&e.service)),
+                endpoint: e.endpoint.clone(),
+                href: endpoint_href(&e.service, &e.endpoint, &window_query),
+                folded: e.folded,
+                requests: fmt_count(e.requests),
+                requests_sort: e.requests,
+                rate: fmt_rate(e.rate_per_sec),
+                rate_sort: e.rate_per_sec,
+                error_pct: fmt_pct(error_share),
+                error_sort: error_share,
+                has_errors: e.errors > 0,
+                p50: fmt_ms(e.p50_ms),
+                p50_sort: e.p50_ms,
+                p95: fmt_ms(e.p95_ms),
+                p95_sort: e.p95_ms,
+                p99: fmt_ms(e.p99_ms),
+                p99_sort: e.p99_ms,
+                segments: bar_segments(&breakdown_array(&e.breakdown_ms), 0.0),
+                mean: fmt_ms(e.mean_ms),
+                db_calls: fmt_calls(e.db_calls_per_request),
+                db_calls_sort: e.db_calls_per_request,
+                bottleneck_category: e.bottleneck.category,
+                bottleneck: e.bottleneck.summary.clone(),
+                total_sort: e.total_ms,
+            }
+        })
+        .collect();
+    Ok(OverviewPage {
+        chrome,
+        n_endpoints: rows.len(),
+        rows,
+        services: services
+            .services
+            .into_iter()
+            .map(|s| ServiceOption {
+                selected: service.as_deref() == Some(s.name.as_str()),
+                name: s.name,
+            })
+            .collect(),
+        service,
+        capped_services: endpoints.capped_services,
+        total_requests: fmt_count(total_requests),
+    })
+}
