@@ -58,6 +58,15 @@ impl Window {
     }
 }
 
+/// Windows at least this long (in minutes) are aligned to the hour at their start.
+pub const LONG_WINDOW_MINUTES: i64 = 6 * 60;
+
+fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// The minute (since the epoch) an instant falls in: the rollup bucket.
 pub fn minute_of(unix_ns: u64) -> i64 {
     (unix_ns / 60_000_000_000) as i64
@@ -396,12 +405,23 @@ impl Store {
         version: Option<&str>,
         details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let (first, last) = window.minutes();
+        let (mut first, last) = window.minutes();
+        // A window of six hours or more starts at the top of its first hour: at most 1/6 more
+        // data, for the many minute rows the partial hour would cost.
+        if last - first + 1 >= LONG_WINDOW_MINUTES {
+            first = Granularity::Hour.row_start(first);
+        }
         // Whole hours inside [first, last]: from the first hour start at or after `first` to the
-        // last hour end at or before `last + 1`.
+        // last hour end at or before `last + 1`. A window that ends now also takes its current
+        // hour whole: nothing after now has been counted in it yet.
+        let ends_now = last >= minute_of(now_unix_ns()) - 1;
         let first_hour = first + (60 - first.rem_euclid(60)) % 60;
-        let end_hour = (last + 1) - (last + 1).rem_euclid(60);
-        if end_hour - first_hour < 60 {
+        let end_hour = if ends_now {
+            Granularity::Hour.row_start(last) + 60
+        } else {
+            (last + 1) - (last + 1).rem_euclid(60)
+        };
+        if end_hour - first_hour < 60 || last - first + 1 < 60 {
             return dispatch!(self.rollup_rows(
                 Granularity::Minute,
                 [first, last],
@@ -459,14 +479,27 @@ impl Store {
         dispatch!(self.trace_requests(trace_id))
     }
 
-    /// Durations and breakdowns of every request of one endpoint in a window, for tail
-    /// attribution and per-version splits.
-    pub async fn request_breakdowns(
+    /// How many requests of one endpoint in a window took between `min_ns` and `max_ns`
+    /// (inclusive), and their summed breakdowns: the slowest 5% beside the median ones.
+    pub async fn breakdown_between(
         &self,
         window: Window,
         endpoint_id: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        dispatch!(self.request_breakdowns(window, endpoint_id))
+        min_ns: u64,
+        max_ns: u64,
+    ) -> Result<(u64, Breakdown), StoreError> {
+        dispatch!(self.breakdown_between(window, endpoint_id, min_ns, max_ns))
+    }
+
+    /// The quickest request of one endpoint in a window that took at least `min_ns`: with the
+    /// median as `min_ns`, a typical request.
+    pub async fn request_at_least(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        min_ns: u64,
+    ) -> Result<Option<RequestRow>, StoreError> {
+        dispatch!(self.request_at_least(window, endpoint_id, min_ns))
     }
 
     /// Rollups of one version in a window (see [`Store::rollups`]).

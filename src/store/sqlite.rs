@@ -586,8 +586,17 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
+        // The slowest of a long window are found fastest walking the duration index from the top
+        // until `limit` rows fall in the window; a short window is faster read by start time and
+        // sorted. SQLite cannot tell the two apart without statistics, so we say which.
+        let long_window = window.to_unix_ns - window.from_unix_ns >= 6 * 3_600_000_000_000;
+        let index = match (long_window, endpoint_ids) {
+            (false, _) => "requests_by_start",
+            (true, None) => "requests_by_duration",
+            (true, Some(_)) => "requests_by_endpoint_duration",
+        };
         let mut select = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
+            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY {index} WHERE start_unix_ns >= "
         ));
         select
             .push_bind(ns(window.from_unix_ns))
@@ -625,21 +634,52 @@ impl SqliteStore {
         rows.into_iter().map(request_row).collect()
     }
 
-    pub(super) async fn request_breakdowns(
+    pub(super) async fn breakdown_between(
         &self,
         window: Window,
         endpoint_id: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
+        min_ns: u64,
+        max_ns: u64,
+    ) -> Result<(u64, Breakdown), StoreError> {
+        const SELECT: &str = "SELECT COUNT(*), COALESCE(SUM(db_ns), 0), COALESCE(SUM(cache_ns), 0), \
+             COALESCE(SUM(network_ns), 0), COALESCE(SUM(messaging_ns), 0), COALESCE(SUM(cpu_ns), 0), \
+             COALESCE(SUM(wait_ns), 0) FROM requests INDEXED BY requests_by_endpoint_duration \
+             WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
+             AND start_unix_ns >= $4 AND start_unix_ns < $5";
+        let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(SELECT)
+                .bind(endpoint_id)
+                .bind(ns(min_ns))
+                .bind(ns(max_ns))
+                .bind(ns(window.from_unix_ns))
+                .bind(ns(window.to_unix_ns))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((
+            unsigned(n),
+            Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+        ))
+    }
+
+    pub(super) async fn request_at_least(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        min_ns: u64,
+    ) -> Result<Option<RequestRow>, StoreError> {
         let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND start_unix_ns >= $2 AND start_unix_ns < $3"
+            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint_duration \
+             WHERE endpoint_id = $1 AND duration_ns >= $2 AND start_unix_ns >= $3 AND start_unix_ns < $4 \
+             ORDER BY duration_ns LIMIT 1"
         );
-        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(endpoint_id)
+            .bind(ns(min_ns))
             .bind(ns(window.from_unix_ns))
             .bind(ns(window.to_unix_ns))
-            .fetch_all(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        rows.into_iter().map(request_row).collect()
+        row.map(request_row).transpose()
     }
 
     pub(super) async fn selected_requests(

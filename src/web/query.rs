@@ -11,7 +11,7 @@ use collector::model::{Span, TraceId};
 
 use super::api::dto::*;
 use crate::alert::AlertHandle;
-use crate::analysis::aggregate::{self, EndpointStats, Rollup};
+use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
@@ -264,17 +264,27 @@ pub async fn endpoint_detail(
         })
         .collect();
 
-    let mut requests = store.request_breakdowns(window, endpoint.id).await?;
-    requests.sort_by_key(|r| r.duration_ns);
-    let tail_breakdown_ms = tail_breakdown(&requests);
-    let latency_histogram = latency_histogram(&requests);
-    let typical_trace = requests
-        .get(requests.len() / 2)
-        .map(|r| trace_summary(r, &endpoint));
-    let slowest_traces = requests
+    // Quantiles come from the sketch; the requests around them from the duration index, so the
+    // page reads a few percent of the window's request rows, not all of them.
+    let quantile = |q: f64| rollup.sketch.quantile_ns(q) as u64;
+    let band = |from: u64, to: u64| store.breakdown_between(window, endpoint.id, from, to);
+    let (median_n, median_sums) = band(quantile(0.45), quantile(0.55)).await?;
+    let (tail_n, tail_sums) = band(quantile(0.95), u64::MAX).await?;
+    let mean_of =
+        |n: u64, sums: Breakdown| breakdown_ms(sums.0.map(|ns| ns as f64 / n.max(1) as f64));
+    let tail_breakdown_ms = TailBreakdownDto {
+        p50: mean_of(median_n, median_sums),
+        slowest_5pct: mean_of(tail_n, tail_sums),
+    };
+    let latency_histogram = latency_histogram(&rollup.sketch);
+    let typical_trace = store
+        .request_at_least(window, endpoint.id, quantile(0.5))
+        .await?
+        .map(|r| trace_summary(&r, &endpoint));
+    let slowest_traces = store
+        .requests(window, Some(&[endpoint.id]), 0, 10)
+        .await?
         .iter()
-        .rev()
-        .take(10)
         .map(|r| trace_summary(r, &endpoint))
         .collect();
     Ok(Some(EndpointDetailDto {
@@ -290,57 +300,38 @@ pub async fn endpoint_detail(
     }))
 }
 
-fn mean_breakdown(requests: &[RequestRow]) -> BreakdownMs {
-    let mut sums = [0f64; 6];
-    for request in requests {
-        for (sum, value) in sums.iter_mut().zip(request.breakdown.0) {
-            *sum += value as f64;
-        }
+/// Log-spaced latency buckets (factor 1.5 from 0.1 ms) counted from the sketch, trimmed to the
+/// populated range.
+fn latency_histogram(sketch: &LatencySketch) -> Vec<LatencyBucketDto> {
+    let mut bounds_ms = vec![0.1f64];
+    while *bounds_ms.last().expect("starts non-empty") < 600_000.0 {
+        let next = bounds_ms.last().expect("starts non-empty") * 1.5;
+        bounds_ms.push(next);
     }
-    let n = requests.len().max(1) as f64;
-    breakdown_ms(sums.map(|s| s / n))
-}
-
-/// The breakdown of the slowest 5% of requests beside that of the middle 10% around the median.
-/// `requests` is sorted by duration.
-fn tail_breakdown(requests: &[RequestRow]) -> TailBreakdownDto {
-    let n = requests.len();
-    let tail = n.div_ceil(20).min(n);
-    let band = (n / 20).max(1).min(n);
-    let middle_start = (n / 2).saturating_sub(band / 2).min(n.saturating_sub(band));
-    TailBreakdownDto {
-        p50: mean_breakdown(&requests[middle_start..(middle_start + band).min(n)]),
-        slowest_5pct: mean_breakdown(&requests[n - tail..]),
+    let mut below = 0;
+    let mut counts = Vec::with_capacity(bounds_ms.len());
+    for upper_ms in &bounds_ms {
+        let at_most = sketch.count_at_most_ns((upper_ms * NS_PER_MS) as u64);
+        counts.push(at_most.saturating_sub(below));
+        below = below.max(at_most);
     }
-}
-
-/// Log-spaced latency buckets (factor 1.5 from 0.1 ms), trimmed to the populated range.
-fn latency_histogram(requests: &[RequestRow]) -> Vec<LatencyBucketDto> {
-    let mut bounds = vec![0.1f64];
-    while *bounds.last().expect("starts non-empty") < 600_000.0 {
-        let next = bounds.last().expect("starts non-empty") * 1.5;
-        bounds.push(next);
+    if let Some(last) = counts.last_mut() {
+        *last += sketch.count().saturating_sub(below);
     }
-    let mut counts = vec![0u64; bounds.len()];
-    for request in requests {
-        let duration_ms = request.duration_ns as f64 / NS_PER_MS;
-        let idx = bounds
-            .iter()
-            .position(|upper| duration_ms <= *upper)
-            .unwrap_or(bounds.len() - 1);
-        counts[idx] += 1;
-    }
-    let first = counts.iter().position(|c| *c > 0).unwrap_or(0);
-    let last = counts.iter().rposition(|c| *c > 0).unwrap_or(0);
+    let (Some(first), Some(last)) = (
+        counts.iter().position(|c| *c > 0),
+        counts.iter().rposition(|c| *c > 0),
+    ) else {
+        return Vec::new();
+    };
     (first..=last)
-        .filter(|_| !requests.is_empty())
         .map(|idx| LatencyBucketDto {
             from_ms: if idx == 0 {
                 0.0
             } else {
-                (bounds[idx - 1] * 1000.0).round() / 1000.0
+                (bounds_ms[idx - 1] * 1000.0).round() / 1000.0
             },
-            to_ms: (bounds[idx] * 1000.0).round() / 1000.0,
+            to_ms: (bounds_ms[idx] * 1000.0).round() / 1000.0,
             requests: counts[idx],
         })
         .collect()
