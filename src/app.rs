@@ -27,7 +27,7 @@ use crate::web::{self, AppState};
 /// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
 /// waits, the ingest queue fills, and exporters are told to retry, which is the backpressure
 /// we want rather than unbounded memory.
-const COMMITTED_QUEUE: usize = 64;
+const COMMITTED_QUEUE: usize = 16;
 
 #[cfg(unix)]
 type Hangup = tokio::signal::unix::Signal;

@@ -31,8 +31,8 @@ const MAX_TRACES_PER_TICK: usize = 20_000;
 
 /// Most spans held waiting for analysis. Past it the assembler stops taking committed blocks, the
 /// writer waits, the ingest queue fills and exporters are told to retry: memory stays bounded
-/// when analysis falls behind ingest. 200,000 spans are two seconds of ingest at full rate.
-const MAX_PENDING_SPANS: usize = 200_000;
+/// when analysis falls behind ingest. 100,000 spans are about a second of ingest at full rate.
+const MAX_PENDING_SPANS: usize = 100_000;
 
 struct Pending {
     spans: Vec<Span>,
