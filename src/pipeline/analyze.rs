@@ -245,6 +245,9 @@ impl Analyzer {
         // The analysis is pure CPU work: keep it off the async workers.
         let analysed = tokio::task::spawn_blocking(move || {
             let mut anomalies = 0;
+            // Spans of one export share their resource, and one tick sees few resources: render
+            // each one once per tick, not once per trace.
+            let mut rendered: HashMap<*const collector::model::Resource, String> = HashMap::new();
             let results: Vec<_> = work
                 .into_iter()
                 .map(|(spans, old_spans, last_block)| {
@@ -252,9 +255,6 @@ impl Analyzer {
                     anomalies += new_anomalies.len() as u64;
                     let by_id: HashMap<_, &Span> =
                         spans.iter().map(|span| (span.span_id, span)).collect();
-                    // Spans of one export share their resource: render each one once.
-                    let mut rendered: HashMap<*const collector::model::Resource, String> =
-                        HashMap::new();
                     let resources: Vec<String> = new
                         .iter()
                         .map(|request| {
