@@ -555,6 +555,17 @@ mod tests {
             percentile_chart(&latency),
             latency_histogram(&bars),
             breakdown_area_chart(&[]),
+            compare_histogram(
+                &[CompareBar {
+                    from_ms: 200.0,
+                    to_ms: 300.0,
+                    baseline: 4,
+                    candidate: 1,
+                }],
+                "version:1.0",
+                "version:1.1",
+            ),
+            compare_histogram(&[], "a", "b"),
         ] {
             assert!(svg.starts_with("<svg class=\"chart\""), "{svg:.200}");
             assert!(svg.contains("viewBox"));
@@ -583,6 +594,20 @@ mod tests {
         let svg = empty("<script>&", "<script>alert(1)</script>&");
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;"));
+    }
+
+    #[test]
+    fn comparison_labels_are_escaped_and_shortened() {
+        let bar = CompareBar {
+            from_ms: 1.0,
+            to_ms: 2.0,
+            baseline: 1,
+            candidate: 1,
+        };
+        let svg = compare_histogram(&[bar], "<b>&", "host.name:a-very-long-host-name");
+        assert!(!svg.contains("<b>"));
+        assert!(svg.contains("&lt;b&gt;&amp;"));
+        assert!(svg.contains("host.name:a-v…"));
     }
 
     #[test]
