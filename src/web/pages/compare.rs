@@ -78,6 +78,12 @@ pub fn delta_class(delta: f64, noise: f64) -> &'static str {
     }
 }
 
+/// A change smaller than this is shown muted, not as better or worse: half a millisecond, or
+/// 2% of the baseline value when that is more.
+fn noise_ms(baseline_ms: f64) -> f64 {
+    (baseline_ms.abs() * 0.02).max(0.5)
+}
+
 /// The link to one endpoint's comparison.
 pub fn compare_href(
     service: &str,
@@ -226,7 +232,11 @@ fn metric(name: &'static str, before: f64, after: f64, fmt: fn(f64) -> String) -
         baseline: fmt(before),
         candidate: fmt(after),
         delta: if name.ends_with("/ request") {
-            format!("{delta:+.1}")
+            if delta.abs() < 0.05 {
+                "±0".to_owned()
+            } else {
+                format!("{delta:+.1}")
+            }
         } else if name == "errors" {
             format!("{:+.1} pts", delta * 100.0)
         } else {
@@ -304,7 +314,7 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
                 baseline: fmt_ms(b),
                 candidate: fmt_ms(a),
                 delta: fmt_delta_ms(delta),
-                class: delta_class(delta, 0.05),
+                class: delta_class(delta, noise_ms(b)),
             }
         })
         .collect();
@@ -344,7 +354,7 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
                 ),
             },
             critical_delta: fmt_delta_ms(op.critical_delta_ms),
-            class: delta_class(op.critical_delta_ms, 0.05),
+            class: delta_class(op.critical_delta_ms, noise_ms(op.baseline_mean_ms)),
             critical_sort: op.critical_delta_ms,
         })
         .collect();
