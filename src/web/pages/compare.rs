@@ -111,6 +111,7 @@ pub struct Choice {
 /// A version seen in the window, for the selector suggestions.
 pub struct VersionChip {
     pub version: String,
+    /// `version:1.1`; empty for traffic without a version, which no selector names.
     pub selector: String,
     pub requests: String,
     pub first_seen: String,
@@ -506,12 +507,18 @@ pub async fn compare_get(
         None => (Vec::new(), Vec::new()),
     };
     // Without selectors, the last two versions seen: "what did the latest deploy change?"
+    // (Traffic without a `service.version` cannot be selected by version.)
+    let named: Vec<&str> = versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
     let default_side = |back: usize| {
-        versions
+        named
             .len()
             .checked_sub(back)
-            .filter(|_| versions.len() >= 2)
-            .map(|idx| format!("version:{}", versions[idx].version))
+            .filter(|_| named.len() >= 2)
+            .map(|idx| format!("version:{}", named[idx]))
     };
     let baseline = trimmed(&params.baseline).or_else(|| default_side(2));
     let candidate = trimmed(&params.candidate).or_else(|| default_side(1));
@@ -586,15 +593,15 @@ pub async fn compare_get(
     }
     let chrome = Chrome::new("compare", "/compare", &page_params, Some(window), keep);
     let pairs = match &service {
-        Some(service) => versions
+        Some(service) => named
             .windows(2)
             .map(|pair| VersionPair {
-                label: format!("{} → {}", pair[0].version, pair[1].version),
+                label: format!("{} → {}", pair[0], pair[1]),
                 href: compare_href(
                     service,
                     endpoint.as_deref(),
-                    &format!("version:{}", pair[0].version),
-                    &format!("version:{}", pair[1].version),
+                    &format!("version:{}", pair[0]),
+                    &format!("version:{}", pair[1]),
                     &window_query,
                 ),
             })
@@ -638,7 +645,11 @@ pub async fn compare_get(
         versions: versions
             .iter()
             .map(|v| VersionChip {
-                selector: format!("version:{}", v.version),
+                selector: if v.version.is_empty() {
+                    String::new()
+                } else {
+                    format!("version:{}", v.version)
+                },
                 version: if v.version.is_empty() {
                     "(none)".to_owned()
                 } else {
