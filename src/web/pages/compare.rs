@@ -227,7 +227,11 @@ pub struct EndpointView {
 
 fn metric(name: &'static str, before: f64, after: f64, fmt: fn(f64) -> String) -> MetricRow {
     let delta = after - before;
-    let noise = before.abs() * 0.02;
+    let noise = match name {
+        "DB calls / request" => (before.abs() * 0.02).max(0.05),
+        "errors" => 0.001,
+        _ => noise_ms(before),
+    };
     MetricRow {
         name,
         baseline: fmt(before),
@@ -438,7 +442,7 @@ fn service_view(dto: &ServiceCompareDto, window_query: &str) -> ServiceView {
                 mean: format!("{} → {}", fmt_ms(before.mean_ms), fmt_ms(after.mean_ms)),
                 p95: format!("{} → {}", fmt_ms(before.p95_ms), fmt_ms(after.p95_ms)),
                 p95_delta: fmt_delta_ms(p95_delta),
-                p95_class: delta_class(p95_delta, before.p95_ms * 0.02),
+                p95_class: delta_class(p95_delta, noise_ms(before.p95_ms)),
                 summary: cmp.summary.clone(),
                 segments_before: charts::bar_segments(
                     &breakdown_array(&before.breakdown_ms),
