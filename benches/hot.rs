@@ -20,15 +20,23 @@ fn hot(c: &mut Criterion) {
     group.finish();
 
     let spans = decode::spans(decode::protobuf(&export).unwrap()).spans;
-    let trace: Vec<_> = spans.iter().filter(|s| s.trace_id == spans[0].trace_id).cloned().collect();
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == spans[0].trace_id)
+        .cloned()
+        .collect();
     let config = AnalysisConfig::default();
     let mut group = c.benchmark_group("analysis");
     group.throughput(Throughput::Elements(trace.len() as u64));
-    group.bench_function("analyze one 10-span request", |b| b.iter(|| analyze_trace(black_box(&trace), &config)));
+    group.bench_function("analyze one 10-span request", |b| {
+        b.iter(|| analyze_trace(black_box(&trace), &config))
+    });
     group.finish();
 
     let statement = "SELECT u.id, u.email FROM users u WHERE u.tenant_id = 42 AND u.email = 'a@b.c' AND id IN (1, 2, 3)";
-    c.bench_function("sql normalize", |b| b.iter(|| sql::normalize(black_box(statement))));
+    c.bench_function("sql normalize", |b| {
+        b.iter(|| sql::normalize(black_box(statement)))
+    });
 
     let (requests, _) = analyze_trace(&trace, &config);
     let request = &requests[0];

@@ -364,6 +364,112 @@ pub fn latency_histogram(bars: &[HistogramBar]) -> String {
     finish(svg, label)
 }
 
+/// One bucket of two overlaid latency distributions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareBar {
+    pub from_ms: f64,
+    pub to_ms: f64,
+    pub baseline: u64,
+    pub candidate: u64,
+}
+
+/// The baseline in a comparison: a light neutral grey, the "before".
+const BASELINE_COLOR: RGBColor = RGBColor(0xb4, 0xbb, 0xc4);
+/// The candidate: a blue no category uses, the "after".
+const CANDIDATE_COLOR: RGBColor = RGBColor(0x2f, 0x6f, 0xdb);
+
+/// Two latency distributions in one chart: per log-spaced bucket, the share of each side's
+/// requests, the baseline as a wide grey bar and the candidate as a narrower blue bar in front,
+/// so a shift to the right reads at a glance. Shares, not counts, so sides of different sizes
+/// compare. The labels name the two sides (escaped by plotters).
+pub fn compare_histogram(
+    bars: &[CompareBar],
+    baseline_label: &str,
+    candidate_label: &str,
+) -> String {
+    let label = "Latency distribution of the baseline and the candidate, share of requests per duration bucket";
+    if bars.is_empty() {
+        return empty(label, "No requests on either side");
+    }
+    let total = |side: fn(&CompareBar) -> u64| bars.iter().map(side).sum::<u64>().max(1) as f64;
+    let (baseline_total, candidate_total) = (total(|b| b.baseline), total(|b| b.candidate));
+    let shares: Vec<(f64, f64)> = bars
+        .iter()
+        .map(|b| {
+            (
+                b.baseline as f64 / baseline_total * 100.0,
+                b.candidate as f64 / candidate_total * 100.0,
+            )
+        })
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let (plot, side) = root.split_horizontally(WIDTH - LEGEND_WIDTH - 40);
+        let top = shares
+            .iter()
+            .map(|(a, b)| a.max(*b))
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.1;
+        let n = bars.len();
+        let chart = ChartBuilder::on(&plot)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.0..n as f64, 0.0..top);
+        let Ok(mut chart) = chart else {
+            return empty(label, "Chart could not be drawn");
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(INK.mix(0.06))
+            .bold_line_style(INK.mix(0.12))
+            .axis_style(INK.mix(0.5))
+            .x_labels(n.min(8))
+            .y_labels(5)
+            .x_label_formatter(&|x| {
+                let idx = (x.round() as usize).min(n - 1);
+                short_ms(bars[idx].from_ms)
+            })
+            .y_label_formatter(&|v| format!("{v:.0}%"))
+            .label_style(("sans-serif", 15).into_font().color(&INK))
+            .draw();
+        let _ = chart.draw_series(shares.iter().enumerate().map(|(idx, (share, _))| {
+            Rectangle::new(
+                [(idx as f64 + 0.06, 0.0), (idx as f64 + 0.94, *share)],
+                BASELINE_COLOR.filled(),
+            )
+        }));
+        let _ = chart.draw_series(shares.iter().enumerate().map(|(idx, (_, share))| {
+            Rectangle::new(
+                [(idx as f64 + 0.28, 0.0), (idx as f64 + 0.72, *share)],
+                CANDIDATE_COLOR.filled(),
+            )
+        }));
+        legend(
+            &side,
+            &[
+                (truncate(baseline_label), BASELINE_COLOR),
+                (truncate(candidate_label), CANDIDATE_COLOR),
+            ],
+        );
+        let _ = root.present();
+    }
+    finish(svg, label)
+}
+
+/// A legend label short enough for the legend column.
+fn truncate(text: &str) -> String {
+    const MAX: usize = 14;
+    if text.chars().count() > MAX {
+        text.chars().take(MAX - 1).chain(['…']).collect()
+    } else {
+        text.to_owned()
+    }
+}
+
 /// A segment of a horizontal stacked bar, in a viewBox 1000 units wide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarSegment {
@@ -449,6 +555,17 @@ mod tests {
             percentile_chart(&latency),
             latency_histogram(&bars),
             breakdown_area_chart(&[]),
+            compare_histogram(
+                &[CompareBar {
+                    from_ms: 200.0,
+                    to_ms: 300.0,
+                    baseline: 4,
+                    candidate: 1,
+                }],
+                "version:1.0",
+                "version:1.1",
+            ),
+            compare_histogram(&[], "a", "b"),
         ] {
             assert!(svg.starts_with("<svg class=\"chart\""), "{svg:.200}");
             assert!(svg.contains("viewBox"));
@@ -477,6 +594,20 @@ mod tests {
         let svg = empty("<script>&", "<script>alert(1)</script>&");
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;"));
+    }
+
+    #[test]
+    fn comparison_labels_are_escaped_and_shortened() {
+        let bar = CompareBar {
+            from_ms: 1.0,
+            to_ms: 2.0,
+            baseline: 1,
+            candidate: 1,
+        };
+        let svg = compare_histogram(&[bar], "<b>&", "host.name:a-very-long-host-name");
+        assert!(!svg.contains("<b>"));
+        assert!(svg.contains("&lt;b&gt;&amp;"));
+        assert!(svg.contains("host.name:a-v…"));
     }
 
     #[test]

@@ -74,16 +74,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(api::alerts_list))
         .route("/api/v1/compare", get(api::compare_get))
         .route("/api/v1/regressions", get(api::regressions_list))
+        .route("/api/v1/versions", get(api::versions_list))
         .route("/api/v1/alerts/deliveries", get(api::deliveries_list))
         .route("/api/v1/reload", post(api::reload_post))
         .route("/api/v1/openapi.json", get(api::openapi_get))
         .route("/", get(pages::overview::overview_get))
         .route("/endpoint", get(pages::endpoint::endpoint_get))
         .route("/trace/{trace_id}", get(pages::trace::trace_get))
+        .route("/compare", get(pages::compare::compare_get))
+        .route("/alerts", get(pages::alerts::alerts_get))
         .route("/static/{file}", get(assets::asset_get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_get))
+        .fallback(not_found)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -93,6 +97,16 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .with_state(state)
+}
+
+/// Unknown paths: JSON under `/api`, as every API error is; a page everywhere else.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let message = format!("no page at {}", uri.path());
+    if uri.path() == "/api" || uri.path().starts_with("/api/") {
+        error::ApiError::NotFound(message).into_response()
+    } else {
+        pages::PageError(error::ApiError::NotFound(message)).into_response()
+    }
 }
 
 async fn healthz() -> &'static str {

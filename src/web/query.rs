@@ -15,7 +15,9 @@ use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
-use crate::store::{EndpointRef, RequestRow, RollupKey, Store, StoreError, Window};
+use crate::store::{
+    EndpointRef, RegressionRecord, RequestRow, RollupKey, Store, StoreError, Window,
+};
 use crate::web::selector::Selector;
 use crate::web::window::rfc3339;
 
@@ -300,14 +302,19 @@ pub async fn endpoint_detail(
     }))
 }
 
-/// Log-spaced latency buckets (factor 1.5 from 0.1 ms) counted from the sketch, trimmed to the
-/// populated range.
-fn latency_histogram(sketch: &LatencySketch) -> Vec<LatencyBucketDto> {
-    let mut bounds_ms = vec![0.1f64];
-    while *bounds_ms.last().expect("starts non-empty") < 600_000.0 {
-        let next = bounds_ms.last().expect("starts non-empty") * 1.5;
-        bounds_ms.push(next);
+/// Upper bounds (ms) of the log-spaced latency buckets: factor 1.5 from 0.1 ms to ten minutes.
+fn latency_bounds() -> Vec<f64> {
+    let mut bounds = vec![0.1f64];
+    while *bounds.last().expect("starts non-empty") < 600_000.0 {
+        let next = bounds.last().expect("starts non-empty") * 1.5;
+        bounds.push(next);
     }
+    bounds
+}
+
+/// Log-spaced latency buckets counted from the sketch, trimmed to the populated range.
+fn latency_histogram(sketch: &LatencySketch) -> Vec<LatencyBucketDto> {
+    let bounds_ms = latency_bounds();
     let mut below = 0;
     let mut counts = Vec::with_capacity(bounds_ms.len());
     for upper_ms in &bounds_ms {
@@ -333,6 +340,48 @@ fn latency_histogram(sketch: &LatencySketch) -> Vec<LatencyBucketDto> {
             },
             to_ms: (bounds_ms[idx] * 1000.0).round() / 1000.0,
             requests: counts[idx],
+        })
+        .collect()
+}
+
+/// Both sides' latency distributions on the buckets of [`latency_histogram`], read from the
+/// rollups' sketches (rollup and request-row selections both fill them), trimmed to the range
+/// either side populates.
+fn compare_histogram(baseline: &Rollup, candidate: &Rollup) -> Vec<CompareBucketDto> {
+    let bounds = latency_bounds();
+    let counts = |rollup: &Rollup| -> Vec<u64> {
+        let mut below = 0;
+        bounds
+            .iter()
+            .enumerate()
+            .map(|(idx, upper)| {
+                let at_most = if idx == bounds.len() - 1 {
+                    rollup.sketch.count()
+                } else {
+                    rollup.sketch.count_at_most_ns((upper * NS_PER_MS) as u64)
+                };
+                let count = at_most.saturating_sub(below);
+                below = below.max(at_most);
+                count
+            })
+            .collect()
+    };
+    let (before, after) = (counts(baseline), counts(candidate));
+    let populated = |idx: &usize| before[*idx] > 0 || after[*idx] > 0;
+    let Some(first) = (0..bounds.len()).find(populated) else {
+        return Vec::new();
+    };
+    let last = (0..bounds.len()).rev().find(populated).unwrap_or(first);
+    (first..=last)
+        .map(|idx| CompareBucketDto {
+            from_ms: if idx == 0 {
+                0.0
+            } else {
+                (bounds[idx - 1] * 1000.0).round() / 1000.0
+            },
+            to_ms: (bounds[idx] * 1000.0).round() / 1000.0,
+            baseline_requests: before[idx],
+            candidate_requests: after[idx],
         })
         .collect()
 }
@@ -648,11 +697,15 @@ pub async fn compare(
         )
     };
     if endpoint.is_some() {
+        let histogram = ids
+            .first()
+            .and_then(|id| Some(compare_histogram(before.get(id)?, after.get(id)?)));
         return Ok(match ids.first().and_then(|id| dto_of(*id)) {
             Some(comparison) => Ok(CompareAnswer::Endpoint(Box::new(CompareDto {
                 baseline_selector: baseline.text.clone(),
                 candidate_selector: candidate.text.clone(),
                 source,
+                latency_histogram: histogram.unwrap_or_default(),
                 comparison,
             }))),
             None => Err(CompareMissing::NoData("baseline or candidate")),
@@ -686,6 +739,113 @@ pub async fn compare(
     })))
 }
 
+/// `GET /api/v1/versions`: the `service.version`s of a service (or one endpoint) with traffic
+/// in the window, first seen first: what a comparison can select.
+pub async fn versions(
+    store: &Store,
+    window: Window,
+    service: &str,
+    endpoint: Option<&str>,
+) -> Result<VersionsDto, StoreError> {
+    let index = EndpointIndex::load(store).await?;
+    let ids = index.ids(Some(service), endpoint);
+    if ids.is_empty() {
+        return Ok(VersionsDto {
+            versions: Vec::new(),
+        });
+    }
+    // (requests, first minute, last minute) per version.
+    let mut seen: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
+    for (key, rollup) in store.rollups(window, Some(&ids), false).await? {
+        let last_minute = match key.granularity {
+            crate::store::Granularity::Minute => key.minute,
+            crate::store::Granularity::Hour => key.minute + 59,
+        };
+        let entry = seen
+            .entry(key.version)
+            .or_insert((0, key.minute, last_minute));
+        entry.0 += rollup.requests;
+        entry.1 = entry.1.min(key.minute);
+        entry.2 = entry.2.max(last_minute);
+    }
+    let mut versions: Vec<(String, (u64, i64, i64))> = seen
+        .into_iter()
+        .filter(|(_, (requests, _, _))| *requests > 0)
+        .collect();
+    versions.sort_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| a.0.cmp(&b.0)));
+    let instant = |minute: i64| rfc3339((minute.max(0) as u64) * 60 * 1_000_000_000);
+    Ok(VersionsDto {
+        versions: versions
+            .into_iter()
+            .map(|(version, (requests, first, last))| VersionSeenDto {
+                version,
+                requests,
+                first_seen: instant(first),
+                last_seen: instant(last),
+            })
+            .collect(),
+    })
+}
+
+/// Events fetched per store read while looking for the newest ones.
+const REGRESSION_PAGE: i64 = 1000;
+
+/// The newest regression events (at most `limit`, newest first) detected in the window, of a
+/// service and optionally one endpoint: the pages' banners. Reads the same feed as
+/// `GET /api/v1/regressions`.
+pub async fn recent_regressions(
+    store: &Store,
+    window: Window,
+    service: Option<&str>,
+    endpoint: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RegressionEventDto>, StoreError> {
+    let mut newest: std::collections::VecDeque<RegressionRecord> =
+        std::collections::VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = store.regressions(after, REGRESSION_PAGE, service).await?;
+        let full = page.len() as i64 == REGRESSION_PAGE;
+        for record in page {
+            after = after.max(record.id);
+            let in_window =
+                (window.from_unix_ns..=window.to_unix_ns).contains(&record.detected_unix_ns);
+            if in_window && endpoint.is_none_or(|name| record.endpoint == name) {
+                newest.push_back(record);
+                if newest.len() > limit {
+                    newest.pop_front();
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(newest.into_iter().rev().map(regression_event).collect())
+}
+
+fn regression_event(record: RegressionRecord) -> RegressionEventDto {
+    RegressionEventDto {
+        id: record.id,
+        detected_at: rfc3339(record.detected_unix_ns),
+        service: record.service,
+        endpoint: record.endpoint,
+        baseline: record.baseline,
+        candidate: record.candidate,
+        metric: record.metric,
+        baseline_ms: ms(record.baseline_ns as f64),
+        candidate_ms: ms(record.candidate_ns as f64),
+        baseline_requests: record.baseline_requests,
+        candidate_requests: record.candidate_requests,
+        mean_delta_ms: ms(record.mean_delta_ns as f64),
+        mean_delta_ci_ms: record.mean_delta_ci_ns.map(|(low, high)| IntervalMs {
+            low: ms(low as f64),
+            high: ms(high as f64),
+        }),
+        summary: record.summary,
+    }
+}
+
 /// `GET /api/v1/regressions`: events after `after_id`, oldest first, optionally of one service.
 pub async fn regressions(
     store: &Store,
@@ -695,28 +855,7 @@ pub async fn regressions(
 ) -> Result<RegressionsDto, StoreError> {
     let records = store.regressions(after_id, limit, service).await?;
     Ok(RegressionsDto {
-        regressions: records
-            .into_iter()
-            .map(|record| RegressionEventDto {
-                id: record.id,
-                detected_at: rfc3339(record.detected_unix_ns),
-                service: record.service,
-                endpoint: record.endpoint,
-                baseline: record.baseline,
-                candidate: record.candidate,
-                metric: record.metric,
-                baseline_ms: ms(record.baseline_ns as f64),
-                candidate_ms: ms(record.candidate_ns as f64),
-                baseline_requests: record.baseline_requests,
-                candidate_requests: record.candidate_requests,
-                mean_delta_ms: ms(record.mean_delta_ns as f64),
-                mean_delta_ci_ms: record.mean_delta_ci_ns.map(|(low, high)| IntervalMs {
-                    low: ms(low as f64),
-                    high: ms(high as f64),
-                }),
-                summary: record.summary,
-            })
-            .collect(),
+        regressions: records.into_iter().map(regression_event).collect(),
     })
 }
 

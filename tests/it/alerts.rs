@@ -23,7 +23,7 @@ use crate::support::{TestApp, http_client, spawn_app_on, spawn_app_with};
 const MS: u64 = 1_000_000;
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -32,13 +32,13 @@ fn now_ns() -> u64 {
 
 /// A webhook receiver: records every body, answers 500 to the first `fail_first` calls.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     bodies: Arc<Mutex<Vec<Json>>>,
 }
 
 impl Receiver {
-    async fn spawn(fail_first: usize) -> Receiver {
+    pub(crate) async fn spawn(fail_first: usize) -> Receiver {
         #[derive(Clone)]
         struct Shared {
             bodies: Arc<Mutex<Vec<Json>>>,
@@ -71,19 +71,23 @@ impl Receiver {
         }
     }
 
+    pub(crate) fn bodies_len(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+
     fn bodies(&self) -> Vec<Json> {
         self.bodies.lock().unwrap().clone()
     }
 }
 
 /// Writes a config file and returns the adjustment that puts it in force for `spawn_app_*`.
-fn write_config(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("bottleneck.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
+pub(crate) fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
     move |config: &mut Config| {
         config.alerts.rules =
             bottleneck::config::read_alert_rules(&path).expect("test config is valid");
@@ -92,7 +96,7 @@ fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
 }
 
 /// Sends the requests as one OTLP/HTTP export.
-async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
+pub(crate) async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
     let export = ExportTraceServiceRequest {
         resource_spans: requests
             .into_iter()
@@ -109,16 +113,26 @@ async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
     assert_eq!(res.status(), 200);
 }
 
-fn slow(seeds: std::ops::RangeInclusive<u8>, base: u64) -> Vec<ExportTraceServiceRequest> {
+pub(crate) fn slow(
+    seeds: std::ops::RangeInclusive<u8>,
+    base: u64,
+) -> Vec<ExportTraceServiceRequest> {
     seeds.map(|seed| seed_login(seed, base)).collect()
 }
 
-fn fast(seeds: std::ops::RangeInclusive<u8>, base: u64) -> Vec<ExportTraceServiceRequest> {
+pub(crate) fn fast(
+    seeds: std::ops::RangeInclusive<u8>,
+    base: u64,
+) -> Vec<ExportTraceServiceRequest> {
     seeds.map(|seed| fast_login(seed, base)).collect()
 }
 
 /// The alert of `rule` on auth's login once `accept` holds for it.
-async fn alert_when(app: &TestApp, rule_prefix: &str, accept: impl Fn(&Json) -> bool) -> Json {
+pub(crate) async fn alert_when(
+    app: &TestApp,
+    rule_prefix: &str,
+    accept: impl Fn(&Json) -> bool,
+) -> Json {
     let url = format!("{}/api/v1/alerts", app.ui_url);
     app.eventually(LIMIT, || async {
         let body = get_json(url.clone()).await?;
@@ -138,7 +152,7 @@ async fn alert_when(app: &TestApp, rule_prefix: &str, accept: impl Fn(&Json) -> 
     .await
 }
 
-fn state(alert: &Json) -> &str {
+pub(crate) fn state(alert: &Json) -> &str {
     alert["state"].as_str().unwrap_or_default()
 }
 
@@ -150,7 +164,7 @@ async fn received(app: &TestApp, receiver: &Receiver, n: usize) -> Vec<Json> {
     .await
 }
 
-const BUDGET: &str = r#"
+pub(crate) const BUDGET: &str = r#"
 [alerts]
 interval = "200ms"
 retry_initial = "100ms"

@@ -363,6 +363,183 @@ async fn pages_work_in_a_real_browser() {
     app.stop().await;
 }
 
+/// Budgets on the comparison's service: the login's p95 breaks its budget once 1.1 adds its
+/// hidden wait; the health check holds.
+const SHOP_BUDGETS: &str = r#"
+[alerts]
+interval = "200ms"
+retry_initial = "100ms"
+
+[[budget]]
+service = "shop"
+endpoint = "POST /login"
+p95_ms = 200
+window = "1h"
+min_requests = 5
+
+[[budget]]
+service = "shop"
+endpoint = "GET /health"
+p95_ms = 500
+window = "1h"
+min_requests = 5
+"#;
+
+#[tokio::test]
+async fn compare_and_alerts_pages_work_in_a_real_browser() {
+    use crate::alerts::{Receiver, state, with_config, write_config};
+    use crate::compare::send_both_versions;
+    let required = std::env::var("BOTTLENECK_BROWSER_TESTS").as_deref() == Ok("1");
+    let (Some(chromium), Some(chromedriver)) = (find(CHROMIUM), find(CHROMEDRIVER)) else {
+        assert!(
+            !required,
+            "BOTTLENECK_BROWSER_TESTS=1 but chromium or chromedriver is missing \
+             (apt-get install chromium chromium-driver)"
+        );
+        println!("skipped: chromium not found (install chromium and chromium-driver to run it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::spawn(1).await;
+    let config = write_config(
+        dir.path(),
+        &format!("{SHOP_BUDGETS}\n[[webhook]]\nurl = \"{}\"\n", hook.url),
+    );
+    let with_rules = with_config(config);
+    let app = crate::support::spawn_app_with(|config| {
+        with_rules(config);
+        config.regression.interval = Duration::from_millis(100);
+        config.regression.min_requests = 20;
+    })
+    .await;
+    send_both_versions(&app).await;
+    // The finder raised its events and the login's budget fires.
+    app.eventually(Duration::from_secs(30), || async {
+        let res = http_client()
+            .get(format!("{}/api/v1/regressions", app.ui_url))
+            .send()
+            .await
+            .ok()?;
+        let body: Json = res.json().await.ok()?;
+        (body["regressions"].as_array()?.len() >= 3).then_some(())
+    })
+    .await;
+    let url = format!("{}/api/v1/alerts", app.ui_url);
+    app.eventually(Duration::from_secs(30), || async {
+        let res = http_client().get(url.clone()).send().await.ok()?;
+        let body: Json = res.json().await.ok()?;
+        body["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["endpoint"] == "POST /login" && state(a) == "firing")
+            .then_some(())
+    })
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+    let driver = start_driver(&chromedriver).await;
+    let session = new_session(&driver, &chromium, profile.path()).await;
+
+    // Endpoint page → "Compare the last two versions".
+    session
+        .goto(&format!(
+            "{}/endpoint?service=shop&endpoint=POST%20%2Flogin&range=1h",
+            app.ui_url
+        ))
+        .await;
+    let text = session.body_text().await;
+    assert!(
+        text.contains("Regressions detected in this window"),
+        "{text}"
+    );
+    assert_no_errors("endpoint", session.console_errors().await);
+    let link = session.find("a.button[href^='/compare?']").await;
+    session.click(&link).await;
+    session.wait_for_url("/compare?service=shop").await;
+    let text = session.body_text().await;
+    let text = text.to_lowercase();
+    for expected in [
+        "slower",
+        "significant",
+        "latency distribution",
+        "change by category",
+        "what explains the change",
+        "wait",
+    ] {
+        assert!(
+            text.contains(expected),
+            "compare page lacks {expected}: {text}"
+        );
+    }
+    let charts = session
+        .script("return document.querySelectorAll('svg.chart').length")
+        .await;
+    assert_eq!(charts, 1);
+    let fits = session
+        .script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
+        )
+        .await;
+    assert_eq!(fits, true, "the compare page scrolls sideways at 1280 px");
+    assert_no_errors("compare", session.console_errors().await);
+    session.screenshot("compare").await;
+
+    // Overview: the regression banner links to the comparison.
+    session.goto(&format!("{}/?range=1h", app.ui_url)).await;
+    let text = session.body_text().await;
+    assert!(text.contains("detected in this window"), "{text}");
+    let link = session
+        .find(".regressions a.button[href*='endpoint=POST%20%2Flogin']")
+        .await;
+    session.click(&link).await;
+    let url = session.wait_for_url("/compare?service=shop").await;
+    assert!(url.contains("baseline=version%3A1.0"), "{url}");
+    assert!(session.body_text().await.to_lowercase().contains("slower"));
+    assert_no_errors("overview → compare", session.console_errors().await);
+
+    // The service-wide comparison.
+    session
+        .goto(&format!(
+            "{}/compare?service=shop&baseline=version:1.0&candidate=version:1.1&range=1h",
+            app.ui_url
+        ))
+        .await;
+    let text = session.body_text().await;
+    assert!(text.contains("Every endpoint, regressions first"), "{text}");
+    assert_no_errors("compare (service)", session.console_errors().await);
+    session.screenshot("compare-service").await;
+
+    // Alerts: the firing budget, the one that holds, and the deliveries.
+    app.eventually(Duration::from_secs(30), || async {
+        (hook.bodies_len() >= 1).then_some(())
+    })
+    .await;
+    session.goto(&format!("{}/alerts", app.ui_url)).await;
+    let text = session.body_text().await;
+    for expected in [
+        "firing",
+        "POST /login",
+        "GET /health",
+        "Webhook deliveries",
+        "HTTP 500",
+    ] {
+        assert!(
+            text.contains(expected),
+            "alerts page lacks {expected}: {text}"
+        );
+    }
+    assert_no_errors("alerts", session.console_errors().await);
+    session.screenshot("alerts").await;
+
+    // A 404 page for an unknown path.
+    session.goto(&format!("{}/nowhere", app.ui_url)).await;
+    assert!(session.body_text().await.contains("404"));
+    let _ = session.console_errors().await;
+
+    let _ = session.call(reqwest::Method::DELETE, "", None).await;
+    drop(driver);
+    app.stop().await;
+}
+
 #[test]
 fn base64_round_trip() {
     assert_eq!(base64_decode("aGVsbG8="), b"hello");

@@ -12,9 +12,9 @@ use crate::analysis::{Builder, MS, kv, kv_int};
 use crate::support::{TestApp, http_client, spawn_app_with};
 
 /// Requests per endpoint and version.
-const PER_VERSION: u64 = 24;
+pub(crate) const PER_VERSION: u64 = 24;
 
-const ENDPOINTS: [&str; 6] = [
+pub(crate) const ENDPOINTS: [&str; 6] = [
     "POST /login",
     "GET /policies",
     "GET /report",
@@ -140,7 +140,7 @@ async fn get(url: String) -> (u16, Json) {
 }
 
 /// Sends both versions; returns the instant (unix ns) the timestamps are relative to.
-async fn send_both_versions(app: &TestApp) -> u64 {
+pub(crate) async fn send_both_versions(app: &TestApp) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

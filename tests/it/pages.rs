@@ -284,6 +284,24 @@ async fn untrusted_strings_are_text_on_every_page() {
             encode(endpoint)
         ),
         format!("/trace/{trace_id}"),
+        format!(
+            "/compare?service={}&endpoint={}&baseline=window:{from}..{to}&candidate=window:{from}..{to}",
+            encode(service),
+            encode(endpoint),
+            from = (now - 600_000 * MS) / MS,
+            to = (now + 60_000 * MS) / MS,
+        ),
+        format!(
+            "/compare?service={}&baseline=window:{from}..{to}&candidate=window:{from}..{to}",
+            encode(service),
+            from = (now - 600_000 * MS) / MS,
+            to = (now + 60_000 * MS) / MS,
+        ),
+        format!(
+            "/alerts?service={}&endpoint={}",
+            encode(service),
+            encode(endpoint)
+        ),
     ];
     for path in &paths {
         let page = get(&app, path).await;
@@ -294,6 +312,19 @@ async fn untrusted_strings_are_text_on_every_page() {
             "attribute breaks out on {path}"
         );
     }
+    // A hostile selector is echoed as text in the page's message.
+    let bad = get(
+        &app,
+        &format!(
+            "/compare?service={}&baseline={}&candidate=version:1",
+            encode(service),
+            encode(SCRIPT)
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains(&escaped(SCRIPT)));
+    assert!(!bad.body.contains("<script>alert"));
     // The error page echoes nothing raw either.
     let missing = get(
         &app,
@@ -459,5 +490,282 @@ async fn a_ten_thousand_span_trace_stays_usable() {
         page.body.matches("</details>").count()
     );
     assert!(page.body.len() < 4 << 20, "{} bytes", page.body.len());
+    app.stop().await;
+}
+
+/// What the pages write for a query value inside an `href` (askama escapes the `&`).
+fn href_query(text: &str) -> String {
+    escaped(text)
+}
+
+#[tokio::test]
+async fn compare_page_and_regression_events_show_what_the_api_gives() {
+    use crate::compare::{ENDPOINTS, PER_VERSION, send_both_versions};
+    let app = crate::support::spawn_app_with(|config| {
+        config.regression.interval = Duration::from_millis(100);
+        config.regression.min_requests = 20;
+    })
+    .await;
+    send_both_versions(&app).await;
+    let api = format!(
+        "{}/api/v1/compare?service=shop&endpoint=POST%20/login&baseline=version:1.0&candidate=version:1.1",
+        app.ui_url
+    );
+    let login: Json = app
+        .eventually(Duration::from_secs(30), || async {
+            let res = http_client().get(api.clone()).send().await.ok()?;
+            let body: Json = res.json().await.ok()?;
+            (body["baseline"]["requests"] == PER_VERSION
+                && body["candidate"]["requests"] == PER_VERSION)
+                .then_some(body)
+        })
+        .await;
+    // The API gives both distributions on shared buckets.
+    let buckets = login["latency_histogram"].as_array().unwrap();
+    let total = |side: &str| -> u64 {
+        buckets
+            .iter()
+            .map(|b| b[format!("{side}_requests")].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("baseline"), PER_VERSION);
+    assert_eq!(total("candidate"), PER_VERSION);
+
+    let page = get(
+        &app,
+        "/compare?service=shop&endpoint=POST%20/login&baseline=version:1.0&candidate=version:1.1&range=1h",
+    )
+    .await;
+    let ci = &login["mean_delta_ci_ms"];
+    assert_html(
+        &page,
+        &[
+            "slower",
+            ">significant<",
+            &escaped(login["summary"].as_str().unwrap()),
+            &escaped(login["top_changes"][0]["summary"].as_str().unwrap()),
+            &format!(
+                "95% CI +{} … +{}",
+                bottleneck::web::pages::fmt_ms(ci["low"].as_f64().unwrap()),
+                bottleneck::web::pages::fmt_ms(ci["high"].as_f64().unwrap())
+            ),
+            "<svg class=\"chart\"",
+            "Latency distribution",
+            "Change by category",
+            "value=\"version:1.0\"",
+            "value=\"version:1.1\"",
+            "<option value=\"version:1.0\">",
+        ],
+    );
+
+    // Service-wide: every endpoint, slower first, each linking to its own comparison.
+    let page = get(
+        &app,
+        "/compare?service=shop&baseline=version:1.0&candidate=version:1.1",
+    )
+    .await;
+    assert_html(
+        &page,
+        &[
+            "Every endpoint, regressions first",
+            "3 slower",
+            &href_query(
+                "/compare?service=shop&endpoint=POST%20%2Flogin&baseline=version%3A1.0&candidate=version%3A1.1&range=1h",
+            ),
+        ],
+    );
+    for endpoint in ENDPOINTS {
+        assert!(page.body.contains(endpoint), "{endpoint} missing");
+    }
+    let login_at = page.body.find(">POST /login<").unwrap();
+    let status_at = page.body.find(">GET /status<").unwrap();
+    assert!(login_at < status_at, "the regression is listed first");
+
+    // The operations of a slower query and a new call.
+    let signup = get(
+        &app,
+        "/compare?service=shop&endpoint=POST%20/signup&baseline=version:1.0&candidate=version:1.1",
+    )
+    .await;
+    assert_html(
+        &signup,
+        &["POST mail.example", "change-appeared", "new → 1"],
+    );
+    let policies = get(
+        &app,
+        "/compare?service=shop&endpoint=GET%20/policies&baseline=version:1.0&candidate=version:1.1",
+    )
+    .await;
+    assert_html(
+        &policies,
+        &["SELECT * FROM policies WHERE id = ?", "10 → 12"],
+    );
+
+    // Without selectors: the last two versions; without a service: the form.
+    let defaults = get(&app, "/compare?service=shop&endpoint=POST%20/login").await;
+    assert_html(&defaults, &["value=\"version:1.0\"", "slower"]);
+    let empty = get(&app, "/compare").await;
+    assert_html(&empty, &["Choose a service", ">shop<"]);
+    // A bad selector and an empty side are said on the page, with the API's statuses.
+    let bad = get(
+        &app,
+        "/compare?service=shop&baseline=nonsense&candidate=version:1.1",
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("Nothing to compare") && bad.body.contains("nonsense"));
+    let none = get(
+        &app,
+        "/compare?service=shop&baseline=version:9&candidate=version:1.1",
+    )
+    .await;
+    assert_eq!(none.status, 404);
+    assert!(none.body.contains("match the baseline selector"));
+    let versions: Json = http_client()
+        .get(format!("{}/api/v1/versions?service=shop", app.ui_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["versions"][0]["version"], "1.0");
+    assert_eq!(versions["versions"][1]["version"], "1.1");
+    assert_eq!(versions["versions"][1]["requests"], 6 * PER_VERSION);
+
+    // Regression events: a banner on the overview, a list on the endpoint page, both linking
+    // to the comparison of the two versions.
+    app.eventually(Duration::from_secs(30), || async {
+        let res = http_client()
+            .get(format!("{}/api/v1/regressions", app.ui_url))
+            .send()
+            .await
+            .ok()?;
+        let body: Json = res.json().await.ok()?;
+        (body["regressions"].as_array()?.len() >= 3).then_some(())
+    })
+    .await;
+    let link = href_query(
+        "/compare?service=shop&endpoint=POST%20%2Flogin&baseline=version%3A1.0&candidate=version%3A1.1&range=1h",
+    );
+    let overview = get(&app, "/").await;
+    assert_html(
+        &overview,
+        &["3 detected in this window", &link, "1.0 → 1.1"],
+    );
+    let endpoint = get(&app, "/endpoint?service=shop&endpoint=POST%20/login").await;
+    assert_html(&endpoint, &["Regressions detected in this window", &link]);
+    let health = get(&app, "/endpoint?service=shop&endpoint=GET%20/health").await;
+    assert!(!health.body.contains("Regressions detected"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn alerts_page_and_budget_badges_follow_the_evaluation() {
+    use crate::alerts::{
+        BUDGET, Receiver, alert_when, fast, now_ns, send, slow, state, with_config, write_config,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::spawn(1).await;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{BUDGET}\n[[webhook]]\nurl = \"{}?token=secret-token\"\n",
+            hook.url
+        ),
+    );
+    let app = crate::support::spawn_app_with(with_config(config)).await;
+    // Before any evaluation: no alerts yet, the page says how to configure them or is empty.
+    send(&app, fast(1..=10, now_ns() - 1_800_000 * MS)).await;
+    send(&app, slow(1..=10, now_ns() - 2_000 * MS)).await;
+    let firing = alert_when(&app, "budget", |a| state(a) == "firing").await;
+    let summary = firing["summary"].as_str().unwrap();
+    // Wait for the delivery (a retry, then delivered).
+    app.eventually(Duration::from_secs(30), || async {
+        let res = http_client()
+            .get(format!("{}/api/v1/alerts/deliveries", app.ui_url))
+            .send()
+            .await
+            .ok()?;
+        let body: Json = res.json().await.ok()?;
+        (body["deliveries"][0]["status"] == "delivered").then_some(())
+    })
+    .await;
+
+    let page = get(&app, "/alerts").await;
+    assert_html(
+        &page,
+        &[
+            "state-badge state-firing",
+            "POST /login",
+            &escaped(summary),
+            "200 ms budget",
+            "p50 over 5m",
+            "History: ",
+            "Webhook deliveries",
+            "delivery-retry",
+            "HTTP 500",
+            "delivery-delivered",
+        ],
+    );
+    assert!(
+        !page.body.contains("secret-token"),
+        "webhook paths are redacted"
+    );
+    let filtered = get(&app, "/alerts?service=auth&endpoint=POST%20/nothing").await;
+    assert_html(&filtered, &["No budget or SLO matches this endpoint"]);
+
+    // The overview's budget column and the endpoint page's badge, from the same evaluation.
+    let overview = get(&app, "/").await;
+    assert_html(
+        &overview,
+        &[
+            ">Budget<",
+            "state-badge state-firing",
+            &href_query("/alerts?service=auth&endpoint=POST%20%2Flogin"),
+        ],
+    );
+    let endpoint = get(&app, "/endpoint?service=auth&endpoint=POST%20/login").await;
+    assert_html(&endpoint, &["state-badge state-firing", "p50 "]);
+    // An endpoint without a budget has a blank cell.
+    let saml = get(&app, "/endpoint?service=idp&endpoint=POST%20/saml/assert").await;
+    assert!(!saml.body.contains("state-badge"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_alerts_page_without_rules_says_how_to_add_them() {
+    let app = spawn_app().await;
+    let page = get(&app, "/alerts").await;
+    assert_html(&page, &["No budgets or SLOs are configured", "[[budget]]"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_page_and_the_api_keeps_json() {
+    let app = spawn_app().await;
+    let page = get(&app, "/no/such/page?x=<script>").await;
+    assert_eq!(page.status, 404);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.body.contains("404 · Not found") && page.body.contains("/no/such/page"));
+    assert!(page.body.contains("Back to the overview"));
+    let api = get(&app, "/api/v1/nothing").await;
+    assert_eq!(api.status, 404);
+    assert!(
+        api.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Json = serde_json::from_str(&api.body).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("/api/v1/nothing"));
+    let hostile = get(&app, &format!("/{}", "%3Cscript%3Ealert(1)%3C/script%3E")).await;
+    assert_eq!(hostile.status, 404);
+    assert!(!hostile.body.contains("<script>alert"));
     app.stop().await;
 }

@@ -257,12 +257,24 @@ pub struct EndpointComparisonDto {
     pub summary: String,
 }
 
+/// One bucket of the two latency distributions of a comparison, on shared bounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareBucketDto {
+    pub from_ms: f64,
+    pub to_ms: f64,
+    pub baseline_requests: u64,
+    pub candidate_requests: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareDto {
     pub baseline_selector: String,
     pub candidate_selector: String,
     /// `rollups`, or `requests` when a side selects by resource attribute (no operations then).
     pub source: &'static str,
+    /// Both latency distributions on the same log-spaced buckets (from the sketches, so within
+    /// their 1% resolution).
+    pub latency_histogram: Vec<CompareBucketDto>,
     #[serde(flatten)]
     pub comparison: EndpointComparisonDto,
 }
@@ -295,6 +307,21 @@ pub struct RegressionEventDto {
     pub mean_delta_ms: f64,
     pub mean_delta_ci_ms: Option<IntervalMs>,
     pub summary: String,
+}
+
+/// A `service.version` seen in the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSeenDto {
+    pub version: String,
+    pub requests: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionsDto {
+    /// First seen first.
+    pub versions: Vec<VersionSeenDto>,
 }
 
 #[derive(Debug, Clone, Serialize)]

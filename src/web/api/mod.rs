@@ -213,6 +213,20 @@ pub async fn compare_get(
     }
 }
 
+pub async fn versions_list(
+    State(state): State<AppState>,
+    Query(params): Query<WindowParams>,
+) -> Result<Response, ApiError> {
+    let window = params.window()?;
+    let Some(service) = params.service() else {
+        return Err(ApiError::BadRequest("`service` is required".into()));
+    };
+    Ok(
+        Json(query::versions(&state.store, window, service, params.endpoint()).await?)
+            .into_response(),
+    )
+}
+
 pub async fn regressions_list(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,

@@ -8,9 +8,10 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 
+use super::alerts::{AlertBadge, endpoint_badges};
 use super::{
-    CategoryValue, Chrome, PageError, PageParams, breakdown_array, category_values, encode,
-    fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate,
+    CategoryValue, Chrome, PageError, PageParams, RegressionRow, breakdown_array, category_values,
+    encode, fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
 };
 use crate::web::AppState;
 use crate::web::api::dto::{EndpointDetailDto, TraceSummaryDto};
@@ -102,7 +103,14 @@ pub struct EndpointPage {
     pub typical: Option<TraceLink>,
     pub versions: Vec<VersionRow>,
     pub compare_href: Option<String>,
+    /// Its budgets and SLOs, from the alert evaluation.
+    pub alerts: Vec<AlertBadge>,
+    /// Regressions of this endpoint detected in the window, newest first.
+    pub regressions: Vec<RegressionRow>,
 }
+
+/// Regression events the endpoint page lists.
+const REGRESSIONS_SHOWN: usize = 10;
 
 /// What `speedup_if_cpu_free` means for this endpoint, in words.
 fn speedup_sentence(mean_ms: f64, cpu_ms: f64, io_ms: f64, speedup: f64) -> String {
@@ -308,6 +316,8 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
         typical: detail.typical_trace.as_ref().map(trace_link),
         versions,
         compare_href,
+        alerts: Vec::new(),
+        regressions: Vec::new(),
     }
 }
 
@@ -333,7 +343,19 @@ pub async fn endpoint_get(
         ("endpoint", endpoint.to_owned()),
     ];
     let chrome = Chrome::new("endpoint", "/endpoint", &params, Some(window), keep);
-    Ok(build(&detail, chrome, &window_query))
+    let alerts = query::alerts(&state.store, &state.alerts).await?;
+    let regressions = query::recent_regressions(
+        &state.store,
+        window,
+        Some(service),
+        Some(endpoint),
+        REGRESSIONS_SHOWN,
+    )
+    .await?;
+    let mut page = build(&detail, chrome, &window_query);
+    page.alerts = endpoint_badges(&alerts, service, endpoint);
+    page.regressions = regression_rows(&regressions, &window_query);
+    Ok(page)
 }
 
 #[cfg(test)]

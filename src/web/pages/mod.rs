@@ -4,6 +4,8 @@
 //! Invariant: no store access and no numbers of their own beyond formatting and layout; every
 //! untrusted string reaches HTML through askama's escaping. Pages work without JavaScript.
 
+pub mod alerts;
+pub mod compare;
 pub mod endpoint;
 pub mod error;
 pub mod overview;
@@ -12,7 +14,7 @@ pub mod trace;
 use collector::category::Category;
 use serde::Deserialize;
 
-use super::api::dto::BreakdownMs;
+use super::api::dto::{BreakdownMs, RegressionEventDto};
 use super::assets;
 use super::error::ApiError;
 use crate::store::Window;
@@ -112,6 +114,55 @@ pub fn endpoint_href(service: &str, endpoint: &str, window_query: &str) -> Strin
         encode(service),
         encode(endpoint)
     )
+}
+
+/// A regression event, for the overview's banner and the endpoint page.
+pub struct RegressionRow {
+    pub detected: String,
+    pub service: String,
+    pub endpoint: String,
+    pub endpoint_href: String,
+    pub baseline: String,
+    pub candidate: String,
+    /// `p95 300 ms → 610 ms`.
+    pub change: String,
+    pub mean_delta: String,
+    pub summary: String,
+    pub compare_href: String,
+}
+
+/// The display form of regression events; links keep the window.
+pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec<RegressionRow> {
+    events
+        .iter()
+        .map(|event| RegressionRow {
+            detected: event
+                .detected_at
+                .get(5..16)
+                .unwrap_or_default()
+                .replace('T', " "),
+            service: event.service.clone(),
+            endpoint: event.endpoint.clone(),
+            endpoint_href: endpoint_href(&event.service, &event.endpoint, window_query),
+            baseline: event.baseline.clone(),
+            candidate: event.candidate.clone(),
+            change: format!(
+                "{} {} → {}",
+                event.metric,
+                fmt_ms(event.baseline_ms),
+                fmt_ms(event.candidate_ms)
+            ),
+            mean_delta: compare::fmt_delta_ms(event.mean_delta_ms),
+            summary: event.summary.clone(),
+            compare_href: compare::compare_href(
+                &event.service,
+                Some(&event.endpoint),
+                &format!("version:{}", event.baseline),
+                &format!("version:{}", event.candidate),
+                window_query,
+            ),
+        })
+        .collect()
 }
 
 /// One choice of the window picker.

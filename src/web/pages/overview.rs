@@ -7,9 +7,10 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 
+use super::alerts::{BudgetBadge, budget_badges};
 use super::{
-    Chrome, PageError, PageParams, breakdown_array, encode, endpoint_href, fmt_calls, fmt_count,
-    fmt_ms, fmt_pct, fmt_rate,
+    Chrome, PageError, PageParams, RegressionRow, breakdown_array, encode, endpoint_href,
+    fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
 };
 use crate::web::AppState;
 use crate::web::charts::{BarSegment, bar_segments};
@@ -42,6 +43,10 @@ pub struct OverviewRow {
     pub bottleneck_category: &'static str,
     pub bottleneck: String,
     pub total_sort: f64,
+    /// The worst state of its budgets and SLOs; none without any.
+    pub budget: Option<BudgetBadge>,
+    /// For the sorter: 3 firing, 2 pending, 1 resolved, 0 ok, -1 no budget.
+    pub budget_sort: i8,
 }
 
 /// A choice of the service filter.
@@ -62,7 +67,14 @@ pub struct OverviewPage {
     pub capped_services: Vec<String>,
     pub total_requests: String,
     pub n_endpoints: usize,
+    /// Whether any endpoint has a budget or SLO (the column shows only then).
+    pub any_budget: bool,
+    /// The newest regressions detected in the window, newest first.
+    pub regressions: Vec<RegressionRow>,
 }
+
+/// Regressions the overview's banner lists.
+const REGRESSIONS_SHOWN: usize = 5;
 
 /// `GET /`.
 pub async fn overview_get(
@@ -72,6 +84,16 @@ pub async fn overview_get(
     let window = params.window()?;
     let endpoints = query::endpoints(&state.store, window, params.service()).await?;
     let services = query::services(&state.store, window).await?;
+    let alerts = query::alerts(&state.store, &state.alerts).await?;
+    let mut badges = budget_badges(&alerts);
+    let regressions = query::recent_regressions(
+        &state.store,
+        window,
+        params.service(),
+        None,
+        REGRESSIONS_SHOWN,
+    )
+    .await?;
     let window_query = params.window_query();
     let service = params.service().map(str::to_owned);
     let keep = service
@@ -89,7 +111,15 @@ pub async fn overview_get(
             } else {
                 0.0
             };
+            let budget = badges.remove(&(e.service.clone(), e.endpoint.clone()));
             OverviewRow {
+                budget_sort: budget.as_ref().map_or(-1, |b| match b.state {
+                    "firing" => 3,
+                    "pending" => 2,
+                    "resolved" => 1,
+                    _ => 0,
+                }),
+                budget,
                 service: e.service.clone(),
                 service_href: format!("/?service={}&{window_query}", encode(&e.service)),
                 endpoint: e.endpoint.clone(),
@@ -119,6 +149,8 @@ pub async fn overview_get(
         })
         .collect();
     Ok(OverviewPage {
+        any_budget: rows.iter().any(|r| r.budget.is_some()),
+        regressions: regression_rows(&regressions, &window_query),
         chrome,
         n_endpoints: rows.len(),
         rows,
