@@ -77,8 +77,26 @@ pub struct AnalysisStats {
     pub anomalies: AtomicU64,
     /// Analysis commits that failed (retried from the store on the next start).
     pub failed_commits: AtomicU64,
-    /// Per (service, endpoint): requests, errors, latency buckets and breakdown sums.
-    pub endpoints: Mutex<HashMap<(String, String), EndpointCounters>>,
+    /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
+    pub endpoints: Mutex<HashMap<String, HashMap<String, EndpointCounters>>>,
+}
+
+/// Interned endpoint ids by service, then endpoint: looked up by `&str` on every request, so
+/// without allocating a key.
+#[derive(Debug, Default)]
+struct EndpointIds(HashMap<String, HashMap<String, i64>>);
+
+impl EndpointIds {
+    fn get(&self, service: &str, endpoint: &str) -> Option<i64> {
+        self.0.get(service)?.get(endpoint).copied()
+    }
+
+    fn insert(&mut self, service: &str, endpoint: &str, id: i64) {
+        self.0
+            .entry(service.to_owned())
+            .or_default()
+            .insert(endpoint.to_owned(), id);
+    }
 }
 
 /// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
@@ -131,7 +149,7 @@ pub struct Analyzer {
     max_endpoints_per_service: usize,
     /// Rollups are kept this long after their last update; later updates read them back.
     keep_rollups: Duration,
-    endpoint_ids: HashMap<(String, String), i64>,
+    endpoint_ids: EndpointIds,
     endpoints_per_service: HashMap<String, usize>,
     /// Interned resources by canonical attributes.
     resource_ids: HashMap<String, i64>,
@@ -148,7 +166,7 @@ impl Analyzer {
         keep_rollups: Duration,
         stats: Arc<AnalysisStats>,
     ) -> Result<Analyzer, StoreError> {
-        let mut endpoint_ids = HashMap::new();
+        let mut endpoint_ids = EndpointIds::default();
         let mut endpoints_per_service: HashMap<String, usize> = HashMap::new();
         for endpoint in store.endpoints().await? {
             if endpoint.endpoint != OTHER_ENDPOINT {
@@ -156,7 +174,7 @@ impl Analyzer {
                     .entry(endpoint.service.clone())
                     .or_default() += 1;
             }
-            endpoint_ids.insert((endpoint.service, endpoint.endpoint), endpoint.id);
+            endpoint_ids.insert(&endpoint.service, &endpoint.endpoint, endpoint.id);
         }
         let resource_ids = store
             .resources()
@@ -339,24 +357,27 @@ impl Analyzer {
     }
 
     fn record_counters(&self, request: &RequestAnalysis) {
+        let name = self.capped_name(&request.service, &request.endpoint);
         let mut endpoints = self
             .stats
             .endpoints
             .lock()
             .expect("no panics while holding the counters lock");
-        let key = (
-            request.service.clone(),
-            self.capped_name(&request.service, &request.endpoint)
-                .to_owned(),
-        );
-        endpoints.entry(key).or_default().record(request);
+        let per_service = match endpoints.get_mut(request.service.as_str()) {
+            Some(per_service) => per_service,
+            None => endpoints.entry(request.service.clone()).or_default(),
+        };
+        match per_service.get_mut(name) {
+            Some(counters) => counters.record(request),
+            None => per_service
+                .entry(name.to_owned())
+                .or_default()
+                .record(request),
+        }
     }
 
     fn capped_name<'a>(&self, service: &str, endpoint: &'a str) -> &'a str {
-        if self
-            .endpoint_ids
-            .contains_key(&(service.to_owned(), endpoint.to_owned()))
-        {
+        if self.endpoint_ids.get(service, endpoint).is_some() {
             endpoint
         } else {
             OTHER_ENDPOINT
@@ -366,30 +387,20 @@ impl Analyzer {
     /// The id an endpoint was counted under: its own, or `other` past the cap.
     fn known_endpoint_id(&self, service: &str, endpoint: &str) -> Option<i64> {
         self.endpoint_ids
-            .get(&(service.to_owned(), endpoint.to_owned()))
-            .or_else(|| {
-                self.endpoint_ids
-                    .get(&(service.to_owned(), OTHER_ENDPOINT.to_owned()))
-            })
-            .copied()
+            .get(service, endpoint)
+            .or_else(|| self.endpoint_ids.get(service, OTHER_ENDPOINT))
     }
 
     async fn endpoint_id(&mut self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
-        if let Some(id) = self
-            .endpoint_ids
-            .get(&(service.to_owned(), endpoint.to_owned()))
-        {
-            return Ok(*id);
+        if let Some(id) = self.endpoint_ids.get(service, endpoint) {
+            return Ok(id);
         }
         let count = self
             .endpoints_per_service
             .entry(service.to_owned())
             .or_default();
         let name = if *count >= self.max_endpoints_per_service {
-            if !self
-                .endpoint_ids
-                .contains_key(&(service.to_owned(), OTHER_ENDPOINT.to_owned()))
-            {
+            if self.endpoint_ids.get(service, OTHER_ENDPOINT).is_none() {
                 warn!(
                     service,
                     cap = self.max_endpoints_per_service,
@@ -401,15 +412,11 @@ impl Analyzer {
             *count += 1;
             endpoint
         };
-        if let Some(id) = self
-            .endpoint_ids
-            .get(&(service.to_owned(), name.to_owned()))
-        {
-            return Ok(*id);
+        if let Some(id) = self.endpoint_ids.get(service, name) {
+            return Ok(id);
         }
         let id = self.store.intern_endpoint(service, name).await?;
-        self.endpoint_ids
-            .insert((service.to_owned(), name.to_owned()), id);
+        self.endpoint_ids.insert(service, name, id);
         Ok(id)
     }
 

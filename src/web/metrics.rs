@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use collector::category::Category;
 
 use super::AppState;
-use crate::pipeline::analyze::LATENCY_BUCKETS;
+use crate::pipeline::analyze::{EndpointCounters, LATENCY_BUCKETS};
 
 fn label(value: &str) -> String {
     value
@@ -64,11 +64,18 @@ pub async fn render(state: &AppState) -> String {
             stats.n_spans
         );
     }
-    let endpoints = analysis
+    // Flattened and sorted, so the exposition is stable from one scrape to the next.
+    let endpoints: std::collections::BTreeMap<(String, String), EndpointCounters> = analysis
         .endpoints
         .lock()
         .expect("no panics while holding the counters lock")
-        .clone();
+        .iter()
+        .flat_map(|(service, per_service)| {
+            per_service
+                .iter()
+                .map(|(endpoint, counters)| ((service.clone(), endpoint.clone()), counters.clone()))
+        })
+        .collect();
     let name = "bottleneck_endpoint_request_duration_seconds";
     let _ = writeln!(
         out,
