@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use collector::sink::{CommitError, Export, ExportReceiver, IngestStats, SpansRejected};
+use collector::sink::{CommitError, ExportReceiver, IngestStats, SpansRejected};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
@@ -47,15 +47,15 @@ pub async fn run(
         let received_unix_ns = now_unix_ns();
         // Encoding and compressing is CPU work of a few milliseconds per thousand spans: keep it
         // off the async workers that serve the receivers.
+        // The decoded spans are dropped there too: from here on only the compact blocks are held.
         let encoded = tokio::task::spawn_blocking(move || {
-            let blocks: Vec<_> = group
-                .iter()
-                .map(|export| block::encode(&export.spans, received_unix_ns))
-                .collect();
-            (group, blocks)
+            group
+                .into_iter()
+                .map(|export| (export.reply, block::encode(&export.spans, received_unix_ns)))
+                .unzip()
         })
         .await;
-        let (group, blocks) = match encoded {
+        let (replies, blocks): (Vec<_>, Vec<_>) = match encoded {
             Ok(encoded) => encoded,
             Err(err) => {
                 error!(error = %err, "encoding span blocks panicked");
@@ -65,13 +65,19 @@ pub async fn run(
         match store.insert_blocks(&blocks).await {
             Ok(ids) => {
                 stats.record_commit(n_spans as u64, started.elapsed());
-                debug!(n_exports = group.len(), n_spans, "committed span blocks");
-                let mut forward = Vec::with_capacity(group.len());
-                for (Export { spans, reply }, block_id) in group.into_iter().zip(ids) {
+                debug!(n_exports = replies.len(), n_spans, "committed span blocks");
+                for reply in replies {
                     // The exporter may have given up waiting; its spans are committed all the same.
                     let _ = reply.send(Ok(()));
-                    forward.push(CommittedBlock { block_id, spans });
                 }
+                let forward = blocks
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(block, block_id)| CommittedBlock {
+                        block_id,
+                        data: Arc::new(block.data),
+                        trace_ids: block.trace_ids,
+                    });
                 for block in forward {
                     if committed.send(block).await.is_err() {
                         // The assembler is gone (shutdown): the blocks are stored and will be
@@ -88,7 +94,7 @@ pub async fn run(
                     reason: "store_unavailable",
                 }
                 .emit(&stats);
-                for Export { reply, .. } in group {
+                for reply in replies {
                     let _ = reply.send(Err(reason.clone()));
                 }
             }

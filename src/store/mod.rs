@@ -321,12 +321,13 @@ impl Store {
         dispatch!(self.insert_blocks(blocks))
     }
 
-    /// Blocks with an id above `after_id`, oldest first, at most `limit`: replay after a restart.
+    /// Blocks with an id above `after_id`, oldest first, at most `limit`, as stored (see
+    /// [`block::decode`]): replay after a restart.
     pub async fn blocks_after(
         &self,
         after_id: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         dispatch!(self.blocks_after(after_id, limit))
     }
 

@@ -292,16 +292,13 @@ impl SqliteStore {
         &self,
         after_id: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<Span>)>, StoreError> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+        Ok(sqlx::query_as(SELECT)
             .bind(after_id)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|(id, data)| Ok((id, block::decode(&data)?)))
-            .collect()
+            .await?)
     }
 
     pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
