@@ -4,6 +4,7 @@
 //! JSON and HTML.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod query;

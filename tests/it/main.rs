@@ -8,6 +8,8 @@ mod analysis;
 mod compare;
 mod crash;
 mod demo;
+mod fuzz;
+mod hostile;
 mod ingest;
 mod pipeline;
 mod python;

@@ -3,15 +3,16 @@
 //! Answers as the OTLP/HTTP specification says: 200 with an `ExportTraceServiceResponse` in the
 //! request's encoding (with `partial_success` when single spans were dropped), 400 for a body that
 //! cannot be decoded, 413 over the size limits, 415 for another content type, and 429/503 with
-//! `Retry-After` when the server cannot take the spans now. Error bodies are a `google.rpc.Status`
-//! in the request's encoding.
+//! `Retry-After` when the server cannot take the spans now, 401 without an accepted bearer token
+//! when tokens are configured. Error bodies are a `google.rpc.Status` in the request's encoding.
 //!
 //! Invariant: never a 500 for bad client data, and never a 200 before the spans are committed.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -21,6 +22,7 @@ use prost::Message;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::auth::Tokens;
 use crate::otlp::decode;
 use crate::sink::{IngestError, SpanSink, SpansRejected, Transport};
 
@@ -36,8 +38,10 @@ pub struct HttpLimits {
 /// The path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
 
-/// A router answering `POST /v1/traces`, feeding `sink`.
-pub fn router(sink: SpanSink, limits: HttpLimits) -> Router {
+/// A router answering `POST /v1/traces`, feeding `sink`; with `tokens` enabled, only requests
+/// carrying one of them as a bearer token get past the check, before the body is read.
+pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
+    let stats = sink.stats().clone();
     Router::new()
         .route(TRACES_PATH, post(traces_post))
         // The decoded limit applies to the body after decompression (axum's Bytes extractor),
@@ -49,6 +53,38 @@ pub fn router(sink: SpanSink, limits: HttpLimits) -> Router {
                 .pass_through_unaccepted(false),
         )
         .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let tokens = tokens.clone();
+            let stats = stats.clone();
+            async move {
+                if !tokens.is_enabled()
+                    || tokens.accepts_bearer(
+                        request
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .map(HeaderValue::as_bytes),
+                    )
+                {
+                    return next.run(request).await;
+                }
+                stats
+                    .unauthenticated_requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let encoding =
+                    Encoding::from_headers(request.headers()).unwrap_or(Encoding::Protobuf);
+                let mut response = error_response(
+                    encoding,
+                    StatusCode::UNAUTHORIZED,
+                    tonic::Code::Unauthenticated,
+                    "a valid bearer token is required",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }))
         .with_state(sink)
 }
 
@@ -246,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_is_429_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(1, Arc::new(IngestStats::default()));
-        let app = router(sink.clone(), LIMITS);
+        let app = router(sink.clone(), LIMITS, Tokens::default());
         // The first export takes the only slot and waits for a commit that has not happened yet.
         let first = tokio::spawn(app.clone().oneshot(export()));
         let queued = exports.recv().await.expect("the first export is queued");
@@ -265,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn store_failure_is_503_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let app = router(sink, LIMITS);
+        let app = router(sink, LIMITS, Tokens::default());
         let pending = tokio::spawn(app.oneshot(export()));
         let queued = exports.recv().await.unwrap();
         queued
@@ -275,5 +311,34 @@ mod tests {
         let res = pending.await.unwrap().unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn without_an_accepted_token_is_401_before_the_body_is_read() {
+        let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
+        let app = router(sink.clone(), LIMITS, Tokens::new(["t0ken".to_owned()]));
+        for authorization in [None, Some("Bearer wrong"), Some("Basic dDBrZW4=")] {
+            let mut request = export();
+            if let Some(value) = authorization {
+                request
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            }
+            let res = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{authorization:?}");
+            assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let status = tonic_types::Status::decode(body).unwrap();
+            assert_eq!(status.code, tonic::Code::Unauthenticated as i32);
+        }
+        assert_eq!(sink.queue_depth(), 0, "nothing was queued");
+        assert_eq!(
+            sink.stats()
+                .unauthenticated_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 }
