@@ -23,10 +23,17 @@ struct Server {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// SIGKILL, also when a test fails: a server left running would hold the test's output open.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
+    fn kill(self) {
+        drop(self);
     }
 
     fn log_contains(&self, text: &str) -> bool {
@@ -62,6 +69,7 @@ fn start_server_with(
         .arg(db)
         .env("BOTTLENECK_LOG", "info")
         .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(prepare) = prepare {
         // SAFETY: `prepare` only makes async-signal-safe calls (setrlimit, signal).
@@ -102,16 +110,16 @@ fn start_server_with(
 }
 
 /// Starts the real binary and returns it with its OTLP/HTTP URL.
-fn start_server(db: &std::path::Path) -> (std::process::Child, String) {
-    let server = start_server_with(db, &[], None);
-    (server.child, server.otlp_http_url)
+fn start_server(db: &std::path::Path) -> Server {
+    start_server_with(db, &[], None)
 }
 
 #[tokio::test]
 async fn acknowledged_spans_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let (mut child, url) = start_server(&db);
+    let server = start_server(&db);
+    let url = server.otlp_http_url.clone();
     let client = http_client();
     let mut acknowledged = HashSet::new();
     // Concurrent exporters, so the kill lands while exports are in flight.
@@ -144,8 +152,7 @@ async fn acknowledged_spans_survive_sigkill() {
     }
     // Let some exports through, then kill without warning.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    server.kill();
     while let Some(acked) = tasks.join_next().await {
         acknowledged.extend(acked.unwrap());
     }
@@ -167,17 +174,16 @@ async fn acknowledged_spans_survive_sigkill() {
     store.close().await;
 
     // And the restarted server takes data again on the same file.
-    let (mut child, url) = start_server(&db);
+    let server = start_server(&db);
     let res = http_client()
-        .post(format!("{url}/v1/traces"))
+        .post(format!("{}/v1/traces", server.otlp_http_url))
         .header("content-type", "application/x-protobuf")
         .body(login_request(99).encode_to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 }
 
 /// The trace id of export `seq` of exporter `worker`.
@@ -186,12 +192,12 @@ fn trace_of(worker: u8, seq: u16) -> [u8; 16] {
     [worker, hi, lo, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]
 }
 
-/// Exports login traces from 4 concurrent exporters until the server stops answering (or each
-/// has sent `per_worker`); returns the trace ids that were acknowledged.
-async fn sustained_ingest(url: &str, per_worker: u16) -> HashSet<[u8; 16]> {
+/// Exports login traces from 4 concurrent exporters (numbered from `first_worker`) until the
+/// server stops answering (or each has sent `per_worker`); returns the acknowledged trace ids.
+async fn sustained_ingest(url: &str, first_worker: u8, per_worker: u16) -> HashSet<[u8; 16]> {
     let client = http_client();
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 1..=4u8 {
+    for worker in first_worker..first_worker + 4 {
         let client = client.clone();
         let url = url.to_owned();
         tasks.spawn(async move {
@@ -236,11 +242,12 @@ async fn sigkill_during_sustained_ingest_then_restart_counts_every_request_once(
     let config = config.display().to_string();
     let mut acknowledged = HashSet::new();
     // Two kills in a row, each in the middle of sustained ingest with analysis running.
-    for round in 0..2 {
+    for round in 0..2u8 {
         let server = start_server_with(&db, &["--config", &config], None);
         let url = server.otlp_http_url.clone();
-        let ingest = tokio::spawn(async move { sustained_ingest(&url, 10_000).await });
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        let ingest =
+            tokio::spawn(async move { sustained_ingest(&url, 1 + 4 * round, 10_000).await });
+        tokio::time::sleep(Duration::from_millis(700 + 300 * u64::from(round))).await;
         server.kill();
         let acked = ingest.await.unwrap();
         assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");

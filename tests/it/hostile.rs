@@ -262,7 +262,12 @@ async fn odd_trees_are_stored_analysed_and_served() {
             (!rows.is_empty()).then_some(rows)
         })
         .await;
-    assert_eq!(requests.len(), 1, "one request, however odd the tree");
+    // The root is a request, and so may be the top of a broken cycle or an orphan (the analysis
+    // treats a span whose parent is missing as a root); each is counted once although every span
+    // was exported twice.
+    let ids: std::collections::HashSet<_> = requests.iter().map(|r| r.span_id).collect();
+    assert_eq!(ids.len(), requests.len(), "a request counted twice");
+    assert!(ids.contains(&collector::model::SpanId(1u64.to_be_bytes())));
     let json = trace_json(&app, trace).await;
     assert!(json["spans"].as_array().unwrap().len() >= 9, "{json}");
     still_healthy(&app, 27, 28).await;
