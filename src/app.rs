@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
-use axum::middleware;
 use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
@@ -94,29 +93,6 @@ async fn reload_on_hangup(
             ),
             Err(err) => warn!(error = %err, "reload task failed"),
         }
-    }
-}
-
-/// A middleware answering a gRPC request that takes longer than `limit` (a client that sends half
-/// a message and stalls) with DEADLINE_EXCEEDED, which ends the stream and frees its memory.
-fn grpc_deadline(
-    limit: std::time::Duration,
-) -> impl Fn(
-    axum::extract::Request,
-    middleware::Next,
-) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |request, next| {
-        Box::pin(async move {
-            match tokio::time::timeout(limit, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) => tonic::Status::deadline_exceeded("the request took too long")
-                    .into_http::<axum::body::Body>(),
-            }
-        })
     }
 }
 
@@ -261,15 +237,12 @@ impl App {
             listen.clone(),
             stopped(stop_rx.clone()),
         );
-        let grpc_router = tonic::service::Routes::new(grpc::service(
+        let grpc_router = grpc::router(
             sink.clone(),
             config.ingest.max_decoded_body_bytes,
             config.auth.ingest_tokens.clone(),
-        ))
-        .into_axum_router()
-        .layer(middleware::from_fn(grpc_deadline(
             config.timeouts.grpc_request,
-        )));
+        );
         let grpc_server = listener::serve(
             otlp_grpc,
             grpc_router,

@@ -8,6 +8,8 @@
 //!
 //! Invariant: success is answered only after the spans are committed.
 
+use std::time::Duration;
+
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -69,6 +71,28 @@ pub fn service(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
     InterceptedService::new(server, TokenCheck { tokens, sink })
+}
+
+/// The receiver as an axum router, for serving beside the other listeners: an export still
+/// running after `deadline` (a client that sent half a message and stalled) is answered
+/// DEADLINE_EXCEEDED, which ends the stream and frees what it held.
+pub fn router(
+    sink: SpanSink,
+    max_message_bytes: usize,
+    tokens: Tokens,
+    deadline: Duration,
+) -> axum::Router {
+    tonic::service::Routes::new(service(sink, max_message_bytes, tokens))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(deadline, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => Status::deadline_exceeded("the export took too long")
+                        .into_http::<axum::body::Body>(),
+                }
+            },
+        ))
 }
 
 fn to_status(err: &IngestError) -> Status {
