@@ -35,6 +35,19 @@ pub struct HttpLimits {
     pub max_decoded_bytes: usize,
 }
 
+/// Most a compressed body may grow when inflated, relative to its size on the wire. Real OTLP
+/// exports compress 5 to 20 times; a gzip bomb compresses a thousand times. The ratio stops a
+/// small bomb long before the absolute `max_decoded_bytes`, so concurrent bombs cannot each take
+/// that much memory.
+pub const MAX_INFLATION_RATIO: usize = 100;
+
+/// A decoded size no body is refused under, however small on the wire.
+const MIN_INFLATION_CAP: usize = 1 << 20;
+
+/// The inflated size allowed for one compressed request, found before decompression.
+#[derive(Debug, Clone, Copy)]
+struct InflationCap(usize);
+
 /// The path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
 
@@ -47,11 +60,13 @@ pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
         // The decoded limit applies to the body after decompression (axum's Bytes extractor),
         // the wire limit to what the client sends; both answer 413.
         .layer(DefaultBodyLimit::max(limits.max_decoded_bytes))
+        .layer(middleware::from_fn(limit_inflation))
         .layer(
             RequestDecompressionLayer::new()
                 .gzip(true)
                 .pass_through_unaccepted(false),
         )
+        .layer(middleware::from_fn(measure_compressed))
         .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let tokens = tokens.clone();
@@ -86,6 +101,33 @@ pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
             }
         }))
         .with_state(sink)
+}
+
+/// Before decompression: a compressed body with a known length may inflate to at most
+/// [`MAX_INFLATION_RATIO`] times that length.
+async fn measure_compressed(mut request: Request, next: Next) -> Response {
+    let compressed = request.headers().contains_key(header::CONTENT_ENCODING);
+    let wire_bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let (true, Some(wire_bytes)) = (compressed, wire_bytes) {
+        let cap = wire_bytes
+            .saturating_mul(MAX_INFLATION_RATIO)
+            .max(MIN_INFLATION_CAP);
+        request.extensions_mut().insert(InflationCap(cap));
+    }
+    next.run(request).await
+}
+
+/// After decompression: reading past the cap fails the body, which the handler answers 413.
+async fn limit_inflation(request: Request, next: Next) -> Response {
+    let Some(InflationCap(cap)) = request.extensions().get::<InflationCap>().copied() else {
+        return next.run(request).await;
+    };
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
+    next.run(request).await
 }
 
 /// The two OTLP/HTTP encodings.
@@ -311,6 +353,29 @@ mod tests {
         let res = pending.await.unwrap().unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn a_body_inflating_past_the_ratio_is_413() {
+        use std::io::Write;
+        let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
+        let limits = HttpLimits {
+            max_wire_bytes: 1 << 20,
+            max_decoded_bytes: 64 << 20,
+        };
+        let app = router(sink, limits, Tokens::default());
+        // 8 MiB of zeros: far under the absolute decoded limit, but a thousandfold inflation.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 8 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        let request = Request::post(TRACES_PATH)
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .header(header::CONTENT_LENGTH, bomb.len())
+            .body(Body::from(bomb))
+            .unwrap();
+        let res = app.oneshot(request).await.unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[tokio::test]
