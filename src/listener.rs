@@ -183,3 +183,31 @@ async fn connection<IO>(
         debug!(error = %err, "connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = TlsConfig {
+            cert_file: dir.path().join("missing.pem"),
+            key_file: dir.path().join("key.pem"),
+        };
+        let err = format!("{:#}", tls_acceptor(&missing).err().unwrap());
+        assert!(err.contains("missing.pem"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = format!(
+            "{:#}",
+            tls_acceptor(&TlsConfig {
+                cert_file: empty,
+                key_file: dir.path().join("key.pem"),
+            })
+            .err()
+            .unwrap()
+        );
+        assert!(err.contains("holds no certificate"), "{err}");
+    }
+}
