@@ -473,10 +473,13 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
     store_login(&app, 34).await;
     assert_login_stored(&app.store, 34).await;
 
+    let mut slowest = Duration::ZERO;
     for stream in &mut stalled {
         let took = time_until_closed(stream, limit).await;
         assert!(took < Duration::from_secs(5), "closed after {took:?}");
+        slowest = slowest.max(took);
     }
+    eprintln!("7 stalled connections closed, the last after {slowest:?} (timeouts 600 ms)");
 
     // gRPC: a stream that sends half a message and stalls is ended with DEADLINE_EXCEEDED.
     let tcp = TcpStream::connect(host_port(&app.otlp_grpc_url))
@@ -504,6 +507,10 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
         .expect("an answer before the limit")
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
+    eprintln!(
+        "stalled gRPC stream answered after {:?} (deadline 800 ms)",
+        started.elapsed()
+    );
     assert_eq!(
         response.headers()["grpc-status"],
         (tonic::Code::DeadlineExceeded as i32).to_string()
