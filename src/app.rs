@@ -14,10 +14,12 @@ use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::{info, warn};
 
 use crate::alert::{self, AlertHandle};
 use crate::config::Config;
+use crate::listener::{self, ListenOptions};
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, writer};
 use crate::regress;
@@ -97,6 +99,7 @@ async fn reload_on_hangup(
 /// A bound, not yet running, application.
 pub struct App {
     config: Config,
+    listen: ListenOptions,
     store: Store,
     ui: TcpListener,
     otlp_http: TcpListener,
@@ -112,6 +115,23 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 impl App {
     /// Opens the store (applying migrations) and binds the three listeners.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(listener::tls_acceptor)
+            .transpose()
+            .context("setting up TLS")?;
+        let listen = ListenOptions {
+            timeouts: config.timeouts.clone(),
+            tls,
+        };
+        let exposed = config.exposed_without_auth();
+        if !exposed.is_empty() {
+            warn!(
+                listeners = exposed.join(", "),
+                "--insecure: listening beyond loopback without authentication"
+            );
+        }
         let store = Store::open(&config.database_url)
             .await
             .with_context(|| format!("opening the store {:?}", config.database_url))?;
@@ -120,6 +140,7 @@ impl App {
         let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
         Ok(App {
             config,
+            listen,
             store,
             ui,
             otlp_http,
@@ -160,6 +181,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             config,
+            listen,
             store,
             ui,
             otlp_http,
@@ -206,17 +228,27 @@ impl App {
             max_wire_bytes: config.ingest.max_body_bytes,
             max_decoded_bytes: config.ingest.max_decoded_body_bytes,
         };
-        let http_server = axum::serve(otlp_http, http::router(sink.clone(), limits))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let grpc_server = tonic::transport::Server::builder()
-            .add_service(grpc::service(
-                sink.clone(),
-                config.ingest.max_decoded_body_bytes,
-            ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(otlp_grpc),
-                stopped(stop_rx.clone()),
-            );
+        // A client that stops sending its body is cut off after `body_read` of silence.
+        let http_router = http::router(sink.clone(), limits, config.auth.ingest_tokens.clone())
+            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let http_server = listener::serve(
+            otlp_http,
+            http_router,
+            listen.clone(),
+            stopped(stop_rx.clone()),
+        );
+        let grpc_router = grpc::router(
+            sink.clone(),
+            config.ingest.max_decoded_body_bytes,
+            config.auth.ingest_tokens.clone(),
+            config.timeouts.grpc_request,
+        );
+        let grpc_server = listener::serve(
+            otlp_grpc,
+            grpc_router,
+            listen.clone(),
+            stopped(stop_rx.clone()),
+        );
         let alerts = AlertHandle::new(
             config.alerts.rules.clone(),
             config.alerts.config_file.clone(),
@@ -243,29 +275,21 @@ impl App {
             config.regression.clone(),
             stop_rx.clone(),
         ));
-        let ui_server =
-            axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let http_task = tokio::spawn(async move { http_server.await });
+        let ui_router = web::auth::require(web::router(state), &config.auth)
+            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let ui_server = listener::serve(ui, ui_router, listen, stopped(stop_rx.clone()));
+        let http_task = tokio::spawn(http_server);
         let grpc_task = tokio::spawn(grpc_server);
-        let ui_task = tokio::spawn(async move { ui_server.await });
+        let ui_task = tokio::spawn(ui_server);
         drop(sink);
 
         shutdown.await;
         info!("stopping: receivers first, then the write queue, then pending analysis");
         ready.store(false, Relaxed);
         let _ = stop_tx.send(true);
-        http_task
-            .await
-            .context("OTLP/HTTP server task")?
-            .context("OTLP/HTTP server")?;
-        grpc_task
-            .await
-            .context("OTLP/gRPC server task")?
-            .context("OTLP/gRPC server")?;
-        ui_task
-            .await
-            .context("UI server task")?
-            .context("UI server")?;
+        http_task.await.context("OTLP/HTTP server task")?;
+        grpc_task.await.context("OTLP/gRPC server task")?;
+        ui_task.await.context("UI server task")?;
         regress_task.await.context("regression finder task")?;
         writer.await.context("store writer task")?;
         if let Some(assembler) = assembler {

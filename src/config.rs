@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use collector::auth::Tokens;
 use serde::Deserialize;
 
 use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
@@ -104,6 +105,62 @@ pub struct RegressionConfig {
     pub thresholds: Thresholds,
 }
 
+/// Who may use the listeners. An empty token list switches its check off; tokens are compared
+/// in constant time and never logged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted on OTLP/HTTP (401 otherwise) and OTLP/gRPC (UNAUTHENTICATED).
+    pub ingest_tokens: Tokens,
+    /// Tokens that may read the UI, the API and `/metrics` (bearer, or the password of HTTP
+    /// basic auth with any user name).
+    pub read_tokens: Tokens,
+    /// Tokens that may also change state (`POST /api/v1/reload`); bearer only, because browsers
+    /// re-send basic credentials on cross-site requests and a bearer header cannot be forged by a
+    /// cross-site form.
+    pub admin_tokens: Tokens,
+}
+
+impl AuthConfig {
+    /// Whether the UI and API ask for credentials.
+    pub fn ui_enabled(&self) -> bool {
+        self.read_tokens.is_enabled() || self.admin_tokens.is_enabled()
+    }
+}
+
+/// TLS for every listener: one certificate chain and key, PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// How long a client may take, so that slow or stalled clients (slow-loris) cannot hold
+/// connections and memory forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeoutConfig {
+    /// Time to send a request's headers (and to finish a TLS handshake). 10 s is generous for
+    /// any real client and short enough that a trickling one is cut off quickly.
+    pub header_read: Duration,
+    /// Longest pause between two pieces of a request body. 30 s tolerates a congested link
+    /// uploading a 20 MiB export; a client that stops sending is disconnected after it.
+    pub body_read: Duration,
+    /// Longest an OTLP/gRPC export may take from its headers to its answer, including the
+    /// commit. 60 s: far above a healthy commit, so only stalled clients hit it.
+    pub grpc_request: Duration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+            grpc_request: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -119,6 +176,14 @@ pub struct Config {
     pub regression: RegressionConfig,
     /// Budgets, SLOs and webhooks.
     pub alerts: AlertConfig,
+    /// Tokens for ingest, reading and administration.
+    pub auth: AuthConfig,
+    /// TLS on every listener, when configured.
+    pub tls: Option<TlsConfig>,
+    /// Client timeouts on every listener.
+    pub timeouts: TimeoutConfig,
+    /// Allows listening beyond loopback without authentication (`--insecure`).
+    pub insecure: bool,
 }
 
 /// Alerting: the rules from the config file, and the file to re-read on reload.
@@ -149,6 +214,9 @@ pub struct ServeFlags {
     /// Address of the OTLP/gRPC receiver (default 127.0.0.1:4317).
     #[arg(long, value_name = "ADDR")]
     pub otlp_grpc: Option<SocketAddr>,
+    /// Allow listening on a non-loopback address without tokens for that listener.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The TOML file's shape. Every key is optional.
@@ -172,6 +240,34 @@ pub struct FileConfig {
     slo: Vec<Slo>,
     #[serde(default)]
     webhook: Vec<Webhook>,
+    #[serde(default)]
+    auth: FileAuth,
+    tls: Option<FileTls>,
+    #[serde(default)]
+    timeouts: FileTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    ingest_tokens: Option<Vec<String>>,
+    read_tokens: Option<Vec<String>>,
+    admin_tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    header_read: Option<String>,
+    body_read: Option<String>,
+    grpc_request: Option<String>,
 }
 
 impl FileConfig {
@@ -245,7 +341,25 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BOTTLENECK_LISTEN", "UI and API address"),
     ("BOTTLENECK_OTLP_HTTP", "OTLP/HTTP address"),
     ("BOTTLENECK_OTLP_GRPC", "OTLP/gRPC address"),
+    (
+        "BOTTLENECK_INGEST_TOKENS",
+        "comma-separated bearer tokens accepted for OTLP ingest",
+    ),
+    (
+        "BOTTLENECK_READ_TOKENS",
+        "comma-separated tokens that may read the UI and API",
+    ),
+    (
+        "BOTTLENECK_ADMIN_TOKENS",
+        "comma-separated tokens that may also reload",
+    ),
+    ("BOTTLENECK_TLS_CERT_FILE", "PEM certificate chain for TLS"),
+    ("BOTTLENECK_TLS_KEY_FILE", "PEM private key for TLS"),
 ];
+
+fn env_tokens(name: &str) -> Option<Vec<String>> {
+    env(name).map(|value| value.split(',').map(str::to_owned).collect())
+}
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name)
@@ -383,14 +497,103 @@ impl Config {
                     .map_or(default_thresholds.min_delta_ns, ms_to_ns),
             },
         };
-        Ok(Config {
+        let auth = AuthConfig {
+            ingest_tokens: Tokens::new(
+                file.auth
+                    .ingest_tokens
+                    .or_else(|| env_tokens("BOTTLENECK_INGEST_TOKENS"))
+                    .unwrap_or_default(),
+            ),
+            read_tokens: Tokens::new(
+                file.auth
+                    .read_tokens
+                    .or_else(|| env_tokens("BOTTLENECK_READ_TOKENS"))
+                    .unwrap_or_default(),
+            ),
+            admin_tokens: Tokens::new(
+                file.auth
+                    .admin_tokens
+                    .or_else(|| env_tokens("BOTTLENECK_ADMIN_TOKENS"))
+                    .unwrap_or_default(),
+            ),
+        };
+        let tls = match file.tls {
+            Some(tls) => Some(TlsConfig {
+                cert_file: tls.cert_file,
+                key_file: tls.key_file,
+            }),
+            None => match (
+                env("BOTTLENECK_TLS_CERT_FILE"),
+                env("BOTTLENECK_TLS_KEY_FILE"),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsConfig {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                }),
+                (None, None) => None,
+                _ => bail!(
+                    "BOTTLENECK_TLS_CERT_FILE and BOTTLENECK_TLS_KEY_FILE must be set together"
+                ),
+            },
+        };
+        let default_timeouts = TimeoutConfig::default();
+        let timeout = |text: Option<String>, what: &str, default: Duration| {
+            text.map(|text| duration(&text, what))
+                .transpose()
+                .map(|value| value.unwrap_or(default))
+        };
+        let timeouts = TimeoutConfig {
+            header_read: timeout(
+                file.timeouts.header_read,
+                "timeouts.header_read",
+                default_timeouts.header_read,
+            )?,
+            body_read: timeout(
+                file.timeouts.body_read,
+                "timeouts.body_read",
+                default_timeouts.body_read,
+            )?,
+            grpc_request: timeout(
+                file.timeouts.grpc_request,
+                "timeouts.grpc_request",
+                default_timeouts.grpc_request,
+            )?,
+        };
+        let config = Config {
             database_url: DatabaseUrl::parse(&database_url)?,
             listen,
             ingest,
             pipeline,
             regression,
             alerts,
-        })
+            auth,
+            tls,
+            timeouts,
+            insecure: flags.insecure,
+        };
+        let exposed = config.exposed_without_auth();
+        if !exposed.is_empty() && !config.insecure {
+            bail!(
+                "the {} listener(s) would accept anyone on a non-loopback address: configure \
+                 tokens ([auth] ingest_tokens, read_tokens) or pass --insecure",
+                exposed.join(", ")
+            );
+        }
+        Ok(config)
+    }
+
+    /// The listeners bound beyond loopback that check no token.
+    pub fn exposed_without_auth(&self) -> Vec<&'static str> {
+        let ingest = self.auth.ingest_tokens.is_enabled();
+        [
+            ("UI", self.listen.ui, self.auth.ui_enabled()),
+            ("OTLP/HTTP", self.listen.otlp_http, ingest),
+            ("OTLP/gRPC", self.listen.otlp_grpc, ingest),
+        ]
+        .into_iter()
+        .filter(|(_, addr, authenticated)| !addr.ip().is_loopback() && !authenticated)
+        .map(|(name, _, _)| name)
+        .collect()
     }
 }
 
@@ -430,6 +633,46 @@ mod tests {
         let config = Config::from_parts(&flags, file).unwrap();
         assert_eq!(config.listen.ui.port(), 7000);
         assert_eq!(config.listen.otlp_http.port(), 9001);
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_needs_insecure() {
+        let flags = ServeFlags {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::from_parts(&flags, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("UI listener"), "{err}");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let insecure = ServeFlags {
+            insecure: true,
+            ..flags.clone()
+        };
+        let config = Config::from_parts(&insecure, FileConfig::default()).unwrap();
+        assert_eq!(config.exposed_without_auth(), ["UI"]);
+        let file = parse_file("[auth]\nread_tokens = [\"r\"]\n").unwrap();
+        let config = Config::from_parts(&flags, file).unwrap();
+        assert!(config.exposed_without_auth().is_empty());
+    }
+
+    #[test]
+    fn auth_tls_and_timeouts_from_the_file() {
+        let file = parse_file(
+            "[auth]\ningest_tokens = [\"i1\", \"i2\"]\nadmin_tokens = [\"a\"]\n\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\n[timeouts]\nheader_read = \"2s\"\nbody_read = \"3s\"\n",
+        )
+        .unwrap();
+        let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
+        assert!(config.auth.ingest_tokens.accepts("i2"));
+        assert!(!config.auth.read_tokens.is_enabled());
+        assert!(config.auth.ui_enabled());
+        assert_eq!(
+            format!("{:?}", config.auth.admin_tokens),
+            "Tokens(1 redacted)"
+        );
+        assert_eq!(config.tls.unwrap().key_file, PathBuf::from("k.pem"));
+        assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(config.timeouts.body_read, Duration::from_secs(3));
+        assert_eq!(config.timeouts.grpc_request, Duration::from_secs(60));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Reading order, which is also the pipeline order:
 //! - `config`: every setting, from flags, a TOML file and `BOTTLENECK_*` variables;
 //! - `app`: binds every listener and wires the pipeline together;
+//! - `listener`: the accept loop of every listener: TLS, client timeouts, graceful stop;
 //! - `pipeline`: the store writer (group commit, acknowledgements), the assembler (recent traces,
 //!   grace period, late spans) and the analysis task feeding summaries and rollups;
 //! - `analysis`: pure functions from spans to breakdowns, findings and rollups;
@@ -20,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod listener;
 pub mod pipeline;
 pub mod regress;
 pub mod store;

@@ -6,6 +6,7 @@
 //! template engine and no CLI; the binary gives it a [`sink::SpanSink`] and it pushes batches there.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod category;
 pub mod model;
 pub mod otlp;

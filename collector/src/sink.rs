@@ -171,6 +171,8 @@ pub struct IngestStats {
     pub spans_rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Attribute values cut to the maximum length.
     pub values_truncated: AtomicU64,
+    /// Export requests refused for a missing or wrong token.
+    pub unauthenticated_requests: AtomicU64,
     /// Commit latency histogram: counts per [`COMMIT_LATENCY_BUCKETS`] bucket, then +Inf.
     pub commit_latency_buckets: [AtomicU64; COMMIT_LATENCY_BUCKETS.len() + 1],
     /// Sum of commit latencies, in microseconds.
@@ -248,6 +250,11 @@ impl IngestStats {
                 "bottleneck_attribute_values_truncated_total",
                 "Attribute values cut to the maximum length.",
                 &self.values_truncated,
+            ),
+            (
+                "bottleneck_export_unauthenticated_total",
+                "Export requests refused for a missing or wrong token.",
+                &self.unauthenticated_requests,
             ),
         ];
         for (name, help, value) in counters {

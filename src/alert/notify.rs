@@ -247,7 +247,8 @@ async fn deliver(
                 permanent,
             )
         }
-        Err(err) => (None, Some(format!("{err}")), false),
+        // Without the URL: a webhook URL may carry a secret (a token in its path or query).
+        Err(err) => (None, Some(format!("{}", err.without_url())), false),
     };
     let outcome = if error.is_none() {
         info!(notification = notification.id, attempt, "webhook delivered");

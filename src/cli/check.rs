@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::alert::budget::{AlertRules, Budget, Observed};
 use crate::alert::evaluate::format_value;
-use crate::alert::{notify, observed_endpoints};
+use crate::alert::observed_endpoints;
 use crate::cli::Outcome;
 use crate::config::{DatabaseUrl, read_alert_rules};
 use crate::store::{Store, Window};
@@ -42,6 +42,9 @@ pub struct CheckArgs {
     /// Judge every budget over this window (e.g. 10m) instead of each budget's own `window`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
+    /// A file holding a read token, for a server with `[auth] read_tokens`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One endpoint's numbers over a window.
@@ -234,11 +237,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     }
     let source = match (&args.url, &args.database_url) {
         (Some(url), _) => {
-            notify::install_crypto();
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .context("building the HTTP client")?;
+            let client = crate::cli::api_client(args.token_file.as_deref())?;
             Source::Server {
                 client,
                 url: url.clone(),

@@ -6,6 +6,10 @@ pub mod demo;
 pub mod reload;
 pub mod serve;
 
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::ServeFlags;
@@ -42,6 +46,26 @@ pub enum Outcome {
     Ok,
     /// A check found a broken budget: exit 1.
     OverBudget,
+}
+
+/// An HTTP client for the server's API that sends the bearer token read from `token_file`, if
+/// given. A file, not a flag, so the token never shows in the process list.
+pub(crate) fn api_client(token_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    crate::alert::notify::install_crypto();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(path) = token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .with_context(|| format!("the token in {} is not a header value", path.display()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .context("building the HTTP client")
 }
 
 fn env_help() -> String {

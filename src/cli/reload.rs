@@ -3,12 +3,9 @@
 //!
 //! Invariant: a file that does not parse changes nothing on the server; this exits 2 with its error.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::alert::notify;
 use crate::cli::Outcome;
 
 /// `reload`'s flags.
@@ -17,15 +14,14 @@ pub struct ReloadArgs {
     /// The server's UI and API address.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// A file holding an admin token, for a server with `[auth] admin_tokens`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Posts the reload and prints what is in force.
 pub async fn run(args: ReloadArgs) -> anyhow::Result<Outcome> {
-    notify::install_crypto();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
+    let client = crate::cli::api_client(args.token_file.as_deref())?;
     let endpoint = format!("{}/api/v1/reload", args.url.trim_end_matches('/'));
     let res = client
         .post(&endpoint)

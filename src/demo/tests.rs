@@ -53,7 +53,7 @@ async fn loopback() -> Loopback {
         "http://{}",
         http_listener.local_addr().expect("bound address")
     );
-    let router = collector::otlp::http::router(http_sink, limits);
+    let router = collector::otlp::http::router(http_sink, limits, Default::default());
     tokio::spawn(async move { axum::serve(http_listener, router).await });
     let grpc_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -63,7 +63,11 @@ async fn loopback() -> Loopback {
         grpc_listener.local_addr().expect("bound address")
     );
     let grpc = tonic::transport::Server::builder()
-        .add_service(collector::otlp::grpc::service(grpc_sink, 16 << 20))
+        .add_service(collector::otlp::grpc::service(
+            grpc_sink,
+            16 << 20,
+            Default::default(),
+        ))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener));
     tokio::spawn(grpc);
     Loopback {

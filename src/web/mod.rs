@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod charts;
 pub mod error;
 pub mod metrics;

@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::support::{http_client, spawn_app, spawn_app_with};
 
-fn kv(key: &str, value: &str) -> KeyValue {
+pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -75,7 +75,7 @@ pub fn login_request(seed: u8) -> ExportTraceServiceRequest {
     }
 }
 
-async fn post(url: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+pub async fn post(url: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
     http_client()
         .post(format!("{url}/v1/traces"))
         .header("content-type", content_type)
@@ -85,7 +85,7 @@ async fn post(url: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response
         .expect("the server answers")
 }
 
-async fn assert_login_stored(store: &bottleneck::store::Store, seed: u8) {
+pub async fn assert_login_stored(store: &bottleneck::store::Store, seed: u8) {
     let spans = store
         .trace(TraceId([seed; 16]))
         .await

@@ -10,6 +10,8 @@ mod browser;
 mod compare;
 mod crash;
 mod demo;
+mod fuzz;
+mod hostile;
 mod ingest;
 mod pages;
 mod pipeline;

@@ -12,7 +12,7 @@ use std::process::Command;
 use collector::category::Category;
 use collector::model::{SpanKind, TraceId};
 
-use crate::support::spawn_app;
+use crate::support::{spawn_app, spawn_app_with};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/python/interop.py");
 
@@ -108,6 +108,45 @@ async fn python_sdk_exports_over_http_and_grpc() {
             call.semantics
         );
         assert_eq!(call.semantics.http_status_code, Some(200));
+    }
+    app.stop().await;
+}
+
+/// The exporters' own way of sending a token, `OTEL_EXPORTER_OTLP_HEADERS`, passes the ingest
+/// check on both transports; without it nothing is stored.
+#[tokio::test]
+async fn python_sdk_sends_the_ingest_token_from_otel_exporter_otlp_headers() {
+    let Some(python) = python() else { return };
+    let app = spawn_app_with(|config| {
+        config.auth.ingest_tokens = collector::auth::Tokens::new(["s3cret".to_owned()]);
+    })
+    .await;
+    let target = format!("{}/healthz", app.ui_url);
+    for (protocol, endpoint) in [("http", &app.otlp_http_url), ("grpc", &app.otlp_grpc_url)] {
+        for headers in [Some("Authorization=Bearer%20s3cret"), None] {
+            let (python, endpoint, target) = (python.clone(), endpoint.clone(), target.clone());
+            let output = tokio::task::spawn_blocking(move || {
+                let mut command = Command::new(python);
+                command.arg(SCRIPT).args([protocol, &endpoint, &target]);
+                match headers {
+                    Some(headers) => command.env("OTEL_EXPORTER_OTLP_HEADERS", headers),
+                    None => command.env_remove("OTEL_EXPORTER_OTLP_HEADERS"),
+                };
+                command.output().expect("python runs")
+            })
+            .await
+            .unwrap();
+            let trace_id = String::from_utf8(output.stdout).unwrap();
+            let trace_id =
+                TraceId::parse_hex(trace_id.trim()).expect("the script prints the trace id");
+            let stored = app.store.trace(trace_id).await.unwrap().is_some();
+            assert_eq!(
+                stored,
+                headers.is_some(),
+                "{protocol} with headers {headers:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
     app.stop().await;
 }

@@ -47,6 +47,7 @@ pub fn test_config(db_path: &std::path::Path) -> Config {
         otlp_http: Some("127.0.0.1:0".parse().unwrap()),
         otlp_grpc: Some("127.0.0.1:0".parse().unwrap()),
         config: None,
+        insecure: false,
     };
     let mut config = Config::from_parts(&flags, Default::default()).expect("test flags are valid");
     config.pipeline.grace_period = Duration::from_millis(300);

@@ -30,6 +30,12 @@ pub const MAX_ATTR_VALUE_BYTES: usize = 16 * 1024;
 /// Appended to a value cut at [`MAX_ATTR_VALUE_BYTES`], so a reader knows it is not whole.
 pub const TRUNCATION_MARKER: &str = "…[truncated]";
 
+/// Latest timestamp accepted: `i64::MAX` nanoseconds, in the year 2262. Stores keep instants as
+/// signed 64-bit nanoseconds, so a later one is rejected per span rather than wrapped. Anything
+/// earlier, however far from now (a 1970 clock, a year-2200 typo), is kept as sent: the data is
+/// the exporter's, and clamping would invent a time nobody reported.
+pub const MAX_UNIX_NS: u64 = i64::MAX as u64;
+
 /// The service name the OpenTelemetry SDKs use when none is configured.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
@@ -139,6 +145,9 @@ fn span(
     }
     if raw.start_time_unix_nano == 0 {
         return Err("span has no start time".to_owned());
+    }
+    if raw.start_time_unix_nano > MAX_UNIX_NS || raw.end_time_unix_nano > MAX_UNIX_NS {
+        return Err("span time is after the year 2262".to_owned());
     }
     let kind = SpanKind::from_otlp(raw.kind);
     let attributes = attributes(raw.attributes, truncated);

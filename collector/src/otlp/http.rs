@@ -3,15 +3,16 @@
 //! Answers as the OTLP/HTTP specification says: 200 with an `ExportTraceServiceResponse` in the
 //! request's encoding (with `partial_success` when single spans were dropped), 400 for a body that
 //! cannot be decoded, 413 over the size limits, 415 for another content type, and 429/503 with
-//! `Retry-After` when the server cannot take the spans now. Error bodies are a `google.rpc.Status`
-//! in the request's encoding.
+//! `Retry-After` when the server cannot take the spans now, 401 without an accepted bearer token
+//! when tokens are configured. Error bodies are a `google.rpc.Status` in the request's encoding.
 //!
 //! Invariant: never a 500 for bad client data, and never a 200 before the spans are committed.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -21,6 +22,7 @@ use prost::Message;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::auth::Tokens;
 use crate::otlp::decode;
 use crate::sink::{IngestError, SpanSink, SpansRejected, Transport};
 
@@ -33,23 +35,99 @@ pub struct HttpLimits {
     pub max_decoded_bytes: usize,
 }
 
+/// Most a compressed body may grow when inflated, relative to its size on the wire. Real OTLP
+/// exports compress 5 to 20 times; a gzip bomb compresses a thousand times. The ratio stops a
+/// small bomb long before the absolute `max_decoded_bytes`, so concurrent bombs cannot each take
+/// that much memory.
+pub const MAX_INFLATION_RATIO: usize = 100;
+
+/// A decoded size no body is refused under, however small on the wire.
+const MIN_INFLATION_CAP: usize = 1 << 20;
+
+/// The inflated size allowed for one compressed request, found before decompression.
+#[derive(Debug, Clone, Copy)]
+struct InflationCap(usize);
+
 /// The path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
 
-/// A router answering `POST /v1/traces`, feeding `sink`.
-pub fn router(sink: SpanSink, limits: HttpLimits) -> Router {
+/// A router answering `POST /v1/traces`, feeding `sink`; with `tokens` enabled, only requests
+/// carrying one of them as a bearer token get past the check, before the body is read.
+pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
+    let stats = sink.stats().clone();
     Router::new()
         .route(TRACES_PATH, post(traces_post))
         // The decoded limit applies to the body after decompression (axum's Bytes extractor),
         // the wire limit to what the client sends; both answer 413.
         .layer(DefaultBodyLimit::max(limits.max_decoded_bytes))
+        .layer(middleware::from_fn(limit_inflation))
         .layer(
             RequestDecompressionLayer::new()
                 .gzip(true)
                 .pass_through_unaccepted(false),
         )
+        .layer(middleware::from_fn(measure_compressed))
         .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let tokens = tokens.clone();
+            let stats = stats.clone();
+            async move {
+                if !tokens.is_enabled()
+                    || tokens.accepts_bearer(
+                        request
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .map(HeaderValue::as_bytes),
+                    )
+                {
+                    return next.run(request).await;
+                }
+                stats
+                    .unauthenticated_requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let encoding =
+                    Encoding::from_headers(request.headers()).unwrap_or(Encoding::Protobuf);
+                let mut response = error_response(
+                    encoding,
+                    StatusCode::UNAUTHORIZED,
+                    tonic::Code::Unauthenticated,
+                    "a valid bearer token is required",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }))
         .with_state(sink)
+}
+
+/// Before decompression: a compressed body with a known length may inflate to at most
+/// [`MAX_INFLATION_RATIO`] times that length.
+async fn measure_compressed(mut request: Request, next: Next) -> Response {
+    let compressed = request.headers().contains_key(header::CONTENT_ENCODING);
+    let wire_bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let (true, Some(wire_bytes)) = (compressed, wire_bytes) {
+        let cap = wire_bytes
+            .saturating_mul(MAX_INFLATION_RATIO)
+            .max(MIN_INFLATION_CAP);
+        request.extensions_mut().insert(InflationCap(cap));
+    }
+    next.run(request).await
+}
+
+/// After decompression: reading past the cap fails the body, which the handler answers 413.
+async fn limit_inflation(request: Request, next: Next) -> Response {
+    let Some(InflationCap(cap)) = request.extensions().get::<InflationCap>().copied() else {
+        return next.run(request).await;
+    };
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
+    next.run(request).await
 }
 
 /// The two OTLP/HTTP encodings.
@@ -246,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_is_429_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(1, Arc::new(IngestStats::default()));
-        let app = router(sink.clone(), LIMITS);
+        let app = router(sink.clone(), LIMITS, Tokens::default());
         // The first export takes the only slot and waits for a commit that has not happened yet.
         let first = tokio::spawn(app.clone().oneshot(export()));
         let queued = exports.recv().await.expect("the first export is queued");
@@ -265,7 +343,7 @@ mod tests {
     #[tokio::test]
     async fn store_failure_is_503_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let app = router(sink, LIMITS);
+        let app = router(sink, LIMITS, Tokens::default());
         let pending = tokio::spawn(app.oneshot(export()));
         let queued = exports.recv().await.unwrap();
         queued
@@ -275,5 +353,57 @@ mod tests {
         let res = pending.await.unwrap().unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn a_body_inflating_past_the_ratio_is_413() {
+        use std::io::Write;
+        let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
+        let limits = HttpLimits {
+            max_wire_bytes: 1 << 20,
+            max_decoded_bytes: 64 << 20,
+        };
+        let app = router(sink, limits, Tokens::default());
+        // 8 MiB of zeros: far under the absolute decoded limit, but a thousandfold inflation.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 8 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        let request = Request::post(TRACES_PATH)
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .header(header::CONTENT_LENGTH, bomb.len())
+            .body(Body::from(bomb))
+            .unwrap();
+        let res = app.oneshot(request).await.unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn without_an_accepted_token_is_401_before_the_body_is_read() {
+        let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
+        let app = router(sink.clone(), LIMITS, Tokens::new(["t0ken".to_owned()]));
+        for authorization in [None, Some("Bearer wrong"), Some("Basic dDBrZW4=")] {
+            let mut request = export();
+            if let Some(value) = authorization {
+                request
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            }
+            let res = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{authorization:?}");
+            assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let status = tonic_types::Status::decode(body).unwrap();
+            assert_eq!(status.code, tonic::Code::Unauthenticated as i32);
+        }
+        assert_eq!(sink.queue_depth(), 0, "nothing was queued");
+        assert_eq!(
+            sink.stats()
+                .unauthenticated_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 }

@@ -198,3 +198,130 @@ fn missing_service_name_is_unknown_service() {
     req.resource_spans[0].resource = None;
     assert_eq!(spans(req).spans[0].resource.service_name, UNKNOWN_SERVICE);
 }
+
+#[test]
+fn invalid_utf8_in_a_string_field_is_a_decode_error() {
+    let mut raw = login_span();
+    raw.name = "NAME_TO_BREAK".into();
+    let mut body = request(vec![raw]).encode_to_vec();
+    let at = body
+        .windows(13)
+        .position(|w| w == b"NAME_TO_BREAK")
+        .expect("the name is in the encoding");
+    body[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc3, 0x28]);
+    let err = protobuf(&body).unwrap_err();
+    assert!(err.to_string().contains("invalid OTLP protobuf"), "{err}");
+}
+
+#[test]
+fn truncated_protobuf_is_an_error_at_every_cut() {
+    let body = request(vec![login_span(), login_span()]).encode_to_vec();
+    // Every prefix either fails to decode or decodes to fewer or equal spans; none panics.
+    for end in 0..body.len() {
+        if let Ok(request) = protobuf(&body[..end]) {
+            assert!(spans(request).spans.len() <= 2);
+        }
+    }
+}
+
+#[test]
+fn nesting_beyond_the_recursion_limit_is_an_error_not_a_stack_overflow() {
+    let mut value = AnyValue {
+        value: Some(string("leaf")),
+    };
+    for _ in 0..200 {
+        value = AnyValue {
+            value: Some(Value::ArrayValue(otlp_common::ArrayValue {
+                values: vec![value],
+            })),
+        };
+    }
+    let mut raw = login_span();
+    raw.attributes.push(OtlpKeyValue {
+        key: "deep".into(),
+        value: Some(value),
+        ..Default::default()
+    });
+    assert!(protobuf(&request(vec![raw]).encode_to_vec()).is_err());
+
+    let depth = 100_000;
+    let mut json = String::from(
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01010101010101010101010101010101","spanId":"0202020202020202","startTimeUnixNano":"1","attributes":[{"key":"k","value":"#,
+    );
+    for _ in 0..depth {
+        json.push_str(r#"{"arrayValue":{"values":["#);
+    }
+    for _ in 0..depth {
+        json.push_str("]}}");
+    }
+    json.push_str("}]}]}]}]}");
+    assert!(super::json(json.as_bytes()).is_err());
+}
+
+#[test]
+fn json_with_wrong_types_is_an_error() {
+    for body in [
+        r#"{"resourceSpans": 7}"#,
+        r#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}"#,
+        r#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": 12}]}]}]}"#,
+        r#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "fast"}]}]}]}"#,
+        r#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}"#,
+        "",
+        "\u{0}",
+    ] {
+        assert!(super::json(body.as_bytes()).is_err(), "{body}");
+    }
+}
+
+#[test]
+fn timestamps_decades_away_are_kept_and_past_2262_rejected() {
+    let ancient = OtlpSpan {
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        ..login_span()
+    };
+    let far_future = OtlpSpan {
+        span_id: vec![3; 8],
+        // The year 2200.
+        start_time_unix_nano: 7_258_118_400_000_000_000,
+        end_time_unix_nano: 7_258_118_400_000_000_100,
+        ..login_span()
+    };
+    let beyond = OtlpSpan {
+        span_id: vec![4; 8],
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: u64::MAX,
+        ..login_span()
+    };
+    let decoded = spans(request(vec![ancient, far_future, beyond]));
+    assert_eq!(decoded.spans.len(), 2);
+    assert_eq!(decoded.spans[0].start_unix_ns, 1);
+    assert_eq!(decoded.spans[1].duration_ns, 100);
+    assert_eq!(decoded.n_rejected, 1);
+    assert!(decoded.first_rejection.unwrap().contains("2262"));
+}
+
+#[test]
+fn ids_of_every_wrong_shape_are_rejected_one_by_one() {
+    let shapes: [(Vec<u8>, Vec<u8>, Vec<u8>); 7] = [
+        (vec![], vec![2; 8], vec![]),
+        (vec![0; 16], vec![2; 8], vec![]),
+        (vec![1; 15], vec![2; 8], vec![]),
+        (vec![1; 16], vec![], vec![]),
+        (vec![1; 16], vec![0; 8], vec![]),
+        (vec![1; 16], vec![2; 9], vec![]),
+        (vec![1; 16], vec![2; 8], vec![3; 7]),
+    ];
+    let raw: Vec<_> = shapes
+        .into_iter()
+        .map(|(trace_id, span_id, parent_span_id)| OtlpSpan {
+            trace_id,
+            span_id,
+            parent_span_id,
+            ..login_span()
+        })
+        .collect();
+    let decoded = spans(request(raw));
+    assert!(decoded.spans.is_empty());
+    assert_eq!(decoded.n_rejected, 7);
+}
