@@ -13,6 +13,9 @@ use crate::cli::serve::shutdown_signal;
 use crate::config::{Config, ServeFlags};
 use crate::demo::{self, WorkloadConfig};
 
+/// The demo's budgets (see the file for why each is there).
+pub const DEMO_CONFIG: &str = include_str!("demo.toml");
+
 /// Options of `bottleneck demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -46,6 +49,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         std::env::temp_dir().join(format!("bottleneck-demo-{stamp}.db"))
     });
     flags.database_url = Some(db.display().to_string());
+    if flags.config.is_none() {
+        // Written beside the database so a user can read, edit and reload it like any config.
+        let path = db.with_extension("toml");
+        std::fs::write(&path, DEMO_CONFIG)
+            .with_context(|| format!("writing {}", path.display()))?;
+        flags.config = Some(path);
+    }
     let config = Config::resolve(&flags)?;
     let app = App::build(config)
         .await
@@ -69,6 +79,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     println!("  endpoints, slowest total first: {ui}/api/v1/endpoints");
     println!(
         "  the login in detail:            {ui}/api/v1/endpoint?service=auth&endpoint=POST%20/login"
+    );
+    println!(
+        "  alerts (budgets in {}): {ui}/alerts",
+        flags
+            .config
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string())
     );
     println!("  metrics:                        {ui}/metrics");
     println!(

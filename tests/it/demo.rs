@@ -102,3 +102,80 @@ async fn demo_traffic_shows_the_built_in_bottlenecks() {
     assert_eq!(count("n_plus_one"), 6.0, "{findings:?}");
     app.stop().await;
 }
+
+async fn get(url: String) -> Option<Value> {
+    let res = http_client().get(url).send().await.ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    res.json().await.ok()
+}
+
+/// The demo's redeploy: with its own budgets, the login's p95 and wait budgets fire, and the
+/// comparison of 1.0 with 1.1 names the hidden wait of about 300 ms as the top change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_redeploy_fires_its_budgets_and_compare_names_the_hidden_wait() {
+    let app = crate::support::spawn_app_with(|config| {
+        let mut rules = bottleneck::config::parse_file(bottleneck::cli::demo::DEMO_CONFIG)
+            .expect("the demo config parses")
+            .alert_rules();
+        rules.settings.interval = Duration::from_millis(500);
+        config.alerts.rules = rules;
+    })
+    .await;
+    let workload = WorkloadConfig {
+        otlp_http_endpoint: app.otlp_http_url.clone(),
+        otlp_grpc_endpoint: app.otlp_grpc_url.clone(),
+        rate_per_sec: 20.0,
+        seed: 11,
+        regress_after: Duration::from_secs(3),
+        duration: Some(Duration::from_secs(7)),
+    };
+    let report = demo::run(workload, std::future::pending())
+        .await
+        .expect("the workload runs");
+    assert!(report.regressed, "{report}");
+
+    let url = format!(
+        "{}/api/v1/compare?service=auth&endpoint=POST%20/login&baseline=version:1.0&candidate=version:1.1",
+        app.ui_url
+    );
+    let compare = app
+        .eventually(Duration::from_secs(20), || async {
+            let compare = get(url.clone()).await?;
+            (compare["candidate"]["requests"].as_u64()? >= 20).then_some(compare)
+        })
+        .await;
+    let top = &compare["top_changes"][0];
+    assert_eq!(top["category"], "wait", "{compare}");
+    let delta = top["delta_ms"].as_f64().unwrap();
+    assert!(
+        (250.0..=360.0).contains(&delta),
+        "wait delta {delta} ms: {compare}"
+    );
+    let wait_delta = compare["delta_ms"]["wait"].as_f64().unwrap();
+    assert!((250.0..=360.0).contains(&wait_delta), "{compare}");
+
+    let alerts = app
+        .eventually(Duration::from_secs(20), || async {
+            let body = get(format!("{}/api/v1/alerts", app.ui_url)).await?;
+            let firing: Vec<Value> = body["alerts"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["state"] == "firing")
+                .cloned()
+                .collect();
+            (firing.len() >= 2).then_some(firing)
+        })
+        .await;
+    let metrics: Vec<&str> = alerts.iter().filter_map(|a| a["metric"].as_str()).collect();
+    assert!(
+        metrics.contains(&"p95_ms") && metrics.contains(&"wait_ms"),
+        "{alerts:?}"
+    );
+    assert!(
+        alerts.iter().all(|a| a["endpoint"] == "POST /login"),
+        "{alerts:?}"
+    );
+    app.stop().await;
+}

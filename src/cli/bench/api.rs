@@ -154,7 +154,10 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
             "/api/v1/traces?range=24h&limit=50".to_owned(),
         ),
         ("GET / (overview page, 24h)", "/?range=24h".to_owned()),
-        ("GET /endpoint (page, 24h)", "/endpoint?range=24h&service=svc-0&endpoint=GET%20/route/0".to_owned()),
+        (
+            "GET /endpoint (page, 24h)",
+            "/endpoint?range=24h&service=svc-0&endpoint=GET%20/route/0".to_owned(),
+        ),
     ] {
         let (p50, p95) = time_calls(&client, &format!("{}{path}", server.ui)).await?;
         println!("| {name} | {p50:.1} ms | {p95:.1} ms |");
