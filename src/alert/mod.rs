@@ -400,6 +400,69 @@ impl Tick<'_> {
         });
     }
 
+    /// Regression events found since the last evaluation go out through the same webhooks as
+    /// budget alerts, each once: the cursor is committed with the notifications it caused.
+    async fn regressions(&mut self, store: &Store) -> Result<(), StoreError> {
+        /// Events turned into notifications per evaluation; a backlog drains over several.
+        const BATCH: i64 = 100;
+        let through = store.regressions_notified_through().await?;
+        let events = store.regressions(through, BATCH, None).await?;
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.commit.regressions_notified_through = Some(last.id);
+        for event in &events {
+            let metric = format!("{}_ms", event.metric);
+            let (baseline_ms, candidate_ms) = (
+                event.baseline_ns as f64 / 1e6,
+                event.candidate_ns as f64 / 1e6,
+            );
+            info!(
+                service = event.service,
+                endpoint = event.endpoint,
+                baseline = event.baseline,
+                candidate = event.candidate,
+                summary = event.summary,
+                "regression notified"
+            );
+            self.commit.transitions.push(AlertTransition {
+                rule_key: format!("regression {} -> {}", event.baseline, event.candidate),
+                service: event.service.clone(),
+                endpoint: event.endpoint.clone(),
+                from_state: AlertState::Ok.as_str().to_owned(),
+                to_state: AlertState::Firing.as_str().to_owned(),
+                at_unix_ns: event.detected_unix_ns,
+                observed: Some(candidate_ms),
+                summary: event.summary.clone(),
+            });
+            let notification = AlertEvent {
+                rule_key: format!("regression {} -> {}", event.baseline, event.candidate),
+                kind: "regression",
+                service: event.service.clone(),
+                endpoint: event.endpoint.clone(),
+                metric,
+                budget: baseline_ms,
+                observed: Some(candidate_ms),
+                window: Duration::ZERO,
+                state: AlertState::Firing,
+                starts_unix_ns: event.detected_unix_ns,
+                ends_unix_ns: None,
+                severity: "warning".to_owned(),
+                summary: event.summary.clone(),
+            };
+            let transition = self.commit.transitions.len() - 1;
+            for webhook in &self.rules.webhooks {
+                self.commit.notifications.push(NewNotification {
+                    transition,
+                    url: webhook.url.clone(),
+                    format: webhook.format.as_str().to_owned(),
+                    payload: notify::payload(webhook.format, &notification),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn transition(&mut self, view: &AlertView, previous: Option<Status>, severity: &str) {
         let from = previous.map_or(AlertState::Ok, |p| p.state);
         let changed = previous.is_none_or(|p| p.state != view.status.state);
@@ -664,6 +727,7 @@ async fn evaluate(
     for stored in &retired {
         tick.retire(stored);
     }
+    tick.regressions(store).await?;
     let mut queued = 0;
     if orphans || !tick.commit.transitions.is_empty() {
         queued = store.commit_alerts(&tick.commit).await?.len();

@@ -78,6 +78,9 @@ pub struct AlertCommit {
     pub rule_keys: Vec<String>,
     /// Pending notifications allowed; beyond it new ones are stored as `dropped`.
     pub queue_capacity: usize,
+    /// Every regression event up to this id has been turned into notifications (by this commit
+    /// or an earlier one), so each is sent once.
+    pub regressions_notified_through: Option<i64>,
 }
 
 /// A notification due for (another) delivery attempt.
@@ -150,6 +153,13 @@ impl Store {
     pub async fn commit_alerts(&self, commit: &AlertCommit) -> Result<Vec<i64>, StoreError> {
         match &self.backend {
             Backend::Sqlite(store) => store.commit_alerts(commit).await,
+        }
+    }
+
+    /// The id of the last regression event already turned into notifications; 0 before any.
+    pub async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.regressions_notified_through().await,
         }
     }
 

@@ -75,7 +75,7 @@ impl Receiver {
         self.bodies.lock().unwrap().len()
     }
 
-    fn bodies(&self) -> Vec<Json> {
+    pub(crate) fn bodies(&self) -> Vec<Json> {
         self.bodies.lock().unwrap().clone()
     }
 }

@@ -460,3 +460,41 @@ async fn versions_compared_and_regressions_found() {
     assert_eq!(code, 400);
     app.stop().await;
 }
+
+/// A regression event goes out through the alert webhooks, once, in both formats.
+#[tokio::test]
+async fn regressions_are_sent_through_the_alert_webhooks_once() {
+    use crate::alerts::Receiver;
+    let json = Receiver::spawn(0).await;
+    let alertmanager = Receiver::spawn(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[alerts]\ninterval = \"200ms\"\nretry_initial = \"100ms\"\n\n\
+         [[webhook]]\nurl = \"{}\"\nformat = \"json\"\n\n[[webhook]]\nurl = \"{}\"\nformat = \"alertmanager\"\n",
+        json.url, alertmanager.url
+    );
+    let path = crate::alerts::write_config(dir.path(), &config);
+    let put_rules = crate::alerts::with_config(path);
+    let app = crate::support::spawn_app_with(move |config| {
+        put_rules(config);
+        config.regression.interval = Duration::from_millis(100);
+        config.regression.min_requests = 20;
+    })
+    .await;
+    send_both_versions(&app).await;
+    let bodies = app
+        .eventually(Duration::from_secs(30), || async {
+            let bodies = json.bodies();
+            (bodies.len() >= 3 && alertmanager.bodies_len() >= 3).then_some(bodies)
+        })
+        .await;
+    let text = serde_json::to_string(&bodies).unwrap();
+    assert!(text.contains("regression"), "{text}");
+    assert!(text.contains("POST /login"), "{text}");
+    let manager = serde_json::to_string(&alertmanager.bodies()).unwrap();
+    assert!(manager.contains("\"status\":\"firing\""), "{manager}");
+    // Nothing is sent twice: a few more evaluations add no bodies.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(json.bodies_len(), bodies.len(), "each event is sent once");
+    app.stop().await;
+}

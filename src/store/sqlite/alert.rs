@@ -87,6 +87,14 @@ impl SqliteStore {
             .collect())
     }
 
+    pub(in crate::store) async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT value FROM meta WHERE key = 'regressions_notified_through'";
+        Ok(sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
     pub(in crate::store) async fn commit_alerts(
         &self,
         commit: &AlertCommit,
@@ -186,6 +194,11 @@ impl SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
+        }
+        if let Some(through) = commit.regressions_notified_through {
+            const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('regressions_notified_through', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
+            sqlx::query(UPSERT).bind(through).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(queued)
