@@ -340,14 +340,7 @@ async fn megabyte_attribute_values_are_truncated_and_counted() {
         .to_string();
     assert!(blob.ends_with(collector::otlp::decode::TRUNCATION_MARKER));
     assert!(blob.len() < 20 * 1024, "{}", blob.len());
-    let metrics = http_client()
-        .get(format!("{}/metrics", app.ui_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("bottleneck_attribute_values_truncated_total 1"),
         "{metrics}"
@@ -573,14 +566,7 @@ async fn ingest_needs_a_token_when_tokens_are_configured() {
     assert_login_stored(&app.store, 38).await;
 
     // The UI has no tokens of its own here: it stays open (on loopback).
-    let metrics = http_client()
-        .get(format!("{}/metrics", app.ui_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("bottleneck_export_unauthenticated_total 4"),
         "{metrics}"

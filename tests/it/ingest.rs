@@ -308,14 +308,7 @@ async fn metrics_count_what_happened() {
     )
     .await;
     post(&app.otlp_http_url, "text/plain", b"x".to_vec()).await;
-    let metrics = http_client()
-        .get(format!("{}/metrics", app.ui_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("bottleneck_spans_committed_total 2"),
         "{metrics}"

@@ -64,14 +64,7 @@ async fn late_spans_reanalyse_without_double_counting() {
         .await;
     assert_eq!(login["requests"], 1, "the request is counted once: {login}");
     assert_eq!(login["breakdown_ms"]["db"], 20.0);
-    let metrics = http_client()
-        .get(format!("{}/metrics", app.ui_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("bottleneck_traces_reanalysed_total 1"),
         "{metrics}"

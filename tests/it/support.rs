@@ -124,3 +124,18 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.ui_url);
+        http_client()
+            .get(url)
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics are text")
+    }
+}
