@@ -19,9 +19,9 @@ use tracing::{info, warn};
 use crate::alert::{self, AlertHandle};
 use crate::config::Config;
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
-use crate::pipeline::{assemble, writer};
+use crate::pipeline::{assemble, claim, writer};
 use crate::regress;
-use crate::store::Store;
+use crate::store::{Store, retention};
 use crate::web::{self, AppState};
 
 /// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
@@ -176,29 +176,39 @@ impl App {
             Arc::clone(&ingest),
             committed_tx,
         ));
+        let (stop_tx, stop_rx) = watch::channel(false);
         let assembler = if config.pipeline.analysis_enabled {
             let analyzer = Analyzer::load(
                 store.clone(),
                 config.pipeline.analysis.clone(),
                 config.pipeline.max_endpoints_per_service,
-                config.pipeline.max_lateness,
                 Arc::clone(&analysis_stats),
             )
             .await
             .context("loading endpoints for the analyzer")?;
-            Some(tokio::spawn(assemble::run(
-                committed_rx,
-                store.clone(),
-                analyzer,
-                config.pipeline.grace_period,
-            )))
+            if store.is_shared() {
+                // Traces wait in the database, where every instance sharing it can claim them.
+                drop(committed_rx);
+                Some(tokio::spawn(claim::run(
+                    store.clone(),
+                    analyzer,
+                    config.pipeline.grace_period,
+                    stop_rx.clone(),
+                )))
+            } else {
+                Some(tokio::spawn(assemble::run(
+                    committed_rx,
+                    store.clone(),
+                    analyzer,
+                    config.pipeline.grace_period,
+                )))
+            }
         } else {
             info!("analysis is off: spans are stored, not analysed");
             drop(committed_rx);
             None
         };
 
-        let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -243,6 +253,11 @@ impl App {
             config.regression.clone(),
             stop_rx.clone(),
         ));
+        let retention_task = tokio::spawn(retention::run(
+            store.clone(),
+            config.retention,
+            stop_rx.clone(),
+        ));
         let ui_server =
             axum::serve(ui, web::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
         let http_task = tokio::spawn(async move { http_server.await });
@@ -267,6 +282,7 @@ impl App {
             .context("UI server task")?
             .context("UI server")?;
         regress_task.await.context("regression finder task")?;
+        retention_task.await.context("retention task")?;
         writer.await.context("store writer task")?;
         if let Some(assembler) = assembler {
             assembler.await.context("assembler task")?;

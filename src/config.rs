@@ -119,6 +119,20 @@ pub struct Config {
     pub regression: RegressionConfig,
     /// Budgets, SLOs and webhooks.
     pub alerts: AlertConfig,
+    /// How long data is kept.
+    pub retention: RetentionConfig,
+}
+
+/// How long data is kept: spans (blocks, their index, request rows) and rollups separately,
+/// because rollups are small and answer long-range questions spans cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Spans and request rows older than this go. A week covers a release cycle's traces.
+    pub spans: Duration,
+    /// Minute and hourly rollups older than this go. 90 days cover a quarter's SLO windows.
+    pub rollups: Duration,
+    /// How often retention runs. Hourly: day partitions need no more, and SQLite batches stay small.
+    pub interval: Duration,
 }
 
 /// Alerting: the rules from the config file, and the file to re-read on reload.
@@ -165,6 +179,8 @@ pub struct FileConfig {
     analysis: FileAnalysis,
     #[serde(default)]
     regression: FileRegression,
+    #[serde(default)]
+    retention: FileRetention,
     alerts: Option<AlertSettings>,
     #[serde(default)]
     budget: Vec<Budget>,
@@ -206,6 +222,14 @@ struct FileAnalysis {
     slow_query_ms: Option<f64>,
     cpu_hotspot_share: Option<f64>,
     wait_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    spans: Option<String>,
+    rollups: Option<String>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +407,24 @@ impl Config {
                     .map_or(default_thresholds.min_delta_ns, ms_to_ns),
             },
         };
+        let retention_file = file.retention;
+        let retention = RetentionConfig {
+            spans: retention_file
+                .spans
+                .map(|text| duration(&text, "retention.spans"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(7 * 86_400)),
+            rollups: retention_file
+                .rollups
+                .map(|text| duration(&text, "retention.rollups"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(90 * 86_400)),
+            interval: retention_file
+                .interval
+                .map(|text| duration(&text, "retention.interval"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(3_600)),
+        };
         Ok(Config {
             database_url: DatabaseUrl::parse(&database_url)?,
             listen,
@@ -390,6 +432,7 @@ impl Config {
             pipeline,
             regression,
             alerts,
+            retention,
         })
     }
 }

@@ -38,27 +38,29 @@ async fn long_windows_read_hourly_rows(store: &Store) {
             .or_default()
             .add(&requests[0]);
         let granularity = Granularity::Minute;
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: "1".into(),
                 minute,
                 granularity,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
     }
     for (minute, rollup) in hours {
         let granularity = Granularity::Hour;
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: "1".into(),
                 minute,
                 granularity,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
     }
     store.commit_analysis(&commit).await.unwrap();
     // From 30 minutes into the first hour to 20 minutes into the third: one whole hour between.
@@ -171,8 +173,13 @@ async fn analysis_commit_round_trips(store: &Store) {
     let commit = AnalysisCommit {
         replace_traces: vec![],
         requests: vec![row.clone()],
-        rollups: vec![(key.clone(), rollup.clone())],
+        rollups: vec![RollupChange {
+            key: key.clone(),
+            added: rollup.clone(),
+            removed: Rollup::new(),
+        }],
         watermark: Some(7),
+        claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
     assert_eq!(store.analysis_watermark().await.unwrap(), 7);
@@ -210,6 +217,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         requests: vec![replaced],
         rollups: vec![],
         watermark: Some(3),
+        claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
     let rows = store.trace_requests(login.trace_id).await.unwrap();
@@ -326,6 +334,38 @@ async fn sqlite() {
     store.close().await;
 }
 
+/// The server the PostgreSQL twins run against: `DATABASE_URL`, required once the feature is on.
+#[cfg(feature = "pg-tests")]
+pub fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "the pg-tests feature runs the PostgreSQL store suite: set DATABASE_URL to a server \
+         where databases may be created, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
+}
+
+/// Runs `check` against a store on a fresh database of its own, dropped afterwards.
+#[cfg(feature = "pg-tests")]
+async fn with_pg_store<F: std::future::Future<Output = ()>>(check: impl FnOnce(Store) -> F) {
+    let scratch = scratch::ScratchDatabase::create(&pg_admin_url())
+        .await
+        .expect("creating a scratch database");
+    let store = Store::open(&DatabaseUrl::Postgres(scratch.url.clone()))
+        .await
+        .expect("opening the scratch database");
+    check(store.clone()).await;
+    store.close().await;
+    scratch
+        .drop_now()
+        .await
+        .expect("dropping the scratch database");
+}
+
+#[cfg(feature = "pg-tests")]
+#[tokio::test]
+async fn postgres() {
+    with_pg_store(|store| async move { run_all(&store).await }).await;
+}
+
 async fn comparison_reads_round_trip(store: &Store) {
     let spans = fixture::parse(LOGIN);
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
@@ -358,15 +398,16 @@ async fn comparison_reads_round_trip(store: &Store) {
         let mut rollup = Rollup::new();
         rollup.add(login);
         rollup.add(login);
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: version.into(),
                 minute,
                 granularity: Granularity::Minute,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
         commit.requests.push(RequestRow {
             trace_id: collector::model::TraceId([if version == "1.0" { 21 } else { 22 }; 16]),
             span_id: login.span_id,
@@ -391,7 +432,10 @@ async fn comparison_reads_round_trip(store: &Store) {
         .await
         .unwrap();
     assert_eq!(rollups.len(), 1);
-    assert_eq!(rollups[0].1, commit.rollups[1].1, "sum of squares included");
+    assert_eq!(
+        rollups[0].1, commit.rollups[1].added,
+        "sum of squares included"
+    );
     let rows = store
         .selected_requests(window, &[endpoint_id], Some("1.0"))
         .await
