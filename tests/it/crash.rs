@@ -4,17 +4,16 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use bottleneck::config::DatabaseUrl;
 use bottleneck::store::Store;
 use collector::model::TraceId;
 use prost::Message;
 
 use crate::ingest::login_request;
-use crate::support::http_client;
+use crate::support::{TestDatabase, http_client};
 
 /// Starts the real binary on free ports and returns it with its OTLP/HTTP address, read from the
 /// log line it prints once every listener is bound.
-fn start_server(db: &std::path::Path) -> (std::process::Child, String) {
+pub fn start_server(db: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bottleneck"))
         .args([
             "serve",
@@ -54,9 +53,8 @@ fn start_server(db: &std::path::Path) -> (std::process::Child, String) {
 
 #[tokio::test]
 async fn acknowledged_spans_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
-    let (mut child, url) = start_server(&db);
+    let db = TestDatabase::new().await;
+    let (mut child, url) = start_server(&db.cli_url());
     let client = http_client();
     let mut acknowledged = HashSet::new();
     // Concurrent exporters, so the kill lands while exports are in flight.
@@ -99,7 +97,7 @@ async fn acknowledged_spans_survive_sigkill() {
         "some exports were acknowledged before the kill"
     );
 
-    let store = Store::open(&DatabaseUrl::Sqlite(db.clone())).await.unwrap();
+    let store = Store::open(&db.url).await.unwrap();
     for [worker, seq] in &acknowledged {
         let trace_id = TraceId([*worker, *seq, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
         let spans = store.trace(trace_id).await.unwrap();
@@ -111,8 +109,8 @@ async fn acknowledged_spans_survive_sigkill() {
     }
     store.close().await;
 
-    // And the restarted server takes data again on the same file.
-    let (mut child, url) = start_server(&db);
+    // And the restarted server takes data again on the same database.
+    let (mut child, url) = start_server(&db.cli_url());
     let res = http_client()
         .post(format!("{url}/v1/traces"))
         .header("content-type", "application/x-protobuf")
