@@ -723,6 +723,11 @@ impl Store {
         dispatch!(self.stats())
     }
 
+    /// When the oldest stored span arrived: how far back span data goes after retention.
+    pub async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+        dispatch!(self.data_since())
+    }
+
     /// Bytes the database occupies on disk (SQLite: the file and its WAL).
     pub async fn disk_bytes(&self) -> Result<u64, StoreError> {
         dispatch!(self.disk_bytes())

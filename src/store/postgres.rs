@@ -1300,6 +1300,16 @@ impl PgStore {
         })
     }
 
+    pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+        // The first block by id is the oldest one received (ids grow with time): an index
+        // lookup, where MIN over a time column would scan.
+        const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";
+        let oldest: Option<i64> = sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(oldest.map(unsigned))
+    }
+
     pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {
         const SIZE: &str = "SELECT pg_database_size(current_database())";
         let bytes: i64 = sqlx::query_scalar(SIZE).fetch_one(&self.pool).await?;

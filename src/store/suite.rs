@@ -332,6 +332,7 @@ async fn blocks_round_trip_and_index_traces(store: &Store) {
     assert_eq!(store.last_block_id().await.unwrap(), ids[1]);
     assert_eq!(store.blocks_after(ids[0], 10).await.unwrap().len(), 1);
     assert_eq!(store.stats().await.unwrap().n_spans, spans.len() as u64);
+    assert_eq!(store.data_since().await.unwrap(), Some(1));
 }
 
 async fn analysis_commit_round_trips(store: &Store) {
