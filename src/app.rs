@@ -193,6 +193,7 @@ impl App {
                     store.clone(),
                     analyzer,
                     config.pipeline.grace_period,
+                    config.pipeline.claim_lease,
                     stop_rx.clone(),
                 )))
             } else {

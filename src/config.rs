@@ -83,6 +83,10 @@ pub struct PipelineConfig {
     /// Distinct endpoints kept per service; the rest fold into `other`, so a service sending raw
     /// paths cannot blow up the rollups.
     pub max_endpoints_per_service: usize,
+    /// With a shared (PostgreSQL) store: how long an instance holds the traces it claimed before
+    /// another may take them over. 60 s is far above one analysis commit (milliseconds to a
+    /// second), so only a dead or stuck instance loses its claims.
+    pub claim_lease: Duration,
     /// Detector thresholds.
     pub analysis: AnalysisConfig,
 }
@@ -217,6 +221,7 @@ struct FileAnalysis {
     grace_period: Option<String>,
     max_lateness: Option<String>,
     max_endpoints_per_service: Option<usize>,
+    claim_lease: Option<String>,
     n_plus_one_min_calls: Option<u32>,
     min_saving_ms: Option<f64>,
     slow_query_ms: Option<f64>,
@@ -381,6 +386,11 @@ impl Config {
                 .transpose()?
                 .unwrap_or(Duration::from_secs(300)),
             max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
+            claim_lease: analysis_file
+                .claim_lease
+                .map(|text| duration(&text, "analysis.claim_lease"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(60)),
             analysis,
         };
         let default_thresholds = Thresholds::default();

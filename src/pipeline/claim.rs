@@ -22,23 +22,20 @@ const TICK: Duration = Duration::from_millis(250);
 /// Most traces claimed per tick, so one commit stays small.
 const MAX_TRACES_PER_CLAIM: i64 = 5_000;
 
-/// How long a claim is held before another instance may take it over. Far above the time one
-/// tick's analysis and commit take (milliseconds to a second), so only a dead or stuck instance
-/// loses its claims.
-const CLAIM_LEASE: Duration = Duration::from_secs(60);
-
 fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Claims and analyses due traces every tick until `stop`. Traces not yet due stay in the
+/// Claims and analyses due traces every tick until `stop`, holding each claim for at most
+/// `claim_lease`. Traces not yet due stay in the
 /// database for this or another instance.
 pub async fn run(
     store: Store,
     mut analyzer: Analyzer,
     grace_period: Duration,
+    claim_lease: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -57,7 +54,7 @@ pub async fn run(
                     claim,
                     now.saturating_sub(grace_period.as_nanos() as u64),
                     now,
-                    now + CLAIM_LEASE.as_nanos() as u64,
+                    now + claim_lease.as_nanos() as u64,
                     MAX_TRACES_PER_CLAIM,
                 )
                 .await

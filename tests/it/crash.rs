@@ -14,6 +14,11 @@ use crate::support::{TestDatabase, http_client};
 /// Starts the real binary on free ports and returns it with its OTLP/HTTP address, read from the
 /// log line it prints once every listener is bound.
 pub fn start_server(db: &str) -> (std::process::Child, String) {
+    start_server_with(db, &[])
+}
+
+/// [`start_server`] with more flags (e.g. `--config`).
+pub fn start_server_with(db: &str, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bottleneck"))
         .args([
             "serve",
@@ -26,6 +31,7 @@ pub fn start_server(db: &str) -> (std::process::Child, String) {
         ])
         .arg("--database-url")
         .arg(db)
+        .args(extra)
         .env("BOTTLENECK_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())

@@ -18,8 +18,6 @@ pub struct TestApp {
     pub store: Store,
     /// The SQLite file (unused on PostgreSQL).
     pub db_path: PathBuf,
-    /// The database the app runs on.
-    pub database_url: DatabaseUrl,
     stop: Option<oneshot::Sender<()>>,
     scratch: Option<ScratchDatabase>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -168,13 +166,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_app_on(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(db_path);
     adjust(&mut config);
-    let config_url = config.database_url.clone();
     let app = App::build(config).await.expect("the app builds");
     let ui_url = format!("http://{}", app.ui_addr());
     let otlp_http_url = format!("http://{}", app.otlp_http_addr());
     let otlp_grpc_url = format!("http://{}", app.otlp_grpc_addr());
     let store = app.store();
-    let database_url = config_url;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -185,7 +181,6 @@ pub async fn spawn_app_on(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> T
         otlp_grpc_url,
         store,
         db_path: db_path.to_owned(),
-        database_url,
         stop: Some(stop),
         scratch: None,
         task: Some(task),
