@@ -293,6 +293,105 @@ fn rollup_row(
     ))
 }
 
+/// Whether blocks and their index rows are written with binary COPY rather than multi-row
+/// INSERTs; see docs/scaling.md for the measurement that chose it.
+const USE_COPY: bool = true;
+
+/// Block rows and their index rows as multi-row INSERTs.
+async fn insert_block_rows(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    blocks: &[EncodedBlock],
+    ids: &[i64],
+    index: &[(&TraceId, i64, i64)],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = blocks.iter().zip(ids).collect();
+    // Blocks are large (tens of kilobytes): a few per statement keep statements small.
+    for chunk in rows.chunks(16) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) ",
+        );
+        insert.push_values(chunk, |mut row, (block, id)| {
+            row.push_bind(**id)
+                .push_bind(ns(block.received_unix_ns))
+                .push_bind(ns(block.min_start_unix_ns))
+                .push_bind(i64::from(block.n_spans))
+                .push_bind(block.data.as_slice());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    for chunk in index.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO trace_blocks (trace_id, block_id, received_unix_ns) ",
+        );
+        insert.push_values(chunk, |mut row, (trace, id, received)| {
+            row.push_bind(trace.0.as_slice())
+                .push_bind(*id)
+                .push_bind(*received);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The binary COPY format: a signature, flags and header extension length, then tuples.
+fn copy_header(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+}
+
+fn copy_i64(buf: &mut Vec<u8>, value: i64) {
+    buf.extend_from_slice(&8i32.to_be_bytes());
+    buf.extend_from_slice(&value.to_be_bytes());
+}
+
+fn copy_bytes(buf: &mut Vec<u8>, value: &[u8]) {
+    let len = i32::try_from(value.len()).expect("a block is far below 2 GiB");
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(value);
+}
+
+/// Block rows and their index rows with binary COPY: no statement text or bind parameters.
+async fn copy_blocks(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    blocks: &[EncodedBlock],
+    ids: &[i64],
+    index: &[(&TraceId, i64, i64)],
+) -> Result<(), StoreError> {
+    const COPY_BLOCKS: &str = "COPY span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) \
+         FROM STDIN (FORMAT binary)";
+    const COPY_INDEX: &str =
+        "COPY trace_blocks (trace_id, block_id, received_unix_ns) FROM STDIN (FORMAT binary)";
+    const END: [u8; 2] = (-1i16).to_be_bytes();
+    let mut buf = Vec::with_capacity(blocks.iter().map(|b| b.data.len() + 64).sum::<usize>() + 32);
+    copy_header(&mut buf);
+    for (block, id) in blocks.iter().zip(ids) {
+        buf.extend_from_slice(&5i16.to_be_bytes());
+        copy_i64(&mut buf, *id);
+        copy_i64(&mut buf, ns(block.received_unix_ns));
+        copy_i64(&mut buf, ns(block.min_start_unix_ns));
+        copy_i64(&mut buf, i64::from(block.n_spans));
+        copy_bytes(&mut buf, &block.data);
+    }
+    buf.extend_from_slice(&END);
+    let mut copy = tx.copy_in_raw(COPY_BLOCKS).await?;
+    copy.send(buf).await?;
+    copy.finish().await?;
+    let mut buf = Vec::with_capacity(index.len() * 48 + 32);
+    copy_header(&mut buf);
+    for (trace, id, received) in index {
+        buf.extend_from_slice(&3i16.to_be_bytes());
+        copy_bytes(&mut buf, &trace.0);
+        copy_i64(&mut buf, *id);
+        copy_i64(&mut buf, *received);
+    }
+    buf.extend_from_slice(&END);
+    let mut copy = tx.copy_in_raw(COPY_INDEX).await?;
+    copy.send(buf).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
 impl PgStore {
     pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
@@ -335,24 +434,6 @@ impl PgStore {
             .bind(i64::try_from(blocks.len()).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await?;
-        for chunk in blocks
-            .iter()
-            .zip(&ids)
-            .collect::<Vec<_>>()
-            .chunks(ROWS_PER_STATEMENT / 5)
-        {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) ",
-            );
-            insert.push_values(chunk, |mut row, (block, id)| {
-                row.push_bind(**id)
-                    .push_bind(ns(block.received_unix_ns))
-                    .push_bind(ns(block.min_start_unix_ns))
-                    .push_bind(i64::from(block.n_spans))
-                    .push_bind(block.data.as_slice());
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
         let mut index: Vec<(&TraceId, i64, i64)> = Vec::new();
         // Pending traces: the newest block of each trace in this group, in trace id order so that
         // concurrent groups lock the rows in one order.
@@ -365,16 +446,10 @@ impl PgStore {
                 entry.1 = entry.1.max(*id);
             }
         }
-        for chunk in index.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO trace_blocks (trace_id, block_id, received_unix_ns) ",
-            );
-            insert.push_values(chunk, |mut row, (trace, id, received)| {
-                row.push_bind(trace.0.as_slice())
-                    .push_bind(*id)
-                    .push_bind(*received);
-            });
-            insert.build().execute(&mut *tx).await?;
+        if USE_COPY {
+            copy_blocks(&mut tx, blocks, &ids, &index).await?;
+        } else {
+            insert_block_rows(&mut tx, blocks, &ids, &index).await?;
         }
         let pending: Vec<_> = pending.into_iter().collect();
         for chunk in pending.chunks(ROWS_PER_STATEMENT) {

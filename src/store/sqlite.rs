@@ -939,38 +939,33 @@ impl SqliteStore {
         spans_before_unix_ns: u64,
         rollups_before_unix_ns: u64,
     ) -> Result<RetentionReport, StoreError> {
-        const OLD_BLOCKS: &str =
-            "SELECT id FROM span_blocks WHERE received_unix_ns < $1 ORDER BY id LIMIT $2";
-        const DELETE_INDEX: &str =
-            "DELETE FROM trace_blocks WHERE block_id >= $1 AND block_id <= $2";
-        const DELETE_BLOCKS: &str =
-            "DELETE FROM span_blocks WHERE id >= $1 AND id <= $2 AND received_unix_ns < $3";
+        // One write transaction per batch: the blocks to delete are chosen under the write lock,
+        // so the batch sees every committed block.
+        const DELETE_BLOCKS: &str = "DELETE FROM span_blocks WHERE id IN \
+             (SELECT id FROM span_blocks WHERE received_unix_ns < $1 ORDER BY id LIMIT $2) RETURNING id";
+        const DELETE_INDEX: &str = "DELETE FROM trace_blocks WHERE block_id >= $1 AND block_id <= $2 \
+             AND block_id NOT IN (SELECT id FROM span_blocks WHERE id >= $1 AND id <= $2)";
         let mut report = RetentionReport::default();
         let before = ns(spans_before_unix_ns);
         let batch = super::retention::BATCH_ROWS;
         loop {
-            let ids: Vec<i64> = sqlx::query_scalar(OLD_BLOCKS)
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let ids: Vec<i64> = sqlx::query_scalar(DELETE_BLOCKS)
                 .bind(before)
                 .bind(batch)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
-            let (Some(first), Some(last)) = (ids.first().copied(), ids.last().copied()) else {
+            let (Some(first), Some(last)) = (ids.iter().min().copied(), ids.iter().max().copied())
+            else {
                 break;
             };
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(DELETE_INDEX)
                 .bind(first)
                 .bind(last)
                 .execute(&mut *tx)
                 .await?;
-            report.blocks += sqlx::query(DELETE_BLOCKS)
-                .bind(first)
-                .bind(last)
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
             tx.commit().await?;
+            report.blocks += ids.len() as u64;
             if ids.len() < batch as usize {
                 break;
             }

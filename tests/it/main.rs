@@ -16,5 +16,6 @@ mod ingest;
 mod pages;
 mod pipeline;
 mod python;
+mod retention;
 #[cfg(feature = "pg-tests")]
 mod scale;
