@@ -20,10 +20,10 @@ use serde_json::Value as Json;
 use crate::analysis::{fast_login, get_json, seed_login};
 use crate::support::{TestApp, http_client, spawn_app_on, spawn_app_with};
 
-const MS: u64 = 1_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -32,13 +32,13 @@ fn now_ns() -> u64 {
 
 /// A webhook receiver: records every body, answers 500 to the first `fail_first` calls.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     bodies: Arc<Mutex<Vec<Json>>>,
 }
 
 impl Receiver {
-    async fn spawn(fail_first: usize) -> Receiver {
+    pub(crate) async fn spawn(fail_first: usize) -> Receiver {
         #[derive(Clone)]
         struct Shared {
             bodies: Arc<Mutex<Vec<Json>>>,
@@ -71,19 +71,19 @@ impl Receiver {
         }
     }
 
-    fn bodies(&self) -> Vec<Json> {
+    pub(crate) fn bodies(&self) -> Vec<Json> {
         self.bodies.lock().unwrap().clone()
     }
 }
 
 /// Writes a config file and returns the adjustment that puts it in force for `spawn_app_*`.
-fn write_config(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("bottleneck.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
+pub(crate) fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
     move |config: &mut Config| {
         config.alerts.rules =
             bottleneck::config::read_alert_rules(&path).expect("test config is valid");
@@ -92,7 +92,7 @@ fn with_config(path: PathBuf) -> impl FnOnce(&mut Config) {
 }
 
 /// Sends the requests as one OTLP/HTTP export.
-async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
+pub(crate) async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
     let export = ExportTraceServiceRequest {
         resource_spans: requests
             .into_iter()
@@ -109,7 +109,10 @@ async fn send(app: &TestApp, requests: Vec<ExportTraceServiceRequest>) {
     assert_eq!(res.status(), 200);
 }
 
-fn slow(seeds: std::ops::RangeInclusive<u8>, base: u64) -> Vec<ExportTraceServiceRequest> {
+pub(crate) fn slow(
+    seeds: std::ops::RangeInclusive<u8>,
+    base: u64,
+) -> Vec<ExportTraceServiceRequest> {
     seeds.map(|seed| seed_login(seed, base)).collect()
 }
 
@@ -150,7 +153,7 @@ async fn received(app: &TestApp, receiver: &Receiver, n: usize) -> Vec<Json> {
     .await
 }
 
-const BUDGET: &str = r#"
+pub(crate) const BUDGET: &str = r#"
 [alerts]
 interval = "200ms"
 retry_initial = "100ms"

@@ -10,9 +10,10 @@ use collector::model::TraceId;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+use crate::alerts::{BUDGET, MS, Receiver, now_ns, send, slow, with_config, write_config};
 use crate::crash::start_server_with;
 use crate::ingest::login_request;
-use crate::support::{TestDatabase, http_client};
+use crate::support::{TestDatabase, http_client, spawn_app_on};
 
 /// Traces sent; each is one request (a SERVER span) with one query below it.
 const N_TRACES: usize = 240;
@@ -159,4 +160,43 @@ async fn instances_share_the_analysis_and_survive_a_kill() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+}
+
+/// Two instances on one database evaluate alerts: the one holding the alerts role does, so a
+/// transition is recorded and delivered once, not once per instance.
+#[tokio::test]
+async fn two_instances_deliver_each_alert_once() {
+    let db = TestDatabase::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::spawn(0).await;
+    let config = write_config(
+        dir.path(),
+        &format!("{BUDGET}\n[[webhook]]\nurl = \"{}\"\n", hook.url),
+    );
+    let on_db = |config: std::path::PathBuf| {
+        let url = db.url.clone();
+        move |c: &mut bottleneck::config::Config| {
+            with_config(config)(c);
+            c.database_url = url;
+        }
+    };
+    let first = spawn_app_on(&db.path, on_db(config.clone())).await;
+    let second = spawn_app_on(&db.path, on_db(config)).await;
+    // Slow logins through both instances: the budget breaks.
+    send(&first, slow(1..=5, now_ns() - 2_000 * MS)).await;
+    send(&second, slow(6..=10, now_ns() - 2_000 * MS)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hook.bodies().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no alert delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Many evaluation intervals (200 ms) later, still one delivery and one transition.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["status"], "firing");
+    let transitions = first.store.alert_transitions(10).await.unwrap();
+    assert_eq!(transitions.len(), 1, "{transitions:?}");
+    first.stop().await;
+    second.stop().await;
 }
