@@ -231,29 +231,40 @@ impl Analyzer {
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
         for trace in claimed {
+            let new_blocks: std::collections::HashSet<i64> =
+                trace.new_blocks.iter().copied().collect();
+            releases.push(ClaimRelease {
+                trace_id: trace.trace_id,
+                claim: trace.claim,
+                analysed_blocks: trace.new_blocks,
+            });
             let newest = trace
                 .spans
                 .iter()
                 .map(|(block, _)| *block)
                 .max()
                 .unwrap_or(0);
-            releases.push(ClaimRelease {
-                trace_id: trace.trace_id,
-                claim: trace.claim,
-                last_block_id: trace.last_block_id.max(newest),
-            });
-            match prior.get(&trace.trace_id) {
-                None if !trace.spans.is_empty() => work.push(Work {
-                    trace_id: trace.trace_id,
-                    spans: trace.spans.into_iter().map(|(_, span)| span).collect(),
-                    old_spans: None,
-                    last_block_id: newest,
-                }),
-                None => {} // its blocks are gone (retention): nothing to analyse
-                Some(&seen_through) => {
-                    work.extend(reanalysis(trace.trace_id, trace.spans, seen_through));
-                }
+            let has_new = trace
+                .spans
+                .iter()
+                .any(|(block, _)| new_blocks.contains(block));
+            if !has_new {
+                continue; // its new blocks are gone (retention), or were analysed already
             }
+            let old_spans = prior.contains_key(&trace.trace_id).then(|| {
+                trace
+                    .spans
+                    .iter()
+                    .filter(|(block, _)| !new_blocks.contains(block))
+                    .map(|(_, span)| span.clone())
+                    .collect()
+            });
+            work.push(Work {
+                trace_id: trace.trace_id,
+                spans: trace.spans.into_iter().map(|(_, span)| span).collect(),
+                old_spans,
+                last_block_id: newest,
+            });
         }
         self.analyse_and_commit(work, None, releases).await
     }

@@ -268,8 +268,9 @@ pub struct ClaimedTrace {
     pub trace_id: TraceId,
     /// The claim's token: the commit that releases the claim must present it.
     pub claim: i64,
-    /// The newest block of the trace when it was claimed.
-    pub last_block_id: i64,
+    /// The blocks of the trace not analysed yet; every other stored block of the trace was seen
+    /// by a previous analysis.
+    pub new_blocks: Vec<i64>,
     /// Every stored span with the id of its block.
     pub spans: Vec<(i64, Span)>,
 }
@@ -281,8 +282,8 @@ pub struct ClaimRelease {
     pub trace_id: TraceId,
     /// The token it was claimed with.
     pub claim: i64,
-    /// The newest block the analysis saw: a trace with a newer block stays pending.
-    pub last_block_id: i64,
+    /// The blocks the analysis saw: a trace with other blocks pending stays pending.
+    pub analysed_blocks: Vec<i64>,
 }
 
 /// Everything one analysis tick writes, committed in one transaction so that requests, rollups

@@ -437,13 +437,16 @@ impl PgStore {
         let mut index: Vec<(&TraceId, i64, i64)> = Vec::new();
         // Pending traces: the newest block of each trace in this group, in trace id order so that
         // concurrent groups lock the rows in one order.
-        let mut pending: BTreeMap<&TraceId, (i64, i64)> = BTreeMap::new();
+        let mut pending: BTreeMap<&TraceId, (i64, Vec<i64>)> = BTreeMap::new();
         for (block, id) in blocks.iter().zip(&ids) {
             let received = ns(block.received_unix_ns);
             for trace in &block.trace_ids {
                 index.push((trace, *id, received));
-                let entry = pending.entry(trace).or_insert((received, *id));
-                entry.1 = entry.1.max(*id);
+                pending
+                    .entry(trace)
+                    .or_insert((received, Vec::new()))
+                    .1
+                    .push(*id);
             }
         }
         if USE_COPY {
@@ -454,16 +457,16 @@ impl PgStore {
         let pending: Vec<_> = pending.into_iter().collect();
         for chunk in pending.chunks(ROWS_PER_STATEMENT) {
             let mut upsert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO pending_traces (trace_id, first_seen_unix_ns, last_block_id) ",
+                "INSERT INTO pending_traces (trace_id, first_seen_unix_ns, block_ids) ",
             );
-            upsert.push_values(chunk, |mut row, (trace, (received, id))| {
+            upsert.push_values(chunk, |mut row, (trace, (received, ids))| {
                 row.push_bind(trace.0.as_slice())
                     .push_bind(*received)
-                    .push_bind(*id);
+                    .push_bind(ids.clone());
             });
             upsert.push(
                 " ON CONFLICT (trace_id) DO UPDATE SET \
-                 last_block_id = GREATEST(pending_traces.last_block_id, EXCLUDED.last_block_id)",
+                 block_ids = pending_traces.block_ids || EXCLUDED.block_ids",
             );
             upsert.build().execute(&mut *tx).await?;
         }
@@ -513,9 +516,9 @@ impl PgStore {
              WHERE trace_id IN (SELECT trace_id FROM pending_traces \
                  WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
                  ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING trace_id, last_block_id";
+             RETURNING trace_id, block_ids";
         let mut conn = self.pool.acquire().await?;
-        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(CLAIM)
+        let rows: Vec<(Vec<u8>, Vec<i64>)> = sqlx::query_as(CLAIM)
             .bind(claim)
             .bind(ns(lease_until_unix_ns))
             .bind(ns(cutoff_unix_ns))
@@ -524,17 +527,17 @@ impl PgStore {
             .fetch_all(&mut *conn)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
-        for (trace, last_block_id) in rows {
-            claimed.push((trace_id(&trace)?, last_block_id));
+        for (trace, new_blocks) in rows {
+            claimed.push((trace_id(&trace)?, new_blocks));
         }
         let ids: Vec<TraceId> = claimed.iter().map(|(trace, _)| *trace).collect();
         let mut spans = traces_spans(&mut conn, &ids).await?;
         Ok(claimed
             .into_iter()
-            .map(|(trace_id, last_block_id)| ClaimedTrace {
+            .map(|(trace_id, new_blocks)| ClaimedTrace {
                 trace_id,
                 claim,
-                last_block_id,
+                new_blocks,
                 spans: spans.remove(&trace_id).unwrap_or_default(),
             })
             .collect())
@@ -947,10 +950,15 @@ impl PgStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
         const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
              WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
-        const RELEASE: &str = "DELETE FROM pending_traces p \
-             USING unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS r(trace_id, claim, last_block_id) \
-             WHERE p.trace_id = r.trace_id AND p.claim = r.claim AND p.last_block_id <= r.last_block_id";
-        // Spans arrived while the trace was analysed: it stays pending, unclaimed, and waits a
+        // The blocks each analysis saw leave the trace's list; a trace with none left is done.
+        const RELEASE: &str = "UPDATE pending_traces p SET block_ids = ARRAY( \
+                 SELECT x FROM unnest(p.block_ids) x \
+                 EXCEPT SELECT r.block_id FROM unnest($1::bytea[], $2::bigint[]) AS r(trace_id, block_id) \
+                 WHERE r.trace_id = p.trace_id) \
+             WHERE p.trace_id = ANY($3) AND p.claim = ANY($4)";
+        const DONE: &str = "DELETE FROM pending_traces \
+             WHERE trace_id = ANY($1) AND claim = ANY($2) AND cardinality(block_ids) = 0";
+        // Blocks arrived while the trace was analysed: it stays pending, unclaimed, and waits a
         // grace period again from now.
         const REOPEN: &str = "UPDATE pending_traces SET claim = NULL, claimed_until = NULL, \
              first_seen_unix_ns = $3 WHERE trace_id = ANY($1) AND claim = ANY($2)";
@@ -1043,11 +1051,23 @@ impl PgStore {
         }
         if !claims.is_empty() {
             let tokens: Vec<i64> = claims.iter().map(|c| c.claim).collect();
-            let last: Vec<i64> = claims.iter().map(|c| c.last_block_id).collect();
+            let (mut seen_traces, mut seen_blocks) = (Vec::new(), Vec::new());
+            for release in &claims {
+                for block in &release.analysed_blocks {
+                    seen_traces.push(release.trace_id.0.to_vec());
+                    seen_blocks.push(*block);
+                }
+            }
             sqlx::query(RELEASE)
+                .bind(&seen_traces)
+                .bind(&seen_blocks)
                 .bind(&claim_keys)
                 .bind(&tokens)
-                .bind(&last)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(DONE)
+                .bind(&claim_keys)
+                .bind(&tokens)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(REOPEN)

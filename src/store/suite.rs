@@ -95,19 +95,19 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
     }
     let first = claim(1, 2_000).await.expect("due and unclaimed");
     assert_eq!(first.spans.len(), 2);
-    assert_eq!(first.last_block_id, ids[0]);
+    assert_eq!(first.new_blocks, ids);
     assert!(claim(2, 2_500).await.is_none(), "held until 3,000");
     let second = claim(3, 4_000).await.expect("the first claim expired");
-    let release = |token: i64, last_block_id: i64| AnalysisCommit {
+    let release = |token: i64, analysed_blocks: Vec<i64>| AnalysisCommit {
         claims: vec![ClaimRelease {
             trace_id: trace,
             claim: token,
-            last_block_id,
+            analysed_blocks,
         }],
         ..AnalysisCommit::default()
     };
     assert!(matches!(
-        store.commit_analysis(&release(1, ids[0])).await,
+        store.commit_analysis(&release(1, ids.clone())).await,
         Err(StoreError::ClaimLost)
     ));
     // A block arrives while the second claimant analyses: its release keeps the trace pending.
@@ -116,7 +116,7 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
         .await
         .unwrap();
     store
-        .commit_analysis(&release(3, second.last_block_id))
+        .commit_analysis(&release(3, second.new_blocks.clone()))
         .await
         .unwrap();
     // A reopened trace waits a grace period from the real clock.
@@ -127,10 +127,13 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
     let third = claim(4, now)
         .await
         .expect("still pending after a late block");
-    assert_eq!(third.last_block_id, late[0]);
+    assert_eq!(
+        third.new_blocks, late,
+        "only the block not analysed yet is new"
+    );
     assert_eq!(third.spans.len(), spans.len());
     store
-        .commit_analysis(&release(4, third.last_block_id))
+        .commit_analysis(&release(4, third.new_blocks.clone()))
         .await
         .unwrap();
     assert!(claim(5, now * 2).await.is_none(), "released for good");

@@ -33,10 +33,13 @@ CREATE TABLE trace_blocks_default PARTITION OF trace_blocks DEFAULT;
 -- Traces with spans not yet analysed: written with their blocks, in the same transaction, and
 -- claimed by one instance's analyzer at a time (FOR UPDATE SKIP LOCKED). A claim expires at
 -- claimed_until, so a trace claimed by an instance that died is analysed by another.
+-- block_ids lists exactly the blocks not yet analysed (block ids come from a sequence and are
+-- not in commit order across instances, so "newer than the last analysed id" would not do); an
+-- analysis removes the ids it saw, and the row goes once none is left.
 CREATE TABLE pending_traces (
-    trace_id           BYTEA  PRIMARY KEY,
-    first_seen_unix_ns BIGINT NOT NULL,
-    last_block_id      BIGINT NOT NULL,
+    trace_id           BYTEA    PRIMARY KEY,
+    first_seen_unix_ns BIGINT   NOT NULL,
+    block_ids          BIGINT[] NOT NULL,
     claim              BIGINT,
     claimed_until      BIGINT
 );
