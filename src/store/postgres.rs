@@ -593,6 +593,12 @@ impl PgStore {
         let today = ns(now_unix_ns).div_euclid(DAY_NS);
         for day in today..=today + DAYS_AHEAD {
             for (table, _) in PARTITIONED {
+                if self
+                    .table_exists(&format!("{table}_d{}", day_name(day)))
+                    .await?
+                {
+                    continue;
+                }
                 let create = format!(
                     "CREATE TABLE IF NOT EXISTS {table}_d{} PARTITION OF {table} \
                      FOR VALUES FROM ({}) TO ({})",
@@ -950,18 +956,20 @@ impl PgStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
         const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
              WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
-        // The blocks each analysis saw leave the trace's list; a trace with none left is done.
-        const RELEASE: &str = "UPDATE pending_traces p SET block_ids = ARRAY( \
-                 SELECT x FROM unnest(p.block_ids) x \
-                 EXCEPT SELECT r.block_id FROM unnest($1::bytea[], $2::bigint[]) AS r(trace_id, block_id) \
-                 WHERE r.trace_id = p.trace_id) \
-             WHERE p.trace_id = ANY($3) AND p.claim = ANY($4)";
-        const DONE: &str = "DELETE FROM pending_traces \
-             WHERE trace_id = ANY($1) AND claim = ANY($2) AND cardinality(block_ids) = 0";
-        // Blocks arrived while the trace was analysed: it stays pending, unclaimed, and waits a
-        // grace period again from now.
-        const REOPEN: &str = "UPDATE pending_traces SET claim = NULL, claimed_until = NULL, \
-             first_seen_unix_ns = $3 WHERE trace_id = ANY($1) AND claim = ANY($2)";
+        // A trace whose pending blocks were all analysed is done. The blocks each analysis saw are
+        // grouped per trace first, so both statements are one hash join against the pending rows.
+        const DONE: &str = "DELETE FROM pending_traces p USING \
+             (SELECT trace_id, array_agg(block_id) AS blocks \
+              FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
+             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3) AND p.block_ids <@ r.blocks";
+        // Blocks arrived while the trace was analysed: it stays pending with those blocks only,
+        // unclaimed, and waits a grace period again from now.
+        const REOPEN: &str = "UPDATE pending_traces p SET \
+             block_ids = ARRAY(SELECT x FROM unnest(p.block_ids) x WHERE x <> ALL(r.blocks)), \
+             claim = NULL, claimed_until = NULL, first_seen_unix_ns = $4 \
+             FROM (SELECT trace_id, array_agg(block_id) AS blocks \
+                   FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
+             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3)";
         const DELETE_REQUESTS: &str = "DELETE FROM requests WHERE trace_id = ANY($1)";
         const UPSERT_WATERMARK: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
              ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
@@ -1058,20 +1066,15 @@ impl PgStore {
                     seen_blocks.push(*block);
                 }
             }
-            sqlx::query(RELEASE)
+            sqlx::query(DONE)
                 .bind(&seen_traces)
                 .bind(&seen_blocks)
-                .bind(&claim_keys)
-                .bind(&tokens)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DONE)
-                .bind(&claim_keys)
                 .bind(&tokens)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(REOPEN)
-                .bind(&claim_keys)
+                .bind(&seen_traces)
+                .bind(&seen_blocks)
                 .bind(&tokens)
                 .bind(ns(now_unix_ns()))
                 .execute(&mut *tx)
