@@ -118,10 +118,10 @@ async fn traces_spans(
     conn: &mut PgConnection,
     traces: &[TraceId],
 ) -> Result<HashMap<TraceId, Vec<(i64, Span)>>, StoreError> {
-    const SELECT: &str = "SELECT b.id, b.data FROM span_blocks b \
-         WHERE (b.id, b.received_unix_ns) IN \
-             (SELECT block_id, received_unix_ns FROM trace_blocks WHERE trace_id = ANY($1)) \
-         ORDER BY b.id";
+    // Two steps, so each is an index lookup: the blocks of the traces from the trace index, then
+    // those blocks by id (the primary key of every day partition).
+    const BLOCK_IDS: &str = "SELECT DISTINCT block_id FROM trace_blocks WHERE trace_id = ANY($1)";
+    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
     let mut out: HashMap<TraceId, Vec<(i64, Span)>> = HashMap::new();
     if traces.is_empty() {
         return Ok(out);
@@ -129,8 +129,12 @@ async fn traces_spans(
     let wanted: std::collections::HashSet<TraceId> = traces.iter().copied().collect();
     for chunk in traces.chunks(ROWS_PER_STATEMENT * 4) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|trace| trace.0.to_vec()).collect();
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+        let ids: Vec<i64> = sqlx::query_scalar(BLOCK_IDS)
             .bind(keys)
+            .fetch_all(&mut *conn)
+            .await?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+            .bind(ids)
             .fetch_all(&mut *conn)
             .await?;
         for (id, data) in rows {
@@ -293,11 +297,9 @@ fn rollup_row(
     ))
 }
 
-/// Whether blocks and their index rows are written with binary COPY rather than multi-row
-/// INSERTs; see docs/scaling.md for the measurement that chose it.
-const USE_COPY: bool = true;
-
-/// Block rows and their index rows as multi-row INSERTs.
+/// Block rows and their index rows as multi-row INSERTs. Measured against binary COPY
+/// (`PgConnection::copy_in_raw`) with `bottleneck bench --analysis off`: 160k spans/s against
+/// 58k on the same machine (docs/scaling.md), so INSERTs it is.
 async fn insert_block_rows(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     blocks: &[EncodedBlock],
@@ -330,65 +332,6 @@ async fn insert_block_rows(
         });
         insert.build().execute(&mut **tx).await?;
     }
-    Ok(())
-}
-
-/// The binary COPY format: a signature, flags and header extension length, then tuples.
-fn copy_header(buf: &mut Vec<u8>) {
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    buf.extend_from_slice(&0i32.to_be_bytes());
-}
-
-fn copy_i64(buf: &mut Vec<u8>, value: i64) {
-    buf.extend_from_slice(&8i32.to_be_bytes());
-    buf.extend_from_slice(&value.to_be_bytes());
-}
-
-fn copy_bytes(buf: &mut Vec<u8>, value: &[u8]) {
-    let len = i32::try_from(value.len()).expect("a block is far below 2 GiB");
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(value);
-}
-
-/// Block rows and their index rows with binary COPY: no statement text or bind parameters.
-async fn copy_blocks(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    blocks: &[EncodedBlock],
-    ids: &[i64],
-    index: &[(&TraceId, i64, i64)],
-) -> Result<(), StoreError> {
-    const COPY_BLOCKS: &str = "COPY span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) \
-         FROM STDIN (FORMAT binary)";
-    const COPY_INDEX: &str =
-        "COPY trace_blocks (trace_id, block_id, received_unix_ns) FROM STDIN (FORMAT binary)";
-    const END: [u8; 2] = (-1i16).to_be_bytes();
-    let mut buf = Vec::with_capacity(blocks.iter().map(|b| b.data.len() + 64).sum::<usize>() + 32);
-    copy_header(&mut buf);
-    for (block, id) in blocks.iter().zip(ids) {
-        buf.extend_from_slice(&5i16.to_be_bytes());
-        copy_i64(&mut buf, *id);
-        copy_i64(&mut buf, ns(block.received_unix_ns));
-        copy_i64(&mut buf, ns(block.min_start_unix_ns));
-        copy_i64(&mut buf, i64::from(block.n_spans));
-        copy_bytes(&mut buf, &block.data);
-    }
-    buf.extend_from_slice(&END);
-    let mut copy = tx.copy_in_raw(COPY_BLOCKS).await?;
-    copy.send(buf).await?;
-    copy.finish().await?;
-    let mut buf = Vec::with_capacity(index.len() * 48 + 32);
-    copy_header(&mut buf);
-    for (trace, id, received) in index {
-        buf.extend_from_slice(&3i16.to_be_bytes());
-        copy_bytes(&mut buf, &trace.0);
-        copy_i64(&mut buf, *id);
-        copy_i64(&mut buf, *received);
-    }
-    buf.extend_from_slice(&END);
-    let mut copy = tx.copy_in_raw(COPY_INDEX).await?;
-    copy.send(buf).await?;
-    copy.finish().await?;
     Ok(())
 }
 
@@ -449,11 +392,7 @@ impl PgStore {
                     .push(*id);
             }
         }
-        if USE_COPY {
-            copy_blocks(&mut tx, blocks, &ids, &index).await?;
-        } else {
-            insert_block_rows(&mut tx, blocks, &ids, &index).await?;
-        }
+        insert_block_rows(&mut tx, blocks, &ids, &index).await?;
         let pending: Vec<_> = pending.into_iter().collect();
         for chunk in pending.chunks(ROWS_PER_STATEMENT) {
             let mut upsert = QueryBuilder::<Postgres>::new(
