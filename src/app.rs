@@ -21,9 +21,9 @@ use crate::alert::{self, AlertHandle};
 use crate::config::Config;
 use crate::listener::{self, ListenOptions};
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
-use crate::pipeline::{assemble, writer};
+use crate::pipeline::{assemble, claim, writer};
 use crate::regress;
-use crate::store::Store;
+use crate::store::{Store, retention};
 use crate::web::{self, AppState};
 
 /// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
@@ -198,29 +198,40 @@ impl App {
             Arc::clone(&ingest),
             committed_tx,
         ));
+        let (stop_tx, stop_rx) = watch::channel(false);
         let assembler = if config.pipeline.analysis_enabled {
             let analyzer = Analyzer::load(
                 store.clone(),
                 config.pipeline.analysis.clone(),
                 config.pipeline.max_endpoints_per_service,
-                config.pipeline.max_lateness,
                 Arc::clone(&analysis_stats),
             )
             .await
             .context("loading endpoints for the analyzer")?;
-            Some(tokio::spawn(assemble::run(
-                committed_rx,
-                store.clone(),
-                analyzer,
-                config.pipeline.grace_period,
-            )))
+            if store.is_shared() {
+                // Traces wait in the database, where every instance sharing it can claim them.
+                drop(committed_rx);
+                Some(tokio::spawn(claim::run(
+                    store.clone(),
+                    analyzer,
+                    config.pipeline.grace_period,
+                    config.pipeline.claim_lease,
+                    stop_rx.clone(),
+                )))
+            } else {
+                Some(tokio::spawn(assemble::run(
+                    committed_rx,
+                    store.clone(),
+                    analyzer,
+                    config.pipeline.grace_period,
+                )))
+            }
         } else {
             info!("analysis is off: spans are stored, not analysed");
             drop(committed_rx);
             None
         };
 
-        let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -275,6 +286,11 @@ impl App {
             config.regression.clone(),
             stop_rx.clone(),
         ));
+        let retention_task = tokio::spawn(retention::run(
+            store.clone(),
+            config.retention,
+            stop_rx.clone(),
+        ));
         let ui_router = web::auth::require(web::router(state), &config.auth)
             .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
         let ui_server = listener::serve(ui, ui_router, listen, stopped(stop_rx.clone()));
@@ -291,6 +307,7 @@ impl App {
         grpc_task.await.context("OTLP/gRPC server task")?;
         ui_task.await.context("UI server task")?;
         regress_task.await.context("regression finder task")?;
+        retention_task.await.context("retention task")?;
         writer.await.context("store writer task")?;
         if let Some(assembler) = assembler {
             assembler.await.context("assembler task")?;

@@ -84,6 +84,10 @@ pub struct PipelineConfig {
     /// Distinct endpoints kept per service; the rest fold into `other`, so a service sending raw
     /// paths cannot blow up the rollups.
     pub max_endpoints_per_service: usize,
+    /// With a shared (PostgreSQL) store: how long an instance holds the traces it claimed before
+    /// another may take them over. 60 s is far above one analysis commit (milliseconds to a
+    /// second), so only a dead or stuck instance loses its claims.
+    pub claim_lease: Duration,
     /// Detector thresholds.
     pub analysis: AnalysisConfig,
 }
@@ -184,6 +188,20 @@ pub struct Config {
     pub timeouts: TimeoutConfig,
     /// Allows listening beyond loopback without authentication (`--insecure`).
     pub insecure: bool,
+    /// How long data is kept.
+    pub retention: RetentionConfig,
+}
+
+/// How long data is kept: spans (blocks, their index, request rows) and rollups separately,
+/// because rollups are small and answer long-range questions spans cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Spans and request rows older than this go. A week covers a release cycle's traces.
+    pub spans: Duration,
+    /// Minute and hourly rollups older than this go. 90 days cover a quarter's SLO windows.
+    pub rollups: Duration,
+    /// How often retention runs. Hourly: day partitions need no more, and SQLite batches stay small.
+    pub interval: Duration,
 }
 
 /// Alerting: the rules from the config file, and the file to re-read on reload.
@@ -233,6 +251,8 @@ pub struct FileConfig {
     analysis: FileAnalysis,
     #[serde(default)]
     regression: FileRegression,
+    #[serde(default)]
+    retention: FileRetention,
     alerts: Option<AlertSettings>,
     #[serde(default)]
     budget: Vec<Budget>,
@@ -297,11 +317,20 @@ struct FileAnalysis {
     grace_period: Option<String>,
     max_lateness: Option<String>,
     max_endpoints_per_service: Option<usize>,
+    claim_lease: Option<String>,
     n_plus_one_min_calls: Option<u32>,
     min_saving_ms: Option<f64>,
     slow_query_ms: Option<f64>,
     cpu_hotspot_share: Option<f64>,
     wait_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    spans: Option<String>,
+    rollups: Option<String>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -471,6 +500,11 @@ impl Config {
                 .transpose()?
                 .unwrap_or(Duration::from_secs(300)),
             max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
+            claim_lease: analysis_file
+                .claim_lease
+                .map(|text| duration(&text, "analysis.claim_lease"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(60)),
             analysis,
         };
         let default_thresholds = Thresholds::default();
@@ -496,6 +530,24 @@ impl Config {
                     .min_increase_ms
                     .map_or(default_thresholds.min_delta_ns, ms_to_ns),
             },
+        };
+        let retention_file = file.retention;
+        let retention = RetentionConfig {
+            spans: retention_file
+                .spans
+                .map(|text| duration(&text, "retention.spans"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(7 * 86_400)),
+            rollups: retention_file
+                .rollups
+                .map(|text| duration(&text, "retention.rollups"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(90 * 86_400)),
+            interval: retention_file
+                .interval
+                .map(|text| duration(&text, "retention.interval"))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(3_600)),
         };
         let auth = AuthConfig {
             ingest_tokens: Tokens::new(
@@ -566,6 +618,7 @@ impl Config {
             pipeline,
             regression,
             alerts,
+            retention,
             auth,
             tls,
             timeouts,

@@ -30,8 +30,8 @@ use self::evaluate::{AlertState, Status};
 use self::notify::AlertEvent;
 use crate::analysis::aggregate::{Rollup, summarize};
 use crate::store::{
-    AlertCommit, AlertTransition, EndpointRef, NewNotification, RollupKey, Store, StoreError,
-    StoredAlert, Window,
+    AlertCommit, AlertTransition, EndpointRef, LeaderRole, NewNotification, RollupKey, Store,
+    StoreError, StoredAlert, Window,
 };
 use crate::web::window::now_unix_ns;
 
@@ -190,8 +190,17 @@ async fn evaluate_loop(store: Store, handle: AlertHandle, mut stop: watch::Recei
         let rules = rules_rx.borrow_and_update().clone();
         let now = now_unix_ns();
         let last = handle.snapshot();
-        match evaluate(&store, &rules, &last, now).await {
-            Ok((alerts, queued)) => {
+        // With several instances on one database, one of them (the holder of the alerts role)
+        // evaluates and queues notifications; the others try to take the role each interval.
+        let leading = store.lead(LeaderRole::Alerts).await;
+        let evaluated = if leading {
+            evaluate(&store, &rules, &last, now).await.map(Some)
+        } else {
+            Ok(None)
+        };
+        match evaluated {
+            Ok(None) => {}
+            Ok(Some((alerts, queued))) => {
                 handle.publish(Snapshot {
                     evaluated_at_unix_ns: Some(now),
                     alerts,

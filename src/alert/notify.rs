@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::budget::{AlertRules, WebhookFormat};
 use super::evaluate::AlertState;
-use crate::store::{DeliveryAttempt, DueNotification, Store};
+use crate::store::{DeliveryAttempt, DueNotification, LeaderRole, Store};
 use crate::web::window::{now_unix_ns, rfc3339};
 
 /// One transition that is sent to receivers.
@@ -178,6 +178,14 @@ pub async fn run(
             return;
         }
         let settings = rules.borrow().settings.clone();
+        if !store.lead(LeaderRole::Alerts).await {
+            // Another instance delivers; take over if it goes away.
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            continue;
+        }
         let due = match store.due_notifications(now_unix_ns(), BATCH).await {
             Ok(due) => due,
             Err(err) => {

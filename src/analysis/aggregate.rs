@@ -184,6 +184,22 @@ impl LatencySketch {
         }
     }
 
+    /// Takes back another sketch's latencies, value by value; a value not (or less often)
+    /// recorded here is taken back only as often as it is here, so the sketch never goes negative.
+    pub fn subtract(&mut self, other: &LatencySketch) {
+        for value in other.0.iter_recorded() {
+            let at = value.value_iterated_to();
+            let n = value.count_at_value().min(self.0.count_at(at));
+            if n == 0 {
+                continue;
+            }
+            let mut some = Self::empty();
+            some.saturating_record_n(at, n);
+            // Cannot fail: `n` of the value are recorded here.
+            let _ = self.0.subtract(&some);
+        }
+    }
+
     /// The latency at quantile `q` (0..=1), in nanoseconds; 0 when empty.
     pub fn quantile_ns(&self, q: f64) -> f64 {
         if self.0.is_empty() {
@@ -360,6 +376,42 @@ impl Rollup {
             sums.requests += theirs.requests;
             sums.count += theirs.count;
             sums.saving_ns = sums.saving_ns.saturating_add(theirs.saving_ns);
+        }
+    }
+}
+
+impl Rollup {
+    /// Takes back another rollup's requests: the inverse of [`Rollup::merge`] for requests that
+    /// were merged before (a re-analysed trace's previous analysis).
+    pub fn subtract(&mut self, other: &Rollup) {
+        self.requests = self.requests.saturating_sub(other.requests);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.duration_sum_ns = self.duration_sum_ns.saturating_sub(other.duration_sum_ns);
+        self.duration_sq_sum = self.duration_sq_sum.saturating_sub(other.duration_sq_sum);
+        self.sketch.subtract(&other.sketch);
+        for (sum, ns) in self.breakdown_sum.0.iter_mut().zip(other.breakdown_sum.0) {
+            *sum = sum.saturating_sub(ns);
+        }
+        self.db_calls = self.db_calls.saturating_sub(other.db_calls);
+        for (key, theirs) in &other.operations {
+            if let Some(sums) = self.operations.get_mut(key) {
+                sums.calls = sums.calls.saturating_sub(theirs.calls);
+                sums.total_ns = sums.total_ns.saturating_sub(theirs.total_ns);
+                sums.critical_ns = sums.critical_ns.saturating_sub(theirs.critical_ns);
+                if sums.calls == 0 {
+                    self.operations.remove(key);
+                }
+            }
+        }
+        for (key, theirs) in &other.findings {
+            if let Some(sums) = self.findings.get_mut(key) {
+                sums.requests = sums.requests.saturating_sub(theirs.requests);
+                sums.count = sums.count.saturating_sub(theirs.count);
+                sums.saving_ns = sums.saving_ns.saturating_sub(theirs.saving_ns);
+                if sums.requests == 0 {
+                    self.findings.remove(key);
+                }
+            }
         }
     }
 }

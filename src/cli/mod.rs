@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod migrate;
 pub mod reload;
 pub mod serve;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Reload(reload::ReloadArgs),
     /// Measure ingest: a load generator against a fresh server process on this machine.
     Bench(bench::BenchArgs),
+    /// Apply the database migrations and exit (`serve` applies them at start too).
+    Migrate(ServeFlags),
 }
 
 /// How a command ended, for the exit code.
@@ -85,5 +88,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(args) => bench::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Reload(args) => reload::run(args).await,
+        Command::Migrate(flags) => migrate::run(flags).await,
     }
 }

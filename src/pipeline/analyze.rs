@@ -3,15 +3,20 @@
 //!
 //! A trace that was analysed before (late spans, or a replay after a restart) is re-read whole
 //! from the store; its previous analysis is recomputed from the blocks that analysis saw and
-//! removed from the rollups before the new one is added, so a request is never counted twice.
+//! taken back from the rollups as the new one is added, so a request is never counted twice.
 //!
-//! Invariant: only this task writes requests and rollups, and it never holds a lock across an
+//! Rollups are not cached here: each commit carries changes (requests added, requests taken
+//! back) that the store applies to the rows as stored, under their locks. That is what lets
+//! several instances on one PostgreSQL database update the same rows: with a shared store the
+//! traces come from claims in the database ([`Analyzer::process_claimed`]), not from memory.
+//!
+//! Invariant: only analyzers write requests and rollups, each trace is analysed by the one
+//! instance holding its claim (or the single SQLite instance), and no lock is held across an
 //! await.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use collector::model::{Span, TraceId};
 use tracing::{error, warn};
@@ -19,8 +24,8 @@ use tracing::{error, warn};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
 use crate::store::{
-    AnalysisCommit, Granularity, RequestRow, RollupKey, Store, StoreError, canonical_attributes,
-    minute_of,
+    AnalysisCommit, ClaimRelease, ClaimedTrace, Granularity, RequestRow, RollupChange, RollupKey,
+    Store, StoreError, canonical_attributes, minute_of,
 };
 
 /// The endpoint every endpoint past a service's cap is folded into.
@@ -136,24 +141,15 @@ impl EndpointCounters {
     }
 }
 
-struct CachedRollup {
-    rollup: Rollup,
-    dirty: bool,
-    touched: Instant,
-}
-
 /// The analysis task's state: endpoint ids and the rollups being updated.
 pub struct Analyzer {
     store: Store,
     config: Arc<AnalysisConfig>,
     max_endpoints_per_service: usize,
-    /// Rollups are kept this long after their last update; later updates read them back.
-    keep_rollups: Duration,
     endpoint_ids: EndpointIds,
     endpoints_per_service: HashMap<String, usize>,
     /// Interned resources by canonical attributes.
     resource_ids: HashMap<String, i64>,
-    rollups: HashMap<RollupKey, CachedRollup>,
     stats: Arc<AnalysisStats>,
 }
 
@@ -163,7 +159,6 @@ impl Analyzer {
         store: Store,
         config: AnalysisConfig,
         max_endpoints_per_service: usize,
-        keep_rollups: Duration,
         stats: Arc<AnalysisStats>,
     ) -> Result<Analyzer, StoreError> {
         let mut endpoint_ids = EndpointIds::default();
@@ -186,11 +181,9 @@ impl Analyzer {
             store,
             config: Arc::new(config),
             max_endpoints_per_service,
-            keep_rollups,
             endpoint_ids,
             endpoints_per_service,
             resource_ids,
-            rollups: HashMap::new(),
             stats,
         })
     }
@@ -198,63 +191,118 @@ impl Analyzer {
     /// Analyses due traces and commits the results with `watermark`. Errors are logged and
     /// counted: the blocks stay behind the watermark and are analysed again on the next start.
     pub async fn process(&mut self, due: Vec<DueTrace>, watermark: i64) {
-        match self.try_process(due, watermark).await {
-            Ok(()) => {}
-            Err(err) => {
-                self.stats.failed_commits.fetch_add(1, Relaxed);
-                // The cached rollups may hold changes that were not committed: drop them all and
-                // read them back from the store next time.
-                self.rollups.clear();
-                error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
-            }
+        if let Err(err) = self.try_process(due, watermark).await {
+            self.stats.failed_commits.fetch_add(1, Relaxed);
+            error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
         }
-        let now = Instant::now();
-        self.rollups.retain(|_, cached| {
-            cached.dirty || now.duration_since(cached.touched) < self.keep_rollups
-        });
+    }
+
+    /// Analyses traces claimed in a shared store and releases the claims in the same commit.
+    /// On an error nothing is written; the claims expire and the traces are analysed again, by
+    /// this instance or another.
+    pub async fn process_claimed(&mut self, claimed: Vec<ClaimedTrace>) {
+        if claimed.is_empty() {
+            return;
+        }
+        if let Err(err) = self.try_process_claimed(claimed).await {
+            self.stats.failed_commits.fetch_add(1, Relaxed);
+            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again when their claims expire");
+        }
     }
 
     async fn try_process(&mut self, due: Vec<DueTrace>, watermark: i64) -> Result<(), StoreError> {
         if due.is_empty() {
-            if self.rollups.values().all(|cached| !cached.dirty) {
-                self.store
-                    .commit_analysis(&AnalysisCommit {
-                        watermark: Some(watermark),
-                        ..Default::default()
-                    })
-                    .await?;
-            }
+            self.store
+                .commit_analysis(&AnalysisCommit {
+                    watermark: Some(watermark),
+                    ..Default::default()
+                })
+                .await?;
             return Ok(());
         }
         let ids: Vec<TraceId> = due.iter().map(|trace| trace.trace_id).collect();
         let prior = self.store.analysed_traces(&ids).await?;
-        // (new spans, old spans to un-count, newest block seen)
-        let mut work: Vec<(Vec<Span>, Option<Vec<Span>>, i64)> = Vec::with_capacity(due.len());
-        let mut replace_traces = Vec::new();
+        let mut work = Vec::with_capacity(due.len());
         for trace in due {
             match prior.get(&trace.trace_id) {
-                None => work.push((trace.spans, None, trace.last_block_id)),
+                None => work.push(Work {
+                    trace_id: trace.trace_id,
+                    spans: trace.spans,
+                    old_spans: None,
+                    last_block_id: trace.last_block_id,
+                }),
                 Some(&seen_through) => {
                     let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
                         continue;
                     };
-                    let newest = stored
-                        .iter()
-                        .map(|(block, _)| *block)
-                        .max()
-                        .unwrap_or(seen_through);
-                    if newest <= seen_through {
-                        continue; // already analysed with every stored span (a replay)
-                    }
-                    let old = stored
-                        .iter()
-                        .filter(|(block, _)| *block <= seen_through)
-                        .map(|(_, s)| s.clone())
-                        .collect();
-                    let all = stored.into_iter().map(|(_, span)| span).collect();
-                    replace_traces.push(trace.trace_id);
-                    self.stats.reanalysed_traces.fetch_add(1, Relaxed);
-                    work.push((all, Some(old), newest));
+                    work.extend(reanalysis(trace.trace_id, stored, seen_through));
+                }
+            }
+        }
+        self.analyse_and_commit(work, Some(watermark), Vec::new())
+            .await
+    }
+
+    async fn try_process_claimed(&mut self, claimed: Vec<ClaimedTrace>) -> Result<(), StoreError> {
+        let ids: Vec<TraceId> = claimed.iter().map(|trace| trace.trace_id).collect();
+        let prior = self.store.analysed_traces(&ids).await?;
+        let mut work = Vec::with_capacity(claimed.len());
+        let mut releases = Vec::with_capacity(claimed.len());
+        for trace in claimed {
+            let new_blocks: std::collections::HashSet<i64> =
+                trace.new_blocks.iter().copied().collect();
+            releases.push(ClaimRelease {
+                trace_id: trace.trace_id,
+                claim: trace.claim,
+                analysed_blocks: trace.new_blocks,
+            });
+            let newest = trace
+                .spans
+                .iter()
+                .map(|(block, _)| *block)
+                .max()
+                .unwrap_or(0);
+            let has_new = trace
+                .spans
+                .iter()
+                .any(|(block, _)| new_blocks.contains(block));
+            if !has_new {
+                continue; // its new blocks are gone (retention), or were analysed already
+            }
+            let old_spans = prior.contains_key(&trace.trace_id).then(|| {
+                trace
+                    .spans
+                    .iter()
+                    .filter(|(block, _)| !new_blocks.contains(block))
+                    .map(|(_, span)| span.clone())
+                    .collect()
+            });
+            work.push(Work {
+                trace_id: trace.trace_id,
+                spans: trace.spans.into_iter().map(|(_, span)| span).collect(),
+                old_spans,
+                last_block_id: newest,
+            });
+        }
+        self.analyse_and_commit(work, None, releases).await
+    }
+
+    async fn analyse_and_commit(
+        &mut self,
+        work: Vec<Work>,
+        watermark: Option<i64>,
+        claims: Vec<ClaimRelease>,
+    ) -> Result<(), StoreError> {
+        // The endpoint each previously analysed request was counted under, from its stored row:
+        // another instance may have interned it, so this instance's map may not know it.
+        let mut counted_under: HashMap<(TraceId, collector::model::SpanId), i64> = HashMap::new();
+        let mut replace_traces = Vec::new();
+        for item in &work {
+            if item.old_spans.is_some() {
+                replace_traces.push(item.trace_id);
+                self.stats.reanalysed_traces.fetch_add(1, Relaxed);
+                for row in self.store.trace_requests(item.trace_id).await? {
+                    counted_under.insert((row.trace_id, row.span_id), row.endpoint_id);
                 }
             }
         }
@@ -268,7 +316,8 @@ impl Analyzer {
             let mut rendered: HashMap<*const collector::model::Resource, String> = HashMap::new();
             let results: Vec<_> = work
                 .into_iter()
-                .map(|(spans, old_spans, last_block)| {
+                .map(|item| {
+                    let spans = item.spans;
                     let (new, new_anomalies) = analyze_trace(&spans, &config);
                     anomalies += new_anomalies.len() as u64;
                     let by_id: HashMap<_, &Span> =
@@ -286,10 +335,11 @@ impl Analyzer {
                                 })
                         })
                         .collect();
-                    let old = old_spans
+                    let old = item
+                        .old_spans
                         .map(|old| analyze_trace(&old, &config).0)
                         .unwrap_or_default();
-                    (new, resources, old, last_block)
+                    (new, resources, old, item.last_block_id)
                 })
                 .collect();
             (results, anomalies)
@@ -300,13 +350,17 @@ impl Analyzer {
         self.stats.traces.fetch_add(n_traces, Relaxed);
         self.stats.anomalies.fetch_add(anomalies, Relaxed);
 
+        let mut changes: HashMap<RollupKey, RollupChange> = HashMap::new();
         let mut requests = Vec::new();
         for (new, resources, old, last_block_id) in results {
             for request in &old {
-                let endpoint_id = self.known_endpoint_id(&request.service, &request.endpoint);
+                let endpoint_id = counted_under
+                    .get(&(request.trace_id, request.span_id))
+                    .copied()
+                    .or_else(|| self.known_endpoint_id(&request.service, &request.endpoint));
                 if let Some(endpoint_id) = endpoint_id {
                     for key in rollup_keys(endpoint_id, request) {
-                        self.cached_rollup(key).await?.remove(request);
+                        change_of(&mut changes, key).removed.add(request);
                     }
                 }
             }
@@ -316,7 +370,7 @@ impl Analyzer {
                     .await?;
                 let resource_id = self.resource_id(&request.service, resource).await?;
                 for key in rollup_keys(endpoint_id, request) {
-                    self.cached_rollup(key).await?.add(request);
+                    change_of(&mut changes, key).added.add(request);
                 }
                 requests.push(RequestRow {
                     trace_id: request.trace_id,
@@ -337,23 +391,14 @@ impl Analyzer {
         self.stats
             .requests
             .fetch_add(requests.len() as u64, Relaxed);
-        let rollups = self
-            .rollups
-            .iter()
-            .filter(|(_, cached)| cached.dirty)
-            .map(|(key, cached)| (key.clone(), cached.rollup.clone()))
-            .collect();
         let commit = AnalysisCommit {
             replace_traces,
             requests,
-            rollups,
-            watermark: Some(watermark),
+            rollups: changes.into_values().collect(),
+            watermark,
+            claims,
         };
-        self.store.commit_analysis(&commit).await?;
-        for cached in self.rollups.values_mut() {
-            cached.dirty = false;
-        }
-        Ok(())
+        self.store.commit_analysis(&commit).await
     }
 
     fn record_counters(&self, request: &RequestAnalysis) {
@@ -435,22 +480,48 @@ impl Analyzer {
         self.resource_ids.insert(canonical.to_owned(), id);
         Ok(id)
     }
+}
 
-    async fn cached_rollup(&mut self, key: RollupKey) -> Result<&mut Rollup, StoreError> {
-        if !self.rollups.contains_key(&key) {
-            let rollup = self.store.rollup(&key).await?.unwrap_or_else(Rollup::new);
-            self.rollups.insert(
-                key.clone(),
-                CachedRollup {
-                    rollup,
-                    dirty: false,
-                    touched: Instant::now(),
-                },
-            );
-        }
-        let cached = self.rollups.get_mut(&key).expect("inserted above");
-        cached.dirty = true;
-        cached.touched = Instant::now();
-        Ok(&mut cached.rollup)
+/// The change to one rollup row, started empty.
+fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> &mut RollupChange {
+    changes.entry(key.clone()).or_insert_with(|| RollupChange {
+        key,
+        added: Rollup::new(),
+        removed: Rollup::new(),
+    })
+}
+
+/// One trace to analyse.
+struct Work {
+    trace_id: TraceId,
+    /// Every span to analyse now.
+    spans: Vec<Span>,
+    /// For a trace analysed before: the spans that analysis saw, whose requests are taken back.
+    old_spans: Option<Vec<Span>>,
+    /// The newest block among `spans`.
+    last_block_id: i64,
+}
+
+/// The work of re-analysing a trace whose previous analysis saw blocks up to `seen_through`;
+/// nothing when no newer block is stored (a replay of what was analysed).
+fn reanalysis(trace_id: TraceId, stored: Vec<(i64, Span)>, seen_through: i64) -> Option<Work> {
+    let newest = stored
+        .iter()
+        .map(|(block, _)| *block)
+        .max()
+        .unwrap_or(seen_through);
+    if newest <= seen_through {
+        return None;
     }
+    let old = stored
+        .iter()
+        .filter(|(block, _)| *block <= seen_through)
+        .map(|(_, span)| span.clone())
+        .collect();
+    Some(Work {
+        trace_id,
+        spans: stored.into_iter().map(|(_, span)| span).collect(),
+        old_spans: Some(old),
+        last_block_id: newest,
+    })
 }

@@ -1,7 +1,8 @@
 //! From accepted exports to analysed requests:
 //! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
 //! by trace and waits out the grace period; `analyze` runs the pure analysis and writes request
-//! rows and rollups.
+//! rows and rollups. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
+//! traces wait in the database and any instance claims them.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
 //! from stored blocks (the analysis watermark says from where), so a crash loses nothing
@@ -9,6 +10,7 @@
 
 pub mod analyze;
 pub mod assemble;
+pub mod claim;
 pub mod writer;
 
 use std::sync::Arc;

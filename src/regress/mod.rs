@@ -20,7 +20,9 @@ use tracing::{info, warn};
 use crate::analysis::aggregate::{Rollup, format_ms};
 use crate::analysis::compare::{self, Comparison, Regression};
 use crate::config::RegressionConfig;
-use crate::store::{RegressionRecord, Store, StoreError, VersionTraffic, Window, minute_of};
+use crate::store::{
+    LeaderRole, RegressionRecord, Store, StoreError, VersionTraffic, Window, minute_of,
+};
 
 /// A regression was raised (self-telemetry: one log line per event).
 pub struct RegressionDetected<'a> {
@@ -56,6 +58,10 @@ pub async fn run(store: Store, config: RegressionConfig, mut stop: watch::Receiv
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
             _ = stop.wait_for(|stop| *stop) => return,
+        }
+        // One instance of those sharing a database looks for regressions.
+        if !store.lead(LeaderRole::Regressions).await {
+            continue;
         }
         if let Err(err) = find(&store, &config, now_unix_ns()).await {
             // Nothing was recorded for the failed pair: it is evaluated again next time.

@@ -143,31 +143,23 @@ pub struct DeliveryRecord {
 impl Store {
     /// Every stored alert state.
     pub async fn alert_states(&self) -> Result<Vec<StoredAlert>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.alert_states().await,
-        }
+        dispatch!(self.alert_states())
     }
 
     /// Commits one evaluation's states, transitions and notifications atomically; returns the
     /// ids of the notifications queued as pending.
     pub async fn commit_alerts(&self, commit: &AlertCommit) -> Result<Vec<i64>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.commit_alerts(commit).await,
-        }
+        dispatch!(self.commit_alerts(commit))
     }
 
     /// The id of the last regression event already turned into notifications; 0 before any.
     pub async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.regressions_notified_through().await,
-        }
+        dispatch!(self.regressions_notified_through())
     }
 
     /// The newest transitions, newest first, at most `limit`.
     pub async fn alert_transitions(&self, limit: i64) -> Result<Vec<AlertTransition>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.alert_transitions(limit).await,
-        }
+        dispatch!(self.alert_transitions(limit))
     }
 
     /// Pending notifications due at `now`, oldest first, at most `limit`.
@@ -176,29 +168,21 @@ impl Store {
         now_unix_ns: u64,
         limit: i64,
     ) -> Result<Vec<DueNotification>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.due_notifications(now_unix_ns, limit).await,
-        }
+        dispatch!(self.due_notifications(now_unix_ns, limit))
     }
 
     /// When the next pending notification is due, if any is.
     pub async fn next_notification_due(&self) -> Result<Option<u64>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.next_notification_due().await,
-        }
+        dispatch!(self.next_notification_due())
     }
 
     /// Records an attempt and moves its notification on (delivered, retry later, or failed).
     pub async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.record_delivery(attempt).await,
-        }
+        dispatch!(self.record_delivery(attempt))
     }
 
     /// The newest notifications with their attempts, newest first, at most `limit`.
     pub async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.deliveries(limit).await,
-        }
+        dispatch!(self.deliveries(limit))
     }
 }

@@ -1,12 +1,16 @@
 //! The store: span blocks, analysed requests, endpoints and per-minute rollups.
 //!
 //! `Store` is what every other module talks to; its methods are named by use case. SQLite is the
-//! embedded default; the backend enum leaves room for PostgreSQL.
+//! embedded default for one instance; PostgreSQL lets several instances share one database (the
+//! analysis then claims its work in the database, see [`Store::claim_due_traces`]).
 //!
 //! Invariant: the only module with SQL or sqlx types. Rows become model and analysis types here
 //! and never leave as rows.
 
 pub mod block;
+mod postgres;
+pub mod retention;
+pub mod scratch;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -37,6 +41,9 @@ pub enum StoreError {
     /// The configured backend is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// An analysis commit released a claim another instance had taken over; nothing was written.
+    #[error("a claimed trace was taken over by another instance")]
+    ClaimLost,
 }
 
 /// A half-open time range in nanoseconds since the epoch.
@@ -250,18 +257,97 @@ pub struct EndpointRef {
     pub endpoint: String,
 }
 
+/// How one analysis tick changes one rollup row: requests added, and requests of a previous
+/// analysis taken back. The store applies the change to the row as stored, under the row's lock,
+/// so two instances updating one row both count.
+#[derive(Debug, Clone)]
+pub struct RollupChange {
+    /// The row.
+    pub key: RollupKey,
+    /// Requests added.
+    pub added: Rollup,
+    /// Requests of a previous analysis, taken back.
+    pub removed: Rollup,
+}
+
+/// A trace an analyzer claimed in the database (PostgreSQL), with every stored span.
+#[derive(Debug, Clone)]
+pub struct ClaimedTrace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The claim's token: the commit that releases the claim must present it.
+    pub claim: i64,
+    /// The blocks of the trace not analysed yet; every other stored block of the trace was seen
+    /// by a previous analysis.
+    pub new_blocks: Vec<i64>,
+    /// Every stored span with the id of its block.
+    pub spans: Vec<(i64, Span)>,
+}
+
+/// A claim given back by an analysis commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRelease {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The token it was claimed with.
+    pub claim: i64,
+    /// The blocks the analysis saw: a trace with other blocks pending stays pending.
+    pub analysed_blocks: Vec<i64>,
+}
+
 /// Everything one analysis tick writes, committed in one transaction so that requests, rollups
-/// and the watermark never disagree after a crash.
+/// and the watermark (or the claims) never disagree after a crash.
 #[derive(Debug, Default)]
 pub struct AnalysisCommit {
     /// Traces whose previous request rows are replaced.
     pub replace_traces: Vec<TraceId>,
     /// The new request rows.
     pub requests: Vec<RequestRow>,
-    /// Rollups in their new, complete state.
-    pub rollups: Vec<(RollupKey, Rollup)>,
-    /// Every block up to this id has been analysed.
+    /// Changes to rollup rows.
+    pub rollups: Vec<RollupChange>,
+    /// Every block up to this id has been analysed (single-instance SQLite path).
     pub watermark: Option<i64>,
+    /// Claims the analysis is done with (shared-database path). If any of them is no longer held
+    /// with its token (it expired and another instance took it), nothing is written and the
+    /// commit fails with [`StoreError::ClaimLost`].
+    pub claims: Vec<ClaimRelease>,
+}
+
+/// A task only one of the instances sharing a database runs at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaderRole {
+    /// Alert evaluation and webhook delivery.
+    Alerts,
+    /// The regression finder.
+    Regressions,
+    /// Retention and partition maintenance.
+    Maintenance,
+}
+
+impl LeaderRole {
+    /// The PostgreSQL advisory lock key of the role: fixed, and unlikely to meet another
+    /// application's keys ("BN" in the high bytes).
+    fn lock_key(self) -> i64 {
+        0x424e_0000_0000
+            + match self {
+                Self::Alerts => 1,
+                Self::Regressions => 2,
+                Self::Maintenance => 3,
+            }
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionReport {
+    /// Span blocks deleted (dropped partitions count their rows).
+    pub blocks: u64,
+    /// Request rows deleted.
+    pub requests: u64,
+    /// Rollup rows (minute and hourly) deleted.
+    pub rollups: u64,
+    /// Whole partitions dropped (PostgreSQL).
+    pub partitions: u64,
 }
 
 /// What the store holds, for `/metrics`, benchmarks and the UI's "data since".
@@ -280,6 +366,7 @@ pub struct StoreStats {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// The store. Cheap to clone: it wraps a connection pool.
@@ -292,6 +379,7 @@ macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &$self.backend {
             Backend::Sqlite(store) => store.$method($($arg),*).await,
+            Backend::Postgres(store) => store.$method($($arg),*).await,
         }
     };
 }
@@ -310,10 +398,83 @@ impl Store {
             DatabaseUrl::Sqlite(path) => Ok(Store {
                 backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
             }),
-            DatabaseUrl::Postgres(_) => Err(StoreError::Unsupported(
-                "PostgreSQL is not supported by this build yet; use a SQLite path".into(),
-            )),
+            DatabaseUrl::Postgres(url) => Ok(Store {
+                backend: Backend::Postgres(postgres::PgStore::open(url).await?),
+            }),
         }
+    }
+
+    /// Whether several instances may share this store: the analysis then claims due traces in
+    /// the database ([`Store::claim_due_traces`]) instead of tracking them in memory.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Claims up to `limit` traces whose first spans were stored at or before `cutoff_unix_ns`
+    /// and that nobody holds (or whose claim expired before `now_unix_ns`), until
+    /// `lease_until_unix_ns`, and loads their spans. Only a shared store has claims; SQLite
+    /// returns nothing (its analysis follows the watermark).
+    pub async fn claim_due_traces(
+        &self,
+        claim: i64,
+        cutoff_unix_ns: u64,
+        now_unix_ns: u64,
+        lease_until_unix_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(store) => {
+                store
+                    .claim_due_traces(
+                        claim,
+                        cutoff_unix_ns,
+                        now_unix_ns,
+                        lease_until_unix_ns,
+                        limit,
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Traces stored but not yet analysed (claimed or not); 0 for SQLite, whose pending traces
+    /// live in memory.
+    pub async fn pending_traces(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(store) => store.pending_traces().await,
+        }
+    }
+
+    /// Whether this instance holds `role` (taking it if free). With SQLite there is one instance,
+    /// which always does; with PostgreSQL the role is a session advisory lock held on a
+    /// dedicated connection, so it passes to another instance when this one dies.
+    pub async fn lead(&self, role: LeaderRole) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(store) => store.lead(role.lock_key()).await,
+        }
+    }
+
+    /// Makes sure the time partitions of the coming days exist (PostgreSQL; a no-op for SQLite).
+    pub async fn maintain_partitions(&self, now_unix_ns: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(store) => store.maintain_partitions(now_unix_ns).await,
+        }
+    }
+
+    /// Deletes span blocks received and requests started before `spans_before_unix_ns`, and
+    /// rollups (minute and hourly) before `rollups_before_unix_ns`. PostgreSQL drops whole day
+    /// partitions; SQLite deletes in bounded batches with a pause between them, so ingest never
+    /// waits long for the write lock.
+    pub async fn apply_retention(
+        &self,
+        spans_before_unix_ns: u64,
+        rollups_before_unix_ns: u64,
+    ) -> Result<RetentionReport, StoreError> {
+        dispatch!(self.apply_retention(spans_before_unix_ns, rollups_before_unix_ns))
     }
 
     /// Commits blocks in one transaction; returns their ids in order.
@@ -374,6 +535,13 @@ impl Store {
     /// The id of (service, endpoint), interning it if new.
     pub async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
         dispatch!(self.intern_endpoint(service, endpoint))
+    }
+
+    /// Applies the migrations only (`bottleneck migrate`); [`Store::open`] does this too.
+    pub async fn migrate(url: &DatabaseUrl) -> Result<(), StoreError> {
+        let store = Store::open(url).await?;
+        store.close().await;
+        Ok(())
     }
 
     /// One stored rollup, with its operations and findings.
@@ -590,6 +758,11 @@ impl Store {
         dispatch!(self.stats())
     }
 
+    /// When the oldest stored span arrived: how far back span data goes after retention.
+    pub async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+        dispatch!(self.data_since())
+    }
+
     /// Bytes the database occupies on disk (SQLite: the file and its WAL).
     pub async fn disk_bytes(&self) -> Result<u64, StoreError> {
         dispatch!(self.disk_bytes())
@@ -599,6 +772,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(store) => store.close().await,
+            Backend::Postgres(store) => store.close().await,
         }
     }
 }

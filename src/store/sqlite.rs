@@ -17,11 +17,12 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
+use sqlx::{QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::{
     AnalysisCommit, EncodedBlock, EndpointRef, Granularity, RegressionRecord, RequestRow,
-    ResourceRef, RollupKey, StoreError, StoreStats, VersionTraffic, Window, block, parse_canonical,
+    ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, VersionTraffic, Window, block,
+    parse_canonical,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -60,6 +61,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "hourly rollups",
         include_str!("migrations/sqlite/0005_hourly_rollups.sql"),
+    ),
+    (
+        6,
+        "retention",
+        include_str!("migrations/sqlite/0006_retention.sql"),
+    ),
+    (
+        7,
+        "requests by rowid",
+        include_str!("migrations/sqlite/0007_requests_rowid.sql"),
     ),
 ];
 
@@ -404,129 +415,153 @@ impl SqliteStore {
     pub(super) async fn rollup_rows(
         &self,
         granularity: Granularity,
-        [first_minute, last_minute]: [i64; 2],
+        minutes: [i64; 2],
         endpoint_ids: Option<&[i64]>,
         version: Option<&str>,
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        fn filter(
-            query: &mut QueryBuilder<Sqlite>,
-            first: i64,
-            last: i64,
-            ids: Option<&[i64]>,
-            version: Option<&str>,
-        ) {
-            query
-                .push(" WHERE minute >= ")
-                .push_bind(first)
-                .push(" AND minute <= ")
-                .push_bind(last);
-            if let Some(ids) = ids {
-                query.push(" AND endpoint_id IN (");
-                let mut separated = query.separated(", ");
-                for id in ids {
-                    separated.push_bind(*id);
-                }
-                query.push(")");
-            }
-            if let Some(version) = version {
-                query.push(" AND version = ").push_bind(version.to_owned());
-            }
-        }
-        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-            return Ok(Vec::new());
-        }
-        let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
-        let mut select =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
-        filter(
-            &mut select,
-            first_minute,
-            last_minute,
+        let mut conn = self.pool.acquire().await?;
+        read_rollups(
+            &mut conn,
+            granularity,
+            minutes,
             endpoint_ids,
             version,
-        );
-        let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&self.pool).await?;
-        let mut rollups = rows
-            .into_iter()
-            .map(|row| rollup_row(granularity, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !with_details || rollups.is_empty() {
-            return Ok(rollups);
-        }
-        let position: HashMap<RollupKey, usize> = rollups
-            .iter()
-            .enumerate()
-            .map(|(idx, (key, _))| (key.clone(), idx))
-            .collect();
-        let mut select = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
-        ));
-        filter(
-            &mut select,
-            first_minute,
-            last_minute,
-            endpoint_ids,
-            version,
-        );
-        let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-            select.build_query_as().fetch_all(&self.pool).await?;
-        for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
-            let key = RollupKey {
-                endpoint_id,
-                version,
-                minute,
-                granularity,
-            };
-            let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category))
-            else {
-                continue;
-            };
-            rollups[*idx].1.operations.insert(
-                (category, name),
-                OperationSums {
-                    calls: unsigned(calls),
-                    total_ns: unsigned(total),
-                    critical_ns: unsigned(critical),
-                },
-            );
-        }
-        let mut select = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
-        ));
-        filter(
-            &mut select,
-            first_minute,
-            last_minute,
-            endpoint_ids,
-            version,
-        );
-        let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-            select.build_query_as().fetch_all(&self.pool).await?;
-        for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
-            let key = RollupKey {
-                endpoint_id,
-                version,
-                minute,
-                granularity,
-            };
-            let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
-                continue;
-            };
-            rollups[*idx].1.findings.insert(
-                (kind, name),
-                FindingSums {
-                    requests: unsigned(requests),
-                    count: unsigned(count),
-                    saving_ns: unsigned(saving),
-                },
-            );
-        }
-        Ok(rollups)
+            with_details,
+        )
+        .await
     }
+}
 
+/// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
+async fn read_rollups(
+    conn: &mut SqliteConnection,
+    granularity: Granularity,
+    [first_minute, last_minute]: [i64; 2],
+    endpoint_ids: Option<&[i64]>,
+    version: Option<&str>,
+    with_details: bool,
+) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+    fn filter(
+        query: &mut QueryBuilder<Sqlite>,
+        first: i64,
+        last: i64,
+        ids: Option<&[i64]>,
+        version: Option<&str>,
+    ) {
+        query
+            .push(" WHERE minute >= ")
+            .push_bind(first)
+            .push(" AND minute <= ")
+            .push_bind(last);
+        if let Some(ids) = ids {
+            query.push(" AND endpoint_id IN (");
+            let mut separated = query.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            query.push(")");
+        }
+        if let Some(version) = version {
+            query.push(" AND version = ").push_bind(version.to_owned());
+        }
+    }
+    if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
+    let mut select =
+        QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&mut *conn).await?;
+    let mut rollups = rows
+        .into_iter()
+        .map(|row| rollup_row(granularity, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !with_details || rollups.is_empty() {
+        return Ok(rollups);
+    }
+    let position: HashMap<RollupKey, usize> = rollups
+        .iter()
+        .enumerate()
+        .map(|(idx, (key, _))| (key.clone(), idx))
+        .collect();
+    let mut select = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
+    ));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+        select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
+        let key = RollupKey {
+            endpoint_id,
+            version,
+            minute,
+            granularity,
+        };
+        let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else {
+            continue;
+        };
+        rollups[*idx].1.operations.insert(
+            (category, name),
+            OperationSums {
+                calls: unsigned(calls),
+                total_ns: unsigned(total),
+                critical_ns: unsigned(critical),
+            },
+        );
+    }
+    let mut select = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+    ));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+        select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+        let key = RollupKey {
+            endpoint_id,
+            version,
+            minute,
+            granularity,
+        };
+        let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
+            continue;
+        };
+        rollups[*idx].1.findings.insert(
+            (kind, name),
+            FindingSums {
+                requests: unsigned(requests),
+                count: unsigned(count),
+                saving_ns: unsigned(saving),
+            },
+        );
+    }
+    Ok(rollups)
+}
+
+impl SqliteStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: the rollup rows are read and written back in this transaction; taking the
+        // write lock first means no other writer commits between the read and the write.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
             let mut delete =
                 QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
@@ -558,8 +593,22 @@ impl SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for (key, rollup) in &commit.rollups {
-            write_rollup(&mut tx, key, rollup).await?;
+        for change in &commit.rollups {
+            let key = &change.key;
+            let mut rollup = read_rollups(
+                &mut tx,
+                key.granularity,
+                [key.minute, key.minute],
+                Some(&[key.endpoint_id]),
+                Some(&key.version),
+                true,
+            )
+            .await?
+            .pop()
+            .map_or_else(Rollup::new, |(_, rollup)| rollup);
+            rollup.subtract(&change.removed);
+            rollup.merge(&change.added);
+            write_rollup(&mut tx, key, &rollup).await?;
         }
         if let Some(watermark) = commit.watermark {
             const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
@@ -925,6 +974,103 @@ impl SqliteStore {
             n_requests: unsigned(n_requests),
             oldest_unix_ns: oldest.map(unsigned),
         })
+    }
+
+    pub(super) async fn apply_retention(
+        &self,
+        spans_before_unix_ns: u64,
+        rollups_before_unix_ns: u64,
+    ) -> Result<RetentionReport, StoreError> {
+        // One write transaction per batch: the blocks to delete are chosen under the write lock,
+        // so the batch sees every committed block.
+        const DELETE_BLOCKS: &str = "DELETE FROM span_blocks WHERE id IN \
+             (SELECT id FROM span_blocks WHERE received_unix_ns < $1 ORDER BY id LIMIT $2) RETURNING id";
+        const DELETE_INDEX: &str = "DELETE FROM trace_blocks WHERE block_id >= $1 AND block_id <= $2 \
+             AND block_id NOT IN (SELECT id FROM span_blocks WHERE id >= $1 AND id <= $2)";
+        let mut report = RetentionReport::default();
+        let before = ns(spans_before_unix_ns);
+        let batch = super::retention::BATCH_ROWS;
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let ids: Vec<i64> = sqlx::query_scalar(DELETE_BLOCKS)
+                .bind(before)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+            let (Some(first), Some(last)) = (ids.iter().min().copied(), ids.iter().max().copied())
+            else {
+                break;
+            };
+            sqlx::query(DELETE_INDEX)
+                .bind(first)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            report.blocks += ids.len() as u64;
+            if ids.len() < batch as usize {
+                break;
+            }
+            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+        }
+        const OLD_REQUESTS: &str = "DELETE FROM requests WHERE (trace_id, span_id) IN \
+             (SELECT trace_id, span_id FROM requests WHERE start_unix_ns < $1 LIMIT $2)";
+        loop {
+            let done = sqlx::query(OLD_REQUESTS)
+                .bind(before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            report.requests += done;
+            if done < batch as u64 {
+                break;
+            }
+            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+        }
+        let minute = super::minute_of(rollups_before_unix_ns);
+        for table in [
+            "rollups",
+            "rollup_operations",
+            "rollup_findings",
+            "hourly_rollups",
+            "hourly_rollup_operations",
+            "hourly_rollup_findings",
+        ] {
+            loop {
+                let delete = format!(
+                    "DELETE FROM {table} WHERE (endpoint_id, version, minute) IN \
+                     (SELECT endpoint_id, version, minute FROM {table} WHERE minute < $1 LIMIT $2)"
+                );
+                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
+                    .bind(minute)
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if !table.contains("operations") && !table.contains("findings") {
+                    report.rollups += done;
+                }
+                if done < batch as u64 {
+                    break;
+                }
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        // Give the freed pages back to the file system, a bounded number at a time.
+        const VACUUM: &str = "PRAGMA incremental_vacuum(2000)";
+        sqlx::query(VACUUM).execute(&self.pool).await?;
+        Ok(report)
+    }
+
+    pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+        // The first block by id is the oldest one received (ids grow with time): an index
+        // lookup, where MIN over a time column would scan.
+        const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";
+        let oldest: Option<i64> = sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(oldest.map(unsigned))
     }
 
     pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {

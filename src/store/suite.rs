@@ -18,6 +18,207 @@ pub async fn run_all(store: &Store) {
     alert_outbox_round_trips(store).await;
     comparison_reads_round_trip(store).await;
     long_windows_read_hourly_rows(store).await;
+    rollup_changes_add_and_take_back(store).await;
+    claims_hand_each_trace_to_one_analyzer(store).await;
+    // Last: it removes what the checks above stored with old timestamps.
+    retention_removes_only_expired_data(store).await;
+}
+
+/// Commits add requests to the row as stored and take back the requests of a previous analysis.
+async fn rollup_changes_add_and_take_back(store: &Store) {
+    let spans = fixture::parse(LOGIN);
+    let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
+    let login = &requests[0];
+    let endpoint_id = store.intern_endpoint("changes", "POST /c").await.unwrap();
+    let key = RollupKey {
+        endpoint_id,
+        version: String::new(),
+        minute: 77,
+        granularity: Granularity::Minute,
+    };
+    let change = |added: usize, removed: usize| {
+        let mut change = RollupChange {
+            key: key.clone(),
+            added: Rollup::new(),
+            removed: Rollup::new(),
+        };
+        (0..added).for_each(|_| change.added.add(login));
+        (0..removed).for_each(|_| change.removed.add(login));
+        AnalysisCommit {
+            rollups: vec![change],
+            ..AnalysisCommit::default()
+        }
+    };
+    store.commit_analysis(&change(2, 0)).await.unwrap();
+    store.commit_analysis(&change(1, 0)).await.unwrap();
+    let stored = store.rollup(&key).await.unwrap().expect("stored");
+    assert_eq!(stored.requests, 3, "changes add up");
+    assert_eq!(stored.sketch.count(), 3);
+    store.commit_analysis(&change(0, 2)).await.unwrap();
+    let stored = store.rollup(&key).await.unwrap().expect("stored");
+    assert_eq!(stored.requests, 1);
+    assert_eq!(stored.sketch.count(), 1);
+    assert_eq!(stored.duration_sum_ns, login.duration_ns);
+    let mut one = Rollup::new();
+    one.add(login);
+    assert_eq!(stored.operations, one.operations);
+    store.commit_analysis(&change(0, 1)).await.unwrap();
+    assert!(
+        store.rollup(&key).await.unwrap().is_none(),
+        "a row whose requests were all taken back reads as absent"
+    );
+}
+
+/// A shared store hands a due trace to one claimant until the claim is released or expires, and a
+/// commit whose claim expired and was taken over writes nothing.
+async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
+    let trace = collector::model::TraceId([0x42; 16]);
+    let mut spans = fixture::parse(LOGIN);
+    for span in &mut spans {
+        span.trace_id = trace;
+    }
+    let claim = |token: i64, now: u64| async move {
+        store
+            .claim_due_traces(token, now, now, now + 1_000, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|claimed| claimed.trace_id == trace)
+    };
+    let ids = store
+        .insert_blocks(&[block::encode(&spans[..2], 1_000)])
+        .await
+        .unwrap();
+    if !store.is_shared() {
+        assert!(claim(1, 2_000).await.is_none(), "SQLite has no claims");
+        return;
+    }
+    let first = claim(1, 2_000).await.expect("due and unclaimed");
+    assert_eq!(first.spans.len(), 2);
+    assert_eq!(first.new_blocks, ids);
+    assert!(claim(2, 2_500).await.is_none(), "held until 3,000");
+    let second = claim(3, 4_000).await.expect("the first claim expired");
+    let release = |token: i64, analysed_blocks: Vec<i64>| AnalysisCommit {
+        claims: vec![ClaimRelease {
+            trace_id: trace,
+            claim: token,
+            analysed_blocks,
+        }],
+        ..AnalysisCommit::default()
+    };
+    assert!(matches!(
+        store.commit_analysis(&release(1, ids.clone())).await,
+        Err(StoreError::ClaimLost)
+    ));
+    // A block arrives while the second claimant analyses: its release keeps the trace pending.
+    let late = store
+        .insert_blocks(&[block::encode(&spans[2..], 1_000)])
+        .await
+        .unwrap();
+    store
+        .commit_analysis(&release(3, second.new_blocks.clone()))
+        .await
+        .unwrap();
+    // A reopened trace waits a grace period from the real clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let third = claim(4, now)
+        .await
+        .expect("still pending after a late block");
+    assert_eq!(
+        third.new_blocks, late,
+        "only the block not analysed yet is new"
+    );
+    assert_eq!(third.spans.len(), spans.len());
+    store
+        .commit_analysis(&release(4, third.new_blocks.clone()))
+        .await
+        .unwrap();
+    assert!(claim(5, now * 2).await.is_none(), "released for good");
+}
+
+/// Retention removes blocks, request rows and rollups past their time and keeps the rest.
+async fn retention_removes_only_expired_data(store: &Store) {
+    const DAY: u64 = 86_400_000_000_000;
+    let now = 20_000 * DAY; // 2024-10-04
+    let old = now - 10 * DAY;
+    // Day partitions for the old day too, so PostgreSQL drops a whole one.
+    store.maintain_partitions(old).await.unwrap();
+    store.maintain_partitions(now).await.unwrap();
+    let mut spans = fixture::parse(LOGIN);
+    let (old_trace, new_trace) = (
+        collector::model::TraceId([0x51; 16]),
+        collector::model::TraceId([0x52; 16]),
+    );
+    for span in &mut spans {
+        span.trace_id = old_trace;
+    }
+    let mut recent = spans.clone();
+    for span in &mut recent {
+        span.trace_id = new_trace;
+    }
+    store
+        .insert_blocks(&[block::encode(&spans, old), block::encode(&recent, now)])
+        .await
+        .unwrap();
+    let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
+    let endpoint_id = store.intern_endpoint("retention", "GET /r").await.unwrap();
+    let row = |trace_id, start_unix_ns| RequestRow {
+        trace_id,
+        span_id: requests[0].span_id,
+        endpoint_id,
+        version: String::new(),
+        start_unix_ns,
+        duration_ns: 1,
+        error: false,
+        breakdown: Breakdown::default(),
+        n_db_calls: 0,
+        last_block_id: 1,
+        resource_id: 0,
+    };
+    let key = |unix_ns: u64| RollupKey {
+        endpoint_id,
+        version: String::new(),
+        minute: minute_of(unix_ns),
+        granularity: Granularity::Minute,
+    };
+    let mut commit = AnalysisCommit {
+        requests: vec![row(old_trace, old), row(new_trace, now)],
+        ..AnalysisCommit::default()
+    };
+    for at in [old, now] {
+        let mut added = Rollup::new();
+        added.add(&requests[0]);
+        commit.rollups.push(RollupChange {
+            key: key(at),
+            added,
+            removed: Rollup::new(),
+        });
+    }
+    store.commit_analysis(&commit).await.unwrap();
+
+    let report = store
+        .apply_retention(now - 7 * DAY, now - 5 * DAY)
+        .await
+        .unwrap();
+    assert!(report.blocks >= 1 && report.requests >= 1 && report.rollups >= 1);
+    assert!(store.trace(old_trace).await.unwrap().is_none());
+    assert_eq!(
+        store.trace(new_trace).await.unwrap().map(|s| s.len()),
+        Some(spans.len())
+    );
+    assert!(store.trace_requests(old_trace).await.unwrap().is_empty());
+    assert_eq!(store.trace_requests(new_trace).await.unwrap().len(), 1);
+    assert!(store.rollup(&key(old)).await.unwrap().is_none());
+    assert!(store.rollup(&key(now)).await.unwrap().is_some());
+    // Idempotent: a second pass finds nothing more.
+    let again = store
+        .apply_retention(now - 7 * DAY, now - 5 * DAY)
+        .await
+        .unwrap();
+    assert_eq!((again.blocks, again.requests, again.rollups), (0, 0, 0));
 }
 
 /// A window of several hours reads hourly rows for its whole hours and minute rows at its edges;
@@ -38,27 +239,29 @@ async fn long_windows_read_hourly_rows(store: &Store) {
             .or_default()
             .add(&requests[0]);
         let granularity = Granularity::Minute;
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: "1".into(),
                 minute,
                 granularity,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
     }
     for (minute, rollup) in hours {
         let granularity = Granularity::Hour;
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: "1".into(),
                 minute,
                 granularity,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
     }
     store.commit_analysis(&commit).await.unwrap();
     // From 30 minutes into the first hour to 20 minutes into the third: one whole hour between.
@@ -132,6 +335,7 @@ async fn blocks_round_trip_and_index_traces(store: &Store) {
     assert_eq!(store.last_block_id().await.unwrap(), ids[1]);
     assert_eq!(store.blocks_after(ids[0], 10).await.unwrap().len(), 1);
     assert_eq!(store.stats().await.unwrap().n_spans, spans.len() as u64);
+    assert_eq!(store.data_since().await.unwrap(), Some(1));
 }
 
 async fn analysis_commit_round_trips(store: &Store) {
@@ -171,8 +375,13 @@ async fn analysis_commit_round_trips(store: &Store) {
     let commit = AnalysisCommit {
         replace_traces: vec![],
         requests: vec![row.clone()],
-        rollups: vec![(key.clone(), rollup.clone())],
+        rollups: vec![RollupChange {
+            key: key.clone(),
+            added: rollup.clone(),
+            removed: Rollup::new(),
+        }],
         watermark: Some(7),
+        claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
     assert_eq!(store.analysis_watermark().await.unwrap(), 7);
@@ -210,6 +419,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         requests: vec![replaced],
         rollups: vec![],
         watermark: Some(3),
+        claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
     let rows = store.trace_requests(login.trace_id).await.unwrap();
@@ -256,10 +466,12 @@ async fn alert_outbox_round_trips(store: &Store) {
             notifications: vec![notification("http://a/1"), notification("http://b/2")],
             rule_keys: vec!["r1".into(), "r2".into()],
             queue_capacity: 1,
+            regressions_notified_through: Some(4),
         })
         .await
         .unwrap();
     assert_eq!(queued.len(), 1, "the second one is over capacity");
+    assert_eq!(store.regressions_notified_through().await.unwrap(), 4);
     let deliveries = store.deliveries(10).await.unwrap();
     let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
     assert_eq!(statuses, ["dropped", "pending"]);
@@ -326,6 +538,38 @@ async fn sqlite() {
     store.close().await;
 }
 
+/// The server the PostgreSQL twins run against: `DATABASE_URL`, required once the feature is on.
+#[cfg(feature = "pg-tests")]
+pub fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "the pg-tests feature runs the PostgreSQL store suite: set DATABASE_URL to a server \
+         where databases may be created, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
+}
+
+/// Runs `check` against a store on a fresh database of its own, dropped afterwards.
+#[cfg(feature = "pg-tests")]
+async fn with_pg_store<F: std::future::Future<Output = ()>>(check: impl FnOnce(Store) -> F) {
+    let scratch = scratch::ScratchDatabase::create(&pg_admin_url())
+        .await
+        .expect("creating a scratch database");
+    let store = Store::open(&DatabaseUrl::Postgres(scratch.url.clone()))
+        .await
+        .expect("opening the scratch database");
+    check(store.clone()).await;
+    store.close().await;
+    scratch
+        .drop_now()
+        .await
+        .expect("dropping the scratch database");
+}
+
+#[cfg(feature = "pg-tests")]
+#[tokio::test]
+async fn postgres() {
+    with_pg_store(|store| async move { run_all(&store).await }).await;
+}
+
 async fn comparison_reads_round_trip(store: &Store) {
     let spans = fixture::parse(LOGIN);
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
@@ -358,15 +602,16 @@ async fn comparison_reads_round_trip(store: &Store) {
         let mut rollup = Rollup::new();
         rollup.add(login);
         rollup.add(login);
-        commit.rollups.push((
-            RollupKey {
+        commit.rollups.push(RollupChange {
+            key: RollupKey {
                 endpoint_id,
                 version: version.into(),
                 minute,
                 granularity: Granularity::Minute,
             },
-            rollup,
-        ));
+            added: rollup,
+            removed: Rollup::new(),
+        });
         commit.requests.push(RequestRow {
             trace_id: collector::model::TraceId([if version == "1.0" { 21 } else { 22 }; 16]),
             span_id: login.span_id,
@@ -391,7 +636,10 @@ async fn comparison_reads_round_trip(store: &Store) {
         .await
         .unwrap();
     assert_eq!(rollups.len(), 1);
-    assert_eq!(rollups[0].1, commit.rollups[1].1, "sum of squares included");
+    assert_eq!(
+        rollups[0].1, commit.rollups[1].added,
+        "sum of squares included"
+    );
     let rows = store
         .selected_requests(window, &[endpoint_id], Some("1.0"))
         .await

@@ -138,7 +138,9 @@ pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, Stor
         entry.0.insert(key.endpoint_id);
         entry.1 += rollup.requests;
     }
+    let data_since = store.data_since().await?.map(crate::web::window::rfc3339);
     Ok(ServicesDto {
+        data_since,
         services: by_service
             .into_iter()
             .map(|(name, (endpoints, requests))| ServiceDto {

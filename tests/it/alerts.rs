@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use crate::analysis::{fast_login, get_json, seed_login};
 use crate::support::{TestApp, http_client, spawn_app_on, spawn_app_with};
 
-const MS: u64 = 1_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 const LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn now_ns() -> u64 {

@@ -366,6 +366,8 @@ async fn seed_login_breakdown_findings_and_bottleneck() {
         .await
         .unwrap();
     assert_eq!(services["services"].as_array().unwrap().len(), 2);
+    let since = services["data_since"].as_str().expect("data is stored");
+    assert!(since.ends_with('Z'), "RFC 3339 in UTC: {since}");
     app.stop().await;
 }
 

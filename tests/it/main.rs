@@ -1,5 +1,7 @@
 //! The integration tests: one crate, so one link. Every test starts the real application on
-//! ephemeral ports with a fresh SQLite file and talks to it through its public interfaces.
+//! ephemeral ports with a fresh database (a SQLite file, or a scratch PostgreSQL database with
+//! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `scale` needs
+//! PostgreSQL and runs with the `pg-tests` feature.
 
 mod support;
 
@@ -16,3 +18,6 @@ mod ingest;
 mod pages;
 mod pipeline;
 mod python;
+mod retention;
+#[cfg(feature = "pg-tests")]
+mod scale;

@@ -5,8 +5,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use bottleneck::app::App;
-use bottleneck::config::{Config, ServeFlags};
+use bottleneck::config::{Config, DatabaseUrl, ServeFlags};
 use bottleneck::store::Store;
+use bottleneck::store::scratch::ScratchDatabase;
 use tokio::sync::oneshot;
 
 /// A running application.
@@ -15,9 +16,10 @@ pub struct TestApp {
     pub otlp_http_url: String,
     pub otlp_grpc_url: String,
     pub store: Store,
-    /// The SQLite file.
+    /// The SQLite file (unused on PostgreSQL).
     pub db_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
+    scratch: Option<ScratchDatabase>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -58,7 +60,102 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Whether the tests that run on either store run on PostgreSQL (`BOTTLENECK_TEST_STORE=postgres`,
+/// with `DATABASE_URL` naming a server where databases may be created).
+pub fn on_postgres() -> bool {
+    std::env::var("BOTTLENECK_TEST_STORE").is_ok_and(|store| store == "postgres")
+}
+
+/// The server PostgreSQL tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .expect("PostgreSQL tests need DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test")
+}
+
+/// A fresh database for one test: a SQLite file in a temp dir, or a scratch PostgreSQL database
+/// when [`on_postgres`]. Dropping it removes either.
+pub struct TestDatabase {
+    pub url: DatabaseUrl,
+    /// The SQLite file, or a path nobody uses on PostgreSQL.
+    pub path: PathBuf,
+    scratch: Option<ScratchDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn new() -> TestDatabase {
+        if on_postgres() {
+            Self::postgres().await
+        } else {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let path = dir.path().join("bottleneck.db");
+            TestDatabase {
+                url: DatabaseUrl::Sqlite(path.clone()),
+                path,
+                scratch: None,
+                _dir: dir,
+            }
+        }
+    }
+
+    /// A scratch PostgreSQL database, whatever [`on_postgres`] says.
+    pub async fn postgres() -> TestDatabase {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let scratch = ScratchDatabase::create(&pg_admin_url())
+            .await
+            .expect("creating a scratch database");
+        TestDatabase {
+            url: DatabaseUrl::Postgres(scratch.url.clone()),
+            path: dir.path().join("unused.db"),
+            scratch: Some(scratch),
+            _dir: dir,
+        }
+    }
+
+    /// The URL as the command line takes it.
+    pub fn cli_url(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => path.display().to_string(),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(scratch) = self.scratch.take() {
+            drop_scratch(scratch);
+        }
+    }
+}
+
+/// Drops a scratch database from synchronous code (a `Drop`), on a thread of its own.
+fn drop_scratch(scratch: ScratchDatabase) {
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the cleanup");
+        runtime.block_on(scratch.drop_now())
+    })
+    .join();
+    if !matches!(dropped, Ok(Ok(()))) {
+        eprintln!("could not drop a scratch database");
+    }
+}
+
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    if on_postgres() {
+        let mut db = TestDatabase::postgres().await;
+        let url = db.url.clone();
+        let mut app = spawn_app_on(&db.path, |config| {
+            config.database_url = url;
+            adjust(config);
+        })
+        .await;
+        app.scratch = db.scratch.take();
+        return app;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let db_path = dir.path().join("bottleneck.db");
     let mut app = spawn_app_on(&db_path, adjust).await;
@@ -86,8 +183,17 @@ pub async fn spawn_app_on(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> T
         store,
         db_path: db_path.to_owned(),
         stop: Some(stop),
+        scratch: None,
         task: Some(task),
         _dir: None,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(scratch) = self.scratch.take() {
+            drop_scratch(scratch);
+        }
     }
 }
 

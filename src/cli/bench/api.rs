@@ -17,7 +17,9 @@ use super::{BenchArgs, payload, start_server};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, analyze_trace};
 use crate::config::DatabaseUrl;
-use crate::store::{AnalysisCommit, Granularity, RequestRow, RollupKey, Store, minute_of};
+use crate::store::{
+    AnalysisCommit, Granularity, RequestRow, RollupChange, RollupKey, Store, minute_of,
+};
 
 /// Endpoints in the synthetic day.
 const N_ENDPOINTS: usize = 20;
@@ -92,13 +94,23 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
                 .entry(key(Granularity::Hour))
                 .or_default()
                 .merge(&rollup);
-            commit.rollups.push((key(Granularity::Minute), rollup));
+            commit.rollups.push(RollupChange {
+                key: key(Granularity::Minute),
+                added: rollup,
+                removed: Rollup::new(),
+            });
         }
         if commit.requests.len() >= 50_000 {
             store.commit_analysis(&std::mem::take(&mut commit)).await?;
         }
     }
-    commit.rollups.extend(hours);
+    commit
+        .rollups
+        .extend(hours.into_iter().map(|(key, added)| RollupChange {
+            key,
+            added,
+            removed: Rollup::new(),
+        }));
     store.commit_analysis(&commit).await?;
     store.close().await;
     Ok(())
@@ -126,7 +138,7 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     let filled = Instant::now();
     fill(&db, args.api_spans).await?;
     let fill_secs = filled.elapsed().as_secs_f64();
-    let server = start_server(&db, true).await?;
+    let server = start_server(&db.display().to_string(), &dir.join("bench-api.toml"), true).await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;

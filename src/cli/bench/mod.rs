@@ -26,6 +26,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cli::Outcome;
+use crate::config::DatabaseUrl;
+use crate::store::Store;
+use crate::store::scratch::ScratchDatabase;
 
 mod api;
 
@@ -64,6 +67,50 @@ pub struct BenchArgs {
     /// Run the server with analysis on, off, or both one after the other for a side-by-side table.
     #[arg(long, value_enum, default_value_t = AnalysisMode::On)]
     pub analysis: AnalysisMode,
+    /// A `postgres://` URL: each run gets a fresh database created on that server (and dropped
+    /// afterwards). Without it, each run gets a fresh SQLite file in a temp dir.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Server processes sharing the database (PostgreSQL only); the connections are spread over
+    /// them, as a load balancer in front would.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+}
+
+/// Where one run's servers keep their data.
+enum BenchDatabase {
+    Sqlite(PathBuf),
+    Postgres(ScratchDatabase),
+}
+
+impl BenchDatabase {
+    fn cli_url(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(scratch) => scratch.url.clone(),
+        }
+    }
+
+    async fn disk_bytes(&self) -> u64 {
+        match self {
+            Self::Sqlite(path) => ["", "-wal"]
+                .iter()
+                .map(|suffix| {
+                    std::fs::metadata(format!("{}{suffix}", path.display())).map_or(0, |m| m.len())
+                })
+                .sum(),
+            Self::Postgres(scratch) => {
+                match Store::open(&DatabaseUrl::Postgres(scratch.url.clone())).await {
+                    Ok(store) => {
+                        let bytes = store.disk_bytes().await.unwrap_or(0);
+                        store.close().await;
+                        bytes
+                    }
+                    Err(_) => 0,
+                }
+            }
+        }
+    }
 }
 
 /// Whether the server under test analyses what it stores.
@@ -339,9 +386,12 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(db: &std::path::Path, analysis: bool) -> anyhow::Result<Server> {
+async fn start_server(
+    db: &str,
+    config: &std::path::Path,
+    analysis: bool,
+) -> anyhow::Result<Server> {
     let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
-    let config = db.with_extension("toml");
     std::fs::write(&config, format!("[analysis]\nenabled = {analysis}\n"))
         .with_context(|| format!("writing {}", config.display()))?;
     let child = Command::new(std::env::current_exe().context("finding this executable")?)
@@ -416,13 +466,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         AnalysisMode::Off => &[false],
         AnalysisMode::Both => &[false, true],
     };
+    if args.instances > 1 && args.database_url.is_none() {
+        bail!("several instances share a PostgreSQL database: pass --database-url postgres://...");
+    }
     let mut results = Vec::new();
     for &analysis in modes {
-        let db = dir.join(format!(
-            "bench-{}.db",
-            if analysis { "analysis" } else { "ingest" }
-        ));
-        results.push(run_once(&args, &db, analysis).await?);
+        let name = if analysis { "analysis" } else { "ingest" };
+        let db = match &args.database_url {
+            Some(url) => BenchDatabase::Postgres(
+                ScratchDatabase::create(url)
+                    .await
+                    .context("creating a database for the run")?,
+            ),
+            None => BenchDatabase::Sqlite(dir.join(format!("bench-{name}.db"))),
+        };
+        let config = dir.join(format!("bench-{name}.toml"));
+        let measured = run_once(&args, &db, &config, analysis).await;
+        if let BenchDatabase::Postgres(scratch) = &db {
+            let _ = scratch.drop_now().await;
+        }
+        results.push(measured?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     print_report(&args, &results);
@@ -431,11 +494,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
 
 async fn run_once(
     args: &BenchArgs,
-    db: &std::path::Path,
+    db: &BenchDatabase,
+    config: &std::path::Path,
     analysis: bool,
 ) -> anyhow::Result<Measured> {
-    let server = start_server(db, analysis).await?;
-    let server_pid = server.child.id();
+    let mut servers = Vec::new();
+    for _ in 0..args.instances.max(1) {
+        servers.push(start_server(&db.cli_url(), config, analysis).await?);
+    }
+    let server_pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
+    let rss = || -> u64 {
+        server_pids
+            .iter()
+            .map(|pid| rss_bytes(*pid).unwrap_or(0))
+            .sum()
+    };
 
     let mut rng = SmallRng::seed_from_u64(7);
     let now = std::time::SystemTime::now()
@@ -469,6 +542,7 @@ async fn run_once(
             Arc::clone(&requests),
             Arc::clone(&sequence),
         );
+        let server = &servers[worker % servers.len()];
         let (protocol, http_url, grpc_url) = (
             args.protocol,
             server.otlp_http.clone(),
@@ -519,7 +593,7 @@ async fn run_once(
     let mut peak_rss = 0;
     while started.elapsed() < args.duration {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
+        peak_rss = peak_rss.max(rss());
     }
     stop.store(true, Relaxed);
     let send_secs = started.elapsed().as_secs_f64();
@@ -536,15 +610,20 @@ async fn run_once(
     let (mut stored_secs, mut analysed_secs) = (None, None);
     let expected_requests = (accepted / 10) as f64;
     for _ in 0..1200 {
-        let metrics = client
-            .get(format!("{}/metrics", server.ui))
-            .send()
-            .await?
-            .text()
-            .await?;
-        stored = metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
-        analysed_requests = metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
-        peak_rss = peak_rss.max(rss_bytes(server_pid).unwrap_or(0));
+        // Every instance counts what it committed and analysed: the sums are the totals.
+        (stored, analysed_requests) = (0.0, 0.0);
+        for server in &servers {
+            let metrics = client
+                .get(format!("{}/metrics", server.ui))
+                .send()
+                .await?
+                .text()
+                .await?;
+            stored += metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
+            analysed_requests +=
+                metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
+        }
+        peak_rss = peak_rss.max(rss());
         if stored_secs.is_none() && stored as u64 >= accepted {
             stored_secs = Some(started.elapsed().as_secs_f64());
         }
@@ -556,11 +635,8 @@ async fn run_once(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(server);
-    let disk_bytes: u64 = ["", "-wal"]
-        .iter()
-        .map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).map_or(0, |m| m.len()))
-        .sum();
+    drop(servers);
+    let disk_bytes = db.disk_bytes().await;
     let quantile = |q: f64| {
         latencies
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
@@ -596,7 +672,13 @@ fn print_report(args: &BenchArgs, results: &[Measured]) {
         })
         .collect();
     println!(
-        "{:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
+        "{}, {} instance(s), {:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
+        if args.database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        args.instances.max(1),
         args.protocol,
         args.connections,
         args.spans_per_export,
@@ -642,7 +724,7 @@ fn print_report(args: &BenchArgs, results: &[Measured]) {
     row("export latency p50 / p99", &|m| {
         format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
     });
-    row("server peak RSS", &|m| {
+    row("server peak RSS (all instances)", &|m| {
         format!("{:.0} MiB", m.peak_rss as f64 / 1_048_576.0)
     });
     row("bytes on disk per stored span", &|m| {

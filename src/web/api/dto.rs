@@ -21,6 +21,9 @@ pub struct ServiceDto {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServicesDto {
     pub services: Vec<ServiceDto>,
+    /// RFC 3339: when the oldest stored span arrived, i.e. how far back traces go after
+    /// retention; `null` for an empty store.
+    pub data_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

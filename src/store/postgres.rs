@@ -1,0 +1,1498 @@
+//! The PostgreSQL backend: one database shared by any number of instances.
+//!
+//! Span blocks, their trace index and request rows are partitioned by day (see the migration);
+//! retention drops whole partitions. Ingest writes each group's blocks, index rows and pending
+//! traces in one transaction; analyzers claim pending traces with `FOR UPDATE SKIP LOCKED`, and
+//! apply rollup changes to the rows as stored, under their row locks, so instances never
+//! overwrite each other's counts.
+//!
+//! Invariant: every multi-row write runs inside one transaction, and rows are locked in key
+//! order (pending traces by trace id, rollups by key) so concurrent commits cannot deadlock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector::category::Category;
+use collector::model::{Span, SpanId, TraceId};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, QueryBuilder, SqlSafeStr};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::{
+    AnalysisCommit, ClaimedTrace, EncodedBlock, EndpointRef, Granularity, RegressionRecord,
+    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, VersionTraffic,
+    Window, block, parse_canonical,
+};
+use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
+use crate::analysis::{Breakdown, FindingKind};
+
+mod alert;
+
+/// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
+/// stays well under.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The day partitions created ahead of today, so a write near midnight never waits for one.
+const DAYS_AHEAD: i64 = 2;
+
+/// The tables partitioned by day, with the column they are partitioned on.
+const PARTITIONED: [(&str, &str); 3] = [
+    ("span_blocks", "received_unix_ns"),
+    ("trace_blocks", "received_unix_ns"),
+    ("requests", "start_unix_ns"),
+];
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
+#[derive(Debug, Clone)]
+pub(super) struct PgStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// Leader roles held: each an advisory lock on its own connection, which must stay open for
+    /// the lock to stay held.
+    leaders: Arc<Mutex<HashMap<i64, PgConnection>>>,
+}
+
+/// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    // The migrator holds an advisory lock while it runs: instances starting together apply
+    // each migration once.
+    migrator().run(pool).await?;
+    Ok(())
+}
+
+fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `YYYYMMDD` of a day since the epoch (proleptic Gregorian, UTC): the partition name suffix.
+fn day_name(day: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+/// The exclusive upper bound of a range partition, from `pg_get_expr(relpartbound)` text such as
+/// `FOR VALUES FROM ('0') TO ('86400000000000')`; `None` for the default partition.
+fn upper_bound(bound: &str) -> Option<i64> {
+    let (_, upper) = bound.split_once(" TO (")?;
+    upper.trim_end_matches(')').trim_matches('\'').parse().ok()
+}
+
+/// Every stored span of some traces, with the ids of their blocks; each block is read and
+/// decoded once however many of the traces it holds.
+async fn traces_spans(
+    conn: &mut PgConnection,
+    traces: &[TraceId],
+) -> Result<HashMap<TraceId, Vec<(i64, Span)>>, StoreError> {
+    // Two steps, so each is an index lookup: the blocks of the traces from the trace index, then
+    // those blocks by id (the primary key of every day partition).
+    const BLOCK_IDS: &str = "SELECT DISTINCT block_id FROM trace_blocks WHERE trace_id = ANY($1)";
+    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
+    let mut out: HashMap<TraceId, Vec<(i64, Span)>> = HashMap::new();
+    if traces.is_empty() {
+        return Ok(out);
+    }
+    let wanted: std::collections::HashSet<TraceId> = traces.iter().copied().collect();
+    for chunk in traces.chunks(ROWS_PER_STATEMENT * 4) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|trace| trace.0.to_vec()).collect();
+        let ids: Vec<i64> = sqlx::query_scalar(BLOCK_IDS)
+            .bind(keys)
+            .fetch_all(&mut *conn)
+            .await?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        for (id, data) in rows {
+            for span in block::decode(&data)? {
+                if wanted.contains(&span.trace_id) {
+                    out.entry(span.trace_id).or_default().push((id, span));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ns(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
+    TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
+}
+
+fn span_id(bytes: &[u8]) -> Result<SpanId, StoreError> {
+    SpanId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("span id: {e}")))
+}
+
+type RequestTuple = (
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    String,
+    i64,
+    i64,
+    bool,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
+
+fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
+    let (
+        trace,
+        span,
+        endpoint_id,
+        version,
+        start,
+        duration,
+        error,
+        db,
+        cache,
+        network,
+        messaging,
+        cpu,
+        wait,
+        n_db,
+        last,
+        resource_id,
+    ) = row;
+    Ok(RequestRow {
+        trace_id: trace_id(&trace)?,
+        span_id: span_id(&span)?,
+        endpoint_id,
+        version,
+        start_unix_ns: unsigned(start),
+        duration_ns: unsigned(duration),
+        error,
+        breakdown: Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+        n_db_calls: u32::try_from(n_db).unwrap_or(0),
+        last_block_id: last,
+        resource_id,
+    })
+}
+
+type RollupTuple = (
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+);
+
+const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum::text";
+
+/// The rollup, operation and finding tables of one granularity; fixed names, never user input.
+fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
+    match granularity {
+        Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
+        Granularity::Hour => [
+            "hourly_rollups",
+            "hourly_rollup_operations",
+            "hourly_rollup_findings",
+        ],
+    }
+}
+
+fn rollup_row(
+    granularity: Granularity,
+    row: RollupTuple,
+) -> Result<(RollupKey, Rollup), StoreError> {
+    let (
+        endpoint_id,
+        version,
+        minute,
+        requests,
+        errors,
+        duration_sum,
+        sketch,
+        db,
+        cache,
+        network,
+        messaging,
+        cpu,
+        wait,
+        db_calls,
+        sq_sum,
+    ) = row;
+    let sketch = LatencySketch::from_bytes(&sketch)
+        .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
+    let mut rollup = Rollup::new();
+    rollup.requests = unsigned(requests);
+    rollup.errors = unsigned(errors);
+    rollup.duration_sum_ns = unsigned(duration_sum);
+    rollup.sketch = sketch;
+    rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
+    rollup.db_calls = unsigned(db_calls);
+    rollup.duration_sq_sum = sq_sum
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("sum of squares {sq_sum:?}")))?;
+    Ok((
+        RollupKey {
+            endpoint_id,
+            version,
+            minute,
+            granularity,
+        },
+        rollup,
+    ))
+}
+
+/// Block rows and their index rows as multi-row INSERTs. Measured against binary COPY
+/// (`PgConnection::copy_in_raw`) with `bottleneck bench --analysis off`: 160k spans/s against
+/// 58k on the same machine (docs/scaling.md), so INSERTs it is.
+async fn insert_block_rows(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    blocks: &[EncodedBlock],
+    ids: &[i64],
+    index: &[(&TraceId, i64, i64)],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = blocks.iter().zip(ids).collect();
+    // Blocks are large (tens of kilobytes): a few per statement keep statements small.
+    for chunk in rows.chunks(16) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) ",
+        );
+        insert.push_values(chunk, |mut row, (block, id)| {
+            row.push_bind(**id)
+                .push_bind(ns(block.received_unix_ns))
+                .push_bind(ns(block.min_start_unix_ns))
+                .push_bind(i64::from(block.n_spans))
+                .push_bind(block.data.as_slice());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    for chunk in index.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO trace_blocks (trace_id, block_id, received_unix_ns) ",
+        );
+        insert.push_values(chunk, |mut row, (trace, id, received)| {
+            row.push_bind(trace.0.as_slice())
+                .push_bind(*id)
+                .push_bind(*received);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            // Ingest holds one connection per group commit, the analyzer one per tick, the web
+            // reads a few: 16 leaves room for all of them without exhausting a default server
+            // (100 connections) with a handful of instances.
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        migrate(&pool).await?;
+        let store = Self {
+            pool,
+            options,
+            leaders: Arc::new(Mutex::new(HashMap::new())),
+        };
+        store.maintain_partitions(now_unix_ns()).await?;
+        Ok(store)
+    }
+
+    pub(super) async fn close(&self) {
+        let mut leaders = self.leaders.lock().await;
+        for (_, conn) in leaders.drain() {
+            let _ = conn.close().await;
+        }
+        self.pool.close().await;
+    }
+
+    pub(super) async fn insert_blocks(
+        &self,
+        blocks: &[EncodedBlock],
+    ) -> Result<Vec<i64>, StoreError> {
+        const NEXT_IDS: &str = "SELECT nextval('span_blocks_id_seq') FROM generate_series(1, $1)";
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(NEXT_IDS)
+            .bind(i64::try_from(blocks.len()).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut index: Vec<(&TraceId, i64, i64)> = Vec::new();
+        // Pending traces: the newest block of each trace in this group, in trace id order so that
+        // concurrent groups lock the rows in one order.
+        let mut pending: BTreeMap<&TraceId, (i64, Vec<i64>)> = BTreeMap::new();
+        for (block, id) in blocks.iter().zip(&ids) {
+            let received = ns(block.received_unix_ns);
+            for trace in &block.trace_ids {
+                index.push((trace, *id, received));
+                pending
+                    .entry(trace)
+                    .or_insert((received, Vec::new()))
+                    .1
+                    .push(*id);
+            }
+        }
+        insert_block_rows(&mut tx, blocks, &ids, &index).await?;
+        let pending: Vec<_> = pending.into_iter().collect();
+        for chunk in pending.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO pending_traces (trace_id, first_seen_unix_ns, block_ids) ",
+            );
+            upsert.push_values(chunk, |mut row, (trace, (received, ids))| {
+                row.push_bind(trace.0.as_slice())
+                    .push_bind(*received)
+                    .push_bind(ids.clone());
+            });
+            upsert.push(
+                " ON CONFLICT (trace_id) DO UPDATE SET \
+                 block_ids = pending_traces.block_ids || EXCLUDED.block_ids",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub(super) async fn blocks_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
+        Ok(sqlx::query_as(SELECT)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT COALESCE(MAX(id), 0) FROM span_blocks";
+        Ok(sqlx::query_scalar(SELECT).fetch_one(&self.pool).await?)
+    }
+
+    pub(super) async fn trace_spans(
+        &self,
+        trace: TraceId,
+    ) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found = traces_spans(&mut conn, &[trace]).await?;
+        Ok(found.remove(&trace))
+    }
+
+    pub(super) async fn claim_due_traces(
+        &self,
+        claim: i64,
+        cutoff_unix_ns: u64,
+        now_unix_ns: u64,
+        lease_until_unix_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        const CLAIM: &str = "UPDATE pending_traces SET claim = $1, claimed_until = $2 \
+             WHERE trace_id IN (SELECT trace_id FROM pending_traces \
+                 WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
+                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING trace_id, block_ids";
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<(Vec<u8>, Vec<i64>)> = sqlx::query_as(CLAIM)
+            .bind(claim)
+            .bind(ns(lease_until_unix_ns))
+            .bind(ns(cutoff_unix_ns))
+            .bind(ns(now_unix_ns))
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (trace, new_blocks) in rows {
+            claimed.push((trace_id(&trace)?, new_blocks));
+        }
+        let ids: Vec<TraceId> = claimed.iter().map(|(trace, _)| *trace).collect();
+        let mut spans = traces_spans(&mut conn, &ids).await?;
+        Ok(claimed
+            .into_iter()
+            .map(|(trace_id, new_blocks)| ClaimedTrace {
+                trace_id,
+                claim,
+                new_blocks,
+                spans: spans.remove(&trace_id).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub(super) async fn pending_traces(&self) -> Result<u64, StoreError> {
+        const COUNT: &str = "SELECT COUNT(*) FROM pending_traces";
+        let n: i64 = sqlx::query_scalar(COUNT).fetch_one(&self.pool).await?;
+        Ok(unsigned(n))
+    }
+
+    pub(super) async fn lead(&self, key: i64) -> bool {
+        const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+        const ALIVE: &str = "SELECT 1";
+        let mut leaders = self.leaders.lock().await;
+        if let Some(conn) = leaders.get_mut(&key) {
+            let alive: Result<i32, _> = sqlx::query_scalar(ALIVE).fetch_one(&mut *conn).await;
+            if alive.is_ok() {
+                return true;
+            }
+            // The connection died and the lock with it: try to take it again below.
+            leaders.remove(&key);
+        }
+        let mut conn = match PgConnection::connect_with(&self.options).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                warn!(error = %err, "cannot connect to take a leader lock");
+                return false;
+            }
+        };
+        match sqlx::query_scalar::<_, bool>(TRY_LOCK)
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(true) => {
+                info!(lock = key, "this instance took a leader role");
+                leaders.insert(key, conn);
+                true
+            }
+            Ok(false) => {
+                let _ = conn.close().await;
+                false
+            }
+            Err(err) => {
+                warn!(error = %err, "taking a leader lock failed");
+                false
+            }
+        }
+    }
+
+    pub(super) async fn maintain_partitions(&self, now_unix_ns: u64) -> Result<(), StoreError> {
+        let today = ns(now_unix_ns).div_euclid(DAY_NS);
+        for day in today..=today + DAYS_AHEAD {
+            for (table, _) in PARTITIONED {
+                if self
+                    .table_exists(&format!("{table}_d{}", day_name(day)))
+                    .await?
+                {
+                    continue;
+                }
+                let create = format!(
+                    "CREATE TABLE IF NOT EXISTS {table}_d{} PARTITION OF {table} \
+                     FOR VALUES FROM ({}) TO ({})",
+                    day_name(day),
+                    day * DAY_NS,
+                    (day + 1) * DAY_NS
+                );
+                if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&self.pool)
+                    .await
+                {
+                    // Another instance created it at the same moment, or the default partition
+                    // holds rows of that day: the rows stay in the default partition, which
+                    // retention cleans row by row.
+                    let exists = format!("{table}_d{}", day_name(day));
+                    if !self.table_exists(&exists).await? {
+                        warn!(error = %err, partition = exists, "cannot create a day partition");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn table_exists(&self, name: &str) -> Result<bool, StoreError> {
+        const EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+        Ok(sqlx::query_scalar(EXISTS)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn apply_retention(
+        &self,
+        spans_before_unix_ns: u64,
+        rollups_before_unix_ns: u64,
+    ) -> Result<RetentionReport, StoreError> {
+        const PARTITIONS: &str = "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1";
+        let mut report = RetentionReport::default();
+        let before = ns(spans_before_unix_ns);
+        for (table, column) in PARTITIONED {
+            let partitions: Vec<(String, String)> = sqlx::query_as(PARTITIONS)
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await?;
+            for (partition, bound) in partitions {
+                let Some(upper) = upper_bound(&bound) else {
+                    continue; // the default partition
+                };
+                if upper > before {
+                    continue;
+                }
+                if table == "span_blocks" {
+                    let count = format!("SELECT COUNT(*) FROM {partition}");
+                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    report.blocks += unsigned(n);
+                }
+                if table == "requests" {
+                    let count = format!("SELECT COUNT(*) FROM {partition}");
+                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    report.requests += unsigned(n);
+                }
+                let drop = format!("DROP TABLE IF EXISTS {partition}");
+                sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&self.pool)
+                    .await?;
+                report.partitions += 1;
+                info!(partition, "retention dropped a partition");
+            }
+            // Rows outside every day partition: deleted in batches.
+            loop {
+                let delete = format!(
+                    "DELETE FROM {table}_default WHERE ctid IN \
+                     (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
+                );
+                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
+                    .bind(before)
+                    .bind(super::retention::BATCH_ROWS)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                match table {
+                    "span_blocks" => report.blocks += done,
+                    "requests" => report.requests += done,
+                    _ => {}
+                }
+                if done < super::retention::BATCH_ROWS as u64 {
+                    break;
+                }
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        // Pending traces whose blocks are gone have nothing left to analyse.
+        const PENDING: &str = "DELETE FROM pending_traces WHERE first_seen_unix_ns < $1";
+        sqlx::query(PENDING)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        let minute = super::minute_of(rollups_before_unix_ns);
+        for table in [
+            "rollups",
+            "rollup_operations",
+            "rollup_findings",
+            "hourly_rollups",
+            "hourly_rollup_operations",
+            "hourly_rollup_findings",
+        ] {
+            loop {
+                let delete = format!(
+                    "DELETE FROM {table} WHERE ctid IN \
+                     (SELECT ctid FROM {table} WHERE minute < $1 LIMIT $2)"
+                );
+                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
+                    .bind(minute)
+                    .bind(super::retention::BATCH_ROWS)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if !table.contains("operations") && !table.contains("findings") {
+                    report.rollups += done;
+                }
+                if done < super::retention::BATCH_ROWS as u64 {
+                    break;
+                }
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        Ok(report)
+    }
+
+    pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
+        Ok(sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    pub(super) async fn analysed_traces(
+        &self,
+        trace_ids: &[TraceId],
+    ) -> Result<HashMap<TraceId, i64>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Postgres>::new(
+                "SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (",
+            );
+            let mut separated = select.separated(", ");
+            for trace in chunk {
+                separated.push_bind(trace.0.to_vec());
+            }
+            select.push(") GROUP BY trace_id");
+            let rows: Vec<(Vec<u8>, i64)> = select.build_query_as().fetch_all(&self.pool).await?;
+            for (trace, last) in rows {
+                found.insert(trace_id(&trace)?, last);
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
+        const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, service, endpoint)| EndpointRef {
+                id,
+                service,
+                endpoint,
+            })
+            .collect())
+    }
+
+    pub(super) async fn intern_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+    ) -> Result<i64, StoreError> {
+        const INSERT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
+             ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
+        Ok(sqlx::query_scalar(INSERT)
+            .bind(service)
+            .bind(endpoint)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
+        let rows = self
+            .rollup_rows(
+                key.granularity,
+                [key.minute, key.minute],
+                Some(&[key.endpoint_id]),
+                Some(&key.version),
+                true,
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
+    }
+
+    pub(super) async fn rollup_rows(
+        &self,
+        granularity: Granularity,
+        minutes: [i64; 2],
+        endpoint_ids: Option<&[i64]>,
+        version: Option<&str>,
+        with_details: bool,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read_rollups(
+            &mut conn,
+            granularity,
+            minutes,
+            endpoint_ids,
+            version,
+            with_details,
+        )
+        .await
+    }
+}
+
+/// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
+async fn read_rollups(
+    conn: &mut PgConnection,
+    granularity: Granularity,
+    [first_minute, last_minute]: [i64; 2],
+    endpoint_ids: Option<&[i64]>,
+    version: Option<&str>,
+    with_details: bool,
+) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+    fn filter(
+        query: &mut QueryBuilder<Postgres>,
+        first: i64,
+        last: i64,
+        ids: Option<&[i64]>,
+        version: Option<&str>,
+    ) {
+        query
+            .push(" WHERE minute >= ")
+            .push_bind(first)
+            .push(" AND minute <= ")
+            .push_bind(last);
+        if let Some(ids) = ids {
+            query.push(" AND endpoint_id IN (");
+            let mut separated = query.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            query.push(")");
+        }
+        if let Some(version) = version {
+            query.push(" AND version = ").push_bind(version.to_owned());
+        }
+    }
+    if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
+    let mut select =
+        QueryBuilder::<Postgres>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&mut *conn).await?;
+    let mut rollups = rows
+        .into_iter()
+        .map(|row| rollup_row(granularity, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Rows are kept (at zero) when their last request is taken back: see `lock_rollup`.
+    rollups.retain(|(_, rollup)| rollup.requests > 0);
+    if !with_details || rollups.is_empty() {
+        return Ok(rollups);
+    }
+    let position: HashMap<RollupKey, usize> = rollups
+        .iter()
+        .enumerate()
+        .map(|(idx, (key, _))| (key.clone(), idx))
+        .collect();
+    let mut select = QueryBuilder::<Postgres>::new(format!(
+        "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
+    ));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+        select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
+        let key = RollupKey {
+            endpoint_id,
+            version,
+            minute,
+            granularity,
+        };
+        let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else {
+            continue;
+        };
+        rollups[*idx].1.operations.insert(
+            (category, name),
+            OperationSums {
+                calls: unsigned(calls),
+                total_ns: unsigned(total),
+                critical_ns: unsigned(critical),
+            },
+        );
+    }
+    let mut select = QueryBuilder::<Postgres>::new(format!(
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+    ));
+    filter(
+        &mut select,
+        first_minute,
+        last_minute,
+        endpoint_ids,
+        version,
+    );
+    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
+        select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+        let key = RollupKey {
+            endpoint_id,
+            version,
+            minute,
+            granularity,
+        };
+        let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
+            continue;
+        };
+        rollups[*idx].1.findings.insert(
+            (kind, name),
+            FindingSums {
+                requests: unsigned(requests),
+                count: unsigned(count),
+                saving_ns: unsigned(saving),
+            },
+        );
+    }
+    Ok(rollups)
+}
+
+impl PgStore {
+    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+        const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
+             WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
+        // A trace whose pending blocks were all analysed is done. The blocks each analysis saw are
+        // grouped per trace first, so both statements are one hash join against the pending rows.
+        const DONE: &str = "DELETE FROM pending_traces p USING \
+             (SELECT trace_id, array_agg(block_id) AS blocks \
+              FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
+             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3) AND p.block_ids <@ r.blocks";
+        // Blocks arrived while the trace was analysed: it stays pending with those blocks only,
+        // unclaimed, and waits a grace period again from now.
+        const REOPEN: &str = "UPDATE pending_traces p SET \
+             block_ids = ARRAY(SELECT x FROM unnest(p.block_ids) x WHERE x <> ALL(r.blocks)), \
+             claim = NULL, claimed_until = NULL, first_seen_unix_ns = $4 \
+             FROM (SELECT trace_id, array_agg(block_id) AS blocks \
+                   FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
+             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3)";
+        const DELETE_REQUESTS: &str = "DELETE FROM requests WHERE trace_id = ANY($1)";
+        const UPSERT_WATERMARK: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
+        let mut tx = self.pool.begin().await?;
+        let mut claims = commit.claims.clone();
+        claims.sort_by_key(|release| release.trace_id);
+        let claim_keys: Vec<Vec<u8>> = claims.iter().map(|c| c.trace_id.0.to_vec()).collect();
+        if !claims.is_empty() {
+            let held: HashMap<Vec<u8>, Option<i64>> = sqlx::query_as(LOCK_CLAIMS)
+                .bind(&claim_keys)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            for release in &claims {
+                if held.get(release.trace_id.0.as_slice()) != Some(&Some(release.claim)) {
+                    return Err(StoreError::ClaimLost);
+                }
+            }
+        }
+        if !commit.replace_traces.is_empty() {
+            let keys: Vec<Vec<u8>> = commit
+                .replace_traces
+                .iter()
+                .map(|trace| trace.0.to_vec())
+                .collect();
+            sqlx::query(DELETE_REQUESTS)
+                .bind(keys)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<Postgres>::new(format!("INSERT INTO requests ({REQUEST_COLUMNS}) "));
+            insert.push_values(chunk, |mut row, request| {
+                row.push_bind(request.trace_id.0.to_vec())
+                    .push_bind(request.span_id.0.to_vec())
+                    .push_bind(request.endpoint_id)
+                    .push_bind(request.version.clone())
+                    .push_bind(ns(request.start_unix_ns))
+                    .push_bind(ns(request.duration_ns))
+                    .push_bind(request.error);
+                for value in request.breakdown.0 {
+                    row.push_bind(ns(value));
+                }
+                row.push_bind(i64::from(request.n_db_calls))
+                    .push_bind(request.last_block_id)
+                    .push_bind(request.resource_id);
+            });
+            insert.push(
+                " ON CONFLICT (trace_id, span_id, start_unix_ns) DO UPDATE SET \
+                 endpoint_id = EXCLUDED.endpoint_id, version = EXCLUDED.version, \
+                 duration_ns = EXCLUDED.duration_ns, error = EXCLUDED.error, db_ns = EXCLUDED.db_ns, \
+                 cache_ns = EXCLUDED.cache_ns, network_ns = EXCLUDED.network_ns, \
+                 messaging_ns = EXCLUDED.messaging_ns, cpu_ns = EXCLUDED.cpu_ns, \
+                 wait_ns = EXCLUDED.wait_ns, n_db_calls = EXCLUDED.n_db_calls, \
+                 last_block_id = EXCLUDED.last_block_id, resource_id = EXCLUDED.resource_id",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        // Rows locked in key order: two commits touching the same rows wait, never deadlock.
+        let mut changes: Vec<_> = commit.rollups.iter().collect();
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        for change in changes {
+            let key = &change.key;
+            lock_rollup(&mut tx, key).await?;
+            let mut rollup = read_rollups(
+                &mut tx,
+                key.granularity,
+                [key.minute, key.minute],
+                Some(&[key.endpoint_id]),
+                Some(&key.version),
+                true,
+            )
+            .await?
+            .pop()
+            .map_or_else(Rollup::new, |(_, rollup)| rollup);
+            rollup.subtract(&change.removed);
+            rollup.merge(&change.added);
+            write_rollup(&mut tx, key, &rollup).await?;
+        }
+        if let Some(watermark) = commit.watermark {
+            sqlx::query(UPSERT_WATERMARK)
+                .bind(watermark)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !claims.is_empty() {
+            let tokens: Vec<i64> = claims.iter().map(|c| c.claim).collect();
+            let (mut seen_traces, mut seen_blocks) = (Vec::new(), Vec::new());
+            for release in &claims {
+                for block in &release.analysed_blocks {
+                    seen_traces.push(release.trace_id.0.to_vec());
+                    seen_blocks.push(*block);
+                }
+            }
+            sqlx::query(DONE)
+                .bind(&seen_traces)
+                .bind(&seen_blocks)
+                .bind(&tokens)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REOPEN)
+                .bind(&seen_traces)
+                .bind(&seen_blocks)
+                .bind(&tokens)
+                .bind(ns(now_unix_ns()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn requests(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        min_duration_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
+        ));
+        select
+            .push_bind(ns(window.from_unix_ns))
+            .push(" AND start_unix_ns < ")
+            .push_bind(ns(window.to_unix_ns));
+        select
+            .push(" AND duration_ns >= ")
+            .push_bind(ns(min_duration_ns));
+        if let Some(ids) = endpoint_ids {
+            select.push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+        }
+        select
+            .push(" ORDER BY duration_ns DESC LIMIT ")
+            .push_bind(limit);
+        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(request_row).collect()
+    }
+
+    pub(super) async fn trace_requests(
+        &self,
+        trace: TraceId,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns"
+        );
+        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(trace.0.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(request_row).collect()
+    }
+
+    pub(super) async fn breakdown_between(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        min_ns: u64,
+        max_ns: u64,
+    ) -> Result<(u64, Breakdown), StoreError> {
+        const SELECT: &str = "SELECT COUNT(*)::BIGINT, COALESCE(SUM(db_ns), 0)::BIGINT, \
+             COALESCE(SUM(cache_ns), 0)::BIGINT, COALESCE(SUM(network_ns), 0)::BIGINT, \
+             COALESCE(SUM(messaging_ns), 0)::BIGINT, COALESCE(SUM(cpu_ns), 0)::BIGINT, \
+             COALESCE(SUM(wait_ns), 0)::BIGINT FROM requests \
+             WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
+             AND start_unix_ns >= $4 AND start_unix_ns < $5";
+        let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(SELECT)
+                .bind(endpoint_id)
+                .bind(ns(min_ns))
+                .bind(ns(max_ns))
+                .bind(ns(window.from_unix_ns))
+                .bind(ns(window.to_unix_ns))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((
+            unsigned(n),
+            Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+        ))
+    }
+
+    pub(super) async fn request_at_least(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        min_ns: u64,
+    ) -> Result<Option<RequestRow>, StoreError> {
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND duration_ns >= $2 \
+             AND start_unix_ns >= $3 AND start_unix_ns < $4 ORDER BY duration_ns LIMIT 1"
+        );
+        let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(endpoint_id)
+            .bind(ns(min_ns))
+            .bind(ns(window.from_unix_ns))
+            .bind(ns(window.to_unix_ns))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(request_row).transpose()
+    }
+
+    pub(super) async fn selected_requests(
+        &self,
+        window: Window,
+        endpoint_ids: &[i64],
+        version: Option<&str>,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Postgres>::new(format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
+            ));
+            select
+                .push_bind(ns(window.from_unix_ns))
+                .push(" AND start_unix_ns < ")
+                .push_bind(ns(window.to_unix_ns))
+                .push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+            if let Some(version) = version {
+                select.push(" AND version = ").push_bind(version.to_owned());
+            }
+            let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                out.push(request_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
+        const SELECT: &str = "SELECT id, service, attributes FROM resources ORDER BY id";
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, service, attributes)| ResourceRef {
+                id,
+                service,
+                attributes: parse_canonical(&attributes),
+            })
+            .collect())
+    }
+
+    pub(super) async fn intern_resource(
+        &self,
+        service: &str,
+        canonical: &str,
+    ) -> Result<i64, StoreError> {
+        const INSERT: &str = "INSERT INTO resources (service, attributes) VALUES ($1, $2) \
+             ON CONFLICT (attributes) DO UPDATE SET service = excluded.service RETURNING id";
+        Ok(sqlx::query_scalar(INSERT)
+            .bind(service)
+            .bind(canonical)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn version_traffic(
+        &self,
+        first_minute: i64,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        const SELECT: &str = "SELECT e.service, r.version, MIN(r.minute), SUM(r.requests)::bigint \
+             FROM rollups r JOIN endpoints e ON e.id = r.endpoint_id \
+             WHERE r.minute >= $1 AND r.requests > 0 AND r.version <> '' GROUP BY e.service, r.version";
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT)
+            .bind(first_minute)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(service, version, first_minute, requests)| VersionTraffic {
+                    service,
+                    version,
+                    first_minute,
+                    requests: unsigned(requests),
+                },
+            )
+            .collect())
+    }
+
+    pub(super) async fn regression_checked(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Postgres>::new(
+                "SELECT endpoint_id FROM regression_checks WHERE baseline = ",
+            );
+            select
+                .push_bind(baseline.to_owned())
+                .push(" AND candidate = ")
+                .push_bind(candidate.to_owned())
+                .push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+            let rows: Vec<(i64,)> = select.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn record_regression_checks(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+        checked_unix_ns: u64,
+        found: &[RegressionRecord],
+    ) -> Result<(), StoreError> {
+        const INSERT_EVENT: &str = "INSERT INTO regressions (detected_unix_ns, endpoint_id, \
+             baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
+             candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
+        let mut tx = self.pool.begin().await?;
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO regression_checks (endpoint_id, baseline, candidate, checked_unix_ns) ",
+            );
+            insert.push_values(chunk, |mut row, id| {
+                row.push_bind(*id)
+                    .push_bind(baseline.to_owned())
+                    .push_bind(candidate.to_owned())
+                    .push_bind(ns(checked_unix_ns));
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        for event in found {
+            sqlx::query(INSERT_EVENT)
+                .bind(ns(event.detected_unix_ns))
+                .bind(event.endpoint_id)
+                .bind(&event.baseline)
+                .bind(&event.candidate)
+                .bind(&event.metric)
+                .bind(ns(event.baseline_ns))
+                .bind(ns(event.candidate_ns))
+                .bind(ns(event.baseline_requests))
+                .bind(ns(event.candidate_requests))
+                .bind(event.mean_delta_ns)
+                .bind(event.mean_delta_ci_ns.map(|(low, _)| low))
+                .bind(event.mean_delta_ci_ns.map(|(_, high)| high))
+                .bind(&event.summary)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn regressions(
+        &self,
+        after_id: i64,
+        limit: i64,
+        service: Option<&str>,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        type Row = (
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            String,
+        );
+        const SELECT: &str = "SELECT r.id, r.detected_unix_ns, r.endpoint_id, e.service, e.endpoint, \
+             r.baseline, r.candidate, r.metric, r.baseline_ns, r.candidate_ns, r.baseline_requests, \
+             r.candidate_requests, r.mean_delta_ns, r.mean_delta_low_ns, r.mean_delta_high_ns, r.summary \
+             FROM regressions r JOIN endpoints e ON e.id = r.endpoint_id \
+             WHERE r.id > $1 AND ($2::text IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3";
+        let rows: Vec<Row> = sqlx::query_as(SELECT)
+            .bind(after_id)
+            .bind(service)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    detected,
+                    endpoint_id,
+                    service,
+                    endpoint,
+                    baseline,
+                    candidate,
+                    metric,
+                    baseline_ns,
+                    candidate_ns,
+                    baseline_requests,
+                    candidate_requests,
+                    mean_delta_ns,
+                    low,
+                    high,
+                    summary,
+                )| RegressionRecord {
+                    id,
+                    detected_unix_ns: unsigned(detected),
+                    endpoint_id,
+                    service,
+                    endpoint,
+                    baseline,
+                    candidate,
+                    metric,
+                    baseline_ns: unsigned(baseline_ns),
+                    candidate_ns: unsigned(candidate_ns),
+                    baseline_requests: unsigned(baseline_requests),
+                    candidate_requests: unsigned(candidate_requests),
+                    mean_delta_ns,
+                    mean_delta_ci_ns: low.zip(high),
+                    summary,
+                },
+            )
+            .collect())
+    }
+
+    pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
+        const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0)::bigint, MIN(min_start_unix_ns) FROM span_blocks";
+        const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
+        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) =
+            sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
+        let n_requests: i64 = sqlx::query_scalar(REQUESTS).fetch_one(&self.pool).await?;
+        Ok(StoreStats {
+            n_spans: unsigned(n_spans),
+            n_blocks: unsigned(n_blocks),
+            n_requests: unsigned(n_requests),
+            oldest_unix_ns: oldest.map(unsigned),
+        })
+    }
+
+    pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+        // The first block by id is the oldest one received (ids grow with time): an index
+        // lookup, where MIN over a time column would scan.
+        const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";
+        let oldest: Option<i64> = sqlx::query_scalar(SELECT)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(oldest.map(unsigned))
+    }
+
+    pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        const SIZE: &str = "SELECT pg_database_size(current_database())";
+        let bytes: i64 = sqlx::query_scalar(SIZE).fetch_one(&self.pool).await?;
+        Ok(unsigned(bytes))
+    }
+}
+
+/// Makes sure the rollup row exists and locks it until the transaction ends. Rows are updated in
+/// place, never deleted and re-inserted, so a commit waiting for the lock finds the row.
+async fn lock_rollup(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    key: &RollupKey,
+) -> Result<(), StoreError> {
+    let [rollup_table, ..] = rollup_tables(key.granularity);
+    let ensure = format!(
+        "INSERT INTO {rollup_table} ({}) VALUES ($1, $2, $3, 0, 0, 0, $4, 0, 0, 0, 0, 0, 0, 0, 0) \
+         ON CONFLICT DO NOTHING",
+        ROLLUP_COLUMNS.trim_end_matches("::text")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(ensure))
+        .bind(key.endpoint_id)
+        .bind(&key.version)
+        .bind(key.minute)
+        .bind(LatencySketch::new().to_bytes())
+        .execute(&mut **tx)
+        .await?;
+    let lock = format!(
+        "SELECT 1 FROM {rollup_table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3 FOR UPDATE"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(lock))
+        .bind(key.endpoint_id)
+        .bind(&key.version)
+        .bind(key.minute)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes a locked rollup row back with its operations and findings.
+async fn write_rollup(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    key: &RollupKey,
+    rollup: &Rollup,
+) -> Result<(), StoreError> {
+    let [rollup_table, operation_table, finding_table] = rollup_tables(key.granularity);
+    for table in [operation_table, finding_table] {
+        let delete =
+            format!("DELETE FROM {table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3");
+        sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(key.endpoint_id)
+            .bind(&key.version)
+            .bind(key.minute)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let update = format!(
+        "UPDATE {rollup_table} SET requests = $4, errors = $5, duration_sum_ns = $6, sketch = $7, \
+         db_ns = $8, cache_ns = $9, network_ns = $10, messaging_ns = $11, cpu_ns = $12, \
+         wait_ns = $13, db_calls = $14, duration_sq_sum = $15::numeric \
+         WHERE endpoint_id = $1 AND version = $2 AND minute = $3"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(update))
+        .bind(key.endpoint_id)
+        .bind(&key.version)
+        .bind(key.minute)
+        .bind(ns(rollup.requests))
+        .bind(ns(rollup.errors))
+        .bind(ns(rollup.duration_sum_ns))
+        .bind(rollup.sketch.to_bytes());
+    for value in rollup.breakdown_sum.0 {
+        query = query.bind(ns(value));
+    }
+    query
+        .bind(ns(rollup.db_calls))
+        .bind(rollup.duration_sq_sum.to_string())
+        .execute(&mut **tx)
+        .await?;
+    let operations: Vec<_> = rollup
+        .operations
+        .iter()
+        .filter(|(_, sums)| sums.calls > 0)
+        .collect();
+    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
+        ));
+        insert.push_values(chunk, |mut row, ((category, name), sums)| {
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(category.as_str())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.calls))
+                .push_bind(ns(sums.total_ns))
+                .push_bind(ns(sums.critical_ns));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let findings: Vec<_> = rollup
+        .findings
+        .iter()
+        .filter(|(_, sums)| sums.requests > 0)
+        .collect();
+    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+        ));
+        insert.push_values(chunk, |mut row, ((kind, name), sums)| {
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(kind.as_str())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.requests))
+                .push_bind(ns(sums.count))
+                .push_bind(ns(sums.saving_ns));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
