@@ -79,7 +79,9 @@ pub struct PipelineConfig {
     /// in a later batch (other services, slower exporters) are there. 2 s covers the default
     /// 1 s schedule delay of the SDK batch processors with room to spare.
     pub grace_period: Duration,
-    /// How late a span may arrive and still re-analyse its request.
+    /// Read from configuration files written for earlier versions, and validated, but without
+    /// effect: the analyzer keeps no rollups in memory any more, so a late span re-analyses its
+    /// request whenever it arrives (until retention removes the trace).
     pub max_lateness: Duration,
     /// Distinct endpoints kept per service; the rest fold into `other`, so a service sending raw
     /// paths cannot blow up the rollups.

@@ -50,7 +50,8 @@ const DAY_NS: i64 = 86_400_000_000_000;
 #[derive(Debug, Clone)]
 pub(super) struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
+    /// Shared: only leader connections are made from it, and it is large.
+    options: Arc<PgConnectOptions>,
     /// Leader roles held: each an advisory lock on its own connection, which must stay open for
     /// the lock to stay held.
     leaders: Arc<Mutex<HashMap<i64, PgConnection>>>,
@@ -349,7 +350,7 @@ impl PgStore {
         migrate(&pool).await?;
         let store = Self {
             pool,
-            options,
+            options: Arc::new(options),
             leaders: Arc::new(Mutex::new(HashMap::new())),
         };
         store.maintain_partitions(now_unix_ns()).await?;
@@ -762,6 +763,9 @@ impl PgStore {
     }
 }
 
+/// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
+type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
+
 /// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
 async fn read_rollups(
     conn: &mut PgConnection,
@@ -833,8 +837,7 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-        select.build_query_as().fetch_all(&mut *conn).await?;
+    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
     for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
         let key = RollupKey {
             endpoint_id,
@@ -864,8 +867,7 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-        select.build_query_as().fetch_all(&mut *conn).await?;
+    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
     for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
         let key = RollupKey {
             endpoint_id,

@@ -433,6 +433,9 @@ impl SqliteStore {
     }
 }
 
+/// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
+type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
+
 /// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
 async fn read_rollups(
     conn: &mut SqliteConnection,
@@ -502,8 +505,7 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-        select.build_query_as().fetch_all(&mut *conn).await?;
+    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
     for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
         let key = RollupKey {
             endpoint_id,
@@ -533,8 +535,7 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-        select.build_query_as().fetch_all(&mut *conn).await?;
+    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
     for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
         let key = RollupKey {
             endpoint_id,

@@ -392,12 +392,12 @@ async fn start_server(
     analysis: bool,
 ) -> anyhow::Result<Server> {
     let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
-    std::fs::write(&config, format!("[analysis]\nenabled = {analysis}\n"))
+    std::fs::write(config, format!("[analysis]\nenabled = {analysis}\n"))
         .with_context(|| format!("writing {}", config.display()))?;
     let child = Command::new(std::env::current_exe().context("finding this executable")?)
         .arg("serve")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args([
             "--listen",
             &format!("127.0.0.1:{ui}"),
