@@ -16,10 +16,10 @@ use crate::ingest::login_request;
 use crate::support::http_client;
 
 /// A running binary: the child, its OTLP/HTTP and UI URLs, and its log so far.
-struct Server {
-    child: std::process::Child,
-    otlp_http_url: String,
-    ui_url: String,
+pub(crate) struct Server {
+    pub(crate) child: std::process::Child,
+    pub(crate) otlp_http_url: String,
+    pub(crate) ui_url: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -32,7 +32,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn kill(self) {
+    pub(crate) fn kill(self) {
         drop(self);
     }
 
@@ -51,8 +51,8 @@ fn address_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 /// Starts the real binary on free ports with `extra` arguments, and reads its addresses from the
 /// log line it prints once every listener is bound. `prepare` runs in the child before `exec`.
-fn start_server_with(
-    db: &std::path::Path,
+pub(crate) fn start_server_with(
+    db: impl AsRef<std::ffi::OsStr>,
     extra: &[&str],
     prepare: Option<fn() -> std::io::Result<()>>,
 ) -> Server {

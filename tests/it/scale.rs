@@ -68,16 +68,19 @@ async fn instances_share_the_analysis_and_survive_a_kill() {
     .unwrap();
     let config = config.display().to_string();
     let mut servers: Vec<_> = (0..3)
-        .map(|_| start_server_with(&url, &["--config", &config]))
+        .map(|_| start_server_with(&url, &["--config", &config], None))
         .collect();
-    let urls: Vec<String> = servers.iter().map(|(_, url)| url.clone()).collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|server| server.otlp_http_url.clone())
+        .collect();
 
     let mut alive = [true; 3];
     for idx in 0..N_TRACES {
         if idx == N_TRACES / 3 {
             // SIGKILL the third instance mid-run, as a crash would.
-            servers[2].0.kill().expect("SIGKILL");
-            servers[2].0.wait().unwrap();
+            servers[2].child.kill().expect("SIGKILL");
+            servers[2].child.wait().unwrap();
             alive[2] = false;
         }
         let [request, query] = halves(idx);
@@ -156,9 +159,8 @@ async fn instances_share_the_analysis_and_survive_a_kill() {
         .sum();
     assert_eq!(hours, N_TRACES as u64, "hourly rollups");
     store.close().await;
-    for (mut child, _) in servers.drain(..2) {
-        child.kill().unwrap();
-        child.wait().unwrap();
+    for server in servers.drain(..2) {
+        server.kill();
     }
 }
 

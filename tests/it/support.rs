@@ -83,21 +83,6 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    pub async fn new() -> TestDatabase {
-        if on_postgres() {
-            Self::postgres().await
-        } else {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            let path = dir.path().join("bottleneck.db");
-            TestDatabase {
-                url: DatabaseUrl::Sqlite(path.clone()),
-                path,
-                scratch: None,
-                _dir: dir,
-            }
-        }
-    }
-
     /// A scratch PostgreSQL database, whatever [`on_postgres`] says.
     pub async fn postgres() -> TestDatabase {
         let dir = tempfile::tempdir().expect("a temp dir");
