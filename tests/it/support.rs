@@ -98,6 +98,7 @@ impl TestDatabase {
     }
 
     /// The URL as the command line takes it.
+    #[cfg(feature = "pg-tests")]
     pub fn cli_url(&self) -> String {
         match &self.url {
             DatabaseUrl::Sqlite(path) => path.display().to_string(),
