@@ -1,7 +1,8 @@
 //! The bench's traffic: realistic OTLP exports of 10-span web requests, built before the run and
 //! pre-encoded, with the places marked where each send stamps fresh trace ids.
 //!
-//! Invariant: nothing here runs per send except the stamping, which copies bytes and never encodes.
+//! Invariant: nothing here runs per send except the stamping, which copies bytes and never encodes
+//! or compresses.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -12,7 +13,7 @@ use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::Protocol;
+use super::gzip::{self, GzipBody};
 
 const STATEMENTS: [&str; 5] = [
     "SELECT id, name, plan FROM tenants WHERE id = $1",
@@ -36,7 +37,11 @@ fn text(value: &str) -> Value {
 
 /// One export of `n_spans` spans: web requests of 10 spans each (a SERVER span, 7 queries, a
 /// cache get, an HTTP call), about 10 attributes per span, as a real service sends them.
-pub(super) fn payload(rng: &mut SmallRng, n_spans: usize, start_unix_ns: u64) -> ExportTraceServiceRequest {
+pub(super) fn payload(
+    rng: &mut SmallRng,
+    n_spans: usize,
+    start_unix_ns: u64,
+) -> ExportTraceServiceRequest {
     let mut spans = Vec::with_capacity(n_spans);
     while spans.len() < n_spans {
         let trace_id: [u8; 16] = rng.random();
@@ -161,13 +166,48 @@ pub(super) fn payload(rng: &mut SmallRng, n_spans: usize, start_unix_ns: u64) ->
     }
 }
 
+/// How a body is encoded, which decides how a sequence number is written into a trace id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// Raw bytes: the sequence number's low 32 bits are the trace id's last 8 bytes, a nibble
+    /// each, most significant first.
+    Protobuf,
+    /// Hex digits: the sequence number is the trace id's last 16 hex digits.
+    Json,
+}
+
+impl Encoding {
+    /// The bytes each trace id of an export sent as number `sequence` ends with. Every byte is
+    /// below 144, which the gzip bodies rely on (see `gzip`): nibbles, or lowercase hex digits.
+    /// 2^32 sequence numbers are more exports than a run sends.
+    pub(super) fn stamp(self, sequence: u64) -> Vec<u8> {
+        match self {
+            Self::Protobuf => (0..8)
+                .map(|idx| ((sequence >> (28 - 4 * idx)) & 0xf) as u8)
+                .collect(),
+            Self::Json => format!("{sequence:016x}").into_bytes(),
+        }
+    }
+
+    /// How many bytes a stamp covers.
+    pub(super) fn stamp_len(self) -> usize {
+        match self {
+            Self::Protobuf => 8,
+            Self::Json => 16,
+        }
+    }
+}
+
 /// A pre-encoded body and where its trace ids sit, so every send can stamp them with a fresh
 /// sequence number: each export is then a set of new traces, as in production, while the client
 /// spends no time encoding.
 pub(super) struct Body {
     pub(super) bytes: Vec<u8>,
-    /// Offsets of each trace id: 16 raw bytes in protobuf, 32 hex digits in JSON.
-    trace_id_offsets: Vec<usize>,
+    pub(super) encoding: Encoding,
+    /// Where each stamp goes: the second half of every trace id, in increasing order.
+    pub(super) stamp_offsets: Vec<usize>,
+    /// With `--gzip`, the body compressed before the run; sends stamp this one instead.
+    pub(super) gzip: Option<GzipBody>,
 }
 
 impl Body {
@@ -179,52 +219,68 @@ impl Body {
             .map(|span| span.trace_id.as_slice())
             .collect();
         // A trace id is field 1 of a Span: tag 0x0a, length 0x10, then the 16 bytes.
-        let trace_id_offsets = (0..bytes.len().saturating_sub(18))
+        let stamp_offsets = (0..bytes.len().saturating_sub(18))
             .filter(|&idx| {
                 bytes[idx] == 0x0a
                     && bytes[idx + 1] == 0x10
                     && trace_ids.contains(&bytes[idx + 2..idx + 18])
             })
-            .map(|idx| idx + 2)
+            .map(|idx| idx + 2 + 8)
             .collect();
         Body {
             bytes,
-            trace_id_offsets,
+            encoding: Encoding::Protobuf,
+            stamp_offsets,
+            gzip: None,
         }
     }
 
     pub(super) fn json(request: &ExportTraceServiceRequest) -> Body {
         let bytes = serde_json::to_vec(request).expect("OTLP serializes");
         let key = b"\"traceId\":\"";
-        let trace_id_offsets = (0..bytes.len().saturating_sub(key.len() + 32))
+        let stamp_offsets = (0..bytes.len().saturating_sub(key.len() + 32))
             .filter(|&idx| &bytes[idx..idx + key.len()] == key)
-            .map(|idx| idx + key.len())
+            .map(|idx| idx + key.len() + 16)
             .collect();
         Body {
             bytes,
-            trace_id_offsets,
+            encoding: Encoding::Json,
+            stamp_offsets,
+            gzip: None,
         }
     }
 
-    pub(super) fn stamped(&self, protocol: Protocol, sequence: u64) -> Vec<u8> {
+    /// Compresses the body once, so that [`Body::stamped`] sends it gzip-compressed.
+    pub(super) fn compress(&mut self) -> anyhow::Result<()> {
+        self.gzip = Some(gzip::compress(
+            &self.bytes,
+            &self.stamp_offsets,
+            self.encoding.stamp_len(),
+        )?);
+        Ok(())
+    }
+
+    /// The body to send as export number `sequence`: plain or, after [`Body::compress`], gzip.
+    pub(super) fn stamped(&self, sequence: u64) -> Vec<u8> {
+        let stamp = self.encoding.stamp(sequence);
+        if let Some(gzip) = &self.gzip {
+            return gzip.stamped(&self.bytes, &self.stamp_offsets, &stamp);
+        }
         let mut bytes = self.bytes.clone();
-        for &offset in &self.trace_id_offsets {
-            match protocol {
-                Protocol::Json => bytes[offset + 16..offset + 32]
-                    .copy_from_slice(format!("{sequence:016x}").as_bytes()),
-                Protocol::Http | Protocol::Grpc => {
-                    bytes[offset + 8..offset + 16].copy_from_slice(&sequence.to_be_bytes())
-                }
-            }
+        for &offset in &self.stamp_offsets {
+            bytes[offset..offset + stamp.len()].copy_from_slice(&stamp);
         }
         bytes
     }
 }
 
-pub(super) fn stamp_request(request: &ExportTraceServiceRequest, sequence: u64) -> ExportTraceServiceRequest {
+pub(super) fn stamp_request(
+    request: &ExportTraceServiceRequest,
+    sequence: u64,
+) -> ExportTraceServiceRequest {
     let mut request = request.clone();
     for span in &mut request.resource_spans[0].scope_spans[0].spans {
-        span.trace_id[8..16].copy_from_slice(&sequence.to_be_bytes());
+        span.trace_id[8..16].copy_from_slice(&Encoding::Protobuf.stamp(sequence));
     }
     request
 }
