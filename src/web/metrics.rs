@@ -62,7 +62,9 @@ pub async fn render(state: &AppState) -> String {
     let _ = writeln!(
         out,
         "# HELP {name} Tokio tasks alive in the server's runtime.\n# TYPE {name} gauge\n{name} {}",
-        tokio::runtime::Handle::current().metrics().num_alive_tasks()
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
     );
     if let Ok(stats) = state.store.stats().await {
         let name = "bottleneck_stored_spans";

@@ -1,10 +1,14 @@
 //! `bottleneck bench`: a load generator against a fresh server process on this machine.
 //!
-//! It starts `bottleneck serve` as a child on a temporary SQLite file, sends pre-built, distinct
-//! payloads of realistic web-request traces over concurrent keep-alive connections (OTLP/HTTP
-//! protobuf or JSON, or OTLP/gRPC), then waits until the server has committed everything it
-//! acknowledged, and reports spans/s stored, export latency, the server's peak RSS and the bytes
-//! per stored span.
+//! It starts `bottleneck serve` as a child on a temporary SQLite file (or a scratch PostgreSQL
+//! database), sends pre-built, distinct payloads of realistic web-request traces over concurrent
+//! keep-alive connections (OTLP/HTTP protobuf or JSON, or OTLP/gRPC; gzip-compressed with
+//! `--gzip`), as fast as the server answers or at a fixed `--rate`, then waits until the server
+//! has committed (and analysed) everything it acknowledged. It reports spans/s stored, export
+//! latency, the server's CPU (cores used, CPU-seconds per million spans) and the load generator's,
+//! peak RSS, bytes per stored span, and the server's RSS, open files, threads and tokio tasks
+//! sampled every `--sample-every`. With `--limit` it first measures this machine's raw limit
+//! (see [`limit`]) and shows each rate as a share of it.
 //!
 //! Invariant: a figure counts what the store holds, not what was answered 200.
 
@@ -12,13 +16,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use tokio::time::Instant;
 
 use crate::cli::Outcome;
 use crate::config::DatabaseUrl;
@@ -26,10 +31,19 @@ use crate::store::Store;
 use crate::store::scratch::ScratchDatabase;
 
 mod api;
+mod gzip;
+mod limit;
+mod pacing;
 mod payload;
+mod process;
+mod report;
+mod sample;
+mod send;
 
 pub use payload::payload_for_benchmarks;
-use payload::{Body, payload, stamp_request};
+use payload::{Body, payload};
+use report::Measured;
+use sample::Sample;
 
 /// The wire format to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +88,21 @@ pub struct BenchArgs {
     /// them, as a load balancer in front would.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
+    /// Send gzip-compressed exports: HTTP bodies compressed before the run (each send only
+    /// stamps fresh trace ids into them), gRPC messages compressed by tonic on each send.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Spans per second at a fixed rate, spread evenly over the connections. Without it each
+    /// connection sends its next export as soon as the last is answered (closed loop).
+    #[arg(long, value_name = "SPANS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// How often to sample the server's RSS, open files, threads and tokio tasks.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+    /// First measure this machine's raw limit (prost decode alone; decode plus a bare SQLite
+    /// insert) for a few seconds, and show the server's rates as a share of it.
+    #[arg(long)]
+    pub limit: bool,
 }
 
 /// Where one run's servers keep their data.
@@ -126,17 +155,72 @@ pub enum AnalysisMode {
 /// Distinct payloads built before the run, so the client spends its time sending, not encoding.
 const N_PAYLOADS: usize = 256;
 
+/// What every run sends, built once before the first.
+struct Traffic {
+    spans_per_export: usize,
+    /// The exports as messages, for gRPC (and the raw limit).
+    requests: Vec<ExportTraceServiceRequest>,
+    /// The exports encoded for HTTP, compressed with `--gzip`.
+    bodies: Vec<Body>,
+    /// Average size of a body, uncompressed.
+    plain_bytes: u64,
+    /// With `--gzip` over HTTP: the average size of a body as sent, and what gzip at its default
+    /// level makes of one.
+    gzip_bytes: Option<(u64, u64)>,
+}
+
+impl Traffic {
+    /// Builds the payloads, and compresses them on every core with `--gzip` over HTTP.
+    fn build(args: &BenchArgs) -> anyhow::Result<Traffic> {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
+        let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
+            .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
+            .collect();
+        let mut bodies: Vec<Body> = match args.protocol {
+            Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
+            Protocol::Json => requests.iter().map(Body::json).collect(),
+        };
+        let average = |sizes: &mut dyn Iterator<Item = usize>| {
+            sizes.map(|size| size as u64).sum::<u64>() / N_PAYLOADS as u64
+        };
+        let plain_bytes = average(&mut bodies.iter().map(|body| body.bytes.len()));
+        let mut gzip_bytes = None;
+        if args.gzip && args.protocol != Protocol::Grpc {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunk = bodies.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = bodies
+                    .chunks_mut(chunk)
+                    .map(|chunk| scope.spawn(|| chunk.iter_mut().try_for_each(Body::compress)))
+                    .collect();
+                workers
+                    .into_iter()
+                    .try_for_each(|worker| worker.join().expect("compressing does not panic"))
+            })?;
+            let sent = average(
+                &mut bodies
+                    .iter()
+                    .map(|body| body.gzip.as_ref().map_or(0, |gzip| gzip.bytes.len())),
+            );
+            gzip_bytes = Some((sent, gzip::default_gzip_len(&bodies[0].bytes) as u64));
+        }
+        Ok(Traffic {
+            spans_per_export: args.spans_per_export,
+            requests,
+            bodies,
+            plain_bytes,
+            gzip_bytes,
+        })
+    }
+}
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 fn metric(metrics: &str, name: &str) -> Option<f64> {
@@ -212,23 +296,6 @@ async fn start_server(
     bail!("the server did not become ready")
 }
 
-/// What one run measured.
-struct Measured {
-    analysis: bool,
-    wire_bytes: u64,
-    accepted: u64,
-    refused: u64,
-    send_secs: f64,
-    stored: f64,
-    stored_secs: f64,
-    analysed_requests: f64,
-    analysed_secs: f64,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
-    peak_rss: u64,
-    disk_bytes: u64,
-}
-
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -238,6 +305,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
         return result.map(|()| Outcome::Ok);
     }
+    let result = run_ingest(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|()| Outcome::Ok)
+}
+
+async fn run_ingest(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let modes: &[bool] = match args.analysis {
         AnalysisMode::On => &[true],
         AnalysisMode::Off => &[false],
@@ -246,6 +319,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     if args.instances > 1 && args.database_url.is_none() {
         bail!("several instances share a PostgreSQL database: pass --database-url postgres://...");
     }
+    if args.sample_every.is_zero() {
+        bail!("--sample-every must be longer than zero");
+    }
+    let load_average = std::fs::read_to_string("/proc/loadavg").ok().map(|text| {
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let traffic = {
+        let args = args.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Traffic::build(&args))
+                .await
+                .context("building the payloads")??,
+        )
+    };
+    let limit = if args.limit {
+        let (traffic, dir) = (Arc::clone(&traffic), dir.to_owned());
+        Some(
+            tokio::task::spawn_blocking(move || {
+                let bodies: Vec<Vec<u8>> = traffic
+                    .requests
+                    .iter()
+                    .map(|request| request.encode_to_vec())
+                    .collect();
+                limit::measure(&bodies, &dir)
+            })
+            .await
+            .context("measuring the raw limit")??,
+        )
+    } else {
+        None
+    };
     let mut results = Vec::new();
     for &analysis in modes {
         let name = if analysis { "analysis" } else { "ingest" };
@@ -258,19 +365,78 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             None => BenchDatabase::Sqlite(dir.join(format!("bench-{name}.db"))),
         };
         let config = dir.join(format!("bench-{name}.toml"));
-        let measured = run_once(&args, &db, &config, analysis).await;
+        let measured = run_once(args, &traffic, &db, &config, analysis).await;
         if let BenchDatabase::Postgres(scratch) = &db {
             let _ = scratch.drop_now().await;
         }
         results.push(measured?);
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    print_report(&args, &results);
-    Ok(Outcome::Ok)
+    report::print(
+        args,
+        &traffic,
+        limit.as_ref(),
+        load_average.as_deref(),
+        &results,
+    );
+    Ok(())
+}
+
+/// What the servers' `/metrics` say, summed over the instances.
+struct Counts {
+    stored: f64,
+    analysed_requests: f64,
+    tasks: Option<f64>,
+}
+
+async fn scrape(client: &reqwest::Client, servers: &[Server]) -> anyhow::Result<Counts> {
+    // Every instance counts what it committed and analysed: the sums are the totals.
+    let mut counts = Counts {
+        stored: 0.0,
+        analysed_requests: 0.0,
+        tasks: Some(0.0),
+    };
+    for server in servers {
+        let metrics = client
+            .get(format!("{}/metrics", server.ui))
+            .send()
+            .await?
+            .text()
+            .await?;
+        counts.stored += metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
+        counts.analysed_requests +=
+            metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
+        counts.tasks = counts
+            .tasks
+            .zip(metric(&metrics, "bottleneck_runtime_alive_tasks"))
+            .map(|(sum, tasks)| sum + tasks);
+    }
+    Ok(counts)
+}
+
+async fn take_sample(
+    client: &reqwest::Client,
+    servers: &[Server],
+    at: Duration,
+    catching_up: bool,
+) -> Sample {
+    let pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
+    let counts = scrape(client, servers).await.ok();
+    Sample {
+        at,
+        catching_up,
+        spans_stored: counts.as_ref().map(|counts| counts.stored as u64),
+        rss_bytes: process::sum(&pids, process::rss_bytes),
+        open_fds: process::sum(&pids, process::open_fds),
+        threads: process::sum(&pids, process::threads),
+        tasks: counts
+            .and_then(|counts| counts.tasks)
+            .map(|tasks| tasks as u64),
+    }
 }
 
 async fn run_once(
     args: &BenchArgs,
+    traffic: &Arc<Traffic>,
     db: &BenchDatabase,
     config: &std::path::Path,
     analysis: bool,
@@ -280,126 +446,72 @@ async fn run_once(
         servers.push(start_server(&db.cli_url(), config, analysis).await?);
     }
     let server_pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
-    let rss = || -> u64 {
-        server_pids
-            .iter()
-            .map(|pid| rss_bytes(*pid).unwrap_or(0))
-            .sum()
-    };
+    let me = std::process::id();
+    let rss = || process::sum(&server_pids, process::rss_bytes).unwrap_or(0);
+    let client = reqwest::Client::new();
 
-    let mut rng = SmallRng::seed_from_u64(7);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64;
-    let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
-        .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
-        .collect();
-    let bodies: Arc<Vec<Body>> = Arc::new(match args.protocol {
-        Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
-        Protocol::Json => requests.iter().map(Body::json).collect(),
+    let shared = Arc::new(send::Shared {
+        traffic: Arc::clone(traffic),
+        sequence: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+        accepted: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
     });
-    let wire_bytes: u64 =
-        bodies.iter().map(|b| b.bytes.len() as u64).sum::<u64>() / N_PAYLOADS as u64;
-    let sequence = Arc::new(AtomicU64::new(1));
-    let requests = Arc::new(requests);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    let server_cpu_start = process::cpu_secs_sum(&server_pids);
+    let bench_cpu_start = process::cpu_secs(me);
     let started = Instant::now();
+    let deadline = started + args.duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.connections {
-        let (stop, accepted, refused) = (
-            Arc::clone(&stop),
-            Arc::clone(&accepted),
-            Arc::clone(&refused),
-        );
-        let (bodies, requests, sequence) = (
-            Arc::clone(&bodies),
-            Arc::clone(&requests),
-            Arc::clone(&sequence),
-        );
         let server = &servers[worker % servers.len()];
-        let (protocol, http_url, grpc_url) = (
-            args.protocol,
-            server.otlp_http.clone(),
-            server.otlp_grpc.clone(),
-        );
-        let n_spans = args.spans_per_export as u64;
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let http = reqwest::Client::new();
-            let mut grpc = match protocol {
-                Protocol::Grpc => Some(TraceServiceClient::connect(grpc_url).await?),
-                _ => None,
-            };
-            let content_type = if protocol == Protocol::Json {
-                "application/json"
-            } else {
-                "application/x-protobuf"
-            };
-            let mut idx = worker;
-            while !stop.load(Relaxed) {
-                let seq = sequence.fetch_add(1, Relaxed);
-                let sent = Instant::now();
-                let ok = match &mut grpc {
-                    Some(client) => client
-                        .export(stamp_request(&requests[idx % N_PAYLOADS], seq))
-                        .await
-                        .is_ok(),
-                    None => http
-                        .post(format!("{http_url}/v1/traces"))
-                        .header("content-type", content_type)
-                        .body(bodies[idx % N_PAYLOADS].stamped(protocol, seq))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
-                };
-                latencies.push(sent.elapsed());
-                let counter = if ok { &accepted } else { &refused };
-                counter.fetch_add(n_spans, Relaxed);
-                if !ok {
-                    // Refused: the server asked for a retry later; do as an exporter would.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                idx += 7;
-            }
-            anyhow::Ok(latencies)
-        });
+        let connection = send::Connection {
+            protocol: args.protocol,
+            gzip: args.gzip,
+            http_url: server.otlp_http.clone(),
+            grpc_url: server.otlp_grpc.clone(),
+            worker,
+            pacing: args.rate.map(|rate| {
+                (
+                    pacing::Pacing::new(rate, args.spans_per_export, args.connections, worker),
+                    started,
+                    deadline,
+                )
+            }),
+        };
+        workers.spawn(send::run(connection, Arc::clone(&shared)));
     }
     let mut peak_rss = 0;
-    while started.elapsed() < args.duration {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut samples = Vec::new();
+    let mut next_sample = args.sample_every;
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         peak_rss = peak_rss.max(rss());
+        if started.elapsed() >= next_sample {
+            samples.push(take_sample(&client, &servers, started.elapsed(), false).await);
+            next_sample += args.sample_every;
+        }
     }
-    stop.store(true, Relaxed);
+    shared.stop.store(true, Relaxed);
     let send_secs = started.elapsed().as_secs_f64();
+    let server_cpu_sent = process::cpu_secs_sum(&server_pids);
+    let bench_cpu_sent = process::cpu_secs(me);
     let mut latencies = Vec::new();
     while let Some(result) = workers.join_next().await {
         latencies.extend(result??);
     }
     latencies.sort_unstable();
-    let accepted = accepted.load(Relaxed);
+    let accepted = shared.accepted.load(Relaxed);
     // Stored means committed, and analysed means the requests are in the store: read the server's
     // own counts until it has caught up with everything acknowledged (10 spans make a request).
-    let client = reqwest::Client::new();
     let (mut stored, mut analysed_requests) = (0.0, 0.0);
     let (mut stored_secs, mut analysed_secs) = (None, None);
     let expected_requests = (accepted / 10) as f64;
     for _ in 0..1200 {
-        // Every instance counts what it committed and analysed: the sums are the totals.
-        (stored, analysed_requests) = (0.0, 0.0);
-        for server in &servers {
-            let metrics = client
-                .get(format!("{}/metrics", server.ui))
-                .send()
-                .await?
-                .text()
-                .await?;
-            stored += metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
-            analysed_requests +=
-                metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
-        }
+        let counts = scrape(&client, &servers).await?;
+        (stored, analysed_requests) = (counts.stored, counts.analysed_requests);
         peak_rss = peak_rss.max(rss());
         if stored_secs.is_none() && stored as u64 >= accepted {
             stored_secs = Some(started.elapsed().as_secs_f64());
@@ -410,8 +522,14 @@ async fn run_once(
         if stored_secs.is_some() && analysed_secs.is_some() {
             break;
         }
+        if started.elapsed() >= next_sample {
+            samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
+            next_sample += args.sample_every;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let server_cpu_caught_up = process::cpu_secs_sum(&server_pids);
+    samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
     drop(servers);
     let disk_bytes = db.disk_bytes().await;
     let quantile = |q: f64| {
@@ -420,11 +538,11 @@ async fn run_once(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let caught_up = started.elapsed().as_secs_f64();
+    let difference = |to: Option<f64>, from: Option<f64>| Some(to? - from?);
     Ok(Measured {
         analysis,
-        wire_bytes,
         accepted,
-        refused: refused.load(Relaxed),
+        refused: shared.refused.load(Relaxed),
         send_secs,
         stored,
         stored_secs: stored_secs.unwrap_or(caught_up),
@@ -434,85 +552,11 @@ async fn run_once(
         latency_p99_ms: quantile(0.99),
         peak_rss,
         disk_bytes,
+        server_cpu_sending: difference(server_cpu_sent, server_cpu_start),
+        server_cpu_catch_up: difference(server_cpu_caught_up, server_cpu_sent),
+        bench_cpu_sending: difference(bench_cpu_sent, bench_cpu_start),
+        samples,
     })
-}
-
-fn print_report(args: &BenchArgs, results: &[Measured]) {
-    let columns: Vec<String> = results
-        .iter()
-        .map(|m| {
-            if m.analysis {
-                "analysis on".to_owned()
-            } else {
-                "analysis off".to_owned()
-            }
-        })
-        .collect();
-    println!(
-        "{}, {} instance(s), {:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
-        if args.database_url.is_some() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        },
-        args.instances.max(1),
-        args.protocol,
-        args.connections,
-        args.spans_per_export,
-        results.first().map_or(0, |m| m.wire_bytes),
-        args.duration.as_secs()
-    );
-    println!("| figure | {} |", columns.join(" | "));
-    println!("|---|{}", "---|".repeat(columns.len()));
-    let row = |name: &str, value: &dyn Fn(&Measured) -> String| {
-        let cells: Vec<String> = results.iter().map(value).collect();
-        println!("| {name} | {} |", cells.join(" | "));
-    };
-    row("spans acknowledged per second", &|m| {
-        format!("{:.0}", m.accepted as f64 / m.send_secs)
-    });
-    row("spans refused (told to retry)", &|m| {
-        format!("{}", m.refused)
-    });
-    row("spans stored", &|m| format!("{:.0}", m.stored));
-    row(
-        "spans stored per second (until the last is committed)",
-        &|m| format!("{:.0}", m.stored / m.stored_secs),
-    );
-    row("catch-up after sending stopped", &|m| {
-        format!(
-            "{:.1} s",
-            (m.stored_secs.max(m.analysed_secs) - m.send_secs).max(0.0)
-        )
-    });
-    row("requests analysed", &|m| {
-        format!("{:.0}", m.analysed_requests)
-    });
-    row("spans stored and analysed per second", &|m| {
-        if m.analysis {
-            format!(
-                "{:.0}",
-                m.stored.min(m.analysed_requests * 10.0) / m.analysed_secs
-            )
-        } else {
-            "-".to_owned()
-        }
-    });
-    row("export latency p50 / p99", &|m| {
-        format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
-    });
-    row("server peak RSS (all instances)", &|m| {
-        format!("{:.0} MiB", m.peak_rss as f64 / 1_048_576.0)
-    });
-    row("bytes on disk per stored span", &|m| {
-        format!("{:.1}", m.disk_bytes as f64 / m.stored.max(1.0))
-    });
-    if let [off, on] = results {
-        println!(
-            "\nanalysis on / off, spans stored per second: {:.2}",
-            (on.stored / on.analysed_secs.max(on.stored_secs)) / (off.stored / off.stored_secs)
-        );
-    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
