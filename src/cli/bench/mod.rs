@@ -489,7 +489,9 @@ async fn run_once(
         )
         .await;
         peak_rss = peak_rss.max(rss());
-        if started.elapsed() >= next_sample {
+        // A sample at the deadline would see connections closing: the one after catch-up ends
+        // the curve instead.
+        if started.elapsed() >= next_sample && next_sample < args.duration {
             samples.push(take_sample(&client, &servers, started.elapsed(), false).await);
             next_sample += args.sample_every;
         }
@@ -529,6 +531,12 @@ async fn run_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let server_cpu_caught_up = process::cpu_secs_sum(&server_pids);
+    // The state once caught up ends the curve, in place of a sample taken just before it.
+    if samples.last().is_some_and(|last: &Sample| {
+        last.catching_up && started.elapsed() - last.at < Duration::from_secs(1)
+    }) {
+        samples.pop();
+    }
     samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
     drop(servers);
     let disk_bytes = db.disk_bytes().await;
