@@ -257,10 +257,12 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
     row("server RSS growth under load", &|m| {
         sample::rss_growth(&m.samples, sample::WARM_UP).map_or("-".to_owned(), |growth| {
             format!(
-                "{:+.1}% ({} s to {} s)",
+                "{:+.1}% ({} s to {} s; {} to {} MiB between)",
                 growth.percent,
                 growth.from.as_secs(),
-                growth.to.as_secs()
+                growth.to.as_secs(),
+                growth.min_bytes >> 20,
+                growth.max_bytes >> 20
             )
         })
     });

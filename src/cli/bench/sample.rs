@@ -31,6 +31,10 @@ pub(super) struct Growth {
     pub(super) from: Duration,
     pub(super) to: Duration,
     pub(super) percent: f64,
+    /// The lowest and highest RSS from `from` to `to`: two points of a curve that swings with
+    /// each batch say less than its range.
+    pub(super) min_bytes: u64,
+    pub(super) max_bytes: u64,
 }
 
 /// See [`Growth`]; `None` with fewer than two samples under load or an unreadable RSS.
@@ -48,10 +52,16 @@ pub(super) fn rss_growth(samples: &[Sample], warm_up: Duration) -> Option<Growth
     if from <= 0.0 {
         return None;
     }
+    let range = under_load
+        .iter()
+        .filter(|s| s.at >= first.at)
+        .filter_map(|s| s.rss_bytes);
     Some(Growth {
         from: first.at,
         to: last.at,
         percent: (to - from) / from * 100.0,
+        min_bytes: range.clone().min()?,
+        max_bytes: range.max()?,
     })
 }
 
@@ -73,7 +83,7 @@ mod tests {
 
     #[test]
     fn growth_starts_after_the_warm_up() {
-        let samples: Vec<Sample> = [(10, 50), (60, 200), (70, 205), (600, 220)]
+        let samples: Vec<Sample> = [(10, 50), (60, 200), (70, 240), (80, 190), (600, 220)]
             .iter()
             .map(|&(secs, rss)| sample(secs, rss, false))
             .collect();
@@ -81,6 +91,7 @@ mod tests {
         assert_eq!(growth.from, Duration::from_secs(60));
         assert_eq!(growth.to, Duration::from_secs(600));
         assert!((growth.percent - 10.0).abs() < 1e-9, "{}", growth.percent);
+        assert_eq!((growth.min_bytes, growth.max_bytes), (190 << 20, 240 << 20));
     }
 
     #[test]
