@@ -11,10 +11,10 @@
 //! Why not flate2's encoder: a stored block around each stamp would take two flushes per span, and
 //! inflating 2,000 small blocks costs the server 17 times what inflating one stream does (measured:
 //! 4.0 against 0.23 ms for an export of 1,000 spans), which would bias the benchmark. A single
-//! fixed-code block inflates about as fast as an ordinary one for protobuf (measured 0.21-0.26
-//! against 0.22-0.23 ms, load 5) and 30-60% slower for JSON, whose random hex ids are literals
-//! either way but whose stamps cut matches short. It is 31% (protobuf) to 76% (JSON) larger than
-//! what gzip level 6 makes of the same body, so `bench` reports both sizes.
+//! fixed-code block inflates within about 10% of an ordinary one for protobuf (measured 0.21-0.26
+//! against 0.22-0.23 ms per export, load 4-6) and 30-70% slower for JSON, where the stamps cut
+//! more matches short. It is 31% (protobuf) to 76% (JSON) larger than what gzip level 6 makes of
+//! the same body, so `bench` reports both sizes.
 //!
 //! Invariant: a stamped body inflates to exactly the plain body with the same stamp.
 
