@@ -51,7 +51,7 @@ pub async fn run(
         let encoded = tokio::task::spawn_blocking(move || {
             group
                 .into_iter()
-                .map(|export| (export.reply, block::encode(&export.spans, received_unix_ns)))
+                .map(|export| (export.reply, block::encode(export.spans, received_unix_ns)))
                 .unzip()
         })
         .await;
