@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use collector::model::{Span, TraceId};
+use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use super::work::{self, Batch, Work};
 use crate::analysis::aggregate::Rollup;
-use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
+use crate::analysis::{AnalysisConfig, RequestAnalysis};
 use crate::store::{
     AnalysisCommit, ClaimRelease, ClaimedTrace, Granularity, RequestRow, RollupChange, RollupKey,
     Store, StoreError, canonical_attributes, minute_of,
@@ -36,17 +38,6 @@ pub const OTHER_ENDPOINT: &str = "other";
 /// requests get resource id 0 and only attribute selections miss them.
 pub const MAX_RESOURCES: usize = 10_000;
 
-/// The canonical form of the resource of a request span, for interning.
-fn resource_key(span: &Span) -> String {
-    let attributes: Vec<(String, String)> = span
-        .resource
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.to_string()))
-        .collect();
-    canonical_attributes(&attributes)
-}
-
 /// The rollup rows a request counts in: its minute and its hour.
 fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
     let minute = minute_of(request.start_unix_ns);
@@ -56,17 +47,6 @@ fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
         minute: granularity.row_start(minute),
         granularity,
     })
-}
-
-/// A trace whose grace period has passed.
-#[derive(Debug)]
-pub struct DueTrace {
-    /// The trace.
-    pub trace_id: TraceId,
-    /// The spans that arrived since it was last analysed (all of them, for a new trace).
-    pub spans: Vec<Span>,
-    /// The newest block those spans came in.
-    pub last_block_id: i64,
 }
 
 /// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
@@ -151,6 +131,14 @@ pub struct Analyzer {
     /// Interned resources by canonical attributes.
     resource_ids: HashMap<String, i64>,
     stats: Arc<AnalysisStats>,
+    /// The last commit, still running while the next batch is analysed.
+    in_flight: Option<InFlight>,
+}
+
+/// A commit running in the background, and the traces it writes.
+struct InFlight {
+    traces: std::collections::HashSet<TraceId>,
+    commit: JoinHandle<Result<(), StoreError>>,
 }
 
 impl Analyzer {
@@ -185,15 +173,35 @@ impl Analyzer {
             endpoints_per_service,
             resource_ids,
             stats,
+            in_flight: None,
         })
     }
 
-    /// Analyses due traces and commits the results with `watermark`. Errors are logged and
+    /// Analyses a batch of due traces and commits the results with `watermark`. The commit runs
+    /// while the next batch is analysed; an empty batch waits for it. Errors are logged and
     /// counted: the blocks stay behind the watermark and are analysed again on the next start.
-    pub async fn process(&mut self, due: Vec<DueTrace>, watermark: i64) {
-        if let Err(err) = self.try_process(due, watermark).await {
-            self.stats.failed_commits.fetch_add(1, Relaxed);
-            error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+    pub async fn process(&mut self, batch: Batch, watermark: i64) {
+        if let Err(err) = self.try_process(batch, watermark).await {
+            self.commit_failed(&err);
+        }
+    }
+
+    fn commit_failed(&self, err: &StoreError) {
+        self.stats.failed_commits.fetch_add(1, Relaxed);
+        error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+    }
+
+    /// Waits for the commit running in the background, if any.
+    async fn finish_in_flight(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        match in_flight.commit.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => self.commit_failed(&err),
+            Err(err) => self.commit_failed(&StoreError::Corrupt(format!(
+                "analysis commit task failed: {err}"
+            ))),
         }
     }
 
@@ -210,8 +218,9 @@ impl Analyzer {
         }
     }
 
-    async fn try_process(&mut self, due: Vec<DueTrace>, watermark: i64) -> Result<(), StoreError> {
-        if due.is_empty() {
+    async fn try_process(&mut self, mut batch: Batch, watermark: i64) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            self.finish_in_flight().await;
             self.store
                 .commit_analysis(&AnalysisCommit {
                     watermark: Some(watermark),
@@ -220,27 +229,42 @@ impl Analyzer {
                 .await?;
             return Ok(());
         }
-        let ids: Vec<TraceId> = due.iter().map(|trace| trace.trace_id).collect();
+        let ids: Vec<TraceId> = batch.fresh.iter().map(|trace| trace.trace_id).collect();
+        // Whether a trace was analysed before is read from the store: the commit still running
+        // must be in it when it wrote one of these traces (spans that arrived late).
+        let overlaps = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| ids.iter().any(|id| in_flight.traces.contains(id)));
+        if overlaps {
+            self.finish_in_flight().await;
+        }
         let prior = self.store.analysed_traces(&ids).await?;
-        let mut work = Vec::with_capacity(due.len());
-        for trace in due {
-            match prior.get(&trace.trace_id) {
-                None => work.push(Work {
-                    trace_id: trace.trace_id,
-                    spans: trace.spans,
-                    old_spans: None,
-                    last_block_id: trace.last_block_id,
-                }),
-                Some(&seen_through) => {
-                    let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
-                        continue;
-                    };
-                    work.extend(reanalysis(trace.trace_id, stored, seen_through));
+        if !prior.is_empty() {
+            let fresh = std::mem::take(&mut batch.fresh);
+            for trace in fresh {
+                match prior.get(&trace.trace_id) {
+                    None => batch.fresh.push(trace),
+                    Some(&seen_through) => {
+                        let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
+                            continue;
+                        };
+                        batch
+                            .at_hand
+                            .extend(reanalysis(trace.trace_id, stored, seen_through));
+                    }
                 }
             }
         }
-        self.analyse_and_commit(work, Some(watermark), Vec::new())
-            .await
+        let commit = self.analyse(batch, Some(watermark), Vec::new()).await?;
+        self.finish_in_flight().await;
+        let traces = commit.requests.iter().map(|row| row.trace_id).collect();
+        let store = self.store.clone();
+        self.in_flight = Some(InFlight {
+            traces,
+            commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
+        });
+        Ok(())
     }
 
     async fn try_process_claimed(&mut self, claimed: Vec<ClaimedTrace>) -> Result<(), StoreError> {
@@ -284,20 +308,26 @@ impl Analyzer {
                 last_block_id: newest,
             });
         }
-        self.analyse_and_commit(work, None, releases).await
+        let batch = Batch {
+            at_hand: work,
+            ..Batch::default()
+        };
+        let commit = self.analyse(batch, None, releases).await?;
+        self.store.commit_analysis(&commit).await
     }
 
-    async fn analyse_and_commit(
+    /// Analyses a batch and turns the results into a commit (not yet applied).
+    async fn analyse(
         &mut self,
-        work: Vec<Work>,
+        batch: Batch,
         watermark: Option<i64>,
         claims: Vec<ClaimRelease>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AnalysisCommit, StoreError> {
         // The endpoint each previously analysed request was counted under, from its stored row:
         // another instance may have interned it, so this instance's map may not know it.
         let mut counted_under: HashMap<(TraceId, collector::model::SpanId), i64> = HashMap::new();
         let mut replace_traces = Vec::new();
-        for item in &work {
+        for item in &batch.at_hand {
             if item.old_spans.is_some() {
                 replace_traces.push(item.trace_id);
                 self.stats.reanalysed_traces.fetch_add(1, Relaxed);
@@ -307,52 +337,27 @@ impl Analyzer {
             }
         }
         let config = Arc::clone(&self.config);
-        let n_traces = work.len() as u64;
+        let n_traces = batch.len() as u64;
         // The analysis is pure CPU work: keep it off the async workers.
-        let analysed = tokio::task::spawn_blocking(move || {
-            let mut anomalies = 0;
-            // Spans of one export share their resource, and one tick sees few resources: render
-            // each one once per tick, not once per trace.
-            let mut rendered: HashMap<*const collector::model::Resource, String> = HashMap::new();
-            let results: Vec<_> = work
-                .into_iter()
-                .map(|item| {
-                    let spans = item.spans;
-                    let (new, new_anomalies) = analyze_trace(&spans, &config);
-                    anomalies += new_anomalies.len() as u64;
-                    let by_id: HashMap<_, &Span> =
-                        spans.iter().map(|span| (span.span_id, span)).collect();
-                    let resources: Vec<String> = new
-                        .iter()
-                        .map(|request| {
-                            by_id
-                                .get(&request.span_id)
-                                .map_or_else(String::new, |span| {
-                                    rendered
-                                        .entry(Arc::as_ptr(&span.resource))
-                                        .or_insert_with(|| resource_key(span))
-                                        .clone()
-                                })
-                        })
-                        .collect();
-                    let old = item
-                        .old_spans
-                        .map(|old| analyze_trace(&old, &config).0)
-                        .unwrap_or_default();
-                    (new, resources, old, item.last_block_id)
-                })
-                .collect();
-            (results, anomalies)
-        })
-        .await
-        .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
-        let (results, anomalies) = analysed;
+        let analysed = tokio::task::spawn_blocking(move || work::run(batch, &config))
+            .await
+            .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
         self.stats.traces.fetch_add(n_traces, Relaxed);
-        self.stats.anomalies.fetch_add(anomalies, Relaxed);
+        self.stats.anomalies.fetch_add(analysed.anomalies, Relaxed);
 
         let mut changes: HashMap<RollupKey, RollupChange> = HashMap::new();
         let mut requests = Vec::new();
-        for (new, resources, old, last_block_id) in results {
+        // Resources of one batch are few: look each up once, not once per request, by the address
+        // of its rendered text, which the requests of one resource share (the map holds the text,
+        // so no address is freed and reused while it is in use as a key).
+        let mut resource_ids: HashMap<usize, (Arc<str>, i64)> = HashMap::new();
+        for analysed_trace in analysed.traces {
+            let work::AnalysedTrace {
+                new,
+                resources,
+                old,
+                last_block_id,
+            } = analysed_trace;
             for request in &old {
                 let endpoint_id = counted_under
                     .get(&(request.trace_id, request.span_id))
@@ -368,7 +373,15 @@ impl Analyzer {
                 let endpoint_id = self
                     .endpoint_id(&request.service, &request.endpoint)
                     .await?;
-                let resource_id = self.resource_id(&request.service, resource).await?;
+                let address = Arc::as_ptr(resource).cast::<u8>() as usize;
+                let resource_id = match resource_ids.get(&address) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = self.resource_id(&request.service, resource).await?;
+                        resource_ids.insert(address, (Arc::clone(resource), id));
+                        id
+                    }
+                };
                 for key in rollup_keys(endpoint_id, request) {
                     change_of(&mut changes, key).added.add(request);
                 }
@@ -391,14 +404,13 @@ impl Analyzer {
         self.stats
             .requests
             .fetch_add(requests.len() as u64, Relaxed);
-        let commit = AnalysisCommit {
+        Ok(AnalysisCommit {
             replace_traces,
             requests,
             rollups: changes.into_values().collect(),
             watermark,
             claims,
-        };
-        self.store.commit_analysis(&commit).await
+        })
     }
 
     fn record_counters(&self, request: &RequestAnalysis) {
@@ -489,17 +501,6 @@ fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> 
         added: Rollup::new(),
         removed: Rollup::new(),
     })
-}
-
-/// One trace to analyse.
-struct Work {
-    trace_id: TraceId,
-    /// Every span to analyse now.
-    spans: Vec<Span>,
-    /// For a trace analysed before: the spans that analysis saw, whose requests are taken back.
-    old_spans: Option<Vec<Span>>,
-    /// The newest block among `spans`.
-    last_block_id: i64,
 }
 
 /// The work of re-analysing a trace whose previous analysis saw blocks up to `seen_through`;
