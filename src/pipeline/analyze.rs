@@ -133,11 +133,16 @@ pub struct Analyzer {
     stats: Arc<AnalysisStats>,
     /// The last commit, still running while the next batch is analysed.
     in_flight: Option<InFlight>,
+    /// The highest watermark a commit may still carry: below the blocks of a batch whose
+    /// analysis failed, so that the next start replays them (SQLite; `None` when none failed).
+    watermark_cap: Option<i64>,
 }
 
 /// A commit running in the background, and the traces it writes.
 struct InFlight {
     traces: std::collections::HashSet<TraceId>,
+    /// Below the oldest block of its batch.
+    floor: i64,
     commit: JoinHandle<Result<(), StoreError>>,
 }
 
@@ -174,6 +179,7 @@ impl Analyzer {
             resource_ids,
             stats,
             in_flight: None,
+            watermark_cap: None,
         })
     }
 
@@ -181,14 +187,22 @@ impl Analyzer {
     /// while the next batch is analysed; an empty batch waits for it. Errors are logged and
     /// counted: the blocks stay behind the watermark and are analysed again on the next start.
     pub async fn process(&mut self, batch: Batch, watermark: i64) {
-        if let Err(err) = self.try_process(batch, watermark).await {
-            self.commit_failed(&err);
+        let floor = batch_floor(&batch);
+        if let Err(err) = self.try_process(batch, watermark, floor).await {
+            self.commit_failed(&err, floor);
         }
     }
 
-    fn commit_failed(&self, err: &StoreError) {
+    fn commit_failed(&mut self, err: &StoreError, floor: i64) {
         self.stats.failed_commits.fetch_add(1, Relaxed);
+        self.watermark_cap = Some(self.watermark_cap.map_or(floor, |cap| cap.min(floor)));
         error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+    }
+
+    /// `watermark`, held below the blocks of any batch whose analysis failed.
+    fn capped(&self, watermark: i64) -> i64 {
+        self.watermark_cap
+            .map_or(watermark, |cap| watermark.min(cap))
     }
 
     /// Waits for the commit running in the background, if any.
@@ -198,10 +212,11 @@ impl Analyzer {
         };
         match in_flight.commit.await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => self.commit_failed(&err),
-            Err(err) => self.commit_failed(&StoreError::Corrupt(format!(
-                "analysis commit task failed: {err}"
-            ))),
+            Ok(Err(err)) => self.commit_failed(&err, in_flight.floor),
+            Err(err) => self.commit_failed(
+                &StoreError::Corrupt(format!("analysis commit task failed: {err}")),
+                in_flight.floor,
+            ),
         }
     }
 
@@ -214,16 +229,21 @@ impl Analyzer {
         }
         if let Err(err) = self.try_process_claimed(claimed).await {
             self.stats.failed_commits.fetch_add(1, Relaxed);
-            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again when their claims expire");
+            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again once their claims are given back");
         }
     }
 
-    async fn try_process(&mut self, mut batch: Batch, watermark: i64) -> Result<(), StoreError> {
+    async fn try_process(
+        &mut self,
+        mut batch: Batch,
+        watermark: i64,
+        floor: i64,
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             self.finish_in_flight().await;
             self.store
                 .commit_analysis(&AnalysisCommit {
-                    watermark: Some(watermark),
+                    watermark: Some(self.capped(watermark)),
                     ..Default::default()
                 })
                 .await?;
@@ -256,12 +276,13 @@ impl Analyzer {
                 }
             }
         }
-        let commit = self.analyse(batch, Some(watermark), Vec::new()).await?;
+        let mut commit = self.analyse(batch, None, Vec::new()).await?;
         self.finish_in_flight().await;
-        let traces = commit.requests.iter().map(|row| row.trace_id).collect();
+        commit.watermark = Some(self.capped(watermark));
         let store = self.store.clone();
         self.in_flight = Some(InFlight {
-            traces,
+            traces: ids.into_iter().collect(),
+            floor,
             commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
         });
         Ok(())
@@ -492,6 +513,16 @@ impl Analyzer {
         self.resource_ids.insert(canonical.to_owned(), id);
         Ok(id)
     }
+}
+
+/// The watermark below every block of a batch's fresh traces.
+fn batch_floor(batch: &Batch) -> i64 {
+    batch
+        .fresh
+        .iter()
+        .flat_map(|trace| trace.block_ids.iter().copied())
+        .min()
+        .map_or(i64::MAX, |oldest| oldest - 1)
 }
 
 /// The change to one rollup row, started empty.
