@@ -359,10 +359,22 @@ impl Analyzer {
         }
         let config = Arc::clone(&self.config);
         let n_traces = batch.len() as u64;
-        // The analysis is pure CPU work: keep it off the async workers.
-        let analysed = tokio::task::spawn_blocking(move || work::run(batch, &config))
-            .await
-            .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
+        // The analysis is pure CPU work: keep it off the async workers, one part per core.
+        let parts: Vec<_> = work::split(batch)
+            .into_iter()
+            .map(|part| {
+                let config = Arc::clone(&config);
+                tokio::task::spawn_blocking(move || work::run(part, &config))
+            })
+            .collect();
+        let mut analysed = work::Analysed::default();
+        for part in parts {
+            let part = part
+                .await
+                .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
+            analysed.traces.extend(part.traces);
+            analysed.anomalies += part.anomalies;
+        }
         self.stats.traces.fetch_add(n_traces, Relaxed);
         self.stats.anomalies.fetch_add(analysed.anomalies, Relaxed);
 

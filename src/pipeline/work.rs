@@ -1,5 +1,6 @@
 //! The CPU work of one analysis batch: decoding the due traces' blocks and analysing every trace,
-//! split over the machine's cores. It runs on blocking threads, never on the async workers.
+//! split over the machine's cores. It runs on blocking threads (the runtime's pool, so threads
+//! and their allocator caches are reused), never on the async workers.
 //!
 //! A batch is cut into contiguous parts, one per core, with fresh traces ordered by their first
 //! block so that each part mostly decodes blocks of its own; a block shared by two parts is
@@ -90,57 +91,52 @@ pub struct Analysed {
     pub anomalies: u64,
 }
 
-/// Decodes and analyses a batch on up to one thread per core.
-pub fn run(batch: Batch, config: &AnalysisConfig) -> Analysed {
+/// Cuts a batch into parts to analyse side by side, one per core (fewer for a small batch), each
+/// with the blocks its traces need.
+pub fn split(batch: Batch) -> Vec<Batch> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n_parts = (batch.len() / MIN_TRACES_PER_PART).clamp(1, cores);
+    if n_parts == 1 {
+        return vec![batch];
+    }
     let Batch {
         mut fresh,
         blocks,
         at_hand,
     } = batch;
-    if n_parts == 1 {
-        return analyse_part(fresh, &blocks, at_hand, config);
-    }
     fresh.sort_unstable_by_key(|trace| trace.block_ids.first().copied());
-    let mut fresh_parts = split(fresh, n_parts);
-    let mut at_hand_parts = split(at_hand, n_parts);
-    std::thread::scope(|scope| {
-        let blocks = &blocks;
-        let handles: Vec<_> = (1..n_parts)
-            .map(|_| {
-                let fresh = fresh_parts.pop().unwrap_or_default();
-                let at_hand = at_hand_parts.pop().unwrap_or_default();
-                scope.spawn(move || analyse_part(fresh, blocks, at_hand, config))
-            })
-            .collect();
-        let mut total = analyse_part(
-            fresh_parts.pop().unwrap_or_default(),
-            blocks,
-            at_hand_parts.pop().unwrap_or_default(),
-            config,
-        );
-        for handle in handles {
-            // A panic in a part is a bug in the analysis: let it reach the blocking task, which
-            // reports it like a panic on this thread.
-            let part = handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            total.traces.extend(part.traces);
-            total.anomalies += part.anomalies;
-        }
-        total
-    })
+    let fresh_parts = split_evenly(fresh, n_parts);
+    let at_hand_parts = split_evenly(at_hand, n_parts);
+    fresh_parts
+        .into_iter()
+        .zip(at_hand_parts)
+        .map(|(fresh, at_hand)| {
+            let blocks = fresh
+                .iter()
+                .flat_map(|trace| &trace.block_ids)
+                .filter_map(|id| Some((*id, Arc::clone(blocks.get(id)?))))
+                .collect();
+            Batch {
+                fresh,
+                blocks,
+                at_hand,
+            }
+        })
+        .collect()
 }
 
-/// Cuts `items` into `n` contiguous parts of nearly equal length.
-fn split<T>(mut items: Vec<T>, n: usize) -> Vec<Vec<T>> {
-    let size = items.len().div_ceil(n).max(1);
-    let mut parts = Vec::with_capacity(n);
-    while items.len() > size {
-        let tail = items.split_off(items.len() - size);
-        parts.push(tail);
-    }
+/// Decodes and analyses one batch (or part of one) on this thread.
+pub fn run(batch: Batch, config: &AnalysisConfig) -> Analysed {
+    analyse_part(batch.fresh, &batch.blocks, batch.at_hand, config)
+}
+
+/// Cuts `items` into exactly `n` contiguous parts of nearly equal length (some empty when there
+/// are fewer items than parts).
+fn split_evenly<T>(mut items: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let size = items.len().div_ceil(n.max(1));
+    let mut parts: Vec<Vec<T>> = (1..n)
+        .map(|_| items.split_off(items.len().saturating_sub(size)))
+        .collect();
     parts.push(items);
     parts
 }
@@ -255,13 +251,16 @@ mod tests {
 
     #[test]
     fn split_covers_every_item_once_in_nearly_equal_parts() {
-        let parts = split((0..1001).collect::<Vec<_>>(), 2);
+        let parts = split_evenly((0..1001).collect::<Vec<_>>(), 2);
         assert_eq!(parts.len(), 2);
         let mut all: Vec<i32> = parts.concat();
         all.sort_unstable();
         assert_eq!(all, (0..1001).collect::<Vec<_>>());
         assert!(parts.iter().all(|part| part.len() >= 500));
-        assert_eq!(split(Vec::<i32>::new(), 2).concat(), Vec::<i32>::new());
+        let empty = split_evenly(Vec::<i32>::new(), 2);
+        assert_eq!(empty.len(), 2, "always as many parts as asked");
+        assert!(empty.concat().is_empty());
+        assert_eq!(split_evenly(vec![1], 3).concat(), [1]);
     }
 
     #[test]
@@ -287,29 +286,29 @@ mod tests {
             });
         }
         let n_traces = fresh.len();
-        let analysed = run(
-            Batch {
-                fresh,
-                blocks,
-                at_hand: Vec::new(),
-            },
-            &AnalysisConfig::default(),
+        let parts = split(Batch {
+            fresh,
+            blocks,
+            at_hand: Vec::new(),
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parts.len(), cores.min(2));
+        assert!(
+            parts
+                .iter()
+                .all(|part| part.blocks.len() == part.fresh.len()),
+            "each part carries the blocks of its own traces"
         );
-        assert_eq!(analysed.traces.len(), n_traces);
-        let mut ids: Vec<TraceId> = analysed
-            .traces
-            .iter()
-            .map(|trace| trace.new[0].trace_id)
+        let traces: Vec<AnalysedTrace> = parts
+            .into_iter()
+            .flat_map(|part| run(part, &AnalysisConfig::default()).traces)
             .collect();
+        assert_eq!(traces.len(), n_traces);
+        let mut ids: Vec<TraceId> = traces.iter().map(|trace| trace.new[0].trace_id).collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), n_traces, "no trace analysed twice");
-        assert!(
-            analysed
-                .traces
-                .iter()
-                .all(|trace| trace.new[0].n_db_calls == 1)
-        );
+        assert!(traces.iter().all(|trace| trace.new[0].n_db_calls == 1));
     }
 
     #[test]
