@@ -33,8 +33,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// Blocks read per replay query after a restart.
 const REPLAY_BATCH: i64 = 64;
 
-/// Most traces analysed and committed at once (about 20,000 spans decoded at once), so one
-/// batch's memory and commit stay small. When more are due, the next batch follows at once.
+/// Traces analysed and committed at once (about 20,000 spans decoded at once), so one batch's
+/// memory and commit stay small; a batch goes past it only to finish the blocks it has taken.
+/// When more are due, the next batch follows at once.
 /// 5,000 analysed no faster and held 70 MiB more at full rate (BENCHMARKS.md).
 const MAX_TRACES_PER_BATCH: usize = 2_000;
 
@@ -111,7 +112,19 @@ impl Assembler {
     fn take_due(&mut self, now: Instant, everything: bool) -> Batch {
         let mut taken = Batch::default();
         while let Some((due_at, trace_id)) = self.due.front().copied() {
-            if (!everything && due_at > now) || taken.fresh.len() >= MAX_TRACES_PER_BATCH {
+            if !everything && due_at > now {
+                break;
+            }
+            // Past the limit, only traces whose blocks the batch already has: a block's traces
+            // are due together, and leaving some for the next batch would decode it twice.
+            if taken.fresh.len() >= MAX_TRACES_PER_BATCH
+                && !self.pending.get(&trace_id).is_some_and(|pending| {
+                    pending
+                        .block_ids
+                        .iter()
+                        .all(|block_id| taken.blocks.contains_key(block_id))
+                })
+            {
                 break;
             }
             self.due.pop_front();
@@ -253,6 +266,28 @@ mod tests {
             data: Arc::new(encoded.data),
             trace_ids: encoded.trace_ids,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_finishes_the_blocks_it_takes() {
+        let mut assembler = Assembler::new(Duration::from_secs(2));
+        let n_traces = MAX_TRACES_PER_BATCH + 500;
+        let trace_ids = (0..n_traces as u128)
+            .map(|n| TraceId(n.to_be_bytes()))
+            .collect();
+        let block = |block_id, trace_ids| CommittedBlock {
+            block_id,
+            data: Arc::new(vec![0; 8]),
+            trace_ids,
+        };
+        assembler.add(block(1, trace_ids), Instant::now());
+        assembler.add(block(2, vec![TraceId([0xff; 16])]), Instant::now());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let first = assembler.take_due(Instant::now(), false);
+        assert_eq!(first.len(), n_traces, "all of block 1, past the limit");
+        assert_eq!(first.blocks.len(), 1);
+        let second = assembler.take_due(Instant::now(), false);
+        assert_eq!(second.len(), 1, "block 2 waits for the next batch");
     }
 
     #[tokio::test(start_paused = true)]

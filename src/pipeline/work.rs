@@ -105,7 +105,7 @@ pub fn split(batch: Batch) -> Vec<Batch> {
         at_hand,
     } = batch;
     fresh.sort_unstable_by_key(|trace| trace.block_ids.first().copied());
-    let fresh_parts = split_evenly(fresh, n_parts);
+    let fresh_parts = split_at_blocks(fresh, n_parts);
     let at_hand_parts = split_evenly(at_hand, n_parts);
     fresh_parts
         .into_iter()
@@ -128,6 +128,26 @@ pub fn split(batch: Batch) -> Vec<Batch> {
 /// Decodes and analyses one batch (or part of one) on this thread.
 pub fn run(batch: Batch, config: &AnalysisConfig) -> Analysed {
     analyse_part(batch.fresh, &batch.blocks, batch.at_hand, config)
+}
+
+/// Cuts traces ordered by first block into exactly `n` contiguous parts of about equal length,
+/// cutting only where the first block changes, so that one block's traces stay in one part and
+/// no block is decoded twice (an export of 10,000 traces makes one part).
+fn split_at_blocks(fresh: Vec<FreshTrace>, n: usize) -> Vec<Vec<FreshTrace>> {
+    let target = fresh.len().div_ceil(n.max(1));
+    let mut parts: Vec<Vec<FreshTrace>> = vec![Vec::new()];
+    for trace in fresh {
+        let current = parts.last_mut().expect("parts starts with one");
+        let new_block = current
+            .last()
+            .is_some_and(|last| last.block_ids.first() != trace.block_ids.first());
+        if current.len() >= target && new_block && parts.len() < n {
+            parts.push(Vec::new());
+        }
+        parts.last_mut().expect("parts is not empty").push(trace);
+    }
+    parts.resize_with(n.max(1), Vec::new);
+    parts
 }
 
 /// Cuts `items` into exactly `n` contiguous parts of nearly equal length (some empty when there
@@ -261,6 +281,22 @@ mod tests {
         assert_eq!(empty.len(), 2, "always as many parts as asked");
         assert!(empty.concat().is_empty());
         assert_eq!(split_evenly(vec![1], 3).concat(), [1]);
+    }
+
+    #[test]
+    fn parts_are_cut_between_blocks_only() {
+        let trace = |n: u128, block: i64| FreshTrace {
+            trace_id: TraceId(n.to_be_bytes()),
+            block_ids: vec![block],
+            last_block_id: block,
+        };
+        let one_block: Vec<FreshTrace> = (0..1000).map(|n| trace(n, 7)).collect();
+        let parts = split_at_blocks(one_block, 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].len(), 1000, "one block's traces stay together");
+        let two_blocks: Vec<FreshTrace> = (0..1000).map(|n| trace(n, (n / 600) as i64)).collect();
+        let parts = split_at_blocks(two_blocks, 2);
+        assert_eq!([parts[0].len(), parts[1].len()], [600, 400]);
     }
 
     #[test]
