@@ -56,6 +56,16 @@ pub async fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    // Tasks of the runtime serving this request, which runs every task of the server: a count
+    // that only grows under a steady load is a leak.
+    let name = "bottleneck_runtime_alive_tasks";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Tokio tasks alive in the server's runtime.\n# TYPE {name} gauge\n{name} {}",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    );
     // While span commits fail the store is not asked: the scrape that reports the outage
     // (`bottleneck_store_up 0`) is answered at once instead of waiting for the store to time out.
     let stored = if state.ingest.store_down() {

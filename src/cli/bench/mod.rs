@@ -1,10 +1,14 @@
 //! `bottleneck bench`: a load generator against a fresh server process on this machine.
 //!
-//! It starts `bottleneck serve` as a child on a temporary SQLite file, sends pre-built, distinct
-//! payloads of realistic web-request traces over concurrent keep-alive connections (OTLP/HTTP
-//! protobuf or JSON, or OTLP/gRPC), then waits until the server has committed everything it
-//! acknowledged, and reports spans/s stored, export latency, the server's peak RSS and the bytes
-//! per stored span.
+//! It starts `bottleneck serve` as a child on a temporary SQLite file (or a scratch PostgreSQL
+//! database), sends pre-built, distinct payloads of realistic web-request traces over concurrent
+//! keep-alive connections (OTLP/HTTP protobuf or JSON, or OTLP/gRPC; gzip-compressed by the
+//! client with `--gzip`), as fast as the server answers or at a fixed `--rate`, then waits until the server
+//! has committed (and analysed) everything it acknowledged. It reports spans/s stored, export
+//! latency, the server's CPU (cores used, CPU-seconds per million spans) and the load generator's,
+//! peak RSS, bytes per stored span, and the server's RSS, open files, threads and tokio tasks
+//! sampled every `--sample-every`. With `--limit` it first measures this machine's raw limit
+//! (see [`limit`]) and shows each rate as a share of it.
 //!
 //! Invariant: a figure counts what the store holds, not what was answered 200.
 
@@ -12,18 +16,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
 
 use crate::cli::Outcome;
 use crate::config::DatabaseUrl;
@@ -31,6 +31,19 @@ use crate::store::Store;
 use crate::store::scratch::ScratchDatabase;
 
 mod api;
+mod limit;
+mod pacing;
+mod payload;
+mod process;
+mod report;
+mod sample;
+mod send;
+mod visibility;
+
+pub use payload::payload_for_benchmarks;
+use payload::{Body, payload};
+use report::Measured;
+use sample::Sample;
 
 /// The wire format to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +88,21 @@ pub struct BenchArgs {
     /// them, as a load balancer in front would.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
+    /// Send gzip-compressed exports: HTTP bodies compressed by the client on each send (gzip's
+    /// fastest level), gRPC messages compressed by tonic on each send.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Spans per second at a fixed rate, spread evenly over the connections. Without it each
+    /// connection sends its next export as soon as the last is answered (closed loop).
+    #[arg(long, value_name = "SPANS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// How often to sample the server's RSS, open files, threads and tokio tasks.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+    /// First measure this machine's raw limit (prost decode alone; decode plus a bare SQLite
+    /// insert) for a few seconds, and show the server's rates as a share of it.
+    #[arg(long)]
+    pub limit: bool,
 }
 
 /// Where one run's servers keep their data.
@@ -91,14 +119,24 @@ impl BenchDatabase {
         }
     }
 
+    /// Bytes the stored data takes. For SQLite, after opening and closing the file once: the
+    /// last connection to close checkpoints the write-ahead log into the database, so what is
+    /// counted is the data and its indexes, not how far the log had grown under the load's
+    /// readers.
     async fn disk_bytes(&self) -> u64 {
         match self {
-            Self::Sqlite(path) => ["", "-wal"]
-                .iter()
-                .map(|suffix| {
-                    std::fs::metadata(format!("{}{suffix}", path.display())).map_or(0, |m| m.len())
-                })
-                .sum(),
+            Self::Sqlite(path) => {
+                if let Ok(store) = Store::open(&DatabaseUrl::Sqlite(path.clone())).await {
+                    store.close().await;
+                }
+                ["", "-wal"]
+                    .iter()
+                    .map(|suffix| {
+                        std::fs::metadata(format!("{}{suffix}", path.display()))
+                            .map_or(0, |m| m.len())
+                    })
+                    .sum()
+            }
             Self::Postgres(scratch) => {
                 match Store::open(&DatabaseUrl::Postgres(scratch.url.clone())).await {
                     Ok(store) => {
@@ -124,242 +162,65 @@ pub enum AnalysisMode {
     Both,
 }
 
+/// How often a probe times export to visible during a run with analysis on.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+
 /// Distinct payloads built before the run, so the client spends its time sending, not encoding.
 const N_PAYLOADS: usize = 256;
 
-const STATEMENTS: [&str; 5] = [
-    "SELECT id, name, plan FROM tenants WHERE id = $1",
-    "SELECT u.id, u.email, u.password_hash FROM users u WHERE u.tenant_id = $1 AND u.email = $2",
-    "SELECT r.id, r.effect, r.condition FROM policy_rules r WHERE r.policy_id = $1 ORDER BY r.priority",
-    "UPDATE sessions SET last_seen_at = now() WHERE id = $1",
-    "INSERT INTO audit_log (tenant_id, user_id, action, at) VALUES ($1, $2, $3, now())",
-];
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
+/// What every run sends, built once before the first.
+struct Traffic {
+    spans_per_export: usize,
+    /// The exports as messages, for gRPC (and the raw limit).
+    requests: Vec<ExportTraceServiceRequest>,
+    /// The exports encoded for HTTP, compressed with `--gzip`.
+    bodies: Vec<Body>,
+    /// Average size of a body, uncompressed.
+    plain_bytes: u64,
+    /// With `--gzip` over HTTP: the average size of a body as sent, and what gzip at its default
+    /// level makes of one.
+    gzip_bytes: Option<(u64, u64)>,
 }
 
-fn text(value: &str) -> Value {
-    Value::StringValue(value.into())
-}
-
-/// One export of `n_spans` spans: web requests of 10 spans each (a SERVER span, 7 queries, a
-/// cache get, an HTTP call), about 10 attributes per span, as a real service sends them.
-fn payload(rng: &mut SmallRng, n_spans: usize, start_unix_ns: u64) -> ExportTraceServiceRequest {
-    let mut spans = Vec::with_capacity(n_spans);
-    while spans.len() < n_spans {
-        let trace_id: [u8; 16] = rng.random();
-        let root_id: [u8; 8] = rng.random();
-        let start = start_unix_ns + rng.random_range(0..60_000_000_000);
-        let duration = rng.random_range(20_000_000..400_000_000u64);
-        let user_agent =
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0";
-        spans.push(Span {
-            trace_id: trace_id.to_vec(),
-            span_id: root_id.to_vec(),
-            name: "POST /login".into(),
-            kind: 2,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + duration,
-            attributes: vec![
-                kv("http.request.method", text("POST")),
-                kv("http.route", text("/login")),
-                kv("url.path", text("/login")),
-                kv("http.response.status_code", Value::IntValue(200)),
-                kv("user_agent.original", text(user_agent)),
-                kv("client.address", text("10.1.2.3")),
-                kv("server.port", Value::IntValue(8000)),
-                kv("network.protocol.version", text("1.1")),
-                kv(
-                    "cpu.time_ns",
-                    Value::IntValue(rng.random_range(1_000_000..20_000_000)),
-                ),
-                kv(
-                    "enduser.id",
-                    Value::IntValue(rng.random_range(1..4_000_000)),
-                ),
-            ],
-            status: Some(Status::default()),
-            ..Default::default()
-        });
-        let mut cursor = start + 1_000_000;
-        for child in 0..9 {
-            let child_duration = duration / 12;
-            let (name, kind, attributes) = match child {
-                0..=6 => {
-                    let statement = STATEMENTS[child % STATEMENTS.len()];
-                    (
-                        statement
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("query")
-                            .to_owned(),
-                        3,
-                        vec![
-                            kv("db.system.name", text("postgresql")),
-                            kv("db.query.text", text(statement)),
-                            kv(
-                                "db.operation.name",
-                                text(statement.split_whitespace().next().unwrap_or("")),
-                            ),
-                            kv("db.namespace", text("auth")),
-                            kv("server.address", text("db.internal")),
-                            kv("server.port", Value::IntValue(5432)),
-                            kv(
-                                "db.query.parameter.0",
-                                Value::IntValue(rng.random_range(1..100_000)),
-                            ),
-                        ],
-                    )
-                }
-                7 => (
-                    "GET".to_owned(),
-                    3,
-                    vec![
-                        kv("db.system.name", text("redis")),
-                        kv("db.query.text", text("GET session:?")),
-                        kv("server.address", text("cache.internal")),
-                    ],
-                ),
-                _ => (
-                    "POST".to_owned(),
-                    3,
-                    vec![
-                        kv("http.request.method", text("POST")),
-                        kv("url.full", text("https://idp.example.com/saml/assert")),
-                        kv("server.address", text("idp.example.com")),
-                        kv("http.response.status_code", Value::IntValue(200)),
-                    ],
-                ),
-            };
-            let span_id: [u8; 8] = rng.random();
-            spans.push(Span {
-                trace_id: trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: root_id.to_vec(),
-                name,
-                kind,
-                start_time_unix_nano: cursor,
-                end_time_unix_nano: cursor + child_duration,
-                attributes,
-                status: Some(Status::default()),
-                ..Default::default()
-            });
-            cursor += child_duration + 100_000;
-        }
-    }
-    spans.truncate(n_spans);
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", text("auth")),
-                    kv("service.version", text("1.0")),
-                    kv("service.instance.id", text("auth-7f9c")),
-                    kv("host.name", text("ip-10-1-2-3")),
-                    kv("telemetry.sdk.language", text("python")),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-/// A pre-encoded body and where its trace ids sit, so every send can stamp them with a fresh
-/// sequence number: each export is then a set of new traces, as in production, while the client
-/// spends no time encoding.
-struct Body {
-    bytes: Vec<u8>,
-    /// Offsets of each trace id: 16 raw bytes in protobuf, 32 hex digits in JSON.
-    trace_id_offsets: Vec<usize>,
-}
-
-impl Body {
-    fn protobuf(request: &ExportTraceServiceRequest) -> Body {
-        let bytes = request.encode_to_vec();
-        let trace_ids: std::collections::HashSet<&[u8]> = request.resource_spans[0].scope_spans[0]
-            .spans
-            .iter()
-            .map(|span| span.trace_id.as_slice())
+impl Traffic {
+    /// Builds the payloads.
+    fn build(args: &BenchArgs) -> anyhow::Result<Traffic> {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
+        let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
+            .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
             .collect();
-        // A trace id is field 1 of a Span: tag 0x0a, length 0x10, then the 16 bytes.
-        let trace_id_offsets = (0..bytes.len().saturating_sub(18))
-            .filter(|&idx| {
-                bytes[idx] == 0x0a
-                    && bytes[idx + 1] == 0x10
-                    && trace_ids.contains(&bytes[idx + 2..idx + 18])
-            })
-            .map(|idx| idx + 2)
-            .collect();
-        Body {
-            bytes,
-            trace_id_offsets,
+        let mut bodies: Vec<Body> = match args.protocol {
+            Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
+            Protocol::Json => requests.iter().map(Body::json).collect(),
+        };
+        let average = |sizes: &mut dyn Iterator<Item = usize>| {
+            sizes.map(|size| size as u64).sum::<u64>() / N_PAYLOADS as u64
+        };
+        let plain_bytes = average(&mut bodies.iter().map(|body| body.bytes.len()));
+        let mut gzip_bytes = None;
+        if args.gzip && args.protocol != Protocol::Grpc {
+            bodies.iter_mut().for_each(Body::compress);
+            let sent = average(&mut bodies.iter().map(|body| body.stamped(0).len()));
+            let level_6 = payload::gzipped(&bodies[0].bytes, flate2::Compression::default());
+            gzip_bytes = Some((sent, level_6.len() as u64));
         }
+        Ok(Traffic {
+            spans_per_export: args.spans_per_export,
+            requests,
+            bodies,
+            plain_bytes,
+            gzip_bytes,
+        })
     }
-
-    fn json(request: &ExportTraceServiceRequest) -> Body {
-        let bytes = serde_json::to_vec(request).expect("OTLP serializes");
-        let key = b"\"traceId\":\"";
-        let trace_id_offsets = (0..bytes.len().saturating_sub(key.len() + 32))
-            .filter(|&idx| &bytes[idx..idx + key.len()] == key)
-            .map(|idx| idx + key.len())
-            .collect();
-        Body {
-            bytes,
-            trace_id_offsets,
-        }
-    }
-
-    fn stamped(&self, protocol: Protocol, sequence: u64) -> Vec<u8> {
-        let mut bytes = self.bytes.clone();
-        for &offset in &self.trace_id_offsets {
-            match protocol {
-                Protocol::Json => bytes[offset + 16..offset + 32]
-                    .copy_from_slice(format!("{sequence:016x}").as_bytes()),
-                Protocol::Http | Protocol::Grpc => {
-                    bytes[offset + 8..offset + 16].copy_from_slice(&sequence.to_be_bytes())
-                }
-            }
-        }
-        bytes
-    }
-}
-
-fn stamp_request(request: &ExportTraceServiceRequest, sequence: u64) -> ExportTraceServiceRequest {
-    let mut request = request.clone();
-    for span in &mut request.resource_spans[0].scope_spans[0].spans {
-        span.trace_id[8..16].copy_from_slice(&sequence.to_be_bytes());
-    }
-    request
-}
-
-/// The benchmark payload, for the micro-benchmarks: `n_spans` spans of 10-span web requests.
-pub fn payload_for_benchmarks(n_spans: usize) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    payload(&mut SmallRng::seed_from_u64(7), n_spans, now)
 }
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 fn metric(metrics: &str, name: &str) -> Option<f64> {
@@ -435,23 +296,6 @@ async fn start_server(
     bail!("the server did not become ready")
 }
 
-/// What one run measured.
-struct Measured {
-    analysis: bool,
-    wire_bytes: u64,
-    accepted: u64,
-    refused: u64,
-    send_secs: f64,
-    stored: f64,
-    stored_secs: f64,
-    analysed_requests: f64,
-    analysed_secs: f64,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
-    peak_rss: u64,
-    disk_bytes: u64,
-}
-
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -461,6 +305,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
         return result.map(|()| Outcome::Ok);
     }
+    let result = run_ingest(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|()| Outcome::Ok)
+}
+
+async fn run_ingest(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let modes: &[bool] = match args.analysis {
         AnalysisMode::On => &[true],
         AnalysisMode::Off => &[false],
@@ -469,6 +319,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     if args.instances > 1 && args.database_url.is_none() {
         bail!("several instances share a PostgreSQL database: pass --database-url postgres://...");
     }
+    if args.sample_every.is_zero() {
+        bail!("--sample-every must be longer than zero");
+    }
+    let load_average = std::fs::read_to_string("/proc/loadavg").ok().map(|text| {
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let traffic = {
+        let args = args.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Traffic::build(&args))
+                .await
+                .context("building the payloads")??,
+        )
+    };
+    let limit = if args.limit {
+        let (traffic, dir) = (Arc::clone(&traffic), dir.to_owned());
+        Some(
+            tokio::task::spawn_blocking(move || {
+                let bodies: Vec<Vec<u8>> = traffic
+                    .requests
+                    .iter()
+                    .map(|request| request.encode_to_vec())
+                    .collect();
+                limit::measure(&bodies, &dir)
+            })
+            .await
+            .context("measuring the raw limit")??,
+        )
+    } else {
+        None
+    };
     let mut results = Vec::new();
     for &analysis in modes {
         let name = if analysis { "analysis" } else { "ingest" };
@@ -481,19 +365,78 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             None => BenchDatabase::Sqlite(dir.join(format!("bench-{name}.db"))),
         };
         let config = dir.join(format!("bench-{name}.toml"));
-        let measured = run_once(&args, &db, &config, analysis).await;
+        let measured = run_once(args, &traffic, &db, &config, analysis).await;
         if let BenchDatabase::Postgres(scratch) = &db {
             let _ = scratch.drop_now().await;
         }
         results.push(measured?);
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    print_report(&args, &results);
-    Ok(Outcome::Ok)
+    report::print(
+        args,
+        &traffic,
+        limit.as_ref(),
+        load_average.as_deref(),
+        &results,
+    );
+    Ok(())
+}
+
+/// What the servers' `/metrics` say, summed over the instances.
+struct Counts {
+    stored: f64,
+    analysed_requests: f64,
+    tasks: Option<f64>,
+}
+
+async fn scrape(client: &reqwest::Client, servers: &[Server]) -> anyhow::Result<Counts> {
+    // Every instance counts what it committed and analysed: the sums are the totals.
+    let mut counts = Counts {
+        stored: 0.0,
+        analysed_requests: 0.0,
+        tasks: Some(0.0),
+    };
+    for server in servers {
+        let metrics = client
+            .get(format!("{}/metrics", server.ui))
+            .send()
+            .await?
+            .text()
+            .await?;
+        counts.stored += metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
+        counts.analysed_requests +=
+            metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
+        counts.tasks = counts
+            .tasks
+            .zip(metric(&metrics, "bottleneck_runtime_alive_tasks"))
+            .map(|(sum, tasks)| sum + tasks);
+    }
+    Ok(counts)
+}
+
+async fn take_sample(
+    client: &reqwest::Client,
+    servers: &[Server],
+    at: Duration,
+    catching_up: bool,
+) -> Sample {
+    let pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
+    let counts = scrape(client, servers).await.ok();
+    Sample {
+        at,
+        catching_up,
+        spans_stored: counts.as_ref().map(|counts| counts.stored as u64),
+        rss_bytes: process::sum(&pids, process::rss_bytes),
+        open_fds: process::sum(&pids, process::open_fds),
+        threads: process::sum(&pids, process::threads),
+        tasks: counts
+            .and_then(|counts| counts.tasks)
+            .map(|tasks| tasks as u64),
+    }
 }
 
 async fn run_once(
     args: &BenchArgs,
+    traffic: &Arc<Traffic>,
     db: &BenchDatabase,
     config: &std::path::Path,
     analysis: bool,
@@ -503,126 +446,86 @@ async fn run_once(
         servers.push(start_server(&db.cli_url(), config, analysis).await?);
     }
     let server_pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
-    let rss = || -> u64 {
-        server_pids
-            .iter()
-            .map(|pid| rss_bytes(*pid).unwrap_or(0))
-            .sum()
-    };
+    let me = std::process::id();
+    let rss = || process::sum(&server_pids, process::rss_bytes).unwrap_or(0);
+    let client = reqwest::Client::new();
 
-    let mut rng = SmallRng::seed_from_u64(7);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64;
-    let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
-        .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
-        .collect();
-    let bodies: Arc<Vec<Body>> = Arc::new(match args.protocol {
-        Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
-        Protocol::Json => requests.iter().map(Body::json).collect(),
+    let shared = Arc::new(send::Shared {
+        traffic: Arc::clone(traffic),
+        sequence: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+        accepted: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
     });
-    let wire_bytes: u64 =
-        bodies.iter().map(|b| b.bytes.len() as u64).sum::<u64>() / N_PAYLOADS as u64;
-    let sequence = Arc::new(AtomicU64::new(1));
-    let requests = Arc::new(requests);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    let server_cpu_start = process::cpu_secs_sum(&server_pids);
+    let bench_cpu_start = process::cpu_secs(me);
     let started = Instant::now();
+    let deadline = started + args.duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.connections {
-        let (stop, accepted, refused) = (
-            Arc::clone(&stop),
-            Arc::clone(&accepted),
-            Arc::clone(&refused),
-        );
-        let (bodies, requests, sequence) = (
-            Arc::clone(&bodies),
-            Arc::clone(&requests),
-            Arc::clone(&sequence),
-        );
         let server = &servers[worker % servers.len()];
-        let (protocol, http_url, grpc_url) = (
-            args.protocol,
-            server.otlp_http.clone(),
-            server.otlp_grpc.clone(),
-        );
-        let n_spans = args.spans_per_export as u64;
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let http = reqwest::Client::new();
-            let mut grpc = match protocol {
-                Protocol::Grpc => Some(TraceServiceClient::connect(grpc_url).await?),
-                _ => None,
-            };
-            let content_type = if protocol == Protocol::Json {
-                "application/json"
-            } else {
-                "application/x-protobuf"
-            };
-            let mut idx = worker;
-            while !stop.load(Relaxed) {
-                let seq = sequence.fetch_add(1, Relaxed);
-                let sent = Instant::now();
-                let ok = match &mut grpc {
-                    Some(client) => client
-                        .export(stamp_request(&requests[idx % N_PAYLOADS], seq))
-                        .await
-                        .is_ok(),
-                    None => http
-                        .post(format!("{http_url}/v1/traces"))
-                        .header("content-type", content_type)
-                        .body(bodies[idx % N_PAYLOADS].stamped(protocol, seq))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
-                };
-                latencies.push(sent.elapsed());
-                let counter = if ok { &accepted } else { &refused };
-                counter.fetch_add(n_spans, Relaxed);
-                if !ok {
-                    // Refused: the server asked for a retry later; do as an exporter would.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                idx += 7;
-            }
-            anyhow::Ok(latencies)
-        });
+        let connection = send::Connection {
+            protocol: args.protocol,
+            gzip: args.gzip,
+            http_url: server.otlp_http.clone(),
+            grpc_url: server.otlp_grpc.clone(),
+            worker,
+            pacing: args.rate.map(|rate| {
+                (
+                    pacing::Pacing::new(rate, args.spans_per_export, args.connections, worker),
+                    started,
+                    deadline,
+                )
+            }),
+        };
+        workers.spawn(send::run(connection, Arc::clone(&shared)));
     }
+    // With analysis on, probes time export to visible while the load runs.
+    let probes_stop = Arc::new(AtomicBool::new(false));
+    let probes = analysis.then(|| {
+        tokio::spawn(visibility::probe(
+            client.clone(),
+            servers[0].otlp_http.clone(),
+            servers[0].ui.clone(),
+            PROBE_EVERY,
+            Arc::clone(&probes_stop),
+        ))
+    });
     let mut peak_rss = 0;
-    while started.elapsed() < args.duration {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut samples = Vec::new();
+    let mut next_sample = args.sample_every;
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         peak_rss = peak_rss.max(rss());
+        // A sample at the deadline would see connections closing: the one after catch-up ends
+        // the curve instead.
+        if started.elapsed() >= next_sample && next_sample < args.duration {
+            samples.push(take_sample(&client, &servers, started.elapsed(), false).await);
+            next_sample += args.sample_every;
+        }
     }
-    stop.store(true, Relaxed);
+    shared.stop.store(true, Relaxed);
+    probes_stop.store(true, Relaxed);
     let send_secs = started.elapsed().as_secs_f64();
+    let server_cpu_sent = process::cpu_secs_sum(&server_pids);
+    let bench_cpu_sent = process::cpu_secs(me);
     let mut latencies = Vec::new();
     while let Some(result) = workers.join_next().await {
         latencies.extend(result??);
     }
     latencies.sort_unstable();
-    let accepted = accepted.load(Relaxed);
+    let accepted = shared.accepted.load(Relaxed);
     // Stored means committed, and analysed means the requests are in the store: read the server's
     // own counts until it has caught up with everything acknowledged (10 spans make a request).
-    let client = reqwest::Client::new();
     let (mut stored, mut analysed_requests) = (0.0, 0.0);
     let (mut stored_secs, mut analysed_secs) = (None, None);
     let expected_requests = (accepted / 10) as f64;
     for _ in 0..1200 {
-        // Every instance counts what it committed and analysed: the sums are the totals.
-        (stored, analysed_requests) = (0.0, 0.0);
-        for server in &servers {
-            let metrics = client
-                .get(format!("{}/metrics", server.ui))
-                .send()
-                .await?
-                .text()
-                .await?;
-            stored += metric(&metrics, "bottleneck_spans_committed_total").unwrap_or(0.0);
-            analysed_requests +=
-                metric(&metrics, "bottleneck_requests_analysed_total").unwrap_or(0.0);
-        }
+        let counts = scrape(&client, &servers).await?;
+        (stored, analysed_requests) = (counts.stored, counts.analysed_requests);
         peak_rss = peak_rss.max(rss());
         if stored_secs.is_none() && stored as u64 >= accepted {
             stored_secs = Some(started.elapsed().as_secs_f64());
@@ -633,8 +536,25 @@ async fn run_once(
         if stored_secs.is_some() && analysed_secs.is_some() {
             break;
         }
+        if started.elapsed() >= next_sample {
+            samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
+            next_sample += args.sample_every;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let server_cpu_caught_up = process::cpu_secs_sum(&server_pids);
+    let mut visible = match probes {
+        Some(probes) => probes.await?,
+        None => Vec::new(),
+    };
+    visible.sort_unstable();
+    // The state once caught up ends the curve, in place of a sample taken just before it.
+    if samples.last().is_some_and(|last: &Sample| {
+        last.catching_up && started.elapsed() - last.at < Duration::from_secs(1)
+    }) {
+        samples.pop();
+    }
+    samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
     drop(servers);
     let disk_bytes = db.disk_bytes().await;
     let quantile = |q: f64| {
@@ -643,11 +563,11 @@ async fn run_once(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let caught_up = started.elapsed().as_secs_f64();
+    let difference = |to: Option<f64>, from: Option<f64>| Some(to? - from?);
     Ok(Measured {
         analysis,
-        wire_bytes,
         accepted,
-        refused: refused.load(Relaxed),
+        refused: shared.refused.load(Relaxed),
         send_secs,
         stored,
         stored_secs: stored_secs.unwrap_or(caught_up),
@@ -657,85 +577,12 @@ async fn run_once(
         latency_p99_ms: quantile(0.99),
         peak_rss,
         disk_bytes,
+        server_cpu_sending: difference(server_cpu_sent, server_cpu_start),
+        server_cpu_catch_up: difference(server_cpu_caught_up, server_cpu_sent),
+        bench_cpu_sending: difference(bench_cpu_sent, bench_cpu_start),
+        samples,
+        visible,
     })
-}
-
-fn print_report(args: &BenchArgs, results: &[Measured]) {
-    let columns: Vec<String> = results
-        .iter()
-        .map(|m| {
-            if m.analysis {
-                "analysis on".to_owned()
-            } else {
-                "analysis off".to_owned()
-            }
-        })
-        .collect();
-    println!(
-        "{}, {} instance(s), {:?}, {} connections, {} spans per export ({} B on the wire), {} s of sending\n",
-        if args.database_url.is_some() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        },
-        args.instances.max(1),
-        args.protocol,
-        args.connections,
-        args.spans_per_export,
-        results.first().map_or(0, |m| m.wire_bytes),
-        args.duration.as_secs()
-    );
-    println!("| figure | {} |", columns.join(" | "));
-    println!("|---|{}", "---|".repeat(columns.len()));
-    let row = |name: &str, value: &dyn Fn(&Measured) -> String| {
-        let cells: Vec<String> = results.iter().map(value).collect();
-        println!("| {name} | {} |", cells.join(" | "));
-    };
-    row("spans acknowledged per second", &|m| {
-        format!("{:.0}", m.accepted as f64 / m.send_secs)
-    });
-    row("spans refused (told to retry)", &|m| {
-        format!("{}", m.refused)
-    });
-    row("spans stored", &|m| format!("{:.0}", m.stored));
-    row(
-        "spans stored per second (until the last is committed)",
-        &|m| format!("{:.0}", m.stored / m.stored_secs),
-    );
-    row("catch-up after sending stopped", &|m| {
-        format!(
-            "{:.1} s",
-            (m.stored_secs.max(m.analysed_secs) - m.send_secs).max(0.0)
-        )
-    });
-    row("requests analysed", &|m| {
-        format!("{:.0}", m.analysed_requests)
-    });
-    row("spans stored and analysed per second", &|m| {
-        if m.analysis {
-            format!(
-                "{:.0}",
-                m.stored.min(m.analysed_requests * 10.0) / m.analysed_secs
-            )
-        } else {
-            "-".to_owned()
-        }
-    });
-    row("export latency p50 / p99", &|m| {
-        format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
-    });
-    row("server peak RSS (all instances)", &|m| {
-        format!("{:.0} MiB", m.peak_rss as f64 / 1_048_576.0)
-    });
-    row("bytes on disk per stored span", &|m| {
-        format!("{:.1}", m.disk_bytes as f64 / m.stored.max(1.0))
-    });
-    if let [off, on] = results {
-        println!(
-            "\nanalysis on / off, spans stored per second: {:.2}",
-            (on.stored / on.analysed_secs.max(on.stored_secs)) / (off.stored / off.stored_secs)
-        );
-    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -30,6 +30,7 @@ fn string(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(Value::StringValue(value.into())),
         }),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,287 @@
+//! The bench's traffic: realistic OTLP exports of 10-span web requests, built before the run and
+//! pre-encoded, with the places marked where each send stamps fresh trace ids.
+//!
+//! Invariant: nothing here runs per send except the stamping, which copies bytes and never
+//! encodes, and with `--gzip` the compression an exporter would do too.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const STATEMENTS: [&str; 5] = [
+    "SELECT id, name, plan FROM tenants WHERE id = $1",
+    "SELECT u.id, u.email, u.password_hash FROM users u WHERE u.tenant_id = $1 AND u.email = $2",
+    "SELECT r.id, r.effect, r.condition FROM policy_rules r WHERE r.policy_id = $1 ORDER BY r.priority",
+    "UPDATE sessions SET last_seen_at = now() WHERE id = $1",
+    "INSERT INTO audit_log (tenant_id, user_id, action, at) VALUES ($1, $2, $3, now())",
+];
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(value: &str) -> Value {
+    Value::StringValue(value.into())
+}
+
+/// One export of `n_spans` spans: web requests of 10 spans each (a SERVER span, 7 queries, a
+/// cache get, an HTTP call), about 10 attributes per span, as a real service sends them.
+pub(super) fn payload(
+    rng: &mut SmallRng,
+    n_spans: usize,
+    start_unix_ns: u64,
+) -> ExportTraceServiceRequest {
+    let mut spans = Vec::with_capacity(n_spans);
+    while spans.len() < n_spans {
+        let trace_id: [u8; 16] = rng.random();
+        let root_id: [u8; 8] = rng.random();
+        let start = start_unix_ns + rng.random_range(0..60_000_000_000);
+        let duration = rng.random_range(20_000_000..400_000_000u64);
+        let user_agent =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0";
+        spans.push(Span {
+            trace_id: trace_id.to_vec(),
+            span_id: root_id.to_vec(),
+            name: "POST /login".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + duration,
+            attributes: vec![
+                kv("http.request.method", text("POST")),
+                kv("http.route", text("/login")),
+                kv("url.path", text("/login")),
+                kv("http.response.status_code", Value::IntValue(200)),
+                kv("user_agent.original", text(user_agent)),
+                kv("client.address", text("10.1.2.3")),
+                kv("server.port", Value::IntValue(8000)),
+                kv("network.protocol.version", text("1.1")),
+                kv(
+                    "cpu.time_ns",
+                    Value::IntValue(rng.random_range(1_000_000..20_000_000)),
+                ),
+                kv(
+                    "enduser.id",
+                    Value::IntValue(rng.random_range(1..4_000_000)),
+                ),
+            ],
+            status: Some(Status::default()),
+            ..Default::default()
+        });
+        let mut cursor = start + 1_000_000;
+        for child in 0..9 {
+            let child_duration = duration / 12;
+            let (name, kind, attributes) = match child {
+                0..=6 => {
+                    let statement = STATEMENTS[child % STATEMENTS.len()];
+                    (
+                        statement
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("query")
+                            .to_owned(),
+                        3,
+                        vec![
+                            kv("db.system.name", text("postgresql")),
+                            kv("db.query.text", text(statement)),
+                            kv(
+                                "db.operation.name",
+                                text(statement.split_whitespace().next().unwrap_or("")),
+                            ),
+                            kv("db.namespace", text("auth")),
+                            kv("server.address", text("db.internal")),
+                            kv("server.port", Value::IntValue(5432)),
+                            kv(
+                                "db.query.parameter.0",
+                                Value::IntValue(rng.random_range(1..100_000)),
+                            ),
+                        ],
+                    )
+                }
+                7 => (
+                    "GET".to_owned(),
+                    3,
+                    vec![
+                        kv("db.system.name", text("redis")),
+                        kv("db.query.text", text("GET session:?")),
+                        kv("server.address", text("cache.internal")),
+                    ],
+                ),
+                _ => (
+                    "POST".to_owned(),
+                    3,
+                    vec![
+                        kv("http.request.method", text("POST")),
+                        kv("url.full", text("https://idp.example.com/saml/assert")),
+                        kv("server.address", text("idp.example.com")),
+                        kv("http.response.status_code", Value::IntValue(200)),
+                    ],
+                ),
+            };
+            let span_id: [u8; 8] = rng.random();
+            spans.push(Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                parent_span_id: root_id.to_vec(),
+                name,
+                kind,
+                start_time_unix_nano: cursor,
+                end_time_unix_nano: cursor + child_duration,
+                attributes,
+                status: Some(Status::default()),
+                ..Default::default()
+            });
+            cursor += child_duration + 100_000;
+        }
+    }
+    spans.truncate(n_spans);
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", text("auth")),
+                    kv("service.version", text("1.0")),
+                    kv("service.instance.id", text("auth-7f9c")),
+                    kv("host.name", text("ip-10-1-2-3")),
+                    kv("telemetry.sdk.language", text("python")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// How a body is encoded, which decides how a sequence number is written into a trace id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// Raw bytes: the sequence number's low 32 bits are the trace id's last 8 bytes, a nibble
+    /// each, most significant first.
+    Protobuf,
+    /// Hex digits: the sequence number is the trace id's last 16 hex digits.
+    Json,
+}
+
+impl Encoding {
+    /// The bytes each trace id of an export sent as number `sequence` ends with: nibbles, or
+    /// lowercase hex digits. 2^32 sequence numbers are more exports than a run sends.
+    pub(super) fn stamp(self, sequence: u64) -> Vec<u8> {
+        match self {
+            Self::Protobuf => (0..8)
+                .map(|idx| ((sequence >> (28 - 4 * idx)) & 0xf) as u8)
+                .collect(),
+            Self::Json => format!("{sequence:016x}").into_bytes(),
+        }
+    }
+}
+
+/// A pre-encoded body and where its trace ids sit, so every send can stamp them with a fresh
+/// sequence number: each export is then a set of new traces, as in production, while the client
+/// spends no time encoding.
+pub(super) struct Body {
+    pub(super) bytes: Vec<u8>,
+    pub(super) encoding: Encoding,
+    /// Where each stamp goes: the second half of every trace id, in increasing order.
+    pub(super) stamp_offsets: Vec<usize>,
+    /// With `--gzip`: each send is compressed.
+    pub(super) gzip: bool,
+}
+
+impl Body {
+    pub(super) fn protobuf(request: &ExportTraceServiceRequest) -> Body {
+        let bytes = request.encode_to_vec();
+        let trace_ids: std::collections::HashSet<&[u8]> = request.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|span| span.trace_id.as_slice())
+            .collect();
+        // A trace id is field 1 of a Span: tag 0x0a, length 0x10, then the 16 bytes.
+        let stamp_offsets = (0..bytes.len().saturating_sub(18))
+            .filter(|&idx| {
+                bytes[idx] == 0x0a
+                    && bytes[idx + 1] == 0x10
+                    && trace_ids.contains(&bytes[idx + 2..idx + 18])
+            })
+            .map(|idx| idx + 2 + 8)
+            .collect();
+        Body {
+            bytes,
+            encoding: Encoding::Protobuf,
+            stamp_offsets,
+            gzip: false,
+        }
+    }
+
+    pub(super) fn json(request: &ExportTraceServiceRequest) -> Body {
+        let bytes = serde_json::to_vec(request).expect("OTLP serializes");
+        let key = b"\"traceId\":\"";
+        let stamp_offsets = (0..bytes.len().saturating_sub(key.len() + 32))
+            .filter(|&idx| &bytes[idx..idx + key.len()] == key)
+            .map(|idx| idx + key.len() + 16)
+            .collect();
+        Body {
+            bytes,
+            encoding: Encoding::Json,
+            stamp_offsets,
+            gzip: false,
+        }
+    }
+
+    /// Makes every send of this body gzip-compressed.
+    pub(super) fn compress(&mut self) {
+        self.gzip = true;
+    }
+
+    /// The body to send as export number `sequence`: fresh trace ids stamped in, then
+    /// compressed with `--gzip` (at gzip's fastest level, as exporters compress on their
+    /// request path; the client's CPU is reported beside the server's).
+    pub(super) fn stamped(&self, sequence: u64) -> Vec<u8> {
+        let stamp = self.encoding.stamp(sequence);
+        let mut bytes = self.bytes.clone();
+        for &offset in &self.stamp_offsets {
+            bytes[offset..offset + stamp.len()].copy_from_slice(&stamp);
+        }
+        if self.gzip {
+            return gzipped(&bytes, flate2::Compression::fast());
+        }
+        bytes
+    }
+}
+
+/// `bytes` gzip-compressed at `level`.
+pub(super) fn gzipped(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), level);
+    std::io::Write::write_all(&mut encoder, bytes).expect("writing to memory cannot fail");
+    encoder.finish().expect("writing to memory cannot fail")
+}
+
+pub(super) fn stamp_request(
+    request: &ExportTraceServiceRequest,
+    sequence: u64,
+) -> ExportTraceServiceRequest {
+    let mut request = request.clone();
+    for span in &mut request.resource_spans[0].scope_spans[0].spans {
+        span.trace_id[8..16].copy_from_slice(&Encoding::Protobuf.stamp(sequence));
+    }
+    request
+}
+
+/// The benchmark payload, for the micro-benchmarks: `n_spans` spans of 10-span web requests.
+pub fn payload_for_benchmarks(n_spans: usize) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    payload(&mut SmallRng::seed_from_u64(7), n_spans, now)
+}

@@ -1,0 +1,116 @@
+//! One keep-alive connection of the load: it sends exports, each stamped with the next sequence
+//! number, until told to stop (closed loop: the next export goes out when the last is answered)
+//! or, with `--rate`, at the times its [`Pacing`] gives until the deadline.
+//!
+//! Invariant: a send only stamps pre-built bytes (HTTP) or a pre-built message (gRPC, where tonic
+//! encodes and, with `--gzip`, compresses); nothing here builds a payload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tokio::time::Instant;
+use tonic::codec::CompressionEncoding;
+
+use super::pacing::Pacing;
+use super::payload::stamp_request;
+use super::{Protocol, Traffic};
+
+/// What every connection shares.
+pub(super) struct Shared {
+    pub(super) traffic: Arc<Traffic>,
+    pub(super) sequence: AtomicU64,
+    pub(super) stop: AtomicBool,
+    /// Spans answered with success.
+    pub(super) accepted: AtomicU64,
+    /// Spans answered with an error (the server asked for a retry) or not answered.
+    pub(super) refused: AtomicU64,
+}
+
+/// One connection's settings.
+pub(super) struct Connection {
+    pub(super) protocol: Protocol,
+    pub(super) gzip: bool,
+    pub(super) http_url: String,
+    pub(super) grpc_url: String,
+    /// Which of the connections this is: where it starts in the payloads, and its stagger.
+    pub(super) worker: usize,
+    /// With `--rate`: when exports are due, and the end of sending.
+    pub(super) pacing: Option<(Pacing, Instant, Instant)>,
+}
+
+/// How long a refused export waits before the next, as an exporter told to retry would.
+const BACK_OFF: Duration = Duration::from_millis(100);
+
+/// Sends until stopped; returns each export's latency.
+pub(super) async fn run(
+    connection: Connection,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Vec<Duration>> {
+    let traffic = &shared.traffic;
+    let n_payloads = traffic.requests.len();
+    let n_spans = traffic.spans_per_export as u64;
+    let http = reqwest::Client::new();
+    let mut grpc = match connection.protocol {
+        Protocol::Grpc => {
+            let client = TraceServiceClient::connect(connection.grpc_url).await?;
+            Some(if connection.gzip {
+                client.send_compressed(CompressionEncoding::Gzip)
+            } else {
+                client
+            })
+        }
+        Protocol::Http | Protocol::Json => None,
+    };
+    let content_type = if connection.protocol == Protocol::Json {
+        "application/json"
+    } else {
+        "application/x-protobuf"
+    };
+    let url = format!("{}/v1/traces", connection.http_url);
+    let mut latencies = Vec::new();
+    let mut idx = connection.worker;
+    for n_sent in 0.. {
+        if shared.stop.load(Relaxed) {
+            break;
+        }
+        if let Some((pacing, started, deadline)) = &connection.pacing {
+            let due = *started + pacing.due(n_sent);
+            if due >= *deadline {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+        let seq = shared.sequence.fetch_add(1, Relaxed);
+        let sent = Instant::now();
+        let ok = match &mut grpc {
+            Some(client) => client
+                .export(stamp_request(&traffic.requests[idx % n_payloads], seq))
+                .await
+                .is_ok(),
+            None => {
+                let mut request = http
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(traffic.bodies[idx % n_payloads].stamped(seq));
+                if connection.gzip {
+                    request = request.header("content-encoding", "gzip");
+                }
+                request.send().await.is_ok_and(|r| r.status().is_success())
+            }
+        };
+        latencies.push(sent.elapsed());
+        let counter = if ok {
+            &shared.accepted
+        } else {
+            &shared.refused
+        };
+        counter.fetch_add(n_spans, Relaxed);
+        if !ok {
+            tokio::time::sleep(BACK_OFF).await;
+        }
+        idx += 7;
+    }
+    Ok(latencies)
+}
