@@ -214,6 +214,7 @@ impl App {
                 Some(tokio::spawn(claim::run(
                     store.clone(),
                     analyzer,
+                    Arc::clone(&analysis_stats),
                     config.pipeline.grace_period,
                     config.pipeline.claim_lease,
                     stop_rx.clone(),

@@ -6,6 +6,12 @@ use bottleneck::cli::{self, Cli, Outcome};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// The ingest and analysis paths allocate and free millions of small strings a second, across
+/// threads. glibc's allocator spent about a quarter of the server's time doing it (`perf record`,
+/// BENCHMARKS.md) and kept freed memory in per-thread arenas; mimalloc does both better.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

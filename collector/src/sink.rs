@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -177,6 +177,11 @@ pub struct IngestStats {
     pub commit_latency_buckets: [AtomicU64; COMMIT_LATENCY_BUCKETS.len() + 1],
     /// Sum of commit latencies, in microseconds.
     pub commit_latency_sum_us: AtomicU64,
+    /// Group commits that failed: the store was unreachable, full or refused the write.
+    pub commit_failures: AtomicU64,
+    /// Whether the last group commit failed. Cleared by the next one that succeeds, so it reads
+    /// "down" from the first failure of an outage to the first commit after it.
+    pub store_down: AtomicBool,
 }
 
 /// The transport an export came in on.
@@ -198,6 +203,7 @@ impl IngestStats {
     /// Records how long one group commit took.
     pub fn record_commit(&self, n_spans: u64, latency: Duration) {
         self.spans_committed.fetch_add(n_spans, Relaxed);
+        self.store_down.store(false, Relaxed);
         let secs = latency.as_secs_f64();
         let bucket = COMMIT_LATENCY_BUCKETS
             .iter()
@@ -206,6 +212,17 @@ impl IngestStats {
         self.commit_latency_buckets[bucket].fetch_add(1, Relaxed);
         self.commit_latency_sum_us
             .fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// Records a group commit that failed; the store counts as down until one succeeds.
+    pub fn record_commit_failure(&self) {
+        self.commit_failures.fetch_add(1, Relaxed);
+        self.store_down.store(true, Relaxed);
+    }
+
+    /// Whether the last group commit failed.
+    pub fn store_down(&self) -> bool {
+        self.store_down.load(Relaxed)
     }
 
     /// Spans rejected for `reason` so far.
@@ -256,6 +273,11 @@ impl IngestStats {
                 "Export requests refused for a missing or wrong token.",
                 &self.unauthenticated_requests,
             ),
+            (
+                "bottleneck_commit_failures_total",
+                "Group commits of spans that failed; their exports were answered unavailable.",
+                &self.commit_failures,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -283,6 +305,12 @@ impl IngestStats {
         let _ = writeln!(
             out,
             "# TYPE bottleneck_write_queue_depth gauge\nbottleneck_write_queue_depth {queue_depth}"
+        );
+        let name = "bottleneck_store_up";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 if the last commit of spans succeeded, 0 if it failed (store down or full).\n# TYPE {name} gauge\n{name} {}",
+            u8::from(!self.store_down())
         );
         let name = "bottleneck_commit_latency_seconds";
         let _ = writeln!(
@@ -312,13 +340,19 @@ pub struct SpansRejected {
 impl SpansRejected {
     /// Counts and logs the event.
     pub fn emit(self, stats: &IngestStats) {
-        if let Some(idx) = REJECT_REASONS.iter().position(|r| *r == self.reason) {
-            stats.spans_rejected[idx].fetch_add(self.n_spans, Relaxed);
-        }
+        self.count(stats);
         warn!(
             n_spans = self.n_spans,
             reason = self.reason,
             "spans rejected"
         );
+    }
+
+    /// Counts the event without logging it, for a caller that logs the cause once itself (the
+    /// store writer logs an outage, not each group it refuses).
+    pub fn count(&self, stats: &IngestStats) {
+        if let Some(idx) = REJECT_REASONS.iter().position(|r| *r == self.reason) {
+            stats.spans_rejected[idx].fetch_add(self.n_spans, Relaxed);
+        }
     }
 }

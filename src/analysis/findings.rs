@@ -125,14 +125,14 @@ fn repeated_queries(
         let Some(statement) = &span.semantics.db_statement else {
             continue;
         };
-        let scanned = sql::scan(statement);
+        let scanned = sql::scan_shared(statement);
         let identity = if scanned.n_placeholders == 0 {
             Some(statement.clone())
         } else {
             parameters(span).map(|params| format!("{statement}\u{0}{params}"))
         };
         shapes
-            .entry((span.category, scanned.normalized))
+            .entry((span.category, scanned.normalized.clone()))
             .or_default()
             .push(Query {
                 node: node_idx,

@@ -23,7 +23,7 @@ pub fn operation_name(span: &Span) -> String {
     match span.category {
         Category::Db | Category::Cache => {
             if let Some(statement) = &sem.db_statement {
-                return sql::normalize(statement);
+                return sql::scan_shared(statement).normalized.clone();
             }
         }
         Category::Network => {

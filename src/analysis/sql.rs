@@ -14,7 +14,11 @@
 //! written.
 //!
 //! Invariant: pure and total; never panics, whatever the bytes, and never looks back more than
-//! one token.
+//! one token. [`scan_shared`] remembers recent results per thread, which changes no answer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A statement scanned once: its normalized text, and what was replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,32 @@ pub struct Scanned {
     pub n_literals: u32,
     /// Placeholders (`$1`, `?`, `:name`, `%s`) replaced by `?`.
     pub n_placeholders: u32,
+}
+
+/// Statements remembered per thread by [`scan_shared`]; past it the memory starts over.
+const REMEMBERED_STATEMENTS: usize = 4096;
+
+thread_local! {
+    static SCANS: RefCell<HashMap<Box<str>, Rc<Scanned>>> = RefCell::new(HashMap::new());
+}
+
+/// [`scan`], remembered for statements without inline values. Those are what parameterized code
+/// sends, the same few texts over and over (the analysis scans each database span twice per
+/// request), while texts with literals rarely repeat and are scanned afresh.
+pub fn scan_shared(statement: &str) -> Rc<Scanned> {
+    if let Some(scanned) = SCANS.with_borrow(|scans| scans.get(statement).cloned()) {
+        return scanned;
+    }
+    let scanned = Rc::new(scan(statement));
+    if scanned.n_literals == 0 {
+        SCANS.with_borrow_mut(|scans| {
+            if scans.len() >= REMEMBERED_STATEMENTS {
+                scans.clear();
+            }
+            scans.insert(statement.into(), Rc::clone(&scanned));
+        });
+    }
+    scanned
 }
 
 /// The normalized statement: values and placeholders as `?`, comments gone, spaces collapsed.
@@ -441,6 +471,27 @@ INSERT INTO t (a) VALUES (now())
                 1 0 | SELECT ünïcode1 = ?
             "#]],
         );
+    }
+
+    #[test]
+    fn shared_scans_answer_as_fresh_ones_and_stay_bounded() {
+        let parameterized = "SELECT * FROM users WHERE id = $1";
+        let literal = "SELECT * FROM users WHERE id = 42";
+        for _ in 0..2 {
+            assert_eq!(*scan_shared(parameterized), scan(parameterized));
+            assert_eq!(*scan_shared(literal), scan(literal));
+        }
+        SCANS.with_borrow(|scans| {
+            assert!(scans.contains_key(parameterized));
+            assert!(
+                !scans.contains_key(literal),
+                "texts with values are not kept"
+            );
+        });
+        for n in 0..REMEMBERED_STATEMENTS + 10 {
+            scan_shared(&format!("SELECT * FROM t{n} WHERE id = ?"));
+        }
+        SCANS.with_borrow(|scans| assert!(scans.len() <= REMEMBERED_STATEMENTS));
     }
 
     proptest::proptest! {

@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use collector::model::{Span, TraceId};
+use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use super::work::{self, Batch, Work};
 use crate::analysis::aggregate::Rollup;
-use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
+use crate::analysis::{AnalysisConfig, RequestAnalysis};
 use crate::store::{
     AnalysisCommit, ClaimRelease, ClaimedTrace, Granularity, RequestRow, RollupChange, RollupKey,
     Store, StoreError, canonical_attributes, minute_of,
@@ -36,17 +38,6 @@ pub const OTHER_ENDPOINT: &str = "other";
 /// requests get resource id 0 and only attribute selections miss them.
 pub const MAX_RESOURCES: usize = 10_000;
 
-/// The canonical form of the resource of a request span, for interning.
-fn resource_key(span: &Span) -> String {
-    let attributes: Vec<(String, String)> = span
-        .resource
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.to_string()))
-        .collect();
-    canonical_attributes(&attributes)
-}
-
 /// The rollup rows a request counts in: its minute and its hour.
 fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
     let minute = minute_of(request.start_unix_ns);
@@ -56,17 +47,6 @@ fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
         minute: granularity.row_start(minute),
         granularity,
     })
-}
-
-/// A trace whose grace period has passed.
-#[derive(Debug)]
-pub struct DueTrace {
-    /// The trace.
-    pub trace_id: TraceId,
-    /// The spans that arrived since it was last analysed (all of them, for a new trace).
-    pub spans: Vec<Span>,
-    /// The newest block those spans came in.
-    pub last_block_id: i64,
 }
 
 /// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
@@ -151,6 +131,19 @@ pub struct Analyzer {
     /// Interned resources by canonical attributes.
     resource_ids: HashMap<String, i64>,
     stats: Arc<AnalysisStats>,
+    /// The last commit, still running while the next batch is analysed.
+    in_flight: Option<InFlight>,
+    /// The highest watermark a commit may still carry: below the blocks of a batch whose
+    /// analysis failed, so that the next start replays them (SQLite; `None` when none failed).
+    watermark_cap: Option<i64>,
+}
+
+/// A commit running in the background, and the traces it writes.
+struct InFlight {
+    traces: std::collections::HashSet<TraceId>,
+    /// Below the oldest block of its batch.
+    floor: i64,
+    commit: JoinHandle<Result<(), StoreError>>,
 }
 
 impl Analyzer {
@@ -185,15 +178,45 @@ impl Analyzer {
             endpoints_per_service,
             resource_ids,
             stats,
+            in_flight: None,
+            watermark_cap: None,
         })
     }
 
-    /// Analyses due traces and commits the results with `watermark`. Errors are logged and
+    /// Analyses a batch of due traces and commits the results with `watermark`. The commit runs
+    /// while the next batch is analysed; an empty batch waits for it. Errors are logged and
     /// counted: the blocks stay behind the watermark and are analysed again on the next start.
-    pub async fn process(&mut self, due: Vec<DueTrace>, watermark: i64) {
-        if let Err(err) = self.try_process(due, watermark).await {
-            self.stats.failed_commits.fetch_add(1, Relaxed);
-            error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+    pub async fn process(&mut self, batch: Batch, watermark: i64) {
+        let floor = batch_floor(&batch);
+        if let Err(err) = self.try_process(batch, watermark, floor).await {
+            self.commit_failed(&err, floor);
+        }
+    }
+
+    fn commit_failed(&mut self, err: &StoreError, floor: i64) {
+        self.stats.failed_commits.fetch_add(1, Relaxed);
+        self.watermark_cap = Some(self.watermark_cap.map_or(floor, |cap| cap.min(floor)));
+        error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+    }
+
+    /// `watermark`, held below the blocks of any batch whose analysis failed.
+    fn capped(&self, watermark: i64) -> i64 {
+        self.watermark_cap
+            .map_or(watermark, |cap| watermark.min(cap))
+    }
+
+    /// Waits for the commit running in the background, if any.
+    async fn finish_in_flight(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        match in_flight.commit.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => self.commit_failed(&err, in_flight.floor),
+            Err(err) => self.commit_failed(
+                &StoreError::Corrupt(format!("analysis commit task failed: {err}")),
+                in_flight.floor,
+            ),
         }
     }
 
@@ -206,41 +229,63 @@ impl Analyzer {
         }
         if let Err(err) = self.try_process_claimed(claimed).await {
             self.stats.failed_commits.fetch_add(1, Relaxed);
-            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again when their claims expire");
+            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again once their claims are given back");
         }
     }
 
-    async fn try_process(&mut self, due: Vec<DueTrace>, watermark: i64) -> Result<(), StoreError> {
-        if due.is_empty() {
+    async fn try_process(
+        &mut self,
+        mut batch: Batch,
+        watermark: i64,
+        floor: i64,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            self.finish_in_flight().await;
             self.store
                 .commit_analysis(&AnalysisCommit {
-                    watermark: Some(watermark),
+                    watermark: Some(self.capped(watermark)),
                     ..Default::default()
                 })
                 .await?;
             return Ok(());
         }
-        let ids: Vec<TraceId> = due.iter().map(|trace| trace.trace_id).collect();
+        let ids: Vec<TraceId> = batch.fresh.iter().map(|trace| trace.trace_id).collect();
+        // Whether a trace was analysed before is read from the store: the commit still running
+        // must be in it when it wrote one of these traces (spans that arrived late).
+        let overlaps = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| ids.iter().any(|id| in_flight.traces.contains(id)));
+        if overlaps {
+            self.finish_in_flight().await;
+        }
         let prior = self.store.analysed_traces(&ids).await?;
-        let mut work = Vec::with_capacity(due.len());
-        for trace in due {
-            match prior.get(&trace.trace_id) {
-                None => work.push(Work {
-                    trace_id: trace.trace_id,
-                    spans: trace.spans,
-                    old_spans: None,
-                    last_block_id: trace.last_block_id,
-                }),
-                Some(&seen_through) => {
-                    let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
-                        continue;
-                    };
-                    work.extend(reanalysis(trace.trace_id, stored, seen_through));
+        if !prior.is_empty() {
+            let fresh = std::mem::take(&mut batch.fresh);
+            for trace in fresh {
+                match prior.get(&trace.trace_id) {
+                    None => batch.fresh.push(trace),
+                    Some(&seen_through) => {
+                        let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
+                            continue;
+                        };
+                        batch
+                            .at_hand
+                            .extend(reanalysis(trace.trace_id, stored, seen_through));
+                    }
                 }
             }
         }
-        self.analyse_and_commit(work, Some(watermark), Vec::new())
-            .await
+        let mut commit = self.analyse(batch, None, Vec::new()).await?;
+        self.finish_in_flight().await;
+        commit.watermark = Some(self.capped(watermark));
+        let store = self.store.clone();
+        self.in_flight = Some(InFlight {
+            traces: ids.into_iter().collect(),
+            floor,
+            commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
+        });
+        Ok(())
     }
 
     async fn try_process_claimed(&mut self, claimed: Vec<ClaimedTrace>) -> Result<(), StoreError> {
@@ -284,20 +329,26 @@ impl Analyzer {
                 last_block_id: newest,
             });
         }
-        self.analyse_and_commit(work, None, releases).await
+        let batch = Batch {
+            at_hand: work,
+            ..Batch::default()
+        };
+        let commit = self.analyse(batch, None, releases).await?;
+        self.store.commit_analysis(&commit).await
     }
 
-    async fn analyse_and_commit(
+    /// Analyses a batch and turns the results into a commit (not yet applied).
+    async fn analyse(
         &mut self,
-        work: Vec<Work>,
+        batch: Batch,
         watermark: Option<i64>,
         claims: Vec<ClaimRelease>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AnalysisCommit, StoreError> {
         // The endpoint each previously analysed request was counted under, from its stored row:
         // another instance may have interned it, so this instance's map may not know it.
         let mut counted_under: HashMap<(TraceId, collector::model::SpanId), i64> = HashMap::new();
         let mut replace_traces = Vec::new();
-        for item in &work {
+        for item in &batch.at_hand {
             if item.old_spans.is_some() {
                 replace_traces.push(item.trace_id);
                 self.stats.reanalysed_traces.fetch_add(1, Relaxed);
@@ -307,52 +358,39 @@ impl Analyzer {
             }
         }
         let config = Arc::clone(&self.config);
-        let n_traces = work.len() as u64;
-        // The analysis is pure CPU work: keep it off the async workers.
-        let analysed = tokio::task::spawn_blocking(move || {
-            let mut anomalies = 0;
-            // Spans of one export share their resource, and one tick sees few resources: render
-            // each one once per tick, not once per trace.
-            let mut rendered: HashMap<*const collector::model::Resource, String> = HashMap::new();
-            let results: Vec<_> = work
-                .into_iter()
-                .map(|item| {
-                    let spans = item.spans;
-                    let (new, new_anomalies) = analyze_trace(&spans, &config);
-                    anomalies += new_anomalies.len() as u64;
-                    let by_id: HashMap<_, &Span> =
-                        spans.iter().map(|span| (span.span_id, span)).collect();
-                    let resources: Vec<String> = new
-                        .iter()
-                        .map(|request| {
-                            by_id
-                                .get(&request.span_id)
-                                .map_or_else(String::new, |span| {
-                                    rendered
-                                        .entry(Arc::as_ptr(&span.resource))
-                                        .or_insert_with(|| resource_key(span))
-                                        .clone()
-                                })
-                        })
-                        .collect();
-                    let old = item
-                        .old_spans
-                        .map(|old| analyze_trace(&old, &config).0)
-                        .unwrap_or_default();
-                    (new, resources, old, item.last_block_id)
-                })
-                .collect();
-            (results, anomalies)
-        })
-        .await
-        .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
-        let (results, anomalies) = analysed;
+        let n_traces = batch.len() as u64;
+        // The analysis is pure CPU work: keep it off the async workers, one part per core.
+        let parts: Vec<_> = work::split(batch)
+            .into_iter()
+            .map(|part| {
+                let config = Arc::clone(&config);
+                tokio::task::spawn_blocking(move || work::run(part, &config))
+            })
+            .collect();
+        let mut analysed = work::Analysed::default();
+        for part in parts {
+            let part = part
+                .await
+                .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
+            analysed.traces.extend(part.traces);
+            analysed.anomalies += part.anomalies;
+        }
         self.stats.traces.fetch_add(n_traces, Relaxed);
-        self.stats.anomalies.fetch_add(anomalies, Relaxed);
+        self.stats.anomalies.fetch_add(analysed.anomalies, Relaxed);
 
         let mut changes: HashMap<RollupKey, RollupChange> = HashMap::new();
         let mut requests = Vec::new();
-        for (new, resources, old, last_block_id) in results {
+        // Resources of one batch are few: look each up once, not once per request, by the address
+        // of its rendered text, which the requests of one resource share (the map holds the text,
+        // so no address is freed and reused while it is in use as a key).
+        let mut resource_ids: HashMap<usize, (Arc<str>, i64)> = HashMap::new();
+        for analysed_trace in analysed.traces {
+            let work::AnalysedTrace {
+                new,
+                resources,
+                old,
+                last_block_id,
+            } = analysed_trace;
             for request in &old {
                 let endpoint_id = counted_under
                     .get(&(request.trace_id, request.span_id))
@@ -368,7 +406,15 @@ impl Analyzer {
                 let endpoint_id = self
                     .endpoint_id(&request.service, &request.endpoint)
                     .await?;
-                let resource_id = self.resource_id(&request.service, resource).await?;
+                let address = Arc::as_ptr(resource).cast::<u8>() as usize;
+                let resource_id = match resource_ids.get(&address) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = self.resource_id(&request.service, resource).await?;
+                        resource_ids.insert(address, (Arc::clone(resource), id));
+                        id
+                    }
+                };
                 for key in rollup_keys(endpoint_id, request) {
                     change_of(&mut changes, key).added.add(request);
                 }
@@ -391,14 +437,13 @@ impl Analyzer {
         self.stats
             .requests
             .fetch_add(requests.len() as u64, Relaxed);
-        let commit = AnalysisCommit {
+        Ok(AnalysisCommit {
             replace_traces,
             requests,
             rollups: changes.into_values().collect(),
             watermark,
             claims,
-        };
-        self.store.commit_analysis(&commit).await
+        })
     }
 
     fn record_counters(&self, request: &RequestAnalysis) {
@@ -482,6 +527,16 @@ impl Analyzer {
     }
 }
 
+/// The watermark below every block of a batch's fresh traces.
+fn batch_floor(batch: &Batch) -> i64 {
+    batch
+        .fresh
+        .iter()
+        .flat_map(|trace| trace.block_ids.iter().copied())
+        .min()
+        .map_or(i64::MAX, |oldest| oldest - 1)
+}
+
 /// The change to one rollup row, started empty.
 fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> &mut RollupChange {
     changes.entry(key.clone()).or_insert_with(|| RollupChange {
@@ -489,17 +544,6 @@ fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> 
         added: Rollup::new(),
         removed: Rollup::new(),
     })
-}
-
-/// One trace to analyse.
-struct Work {
-    trace_id: TraceId,
-    /// Every span to analyse now.
-    spans: Vec<Span>,
-    /// For a trace analysed before: the spans that analysis saw, whose requests are taken back.
-    old_spans: Option<Vec<Span>>,
-    /// The newest block among `spans`.
-    last_block_id: i64,
 }
 
 /// The work of re-analysing a trace whose previous analysis saw blocks up to `seen_through`;

@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::CommittedBlock;
-use super::analyze::{Analyzer, DueTrace};
+use super::analyze::Analyzer;
+use super::work::{Batch, FreshTrace};
 use crate::store::{Store, StoreError, block};
 
 /// How often due traces are looked for. A quarter second keeps the export-to-visible delay close
@@ -32,15 +33,17 @@ const TICK: Duration = Duration::from_millis(250);
 /// Blocks read per replay query after a restart.
 const REPLAY_BATCH: i64 = 64;
 
-/// Most traces analysed per tick (about 50,000 spans decoded at once); the rest wait for the next
-/// tick, so one tick's memory and commit stay small.
-const MAX_TRACES_PER_TICK: usize = 5_000;
+/// Traces analysed and committed at once (about 20,000 spans decoded at once), so one batch's
+/// memory and commit stay small; a batch goes past it only to finish the blocks it has taken.
+/// When more are due, the next batch follows at once.
+/// 5,000 analysed no faster and held 70 MiB more at full rate (BENCHMARKS.md).
+const MAX_TRACES_PER_BATCH: usize = 2_000;
 
 /// Most compressed block bytes held waiting for analysis. Past it the assembler stops taking
 /// committed blocks, the writer waits, the ingest queue fills and exporters are told to retry:
-/// memory stays bounded when analysis falls behind ingest. 64 MiB hold over a million spans,
-/// ten seconds of full-rate ingest: far more than a grace period.
-const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
+/// memory stays bounded when analysis falls behind ingest. 32 MiB hold about 800,000 spans of the
+/// benchmark's traffic, three seconds at 250,000 spans/s: more than a grace period.
+const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
 
 struct Pending {
     block_ids: Vec<i64>,
@@ -65,12 +68,6 @@ struct Assembler {
     /// also due order.
     due: VecDeque<(Instant, TraceId)>,
     last_block_id: i64,
-}
-
-/// Traces taken for analysis, with the blocks their spans are in.
-struct Taken {
-    traces: Vec<(TraceId, Pending)>,
-    blocks: HashMap<i64, Arc<Vec<u8>>>,
 }
 
 impl Assembler {
@@ -112,13 +109,22 @@ impl Assembler {
         );
     }
 
-    fn take_due(&mut self, now: Instant, everything: bool) -> Taken {
-        let mut taken = Taken {
-            traces: Vec::new(),
-            blocks: HashMap::new(),
-        };
+    fn take_due(&mut self, now: Instant, everything: bool) -> Batch {
+        let mut taken = Batch::default();
         while let Some((due_at, trace_id)) = self.due.front().copied() {
-            if (!everything && due_at > now) || taken.traces.len() >= MAX_TRACES_PER_TICK {
+            if !everything && due_at > now {
+                break;
+            }
+            // Past the limit, only traces whose blocks the batch already has: a block's traces
+            // are due together, and leaving some for the next batch would decode it twice.
+            if taken.fresh.len() >= MAX_TRACES_PER_BATCH
+                && !self.pending.get(&trace_id).is_some_and(|pending| {
+                    pending
+                        .block_ids
+                        .iter()
+                        .all(|block_id| taken.blocks.contains_key(block_id))
+                })
+            {
                 break;
             }
             self.due.pop_front();
@@ -139,7 +145,11 @@ impl Assembler {
                     self.blocks.remove(block_id);
                 }
             }
-            taken.traces.push((trace_id, pending));
+            taken.fresh.push(FreshTrace {
+                trace_id,
+                block_ids: pending.block_ids,
+                last_block_id: pending.last_block_id,
+            });
         }
         taken
     }
@@ -154,56 +164,19 @@ impl Assembler {
     }
 }
 
-/// Decodes each block once and hands every due trace its spans. CPU work: run it off the async
-/// workers. A block that cannot be decoded (it was written by this process moments ago, so only
-/// memory corruption could do it) is logged and its spans skipped.
-fn assemble(taken: Taken) -> Vec<DueTrace> {
-    let mut traces: HashMap<TraceId, DueTrace> = taken
-        .traces
-        .iter()
-        .map(|(trace_id, pending)| {
-            (
-                *trace_id,
-                DueTrace {
-                    trace_id: *trace_id,
-                    spans: Vec::new(),
-                    last_block_id: pending.last_block_id,
-                },
-            )
-        })
-        .collect();
-    for (block_id, data) in taken.blocks {
-        match block::decode(&data) {
-            Ok(spans) => {
-                for span in spans {
-                    if let Some(trace) = traces.get_mut(&span.trace_id) {
-                        trace.spans.push(span);
-                    }
-                }
-            }
-            Err(err) => error!(error = %err, block_id, "decoding a committed block failed"),
-        }
+/// Analyses one batch of due traces; returns how many traces it took.
+async fn analyse_due(
+    assembler: &mut Assembler,
+    analyzer: &mut Analyzer,
+    everything: bool,
+) -> usize {
+    let batch = assembler.take_due(Instant::now(), everything);
+    let n_taken = batch.len();
+    if n_taken == 0 {
+        return 0;
     }
-    traces
-        .into_values()
-        .filter(|trace| !trace.spans.is_empty())
-        .collect()
-}
-
-async fn analyse_due(assembler: &mut Assembler, analyzer: &mut Analyzer, everything: bool) -> bool {
-    let taken = assembler.take_due(Instant::now(), everything);
-    if taken.traces.is_empty() {
-        return false;
-    }
-    let due = match tokio::task::spawn_blocking(move || assemble(taken)).await {
-        Ok(due) => due,
-        Err(err) => {
-            error!(error = %err, "assembling due traces failed");
-            return true;
-        }
-    };
-    analyzer.process(due, assembler.watermark()).await;
-    true
+    analyzer.process(batch, assembler.watermark()).await;
+    n_taken
 }
 
 /// Runs until the writer is gone, then analyses everything still pending.
@@ -219,22 +192,31 @@ pub async fn run(
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A full batch means more may be due: the next one runs without waiting for the tick, taking
+    // turns with committed blocks (select picks among ready branches at random).
+    let mut more_due = false;
     loop {
         tokio::select! {
             block = committed.recv(), if assembler.held_bytes < MAX_HELD_BYTES => match block {
                 Some(block) => assembler.add(block, Instant::now()),
                 None => break,
             },
-            _ = tick.tick() => {
-                if !analyse_due(&mut assembler, &mut analyzer, false).await {
-                    analyzer.process(Vec::new(), assembler.watermark()).await;
+            () = std::future::ready(()), if more_due => {
+                more_due = analyse_due(&mut assembler, &mut analyzer, false).await == MAX_TRACES_PER_BATCH;
+            }
+            _ = tick.tick(), if !more_due => {
+                match analyse_due(&mut assembler, &mut analyzer, false).await {
+                    0 => analyzer.process(Batch::default(), assembler.watermark()).await,
+                    n => more_due = n == MAX_TRACES_PER_BATCH,
                 }
             }
         }
     }
     // Shutdown: the writer has drained the queue; analyse what is left without waiting.
-    while analyse_due(&mut assembler, &mut analyzer, true).await {}
-    analyzer.process(Vec::new(), assembler.watermark()).await;
+    while analyse_due(&mut assembler, &mut analyzer, true).await > 0 {}
+    analyzer
+        .process(Batch::default(), assembler.watermark())
+        .await;
 }
 
 async fn replay(store: &Store, assembler: &mut Assembler) -> Result<(), StoreError> {
@@ -278,12 +260,34 @@ mod tests {
     use crate::analysis::fixture;
 
     fn committed(block_id: i64, fixture_text: &str) -> CommittedBlock {
-        let encoded = block::encode(&fixture::parse(fixture_text), 0);
+        let encoded = block::encode(fixture::parse(fixture_text), 0);
         CommittedBlock {
             block_id,
             data: Arc::new(encoded.data),
             trace_ids: encoded.trace_ids,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_finishes_the_blocks_it_takes() {
+        let mut assembler = Assembler::new(Duration::from_secs(2));
+        let n_traces = MAX_TRACES_PER_BATCH + 500;
+        let trace_ids = (0..n_traces as u128)
+            .map(|n| TraceId(n.to_be_bytes()))
+            .collect();
+        let block = |block_id, trace_ids| CommittedBlock {
+            block_id,
+            data: Arc::new(vec![0; 8]),
+            trace_ids,
+        };
+        assembler.add(block(1, trace_ids), Instant::now());
+        assembler.add(block(2, vec![TraceId([0xff; 16])]), Instant::now());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let first = assembler.take_due(Instant::now(), false);
+        assert_eq!(first.len(), n_traces, "all of block 1, past the limit");
+        assert_eq!(first.blocks.len(), 1);
+        let second = assembler.take_due(Instant::now(), false);
+        assert_eq!(second.len(), 1, "block 2 waits for the next batch");
     }
 
     #[tokio::test(start_paused = true)]
@@ -300,24 +304,23 @@ mod tests {
             ),
             Instant::now(),
         );
-        assert!(assembler.take_due(Instant::now(), false).traces.is_empty());
+        assert!(assembler.take_due(Instant::now(), false).is_empty());
         assert_eq!(assembler.blocks.len(), 2);
         tokio::time::advance(Duration::from_millis(1001)).await;
         let taken = assembler.take_due(Instant::now(), false);
-        assert_eq!(taken.traces.len(), 1);
+        assert_eq!(taken.len(), 1);
         assert!(
             assembler.blocks.is_empty(),
             "blocks are let go once their traces are taken"
         );
         assert_eq!(assembler.held_bytes, 0);
-        let due = assemble(taken);
-        assert_eq!(due.len(), 1);
         assert_eq!(
-            due[0].spans.len(),
-            3,
+            taken.fresh[0].block_ids,
+            [1, 2],
             "spans of a later block join their trace"
         );
-        assert_eq!(due[0].last_block_id, 2);
+        assert_eq!(taken.fresh[0].last_block_id, 2);
+        assert_eq!(taken.blocks.len(), 2);
         assert_eq!(assembler.watermark(), 2);
     }
 }

@@ -5,15 +5,22 @@
 //! Any instance may receive any span of any trace; the claim makes one instance analyse the whole
 //! trace once, and a claim of an instance that died expires and is taken by another.
 //!
+//! When the database goes away (down, unreachable, restarting), the loop logs it once, keeps
+//! trying every tick, and gives back the claims whose analysis failed once the database answers
+//! again, so their traces are analysed again soon after the outage rather than when their leases
+//! expire.
+//!
 //! Invariant: nothing is analysed from memory here; a trace is analysed only while its claim is
 //! held, and a commit whose claim was lost writes nothing.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
-use super::analyze::Analyzer;
+use super::analyze::{AnalysisStats, Analyzer};
 use crate::store::Store;
 
 /// How often due traces are claimed: as often as the in-memory assembler looks for them.
@@ -21,6 +28,47 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Most traces claimed per tick, so one commit stays small.
 const MAX_TRACES_PER_CLAIM: i64 = 5_000;
+
+/// How long after a failed analysis its claims are given back. Long enough that a trace whose
+/// analysis keeps failing is not retried every tick, far shorter than a lease (60 s by default).
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
+
+/// Claims whose analysis failed, given back together once [`RETRY_FAILED_AFTER`] has passed
+/// since the first of them and the database answers.
+#[derive(Default)]
+struct FailedClaims {
+    tokens: Vec<i64>,
+    release_at: Option<Instant>,
+}
+
+impl FailedClaims {
+    fn push(&mut self, claim: i64) {
+        self.tokens.push(claim);
+        self.release_at
+            .get_or_insert_with(|| Instant::now() + RETRY_FAILED_AFTER);
+    }
+
+    /// Releases the claims if it is time; false while the database does not answer.
+    async fn release(&mut self, store: &Store) -> bool {
+        if self.release_at.is_none_or(|at| Instant::now() < at) {
+            return true;
+        }
+        match store.release_claims(&self.tokens).await {
+            Ok(n_traces) => {
+                info!(
+                    n_traces,
+                    "gave back the claims of failed analyses; their traces are analysed again"
+                );
+                *self = FailedClaims::default();
+                true
+            }
+            Err(err) => {
+                debug!(error = %err, "giving back claims failed; retrying next tick");
+                false
+            }
+        }
+    }
+}
 
 fn now_unix_ns() -> u64 {
     SystemTime::now()
@@ -34,16 +82,23 @@ fn now_unix_ns() -> u64 {
 pub async fn run(
     store: Store,
     mut analyzer: Analyzer,
+    stats: Arc<AnalysisStats>,
     grace_period: Duration,
     claim_lease: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed = FailedClaims::default();
+    // Since when claiming fails: logged when it starts and when it ends, not every tick.
+    let mut failing_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
+        }
+        if !failed.release(&store).await {
+            continue;
         }
         loop {
             let now = now_unix_ns();
@@ -59,14 +114,31 @@ pub async fn run(
                 )
                 .await
             {
-                Ok(claimed) => claimed,
+                Ok(claimed) => {
+                    if let Some(since) = failing_since.take() {
+                        let down_for = Duration::from_secs(since.elapsed().as_secs());
+                        info!(?down_for, "claiming due traces works again");
+                    }
+                    claimed
+                }
                 Err(err) => {
-                    warn!(error = %err, "claiming due traces failed; retrying next tick");
+                    // The claim may have been taken before loading the spans failed.
+                    failed.push(claim);
+                    if failing_since.is_none() {
+                        warn!(error = %err, "claiming due traces failed; retrying every tick");
+                        failing_since = Some(Instant::now());
+                    } else {
+                        debug!(error = %err, "claiming due traces failed again");
+                    }
                     break;
                 }
             };
             let full = claimed.len() as i64 >= MAX_TRACES_PER_CLAIM;
+            let failures_before = stats.failed_commits.load(Relaxed);
             analyzer.process_claimed(claimed).await;
+            if stats.failed_commits.load(Relaxed) != failures_before {
+                failed.push(claim);
+            }
             if !full || *stop.borrow() {
                 break;
             }

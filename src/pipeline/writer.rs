@@ -3,13 +3,18 @@
 //!
 //! Invariant: an export is answered `Ok` only after its block is committed; on a store error
 //! every export of the group is answered with the error, so nothing is acknowledged unwritten.
+//!
+//! When the store fails (PostgreSQL unreachable or restarting, a full disk), the writer logs one
+//! error for the outage, answers every export that waited meanwhile at once, and keeps trying
+//! with each new group; the first commit that succeeds ends the outage with one more log line.
+//! The store's pool replaces dead connections, so ingest resumes without a restart.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use collector::sink::{CommitError, ExportReceiver, IngestStats, SpansRejected};
+use collector::sink::{CommitError, Export, ExportReceiver, IngestStats, SpansRejected};
 use tokio::sync::mpsc;
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 use super::CommittedBlock;
 use crate::store::{Store, block};
@@ -24,6 +29,53 @@ fn now_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A store outage as the writer sees it: from the first failed commit to the next one that
+/// succeeds. It is logged when it starts and when it ends, not once per refused group.
+struct Outage {
+    since: Instant,
+    failed_commits: u64,
+    refused_spans: u64,
+}
+
+impl Outage {
+    fn ended(self) {
+        info!(
+            down_for = ?Duration::from_secs(self.since.elapsed().as_secs()),
+            failed_commits = self.failed_commits,
+            refused_spans = self.refused_spans,
+            "store available again: span commits succeed"
+        );
+    }
+}
+
+/// Answers a failed group, and every export that queued up while it was being tried: the store
+/// was just seen failing, so they are refused now rather than after another attempt of their own.
+/// An export thus waits for at most one attempt, which the store bounds (PostgreSQL: the pool's
+/// acquire timeout), and its exporter retries well within its own deadline.
+fn refuse(
+    replies: Vec<tokio::sync::oneshot::Sender<Result<(), CommitError>>>,
+    n_spans: usize,
+    exports: &mut ExportReceiver,
+    reason: &CommitError,
+    stats: &IngestStats,
+) -> usize {
+    let mut n_refused = n_spans;
+    for reply in replies {
+        let _ = reply.send(Err(reason.clone()));
+    }
+    while let Ok(Export { spans, reply }) = exports.try_recv() {
+        n_refused += spans.len();
+        let _ = reply.send(Err(reason.clone()));
+    }
+    // Counted, not logged per group: the outage has its own log lines.
+    SpansRejected {
+        n_spans: n_refused as u64,
+        reason: "store_unavailable",
+    }
+    .count(stats);
+    n_refused
+}
+
 /// Runs until every sender of the queue is gone and the queue is drained.
 pub async fn run(
     mut exports: ExportReceiver,
@@ -31,6 +83,7 @@ pub async fn run(
     stats: Arc<IngestStats>,
     committed: mpsc::Sender<CommittedBlock>,
 ) {
+    let mut outage: Option<Outage> = None;
     while let Some(first) = exports.recv().await {
         let mut group = vec![first];
         let mut n_spans = group[0].spans.len();
@@ -51,7 +104,7 @@ pub async fn run(
         let encoded = tokio::task::spawn_blocking(move || {
             group
                 .into_iter()
-                .map(|export| (export.reply, block::encode(&export.spans, received_unix_ns)))
+                .map(|export| (export.reply, block::encode(export.spans, received_unix_ns)))
                 .unzip()
         })
         .await;
@@ -65,6 +118,9 @@ pub async fn run(
         match store.insert_blocks(&blocks).await {
             Ok(ids) => {
                 stats.record_commit(n_spans as u64, started.elapsed());
+                if let Some(outage) = outage.take() {
+                    outage.ended();
+                }
                 debug!(n_exports = replies.len(), n_spans, "committed span blocks");
                 for reply in replies {
                     // The exporter may have given up waiting; its spans are committed all the same.
@@ -87,16 +143,24 @@ pub async fn run(
                 }
             }
             Err(err) => {
-                error!(error = %err, n_spans, "committing span blocks failed; exports answered unavailable");
+                stats.record_commit_failure();
                 let reason = CommitError(err.to_string());
-                SpansRejected {
-                    n_spans: n_spans as u64,
-                    reason: "store_unavailable",
-                }
-                .emit(&stats);
-                for reply in replies {
-                    let _ = reply.send(Err(reason.clone()));
-                }
+                let outage = outage.get_or_insert_with(|| {
+                    error!(
+                        error = %err,
+                        n_spans,
+                        "store unavailable: committing span blocks failed; exports are refused as unavailable until a commit succeeds"
+                    );
+                    Outage {
+                        since: started,
+                        failed_commits: 0,
+                        refused_spans: 0,
+                    }
+                });
+                outage.failed_commits += 1;
+                let n_refused = refuse(replies, n_spans, &mut exports, &reason, &stats);
+                outage.refused_spans += n_refused as u64;
+                debug!(error = %err, n_refused, "span commit failed during a store outage");
             }
         }
     }

@@ -26,22 +26,24 @@ pub struct EncodedBlock {
     pub data: Vec<u8>,
 }
 
-/// Encodes one export's spans.
-pub fn encode(spans: &[Span], received_unix_ns: u64) -> EncodedBlock {
-    let protobuf = encode::request(spans).encode_to_vec();
-    let data =
-        zstd::bulk::compress(&protobuf, ZSTD_LEVEL).expect("zstd compresses any in-memory buffer");
+/// Encodes one export's spans, consuming them.
+pub fn encode(spans: Vec<Span>, received_unix_ns: u64) -> EncodedBlock {
     let mut trace_ids: Vec<TraceId> = spans.iter().map(|span| span.trace_id).collect();
     trace_ids.sort_unstable();
     trace_ids.dedup();
+    let min_start_unix_ns = spans
+        .iter()
+        .map(|span| span.start_unix_ns)
+        .min()
+        .unwrap_or(received_unix_ns);
+    let n_spans = u32::try_from(spans.len()).unwrap_or(u32::MAX);
+    let protobuf = encode::request(spans).encode_to_vec();
+    let data =
+        zstd::bulk::compress(&protobuf, ZSTD_LEVEL).expect("zstd compresses any in-memory buffer");
     EncodedBlock {
         received_unix_ns,
-        min_start_unix_ns: spans
-            .iter()
-            .map(|span| span.start_unix_ns)
-            .min()
-            .unwrap_or(received_unix_ns),
-        n_spans: u32::try_from(spans.len()).unwrap_or(u32::MAX),
+        min_start_unix_ns,
+        n_spans,
         trace_ids,
         data,
     }

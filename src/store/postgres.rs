@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use collector::category::Category;
 use collector::model::{Span, SpanId, TraceId};
@@ -47,6 +48,17 @@ const PARTITIONED: [(&str, &str); 3] = [
 
 const DAY_NS: i64 = 86_400_000_000_000;
 
+/// How long a query waits for a pooled connection, connecting included. While the server is down
+/// or unreachable, a group commit gives up after this and its exports are refused as unavailable:
+/// well within the 10 s an OpenTelemetry exporter waits for an answer by default, so the exporter
+/// gets a retryable answer instead of timing out. (A healthy pool never makes a query wait this
+/// long: 16 connections against one writer, one analyzer and a few readers.)
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long opening the store waits for a server that refuses connections: one started at the
+/// same time as this instance is given time to come up.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub(super) struct PgStore {
     pool: PgPool,
@@ -55,6 +67,9 @@ pub(super) struct PgStore {
     /// Leader roles held: each an advisory lock on its own connection, which must stay open for
     /// the lock to stay held.
     leaders: Arc<Mutex<HashMap<i64, PgConnection>>>,
+    /// Whether the last connection for a leader role failed: every role retries every interval
+    /// while the server is away, and that is logged once.
+    leader_connect_failing: Arc<AtomicBool>,
 }
 
 /// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
@@ -336,6 +351,20 @@ async fn insert_block_rows(
     Ok(())
 }
 
+/// Opens a first connection, waiting up to [`STARTUP_WAIT`] while the server refuses them (the
+/// pool itself gives up after [`ACQUIRE_TIMEOUT`]). Any other error, such as a wrong password or
+/// database, ends the wait at once.
+async fn wait_for_server(pool: &PgPool) -> Result<(), StoreError> {
+    let deadline = Instant::now() + STARTUP_WAIT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::PoolTimedOut) if Instant::now() < deadline => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
 impl PgStore {
     pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
@@ -344,14 +373,18 @@ impl PgStore {
             // reads a few: 16 leaves room for all of them without exhausting a default server
             // (100 connections) with a handful of instances.
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // After the server restarted, every idle connection is dead: the ping before each
+            // use finds it and a new one is opened, so no commit fails on a stale connection.
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
+        wait_for_server(&pool).await?;
         migrate(&pool).await?;
         let store = Self {
             pool,
             options: Arc::new(options),
             leaders: Arc::new(Mutex::new(HashMap::new())),
+            leader_connect_failing: Arc::new(AtomicBool::new(false)),
         };
         store.maintain_partitions(now_unix_ns()).await?;
         Ok(store)
@@ -480,6 +513,16 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn release_claims(&self, claims: &[i64]) -> Result<u64, StoreError> {
+        const RELEASE: &str = "UPDATE pending_traces SET claim = NULL, claimed_until = NULL \
+             WHERE claim = ANY($1)";
+        let done = sqlx::query(RELEASE)
+            .bind(claims)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(super) async fn pending_traces(&self) -> Result<u64, StoreError> {
         const COUNT: &str = "SELECT COUNT(*) FROM pending_traces";
         let n: i64 = sqlx::query_scalar(COUNT).fetch_one(&self.pool).await?;
@@ -501,10 +544,13 @@ impl PgStore {
         let mut conn = match PgConnection::connect_with(&self.options).await {
             Ok(conn) => conn,
             Err(err) => {
-                warn!(error = %err, "cannot connect to take a leader lock");
+                if !self.leader_connect_failing.swap(true, Relaxed) {
+                    warn!(error = %err, "cannot connect to take a leader lock; trying again every interval");
+                }
                 return false;
             }
         };
+        self.leader_connect_failing.store(false, Relaxed);
         match sqlx::query_scalar::<_, bool>(TRY_LOCK)
             .bind(key)
             .fetch_one(&mut conn)

@@ -638,7 +638,10 @@ impl SqliteStore {
         // sorted. SQLite cannot tell the two apart without statistics, so we say which.
         let long_window = window.to_unix_ns - window.from_unix_ns >= 6 * 3_600_000_000_000;
         let index = match (long_window, endpoint_ids) {
-            (false, _) => "requests_by_start",
+            (false, None) => "requests_by_start",
+            // One endpoint's requests of a short window, not every request of it filtered by
+            // endpoint: a quiet endpoint beside a busy one was read in seconds, not milliseconds.
+            (false, Some(_)) => "requests_by_endpoint",
             (true, None) => "requests_by_duration",
             (true, Some(_)) => "requests_by_endpoint_duration",
         };

@@ -86,7 +86,7 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
             .find(|claimed| claimed.trace_id == trace)
     };
     let ids = store
-        .insert_blocks(&[block::encode(&spans[..2], 1_000)])
+        .insert_blocks(&[block::encode(spans[..2].to_vec(), 1_000)])
         .await
         .unwrap();
     if !store.is_shared() {
@@ -112,7 +112,7 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
     ));
     // A block arrives while the second claimant analyses: its release keeps the trace pending.
     let late = store
-        .insert_blocks(&[block::encode(&spans[2..], 1_000)])
+        .insert_blocks(&[block::encode(spans[2..].to_vec(), 1_000)])
         .await
         .unwrap();
     store
@@ -160,7 +160,10 @@ async fn retention_removes_only_expired_data(store: &Store) {
         span.trace_id = new_trace;
     }
     store
-        .insert_blocks(&[block::encode(&spans, old), block::encode(&recent, now)])
+        .insert_blocks(&[
+            block::encode(spans.clone(), old),
+            block::encode(recent.clone(), now),
+        ])
         .await
         .unwrap();
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
@@ -306,7 +309,10 @@ async fn blocks_round_trip_and_index_traces(store: &Store) {
     let spans = fixture::parse(LOGIN);
     let trace_id = spans[0].trace_id;
     let ids = store
-        .insert_blocks(&[block::encode(&spans[..2], 1), block::encode(&spans[2..], 2)])
+        .insert_blocks(&[
+            block::encode(spans[..2].to_vec(), 1),
+            block::encode(spans[2..].to_vec(), 2),
+        ])
         .await
         .unwrap();
     assert_eq!(ids.len(), 2);

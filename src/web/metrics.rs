@@ -66,7 +66,14 @@ pub async fn render(state: &AppState) -> String {
             .metrics()
             .num_alive_tasks()
     );
-    if let Ok(stats) = state.store.stats().await {
+    // While span commits fail the store is not asked: the scrape that reports the outage
+    // (`bottleneck_store_up 0`) is answered at once instead of waiting for the store to time out.
+    let stored = if state.ingest.store_down() {
+        None
+    } else {
+        state.store.stats().await.ok()
+    };
+    if let Some(stats) = stored {
         let name = "bottleneck_stored_spans";
         let _ = writeln!(
             out,

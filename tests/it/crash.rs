@@ -24,10 +24,16 @@ pub(crate) struct Server {
 }
 
 /// SIGKILL, also when a test fails: a server left running would hold the test's output open.
+/// A failing test shows the server's log.
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            for line in self.log.lock().map(|log| log.clone()).unwrap_or_default() {
+                eprintln!("server: {line}");
+            }
+        }
     }
 }
 
@@ -37,11 +43,17 @@ impl Server {
     }
 
     fn log_contains(&self, text: &str) -> bool {
+        self.log_count(text) > 0
+    }
+
+    /// How many lines of the log so far contain `text`.
+    pub(crate) fn log_count(&self, text: &str) -> usize {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .any(|line| line.contains(text))
+            .filter(|line| line.contains(text))
+            .count()
     }
 }
 
@@ -378,19 +390,21 @@ async fn a_full_disk_is_503_and_ingest_recovers_when_space_returns() {
     }
     let refused = refused.expect("the disk filled up");
     assert!(!acknowledged.is_empty());
-    assert!(server.log_contains("committing span blocks failed"));
-    let metrics = client
-        .get(format!("{}/metrics", server.ui_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !metrics.contains("bottleneck_spans_rejected_total{reason=\"store_unavailable\"} 0"),
-        "{metrics}"
+    assert_eq!(
+        server.log_count("store unavailable: committing span blocks failed"),
+        1
     );
+    let metrics = || async {
+        let url = format!("{}/metrics", server.ui_url);
+        client.get(url).send().await.unwrap().text().await.unwrap()
+    };
+    let during = metrics().await;
+    assert!(
+        !during.contains("bottleneck_spans_rejected_total{reason=\"store_unavailable\"} 0"),
+        "{during}"
+    );
+    assert!(during.contains("\nbottleneck_store_up 0\n"), "{during}");
+    assert!(during.contains("\nbottleneck_commit_failures_total 1\n"));
     // Space returns: the refused export is retried and taken.
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -424,6 +438,8 @@ async fn a_full_disk_is_503_and_ingest_recovers_when_space_returns() {
         assert_eq!(export(seq).await.unwrap().status(), 200);
         acknowledged.push(seq);
     }
+    assert!(server.log_contains("store available again"));
+    assert!(metrics().await.contains("\nbottleneck_store_up 1\n"));
     server.kill();
     let store = Store::open(&DatabaseUrl::Sqlite(db)).await.unwrap();
     for seq in &acknowledged {

@@ -165,17 +165,23 @@ async fn demo_redeploy_fires_its_budgets_and_compare_names_the_hidden_wait() {
                 .filter(|a| a["state"] == "firing")
                 .cloned()
                 .collect();
-            (firing.len() >= 2).then_some(firing)
+            // Both login budgets fire, each in its own time: wait for both, not for any two.
+            let fired = |metric: &str| {
+                firing
+                    .iter()
+                    .any(|a| a["metric"] == metric && a["endpoint"] == "POST /login")
+            };
+            (fired("p95_ms") && fired("wait_ms")).then_some(firing)
         })
         .await;
-    let metrics: Vec<&str> = alerts.iter().filter_map(|a| a["metric"].as_str()).collect();
-    assert!(
-        metrics.contains(&"p95_ms") && metrics.contains(&"wait_ms"),
-        "{alerts:?}"
-    );
-    assert!(
-        alerts.iter().all(|a| a["endpoint"] == "POST /login"),
-        "{alerts:?}"
-    );
+    // The hidden wait is login's alone. Another endpoint's latency budget may also break on a
+    // loaded machine (the demo does real work); whatever fires, fires on a figure over budget.
+    for alert in &alerts {
+        if alert["metric"] == "wait_ms" {
+            assert_eq!(alert["endpoint"], "POST /login", "{alerts:?}");
+        }
+        let (observed, budget) = (alert["observed"].as_f64(), alert["budget"].as_f64());
+        assert!(observed > budget, "{alerts:?}");
+    }
     app.stop().await;
 }

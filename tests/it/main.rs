@@ -1,7 +1,8 @@
 //! The integration tests: one crate, so one link. Every test starts the real application on
 //! ephemeral ports with a fresh database (a SQLite file, or a scratch PostgreSQL database with
-//! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `scale` needs
-//! PostgreSQL and runs with the `pg-tests` feature.
+//! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `scale` and
+//! the PostgreSQL half of `outage` (with `proxy`) need PostgreSQL and run with the `pg-tests`
+//! feature.
 
 mod support;
 
@@ -15,8 +16,11 @@ mod demo;
 mod fuzz;
 mod hostile;
 mod ingest;
+mod outage;
 mod pages;
 mod pipeline;
+#[cfg(feature = "pg-tests")]
+mod proxy;
 mod python;
 mod retention;
 #[cfg(feature = "pg-tests")]

@@ -34,7 +34,7 @@ async fn old_data_goes_recent_stays_and_ingest_goes_on() {
             span.trace_id = old_trace(idx);
         }
         app.store
-            .insert_blocks(&[block::encode(&spans, old)])
+            .insert_blocks(&[block::encode(spans.clone(), old)])
             .await
             .unwrap();
     }

@@ -14,28 +14,34 @@ use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 use crate::model::{AttrValue, KeyValue, Span};
 
 /// Groups spans by resource and scope (shared `Arc`s, as decoding produced them) into a request.
-pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
+/// Takes the spans by value: their strings move into the request rather than being copied, which
+/// halved the cost of encoding a block on the ingest path (BENCHMARKS.md).
+pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     let mut resource_spans: Vec<otlp_trace::ResourceSpans> = Vec::new();
     let mut last_resource = None;
     let mut last_scope = None;
     for span in spans {
-        let same_resource = last_resource.is_some_and(|r| Arc::ptr_eq(r, &span.resource));
+        let same_resource = last_resource
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &span.resource));
         if !same_resource {
             resource_spans.push(otlp_trace::ResourceSpans {
                 resource: Some(otlp_resource::Resource {
-                    attributes: attributes(&span.resource.attributes),
+                    attributes: attributes(span.resource.attributes.clone()),
                     ..Default::default()
                 }),
                 scope_spans: Vec::new(),
                 schema_url: String::new(),
             });
-            last_resource = Some(&span.resource);
+            last_resource = Some(Arc::clone(&span.resource));
             last_scope = None;
         }
         let current = resource_spans
             .last_mut()
             .expect("a resource was pushed above");
-        let same_scope = last_scope.is_some_and(|s| Arc::ptr_eq(s, &span.scope));
+        let same_scope = last_scope
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &span.scope));
         if !same_scope {
             current.scope_spans.push(otlp_trace::ScopeSpans {
                 scope: Some(otlp_common::InstrumentationScope {
@@ -46,7 +52,7 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
                 spans: Vec::new(),
                 schema_url: String::new(),
             });
-            last_scope = Some(&span.scope);
+            last_scope = Some(Arc::clone(&span.scope));
         }
         current
             .scope_spans
@@ -58,7 +64,8 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
-fn span(span: &Span) -> otlp_trace::Span {
+fn span(span: Span) -> otlp_trace::Span {
+    let end_time_unix_nano = span.end_unix_ns();
     otlp_trace::Span {
         trace_id: span.trace_id.0.to_vec(),
         span_id: span.span_id.0.to_vec(),
@@ -66,16 +73,16 @@ fn span(span: &Span) -> otlp_trace::Span {
             .parent_span_id
             .map(|id| id.0.to_vec())
             .unwrap_or_default(),
-        name: span.name.clone(),
+        name: span.name,
         kind: span.kind.to_otlp(),
         start_time_unix_nano: span.start_unix_ns,
-        end_time_unix_nano: span.end_unix_ns(),
-        attributes: attributes(&span.attributes),
+        end_time_unix_nano,
+        attributes: attributes(span.attributes),
         // Events are counted, not kept: the count survives as dropped events.
         dropped_events_count: span.n_events,
         links: span
             .links
-            .iter()
+            .into_iter()
             .map(|link| otlp_trace::span::Link {
                 trace_id: link.trace_id.0.to_vec(),
                 span_id: link.span_id.0.to_vec(),
@@ -84,32 +91,32 @@ fn span(span: &Span) -> otlp_trace::Span {
             .collect(),
         status: Some(otlp_trace::Status {
             code: span.status.code.to_otlp(),
-            message: span.status.message.clone(),
+            message: span.status.message,
         }),
         ..Default::default()
     }
 }
 
-fn attributes(attributes: &[KeyValue]) -> Vec<otlp_common::KeyValue> {
+fn attributes(attributes: Vec<KeyValue>) -> Vec<otlp_common::KeyValue> {
     attributes
-        .iter()
+        .into_iter()
         .map(|kv| otlp_common::KeyValue {
-            key: kv.key.clone(),
-            value: Some(any_value(&kv.value)),
+            key: kv.key,
+            value: Some(any_value(kv.value)),
             ..Default::default()
         })
         .collect()
 }
 
-fn any_value(value: &AttrValue) -> otlp_common::AnyValue {
+fn any_value(value: AttrValue) -> otlp_common::AnyValue {
     let value = match value {
-        AttrValue::Str(s) => Some(Value::StringValue(s.clone())),
-        AttrValue::Bool(b) => Some(Value::BoolValue(*b)),
-        AttrValue::Int(i) => Some(Value::IntValue(*i)),
-        AttrValue::Double(d) => Some(Value::DoubleValue(*d)),
-        AttrValue::Bytes(b) => Some(Value::BytesValue(b.clone())),
+        AttrValue::Str(s) => Some(Value::StringValue(s)),
+        AttrValue::Bool(b) => Some(Value::BoolValue(b)),
+        AttrValue::Int(i) => Some(Value::IntValue(i)),
+        AttrValue::Double(d) => Some(Value::DoubleValue(d)),
+        AttrValue::Bytes(b) => Some(Value::BytesValue(b)),
         AttrValue::Array(values) => Some(Value::ArrayValue(otlp_common::ArrayValue {
-            values: values.iter().map(any_value).collect(),
+            values: values.into_iter().map(any_value).collect(),
         })),
         AttrValue::Map(kvs) => Some(Value::KvlistValue(otlp_common::KeyValueList {
             values: attributes(kvs),

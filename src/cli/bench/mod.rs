@@ -2,8 +2,8 @@
 //!
 //! It starts `bottleneck serve` as a child on a temporary SQLite file (or a scratch PostgreSQL
 //! database), sends pre-built, distinct payloads of realistic web-request traces over concurrent
-//! keep-alive connections (OTLP/HTTP protobuf or JSON, or OTLP/gRPC; gzip-compressed with
-//! `--gzip`), as fast as the server answers or at a fixed `--rate`, then waits until the server
+//! keep-alive connections (OTLP/HTTP protobuf or JSON, or OTLP/gRPC; gzip-compressed by the
+//! client with `--gzip`), as fast as the server answers or at a fixed `--rate`, then waits until the server
 //! has committed (and analysed) everything it acknowledged. It reports spans/s stored, export
 //! latency, the server's CPU (cores used, CPU-seconds per million spans) and the load generator's,
 //! peak RSS, bytes per stored span, and the server's RSS, open files, threads and tokio tasks
@@ -31,7 +31,6 @@ use crate::store::Store;
 use crate::store::scratch::ScratchDatabase;
 
 mod api;
-mod gzip;
 mod limit;
 mod pacing;
 mod payload;
@@ -39,6 +38,7 @@ mod process;
 mod report;
 mod sample;
 mod send;
+mod visibility;
 
 pub use payload::payload_for_benchmarks;
 use payload::{Body, payload};
@@ -88,8 +88,8 @@ pub struct BenchArgs {
     /// them, as a load balancer in front would.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
-    /// Send gzip-compressed exports: HTTP bodies compressed before the run (each send only
-    /// stamps fresh trace ids into them), gRPC messages compressed by tonic on each send.
+    /// Send gzip-compressed exports: HTTP bodies compressed by the client on each send (gzip's
+    /// fastest level), gRPC messages compressed by tonic on each send.
     #[arg(long)]
     pub gzip: bool,
     /// Spans per second at a fixed rate, spread evenly over the connections. Without it each
@@ -119,14 +119,24 @@ impl BenchDatabase {
         }
     }
 
+    /// Bytes the stored data takes. For SQLite, after opening and closing the file once: the
+    /// last connection to close checkpoints the write-ahead log into the database, so what is
+    /// counted is the data and its indexes, not how far the log had grown under the load's
+    /// readers.
     async fn disk_bytes(&self) -> u64 {
         match self {
-            Self::Sqlite(path) => ["", "-wal"]
-                .iter()
-                .map(|suffix| {
-                    std::fs::metadata(format!("{}{suffix}", path.display())).map_or(0, |m| m.len())
-                })
-                .sum(),
+            Self::Sqlite(path) => {
+                if let Ok(store) = Store::open(&DatabaseUrl::Sqlite(path.clone())).await {
+                    store.close().await;
+                }
+                ["", "-wal"]
+                    .iter()
+                    .map(|suffix| {
+                        std::fs::metadata(format!("{}{suffix}", path.display()))
+                            .map_or(0, |m| m.len())
+                    })
+                    .sum()
+            }
             Self::Postgres(scratch) => {
                 match Store::open(&DatabaseUrl::Postgres(scratch.url.clone())).await {
                     Ok(store) => {
@@ -152,6 +162,9 @@ pub enum AnalysisMode {
     Both,
 }
 
+/// How often a probe times export to visible during a run with analysis on.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+
 /// Distinct payloads built before the run, so the client spends its time sending, not encoding.
 const N_PAYLOADS: usize = 256;
 
@@ -170,7 +183,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    /// Builds the payloads, and compresses them on every core with `--gzip` over HTTP.
+    /// Builds the payloads.
     fn build(args: &BenchArgs) -> anyhow::Result<Traffic> {
         let mut rng = SmallRng::seed_from_u64(7);
         let now = std::time::SystemTime::now()
@@ -189,23 +202,10 @@ impl Traffic {
         let plain_bytes = average(&mut bodies.iter().map(|body| body.bytes.len()));
         let mut gzip_bytes = None;
         if args.gzip && args.protocol != Protocol::Grpc {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let chunk = bodies.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = bodies
-                    .chunks_mut(chunk)
-                    .map(|chunk| scope.spawn(|| chunk.iter_mut().try_for_each(Body::compress)))
-                    .collect();
-                workers
-                    .into_iter()
-                    .try_for_each(|worker| worker.join().expect("compressing does not panic"))
-            })?;
-            let sent = average(
-                &mut bodies
-                    .iter()
-                    .map(|body| body.gzip.as_ref().map_or(0, |gzip| gzip.bytes.len())),
-            );
-            gzip_bytes = Some((sent, gzip::default_gzip_len(&bodies[0].bytes) as u64));
+            bodies.iter_mut().for_each(Body::compress);
+            let sent = average(&mut bodies.iter().map(|body| body.stamped(0).len()));
+            let level_6 = payload::gzipped(&bodies[0].bytes, flate2::Compression::default());
+            gzip_bytes = Some((sent, level_6.len() as u64));
         }
         Ok(Traffic {
             spans_per_export: args.spans_per_export,
@@ -480,6 +480,17 @@ async fn run_once(
         };
         workers.spawn(send::run(connection, Arc::clone(&shared)));
     }
+    // With analysis on, probes time export to visible while the load runs.
+    let probes_stop = Arc::new(AtomicBool::new(false));
+    let probes = analysis.then(|| {
+        tokio::spawn(visibility::probe(
+            client.clone(),
+            servers[0].otlp_http.clone(),
+            servers[0].ui.clone(),
+            PROBE_EVERY,
+            Arc::clone(&probes_stop),
+        ))
+    });
     let mut peak_rss = 0;
     let mut samples = Vec::new();
     let mut next_sample = args.sample_every;
@@ -497,6 +508,7 @@ async fn run_once(
         }
     }
     shared.stop.store(true, Relaxed);
+    probes_stop.store(true, Relaxed);
     let send_secs = started.elapsed().as_secs_f64();
     let server_cpu_sent = process::cpu_secs_sum(&server_pids);
     let bench_cpu_sent = process::cpu_secs(me);
@@ -531,6 +543,11 @@ async fn run_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let server_cpu_caught_up = process::cpu_secs_sum(&server_pids);
+    let mut visible = match probes {
+        Some(probes) => probes.await?,
+        None => Vec::new(),
+    };
+    visible.sort_unstable();
     // The state once caught up ends the curve, in place of a sample taken just before it.
     if samples.last().is_some_and(|last: &Sample| {
         last.catching_up && started.elapsed() - last.at < Duration::from_secs(1)
@@ -564,6 +581,7 @@ async fn run_once(
         server_cpu_catch_up: difference(server_cpu_caught_up, server_cpu_sent),
         bench_cpu_sending: difference(bench_cpu_sent, bench_cpu_start),
         samples,
+        visible,
     })
 }
 

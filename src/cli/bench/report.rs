@@ -32,6 +32,8 @@ pub(super) struct Measured {
     /// CPU seconds this process (the load generator) used while the load ran.
     pub(super) bench_cpu_sending: Option<f64>,
     pub(super) samples: Vec<Sample>,
+    /// Export to visible in `/api/v1/endpoint` of each probe, shortest first (analysis on).
+    pub(super) visible: Vec<Duration>,
 }
 
 impl Measured {
@@ -141,7 +143,7 @@ fn print_header(
     );
     let wire = match (traffic.gzip_bytes, args.protocol) {
         (Some((sent, level_6)), _) => format!(
-            "{} B plain, {} B gzip as sent (gzip level 6: {} B)",
+            "{} B plain, {} B gzip as sent (fastest level; level 6: {} B)",
             thousands(traffic.plain_bytes as f64),
             thousands(sent as f64),
             thousands(level_6 as f64)
@@ -230,6 +232,18 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
                 format!("{}{}", thousands(per_sec), of_limit(per_sec, limit))
             })
     });
+    row(
+        "export to visible in /api/v1/endpoint, median / max",
+        &|m| match (m.visible.get(m.visible.len() / 2), m.visible.last()) {
+            (Some(median), Some(max)) => format!(
+                "{:.2} / {:.2} s ({} probes)",
+                median.as_secs_f64(),
+                max.as_secs_f64(),
+                m.visible.len()
+            ),
+            _ => "-".to_owned(),
+        },
+    );
     row("export latency p50 / p99", &|m| {
         format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
     });

@@ -98,7 +98,7 @@ fn encode_then_decode_gives_the_same_spans() {
         }),
     ));
     let first = spans(request(vec![raw]));
-    let again = spans(encode::request(&first.spans));
+    let again = spans(encode::request(first.spans.clone()));
     assert_eq!(first.spans, again.spans);
     assert_eq!(again.spans[0].n_events, 2);
 }
