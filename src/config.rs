@@ -487,7 +487,6 @@ impl Config {
                 .cpu_hotspot_share
                 .unwrap_or(defaults.cpu_hotspot_share),
             wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
-            ..defaults
         };
         let pipeline = PipelineConfig {
             analysis_enabled: analysis_file.enabled.unwrap_or(true),

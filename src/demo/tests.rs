@@ -96,7 +96,7 @@ fn taken(received: &Received) -> Vec<Span> {
         .clone()
 }
 
-fn children<'a>(spans: &'a [Span], parent: SpanId) -> Vec<&'a Span> {
+fn children(spans: &[Span], parent: SpanId) -> Vec<&Span> {
     let mut out: Vec<&Span> = spans
         .iter()
         .filter(|it| it.parent_span_id == Some(parent))

@@ -21,10 +21,11 @@ pub fn now_unix_ns() -> u64 {
 /// Parses one instant: unix milliseconds, or RFC 3339.
 pub fn parse_instant(text: &str) -> Result<u64, ApiError> {
     let text = text.trim();
-    if let Ok(ms) = text.parse::<f64>() {
-        if ms.is_finite() && ms >= 0.0 {
-            return Ok((ms * 1e6) as u64);
-        }
+    if let Ok(ms) = text.parse::<f64>()
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Ok((ms * 1e6) as u64);
     }
     humantime::parse_rfc3339_weak(text)
         .ok()
