@@ -12,13 +12,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::model::Span;
+use crate::block::EncodedBlock;
 
 /// One accepted export on its way to the store.
 #[derive(Debug)]
 pub struct Export {
-    /// The validated, normalized spans.
-    pub spans: Vec<Span>,
+    /// The export's accepted spans, packed.
+    pub block: EncodedBlock,
     /// Answered once the spans are committed (or could not be).
     pub reply: oneshot::Sender<Result<(), CommitError>>,
 }
@@ -109,9 +109,9 @@ impl SpanSink {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Queues spans without waiting; the returned [`Committed`] resolves once they are durable.
-    pub fn try_send(&self, spans: Vec<Span>) -> Result<Committed, IngestError> {
-        let n_spans = spans.len() as u64;
+    /// Queues a block without waiting; the returned [`Committed`] resolves once it is durable.
+    pub fn try_send(&self, block: EncodedBlock) -> Result<Committed, IngestError> {
+        let n_spans = u64::from(block.n_spans);
         let permit = match self.tx.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Full(())) => {
@@ -135,7 +135,7 @@ impl SpanSink {
         };
         let (reply, committed) = oneshot::channel();
         self.stats.spans_accepted.fetch_add(n_spans, Relaxed);
-        permit.send(Export { spans, reply });
+        permit.send(Export { block, reply });
         Ok(Committed(committed))
     }
 }

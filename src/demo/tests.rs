@@ -29,9 +29,10 @@ fn keep(mut exports: ExportReceiver) -> Received {
     let kept = Arc::clone(&received);
     tokio::spawn(async move {
         while let Some(export) = exports.recv().await {
+            let spans = collector::block::decode(&export.block.data).expect("blocks decode");
             kept.lock()
                 .expect("no panics while holding the lock")
-                .extend(export.spans);
+                .extend(spans);
             let _ = export.reply.send(Ok(()));
         }
     });

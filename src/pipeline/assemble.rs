@@ -202,12 +202,12 @@ pub async fn run(
                 None => break,
             },
             () = std::future::ready(()), if more_due => {
-                more_due = analyse_due(&mut assembler, &mut analyzer, false).await == MAX_TRACES_PER_BATCH;
+                more_due = analyse_due(&mut assembler, &mut analyzer, false).await >= MAX_TRACES_PER_BATCH;
             }
             _ = tick.tick(), if !more_due => {
                 match analyse_due(&mut assembler, &mut analyzer, false).await {
                     0 => analyzer.process(Batch::default(), assembler.watermark()).await,
-                    n => more_due = n == MAX_TRACES_PER_BATCH,
+                    n => more_due = n >= MAX_TRACES_PER_BATCH,
                 }
             }
         }

@@ -24,7 +24,7 @@ use collector::model::TraceId;
 pub struct CommittedBlock {
     /// The block's id in the store.
     pub block_id: i64,
-    /// The block as stored; `store::block::decode` gives its spans.
+    /// The block as stored; `collector::block::decode` gives its spans.
     pub data: Arc<Vec<u8>>,
     /// The distinct traces with spans in it.
     pub trace_ids: Vec<TraceId>,

@@ -10,24 +10,18 @@
 //! The store's pool replaces dead connections, so ingest resumes without a restart.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use collector::sink::{CommitError, Export, ExportReceiver, IngestStats, SpansRejected};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use super::CommittedBlock;
-use crate::store::{Store, block};
+use crate::store::Store;
 
 /// Most spans committed in one transaction. Larger groups amortize the commit (fsync of the WAL)
-/// further but make every export in the group wait for the whole group to be encoded.
+/// further but make every export in the group wait for the whole group to be written.
 const MAX_GROUP_SPANS: usize = 20_000;
-
-fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// A store outage as the writer sees it: from the first failed commit to the next one that
 /// succeeds. It is logged when it starts and when it ends, not once per refused group.
@@ -63,8 +57,8 @@ fn refuse(
     for reply in replies {
         let _ = reply.send(Err(reason.clone()));
     }
-    while let Ok(Export { spans, reply }) = exports.try_recv() {
-        n_refused += spans.len();
+    while let Ok(Export { block, reply }) = exports.try_recv() {
+        n_refused += block.n_spans as usize;
         let _ = reply.send(Err(reason.clone()));
     }
     // Counted, not logged per group: the outage has its own log lines.
@@ -86,35 +80,21 @@ pub async fn run(
     let mut outage: Option<Outage> = None;
     while let Some(first) = exports.recv().await {
         let mut group = vec![first];
-        let mut n_spans = group[0].spans.len();
+        let mut n_spans = group[0].block.n_spans as usize;
         while n_spans < MAX_GROUP_SPANS {
             match exports.try_recv() {
                 Ok(export) => {
-                    n_spans += export.spans.len();
+                    n_spans += export.block.n_spans as usize;
                     group.push(export);
                 }
                 Err(_) => break,
             }
         }
         let started = Instant::now();
-        let received_unix_ns = now_unix_ns();
-        // Encoding and compressing is CPU work of a few milliseconds per thousand spans: keep it
-        // off the async workers that serve the receivers.
-        // The decoded spans are dropped there too: from here on only the compact blocks are held.
-        let encoded = tokio::task::spawn_blocking(move || {
-            group
-                .into_iter()
-                .map(|export| (export.reply, block::encode(export.spans, received_unix_ns)))
-                .unzip()
-        })
-        .await;
-        let (replies, blocks): (Vec<_>, Vec<_>) = match encoded {
-            Ok(encoded) => encoded,
-            Err(err) => {
-                error!(error = %err, "encoding span blocks panicked");
-                continue;
-            }
-        };
+        let (replies, blocks): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|export| (export.reply, export.block))
+            .unzip();
         match store.insert_blocks(&blocks).await {
             Ok(ids) => {
                 stats.record_commit(n_spans as u64, started.elapsed());

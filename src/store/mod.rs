@@ -7,7 +7,6 @@
 //! Invariant: the only module with SQL or sqlx types. Rows become model and analysis types here
 //! and never leave as rows.
 
-pub mod block;
 mod postgres;
 pub mod retention;
 pub mod scratch;
@@ -21,7 +20,8 @@ use crate::analysis::Breakdown;
 use crate::analysis::aggregate::Rollup;
 use crate::config::DatabaseUrl;
 
-pub use block::EncodedBlock;
+/// Spans are stored in the collector's block form: compressed OTLP, as the receivers packed it.
+pub use collector::block::{self, EncodedBlock};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The store conformance suite: every backend must pass it.
 
+use std::time::{Duration, Instant};
+
 use collector::model::SpanId;
 
 use super::*;
@@ -546,6 +548,31 @@ async fn sqlite() {
     // it in silence.
     #[cfg(not(feature = "pg-tests"))]
     println!("skipped: the PostgreSQL store suite needs `--features pg-tests` and DATABASE_URL");
+}
+
+/// SQLite's own checkpoints are off (they ran inside commits); the store's task must copy the
+/// write-ahead log into the database file by itself, or the WAL would grow without end.
+#[tokio::test]
+async fn sqlite_checkpoints_the_wal_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let store = Store::open(&DatabaseUrl::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let before = size();
+    let spans = fixture::parse(LOGIN);
+    let blocks: Vec<_> = (0..200).map(|n| block::encode(spans.clone(), n)).collect();
+    store.insert_blocks(&blocks).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while size() == before {
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the database file within 10 s: no checkpoint ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.close().await;
 }
 
 /// The server the PostgreSQL twins run against: `DATABASE_URL`, required once the feature is on.

@@ -115,7 +115,7 @@ impl TraceService for GrpcReceiver {
         let request = request.into_inner();
         let stats = self.sink.stats();
         stats.record_request(Transport::Grpc, request.encoded_len() as u64);
-        let partial_success = super::ingest(&self.sink, request)
+        let partial_success = super::ingest(&self.sink, request, None)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(ExportTraceServiceResponse {

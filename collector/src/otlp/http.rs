@@ -211,7 +211,8 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
             );
         }
     };
-    let partial_success = match super::ingest(&sink, request).await {
+    let protobuf = matches!(encoding, Encoding::Protobuf).then_some(&body[..]);
+    let partial_success = match super::ingest(&sink, request, protobuf).await {
         Ok(partial_success) => partial_success,
         Err(err) => return ingest_error_response(encoding, &err),
     };
@@ -329,7 +330,9 @@ mod tests {
         let first = tokio::spawn(app.clone().oneshot(export()));
         let queued = exports.recv().await.expect("the first export is queued");
         // Put it back in the queue's place: a second export finds the queue full.
-        let blocker = sink.try_send(Vec::new()).expect("the slot is free again");
+        let blocker = sink
+            .try_send(Default::default())
+            .expect("the slot is free again");
         let res = app.clone().oneshot(export()).await.unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");

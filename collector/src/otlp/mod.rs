@@ -8,21 +8,38 @@ pub mod http;
 pub mod normalize;
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest,
 };
+use prost::Message;
 
+use crate::block;
 use crate::sink::{IngestError, SpanSink, SpansRejected};
 
-/// What both transports do with a decoded request: validate its spans, queue the good ones, wait
-/// for their commit, and say which were dropped (`None` when none were).
+/// What both transports do with a decoded request: validate its spans, queue the good ones packed
+/// in a block, wait for their commit, and say which were dropped (`None` when none were).
+/// `protobuf` is the request as received when it came as OTLP protobuf; otherwise (gRPC, whose
+/// bytes tonic keeps, and JSON) the request is encoded here.
 pub(crate) async fn ingest(
     sink: &SpanSink,
     request: ExportTraceServiceRequest,
+    protobuf: Option<&[u8]>,
 ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
     let stats = sink.stats();
-    let decoded = decode::spans(request);
+    let received_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let encoded;
+    let protobuf = match protobuf {
+        Some(protobuf) => protobuf,
+        None => {
+            encoded = request.encode_to_vec();
+            &encoded
+        }
+    };
+    let mut decoded = decode::spans(request);
     if decoded.n_truncated_values > 0 {
         stats
             .values_truncated
@@ -36,7 +53,10 @@ pub(crate) async fn ingest(
         .emit(stats);
     }
     if !decoded.spans.is_empty() {
-        sink.try_send(decoded.spans)?.wait().await?;
+        let block = block::pack(protobuf, &decoded.spans, received_unix_ns);
+        // Only the compact block is held while the commit is awaited.
+        drop(std::mem::take(&mut decoded.spans));
+        sink.try_send(block)?.wait().await?;
     }
     Ok((decoded.n_rejected > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: i64::try_from(decoded.n_rejected).unwrap_or(i64::MAX),

@@ -325,3 +325,40 @@ fn ids_of_every_wrong_shape_are_rejected_one_by_one() {
     assert!(decoded.spans.is_empty());
     assert_eq!(decoded.n_rejected, 7);
 }
+
+#[test]
+fn a_block_packed_from_the_received_bytes_reads_back_as_the_accepted_spans() {
+    let bad_id = OtlpSpan {
+        span_id: vec![0; 8],
+        ..login_span()
+    };
+    let huge = OtlpSpan {
+        span_id: vec![3; 8],
+        attributes: vec![kv(
+            "db.statement",
+            string(&"x".repeat(MAX_ATTR_VALUE_BYTES * 2)),
+        )],
+        ..login_span()
+    };
+    let body = request(vec![login_span(), bad_id, huge]).encode_to_vec();
+    let accepted = spans(protobuf(&body).expect("decodes"));
+    assert_eq!(accepted.n_rejected, 1);
+    let block = crate::block::pack(&body, &accepted.spans, 7);
+    assert_eq!(block.n_spans, 2, "the dropped span is not counted");
+    assert_eq!(block.trace_ids, [TraceId([1; 16])]);
+    assert_eq!(block.min_start_unix_ns, 1_000);
+    assert_eq!(block.received_unix_ns, 7);
+    let read_back = crate::block::decode(&block.data).expect("the block decodes");
+    assert_eq!(
+        read_back, accepted.spans,
+        "dropped and truncated again, the same way"
+    );
+}
+
+#[test]
+fn a_damaged_block_is_an_error() {
+    let block = crate::block::encode(spans(request(vec![login_span()])).spans, 0);
+    let cut = &block.data[..block.data.len() / 2];
+    assert!(crate::block::decode(cut).is_err());
+    assert!(crate::block::decode(b"not zstd").is_err());
+}

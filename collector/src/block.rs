@@ -1,0 +1,90 @@
+//! The compact form of accepted spans, as queued for the store and stored: one export's spans as
+//! an OTLP `ExportTraceServiceRequest` in protobuf, compressed with zstd. Standard OTLP inside
+//! means the data outlives this code, and reading a block back reuses [`crate::otlp::decode`]
+//! (so normalization and validation are re-derived, never stored).
+//!
+//! A received protobuf export is packed as it came: turning decoded spans back into protobuf cost
+//! as much CPU as decoding them (BENCHMARKS.md), and the exporter's bytes are already that form.
+//! Packing happens in the receiver, so only compressed bytes wait in the queue.
+//!
+//! Invariants: `decode(pack(p, spans))` gives back `spans` when `spans` is what decoding `p`
+//! accepted (decoding is a pure function of the bytes, so spans dropped at ingest are dropped
+//! again); `decode(encode(spans)) == spans`.
+
+use prost::Message;
+
+use crate::model::{Span, TraceId};
+use crate::otlp::{decode, encode};
+
+/// zstd level 3: measured (BENCHMARKS.md) as the knee of ratio against cost on span blocks.
+const ZSTD_LEVEL: i32 = 3;
+
+/// A block ready for the store.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedBlock {
+    /// When the export was received.
+    pub received_unix_ns: u64,
+    /// Earliest span start in the block, for retention.
+    pub min_start_unix_ns: u64,
+    /// Spans in the block that decoding accepts.
+    pub n_spans: u32,
+    /// Distinct traces in the block, each indexed to it.
+    pub trace_ids: Vec<TraceId>,
+    /// zstd(OTLP protobuf).
+    pub data: Vec<u8>,
+}
+
+/// Packs a received export: `protobuf` is its OTLP protobuf and `spans` the spans decoding it
+/// accepted.
+pub fn pack(protobuf: &[u8], spans: &[Span], received_unix_ns: u64) -> EncodedBlock {
+    let data =
+        zstd::bulk::compress(protobuf, ZSTD_LEVEL).expect("zstd compresses any in-memory buffer");
+    describe(spans, received_unix_ns, data)
+}
+
+/// Encodes spans made here (the demo, tests), consuming them.
+pub fn encode(spans: Vec<Span>, received_unix_ns: u64) -> EncodedBlock {
+    let empty = describe(&spans, received_unix_ns, Vec::new());
+    let protobuf = encode::request(spans).encode_to_vec();
+    EncodedBlock {
+        data: zstd::bulk::compress(&protobuf, ZSTD_LEVEL)
+            .expect("zstd compresses any in-memory buffer"),
+        ..empty
+    }
+}
+
+/// The block's summary of `spans`, around its compressed data.
+fn describe(spans: &[Span], received_unix_ns: u64, data: Vec<u8>) -> EncodedBlock {
+    let mut trace_ids: Vec<TraceId> = spans.iter().map(|span| span.trace_id).collect();
+    trace_ids.sort_unstable();
+    trace_ids.dedup();
+    let min_start_unix_ns = spans
+        .iter()
+        .map(|span| span.start_unix_ns)
+        .min()
+        .unwrap_or(received_unix_ns);
+    EncodedBlock {
+        received_unix_ns,
+        min_start_unix_ns,
+        n_spans: u32::try_from(spans.len()).unwrap_or(u32::MAX),
+        trace_ids,
+        data,
+    }
+}
+
+/// Why a stored block could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The zstd frame was damaged.
+    #[error("decompressing span block: {0}")]
+    Decompress(#[from] std::io::Error),
+    /// The protobuf inside was damaged.
+    #[error("decoding span block: {0}")]
+    Decode(#[from] decode::DecodeError),
+}
+
+/// Decodes a block back into the spans it holds.
+pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
+    let protobuf = zstd::stream::decode_all(data)?;
+    Ok(decode::spans(decode::protobuf(&protobuf)?).spans)
+}
