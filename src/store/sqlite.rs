@@ -36,15 +36,20 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Debug, Clone)]
 pub(super) struct SqliteStore {
+    /// Readers: in WAL mode they never wait for the writer.
     pool: SqlitePool,
+    /// The one connection that writes. SQLite has one write lock, and a connection that finds it
+    /// taken polls with sleeps of up to 100 ms (the busy handler); waiting for this connection
+    /// instead hands the lock over the moment the other writer commits. It alone has a large page
+    /// cache: request rows go into five B-trees, and with SQLite's default of 2 MiB most of their
+    /// pages were read back from the OS on every commit.
+    writer: SqlitePool,
     path: PathBuf,
-    /// Taken by the frequent writers (span blocks, analysis commits, retention) before they begin
-    /// a transaction. SQLite has one write lock, and a connection that finds it taken polls with
-    /// sleeps of up to 100 ms (the busy handler); waiting here instead hands the lock over the
-    /// moment the other writer commits.
-    write_turn: Arc<tokio::sync::Mutex<()>>,
     _checkpointer: Arc<Checkpointer>,
 }
+
+/// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 /// How often the write-ahead log is copied back into the database file. At full ingest the WAL
 /// grows by tens of megabytes a second; a checkpoint every half second keeps it to a few
@@ -300,30 +305,36 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("auto_vacuum", "INCREMENTAL")
-            // 32 MiB of page cache (the default is 2 MiB): request rows go into five B-trees,
-            // and with the default most of their pages were read back from the OS on every commit.
-            .pragma("cache_size", "-32768")
             // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
             // commit that crosses 1,000 WAL pages, where every writer waited behind them.
             .pragma("wal_autocheckpoint", "0")
             // A WAL that grew during a burst goes back to this size once it is checkpointed.
             .pragma("journal_size_limit", "67108864");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+            )
+            .await?;
+        migrator().run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
         let checkpointer = Checkpointer(tokio::spawn(checkpoint_until_closed(pool.clone())));
         Ok(Self {
             pool,
+            writer,
             path: path.to_owned(),
-            write_turn: Arc::default(),
             _checkpointer: Arc::new(checkpointer),
         })
     }
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     pub(super) async fn insert_blocks(
@@ -332,8 +343,7 @@ impl SqliteStore {
     ) -> Result<Vec<i64>, StoreError> {
         const INSERT_BLOCK: &str = "INSERT INTO span_blocks (received_unix_ns, min_start_unix_ns, n_spans, data) \
              VALUES ($1, $2, $3, $4) RETURNING id";
-        let _turn = self.write_turn.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut ids = Vec::with_capacity(blocks.len());
         let mut index: Vec<(&TraceId, i64)> = Vec::new();
         for block in blocks {
@@ -456,7 +466,7 @@ impl SqliteStore {
         Ok(sqlx::query_scalar(INSERT)
             .bind(service)
             .bind(endpoint)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await?)
     }
 
@@ -623,8 +633,7 @@ impl SqliteStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
         // IMMEDIATE: the rollup rows are read and written back in this transaction; taking the
         // write lock first means no other writer commits between the read and the write.
-        let _turn = self.write_turn.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
             let mut delete =
                 QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
@@ -849,7 +858,7 @@ impl SqliteStore {
         Ok(sqlx::query_scalar(INSERT)
             .bind(service)
             .bind(canonical)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await?)
     }
 
@@ -916,7 +925,7 @@ impl SqliteStore {
              baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
              candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT OR IGNORE INTO regression_checks (endpoint_id, baseline, candidate, checked_unix_ns) ",
@@ -1057,8 +1066,7 @@ impl SqliteStore {
         let before = ns(spans_before_unix_ns);
         let batch = super::retention::BATCH_ROWS;
         loop {
-            let turn = self.write_turn.lock().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<i64> = sqlx::query_scalar(DELETE_BLOCKS)
                 .bind(before)
                 .bind(batch)
@@ -1074,7 +1082,6 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            drop(turn);
             report.blocks += ids.len() as u64;
             if ids.len() < batch as usize {
                 break;
@@ -1084,14 +1091,12 @@ impl SqliteStore {
         const OLD_REQUESTS: &str = "DELETE FROM requests WHERE (trace_id, span_id) IN \
              (SELECT trace_id, span_id FROM requests WHERE start_unix_ns < $1 LIMIT $2)";
         loop {
-            let turn = self.write_turn.lock().await;
             let done = sqlx::query(OLD_REQUESTS)
                 .bind(before)
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
-            drop(turn);
             report.requests += done;
             if done < batch as u64 {
                 break;
@@ -1112,14 +1117,12 @@ impl SqliteStore {
                     "DELETE FROM {table} WHERE (endpoint_id, version, minute) IN \
                      (SELECT endpoint_id, version, minute FROM {table} WHERE minute < $1 LIMIT $2)"
                 );
-                let turn = self.write_turn.lock().await;
                 let done = sqlx::query(sqlx::AssertSqlSafe(delete))
                     .bind(minute)
                     .bind(batch)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected();
-                drop(turn);
                 if !table.contains("operations") && !table.contains("findings") {
                     report.rollups += done;
                 }
@@ -1131,7 +1134,7 @@ impl SqliteStore {
         }
         // Give the freed pages back to the file system, a bounded number at a time.
         const VACUUM: &str = "PRAGMA incremental_vacuum(2000)";
-        sqlx::query(VACUUM).execute(&self.pool).await?;
+        sqlx::query(VACUUM).execute(&self.writer).await?;
         Ok(report)
     }
 

@@ -114,7 +114,7 @@ impl SqliteStore {
         const INSERT_DROPPED: &str = "INSERT INTO alert_delivery_attempts (notification_id, attempt, at_unix_ns, \
              outcome, http_status, error) VALUES ($1, 0, $2, 'dropped', NULL, 'the notification queue is full')";
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut forget = QueryBuilder::<Sqlite>::new("DELETE FROM alert_states");
         if !commit.rule_keys.is_empty() {
             forget.push(" WHERE rule_key NOT IN (");
@@ -272,7 +272,7 @@ impl SqliteStore {
         const UPDATE: &str = "UPDATE alert_notifications SET attempts = $2, next_attempt_unix_ns = $3, \
              status = CASE $4 WHEN 'delivered' THEN 'delivered' WHEN 'failed' THEN 'failed' ELSE 'pending' END \
              WHERE id = $1";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(INSERT)
             .bind(attempt.notification_id)
             .bind(i64::from(attempt.attempt))
