@@ -18,7 +18,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::{
     AnalysisCommit, EncodedBlock, EndpointRef, Granularity, RegressionRecord, RequestRow,
@@ -50,6 +50,20 @@ pub(super) struct SqliteStore {
 
 /// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
+/// Pool settings shared by the writer and the readers. A connection whose transaction is still
+/// counted open when it comes back is closed, not reused: after SQLITE_FULL or an I/O error SQLite
+/// may roll the transaction back by itself, the ROLLBACK that sqlx then issues fails, and sqlx,
+/// which counts transaction depth on its own, refused every later BEGIN on that connection.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().after_release(|conn, _| {
+        Box::pin(async move {
+            // The rollback a dropped transaction queued runs before the ping answers.
+            conn.ping().await?;
+            Ok(!conn.is_in_transaction())
+        })
+    })
+}
 
 /// How often the write-ahead log is copied back into the database file. At full ingest the WAL
 /// grows by tens of megabytes a second; a checkpoint every half second keeps it to a few
@@ -310,7 +324,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0")
             // A WAL that grew during a burst goes back to this size once it is checkpointed.
             .pragma("journal_size_limit", "67108864");
-        let writer = SqlitePoolOptions::new()
+        let writer = pool_options()
             .max_connections(1)
             .connect_with(
                 options
@@ -319,7 +333,7 @@ impl SqliteStore {
             )
             .await?;
         migrator().run(&writer).await?;
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(4)
             .connect_with(options)
             .await?;

@@ -440,6 +440,19 @@ async fn a_full_disk_is_503_and_ingest_recovers_when_space_returns() {
     }
     assert!(server.log_contains("store available again"));
     assert!(metrics().await.contains("\nbottleneck_store_up 1\n"));
+    // The analysis commits again too: after SQLITE_FULL, SQLite may roll a transaction back on
+    // its own, and a connection that still counted it open refused every later BEGIN.
+    let store = Store::open(&DatabaseUrl::Sqlite(db.clone())).await.unwrap();
+    let last = TraceId(trace_of(77, refused + 4));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.trace_requests(last).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an export taken after the disk had room again was never analysed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store.close().await;
     server.kill();
     let store = Store::open(&DatabaseUrl::Sqlite(db)).await.unwrap();
     for seq in &acknowledged {
