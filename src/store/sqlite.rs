@@ -70,6 +70,15 @@ fn pool_options() -> SqlitePoolOptions {
 /// checkpoints' worth of pages.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// WAL frames (pages) past which the writing connection checkpoints after its commit, as SQLite
+/// does by itself past 1,000. The checkpointer task's PASSIVE checkpoints copy pages but never
+/// rewind the log: SQLite rewinds it only when a write begins after a checkpoint that copied every
+/// frame, which a task beside a writer that never pauses does not see (a ten-minute soak with
+/// that task alone grew the WAL to 78 GB). The writer's own checkpoint, right after its commit,
+/// finds most pages copied already and lets the next write start the log over. 16,384 frames
+/// are 64 MiB of 4 KiB pages.
+const WRITER_CHECKPOINT_FRAMES: u32 = 16_384;
+
 /// The checkpoint task, stopped when the last handle to the store is dropped.
 #[derive(Debug)]
 struct Checkpointer(tokio::task::JoinHandle<()>);
@@ -320,7 +329,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("auto_vacuum", "INCREMENTAL")
             // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
-            // commit that crosses 1,000 WAL pages, where every writer waited behind them.
+            // commit that crosses 1,000 WAL pages, where every writer waited behind them; the
+            // writer's own only rewinds the log (`WRITER_CHECKPOINT_FRAMES`).
             .pragma("wal_autocheckpoint", "0")
             // A WAL that grew during a burst goes back to this size once it is checkpointed.
             .pragma("journal_size_limit", "67108864");
@@ -329,7 +339,8 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES.to_string()),
             )
             .await?;
         migrator().run(&writer).await?;

@@ -575,6 +575,43 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
     store.close().await;
 }
 
+/// Checkpoints beside a writer that never pauses never rewind the log; the writing connection's
+/// own must, or the WAL grows by every byte ever written (a soak reached 78 GB).
+#[tokio::test]
+async fn sqlite_wal_starts_over_under_constant_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rewind.db");
+    let store = Store::open(&DatabaseUrl::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    let mut state = 1u64;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (state >> 56) as u8
+            })
+            .collect()
+    };
+    // 160 MiB in 1 MiB commits, more than twice the WAL's 64 MiB.
+    for n in 0..160 {
+        let block = EncodedBlock {
+            received_unix_ns: n,
+            data: noise(1 << 20),
+            ..Default::default()
+        };
+        store.insert_blocks(&[block]).await.unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("rewind.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal <= 80 << 20,
+        "the WAL holds {wal} bytes after 160 MiB of commits"
+    );
+    store.close().await;
+}
+
 /// The server the PostgreSQL twins run against: `DATABASE_URL`, required once the feature is on.
 #[cfg(feature = "pg-tests")]
 pub fn pg_admin_url() -> String {
