@@ -31,14 +31,8 @@ pub(crate) async fn ingest(
     let received_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let encoded;
-    let protobuf = match protobuf {
-        Some(protobuf) => protobuf,
-        None => {
-            encoded = request.encode_to_vec();
-            &encoded
-        }
-    };
+    let encoded = protobuf.is_none().then(|| request.encode_to_vec());
+    let protobuf = protobuf.or(encoded.as_deref()).unwrap_or_default();
     let mut decoded = decode::spans(request);
     if decoded.n_truncated_values > 0 {
         stats
@@ -56,6 +50,7 @@ pub(crate) async fn ingest(
         let block = block::pack(protobuf, &decoded.spans, received_unix_ns);
         // Only the compact block is held while the commit is awaited.
         drop(std::mem::take(&mut decoded.spans));
+        drop(encoded);
         sink.try_send(block)?.wait().await?;
     }
     Ok((decoded.n_rejected > 0).then(|| ExportTracePartialSuccess {
