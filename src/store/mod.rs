@@ -132,7 +132,8 @@ pub struct RequestRow {
     pub breakdown: Breakdown,
     /// Database calls.
     pub n_db_calls: u32,
-    /// Newest block the analysis saw.
+    /// Newest block the analysis saw: one holding spans of this trace (SQLite finds a trace's
+    /// request rows through it).
     pub last_block_id: i64,
     /// Interned resource of the request span; 0 when unknown.
     pub resource_id: i64,

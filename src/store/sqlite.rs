@@ -149,6 +149,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "requests by rowid",
         include_str!("migrations/sqlite/0007_requests_rowid.sql"),
     ),
+    (
+        8,
+        "append-only request indexes",
+        include_str!("migrations/sqlite/0008_append_only_request_indexes.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -205,6 +210,34 @@ type RequestTuple = (
 
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
+
+/// The join from traces to their request rows, followed by an `IN (` list of trace ids. A request
+/// row is indexed by the newest block its analysis saw (a block of its trace), not by trace id;
+/// each row matches one `trace_blocks` row, as that table holds a (trace, block) pair once.
+const TRACE_REQUESTS_JOIN: &str = "FROM trace_blocks t JOIN requests r INDEXED BY requests_by_block \
+     ON r.last_block_id = t.block_id AND r.trace_id = t.trace_id WHERE t.trace_id IN (";
+
+/// The duration band of a request row: its number of decimal digits, then its first digit (nine
+/// bands a decade; 10 for 0). Migration 8 computes the same in SQL for rows stored before it.
+fn duration_band(duration_ns: u64) -> i64 {
+    let digits = duration_ns.checked_ilog10().map_or(1, |log| log + 1);
+    let first_digit = duration_ns / 10u64.pow(digits - 1);
+    i64::from(digits) * 10 + first_digit as i64
+}
+
+/// The bands that hold durations from `min_ns` to `max_ns`, lowest first.
+fn duration_bands(min_ns: u64, max_ns: u64) -> std::ops::RangeInclusive<i64> {
+    duration_band(min_ns)..=duration_band(max_ns.min(i64::MAX as u64))
+}
+
+/// Pushes `ids` as the bound values of an `IN (` list, and closes it.
+fn push_trace_ids(query: &mut QueryBuilder<Sqlite>, ids: &[TraceId]) {
+    let mut separated = query.separated(", ");
+    for trace in ids {
+        separated.push_bind(trace.0.to_vec());
+    }
+    query.push(")");
+}
 
 fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
     let (
@@ -452,14 +485,11 @@ impl SqliteStore {
     ) -> Result<HashMap<TraceId, i64>, StoreError> {
         let mut found = HashMap::new();
         for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new(
-                "SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (",
-            );
-            let mut separated = select.separated(", ");
-            for trace in chunk {
-                separated.push_bind(trace.0.to_vec());
-            }
-            select.push(") GROUP BY trace_id");
+            let mut select = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT t.trace_id, MAX(r.last_block_id) {TRACE_REQUESTS_JOIN}"
+            ));
+            push_trace_ids(&mut select, chunk);
+            select.push(" GROUP BY t.trace_id");
             let rows: Vec<(Vec<u8>, i64)> = select.build_query_as().fetch_all(&self.pool).await?;
             for (trace, last) in rows {
                 found.insert(trace_id(&trace)?, last);
@@ -660,18 +690,16 @@ impl SqliteStore {
         // write lock first means no other writer commits between the read and the write.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
-            let mut delete =
-                QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE trace_id IN (");
-            let mut separated = delete.separated(", ");
-            for trace in chunk {
-                separated.push_bind(trace.0.to_vec());
-            }
+            let mut delete = QueryBuilder::<Sqlite>::new(format!(
+                "DELETE FROM requests WHERE rowid IN (SELECT r.rowid {TRACE_REQUESTS_JOIN}"
+            ));
+            push_trace_ids(&mut delete, chunk);
             delete.push(")");
             delete.build().execute(&mut *tx).await?;
         }
         for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) "
+                "INSERT INTO requests ({REQUEST_COLUMNS}, duration_band) "
             ));
             insert.push_values(chunk, |mut row, request| {
                 row.push_bind(request.trace_id.0.to_vec())
@@ -686,7 +714,8 @@ impl SqliteStore {
                 }
                 row.push_bind(i64::from(request.n_db_calls))
                     .push_bind(request.last_block_id)
-                    .push_bind(request.resource_id);
+                    .push_bind(request.resource_id)
+                    .push_bind(duration_band(request.duration_ns));
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -729,17 +758,29 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
-        // The slowest of a long window are found fastest walking the duration index from the top
-        // until `limit` rows fall in the window; a short window is faster read by start time and
+        // The slowest of a long window are found fastest from the top duration bands down until
+        // `limit` rows fall in the window; a short window is faster read by start time and
         // sorted. SQLite cannot tell the two apart without statistics, so we say which.
         let long_window = window.to_unix_ns - window.from_unix_ns >= 6 * 3_600_000_000_000;
-        let index = match (long_window, endpoint_ids) {
-            (false, None) => "requests_by_start",
-            // One endpoint's requests of a short window, not every request of it filtered by
-            // endpoint: a quiet endpoint beside a busy one was read in seconds, not milliseconds.
-            (false, Some(_)) => "requests_by_endpoint",
-            (true, None) => "requests_by_duration",
-            (true, Some(_)) => "requests_by_endpoint_duration",
+        if long_window {
+            let all_endpoints;
+            let ids = match endpoint_ids {
+                Some(ids) => ids,
+                None => {
+                    const SELECT: &str = "SELECT id FROM endpoints";
+                    all_endpoints = sqlx::query_scalar(SELECT).fetch_all(&self.pool).await?;
+                    &all_endpoints
+                }
+            };
+            return self
+                .slowest_by_band(window, ids, min_duration_ns, limit)
+                .await;
+        }
+        // One endpoint's requests of a short window, not every request of it filtered by
+        // endpoint: a quiet endpoint beside a busy one was read in seconds, not milliseconds.
+        let index = match endpoint_ids {
+            None => "requests_by_start",
+            Some(_) => "requests_by_endpoint",
         };
         let mut select = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY {index} WHERE start_unix_ns >= "
@@ -766,12 +807,92 @@ impl SqliteStore {
         rows.into_iter().map(request_row).collect()
     }
 
+    /// The `limit` slowest requests of the endpoints `ids` in `window`, at least
+    /// `min_duration_ns` long: the rows of each duration band in the window, highest band
+    /// first, until a band brings the count to `limit`. Exact: every row of a lower band is
+    /// faster than every row read.
+    async fn slowest_by_band(
+        &self,
+        window: Window,
+        ids: &[i64],
+        min_duration_ns: u64,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let Some(top) = self.highest_band(ids).await? else {
+            return Ok(Vec::new());
+        };
+        let limit_rows = usize::try_from(limit).unwrap_or(0);
+        let mut slowest = Vec::new();
+        for band in (duration_band(min_duration_ns)..=top).rev() {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = QueryBuilder::<Sqlite>::new(format!(
+                    "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_band \
+                     WHERE duration_band = "
+                ));
+                select
+                    .push_bind(band)
+                    .push(" AND start_unix_ns >= ")
+                    .push_bind(ns(window.from_unix_ns))
+                    .push(" AND start_unix_ns < ")
+                    .push_bind(ns(window.to_unix_ns))
+                    .push(" AND duration_ns >= ")
+                    .push_bind(ns(min_duration_ns))
+                    .push(" AND endpoint_id IN (");
+                let mut separated = select.separated(", ");
+                for id in chunk {
+                    separated.push_bind(*id);
+                }
+                select
+                    .push(") ORDER BY duration_ns DESC LIMIT ")
+                    .push_bind(limit);
+                let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+                for row in rows {
+                    slowest.push(request_row(row)?);
+                }
+            }
+            if slowest.len() >= limit_rows {
+                break;
+            }
+        }
+        slowest.sort_by_key(|row| std::cmp::Reverse(row.duration_ns));
+        slowest.truncate(limit_rows);
+        Ok(slowest)
+    }
+
+    /// The highest duration band any request of the endpoints `ids` was ever in (one index
+    /// seek per endpoint), or `None` when they have no requests.
+    async fn highest_band(&self, ids: &[i64]) -> Result<Option<i64>, StoreError> {
+        // SQLite allows 500 terms in a compound SELECT.
+        const ENDPOINTS_PER_STATEMENT: usize = 400;
+        let mut highest = None;
+        for chunk in ids.chunks(ENDPOINTS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new("SELECT MAX(band) FROM (");
+            for (n, id) in chunk.iter().enumerate() {
+                if n > 0 {
+                    select.push(" UNION ALL ");
+                }
+                select
+                    .push(
+                        "SELECT (SELECT MAX(duration_band) FROM requests \
+                         INDEXED BY requests_by_band WHERE endpoint_id = ",
+                    )
+                    .push_bind(*id)
+                    .push(") AS band");
+            }
+            select.push(")");
+            let band: Option<i64> = select.build_query_scalar().fetch_one(&self.pool).await?;
+            highest = highest.max(band);
+        }
+        Ok(highest)
+    }
+
     pub(super) async fn trace_requests(
         &self,
         trace: TraceId,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns"
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE rowid IN \
+             (SELECT r.rowid {TRACE_REQUESTS_JOIN}$1)) ORDER BY start_unix_ns"
         );
         let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(trace.0.to_vec())
@@ -787,20 +908,29 @@ impl SqliteStore {
         min_ns: u64,
         max_ns: u64,
     ) -> Result<(u64, Breakdown), StoreError> {
-        const SELECT: &str = "SELECT COUNT(*), COALESCE(SUM(db_ns), 0), COALESCE(SUM(cache_ns), 0), \
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT COUNT(*), COALESCE(SUM(db_ns), 0), COALESCE(SUM(cache_ns), 0), \
              COALESCE(SUM(network_ns), 0), COALESCE(SUM(messaging_ns), 0), COALESCE(SUM(cpu_ns), 0), \
-             COALESCE(SUM(wait_ns), 0) FROM requests INDEXED BY requests_by_endpoint_duration \
-             WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
-             AND start_unix_ns >= $4 AND start_unix_ns < $5";
+             COALESCE(SUM(wait_ns), 0) FROM requests INDEXED BY requests_by_band WHERE endpoint_id = ",
+        );
+        select
+            .push_bind(endpoint_id)
+            .push(" AND start_unix_ns >= ")
+            .push_bind(ns(window.from_unix_ns))
+            .push(" AND start_unix_ns < ")
+            .push_bind(ns(window.to_unix_ns))
+            .push(" AND duration_ns >= ")
+            .push_bind(ns(min_ns))
+            .push(" AND duration_ns <= ")
+            .push_bind(ns(max_ns))
+            .push(" AND duration_band IN (");
+        let mut separated = select.separated(", ");
+        for band in duration_bands(min_ns, max_ns) {
+            separated.push_bind(band);
+        }
+        select.push(")");
         let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
-            sqlx::query_as(SELECT)
-                .bind(endpoint_id)
-                .bind(ns(min_ns))
-                .bind(ns(max_ns))
-                .bind(ns(window.from_unix_ns))
-                .bind(ns(window.to_unix_ns))
-                .fetch_one(&self.pool)
-                .await?;
+            select.build_query_as().fetch_one(&self.pool).await?;
         Ok((
             unsigned(n),
             Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
@@ -813,19 +943,29 @@ impl SqliteStore {
         endpoint_id: i64,
         min_ns: u64,
     ) -> Result<Option<RequestRow>, StoreError> {
+        let Some(top) = self.highest_band(&[endpoint_id]).await? else {
+            return Ok(None);
+        };
+        // The first band from `min_ns` up that has a row in the window holds the shortest one.
         let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint_duration \
-             WHERE endpoint_id = $1 AND duration_ns >= $2 AND start_unix_ns >= $3 AND start_unix_ns < $4 \
-             ORDER BY duration_ns LIMIT 1"
+            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_band \
+             WHERE endpoint_id = $1 AND duration_band = $2 AND start_unix_ns >= $3 \
+             AND start_unix_ns < $4 AND duration_ns >= $5 ORDER BY duration_ns LIMIT 1"
         );
-        let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-            .bind(endpoint_id)
-            .bind(ns(min_ns))
-            .bind(ns(window.from_unix_ns))
-            .bind(ns(window.to_unix_ns))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(request_row).transpose()
+        for band in duration_band(min_ns)..=top {
+            let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+                .bind(endpoint_id)
+                .bind(band)
+                .bind(ns(window.from_unix_ns))
+                .bind(ns(window.to_unix_ns))
+                .bind(ns(min_ns))
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                return request_row(row).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     pub(super) async fn selected_requests(
@@ -1113,8 +1253,8 @@ impl SqliteStore {
             }
             tokio::time::sleep(super::retention::BATCH_PAUSE).await;
         }
-        const OLD_REQUESTS: &str = "DELETE FROM requests WHERE (trace_id, span_id) IN \
-             (SELECT trace_id, span_id FROM requests WHERE start_unix_ns < $1 LIMIT $2)";
+        const OLD_REQUESTS: &str = "DELETE FROM requests WHERE rowid IN \
+             (SELECT rowid FROM requests WHERE start_unix_ns < $1 LIMIT $2)";
         loop {
             let done = sqlx::query(OLD_REQUESTS)
                 .bind(before)
@@ -1266,4 +1406,35 @@ async fn write_rollup(
         insert.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_bands_are_digits_then_first_digit() {
+        assert_eq!(duration_band(0), 10);
+        assert_eq!(duration_band(7), 17);
+        assert_eq!(duration_band(10), 21);
+        assert_eq!(duration_band(399_999_999), 93);
+        assert_eq!(duration_band(400_000_000), 94);
+        assert_eq!(duration_band(i64::MAX as u64), 199);
+        assert_eq!(duration_bands(15, u64::MAX), 21..=199);
+    }
+
+    #[tokio::test]
+    async fn the_migration_bands_durations_as_inserts_do() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        // The expression migration 8 applies to rows stored before it.
+        const BAND: &str = "SELECT length($1) * 10 + CAST(substr($1, 1, 1) AS INTEGER)";
+        for duration in [0, 1, 9, 10, 55, 99, 100, 123_456_789, 999_999_999, i64::MAX] {
+            let band: i64 = sqlx::query_scalar(BAND)
+                .bind(duration)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(band, duration_band(duration as u64), "{duration} ns");
+        }
+    }
 }

@@ -22,8 +22,73 @@ pub async fn run_all(store: &Store) {
     long_windows_read_hourly_rows(store).await;
     rollup_changes_add_and_take_back(store).await;
     claims_hand_each_trace_to_one_analyzer(store).await;
+    slowest_requests_merge_endpoints(store).await;
     // Last: it removes what the checks above stored with old timestamps.
     retention_removes_only_expired_data(store).await;
+}
+
+/// The slowest requests of a window are the same whichever index reads them: a long window walks
+/// each endpoint's slowest, a short one sorts the window's rows.
+async fn slowest_requests_merge_endpoints(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 15_000 * 24 * HOUR; // 2011-01-25, a day no other check uses
+    let a = store.intern_endpoint("slowest", "GET /a").await.unwrap();
+    let b = store.intern_endpoint("slowest", "GET /b").await.unwrap();
+    let rows: Vec<RequestRow> = [(a, 5), (a, 50), (a, 20), (b, 40), (b, 10), (b, 30)]
+        .into_iter()
+        .enumerate()
+        .map(|(n, (endpoint_id, duration_ms))| RequestRow {
+            trace_id: collector::model::TraceId([0x60 + n as u8; 16]),
+            span_id: SpanId([1; 8]),
+            endpoint_id,
+            version: String::new(),
+            start_unix_ns: start + n as u64 * 1_000_000_000,
+            duration_ns: duration_ms * 1_000_000,
+            error: false,
+            breakdown: Breakdown([0, 0, 0, 0, duration_ms * 1_000_000, 0]),
+            n_db_calls: 0,
+            last_block_id: 1,
+            resource_id: 0,
+        })
+        .collect();
+    let commit = AnalysisCommit {
+        requests: rows,
+        ..AnalysisCommit::default()
+    };
+    store.commit_analysis(&commit).await.unwrap();
+    let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
+        rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
+    };
+    for length in [HOUR, 24 * HOUR] {
+        let window = Window {
+            from_unix_ns: start,
+            to_unix_ns: start + length,
+        };
+        for ids in [None, Some(&[a, b][..])] {
+            let slowest = store.requests(window, ids, 0, 3).await.unwrap();
+            assert_eq!(durations_ms(slowest), [50, 40, 30], "{length} ns, {ids:?}");
+            let above = store.requests(window, ids, 35_000_000, 10).await.unwrap();
+            assert_eq!(durations_ms(above), [50, 40], "{length} ns, {ids:?}");
+        }
+        let only_b = store.requests(window, Some(&[b]), 0, 2).await.unwrap();
+        assert_eq!(durations_ms(only_b), [40, 30]);
+        // The requests of one endpoint between two durations, and the shortest above one.
+        let (n, sums) = store
+            .breakdown_between(window, a, 10_000_000, 60_000_000)
+            .await
+            .unwrap();
+        assert_eq!((n, sums.0[4]), (2, 70_000_000), "50 and 20 ms");
+        let shortest = |min_ms: u64| store.request_at_least(window, a, min_ms * 1_000_000);
+        assert_eq!(
+            shortest(6).await.unwrap().map(|r| r.duration_ns),
+            Some(20_000_000)
+        );
+        assert_eq!(
+            shortest(50).await.unwrap().map(|r| r.duration_ns),
+            Some(50_000_000)
+        );
+        assert!(shortest(51).await.unwrap().is_none());
+    }
 }
 
 /// Commits add requests to the row as stored and take back the requests of a previous analysis.
@@ -161,7 +226,7 @@ async fn retention_removes_only_expired_data(store: &Store) {
     for span in &mut recent {
         span.trace_id = new_trace;
     }
-    store
+    let block_ids = store
         .insert_blocks(&[
             block::encode(spans.clone(), old),
             block::encode(recent.clone(), now),
@@ -170,7 +235,7 @@ async fn retention_removes_only_expired_data(store: &Store) {
         .unwrap();
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
     let endpoint_id = store.intern_endpoint("retention", "GET /r").await.unwrap();
-    let row = |trace_id, start_unix_ns| RequestRow {
+    let row = |trace_id, start_unix_ns, last_block_id| RequestRow {
         trace_id,
         span_id: requests[0].span_id,
         endpoint_id,
@@ -180,7 +245,7 @@ async fn retention_removes_only_expired_data(store: &Store) {
         error: false,
         breakdown: Breakdown::default(),
         n_db_calls: 0,
-        last_block_id: 1,
+        last_block_id,
         resource_id: 0,
     };
     let key = |unix_ns: u64| RollupKey {
@@ -190,7 +255,10 @@ async fn retention_removes_only_expired_data(store: &Store) {
         granularity: Granularity::Minute,
     };
     let mut commit = AnalysisCommit {
-        requests: vec![row(old_trace, old), row(new_trace, now)],
+        requests: vec![
+            row(old_trace, old, block_ids[0]),
+            row(new_trace, now, block_ids[1]),
+        ],
         ..AnalysisCommit::default()
     };
     for at in [old, now] {
@@ -353,6 +421,11 @@ async fn analysis_commit_round_trips(store: &Store) {
         .iter()
         .find(|r| r.endpoint == "POST /login")
         .expect("login analysed");
+    // A request row names the newest block of its trace that its analysis saw.
+    let block_id = store
+        .insert_blocks(&[block::encode(spans.clone(), 1)])
+        .await
+        .unwrap()[0];
     let endpoint_id = store.intern_endpoint("auth", "POST /login").await.unwrap();
     assert_eq!(
         store.intern_endpoint("auth", "POST /login").await.unwrap(),
@@ -377,7 +450,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         error: false,
         breakdown: login.breakdown,
         n_db_calls: login.n_db_calls,
-        last_block_id: 7,
+        last_block_id: block_id,
         resource_id: 0,
     };
     let commit = AnalysisCommit {
@@ -388,16 +461,16 @@ async fn analysis_commit_round_trips(store: &Store) {
             added: rollup.clone(),
             removed: Rollup::new(),
         }],
-        watermark: Some(7),
+        watermark: Some(block_id),
         claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
-    assert_eq!(store.analysis_watermark().await.unwrap(), 7);
+    assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
     let analysed = store
         .analysed_traces(&[login.trace_id, collector::model::TraceId([5; 16])])
         .await
         .unwrap();
-    assert_eq!(analysed.get(&login.trace_id), Some(&7));
+    assert_eq!(analysed.get(&login.trace_id), Some(&block_id));
     assert_eq!(analysed.len(), 1);
     let loaded = store.rollup(&key).await.unwrap().expect("rollup stored");
     assert_eq!(loaded.requests, 1);
@@ -426,7 +499,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         replace_traces: vec![login.trace_id],
         requests: vec![replaced],
         rollups: vec![],
-        watermark: Some(3),
+        watermark: Some(block_id - 1),
         claims: vec![],
     };
     store.commit_analysis(&commit).await.unwrap();
@@ -435,7 +508,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         rows.iter().map(|r| r.span_id).collect::<Vec<_>>(),
         vec![SpanId([3; 8])]
     );
-    assert_eq!(store.analysis_watermark().await.unwrap(), 7);
+    assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
 }
 
 async fn alert_outbox_round_trips(store: &Store) {

@@ -173,6 +173,8 @@ struct Traffic {
     spans_per_export: usize,
     /// The exports as messages, for gRPC (and the raw limit).
     requests: Vec<ExportTraceServiceRequest>,
+    /// When they were built: each send moves their times forward by the time since.
+    built_unix_ns: u64,
     /// The exports encoded for HTTP, compressed with `--gzip`.
     bodies: Vec<Body>,
     /// Average size of a body, uncompressed.
@@ -190,7 +192,7 @@ impl Traffic {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos() as u64;
         let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
-            .map(|_| payload(&mut rng, args.spans_per_export, now - 120_000_000_000))
+            .map(|_| payload(&mut rng, args.spans_per_export, now))
             .collect();
         let mut bodies: Vec<Body> = match args.protocol {
             Protocol::Http | Protocol::Grpc => requests.iter().map(Body::protobuf).collect(),
@@ -203,13 +205,14 @@ impl Traffic {
         let mut gzip_bytes = None;
         if args.gzip && args.protocol != Protocol::Grpc {
             bodies.iter_mut().for_each(Body::compress);
-            let sent = average(&mut bodies.iter().map(|body| body.stamped(0).len()));
+            let sent = average(&mut bodies.iter().map(|body| body.stamped(0, 0).len()));
             let level_6 = payload::gzipped(&bodies[0].bytes, flate2::Compression::default());
             gzip_bytes = Some((sent, level_6.len() as u64));
         }
         Ok(Traffic {
             spans_per_export: args.spans_per_export,
             requests,
+            built_unix_ns: now,
             bodies,
             plain_bytes,
             gzip_bytes,

@@ -33,19 +33,24 @@ fn text(value: &str) -> Value {
     Value::StringValue(value.into())
 }
 
+/// How long before an export its requests ended, at most: a batch span processor exports every
+/// few seconds (the OpenTelemetry SDKs' default delay is 5 s).
+const EXPORT_DELAY_NS: u64 = 5_000_000_000;
+
 /// One export of `n_spans` spans: web requests of 10 spans each (a SERVER span, 7 queries, a
-/// cache get, an HTTP call), about 10 attributes per span, as a real service sends them.
+/// cache get, an HTTP call), about 10 attributes per span, as a real service sends them: each
+/// request ended within [`EXPORT_DELAY_NS`] before `export_unix_ns`.
 pub(super) fn payload(
     rng: &mut SmallRng,
     n_spans: usize,
-    start_unix_ns: u64,
+    export_unix_ns: u64,
 ) -> ExportTraceServiceRequest {
     let mut spans = Vec::with_capacity(n_spans);
     while spans.len() < n_spans {
         let trace_id: [u8; 16] = rng.random();
         let root_id: [u8; 8] = rng.random();
-        let start = start_unix_ns + rng.random_range(0..60_000_000_000);
         let duration = rng.random_range(20_000_000..400_000_000u64);
+        let start = export_unix_ns - rng.random_range(0..EXPORT_DELAY_NS) - duration;
         let user_agent =
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0";
         spans.push(Span {
@@ -187,16 +192,31 @@ impl Encoding {
     }
 }
 
-/// A pre-encoded body and where its trace ids sit, so every send can stamp them with a fresh
-/// sequence number: each export is then a set of new traces, as in production, while the client
-/// spends no time encoding.
+/// A pre-encoded body and where its trace ids and timestamps sit, so every send can stamp them
+/// with a fresh sequence number and move its times to the moment of sending: each export is then
+/// a set of new traces that just ended, as in production, while the client spends no time
+/// encoding.
 pub(super) struct Body {
     pub(super) bytes: Vec<u8>,
     pub(super) encoding: Encoding,
     /// Where each stamp goes: the second half of every trace id, in increasing order.
     pub(super) stamp_offsets: Vec<usize>,
+    /// Where each span's start and end time sit: (offset, length) of 8 little-endian bytes
+    /// (protobuf's fixed64) or of decimal digits (JSON).
+    pub(super) time_offsets: Vec<(usize, usize)>,
     /// With `--gzip`: each send is compressed.
     pub(super) gzip: bool,
+}
+
+/// Every span's start and end time in `request`.
+fn span_times(request: &ExportTraceServiceRequest) -> std::collections::HashSet<u64> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|resource| &resource.scope_spans)
+        .flat_map(|scope| &scope.spans)
+        .flat_map(|span| [span.start_time_unix_nano, span.end_time_unix_nano])
+        .collect()
 }
 
 impl Body {
@@ -216,10 +236,22 @@ impl Body {
             })
             .map(|idx| idx + 2 + 8)
             .collect();
+        // A span's start and end are fields 7 and 8, fixed64: tags 0x39 and 0x41, then 8 bytes.
+        let times = span_times(request);
+        let time_offsets = (0..bytes.len().saturating_sub(9))
+            .filter(|&idx| {
+                matches!(bytes[idx], 0x39 | 0x41)
+                    && times.contains(&u64::from_le_bytes(
+                        bytes[idx + 1..idx + 9].try_into().expect("8 bytes"),
+                    ))
+            })
+            .map(|idx| (idx + 1, 8))
+            .collect();
         Body {
             bytes,
             encoding: Encoding::Protobuf,
             stamp_offsets,
+            time_offsets,
             gzip: false,
         }
     }
@@ -231,10 +263,27 @@ impl Body {
             .filter(|&idx| &bytes[idx..idx + key.len()] == key)
             .map(|idx| idx + key.len() + 16)
             .collect();
+        let mut time_offsets = Vec::new();
+        for key in [&b"\"startTimeUnixNano\":"[..], b"\"endTimeUnixNano\":"] {
+            for idx in 0..bytes.len().saturating_sub(key.len()) {
+                if &bytes[idx..idx + key.len()] != key {
+                    continue;
+                }
+                // The value is a string of digits, or a bare number.
+                let mut start = idx + key.len();
+                start += usize::from(bytes.get(start) == Some(&b'"'));
+                let digits = bytes[start..]
+                    .iter()
+                    .take_while(|byte| byte.is_ascii_digit())
+                    .count();
+                time_offsets.push((start, digits));
+            }
+        }
         Body {
             bytes,
             encoding: Encoding::Json,
             stamp_offsets,
+            time_offsets,
             gzip: false,
         }
     }
@@ -244,14 +293,35 @@ impl Body {
         self.gzip = true;
     }
 
-    /// The body to send as export number `sequence`: fresh trace ids stamped in, then
-    /// compressed with `--gzip` (at gzip's fastest level, as exporters compress on their
-    /// request path; the client's CPU is reported beside the server's).
-    pub(super) fn stamped(&self, sequence: u64) -> Vec<u8> {
+    /// The body to send as export number `sequence`, `shift_ns` after it was built: fresh trace
+    /// ids stamped in, every time moved by `shift_ns`, then compressed with `--gzip` (at gzip's
+    /// fastest level, as exporters compress on their request path; the client's CPU is reported
+    /// beside the server's).
+    pub(super) fn stamped(&self, sequence: u64, shift_ns: u64) -> Vec<u8> {
         let stamp = self.encoding.stamp(sequence);
         let mut bytes = self.bytes.clone();
         for &offset in &self.stamp_offsets {
             bytes[offset..offset + stamp.len()].copy_from_slice(&stamp);
+        }
+        for &(offset, len) in &self.time_offsets {
+            let field = &mut bytes[offset..offset + len];
+            match self.encoding {
+                Encoding::Protobuf => {
+                    let time = u64::from_le_bytes((&*field).try_into().expect("8 bytes"));
+                    field.copy_from_slice(&(time + shift_ns).to_le_bytes());
+                }
+                Encoding::Json => {
+                    let time: u64 = std::str::from_utf8(field)
+                        .ok()
+                        .and_then(|digits| digits.parse().ok())
+                        .unwrap_or(0);
+                    let moved = format!("{:0len$}", time + shift_ns);
+                    // Nanosecond times keep their 19 digits until the year 2286.
+                    if moved.len() == len {
+                        field.copy_from_slice(moved.as_bytes());
+                    }
+                }
+            }
         }
         if self.gzip {
             return gzipped(&bytes, flate2::Compression::fast());
@@ -267,13 +337,18 @@ pub(super) fn gzipped(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
     encoder.finish().expect("writing to memory cannot fail")
 }
 
+/// `request` as export number `sequence`, `shift_ns` after it was built: the message form of
+/// [`Body::stamped`], for gRPC.
 pub(super) fn stamp_request(
     request: &ExportTraceServiceRequest,
     sequence: u64,
+    shift_ns: u64,
 ) -> ExportTraceServiceRequest {
     let mut request = request.clone();
     for span in &mut request.resource_spans[0].scope_spans[0].spans {
         span.trace_id[8..16].copy_from_slice(&Encoding::Protobuf.stamp(sequence));
+        span.start_time_unix_nano += shift_ns;
+        span.end_time_unix_nano += shift_ns;
     }
     request
 }
@@ -284,4 +359,70 @@ pub fn payload_for_benchmarks(n_spans: usize) -> ExportTraceServiceRequest {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     payload(&mut SmallRng::seed_from_u64(7), n_spans, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_NS: u64 = 3_600_000_000_000;
+
+    fn built() -> ExportTraceServiceRequest {
+        payload(
+            &mut SmallRng::seed_from_u64(3),
+            20,
+            1_800_000_000_000_000_000,
+        )
+    }
+
+    fn spans(request: &ExportTraceServiceRequest) -> &[Span] {
+        &request.resource_spans[0].scope_spans[0].spans
+    }
+
+    /// Checks that `sent` is `request` with fresh trace ids and every time an hour later.
+    fn assert_stamped(request: &ExportTraceServiceRequest, sent: &ExportTraceServiceRequest) {
+        assert_eq!(spans(sent).len(), spans(request).len());
+        for (before, after) in spans(request).iter().zip(spans(sent)) {
+            assert_eq!(
+                after.start_time_unix_nano,
+                before.start_time_unix_nano + HOUR_NS
+            );
+            assert_eq!(
+                after.end_time_unix_nano,
+                before.end_time_unix_nano + HOUR_NS
+            );
+            assert_eq!(after.trace_id[..8], before.trace_id[..8]);
+            assert_ne!(after.trace_id, before.trace_id, "a fresh trace id");
+            assert_eq!(after.attributes, before.attributes);
+        }
+    }
+
+    #[test]
+    fn requests_end_shortly_before_their_export() {
+        let export_ns = 1_800_000_000_000_000_000;
+        for span in spans(&built()) {
+            assert!(span.end_time_unix_nano <= export_ns);
+            assert!(span.start_time_unix_nano >= export_ns - EXPORT_DELAY_NS - 400_000_000);
+        }
+    }
+
+    #[test]
+    fn a_protobuf_send_moves_every_time_and_stamps_every_trace_id() {
+        let request = built();
+        let body = Body::protobuf(&request);
+        assert_eq!(body.time_offsets.len(), 2 * spans(&request).len());
+        let sent = ExportTraceServiceRequest::decode(&body.stamped(5, HOUR_NS)[..]).unwrap();
+        assert_stamped(&request, &sent);
+        assert_stamped(&request, &stamp_request(&request, 5, HOUR_NS));
+    }
+
+    #[test]
+    fn a_json_send_moves_every_time_and_stamps_every_trace_id() {
+        let request = built();
+        let body = Body::json(&request);
+        assert_eq!(body.time_offsets.len(), 2 * spans(&request).len());
+        let sent: ExportTraceServiceRequest =
+            serde_json::from_slice(&body.stamped(5, HOUR_NS)).unwrap();
+        assert_stamped(&request, &sent);
+    }
 }

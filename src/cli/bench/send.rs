@@ -83,17 +83,22 @@ pub(super) async fn run(
             tokio::time::sleep_until(due).await;
         }
         let seq = shared.sequence.fetch_add(1, Relaxed);
+        let shift_ns = crate::web::window::now_unix_ns().saturating_sub(traffic.built_unix_ns);
         let sent = Instant::now();
         let ok = match &mut grpc {
             Some(client) => client
-                .export(stamp_request(&traffic.requests[idx % n_payloads], seq))
+                .export(stamp_request(
+                    &traffic.requests[idx % n_payloads],
+                    seq,
+                    shift_ns,
+                ))
                 .await
                 .is_ok(),
             None => {
                 let mut request = http
                     .post(&url)
                     .header("content-type", content_type)
-                    .body(traffic.bodies[idx % n_payloads].stamped(seq));
+                    .body(traffic.bodies[idx % n_payloads].stamped(seq, shift_ns));
                 if connection.gzip {
                     request = request.header("content-encoding", "gzip");
                 }
