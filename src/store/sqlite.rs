@@ -230,6 +230,15 @@ fn duration_bands(min_ns: u64, max_ns: u64) -> std::ops::RangeInclusive<i64> {
     duration_band(min_ns)..=duration_band(max_ns.min(i64::MAX as u64))
 }
 
+/// Pushes the condition that a request row starts in `window`.
+fn push_starts_in(query: &mut QueryBuilder<Sqlite>, window: Window) {
+    query
+        .push(" AND start_unix_ns >= ")
+        .push_bind(ns(window.from_unix_ns))
+        .push(" AND start_unix_ns < ")
+        .push_bind(ns(window.to_unix_ns));
+}
+
 /// Pushes `ids` as the bound values of an `IN (` list, and closes it.
 fn push_trace_ids(query: &mut QueryBuilder<Sqlite>, ids: &[TraceId]) {
     let mut separated = query.separated(", ");
@@ -829,12 +838,9 @@ impl SqliteStore {
                     "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_band \
                      WHERE duration_band = "
                 ));
+                select.push_bind(band);
+                push_starts_in(&mut select, window);
                 select
-                    .push_bind(band)
-                    .push(" AND start_unix_ns >= ")
-                    .push_bind(ns(window.from_unix_ns))
-                    .push(" AND start_unix_ns < ")
-                    .push_bind(ns(window.to_unix_ns))
                     .push(" AND duration_ns >= ")
                     .push_bind(ns(min_duration_ns))
                     .push(" AND endpoint_id IN (");
@@ -913,12 +919,9 @@ impl SqliteStore {
              COALESCE(SUM(network_ns), 0), COALESCE(SUM(messaging_ns), 0), COALESCE(SUM(cpu_ns), 0), \
              COALESCE(SUM(wait_ns), 0) FROM requests INDEXED BY requests_by_band WHERE endpoint_id = ",
         );
+        select.push_bind(endpoint_id);
+        push_starts_in(&mut select, window);
         select
-            .push_bind(endpoint_id)
-            .push(" AND start_unix_ns >= ")
-            .push_bind(ns(window.from_unix_ns))
-            .push(" AND start_unix_ns < ")
-            .push_bind(ns(window.to_unix_ns))
             .push(" AND duration_ns >= ")
             .push_bind(ns(min_ns))
             .push(" AND duration_ns <= ")
