@@ -239,6 +239,15 @@ fn push_starts_in(query: &mut QueryBuilder<Sqlite>, window: Window) {
         .push_bind(ns(window.to_unix_ns));
 }
 
+/// Pushes `values` as the bound values of an `IN (` list, and closes it.
+fn push_integers(query: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = i64>) {
+    let mut separated = query.separated(", ");
+    for value in values {
+        separated.push_bind(value);
+    }
+    query.push(")");
+}
+
 /// Pushes `ids` as the bound values of an `IN (` list, and closes it.
 fn push_trace_ids(query: &mut QueryBuilder<Sqlite>, ids: &[TraceId]) {
     let mut separated = query.separated(", ");
@@ -594,11 +603,7 @@ async fn read_rollups(
             .push_bind(last);
         if let Some(ids) = ids {
             query.push(" AND endpoint_id IN (");
-            let mut separated = query.separated(", ");
-            for id in ids {
-                separated.push_bind(*id);
-            }
-            query.push(")");
+            push_integers(query, ids.iter().copied());
         }
         if let Some(version) = version {
             query.push(" AND version = ").push_bind(version.to_owned());
@@ -803,11 +808,7 @@ impl SqliteStore {
             .push_bind(ns(min_duration_ns));
         if let Some(ids) = endpoint_ids {
             select.push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in ids {
-                separated.push_bind(*id);
-            }
-            select.push(")");
+            push_integers(&mut select, ids.iter().copied());
         }
         select
             .push(" ORDER BY duration_ns DESC LIMIT ")
@@ -844,12 +845,9 @@ impl SqliteStore {
                     .push(" AND duration_ns >= ")
                     .push_bind(ns(min_duration_ns))
                     .push(" AND endpoint_id IN (");
-                let mut separated = select.separated(", ");
-                for id in chunk {
-                    separated.push_bind(*id);
-                }
+                push_integers(&mut select, chunk.iter().copied());
                 select
-                    .push(") ORDER BY duration_ns DESC LIMIT ")
+                    .push(" ORDER BY duration_ns DESC LIMIT ")
                     .push_bind(limit);
                 let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
                 for row in rows {
@@ -927,11 +925,7 @@ impl SqliteStore {
             .push(" AND duration_ns <= ")
             .push_bind(ns(max_ns))
             .push(" AND duration_band IN (");
-        let mut separated = select.separated(", ");
-        for band in duration_bands(min_ns, max_ns) {
-            separated.push_bind(band);
-        }
-        select.push(")");
+        push_integers(&mut select, duration_bands(min_ns, max_ns));
         let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
             select.build_query_as().fetch_one(&self.pool).await?;
         Ok((
@@ -987,11 +981,7 @@ impl SqliteStore {
                 .push(" AND start_unix_ns < ")
                 .push_bind(ns(window.to_unix_ns))
                 .push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            select.push(")");
+            push_integers(&mut select, chunk.iter().copied());
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
@@ -1070,11 +1060,7 @@ impl SqliteStore {
                 .push(" AND candidate = ")
                 .push_bind(candidate.to_owned())
                 .push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            select.push(")");
+            push_integers(&mut select, chunk.iter().copied());
             let rows: Vec<(i64,)> = select.build_query_as().fetch_all(&self.pool).await?;
             out.extend(rows.into_iter().map(|(id,)| id));
         }
@@ -1430,9 +1416,16 @@ mod tests {
     async fn the_migration_bands_durations_as_inserts_do() {
         let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
         // The expression migration 8 applies to rows stored before it.
-        const BAND: &str = "SELECT length($1) * 10 + CAST(substr($1, 1, 1) AS INTEGER)";
+        const EXPRESSION: &str =
+            "length(duration_ns) * 10 + CAST(substr(duration_ns, 1, 1) AS INTEGER)";
+        let migration = MIGRATIONS
+            .iter()
+            .find(|(version, ..)| *version == 8)
+            .unwrap();
+        assert!(migration.2.contains(EXPRESSION));
+        let select = format!("SELECT {}", EXPRESSION.replace("duration_ns", "$1"));
         for duration in [0, 1, 9, 10, 55, 99, 100, 123_456_789, 999_999_999, i64::MAX] {
-            let band: i64 = sqlx::query_scalar(BAND)
+            let band: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
                 .bind(duration)
                 .fetch_one(&pool)
                 .await
