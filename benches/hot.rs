@@ -1,12 +1,13 @@
-//! Micro-benchmarks of the hot functions: decode + normalize of an export, attribution of one
+//! Micro-benchmarks of the hot functions: decode + normalize of an export (whole, as ingest checks
+//! it, and sparse, as the analysis reads it), attribution of one
 //! request, SQL normalization, and rollup add/merge. `cargo bench --bench hot`.
 
 use std::hint::black_box;
 
 use bottleneck::analysis::aggregate::Rollup;
-use bottleneck::analysis::{AnalysisConfig, analyze_trace, sql};
+use bottleneck::analysis::{AnalysisConfig, analyze_trace, reads_attribute, sql};
 use bottleneck::cli::bench::payload_for_benchmarks;
-use collector::otlp::decode;
+use collector::otlp::{decode, sparse};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
@@ -16,6 +17,13 @@ fn hot(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("decode+normalize 1000 spans", |b| {
         b.iter(|| decode::spans(decode::protobuf(black_box(&export)).unwrap()))
+    });
+    group.bench_function("decode+accept 1000 spans (ingest)", |b| {
+        b.iter(|| decode::accept(&decode::protobuf(black_box(&export)).unwrap()))
+    });
+    let shared = bytes::Bytes::from(export.clone());
+    group.bench_function("sparse decode 1000 spans (analysis)", |b| {
+        b.iter(|| sparse::spans_keeping(black_box(shared.clone()), reads_attribute).unwrap())
     });
     group.finish();
 

@@ -7,14 +7,14 @@
 //! as much CPU as decoding them (BENCHMARKS.md), and the exporter's bytes are already that form.
 //! Packing happens in the receiver, so only compressed bytes wait in the queue.
 //!
-//! Invariants: `decode(pack(p, spans))` gives back `spans` when `spans` is what decoding `p`
-//! accepted (decoding is a pure function of the bytes, so spans dropped at ingest are dropped
-//! again); `decode(encode(spans)) == spans`.
+//! Invariants: `decode(pack(p, decode::accept(p)))` gives back the spans decoding `p` keeps
+//! (decoding is a pure function of the bytes, so spans dropped at ingest are dropped again);
+//! `decode(encode(spans)) == spans`.
 
 use prost::Message;
 
 use crate::model::{Span, TraceId};
-use crate::otlp::{decode, encode};
+use crate::otlp::{decode, encode, sparse};
 
 /// zstd level 3: measured (BENCHMARKS.md) as the knee of ratio against cost on span blocks.
 const ZSTD_LEVEL: i32 = 3;
@@ -34,10 +34,15 @@ pub struct EncodedBlock {
     pub data: Vec<u8>,
 }
 
-/// Packs a received export: `protobuf` is its OTLP protobuf and `spans` the spans decoding it
-/// accepted.
-pub fn pack(protobuf: &[u8], spans: &[Span], received_unix_ns: u64) -> EncodedBlock {
-    describe(spans, received_unix_ns, compress(protobuf))
+/// Packs a received export: `protobuf` is its OTLP protobuf and `accepted` what decoding it keeps.
+pub fn pack(protobuf: &[u8], accepted: decode::Accepted, received_unix_ns: u64) -> EncodedBlock {
+    EncodedBlock {
+        received_unix_ns,
+        min_start_unix_ns: accepted.min_start_unix_ns.unwrap_or(received_unix_ns),
+        n_spans: u32::try_from(accepted.n_spans).unwrap_or(u32::MAX),
+        trace_ids: accepted.trace_ids,
+        data: compress(protobuf),
+    }
 }
 
 /// zstd of `protobuf`, holding no more memory than its length. The compressor allocates for the
@@ -88,6 +93,13 @@ pub enum BlockError {
     /// The protobuf inside was damaged.
     #[error("decoding span block: {0}")]
     Decode(#[from] decode::DecodeError),
+}
+
+/// Decodes a block into the spans it holds, each with only the attributes `keep` accepts by key
+/// (see [`crate::otlp::sparse`]): for readers of a few attributes, such as the analysis.
+pub fn decode_keeping(data: &[u8], keep: impl Fn(&str) -> bool) -> Result<Vec<Span>, BlockError> {
+    let protobuf = zstd::stream::decode_all(data)?;
+    Ok(sparse::spans_keeping(protobuf.into(), keep)?.spans)
 }
 
 /// Decodes a block back into the spans it holds.

@@ -89,9 +89,12 @@ const CACHE_SYSTEMS: &[&str] = &[
     "cache",
 ];
 
+/// The attribute that states a span's category outright.
+pub const EXPLICIT_CATEGORY: &str = "bottleneck.category";
+
 /// Classifies a span from its kind, its normalized semantics and its raw attributes.
 pub fn classify(kind: SpanKind, semantics: &Semantics, attributes: &[KeyValue]) -> Category {
-    if let Some(explicit) = attr(attributes, "bottleneck.category")
+    if let Some(explicit) = attr(attributes, EXPLICIT_CATEGORY)
         .and_then(|value| value.as_str())
         .and_then(Category::parse)
         .filter(|category| *category != Category::Wait)

@@ -48,6 +48,17 @@ struct Query {
     identity: Option<String>,
 }
 
+/// The prefix of one recorded statement parameter (`db.query.parameter.<name>`).
+const PARAMETER_PREFIX: &str = "db.query.parameter.";
+
+/// The older attribute holding all parameters at once.
+const PARAMETERS: &str = "db.statement.parameters";
+
+/// Whether the findings read the attribute `key` (the statement's parameters).
+pub fn is_read(key: &str) -> bool {
+    key.starts_with(PARAMETER_PREFIX) || key == PARAMETERS
+}
+
 /// The recorded parameters of a span, in key order; `None` when none were recorded.
 fn parameters(span: &Span) -> Option<String> {
     let mut params: Vec<(&str, String)> = span
@@ -55,7 +66,7 @@ fn parameters(span: &Span) -> Option<String> {
         .iter()
         .filter_map(|kv| {
             kv.key
-                .strip_prefix("db.query.parameter.")
+                .strip_prefix(PARAMETER_PREFIX)
                 .map(|name| (name, kv.value.to_string()))
         })
         .collect();
@@ -63,7 +74,7 @@ fn parameters(span: &Span) -> Option<String> {
         return span
             .attributes
             .iter()
-            .find(|kv| kv.key == "db.statement.parameters")
+            .find(|kv| kv.key == PARAMETERS)
             .and_then(|kv| match &kv.value {
                 AttrValue::Empty => None,
                 value => Some(value.to_string()),

@@ -233,6 +233,12 @@ impl Default for AnalysisConfig {
     }
 }
 
+/// Whether the analysis reads the span attribute `key`, directly or through the span's
+/// semantics and category: spans decoded with only these attributes analyse the same.
+pub fn reads_attribute(key: &str) -> bool {
+    collector::otlp::normalize::is_read(key) || findings::is_read(key)
+}
+
 /// Analyses every request in a trace's spans.
 pub fn analyze_trace(
     spans: &[Span],

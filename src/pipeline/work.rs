@@ -7,6 +7,9 @@
 //! decoded by both. Each part keeps only its traces' spans, so a batch never holds more decoded
 //! spans than its traces have.
 //!
+//! Blocks are decoded sparsely: a span keeps only the attributes the analysis reads, and the
+//! others are never decoded.
+//!
 //! Invariant: pure apart from logging; the results are in no particular order and each trace
 //! appears exactly once.
 
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use collector::model::{Resource, Span, TraceId};
 use tracing::error;
 
-use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace};
+use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace, reads_attribute};
 use crate::store::{block, canonical_attributes};
 
 /// Below this many traces a part is not worth a thread of its own.
@@ -203,7 +206,8 @@ fn analyse_part(
     analysed
 }
 
-/// Decodes the blocks the fresh traces need, keeping only their spans. A block that cannot be
+/// Decodes the blocks the fresh traces need, keeping only their spans and of those only the
+/// attributes the analysis reads. A block that cannot be
 /// decoded (written by this process moments ago, so only memory corruption could do it) is
 /// logged and its spans skipped.
 fn decode_fresh(fresh: Vec<FreshTrace>, blocks: &HashMap<i64, Arc<Vec<u8>>>) -> Vec<Work> {
@@ -227,7 +231,7 @@ fn decode_fresh(fresh: Vec<FreshTrace>, blocks: &HashMap<i64, Arc<Vec<u8>>>) -> 
         let Some(data) = blocks.get(&block_id) else {
             continue;
         };
-        match block::decode(data) {
+        match block::decode_keeping(data, reads_attribute) {
             Ok(spans) => {
                 for span in spans {
                     if let Some(trace) = traces.get_mut(&span.trace_id) {
@@ -345,6 +349,41 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), n_traces, "no trace analysed twice");
         assert!(traces.iter().all(|trace| trace.new[0].n_db_calls == 1));
+    }
+
+    #[test]
+    fn spans_decoded_for_the_analysis_analyse_as_whole_spans_do() {
+        let text = r#"
+auth: POST /login/42 0..400 server http.request.method=POST url.path=/login/42 http.response.status_code=500 cpu.time_ns=15000000 client.address=10.0.0.1 enduser.id=alice
+  SELECT users 10..30 client db.system.name=postgresql db.query.text="SELECT * FROM users WHERE id = $1" db.query.parameter.0=42 db.namespace=auth
+  SELECT users 30..50 client db.system.name=postgresql db.query.text="SELECT * FROM users WHERE id = $1" db.query.parameter.0=42
+  SELECT roles 50..60 client db.system=mysql db.statement="SELECT * FROM roles WHERE user = ?" db.statement.parameters="[42]"
+  GET session 60..62 client db.system.name=redis db.query.text="GET session:?" server.address=cache.internal
+  ldap lookup 62..80 internal bottleneck.category=network thread.id=7
+  POST 80..300 client http.request.method=POST url.full=https://idp.example.com/saml server.address=idp.example.com
+  publish 300..310 producer messaging.system=kafka messaging.destination.name=logins
+  Check 310..320 client rpc.system=grpc rpc.service=Policy
+"#;
+        let config = AnalysisConfig::default();
+        let data = block::encode(fixture::parse(text), 0).data;
+        let whole = analyze_trace(&block::decode(&data).expect("decodes"), &config);
+        let sparse = block::decode_keeping(&data, reads_attribute).expect("decodes");
+        assert!(
+            sparse.iter().all(|span| span.attributes.iter().all(|kv| ![
+                "client.address",
+                "enduser.id",
+                "db.namespace",
+                "thread.id"
+            ]
+            .contains(&kv.key.as_str()))),
+            "attributes nothing reads are not decoded"
+        );
+        let analysed = analyze_trace(&sparse, &config);
+        assert_eq!(analysed, whole);
+        assert!(
+            !whole.0[0].findings.is_empty(),
+            "the fixture has findings to compare"
+        );
     }
 
     #[test]

@@ -81,14 +81,7 @@ pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
         let resource = Arc::new(resource(resource_spans.resource, &mut truncated));
         acc.n_truncated_values += truncated;
         for scope_spans in resource_spans.scope_spans {
-            let scope = Arc::new(
-                scope_spans
-                    .scope
-                    .map_or_else(Scope::default, |scope| Scope {
-                        name: scope.name,
-                        version: scope.version,
-                    }),
-            );
+            let scope = Arc::new(scope(scope_spans.scope));
             for raw in scope_spans.spans {
                 match span(raw, &resource, &scope, &mut acc.n_truncated_values) {
                     Ok(span) => acc.spans.push(span),
@@ -103,7 +96,85 @@ pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
     acc
 }
 
-fn resource(
+/// What ingest needs of a request: which spans [`spans`] would keep, without building them.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Distinct traces of the kept spans, sorted.
+    pub trace_ids: Vec<TraceId>,
+    /// Earliest start among the kept spans.
+    pub min_start_unix_ns: Option<u64>,
+    /// Spans kept.
+    pub n_spans: u64,
+    /// Spans dropped one by one.
+    pub n_rejected: u64,
+    /// The reason for the first dropped span, for `partial_success.error_message`.
+    pub first_rejection: Option<String>,
+    /// Attribute values and names that [`spans`] cuts at [`MAX_ATTR_VALUE_BYTES`].
+    pub n_truncated_values: u64,
+}
+
+/// Applies [`spans`]' rule to every span of a request and sums up what it keeps. Ingest stores
+/// the request as it came, so building model spans (attributes, normalization) would be waste.
+pub fn accept(request: &ExportTraceServiceRequest) -> Accepted {
+    let mut acc = Accepted::default();
+    for resource_spans in &request.resource_spans {
+        if let Some(resource) = &resource_spans.resource {
+            acc.n_truncated_values += long_values(&resource.attributes);
+        }
+        for raw in resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| &scope.spans)
+        {
+            match Header::of(raw) {
+                Ok(header) => {
+                    acc.n_spans += 1;
+                    acc.trace_ids.push(header.trace_id);
+                    acc.min_start_unix_ns = Some(
+                        acc.min_start_unix_ns
+                            .map_or(header.start_unix_ns, |min| min.min(header.start_unix_ns)),
+                    );
+                    acc.n_truncated_values += u64::from(raw.name.len() > MAX_ATTR_VALUE_BYTES)
+                        + long_values(&raw.attributes);
+                }
+                Err(reason) => {
+                    acc.n_rejected += 1;
+                    acc.first_rejection.get_or_insert(reason);
+                }
+            }
+        }
+    }
+    acc.trace_ids.sort_unstable();
+    acc.trace_ids.dedup();
+    acc
+}
+
+/// How many keys and values of `attributes` (nested ones included) [`cut`] would shorten.
+fn long_values(attributes: &[otlp_common::KeyValue]) -> u64 {
+    attributes
+        .iter()
+        .map(|kv| u64::from(kv.key.len() > MAX_ATTR_VALUE_BYTES) + long_value(kv.value.as_ref()))
+        .sum()
+}
+
+fn long_value(raw: Option<&otlp_common::AnyValue>) -> u64 {
+    match raw.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => u64::from(s.len() > MAX_ATTR_VALUE_BYTES),
+        Some(Value::BytesValue(b)) => u64::from(b.len() > MAX_ATTR_VALUE_BYTES),
+        Some(Value::ArrayValue(array)) => array.values.iter().map(|v| long_value(Some(v))).sum(),
+        Some(Value::KvlistValue(list)) => long_values(&list.values),
+        _ => 0,
+    }
+}
+
+pub(crate) fn scope(raw: Option<otlp_common::InstrumentationScope>) -> Scope {
+    raw.map_or_else(Scope::default, |scope| Scope {
+        name: scope.name,
+        version: scope.version,
+    })
+}
+
+pub(crate) fn resource(
     raw: Option<opentelemetry_proto::tonic::resource::v1::Resource>,
     truncated: &mut u64,
 ) -> Resource {
@@ -129,69 +200,141 @@ fn span(
     scope: &Arc<Scope>,
     truncated: &mut u64,
 ) -> Result<Span, String> {
-    let trace_id = TraceId::parse(&raw.trace_id).map_err(|e| format!("invalid trace id: {e}"))?;
-    let span_id = SpanId::parse(&raw.span_id).map_err(|e| format!("invalid span id: {e}"))?;
-    // An empty parent id means "root"; anything else must be a valid id.
-    let parent_span_id = if raw.parent_span_id.is_empty() {
-        None
-    } else {
-        Some(
-            SpanId::parse(&raw.parent_span_id)
-                .map_err(|e| format!("invalid parent span id: {e}"))?,
+    let header = Header::of(&raw)?;
+    let n_events = u32::try_from(raw.events.len()).unwrap_or(u32::MAX);
+    let links = raw
+        .links
+        .iter()
+        .filter_map(|link| link_to(&link.trace_id, &link.span_id))
+        .collect();
+    Ok(header.into_span(
+        Body {
+            name: cut(raw.name, truncated),
+            kind: raw.kind,
+            status: raw.status,
+            attributes: attributes(raw.attributes, truncated),
+            n_events: n_events.saturating_add(raw.dropped_events_count),
+            links,
+        },
+        resource,
+        scope,
+    ))
+}
+
+/// What makes a span acceptable: valid ids and times. Every decoder of this crate applies this
+/// one rule, so they all keep the same spans of a body.
+pub(crate) struct Header {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    start_unix_ns: u64,
+    end_unix_ns: u64,
+}
+
+/// The rest of a span, as the model holds it.
+pub(crate) struct Body {
+    pub name: String,
+    pub kind: i32,
+    pub status: Option<otlp_trace::Status>,
+    pub attributes: Vec<KeyValue>,
+    pub n_events: u32,
+    pub links: Vec<Link>,
+}
+
+impl Header {
+    /// Checks an OTLP span.
+    fn of(raw: &otlp_trace::Span) -> Result<Self, String> {
+        Self::check(
+            &raw.trace_id,
+            &raw.span_id,
+            &raw.parent_span_id,
+            raw.start_time_unix_nano,
+            raw.end_time_unix_nano,
         )
-    };
-    if parent_span_id == Some(span_id) {
-        return Err("span is its own parent".to_owned());
     }
-    if raw.start_time_unix_nano == 0 {
-        return Err("span has no start time".to_owned());
+
+    /// Checks a span's ids and times; the error is the reason it is dropped.
+    pub(crate) fn check(
+        trace_id: &[u8],
+        span_id: &[u8],
+        parent_span_id: &[u8],
+        start_unix_ns: u64,
+        end_unix_ns: u64,
+    ) -> Result<Self, String> {
+        let trace_id = TraceId::parse(trace_id).map_err(|e| format!("invalid trace id: {e}"))?;
+        let span_id = SpanId::parse(span_id).map_err(|e| format!("invalid span id: {e}"))?;
+        // An empty parent id means "root"; anything else must be a valid id.
+        let parent_span_id = if parent_span_id.is_empty() {
+            None
+        } else {
+            Some(
+                SpanId::parse(parent_span_id)
+                    .map_err(|e| format!("invalid parent span id: {e}"))?,
+            )
+        };
+        if parent_span_id == Some(span_id) {
+            return Err("span is its own parent".to_owned());
+        }
+        if start_unix_ns == 0 {
+            return Err("span has no start time".to_owned());
+        }
+        if start_unix_ns > MAX_UNIX_NS || end_unix_ns > MAX_UNIX_NS {
+            return Err("span time is after the year 2262".to_owned());
+        }
+        Ok(Self {
+            trace_id,
+            span_id,
+            parent_span_id,
+            start_unix_ns,
+            end_unix_ns,
+        })
     }
-    if raw.start_time_unix_nano > MAX_UNIX_NS || raw.end_time_unix_nano > MAX_UNIX_NS {
-        return Err("span time is after the year 2262".to_owned());
+
+    /// The model span: the header, the body, and what the model derives from them.
+    pub(crate) fn into_span(
+        self,
+        body: Body,
+        resource: &Arc<Resource>,
+        scope: &Arc<Scope>,
+    ) -> Span {
+        let kind = SpanKind::from_otlp(body.kind);
+        let semantics = normalize::semantics(&body.attributes);
+        let category = category::classify(kind, &semantics, &body.attributes);
+        let status = body.status.map_or(
+            Status {
+                code: StatusCode::Unset,
+                message: String::new(),
+            },
+            |status| Status {
+                code: StatusCode::from_otlp(status.code),
+                message: status.message,
+            },
+        );
+        Span {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            resource: Arc::clone(resource),
+            scope: Arc::clone(scope),
+            name: body.name,
+            kind,
+            start_unix_ns: self.start_unix_ns,
+            duration_ns: self.end_unix_ns.saturating_sub(self.start_unix_ns),
+            status,
+            attributes: body.attributes,
+            n_events: body.n_events,
+            links: body.links,
+            semantics,
+            category,
+        }
     }
-    let kind = SpanKind::from_otlp(raw.kind);
-    let attributes = attributes(raw.attributes, truncated);
-    let semantics = normalize::semantics(&attributes);
-    let category = category::classify(kind, &semantics, &attributes);
-    let status = raw.status.map_or(
-        Status {
-            code: StatusCode::Unset,
-            message: String::new(),
-        },
-        |status| Status {
-            code: StatusCode::from_otlp(status.code),
-            message: status.message,
-        },
-    );
-    Ok(Span {
-        trace_id,
-        span_id,
-        parent_span_id,
-        resource: Arc::clone(resource),
-        scope: Arc::clone(scope),
-        name: cut(raw.name, truncated),
-        kind,
-        start_unix_ns: raw.start_time_unix_nano,
-        duration_ns: raw
-            .end_time_unix_nano
-            .saturating_sub(raw.start_time_unix_nano),
-        status,
-        attributes,
-        n_events: u32::try_from(raw.events.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(raw.dropped_events_count),
-        links: raw
-            .links
-            .into_iter()
-            .filter_map(|link| {
-                Some(Link {
-                    trace_id: TraceId::parse(&link.trace_id).ok()?,
-                    span_id: SpanId::parse(&link.span_id).ok()?,
-                })
-            })
-            .collect(),
-        semantics,
-        category,
+}
+
+/// A link, when both its ids are valid (a bad link is dropped, not its span).
+pub(crate) fn link_to(trace_id: &[u8], span_id: &[u8]) -> Option<Link> {
+    Some(Link {
+        trace_id: TraceId::parse(trace_id).ok()?,
+        span_id: SpanId::parse(span_id).ok()?,
     })
 }
 
@@ -204,7 +347,7 @@ fn attributes(raw: Vec<otlp_common::KeyValue>, truncated: &mut u64) -> Vec<KeyVa
         .collect()
 }
 
-fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrValue {
+pub(crate) fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrValue {
     match raw.and_then(|v| v.value) {
         None => AttrValue::Empty,
         Some(Value::StringValue(s)) => AttrValue::Str(cut(s, truncated)),
@@ -232,7 +375,7 @@ fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrVal
 }
 
 /// Cuts a string to [`MAX_ATTR_VALUE_BYTES`] on a character boundary and marks it.
-fn cut(mut text: String, truncated: &mut u64) -> String {
+pub(crate) fn cut(mut text: String, truncated: &mut u64) -> String {
     if text.len() > MAX_ATTR_VALUE_BYTES {
         let mut end = MAX_ATTR_VALUE_BYTES;
         while !text.is_char_boundary(end) {
@@ -246,4 +389,4 @@ fn cut(mut text: String, truncated: &mut u64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,4 +1,5 @@
-//! OTLP: decoding into the span model, normalization, encoding back (for storage), and the two
+//! OTLP: decoding into the span model (whole, or `sparse`ly for readers of a few attributes),
+//! normalization, encoding back (for storage), and the two
 //! transport adapters. The adapters are thin: decode, push into the sink, wait for the commit.
 
 pub mod decode;
@@ -6,6 +7,7 @@ pub mod encode;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
+pub mod sparse;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,28 +35,30 @@ pub(crate) async fn ingest(
         .map_or(0, |d| d.as_nanos() as u64);
     let encoded = protobuf.is_none().then(|| request.encode_to_vec());
     let protobuf = protobuf.or(encoded.as_deref()).unwrap_or_default();
-    let mut decoded = decode::spans(request);
-    if decoded.n_truncated_values > 0 {
+    let accepted = decode::accept(&request);
+    drop(request);
+    let n_rejected = accepted.n_rejected;
+    let first_rejection = accepted.first_rejection.clone();
+    if accepted.n_truncated_values > 0 {
         stats
             .values_truncated
-            .fetch_add(decoded.n_truncated_values, Relaxed);
+            .fetch_add(accepted.n_truncated_values, Relaxed);
     }
-    if decoded.n_rejected > 0 {
+    if n_rejected > 0 {
         SpansRejected {
-            n_spans: decoded.n_rejected,
+            n_spans: n_rejected,
             reason: "invalid_span",
         }
         .emit(stats);
     }
-    if !decoded.spans.is_empty() {
-        let block = block::pack(protobuf, &decoded.spans, received_unix_ns);
+    if accepted.n_spans > 0 {
+        let block = block::pack(protobuf, accepted, received_unix_ns);
         // Only the compact block is held while the commit is awaited.
-        drop(std::mem::take(&mut decoded.spans));
         drop(encoded);
         sink.try_send(block)?.wait().await?;
     }
-    Ok((decoded.n_rejected > 0).then(|| ExportTracePartialSuccess {
-        rejected_spans: i64::try_from(decoded.n_rejected).unwrap_or(i64::MAX),
-        error_message: decoded.first_rejection.unwrap_or_default(),
+    Ok((n_rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(n_rejected).unwrap_or(i64::MAX),
+        error_message: first_rejection.unwrap_or_default(),
     }))
 }

@@ -20,6 +20,29 @@ const RPC_SYSTEM: &[&str] = &["rpc.system"];
 const MESSAGING_SYSTEM: &[&str] = &["messaging.system"];
 const CPU_TIME: &[&str] = &["cpu.time_ns"];
 
+/// Every name above.
+const ALL: &[&[&str]] = &[
+    DB_SYSTEM,
+    DB_STATEMENT,
+    DB_OPERATION,
+    HTTP_METHOD,
+    HTTP_ROUTE,
+    URL_PATH,
+    URL_FULL,
+    SERVER_ADDRESS,
+    HTTP_STATUS,
+    RPC_SYSTEM,
+    MESSAGING_SYSTEM,
+    CPU_TIME,
+];
+
+/// Whether the fields this crate derives from a span's attributes ([`semantics`] and the
+/// category) read the attribute `key`: a span decoded with only these attributes derives the
+/// same ones.
+pub fn is_read(key: &str) -> bool {
+    key == crate::category::EXPLICIT_CATEGORY || ALL.iter().any(|names| names.contains(&key))
+}
+
 fn first<'a>(attributes: &'a [KeyValue], names: &[&str]) -> Option<&'a AttrValue> {
     names.iter().find_map(|name| attr(attributes, name))
 }

@@ -8,7 +8,7 @@ use super::*;
 use crate::category::Category;
 use crate::otlp::encode;
 
-fn kv(key: &str, value: Value) -> OtlpKeyValue {
+pub(crate) fn kv(key: &str, value: Value) -> OtlpKeyValue {
     OtlpKeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -16,11 +16,11 @@ fn kv(key: &str, value: Value) -> OtlpKeyValue {
     }
 }
 
-fn string(text: &str) -> Value {
+pub(crate) fn string(text: &str) -> Value {
     Value::StringValue(text.into())
 }
 
-fn request(spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
+pub(crate) fn request(spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(OtlpResource {
@@ -40,7 +40,7 @@ fn request(spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
     }
 }
 
-fn login_span() -> OtlpSpan {
+pub(crate) fn login_span() -> OtlpSpan {
     OtlpSpan {
         trace_id: vec![1; 16],
         span_id: vec![2; 8],
@@ -343,7 +343,7 @@ fn a_block_packed_from_the_received_bytes_reads_back_as_the_accepted_spans() {
     let body = request(vec![login_span(), bad_id, huge]).encode_to_vec();
     let accepted = spans(protobuf(&body).expect("decodes"));
     assert_eq!(accepted.n_rejected, 1);
-    let block = crate::block::pack(&body, &accepted.spans, 7);
+    let block = crate::block::pack(&body, accept(&protobuf(&body).expect("decodes")), 7);
     assert_eq!(block.n_spans, 2, "the dropped span is not counted");
     assert_eq!(block.trace_ids, [TraceId([1; 16])]);
     assert_eq!(block.min_start_unix_ns, 1_000);
@@ -361,4 +361,52 @@ fn a_damaged_block_is_an_error() {
     let cut = &block.data[..block.data.len() / 2];
     assert!(crate::block::decode(cut).is_err());
     assert!(crate::block::decode(b"not zstd").is_err());
+}
+
+#[test]
+fn accept_keeps_what_spans_keeps_without_building_spans() {
+    let bad_id = OtlpSpan {
+        span_id: vec![0; 8],
+        ..login_span()
+    };
+    let other_trace = OtlpSpan {
+        trace_id: vec![9; 16],
+        start_time_unix_nano: 500,
+        end_time_unix_nano: 600,
+        attributes: vec![kv(
+            "payload",
+            Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(string(&"y".repeat(MAX_ATTR_VALUE_BYTES + 1))),
+                }],
+            }),
+        )],
+        name: "n".repeat(MAX_ATTR_VALUE_BYTES + 1),
+        ..login_span()
+    };
+    let no_start = OtlpSpan {
+        start_time_unix_nano: 0,
+        ..login_span()
+    };
+    let req = request(vec![
+        no_start,
+        login_span(),
+        bad_id,
+        other_trace,
+        login_span(),
+    ]);
+    let accepted = accept(&req);
+    let decoded = spans(req);
+    assert_eq!(accepted.n_spans, decoded.spans.len() as u64);
+    assert_eq!(accepted.n_spans, 3);
+    assert_eq!(accepted.n_rejected, decoded.n_rejected);
+    assert_eq!(accepted.first_rejection, decoded.first_rejection);
+    assert_eq!(accepted.n_truncated_values, decoded.n_truncated_values);
+    assert_eq!(
+        accepted.n_truncated_values, 2,
+        "the long name and the nested value"
+    );
+    assert_eq!(accepted.trace_ids, [TraceId([1; 16]), TraceId([9; 16])]);
+    assert_eq!(accepted.min_start_unix_ns, Some(500));
+    assert_eq!(accept(&request(Vec::new())).min_start_unix_ns, None);
 }
