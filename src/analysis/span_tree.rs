@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use collector::model::Span;
+use foldhash::fast::RandomState;
 
 use super::Anomaly;
 
@@ -42,7 +43,7 @@ impl SpanTree<'_> {
 /// Indexes spans: dedupes ids, resolves parents, cuts cycles.
 pub fn build(input: &[Span]) -> SpanTree<'_> {
     let mut anomalies = Vec::new();
-    let mut position = HashMap::with_capacity(input.len());
+    let mut position = HashMap::with_capacity_and_hasher(input.len(), RandomState::default());
     let mut spans = Vec::with_capacity(input.len());
     for span in input {
         if position.contains_key(&span.span_id) {

@@ -20,6 +20,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use foldhash::fast::RandomState;
+
 /// A statement scanned once: its normalized text, and what was replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scanned {
@@ -35,7 +37,8 @@ pub struct Scanned {
 const REMEMBERED_STATEMENTS: usize = 4096;
 
 thread_local! {
-    static SCANS: RefCell<HashMap<Box<str>, Rc<Scanned>>> = RefCell::new(HashMap::new());
+    static SCANS: RefCell<HashMap<Box<str>, Rc<Scanned>, RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// [`scan`], remembered for statements without inline values. Those are what parameterized code
