@@ -170,6 +170,69 @@ async fn grpc_export_is_stored() {
 }
 
 #[tokio::test]
+async fn grpc_gzip_export_is_stored() {
+    let app = spawn_app().await;
+    let mut client = TraceServiceClient::connect(app.otlp_grpc_url.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client.export(login_request(61)).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+    assert_login_stored(&app.store, 61).await;
+    app.stop().await;
+}
+
+/// One unary gRPC call over plain h2 with `message` as its payload, uncompressed; the
+/// `grpc-status` it ends with.
+async fn raw_grpc_status(url: &str, path: &str, message: &[u8]) -> String {
+    let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("{url}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    send.send_data(frame.into(), true).unwrap();
+    let response = response.await.unwrap();
+    if let Some(status) = response.headers().get("grpc-status") {
+        return status.to_str().unwrap().to_owned();
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().expect("gRPC trailers");
+    trailers["grpc-status"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn undecodable_grpc_message_is_invalid_argument_and_the_server_goes_on() {
+    let app = spawn_app().await;
+    let export = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let garbage = raw_grpc_status(&app.otlp_grpc_url, export, &[0xff, 0xff, 0xff, 0x01]).await;
+    assert_eq!(garbage, (tonic::Code::InvalidArgument as i32).to_string());
+    let unknown = "/opentelemetry.proto.collector.trace.v1.TraceService/Other";
+    let other = raw_grpc_status(&app.otlp_grpc_url, unknown, &[]).await;
+    assert_eq!(other, (tonic::Code::Unimplemented as i32).to_string());
+    let good = login_request(62).encode_to_vec();
+    assert_eq!(
+        raw_grpc_status(&app.otlp_grpc_url, export, &good).await,
+        "0"
+    );
+    assert_login_stored(&app.store, 62).await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_spans_are_rejected_one_by_one_with_partial_success() {
     let app = spawn_app().await;
     let mut request = login_request(5);

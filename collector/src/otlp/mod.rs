@@ -22,8 +22,8 @@ use crate::sink::{IngestError, SpanSink, SpansRejected};
 
 /// What both transports do with a decoded request: validate its spans, queue the good ones packed
 /// in a block, wait for their commit, and say which were dropped (`None` when none were).
-/// `protobuf` is the request as received when it came as OTLP protobuf; otherwise (gRPC, whose
-/// bytes tonic keeps, and JSON) the request is encoded here.
+/// `protobuf` is the request as received when it came as OTLP protobuf (over HTTP or gRPC);
+/// otherwise (JSON) the request is encoded here.
 pub(crate) async fn ingest(
     sink: &SpanSink,
     request: ExportTraceServiceRequest,

@@ -1,0 +1,87 @@
+//! Runs one decoder over the benchmark's 1,000-span export a given number of times, for
+//! `valgrind --tool=callgrind`, whose instruction counts do not depend on the machine's load
+//! (BENCHMARKS.md). `unread` adds, to every span, ten attributes the analysis does not read and
+//! an event, as instrumentation libraries commonly send.
+//!
+//! ```sh
+//! cargo build --release --example decode_instructions
+//! valgrind --tool=callgrind target/release/examples/decode_instructions sparse bench 20
+//! ```
+
+use std::hint::black_box;
+
+use bottleneck::analysis::reads_attribute;
+use bottleneck::cli::bench::payload_for_benchmarks;
+use collector::otlp::{decode, sparse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use prost::Message;
+
+// The server's allocator, so that allocation counts as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const UNREAD: [&str; 10] = [
+    "thread.id",
+    "thread.name",
+    "code.function.name",
+    "code.file.path",
+    "code.line.number",
+    "network.peer.address",
+    "network.peer.port",
+    "user_agent.original",
+    "process.pid",
+    "otel.scope.name",
+];
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: decode_instructions none|whole|accept|sparse|encode bench|unread N";
+    let decoder = args.next().expect(usage);
+    let payload = args.next().expect(usage);
+    let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
+    let mut export = payload_for_benchmarks(1000);
+    if payload == "unread" {
+        for span in export
+            .resource_spans
+            .iter_mut()
+            .flat_map(|r| &mut r.scope_spans)
+            .flat_map(|s| &mut s.spans)
+        {
+            span.attributes.extend(UNREAD.iter().map(|key| KeyValue {
+                key: (*key).into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(format!("{key} of this span"))),
+                }),
+                ..Default::default()
+            }));
+            span.events.push(Event {
+                time_unix_nano: span.start_time_unix_nano,
+                name: "log".into(),
+                attributes: vec![KeyValue {
+                    key: "message".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("cache miss, loading".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    let body = export.encode_to_vec();
+    let shared = bytes::Bytes::from(body.clone());
+    for _ in 0..n {
+        match decoder.as_str() {
+            "whole" => drop(black_box(decode::spans(decode::protobuf(&body).unwrap()))),
+            "accept" => drop(black_box(decode::accept(&decode::protobuf(&body).unwrap()))),
+            "sparse" => drop(black_box(
+                sparse::spans_keeping(shared.clone(), reads_attribute).unwrap(),
+            )),
+            "encode" => drop(black_box(export.encode_to_vec())),
+            "none" => {}
+            _ => panic!("{usage}"),
+        }
+    }
+}
