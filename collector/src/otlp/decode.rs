@@ -167,6 +167,7 @@ fn long_value(raw: Option<&otlp_common::AnyValue>) -> u64 {
     }
 }
 
+/// The model's scope of an OTLP one (an absent scope has empty names).
 pub(crate) fn scope(raw: Option<otlp_common::InstrumentationScope>) -> Scope {
     raw.map_or_else(Scope::default, |scope| Scope {
         name: scope.name,
@@ -174,6 +175,7 @@ pub(crate) fn scope(raw: Option<otlp_common::InstrumentationScope>) -> Scope {
     })
 }
 
+/// The model's resource of an OTLP one, its service fields read from its attributes.
 pub(crate) fn resource(
     raw: Option<opentelemetry_proto::tonic::resource::v1::Resource>,
     truncated: &mut u64,
@@ -347,6 +349,7 @@ fn attributes(raw: Vec<otlp_common::KeyValue>, truncated: &mut u64) -> Vec<KeyVa
         .collect()
 }
 
+/// The model's value of an OTLP `AnyValue`, long strings and bytes cut.
 pub(crate) fn any_value(raw: Option<otlp_common::AnyValue>, truncated: &mut u64) -> AttrValue {
     match raw.and_then(|v| v.value) {
         None => AttrValue::Empty,

@@ -180,7 +180,7 @@ impl UnaryService<Bytes> for Export {
                 .emit(stats);
                 Status::invalid_argument(err.to_string())
             })?;
-            let partial_success = super::ingest(&sink, request, Some(&protobuf))
+            let partial_success = super::ingest(&sink, request, Some(protobuf))
                 .await
                 .map_err(|e| to_status(&e))?;
             Ok(Response::new(ExportTraceServiceResponse {

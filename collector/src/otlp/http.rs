@@ -211,7 +211,7 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
             );
         }
     };
-    let protobuf = matches!(encoding, Encoding::Protobuf).then_some(&body[..]);
+    let protobuf = matches!(encoding, Encoding::Protobuf).then_some(body);
     let partial_success = match super::ingest(&sink, request, protobuf).await {
         Ok(partial_success) => partial_success,
         Err(err) => return ingest_error_response(encoding, &err),

@@ -12,6 +12,7 @@ pub mod sparse;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest,
 };
@@ -23,18 +24,18 @@ use crate::sink::{IngestError, SpanSink, SpansRejected};
 /// What both transports do with a decoded request: validate its spans, queue the good ones packed
 /// in a block, wait for their commit, and say which were dropped (`None` when none were).
 /// `protobuf` is the request as received when it came as OTLP protobuf (over HTTP or gRPC);
-/// otherwise (JSON) the request is encoded here.
+/// otherwise (JSON) the request is encoded here. Both are let go once packed, so only the compact
+/// block is held while the commit is awaited.
 pub(crate) async fn ingest(
     sink: &SpanSink,
     request: ExportTraceServiceRequest,
-    protobuf: Option<&[u8]>,
+    protobuf: Option<Bytes>,
 ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
     let stats = sink.stats();
     let received_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let encoded = protobuf.is_none().then(|| request.encode_to_vec());
-    let protobuf = protobuf.or(encoded.as_deref()).unwrap_or_default();
+    let protobuf = protobuf.unwrap_or_else(|| request.encode_to_vec().into());
     let accepted = decode::accept(&request);
     drop(request);
     let n_rejected = accepted.n_rejected;
@@ -52,9 +53,8 @@ pub(crate) async fn ingest(
         .emit(stats);
     }
     if accepted.n_spans > 0 {
-        let block = block::pack(protobuf, accepted, received_unix_ns);
-        // Only the compact block is held while the commit is awaited.
-        drop(encoded);
+        let block = block::pack(&protobuf, accepted, received_unix_ns);
+        drop(protobuf);
         sink.try_send(block)?.wait().await?;
     }
     Ok((n_rejected > 0).then(|| ExportTracePartialSuccess {

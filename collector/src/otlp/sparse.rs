@@ -1,5 +1,6 @@
 //! Decoding for readers that need only some attributes: the same spans as [`decode::spans`],
-//! each holding only the attributes its caller keeps.
+//! each holding only the attributes its caller keeps, and those its semantics and category are
+//! derived from (so they are always the whole decoder's).
 //!
 //! The analysis reads a few semantic-convention attributes of every span, and decoding all of
 //! them (a string allocated and checked for each key and value, events too) was the larger part
@@ -9,7 +10,11 @@
 //! kept is decided by [`decode::Header::check`], the rule every decoder of this crate applies.
 //!
 //! Invariant: for a body [`decode::protobuf`] accepts, `spans_keeping(body, keep)` equals
-//! [`decode::spans`] of it with each span's attributes filtered by `keep`.
+//! [`decode::spans`] of it with each span's attributes filtered by `keep` or
+//! [`normalize::is_read`], provided no attribute carries its value twice (protobuf merges a
+//! repeated message field; here the last one wins; no encoder writes that). It checks less than
+//! the whole decoder (UTF-8 and wire types inside what it skips), which is safe for what it
+//! reads: stored blocks, each accepted whole at ingest.
 
 use std::sync::Arc;
 
@@ -21,6 +26,7 @@ use prost::Message;
 
 use crate::model::{KeyValue, Resource, Scope};
 use crate::otlp::decode::{self, Body, DecodeError, Decoded, Header};
+use crate::otlp::normalize;
 
 /// `ExportTraceServiceRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -95,7 +101,8 @@ struct RawLink {
     span_id: Bytes,
 }
 
-/// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key.
+/// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key,
+/// besides those their semantics and category are derived from.
 pub fn spans_keeping(body: Bytes, keep: impl Fn(&str) -> bool) -> Result<Decoded, DecodeError> {
     let request = Request::decode(body)?;
     let mut acc = Decoded::default();
@@ -166,7 +173,9 @@ fn kept_attribute(
     keep: &impl Fn(&str) -> bool,
     truncated: &mut u64,
 ) -> Option<KeyValue> {
-    let key = std::str::from_utf8(&raw.key).ok().filter(|key| keep(key))?;
+    let key = std::str::from_utf8(&raw.key)
+        .ok()
+        .filter(|key| keep(key) || normalize::is_read(key))?;
     let value = otlp_common::AnyValue::decode(raw.value.clone()).ok()?;
     Some(KeyValue {
         key: decode::cut(key.to_owned(), truncated),

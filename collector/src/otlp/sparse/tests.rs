@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span as OtlpSpan};
 use super::*;
 use crate::otlp::decode::tests::{kv, login_span, request, string};
 use crate::otlp::decode::{MAX_ATTR_VALUE_BYTES, protobuf};
+use crate::otlp::normalize;
 
 fn analysis_keys(key: &str) -> bool {
     key.starts_with("db.") || key.starts_with("http.")
@@ -97,7 +98,8 @@ fn spans_are_those_of_the_full_decoder_with_the_kept_attributes_only() {
         .spans
         .into_iter()
         .map(|mut span| {
-            span.attributes.retain(|kv| analysis_keys(&kv.key));
+            span.attributes
+                .retain(|kv| analysis_keys(&kv.key) || normalize::is_read(&kv.key));
             span
         })
         .collect();
@@ -122,7 +124,7 @@ fn spans_are_those_of_the_full_decoder_with_the_kept_attributes_only() {
 }
 
 #[test]
-fn a_body_the_full_decoder_refuses_is_refused() {
+fn a_cut_body_is_refused_by_both_decoders() {
     let body = rich_request().encode_to_vec();
     for cut in [1, body.len() / 3, body.len() - 1] {
         let cut = Bytes::copy_from_slice(&body[..cut]);
@@ -133,4 +135,26 @@ fn a_body_the_full_decoder_refuses_is_refused() {
             body.len()
         );
     }
+}
+
+#[test]
+fn semantics_and_category_do_not_depend_on_what_is_kept() {
+    let body = rich_request().encode_to_vec();
+    let full = decode::spans(protobuf(&body).expect("decodes"));
+    let nothing = spans_keeping(Bytes::from(body), |_| false).expect("decodes");
+    assert_eq!(nothing.spans.len(), full.spans.len());
+    for (sparse, whole) in nothing.spans.iter().zip(&full.spans) {
+        assert_eq!(sparse.semantics, whole.semantics);
+        assert_eq!(sparse.category, whole.category);
+        assert!(
+            sparse
+                .attributes
+                .iter()
+                .all(|kv| normalize::is_read(&kv.key))
+        );
+    }
+    assert_eq!(
+        nothing.spans[1].semantics.db_system.as_deref(),
+        Some("postgresql")
+    );
 }
