@@ -233,10 +233,11 @@ impl Default for AnalysisConfig {
     }
 }
 
-/// Whether the analysis reads the span attribute `key`, directly or through the span's
-/// semantics and category: spans decoded with only these attributes analyse the same.
+/// Whether the analysis reads the span attribute `key` itself, beyond the span's semantics and
+/// category (which every decoder derives, from the attributes `normalize::is_read` names):
+/// spans decoded with only those and these attributes analyse the same.
 pub fn reads_attribute(key: &str) -> bool {
-    collector::otlp::normalize::is_read(key) || findings::is_read(key)
+    findings::is_read(key)
 }
 
 /// Analyses every request in a trace's spans.
