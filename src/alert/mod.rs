@@ -246,7 +246,7 @@ async fn observed(
 ) -> Result<HashMap<i64, Observed>, StoreError> {
     let mut out = HashMap::new();
     for id in ids {
-        let rows = store.rollups(window, Some(&[*id]), false).await?;
+        let rows = store.rollups(window, Some(&[*id])).await?;
         if let Some(stats) = merge(rows).and_then(|rollup| summarize(&rollup, "")) {
             out.insert(*id, Observed::from_stats(&stats));
         }
@@ -305,7 +305,7 @@ async fn counts(
     };
     let covering_rows = if *longest > MINUTE_EXACT_UP_TO {
         store
-            .rollups(window_ending(now, *longest), Some(&[endpoint_id]), false)
+            .rollups(window_ending(now, *longest), Some(&[endpoint_id]))
             .await?
     } else {
         Vec::new()

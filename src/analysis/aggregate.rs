@@ -13,7 +13,7 @@ use collector::category::Category;
 
 use super::{Breakdown, FindingKind, RequestAnalysis};
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
 /// A latency distribution with at most 1% relative error at any quantile, mergeable.
 /// Wrapped so the sketch implementation can be swapped without touching callers.
@@ -231,17 +231,20 @@ impl LatencySketch {
         self.0.len()
     }
 
-    /// The V2 deflate encoding (the HdrHistogram interchange format).
+    /// The V2 encoding (the HdrHistogram interchange format), uncompressed: its counts are
+    /// already run-length and varint coded, and a day's overview reads hundreds of sketches,
+    /// which deflate made half again as costly to read.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Writing into a Vec cannot fail, and the histogram is always serializable.
-        V2DeflateSerializer::new()
+        V2Serializer::new()
             .serialize(&self.0, &mut out)
             .expect("serializing into memory cannot fail");
         out
     }
 
-    /// Reads `to_bytes` output; `None` for anything else.
+    /// Reads `to_bytes` output, or the V2 deflate encoding earlier builds stored; `None` for
+    /// anything else.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut reader = bytes;
         let mut histogram: Histogram<u64> = Deserializer::new().deserialize(&mut reader).ok()?;
@@ -259,12 +262,18 @@ impl Default for LatencySketch {
 impl Rollup {
     /// An empty rollup.
     pub fn new() -> Self {
+        Self::with_sketch(LatencySketch::new())
+    }
+
+    /// A rollup of nothing but a sketch read from storage, whose counts the caller then sets:
+    /// no empty sketch is made only to be replaced.
+    pub fn with_sketch(sketch: LatencySketch) -> Self {
         Self {
             requests: 0,
             errors: 0,
             duration_sum_ns: 0,
             duration_sq_sum: 0,
-            sketch: LatencySketch::new(),
+            sketch,
             breakdown_sum: Breakdown::default(),
             db_calls: 0,
             operations: BTreeMap::new(),
@@ -822,6 +831,21 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         let mut merged = a.clone();
         merged.merge(&b);
         assert_eq!(merged, both);
+    }
+
+    #[test]
+    fn sketches_stored_deflated_by_earlier_builds_still_read() {
+        let mut sketch = LatencySketch::new();
+        for ms in [3u64, 40, 40, 900] {
+            sketch.record_ns(ms * 1_000_000);
+        }
+        let mut deflated = Vec::new();
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&sketch.0, &mut deflated)
+            .unwrap();
+        assert_ne!(deflated, sketch.to_bytes());
+        let back = LatencySketch::from_bytes(&deflated).expect("deflated bytes decode");
+        assert_eq!(back, sketch);
     }
 
     #[test]

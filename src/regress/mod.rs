@@ -101,6 +101,14 @@ fn merged(rollups: Vec<(crate::store::RollupKey, Rollup)>) -> HashMap<i64, Rollu
     out
 }
 
+/// Rollups of one version, merged per (endpoint, version), by endpoint.
+fn per_endpoint(rollups: BTreeMap<(i64, String), Rollup>) -> HashMap<i64, Rollup> {
+    rollups
+        .into_iter()
+        .map(|((endpoint_id, _), rollup)| (endpoint_id, rollup))
+        .collect()
+}
+
 /// The sentence of an event: which quantile moved, then what explains it.
 fn event_summary(
     endpoint: &str,
@@ -164,12 +172,12 @@ pub async fn find(
         };
         let before = merged(
             store
-                .version_rollups(window, Some(&ids), &baseline.version, false)
+                .version_rollups(window, Some(&ids), &baseline.version)
                 .await?,
         );
         let after = merged(
             store
-                .version_rollups(window, Some(&ids), &candidate.version, false)
+                .version_rollups(window, Some(&ids), &candidate.version)
                 .await?,
         );
         let ready: Vec<i64> = ids
@@ -182,16 +190,9 @@ pub async fn find(
         if ready.is_empty() {
             continue;
         }
-        let before = merged(
-            store
-                .version_rollups(window, Some(&ready), &baseline.version, true)
-                .await?,
-        );
-        let after = merged(
-            store
-                .version_rollups(window, Some(&ready), &candidate.version, true)
-                .await?,
-        );
+        let with_details = |version| store.merged_rollups(window, Some(&ready), Some(version));
+        let before = per_endpoint(with_details(&baseline.version).await?);
+        let after = per_endpoint(with_details(&candidate.version).await?);
         let mut found = Vec::new();
         for id in &ready {
             let (Some(old), Some(new), Some(endpoint)) = (

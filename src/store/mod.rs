@@ -12,12 +12,14 @@ pub mod retention;
 pub mod scratch;
 mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
+use collector::category::Category;
 use collector::model::{Span, SpanId, TraceId};
 
-use crate::analysis::Breakdown;
 use crate::analysis::aggregate::Rollup;
+use crate::analysis::{Breakdown, FindingKind};
 use crate::config::DatabaseUrl;
 
 /// Spans are stored in the collector's block form: compressed OTLP, as the receivers packed it.
@@ -385,6 +387,89 @@ macro_rules! dispatch {
     };
 }
 
+/// A count as the databases store it (BIGINT), saturating.
+fn ns(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored count back; a negative one (never written) reads as zero.
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// The rollup rows that cover a window, as (granularity, first and last minute) ranges: hourly
+/// rows for its whole hours and minute rows for the rest.
+fn covering_rows(window: Window) -> Vec<(Granularity, [i64; 2])> {
+    let (mut first, last) = window.minutes();
+    // A window of six hours or more starts at the top of its first hour: at most 1/6 more
+    // data, for the many minute rows the partial hour would cost.
+    if last - first + 1 >= LONG_WINDOW_MINUTES {
+        first = Granularity::Hour.row_start(first);
+    }
+    // Whole hours inside [first, last]: from the first hour start at or after `first` to the
+    // last hour end at or before `last + 1`. A window that ends now also takes its current
+    // hour whole: nothing after now has been counted in it yet.
+    let ends_now = last >= minute_of(now_unix_ns()) - 1;
+    let first_hour = first + (60 - first.rem_euclid(60)) % 60;
+    let end_hour = if ends_now {
+        Granularity::Hour.row_start(last) + 60
+    } else {
+        (last + 1) - (last + 1).rem_euclid(60)
+    };
+    if end_hour - first_hour < 60 || last - first + 1 < 60 {
+        return vec![(Granularity::Minute, [first, last])];
+    }
+    let mut ranges = vec![(Granularity::Hour, [first_hour, end_hour - 1])];
+    for edge in [[first, first_hour - 1], [end_hour, last]] {
+        if edge[0] <= edge[1] {
+            ranges.push((Granularity::Minute, edge));
+        }
+    }
+    ranges
+}
+
+/// One summed operation or finding of an (endpoint, version): endpoint id, version, category or
+/// finding kind, name, and its three sums in the order of [`OperationSums`] or [`FindingSums`].
+type SummedDetailRow = (i64, String, String, String, i64, i64, i64);
+
+/// Operations and findings summed per (endpoint, version) over some rollup rows.
+#[derive(Debug, Default)]
+pub(crate) struct DetailSums {
+    operations: Vec<SummedDetailRow>,
+    findings: Vec<SummedDetailRow>,
+}
+
+impl DetailSums {
+    /// Adds the sums to the merged rollups of their (endpoint, version); sums of a pair with no
+    /// rollup, or of a category or kind this build does not know, are left out.
+    fn add_to(self, merged: &mut BTreeMap<(i64, String), Rollup>) {
+        for (endpoint_id, version, category, name, calls, total, critical) in self.operations {
+            let (Some(rollup), Some(category)) = (
+                merged.get_mut(&(endpoint_id, version)),
+                Category::parse(&category),
+            ) else {
+                continue;
+            };
+            let sums = rollup.operations.entry((category, name)).or_default();
+            sums.calls += unsigned(calls);
+            sums.total_ns += unsigned(total);
+            sums.critical_ns += unsigned(critical);
+        }
+        for (endpoint_id, version, kind, name, requests, count, saving) in self.findings {
+            let (Some(rollup), Some(kind)) = (
+                merged.get_mut(&(endpoint_id, version)),
+                FindingKind::parse(&kind),
+            ) else {
+                continue;
+            };
+            let sums = rollup.findings.entry((kind, name)).or_default();
+            sums.requests += unsigned(requests);
+            sums.count += unsigned(count);
+            sums.saving_ns += unsigned(saving);
+        }
+    }
+}
+
 mod alert;
 
 pub use alert::{
@@ -565,66 +650,65 @@ impl Store {
         dispatch!(self.commit_analysis(commit))
     }
 
-    /// Rollups covering a window, optionally of some endpoints only: hourly rows for the window's
-    /// whole hours and minute rows for the rest, so a long window reads few rows. Keys of both
-    /// granularities come back; merge them. `with_details` also loads operations and findings.
+    /// Rollups covering a window, optionally of some endpoints only, without operations and
+    /// findings: hourly rows for the window's whole hours and minute rows for the rest, so a long
+    /// window reads few rows. Keys of both granularities come back; merge them.
     pub async fn rollups(
         &self,
         window: Window,
         endpoint_ids: Option<&[i64]>,
-        with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        self.covering_rollups(window, endpoint_ids, None, with_details)
-            .await
+        self.covering_rollups(window, endpoint_ids, None).await
     }
 
     async fn covering_rollups(
         &self,
         window: Window,
-        ids: Option<&[i64]>,
+        endpoint_ids: Option<&[i64]>,
         version: Option<&str>,
-        details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let (mut first, last) = window.minutes();
-        // A window of six hours or more starts at the top of its first hour: at most 1/6 more
-        // data, for the many minute rows the partial hour would cost.
-        if last - first + 1 >= LONG_WINDOW_MINUTES {
-            first = Granularity::Hour.row_start(first);
-        }
-        // Whole hours inside [first, last]: from the first hour start at or after `first` to the
-        // last hour end at or before `last + 1`. A window that ends now also takes its current
-        // hour whole: nothing after now has been counted in it yet.
-        let ends_now = last >= minute_of(now_unix_ns()) - 1;
-        let first_hour = first + (60 - first.rem_euclid(60)) % 60;
-        let end_hour = if ends_now {
-            Granularity::Hour.row_start(last) + 60
-        } else {
-            (last + 1) - (last + 1).rem_euclid(60)
-        };
-        if end_hour - first_hour < 60 || last - first + 1 < 60 {
-            return dispatch!(self.rollup_rows(
-                Granularity::Minute,
-                [first, last],
-                ids,
+        let mut rows = Vec::new();
+        for (granularity, minutes) in covering_rows(window) {
+            rows.extend(dispatch!(self.rollup_rows(
+                granularity,
+                minutes,
+                endpoint_ids,
                 version,
-                details
-            ));
-        }
-        let hours = [first_hour, end_hour - 1];
-        let mut rows =
-            dispatch!(self.rollup_rows(Granularity::Hour, hours, ids, version, details))?;
-        for edge in [[first, first_hour - 1], [end_hour, last]] {
-            if edge[0] <= edge[1] {
-                rows.extend(dispatch!(self.rollup_rows(
-                    Granularity::Minute,
-                    edge,
-                    ids,
-                    version,
-                    details
-                ))?);
-            }
+                false
+            ))?);
         }
         Ok(rows)
+    }
+
+    /// The rollups covering a window (as [`Store::rollups`]) merged per (endpoint, version),
+    /// optionally of one version only, with their operations and findings. The database sums
+    /// the operations and findings: a rollup row has about ten of them, and every row read
+    /// costs a hand-off between threads, so a day's overview would read ten times the rows.
+    pub async fn merged_rollups(
+        &self,
+        window: Window,
+        endpoint_ids: Option<&[i64]>,
+        version: Option<&str>,
+    ) -> Result<BTreeMap<(i64, String), Rollup>, StoreError> {
+        let mut merged: BTreeMap<(i64, String), Rollup> = BTreeMap::new();
+        for (granularity, minutes) in covering_rows(window) {
+            let rows =
+                dispatch!(self.rollup_rows(granularity, minutes, endpoint_ids, version, false))?;
+            if rows.is_empty() {
+                continue;
+            }
+            for (key, rollup) in rows {
+                match merged.entry((key.endpoint_id, key.version)) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(rollup);
+                    }
+                    Entry::Occupied(mut slot) => slot.get_mut().merge(&rollup),
+                }
+            }
+            let sums = dispatch!(self.detail_sums(granularity, minutes, endpoint_ids, version))?;
+            sums.add_to(&mut merged);
+        }
+        Ok(merged)
     }
 
     /// Minute rollups in a window, without operations and findings: the points of a time series.
@@ -688,9 +772,8 @@ impl Store {
         window: Window,
         endpoint_ids: Option<&[i64]>,
         version: &str,
-        with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        self.covering_rollups(window, endpoint_ids, Some(version), with_details)
+        self.covering_rollups(window, endpoint_ids, Some(version))
             .await
     }
 

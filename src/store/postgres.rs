@@ -23,9 +23,9 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    AnalysisCommit, ClaimedTrace, EncodedBlock, EndpointRef, Granularity, RegressionRecord,
-    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, VersionTraffic,
-    Window, block, parse_canonical,
+    AnalysisCommit, ClaimedTrace, DetailSums, EncodedBlock, EndpointRef, Granularity,
+    RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
+    VersionTraffic, Window, block, ns, parse_canonical, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -164,14 +164,6 @@ async fn traces_spans(
     Ok(out)
 }
 
-fn ns(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn unsigned(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
 fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
     TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
 }
@@ -292,11 +284,10 @@ fn rollup_row(
     ) = row;
     let sketch = LatencySketch::from_bytes(&sketch)
         .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
-    let mut rollup = Rollup::new();
+    let mut rollup = Rollup::with_sketch(sketch);
     rollup.requests = unsigned(requests);
     rollup.errors = unsigned(errors);
     rollup.duration_sum_ns = unsigned(duration_sum);
-    rollup.sketch = sketch;
     rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
     rollup.db_calls = unsigned(db_calls);
     rollup.duration_sq_sum = sq_sum
@@ -807,10 +798,77 @@ impl PgStore {
         )
         .await
     }
+
+    pub(super) async fn detail_sums(
+        &self,
+        granularity: Granularity,
+        [first_minute, last_minute]: [i64; 2],
+        endpoint_ids: Option<&[i64]>,
+        version: Option<&str>,
+    ) -> Result<DetailSums, StoreError> {
+        let mut summed = DetailSums::default();
+        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+            return Ok(summed);
+        }
+        let [_, operation_table, finding_table] = rollup_tables(granularity);
+        let mut conn = self.pool.acquire().await?;
+        for (table, columns, rows) in [
+            (
+                operation_table,
+                "category, name, SUM(calls)::BIGINT, SUM(total_ns)::BIGINT, SUM(critical_ns)::BIGINT",
+                &mut summed.operations,
+            ),
+            (
+                finding_table,
+                "kind, name, SUM(requests)::BIGINT, SUM(count)::BIGINT, SUM(saving_ns)::BIGINT",
+                &mut summed.findings,
+            ),
+        ] {
+            let mut select = QueryBuilder::<Postgres>::new(format!(
+                "SELECT endpoint_id, version, {columns} FROM {table}"
+            ));
+            push_rollup_filter(
+                &mut select,
+                first_minute,
+                last_minute,
+                endpoint_ids,
+                version,
+            );
+            select.push(" GROUP BY endpoint_id, version, 3, 4");
+            *rows = select.build_query_as().fetch_all(&mut *conn).await?;
+        }
+        Ok(summed)
+    }
 }
 
 /// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
 type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
+
+/// The WHERE clause of a read of rollup, operation or finding rows.
+fn push_rollup_filter(
+    query: &mut QueryBuilder<Postgres>,
+    first: i64,
+    last: i64,
+    ids: Option<&[i64]>,
+    version: Option<&str>,
+) {
+    query
+        .push(" WHERE minute >= ")
+        .push_bind(first)
+        .push(" AND minute <= ")
+        .push_bind(last);
+    if let Some(ids) = ids {
+        query.push(" AND endpoint_id IN (");
+        let mut separated = query.separated(", ");
+        for id in ids {
+            separated.push_bind(*id);
+        }
+        query.push(")");
+    }
+    if let Some(version) = version {
+        query.push(" AND version = ").push_bind(version.to_owned());
+    }
+}
 
 /// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
 async fn read_rollups(
@@ -821,37 +879,13 @@ async fn read_rollups(
     version: Option<&str>,
     with_details: bool,
 ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-    fn filter(
-        query: &mut QueryBuilder<Postgres>,
-        first: i64,
-        last: i64,
-        ids: Option<&[i64]>,
-        version: Option<&str>,
-    ) {
-        query
-            .push(" WHERE minute >= ")
-            .push_bind(first)
-            .push(" AND minute <= ")
-            .push_bind(last);
-        if let Some(ids) = ids {
-            query.push(" AND endpoint_id IN (");
-            let mut separated = query.separated(", ");
-            for id in ids {
-                separated.push_bind(*id);
-            }
-            query.push(")");
-        }
-        if let Some(version) = version {
-            query.push(" AND version = ").push_bind(version.to_owned());
-        }
-    }
     if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
         return Ok(Vec::new());
     }
     let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
     let mut select =
         QueryBuilder::<Postgres>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
-    filter(
+    push_rollup_filter(
         &mut select,
         first_minute,
         last_minute,
@@ -876,7 +910,7 @@ async fn read_rollups(
     let mut select = QueryBuilder::<Postgres>::new(format!(
         "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
     ));
-    filter(
+    push_rollup_filter(
         &mut select,
         first_minute,
         last_minute,
@@ -906,7 +940,7 @@ async fn read_rollups(
     let mut select = QueryBuilder::<Postgres>::new(format!(
         "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
     ));
-    filter(
+    push_rollup_filter(
         &mut select,
         first_minute,
         last_minute,

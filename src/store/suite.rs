@@ -343,10 +343,7 @@ async fn long_windows_read_hourly_rows(store: &Store) {
         from_unix_ns: ns(first_hour + 30),
         to_unix_ns: ns(first_hour + 140),
     };
-    let rows = store
-        .rollups(window, Some(&[endpoint_id]), true)
-        .await
-        .unwrap();
+    let rows = store.rollups(window, Some(&[endpoint_id])).await.unwrap();
     let hourly: Vec<_> = rows
         .iter()
         .filter(|(key, _)| key.granularity == Granularity::Hour)
@@ -356,13 +353,28 @@ async fn long_windows_read_hourly_rows(store: &Store) {
     assert_eq!(rows.len(), 1 + 30 + 20);
     let total: u64 = rows.iter().map(|(_, rollup)| rollup.requests).sum();
     assert_eq!(total, 110);
-    assert_eq!(hourly[0].1.operations, {
-        let mut sixty = Rollup::new();
-        for _ in 0..60 {
-            sixty.add(&requests[0]);
-        }
-        sixty.operations
-    });
+    assert!(
+        rows.iter().all(|(_, rollup)| rollup.operations.is_empty()),
+        "operations are read only merged"
+    );
+    let mut expected = Rollup::new();
+    for _ in 0..110 {
+        expected.add(&requests[0]);
+    }
+    assert!(!expected.operations.is_empty() && !expected.findings.is_empty());
+    let merged = store
+        .merged_rollups(window, Some(&[endpoint_id]), None)
+        .await
+        .unwrap();
+    let keys: Vec<_> = merged.keys().cloned().collect();
+    assert_eq!(keys, [(endpoint_id, "1".to_owned())]);
+    let whole = &merged[&(endpoint_id, "1".to_owned())];
+    assert_eq!(whole.requests, 110);
+    assert_eq!(
+        whole.operations, expected.operations,
+        "the hour's operations and the edge minutes' summed"
+    );
+    assert_eq!(whole.findings, expected.findings);
     let minutes = store
         .minute_rollups(window, Some(&[endpoint_id]))
         .await
@@ -779,14 +791,21 @@ async fn comparison_reads_round_trip(store: &Store) {
         to_unix_ns: login.start_unix_ns + 1,
     };
     let rollups = store
-        .version_rollups(window, Some(&[endpoint_id]), "1.1", true)
+        .merged_rollups(window, Some(&[endpoint_id]), Some("1.1"))
         .await
         .unwrap();
-    assert_eq!(rollups.len(), 1);
+    assert_eq!(rollups.len(), 1, "one version's only");
     assert_eq!(
-        rollups[0].1, commit.rollups[1].added,
-        "sum of squares included"
+        rollups[&(endpoint_id, "1.1".to_owned())],
+        commit.rollups[1].added,
+        "sum of squares, operations and findings included"
     );
+    let rows = store
+        .version_rollups(window, Some(&[endpoint_id]), "1.1")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0.version, "1.1");
     let rows = store
         .selected_requests(window, &[endpoint_id], Some("1.0"))
         .await

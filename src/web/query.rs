@@ -15,9 +15,7 @@ use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
-use crate::store::{
-    EndpointRef, RegressionRecord, RequestRow, RollupKey, Store, StoreError, Window,
-};
+use crate::store::{EndpointRef, RegressionRecord, RequestRow, Store, StoreError, Window};
 use crate::web::selector::Selector;
 use crate::web::window::rfc3339;
 
@@ -77,9 +75,9 @@ impl EndpointIndex {
     }
 }
 
-fn merge_by<K: Ord>(
-    rollups: Vec<(RollupKey, Rollup)>,
-    key: impl Fn(&RollupKey) -> K,
+fn merge_by<Q, K: Ord>(
+    rollups: impl IntoIterator<Item = (Q, Rollup)>,
+    key: impl Fn(&Q) -> K,
 ) -> BTreeMap<K, Rollup> {
     let mut merged: BTreeMap<K, Rollup> = BTreeMap::new();
     for (rollup_key, rollup) in rollups {
@@ -128,7 +126,7 @@ fn summary_dto(
 /// `GET /api/v1/services`.
 pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, StoreError> {
     let index = EndpointIndex::load(store).await?;
-    let rollups = store.rollups(window, None, false).await?;
+    let rollups = store.rollups(window, None).await?;
     let mut by_service: BTreeMap<String, (std::collections::BTreeSet<i64>, u64)> = BTreeMap::new();
     for (key, rollup) in &rollups {
         let Some(endpoint) = index.get(key.endpoint_id) else {
@@ -160,8 +158,8 @@ pub async fn endpoints(
 ) -> Result<EndpointsDto, StoreError> {
     let index = EndpointIndex::load(store).await?;
     let ids = service.map(|s| index.ids(Some(s), None));
-    let rollups = store.rollups(window, ids.as_deref(), true).await?;
-    let merged = merge_by(rollups, |key| key.endpoint_id);
+    let rollups = store.merged_rollups(window, ids.as_deref(), None).await?;
+    let merged = merge_by(rollups, |(endpoint_id, _)| *endpoint_id);
     let mut endpoints: Vec<EndpointSummaryDto> = merged
         .iter()
         .filter_map(|(id, rollup)| {
@@ -201,8 +199,8 @@ pub async fn endpoint_detail(
     let Some(endpoint) = ids.first().and_then(|id| index.get(*id)).cloned() else {
         return Ok(None);
     };
-    let rollups = store.rollups(window, Some(&ids), true).await?;
-    let per_version = merge_by(rollups.clone(), |key| key.version.clone());
+    let rollups = store.merged_rollups(window, Some(&ids), None).await?;
+    let per_version = merge_by(rollups.clone(), |(_, version)| version.clone());
     let bucket = bucket_minutes(window);
     // The time series needs minute rows; the totals above may use hourly ones.
     let minute_rows = store.minute_rollups(window, Some(&ids)).await?;
@@ -537,15 +535,10 @@ async fn selected_rollups(
 ) -> Result<(BTreeMap<i64, Rollup>, Window), StoreError> {
     let window = selector.window.unwrap_or(default_window);
     if selector.from_rollups() {
-        let rollups = match &selector.version {
-            Some(version) => {
-                store
-                    .version_rollups(window, Some(ids), version, true)
-                    .await?
-            }
-            None => store.rollups(window, Some(ids), true).await?,
-        };
-        return Ok((merge_by(rollups, |key| key.endpoint_id), window));
+        let rollups = store
+            .merged_rollups(window, Some(ids), selector.version.as_deref())
+            .await?;
+        return Ok((merge_by(rollups, |(endpoint_id, _)| *endpoint_id), window));
     }
     let resources: std::collections::HashSet<i64> = store
         .resources()
@@ -758,7 +751,7 @@ pub async fn versions(
     }
     // (requests, first minute, last minute) per version.
     let mut seen: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
-    for (key, rollup) in store.rollups(window, Some(&ids), false).await? {
+    for (key, rollup) in store.rollups(window, Some(&ids)).await? {
         let last_minute = match key.granularity {
             crate::store::Granularity::Minute => key.minute,
             crate::store::Granularity::Hour => key.minute + 59,

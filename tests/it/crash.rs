@@ -298,7 +298,7 @@ async fn sigkill_during_sustained_ingest_then_restart_counts_every_request_once(
     // Every stored trace is one request, counted once in the rows and once in the rollups.
     let traces: HashSet<[u8; 16]> = requests.iter().map(|r| r.trace_id.0).collect();
     assert_eq!(traces.len(), requests.len(), "a request row appears twice");
-    let rollups = store.rollups(ALL_TIME, None, false).await.unwrap();
+    let rollups = store.rollups(ALL_TIME, None).await.unwrap();
     let counted: u64 = rollups.iter().map(|(_, rollup)| rollup.requests).sum();
     assert_eq!(
         counted,

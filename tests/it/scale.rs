@@ -149,7 +149,6 @@ async fn instances_share_the_analysis_and_survive_a_kill() {
                 to_unix_ns: 4_000_000_000_000_000_000,
             },
             None,
-            false,
         )
         .await
         .unwrap()
