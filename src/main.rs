@@ -12,6 +12,23 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_arena_eager_commit` (mimalloc.h), which the bindings do not name.
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// On Linux mimalloc commits its arenas whole by default, and memory it frees is then not given
+/// back to the OS: at full rate with analysis on the server's RSS stood about 50 MiB above
+/// what it uses (BENCHMARKS.md). Committing on demand lets freed pages go. An allocator option
+/// is read when the first arena is reserved, so this runs as a constructor, before `main` and
+/// before anything is allocated.
+extern "C" fn commit_allocator_arenas_on_demand() {
+    // SAFETY: sets one of mimalloc's integer options to a valid value; no allocation involved.
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ON_DEMAND: extern "C" fn() = commit_allocator_arenas_on_demand;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
