@@ -1,7 +1,8 @@
 //! Runs one decoder over the benchmark's 1,000-span export a given number of times, for
 //! `valgrind --tool=callgrind`, whose instruction counts do not depend on the machine's load
 //! (BENCHMARKS.md). `unread` adds, to every span, ten attributes the analysis does not read and
-//! an event, as instrumentation libraries commonly send.
+//! an event, as instrumentation libraries commonly send. `block` is `sparse` from the stored,
+//! compressed block, as the analysis reads it.
 //!
 //! ```sh
 //! cargo build --release --example decode_instructions
@@ -37,7 +38,7 @@ const UNREAD: [&str; 10] = [
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: decode_instructions none|whole|accept|sparse|encode bench|unread N";
+    let usage = "usage: decode_instructions none|whole|accept|sparse|block|encode bench|unread N";
     let decoder = args.next().expect(usage);
     let payload = args.next().expect(usage);
     let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
@@ -72,12 +73,16 @@ fn main() {
     }
     let body = export.encode_to_vec();
     let shared = bytes::Bytes::from(body.clone());
+    let block = collector::block::pack(&body, decode::accept(&decode::protobuf(&body).unwrap()), 0);
     for _ in 0..n {
         match decoder.as_str() {
             "whole" => drop(black_box(decode::spans(decode::protobuf(&body).unwrap()))),
             "accept" => drop(black_box(decode::accept(&decode::protobuf(&body).unwrap()))),
             "sparse" => drop(black_box(
                 sparse::spans_keeping(shared.clone(), reads_attribute).unwrap(),
+            )),
+            "block" => drop(black_box(
+                collector::block::decode_keeping(&block.data, reads_attribute).unwrap(),
             )),
             "encode" => drop(black_box(export.encode_to_vec())),
             "none" => {}

@@ -364,6 +364,21 @@ fn a_damaged_block_is_an_error() {
 }
 
 #[test]
+fn a_block_framed_without_its_size_decodes_as_one_with_it() {
+    let block = crate::block::encode(spans(request(vec![login_span()])).spans, 0);
+    let protobuf = zstd::stream::decode_all(&block.data[..]).unwrap();
+    let unsized_frame = zstd::stream::encode_all(&protobuf[..], 3).unwrap();
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&unsized_frame).unwrap(),
+        None
+    );
+    assert_eq!(
+        crate::block::decode(&unsized_frame).unwrap(),
+        crate::block::decode(&block.data).unwrap()
+    );
+}
+
+#[test]
 fn accept_keeps_what_spans_keeps_without_building_spans() {
     let bad_id = OtlpSpan {
         span_id: vec![0; 8],
