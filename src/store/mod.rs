@@ -428,6 +428,36 @@ fn covering_rows(window: Window) -> Vec<(Granularity, [i64; 2])> {
     ranges
 }
 
+/// The rollup, operation and finding tables of a granularity.
+fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
+    match granularity {
+        Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
+        Granularity::Hour => [
+            "hourly_rollups",
+            "hourly_rollup_operations",
+            "hourly_rollup_findings",
+        ],
+    }
+}
+
+/// The selects of operations and findings summed per (endpoint, version), up to their WHERE
+/// clause, each sum followed by `sum_cast` (PostgreSQL sums BIGINTs into NUMERIC).
+fn detail_sums_selects(granularity: Granularity, sum_cast: &str) -> [String; 2] {
+    let [_, operation_table, finding_table] = rollup_tables(granularity);
+    [
+        (
+            operation_table,
+            "category",
+            ["calls", "total_ns", "critical_ns"],
+        ),
+        (finding_table, "kind", ["requests", "count", "saving_ns"]),
+    ]
+    .map(|(table, label, sums)| {
+        let [a, b, c] = sums.map(|column| format!("SUM({column}){sum_cast}"));
+        format!("SELECT endpoint_id, version, {label}, name, {a}, {b}, {c} FROM {table}")
+    })
+}
+
 /// One summed operation or finding of an (endpoint, version): endpoint id, version, category or
 /// finding kind, name, and its three sums in the order of [`OperationSums`] or [`FindingSums`].
 type SummedDetailRow = (i64, String, String, String, i64, i64, i64);

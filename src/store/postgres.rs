@@ -25,7 +25,8 @@ use tracing::{info, warn};
 use super::{
     AnalysisCommit, ClaimedTrace, DetailSums, EncodedBlock, EndpointRef, Granularity,
     RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    VersionTraffic, Window, block, ns, parse_canonical, unsigned,
+    VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables,
+    unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -250,17 +251,6 @@ const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, du
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum::text";
 
 /// The rollup, operation and finding tables of one granularity; fixed names, never user input.
-fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
-    match granularity {
-        Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
-        Granularity::Hour => [
-            "hourly_rollups",
-            "hourly_rollup_operations",
-            "hourly_rollup_findings",
-        ],
-    }
-}
-
 fn rollup_row(
     granularity: Granularity,
     row: RollupTuple,
@@ -810,23 +800,13 @@ impl PgStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(summed);
         }
-        let [_, operation_table, finding_table] = rollup_tables(granularity);
         let mut conn = self.pool.acquire().await?;
-        for (table, columns, rows) in [
-            (
-                operation_table,
-                "category, name, SUM(calls)::BIGINT, SUM(total_ns)::BIGINT, SUM(critical_ns)::BIGINT",
-                &mut summed.operations,
-            ),
-            (
-                finding_table,
-                "kind, name, SUM(requests)::BIGINT, SUM(count)::BIGINT, SUM(saving_ns)::BIGINT",
-                &mut summed.findings,
-            ),
+        let [operations, findings] = detail_sums_selects(granularity, "::BIGINT");
+        for (select_from, rows) in [
+            (operations, &mut summed.operations),
+            (findings, &mut summed.findings),
         ] {
-            let mut select = QueryBuilder::<Postgres>::new(format!(
-                "SELECT endpoint_id, version, {columns} FROM {table}"
-            ));
+            let mut select = QueryBuilder::<Postgres>::new(select_from);
             push_rollup_filter(
                 &mut select,
                 first_minute,

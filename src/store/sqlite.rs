@@ -23,7 +23,7 @@ use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 use super::{
     AnalysisCommit, DetailSums, EncodedBlock, EndpointRef, Granularity, RegressionRecord,
     RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, VersionTraffic,
-    Window, block, ns, parse_canonical, unsigned,
+    Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -305,17 +305,6 @@ const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, du
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum";
 
 /// The rollup, operation and finding tables of one granularity; fixed names, never user input.
-fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
-    match granularity {
-        Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
-        Granularity::Hour => [
-            "hourly_rollups",
-            "hourly_rollup_operations",
-            "hourly_rollup_findings",
-        ],
-    }
-}
-
 fn rollup_row(
     granularity: Granularity,
     row: RollupTuple,
@@ -578,23 +567,13 @@ impl SqliteStore {
         if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(summed);
         }
-        let [_, operation_table, finding_table] = rollup_tables(granularity);
         let mut conn = self.pool.acquire().await?;
-        for (table, columns, rows) in [
-            (
-                operation_table,
-                "category, name, SUM(calls), SUM(total_ns), SUM(critical_ns)",
-                &mut summed.operations,
-            ),
-            (
-                finding_table,
-                "kind, name, SUM(requests), SUM(count), SUM(saving_ns)",
-                &mut summed.findings,
-            ),
+        let [operations, findings] = detail_sums_selects(granularity, "");
+        for (select_from, rows) in [
+            (operations, &mut summed.operations),
+            (findings, &mut summed.findings),
         ] {
-            let mut select = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT endpoint_id, version, {columns} FROM {table}"
-            ));
+            let mut select = QueryBuilder::<Sqlite>::new(select_from);
             push_rollup_filter(
                 &mut select,
                 first_minute,
