@@ -13,18 +13,22 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_arena_eager_commit` (mimalloc.h), which the bindings do not name.
+#[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// On Linux mimalloc commits its arenas whole by default, and memory it frees is then not given
 /// back to the OS: at full rate with analysis on the server's RSS stood about 50 MiB above
 /// what it uses (BENCHMARKS.md). Committing on demand lets freed pages go. An allocator option
 /// is read when the first arena is reserved, so this runs as a constructor, before `main` and
-/// before anything is allocated.
+/// before anything is allocated. Set here, it is no longer changed by
+/// `MIMALLOC_ARENA_EAGER_COMMIT`.
+#[cfg(target_os = "linux")]
 extern "C" fn commit_allocator_arenas_on_demand() {
     // SAFETY: sets one of mimalloc's integer options to a valid value; no allocation involved.
     unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
 }
 
+#[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static COMMIT_ON_DEMAND: extern "C" fn() = commit_allocator_arenas_on_demand;

@@ -108,8 +108,9 @@ pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
     Ok(decode::spans(decode::protobuf(&protobuf)?).spans)
 }
 
-/// Largest decompressed size taken from a frame's header in one allocation: more than any
-/// export body the receivers accept by default (20 MiB).
+/// Largest decompressed size taken from a frame's header in one allocation: 64 MiB, near the
+/// largest decoded export body the receivers accept by default (80 MiB); a larger one grows as
+/// it decodes.
 const MAX_SIZED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The protobuf of a block, decompressed in one buffer of the size its frame header states

@@ -428,7 +428,7 @@ fn covering_rows(window: Window) -> Vec<(Granularity, [i64; 2])> {
     ranges
 }
 
-/// The rollup, operation and finding tables of a granularity.
+/// The rollup, operation and finding tables of one granularity; fixed names, never user input.
 fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
     match granularity {
         Granularity::Minute => ["rollups", "rollup_operations", "rollup_findings"],
@@ -441,8 +441,13 @@ fn rollup_tables(granularity: Granularity) -> [&'static str; 3] {
 }
 
 /// The selects of operations and findings summed per (endpoint, version), up to their WHERE
-/// clause, each sum followed by `sum_cast` (PostgreSQL sums BIGINTs into NUMERIC).
-fn detail_sums_selects(granularity: Granularity, sum_cast: &str) -> [String; 2] {
+/// clause. `saturating_sum` writes the sum of a BIGINT column as a BIGINT that stops at its
+/// maximum: a sum that overflows fails the query in both databases, and a long window of a busy
+/// operation can pass 2^63 ns.
+fn detail_sums_selects(
+    granularity: Granularity,
+    saturating_sum: impl Fn(&str) -> String,
+) -> [String; 2] {
     let [_, operation_table, finding_table] = rollup_tables(granularity);
     [
         (
@@ -453,7 +458,7 @@ fn detail_sums_selects(granularity: Granularity, sum_cast: &str) -> [String; 2] 
         (finding_table, "kind", ["requests", "count", "saving_ns"]),
     ]
     .map(|(table, label, sums)| {
-        let [a, b, c] = sums.map(|column| format!("SUM({column}){sum_cast}"));
+        let [a, b, c] = sums.map(&saturating_sum);
         format!("SELECT endpoint_id, version, {label}, name, {a}, {b}, {c} FROM {table}")
     })
 }
@@ -481,9 +486,9 @@ impl DetailSums {
                 continue;
             };
             let sums = rollup.operations.entry((category, name)).or_default();
-            sums.calls += unsigned(calls);
-            sums.total_ns += unsigned(total);
-            sums.critical_ns += unsigned(critical);
+            sums.calls = sums.calls.saturating_add(unsigned(calls));
+            sums.total_ns = sums.total_ns.saturating_add(unsigned(total));
+            sums.critical_ns = sums.critical_ns.saturating_add(unsigned(critical));
         }
         for (endpoint_id, version, kind, name, requests, count, saving) in self.findings {
             let (Some(rollup), Some(kind)) = (
@@ -493,9 +498,9 @@ impl DetailSums {
                 continue;
             };
             let sums = rollup.findings.entry((kind, name)).or_default();
-            sums.requests += unsigned(requests);
-            sums.count += unsigned(count);
-            sums.saving_ns += unsigned(saving);
+            sums.requests = sums.requests.saturating_add(unsigned(requests));
+            sums.count = sums.count.saturating_add(unsigned(count));
+            sums.saving_ns = sums.saving_ns.saturating_add(unsigned(saving));
         }
     }
 }

@@ -250,7 +250,6 @@ type RollupTuple = (
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum::text";
 
-/// The rollup, operation and finding tables of one granularity; fixed names, never user input.
 fn rollup_row(
     granularity: Granularity,
     row: RollupTuple,
@@ -801,7 +800,10 @@ impl PgStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, "::BIGINT");
+        let [operations, findings] = detail_sums_selects(granularity, |column| {
+            // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
+            format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX)
+        });
         for (select_from, rows) in [
             (operations, &mut summed.operations),
             (findings, &mut summed.findings),

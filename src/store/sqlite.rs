@@ -304,7 +304,6 @@ type RollupTuple = (
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum";
 
-/// The rollup, operation and finding tables of one granularity; fixed names, never user input.
 fn rollup_row(
     granularity: Granularity,
     row: RollupTuple,
@@ -568,7 +567,10 @@ impl SqliteStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, "");
+        let [operations, findings] = detail_sums_selects(granularity, |column| {
+            // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
+            format!("CAST(TOTAL({column}) AS INTEGER)")
+        });
         for (select_from, rows) in [
             (operations, &mut summed.operations),
             (findings, &mut summed.findings),

@@ -20,6 +20,7 @@ pub async fn run_all(store: &Store) {
     alert_outbox_round_trips(store).await;
     comparison_reads_round_trip(store).await;
     long_windows_read_hourly_rows(store).await;
+    merged_rollups_keep_versions_apart_and_saturate(store).await;
     rollup_changes_add_and_take_back(store).await;
     claims_hand_each_trace_to_one_analyzer(store).await;
     slowest_requests_merge_endpoints(store).await;
@@ -292,6 +293,68 @@ async fn retention_removes_only_expired_data(store: &Store) {
         .await
         .unwrap();
     assert_eq!((again.blocks, again.requests, again.rollups), (0, 0, 0));
+}
+
+/// Merged rollups come per (endpoint, version), a version seen only in a window's edge minutes
+/// included, and sums past what a BIGINT holds stop at its maximum rather than failing the read.
+async fn merged_rollups_keep_versions_apart_and_saturate(store: &Store) {
+    let spans = fixture::parse(LOGIN);
+    let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
+    let endpoint_id = store.intern_endpoint("merged", "GET /m").await.unwrap();
+    let first_hour = 2_000 * 60; // an hour-aligned minute no other check uses
+    let ns = |minute: i64| minute as u64 * 60_000_000_000;
+    let mut huge = Rollup::new();
+    huge.add(&requests[0]);
+    for sums in huge.operations.values_mut() {
+        sums.total_ns = u64::MAX / 4;
+    }
+    let key = |version: &str, minute: i64, granularity: Granularity| RollupKey {
+        endpoint_id,
+        version: version.into(),
+        minute,
+        granularity,
+    };
+    let mut one = Rollup::new();
+    one.add(&requests[0]);
+    let mut commit = AnalysisCommit::default();
+    // Version "a": an hourly row, and three minutes after it whose operation sums add up past
+    // 2^63 ns. Version "b": one request in the last edge minute only.
+    let mut rows = vec![(key("a", first_hour, Granularity::Hour), one.clone())];
+    for minute in first_hour + 70..first_hour + 73 {
+        rows.push((key("a", minute, Granularity::Minute), huge.clone()));
+    }
+    rows.push((key("b", first_hour + 75, Granularity::Minute), one.clone()));
+    for (key, rollup) in rows {
+        commit.rollups.push(RollupChange {
+            key,
+            added: rollup,
+            removed: Rollup::new(),
+        });
+    }
+    store.commit_analysis(&commit).await.unwrap();
+    let window = Window {
+        from_unix_ns: ns(first_hour),
+        to_unix_ns: ns(first_hour + 80),
+    };
+    let merged = store
+        .merged_rollups(window, Some(&[endpoint_id]), None)
+        .await
+        .unwrap();
+    let keys: Vec<_> = merged.keys().map(|(_, version)| version.as_str()).collect();
+    assert_eq!(keys, ["a", "b"]);
+    let a = &merged[&(endpoint_id, "a".to_owned())];
+    assert_eq!(a.requests, 4);
+    assert!(
+        a.operations
+            .values()
+            .all(|sums| sums.total_ns >= i64::MAX as u64),
+        "three sums of 2^62 ns stop at the BIGINT maximum: {:?}",
+        a.operations
+    );
+    let b = &merged[&(endpoint_id, "b".to_owned())];
+    assert_eq!(b.requests, 1);
+    assert_eq!(b.operations, one.operations, "from its edge minute alone");
+    assert_eq!(b.findings, one.findings);
 }
 
 /// A window of several hours reads hourly rows for its whole hours and minute rows at its edges;
