@@ -110,6 +110,7 @@ async fn every_page_shows_the_seed_login() {
             &escaped(summary),
             "/endpoint?service=auth&#38;endpoint=POST%20%2Flogin&#38;range=1h",
             "/static/app.css?v=",
+            "<option value=\"auth\">auth</option><option value=\"idp\">idp</option>",
         ],
     );
     assert!(!overview.body.contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
@@ -117,7 +118,11 @@ async fn every_page_shows_the_seed_login() {
     let filtered = get(&app, "/?service=idp&range=6h").await;
     assert_html(
         &filtered,
-        &["POST /saml/assert", "aria-current=\"true\">6h<"],
+        &[
+            "POST /saml/assert",
+            "aria-current=\"true\">6h<",
+            "<option value=\"auth\">auth</option><option value=\"idp\" selected>idp</option>",
+        ],
     );
     assert!(!filtered.body.contains("POST /login"));
 
