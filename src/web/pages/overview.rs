@@ -89,7 +89,11 @@ pub async fn overview_get(
     // Unfiltered, the endpoints list names every service with traffic in the window: reading
     // the rollups again for the filter's choices took a third of the page's time.
     let service_names: BTreeSet<String> = match params.service() {
-        None => endpoints.endpoints.iter().map(|e| e.service.clone()).collect(),
+        None => endpoints
+            .endpoints
+            .iter()
+            .map(|e| e.service.clone())
+            .collect(),
         Some(_) => query::services(&state.store, window)
             .await?
             .services
