@@ -154,6 +154,16 @@ impl Assembler {
         taken
     }
 
+    /// The due traces, at most about [`MAX_TRACES_PER_BATCH`] (every one with `everything`), with
+    /// the watermark their commit may carry.
+    fn take_due_batch(&mut self, now: Instant, everything: bool) -> DueBatch {
+        let batch = self.take_due(now, everything);
+        DueBatch {
+            batch,
+            watermark: self.watermark(),
+        }
+    }
+
     /// Every block up to the returned id has no trace waiting here.
     fn watermark(&self) -> i64 {
         self.pending
@@ -164,59 +174,76 @@ impl Assembler {
     }
 }
 
-/// Analyses one batch of due traces; returns how many traces it took.
-async fn analyse_due(
-    assembler: &mut Assembler,
-    analyzer: &mut Analyzer,
-    everything: bool,
-) -> usize {
-    let batch = assembler.take_due(Instant::now(), everything);
-    let n_taken = batch.len();
-    if n_taken == 0 {
-        return 0;
-    }
-    analyzer.process(batch, assembler.watermark()).await;
-    n_taken
+/// Batches taken but not yet analysed, besides the one being analysed. One is enough to keep the
+/// analysis busy; more would only hold more blocks outside `MAX_HELD_BYTES`.
+const QUEUED_BATCHES: usize = 1;
+
+/// Due traces taken together, with the watermark to commit with their analysis.
+struct DueBatch {
+    batch: Batch,
+    watermark: i64,
 }
 
 /// Runs until the writer is gone, then analyses everything still pending.
+///
+/// The analysis runs as a task of its own, fed one batch ahead: while it decodes, analyses and
+/// commits, this task goes on taking committed blocks. When one task did both, the writer's small
+/// queue filled during every batch and ingest stopped until the batch was done; the server then
+/// used three quarters of the machine at saturation (BENCHMARKS.md).
 pub async fn run(
     mut committed: mpsc::Receiver<CommittedBlock>,
     store: Store,
-    mut analyzer: Analyzer,
+    analyzer: Analyzer,
     grace_period: Duration,
 ) {
     let mut assembler = Assembler::new(grace_period);
     if let Err(err) = replay(&store, &mut assembler).await {
         error!(error = %err, "replaying unanalysed blocks failed; they will be retried on the next start");
     }
+    let (batches, to_analyse) = mpsc::channel(QUEUED_BATCHES);
+    let analysis = tokio::spawn(analyse(to_analyse, analyzer));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A full batch means more may be due: the next one runs without waiting for the tick, taking
-    // turns with committed blocks (select picks among ready branches at random).
-    let mut more_due = false;
+    // Set by the tick, and kept while full batches show that more are due: then the next batch is
+    // taken as soon as the analysis can queue it, taking turns with committed blocks (select
+    // picks among ready branches at random).
+    let mut look_for_due = false;
     loop {
         tokio::select! {
             block = committed.recv(), if assembler.held_bytes < MAX_HELD_BYTES => match block {
                 Some(block) => assembler.add(block, Instant::now()),
                 None => break,
             },
-            () = std::future::ready(()), if more_due => {
-                more_due = analyse_due(&mut assembler, &mut analyzer, false).await >= MAX_TRACES_PER_BATCH;
+            permit = batches.reserve(), if look_for_due => {
+                let Ok(permit) = permit else { break };
+                // An empty batch still commits the watermark, past blocks with nothing due.
+                let due = assembler.take_due_batch(Instant::now(), false);
+                look_for_due = due.batch.len() >= MAX_TRACES_PER_BATCH;
+                permit.send(due);
             }
-            _ = tick.tick(), if !more_due => {
-                match analyse_due(&mut assembler, &mut analyzer, false).await {
-                    0 => analyzer.process(Batch::default(), assembler.watermark()).await,
-                    n => more_due = n >= MAX_TRACES_PER_BATCH,
-                }
-            }
+            _ = tick.tick(), if !look_for_due => look_for_due = true,
         }
     }
     // Shutdown: the writer has drained the queue; analyse what is left without waiting.
-    while analyse_due(&mut assembler, &mut analyzer, true).await > 0 {}
-    analyzer
-        .process(Batch::default(), assembler.watermark())
-        .await;
+    loop {
+        let due = assembler.take_due_batch(Instant::now(), true);
+        let last = due.batch.is_empty();
+        if batches.send(due).await.is_err() || last {
+            break;
+        }
+    }
+    drop(batches);
+    if let Err(err) = analysis.await {
+        error!(error = %err, "the analysis task failed; unanalysed blocks are replayed on the next start");
+    }
+}
+
+/// Analyses batches in the order they were taken, so each commit's watermark covers the batches
+/// before it.
+async fn analyse(mut batches: mpsc::Receiver<DueBatch>, mut analyzer: Analyzer) {
+    while let Some(DueBatch { batch, watermark }) = batches.recv().await {
+        analyzer.process(batch, watermark).await;
+    }
 }
 
 async fn replay(store: &Store, assembler: &mut Assembler) -> Result<(), StoreError> {
