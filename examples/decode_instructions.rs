@@ -72,14 +72,13 @@ fn main() {
         }
     }
     let body = export.encode_to_vec();
-    let shared = bytes::Bytes::from(body.clone());
     let block = collector::block::pack(&body, decode::accept(&decode::protobuf(&body).unwrap()), 0);
     for _ in 0..n {
         match decoder.as_str() {
             "whole" => drop(black_box(decode::spans(decode::protobuf(&body).unwrap()))),
             "accept" => drop(black_box(decode::accept(&decode::protobuf(&body).unwrap()))),
             "sparse" => drop(black_box(
-                sparse::spans_keeping(shared.clone(), reads_attribute).unwrap(),
+                sparse::spans_keeping(&body, reads_attribute).unwrap(),
             )),
             "block" => drop(black_box(
                 collector::block::decode_keeping(&block.data, reads_attribute).unwrap(),

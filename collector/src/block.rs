@@ -99,7 +99,7 @@ pub enum BlockError {
 /// (see [`crate::otlp::sparse`]): for readers of a few attributes, such as the analysis.
 pub fn decode_keeping(data: &[u8], keep: impl Fn(&str) -> bool) -> Result<Vec<Span>, BlockError> {
     let protobuf = decompress(data)?;
-    Ok(sparse::spans_keeping(protobuf.into(), keep)?.spans)
+    Ok(sparse::spans_keeping(&protobuf, keep)?.spans)
 }
 
 /// Decodes a block back into the spans it holds.

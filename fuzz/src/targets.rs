@@ -2,7 +2,7 @@
 //! a panic, an overflow or a stack overflow is a bug in the code under test.
 
 use bottleneck::analysis::{AnalysisConfig, analyze_trace};
-use collector::otlp::decode;
+use collector::otlp::{decode, normalize, sparse};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -10,8 +10,26 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 /// OTLP protobuf bytes through the decoder and the span conversion.
+/// A body the whole decoder accepts is also read by the analysis' sparse decoder, into the same
+/// spans with only the kept attributes.
 pub fn otlp_protobuf(data: &[u8]) {
     if let Ok(request) = decode::protobuf(data) {
+        let keep = |key: &str| key.starts_with("db.") || key.starts_with("http.");
+        let sparse = sparse::spans_keeping(data, keep).expect("the sparse decoder reads it too");
+        let whole = decode::spans(request.clone());
+        assert_eq!(sparse.n_rejected, whole.n_rejected);
+        assert_eq!(sparse.first_rejection, whole.first_rejection);
+        let kept: Vec<_> = whole
+            .spans
+            .into_iter()
+            .map(|mut span| {
+                span.attributes
+                    .retain(|kv| keep(&kv.key) || normalize::is_read(&kv.key));
+                span
+            })
+            .collect();
+        // Compared as text: a NaN attribute value is not equal to itself.
+        assert_eq!(format!("{:?}", sparse.spans), format!("{kept:?}"));
         check_spans(request);
     }
 }

@@ -48,6 +48,15 @@ pub enum DecodeError {
     /// The JSON did not match the OTLP/JSON encoding.
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A length-delimited field ran past the end of its message (walked by [`super::sparse`]).
+    #[error("invalid OTLP protobuf: a field runs past the end of its message")]
+    Truncated,
+    /// A field had a wire type its number does not take (walked by [`super::sparse`]).
+    #[error("invalid OTLP protobuf: a field has the wrong wire type")]
+    WireType,
+    /// A string was not UTF-8 (walked by [`super::sparse`]).
+    #[error("invalid OTLP protobuf: a string is not UTF-8")]
+    Utf8,
 }
 
 /// The decoded export: good spans plus an account of the spans that were dropped.

@@ -4,117 +4,178 @@
 //!
 //! The analysis reads a few semantic-convention attributes of every span, and decoding all of
 //! them (a string allocated and checked for each key and value, events too) was the larger part
-//! of its cost (BENCHMARKS.md). Here the OTLP messages are mirrored with the attribute list and
-//! the events left as `Bytes`: prost takes those as slices of the body without copying them, and
-//! only an attribute whose key is kept is decoded, by prost's own `AnyValue`. Which spans are
-//! kept is decided by [`decode::Header::check`], the rule every decoder of this crate applies.
+//! of its cost (BENCHMARKS.md). Here the body is walked field by field with prost's wire-format
+//! functions, borrowing every length-delimited field from the body: an attribute is looked at
+//! only by its key, and decoded (by prost's own `AnyValue`) only when the key is kept; events
+//! are only counted. Mirroring the messages with prost's derive instead took each skipped field
+//! as a reference-counted slice in a vector of its own, which cost more than the walk itself.
+//! Resources, scopes and statuses are few or small and are decoded whole by prost. Which spans
+//! are kept is decided by [`decode::Header::check`], the rule every decoder of this crate applies.
 //!
 //! Invariant: for a body [`decode::protobuf`] accepts, `spans_keeping(body, keep)` equals
 //! [`decode::spans`] of it with each span's attributes filtered by `keep` or
-//! [`normalize::is_read`], provided no attribute carries its value twice (protobuf merges a
-//! repeated message field; here the last one wins; no encoder writes that). It checks less than
-//! the whole decoder (UTF-8 and wire types inside what it skips), which is safe for what it
-//! reads: stored blocks, each accepted whole at ingest.
+//! [`normalize::is_read`] (fields given twice included: a message field's occurrences are merged
+//! and a scalar's last one wins, as protobuf says; the `otlp_protobuf` fuzz target checks this).
+//! It checks less than the whole decoder (UTF-8 and wire types inside what it skips), which is
+//! safe for what it reads: stored blocks, each accepted whole at ingest.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1 as otlp_common;
 use opentelemetry_proto::tonic::resource::v1 as otlp_resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 use prost::Message;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
-use crate::model::{KeyValue, Resource, Scope};
+use crate::model::{KeyValue, Link, Resource, Scope};
 use crate::otlp::decode::{self, Body, DecodeError, Decoded, Header};
 use crate::otlp::normalize;
 
-/// `ExportTraceServiceRequest`.
-#[derive(Clone, PartialEq, Message)]
-struct Request {
-    #[prost(message, repeated, tag = "1")]
-    resource_spans: Vec<ResourceSpans>,
+/// Field numbers of the OTLP messages walked here (opentelemetry/proto/trace/v1/trace.proto and
+/// common.proto).
+mod field {
+    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
+    pub const RESOURCE: u32 = 1;
+    pub const SCOPE_SPANS: u32 = 2;
+    pub const SCOPE: u32 = 1;
+    pub const SPANS: u32 = 2;
+    pub const TRACE_ID: u32 = 1;
+    pub const SPAN_ID: u32 = 2;
+    pub const PARENT_SPAN_ID: u32 = 4;
+    pub const NAME: u32 = 5;
+    pub const KIND: u32 = 6;
+    pub const START_TIME: u32 = 7;
+    pub const END_TIME: u32 = 8;
+    pub const ATTRIBUTES: u32 = 9;
+    pub const EVENTS: u32 = 11;
+    pub const DROPPED_EVENTS_COUNT: u32 = 12;
+    pub const LINKS: u32 = 13;
+    pub const STATUS: u32 = 15;
+    pub const KEY: u32 = 1;
+    pub const VALUE: u32 = 2;
+    pub const LINK_TRACE_ID: u32 = 1;
+    pub const LINK_SPAN_ID: u32 = 2;
 }
 
-/// `ResourceSpans`; the resource is decoded whole, as every attribute of it is read.
-#[derive(Clone, PartialEq, Message)]
-struct ResourceSpans {
-    #[prost(message, optional, tag = "1")]
-    resource: Option<otlp_resource::Resource>,
-    #[prost(message, repeated, tag = "2")]
-    scope_spans: Vec<ScopeSpans>,
+/// A field's value as it lies in the body.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    /// Length-delimited: bytes, a string or a message.
+    Delimited(&'a [u8]),
+    /// A 32-bit value or a group: no field read here has either.
+    Other,
 }
 
-/// `ScopeSpans`.
-#[derive(Clone, PartialEq, Message)]
-struct ScopeSpans {
-    #[prost(message, optional, tag = "1")]
-    scope: Option<otlp_common::InstrumentationScope>,
-    #[prost(message, repeated, tag = "2")]
-    spans: Vec<SparseSpan>,
+impl<'a> Value<'a> {
+    fn delimited(self) -> Result<&'a [u8], DecodeError> {
+        match self {
+            Value::Delimited(bytes) => Ok(bytes),
+            _ => Err(DecodeError::WireType),
+        }
+    }
+
+    fn varint(self) -> Result<u64, DecodeError> {
+        match self {
+            Value::Varint(value) => Ok(value),
+            _ => Err(DecodeError::WireType),
+        }
+    }
+
+    fn fixed64(self) -> Result<u64, DecodeError> {
+        match self {
+            Value::Fixed64(value) => Ok(value),
+            _ => Err(DecodeError::WireType),
+        }
+    }
 }
 
-/// `Span` with its attributes and events undecoded (trace state and flags are skipped: the model
-/// has neither).
-#[derive(Clone, PartialEq, Message)]
-struct SparseSpan {
-    #[prost(bytes = "bytes", tag = "1")]
-    trace_id: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    span_id: Bytes,
-    #[prost(bytes = "bytes", tag = "4")]
-    parent_span_id: Bytes,
-    #[prost(string, tag = "5")]
-    name: String,
-    #[prost(int32, tag = "6")]
-    kind: i32,
-    #[prost(fixed64, tag = "7")]
-    start_time_unix_nano: u64,
-    #[prost(fixed64, tag = "8")]
-    end_time_unix_nano: u64,
-    #[prost(message, repeated, tag = "9")]
-    attributes: Vec<RawKeyValue>,
-    #[prost(bytes = "bytes", repeated, tag = "11")]
-    events: Vec<Bytes>,
-    #[prost(uint32, tag = "12")]
-    dropped_events_count: u32,
-    #[prost(message, repeated, tag = "13")]
-    links: Vec<RawLink>,
-    #[prost(message, optional, tag = "15")]
-    status: Option<otlp_trace::Status>,
+/// The fields of one message, in the order they lie in it. A malformed field ends the walk with
+/// its error.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Value<'a>), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = self.read();
+        if field.is_err() {
+            self.0 = &[];
+        }
+        Some(field)
+    }
 }
 
-/// `KeyValue` with its value still encoded (an `AnyValue` message).
-#[derive(Clone, PartialEq, Message)]
-struct RawKeyValue {
-    #[prost(bytes = "bytes", tag = "1")]
-    key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    value: Bytes,
+impl<'a> Fields<'a> {
+    fn read(&mut self) -> Result<(u32, Value<'a>), DecodeError> {
+        let (tag, wire_type) = decode_key(&mut self.0)?;
+        let value = match wire_type {
+            WireType::Varint => Value::Varint(decode_varint(&mut self.0)?),
+            WireType::SixtyFourBit => Value::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("took 8 bytes"),
+            )),
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut self.0)?;
+                Value::Delimited(self.take(usize::try_from(len).unwrap_or(usize::MAX))?)
+            }
+            WireType::ThirtyTwoBit | WireType::StartGroup | WireType::EndGroup => {
+                skip_field(wire_type, tag, &mut self.0, DecodeContext::default())?;
+                Value::Other
+            }
+        };
+        Ok((tag, value))
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if len > self.0.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(taken)
+    }
 }
 
-/// `Span.Link`: only the ids.
-#[derive(Clone, PartialEq, Message)]
-struct RawLink {
-    #[prost(bytes = "bytes", tag = "1")]
-    trace_id: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    span_id: Bytes,
+/// The length-delimited fields numbered `tag` of a message.
+fn each<'a>(
+    message: &'a [u8],
+    tag: u32,
+) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
+    Fields(message).filter_map(move |field| match field {
+        Ok((found, value)) if found == tag => Some(value.delimited()),
+        Ok(_) => None,
+        Err(err) => Some(Err(err)),
+    })
+}
+
+/// The message numbered `tag` of `message`, decoded by prost (its occurrences merged, as protobuf
+/// merges a message field given twice).
+fn merged<M: Message + Default>(message: &[u8], tag: u32) -> Result<Option<M>, DecodeError> {
+    let mut merged: Option<M> = None;
+    for bytes in each(message, tag) {
+        merged.get_or_insert_default().merge(bytes?)?;
+    }
+    Ok(merged)
 }
 
 /// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key,
 /// besides those their semantics and category are derived from.
-pub fn spans_keeping(body: Bytes, keep: impl Fn(&str) -> bool) -> Result<Decoded, DecodeError> {
-    let request = Request::decode(body)?;
+pub fn spans_keeping(body: &[u8], keep: impl Fn(&str) -> bool) -> Result<Decoded, DecodeError> {
     let mut acc = Decoded::default();
-    for resource_spans in request.resource_spans {
-        let resource = Arc::new(decode::resource(
-            resource_spans.resource,
-            &mut acc.n_truncated_values,
-        ));
-        for scope_spans in resource_spans.scope_spans {
-            let scope = Arc::new(decode::scope(scope_spans.scope));
-            for raw in scope_spans.spans {
-                match span(raw, &resource, &scope, &keep, &mut acc.n_truncated_values) {
+    for resource_spans in each(body, field::REQUEST_RESOURCE_SPANS) {
+        let resource_spans = resource_spans?;
+        let resource = merged::<otlp_resource::Resource>(resource_spans, field::RESOURCE)?;
+        let resource = Arc::new(decode::resource(resource, &mut acc.n_truncated_values));
+        for scope_spans in each(resource_spans, field::SCOPE_SPANS) {
+            let scope_spans = scope_spans?;
+            let scope = merged::<otlp_common::InstrumentationScope>(scope_spans, field::SCOPE)?;
+            let scope = Arc::new(decode::scope(scope));
+            for raw in each(scope_spans, field::SPANS) {
+                match span(raw?, &resource, &scope, &keep, &mut acc.n_truncated_values)? {
                     Ok(span) => acc.spans.push(span),
                     Err(reason) => {
                         acc.n_rejected += 1;
@@ -127,60 +188,107 @@ pub fn spans_keeping(body: Bytes, keep: impl Fn(&str) -> bool) -> Result<Decoded
     Ok(acc)
 }
 
+/// One span: an error when the body is malformed, else the span or why it is dropped.
 fn span(
-    raw: SparseSpan,
+    raw: &[u8],
     resource: &Arc<Resource>,
     scope: &Arc<Scope>,
     keep: &impl Fn(&str) -> bool,
     truncated: &mut u64,
-) -> Result<crate::model::Span, String> {
-    let header = Header::check(
-        &raw.trace_id,
-        &raw.span_id,
-        &raw.parent_span_id,
-        raw.start_time_unix_nano,
-        raw.end_time_unix_nano,
-    )?;
-    let attributes = raw
-        .attributes
-        .iter()
-        .filter_map(|kv| kept_attribute(kv, keep, truncated))
-        .collect();
-    let n_events = u32::try_from(raw.events.len()).unwrap_or(u32::MAX);
-    let links = raw
-        .links
-        .iter()
-        .filter_map(|link| decode::link_to(&link.trace_id, &link.span_id))
-        .collect();
-    Ok(header.into_span(
+) -> Result<Result<crate::model::Span, String>, DecodeError> {
+    let (mut trace_id, mut span_id, mut parent_span_id): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+    let (mut start_unix_ns, mut end_unix_ns) = (0, 0);
+    let mut name = "";
+    let mut kind = 0;
+    let mut attributes = Vec::new();
+    let (mut n_events, mut n_dropped_events) = (0u32, 0u32);
+    let mut links = Vec::new();
+    let mut status: Option<otlp_trace::Status> = None;
+    for field in Fields(raw) {
+        let (tag, value) = field?;
+        match tag {
+            field::TRACE_ID => trace_id = value.delimited()?,
+            field::SPAN_ID => span_id = value.delimited()?,
+            field::PARENT_SPAN_ID => parent_span_id = value.delimited()?,
+            field::NAME => {
+                name = std::str::from_utf8(value.delimited()?).map_err(|_| DecodeError::Utf8)?;
+            }
+            // protobuf's int32 and uint32 keep the low bits of the varint.
+            field::KIND => kind = value.varint()? as i32,
+            field::START_TIME => start_unix_ns = value.fixed64()?,
+            field::END_TIME => end_unix_ns = value.fixed64()?,
+            field::ATTRIBUTES => {
+                attributes.extend(kept_attribute(value.delimited()?, keep, truncated)?);
+            }
+            field::EVENTS => {
+                value.delimited()?;
+                n_events = n_events.saturating_add(1);
+            }
+            field::DROPPED_EVENTS_COUNT => n_dropped_events = value.varint()? as u32,
+            field::LINKS => links.extend(link(value.delimited()?)?),
+            field::STATUS => status.get_or_insert_default().merge(value.delimited()?)?,
+            _ => {}
+        }
+    }
+    let header = match Header::check(
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_unix_ns,
+        end_unix_ns,
+    ) {
+        Ok(header) => header,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    Ok(Ok(header.into_span(
         Body {
-            name: decode::cut(raw.name, truncated),
-            kind: raw.kind,
-            status: raw.status,
+            name: decode::cut(name.to_owned(), truncated),
+            kind,
+            status,
             attributes,
-            n_events: n_events.saturating_add(raw.dropped_events_count),
+            n_events: n_events.saturating_add(n_dropped_events),
             links,
         },
         resource,
         scope,
-    ))
+    )))
 }
 
-/// The attribute decoded, when its key is kept. A value that does not decode cannot come from a
-/// body [`decode::protobuf`] accepted; it reads as absent rather than failing the whole body.
+/// The attribute of an encoded `KeyValue`, decoded when its key is kept. A key that is not UTF-8
+/// cannot come from a body [`decode::protobuf`] accepted; it reads as not kept.
 fn kept_attribute(
-    raw: &RawKeyValue,
+    raw: &[u8],
     keep: &impl Fn(&str) -> bool,
     truncated: &mut u64,
-) -> Option<KeyValue> {
-    let key = std::str::from_utf8(&raw.key)
+) -> Result<Option<KeyValue>, DecodeError> {
+    let mut key: &[u8] = &[];
+    for bytes in each(raw, field::KEY) {
+        key = bytes?;
+    }
+    let Some(key) = std::str::from_utf8(key)
         .ok()
-        .filter(|key| keep(key) || normalize::is_read(key))?;
-    let value = otlp_common::AnyValue::decode(raw.value.clone()).ok()?;
-    Some(KeyValue {
+        .filter(|key| keep(key) || normalize::is_read(key))
+    else {
+        return Ok(None);
+    };
+    let value = merged::<otlp_common::AnyValue>(raw, field::VALUE)?.unwrap_or_default();
+    Ok(Some(KeyValue {
         key: decode::cut(key.to_owned(), truncated),
         value: decode::any_value(Some(value), truncated),
-    })
+    }))
+}
+
+/// A link of an encoded `Span.Link`, when both its ids are valid.
+fn link(raw: &[u8]) -> Result<Option<Link>, DecodeError> {
+    let (mut trace_id, mut span_id): (&[u8], &[u8]) = (&[], &[]);
+    for field in Fields(raw) {
+        match field? {
+            (field::LINK_TRACE_ID, found) => trace_id = found.delimited()?,
+            (field::LINK_SPAN_ID, found) => span_id = found.delimited()?,
+            _ => {}
+        }
+    }
+    Ok(decode::link_to(trace_id, span_id))
 }
 
 #[cfg(test)]
