@@ -39,11 +39,20 @@ const REPLAY_BATCH: i64 = 64;
 /// 5,000 analysed no faster and held 70 MiB more at full rate (BENCHMARKS.md).
 const MAX_TRACES_PER_BATCH: usize = 2_000;
 
-/// Most compressed block bytes held waiting for analysis. Past it the assembler stops taking
-/// committed blocks, the writer waits, the ingest queue fills and exporters are told to retry:
-/// memory stays bounded when analysis falls behind ingest. 32 MiB hold about 800,000 spans of the
-/// benchmark's traffic, three seconds at 250,000 spans/s: more than a grace period.
-const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+/// Compressed block bytes held waiting for analysis, per second of the grace period (at least
+/// one second's worth). Past the bound the assembler stops taking committed blocks, the writer
+/// waits, the ingest queue fills and exporters are told to retry: memory stays bounded when
+/// analysis falls behind ingest, and so does the delay before a request is visible. At 40 bytes
+/// a span this holds a grace period of 210,000 spans/s, which caps the analysed rate there; what
+/// it holds beyond the grace period is backlog, and 32 MiB at the default 2 s held up to 3 s of
+/// it at saturation: visible in 5-6 s and 50 MiB more RSS (BENCHMARKS.md).
+const HELD_BYTES_PER_GRACE_SECOND: usize = 8 * 1024 * 1024;
+
+/// The most block bytes held for a grace period.
+fn max_held_bytes(grace_period: Duration) -> usize {
+    let seconds = grace_period.as_secs_f64().max(1.0);
+    (HELD_BYTES_PER_GRACE_SECOND as f64 * seconds) as usize
+}
 
 struct Pending {
     block_ids: Vec<i64>,
@@ -64,6 +73,8 @@ struct Assembler {
     blocks: HashMap<i64, HeldBlock>,
     /// Bytes of the blocks in `blocks`.
     held_bytes: usize,
+    /// Past this many, no block is taken.
+    max_held_bytes: usize,
     /// Trace ids in arrival order with their due time; the grace period is constant, so this is
     /// also due order.
     due: VecDeque<(Instant, TraceId)>,
@@ -77,6 +88,7 @@ impl Assembler {
             pending: HashMap::new(),
             blocks: HashMap::new(),
             held_bytes: 0,
+            max_held_bytes: max_held_bytes(grace_period),
             due: VecDeque::new(),
             last_block_id: 0,
         }
@@ -175,7 +187,7 @@ impl Assembler {
 }
 
 /// Batches taken but not yet analysed, besides the one being analysed. One is enough to keep the
-/// analysis busy; more would only hold more blocks outside `MAX_HELD_BYTES`.
+/// analysis busy; more would only hold more blocks outside [`max_held_bytes`].
 const QUEUED_BATCHES: usize = 1;
 
 /// Due traces taken together, with the watermark to commit with their analysis.
@@ -210,7 +222,7 @@ pub async fn run(
     let mut look_for_due = false;
     loop {
         tokio::select! {
-            block = committed.recv(), if assembler.held_bytes < MAX_HELD_BYTES => match block {
+            block = committed.recv(), if assembler.held_bytes < assembler.max_held_bytes => match block {
                 Some(block) => assembler.add(block, Instant::now()),
                 None => break,
             },
@@ -294,6 +306,18 @@ mod tests {
             data: Arc::new(encoded.data),
             trace_ids: encoded.trace_ids,
         }
+    }
+
+    #[test]
+    fn the_held_bound_follows_the_grace_period_and_never_closes() {
+        let mib = 1024 * 1024;
+        assert_eq!(max_held_bytes(Duration::from_secs(2)), 16 * mib);
+        assert_eq!(max_held_bytes(Duration::from_secs(10)), 80 * mib);
+        assert_eq!(
+            max_held_bytes(Duration::ZERO),
+            8 * mib,
+            "without a grace period blocks still flow"
+        );
     }
 
     #[tokio::test(start_paused = true)]
