@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::ingest::{assert_login_stored, kv, login_request, post};
-use crate::support::{TestApp, http_client, spawn_app, spawn_app_with};
+use crate::support::{RawGrpcCall, TestApp, grpc_frame, http_client, spawn_app, spawn_app_with};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const START: u64 = 1_700_000_000_000_000_000;
@@ -478,24 +478,19 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
     let tcp = TcpStream::connect(host_port(&app.otlp_grpc_url))
         .await
         .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::post(format!(
-        "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        app.otlp_grpc_url
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&1000u32.to_be_bytes());
-    frame.extend_from_slice(b"0123456789");
-    send.send_data(frame.into(), false).unwrap();
+    let mut call = RawGrpcCall::open(
+        tcp,
+        format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            app.otlp_grpc_url
+        ),
+    )
+    .await;
+    call.send
+        .send_data(grpc_frame(1000, b"0123456789"), false)
+        .unwrap();
     let started = Instant::now();
-    let response = tokio::time::timeout(limit, response)
+    let response = tokio::time::timeout(limit, call.response)
         .await
         .expect("an answer before the limit")
         .unwrap();
@@ -725,24 +720,19 @@ async fn tls_on_every_listener() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (client_h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut client_h2 = client_h2.ready().await.unwrap();
-    let request = http::Request::post(format!(
-        "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        https(&app.otlp_grpc_url)
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
-    let (response, mut send) = client_h2.send_request(request, false).unwrap();
+    let mut call = RawGrpcCall::open(
+        tls,
+        format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            https(&app.otlp_grpc_url)
+        ),
+    )
+    .await;
     let message = login_request(40).encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
-    send.send_data(frame.into(), true).unwrap();
-    let mut body = response.await.unwrap().into_body();
+    call.send
+        .send_data(grpc_frame(message.len(), &message), true)
+        .unwrap();
+    let mut body = call.response.await.unwrap().into_body();
     while let Some(chunk) = body.data().await {
         chunk.unwrap();
     }

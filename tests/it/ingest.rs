@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
-use crate::support::{http_client, spawn_app, spawn_app_with};
+use crate::support::{RawGrpcCall, grpc_frame, http_client, spawn_app, spawn_app_with};
 
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -189,20 +189,11 @@ async fn raw_grpc_status(url: &str, path: &str, message: &[u8]) -> String {
     let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
         .await
         .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::post(format!("{url}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
+    let mut call = RawGrpcCall::open(tcp, format!("{url}{path}")).await;
+    call.send
+        .send_data(grpc_frame(message.len(), message), true)
         .unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    send.send_data(frame.into(), true).unwrap();
-    let response = response.await.unwrap();
+    let response = call.response.await.unwrap();
     if let Some(status) = response.headers().get("grpc-status") {
         return status.to_str().unwrap().to_owned();
     }

@@ -231,3 +231,44 @@ impl TestApp {
             .expect("metrics are text")
     }
 }
+
+/// One gRPC call opened over plain h2 on `io` (TCP or TLS), without a gRPC client library, for
+/// tests that send what no exporter would.
+pub struct RawGrpcCall {
+    pub response: h2::client::ResponseFuture,
+    pub send: h2::SendStream<hyper::body::Bytes>,
+    /// Kept so the connection stays open for the call.
+    _client: h2::client::SendRequest<hyper::body::Bytes>,
+}
+
+impl RawGrpcCall {
+    /// Starts a POST of `uri` (the server's URL and the method's path) with gRPC's headers.
+    pub async fn open<T>(io: T, uri: String) -> RawGrpcCall
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (client, connection) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::post(uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, send) = client.send_request(request, false).unwrap();
+        RawGrpcCall {
+            response,
+            send,
+            _client: client,
+        }
+    }
+}
+
+/// A gRPC message frame, uncompressed: the length it declares, then `payload` (which a test may
+/// make shorter than declared).
+pub fn grpc_frame(declared_len: usize, payload: &[u8]) -> hyper::body::Bytes {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(declared_len).unwrap().to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame.into()
+}
