@@ -8,7 +8,7 @@
 //! functions, borrowing every length-delimited field from the body: an attribute is looked at
 //! only by its key, and decoded (by prost's own `AnyValue`) only when the key is kept; events
 //! are only counted. Mirroring the messages with prost's derive instead took each skipped field
-//! as a reference-counted slice in a vector grown one push at a time: a seventh more
+//! as a reference-counted slice in a vector grown one push at a time: a sixth more
 //! instructions for the benchmark's spans, a third more with unread attributes (BENCHMARKS.md).
 //! Resources, scopes and statuses are few or small and are decoded whole by prost. Which spans
 //! are kept is decided by [`decode::Header::check`], the rule every decoder of this crate applies.
