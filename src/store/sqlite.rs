@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use collector::category::Category;
@@ -29,6 +30,9 @@ use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Roll
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod recent_traces;
+
+use recent_traces::{MERGE_ROWS, RecentTraces};
 
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
 /// under, and larger statements gain nothing measurable.
@@ -46,6 +50,10 @@ pub(super) struct SqliteStore {
     writer: SqlitePool,
     path: PathBuf,
     _checkpointer: Arc<Checkpointer>,
+    /// Trace index rows not yet in `trace_blocks`.
+    recent_traces: Arc<Mutex<RecentTraces>>,
+    /// Set while a task writes the held trace index rows to the table.
+    merging: Arc<AtomicBool>,
 }
 
 /// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`). Since the
@@ -156,6 +164,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "append-only request indexes",
         include_str!("migrations/sqlite/0008_append_only_request_indexes.sql"),
     ),
+    (
+        9,
+        "recent trace index",
+        include_str!("migrations/sqlite/0009_recent_trace_index.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -205,11 +218,31 @@ type RequestTuple = (
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
 
-/// The join from traces to their request rows, followed by an `IN (` list of trace ids. A request
-/// row is indexed by the newest block its analysis saw (a block of its trace), not by trace id;
-/// each row matches one `trace_blocks` row, as that table holds a (trace, block) pair once.
-const TRACE_REQUESTS_JOIN: &str = "FROM trace_blocks t JOIN requests r INDEXED BY requests_by_block \
-     ON r.last_block_id = t.block_id AND r.trace_id = t.trace_id WHERE t.trace_id IN (";
+/// Pushes the join from traces to their request rows: `FROM t CROSS JOIN requests r`, with `t`
+/// the (trace, block) rows of `trace_ids`, those of `trace_blocks` and those `recent` holds. A
+/// request row is indexed by the newest block its analysis saw (a block of its trace), not by
+/// trace id; each row matches one row of `t`, as UNION leaves a (trace, block) pair once (it can
+/// be in both for the moment between a merge's commit and its release).
+fn push_trace_requests_join(
+    query: &mut QueryBuilder<Sqlite>,
+    trace_ids: &[TraceId],
+    recent: &[(TraceId, i64)],
+) {
+    query.push("FROM (SELECT trace_id, block_id FROM trace_blocks WHERE trace_id IN (");
+    push_trace_ids(query, trace_ids);
+    if !recent.is_empty() {
+        query.push(" UNION SELECT column1, column2 FROM (");
+        query.push_values(recent, |mut row, (trace, block_id)| {
+            row.push_bind(trace.0.to_vec()).push_bind(*block_id);
+        });
+        query.push(")");
+    }
+    // CROSS JOIN keeps `t` the outer loop, so each of its rows is one index lookup.
+    query.push(
+        ") t CROSS JOIN requests r INDEXED BY requests_by_block \
+         ON r.last_block_id = t.block_id AND r.trace_id = t.trace_id",
+    );
+}
 
 /// The duration band of a request row: its number of decimal digits, then its first digit (nine
 /// bands a decade; 10 for 0). Migration 8 computes the same in SQL for rows stored before it.
@@ -381,12 +414,99 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let checkpointer = Checkpointer(tokio::spawn(checkpoint_until_closed(pool.clone())));
-        Ok(Self {
+        let store = Self {
             pool,
             writer,
             path: path.to_owned(),
             _checkpointer: Arc::new(checkpointer),
-        })
+            recent_traces: Arc::default(),
+            merging: Arc::default(),
+        };
+        store.recover_recent_traces().await?;
+        Ok(store)
+    }
+
+    fn recent_traces(&self) -> MutexGuard<'_, RecentTraces> {
+        self.recent_traces
+            .lock()
+            .expect("no panics while holding the recent trace index")
+    }
+
+    /// Holds again the trace index rows of the blocks stored after the last rows written to
+    /// `trace_blocks`, read from the blocks themselves.
+    async fn recover_recent_traces(&self) -> Result<(), StoreError> {
+        const THROUGH: &str = "SELECT value FROM meta WHERE key = 'trace_index_through'";
+        let mut after: i64 = sqlx::query_scalar(THROUGH)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0);
+        loop {
+            let blocks = self.blocks_after(after, 64).await?;
+            let Some((last, _)) = blocks.last() else {
+                break;
+            };
+            after = *last;
+            for (block_id, data) in blocks {
+                // Only the trace ids are needed: no attribute beyond the semantic ones is decoded.
+                let mut trace_ids: Vec<TraceId> = block::decode_keeping(&data, |_| false)?
+                    .iter()
+                    .map(|span| span.trace_id)
+                    .collect();
+                trace_ids.sort_unstable();
+                trace_ids.dedup();
+                self.recent_traces().add(block_id, &trace_ids);
+            }
+        }
+        if self.recent_traces().len() >= MERGE_ROWS {
+            self.merge_recent_traces().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every held trace index row to `trace_blocks`, sorted, in one transaction with the
+    /// newest block they cover.
+    async fn merge_recent_traces(&self) -> Result<(), StoreError> {
+        const THROUGH: &str = "INSERT INTO meta (key, value) VALUES ('trace_index_through', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
+        let (rows, Some(through)) = self.recent_traces().sorted_rows() else {
+            return Ok(());
+        };
+        let mut tx = self.writer.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
+            );
+            insert.push_values(chunk, |mut row, (trace, id)| {
+                row.push_bind(trace.0.to_vec()).push_bind(*id);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(THROUGH).bind(through).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.recent_traces().release_through(through);
+        Ok(())
+    }
+
+    /// Starts writing the held trace index rows when there are enough of them, unless a write
+    /// is already running. It runs beside the caller: the exports just committed are answered
+    /// meanwhile, and the next write of blocks waits for the connection.
+    fn merge_recent_traces_when_due(&self) {
+        if self.recent_traces().len() < MERGE_ROWS || self.merging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            match store.merge_recent_traces().await {
+                Ok(()) => {}
+                // Closed for shutdown: the next open reads the rows back from the blocks.
+                Err(_) if store.writer.is_closed() => {}
+                // The rows stay held; the next commit of blocks tries again.
+                Err(err) => {
+                    tracing::warn!(error = %err, "writing the trace index failed; retrying")
+                }
+            }
+            store.merging.store(false, Ordering::Release);
+        });
     }
 
     pub(super) async fn close(&self) {
@@ -402,7 +522,6 @@ impl SqliteStore {
              VALUES ($1, $2, $3, $4) RETURNING id";
         let mut tx = self.writer.begin().await?;
         let mut ids = Vec::with_capacity(blocks.len());
-        let mut index: Vec<(&TraceId, i64)> = Vec::new();
         for block in blocks {
             let id: i64 = sqlx::query_scalar(INSERT_BLOCK)
                 .bind(ns(block.received_unix_ns))
@@ -412,18 +531,15 @@ impl SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
             ids.push(id);
-            index.extend(block.trace_ids.iter().map(|trace| (trace, id)));
-        }
-        for chunk in index.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
-            );
-            insert.push_values(chunk, |mut row, (trace, id)| {
-                row.push_bind(trace.0.to_vec()).push_bind(*id);
-            });
-            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        {
+            let mut recent = self.recent_traces();
+            for (block, id) in blocks.iter().zip(&ids) {
+                recent.add(*id, &block.trace_ids);
+            }
+        }
+        self.merge_recent_traces_when_due();
         Ok(ids)
     }
 
@@ -449,12 +565,21 @@ impl SqliteStore {
         &self,
         trace: TraceId,
     ) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
-        const SELECT: &str = "SELECT b.id, b.data FROM trace_blocks t JOIN span_blocks b ON b.id = t.block_id \
-             WHERE t.trace_id = $1 ORDER BY b.id";
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
-            .bind(trace.0.to_vec())
-            .fetch_all(&self.pool)
-            .await?;
+        let recent = self.recent_traces().blocks_of(&trace).to_vec();
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT id, data FROM span_blocks WHERE id IN \
+             (SELECT block_id FROM trace_blocks WHERE trace_id = ",
+        );
+        select.push_bind(trace.0.to_vec());
+        if !recent.is_empty() {
+            select.push(" UNION SELECT column1 FROM (");
+            select.push_values(&recent, |mut row, block_id| {
+                row.push_bind(*block_id);
+            });
+            select.push(")");
+        }
+        select.push(") ORDER BY id");
+        let rows: Vec<(i64, Vec<u8>)> = select.build_query_as().fetch_all(&self.pool).await?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -484,10 +609,10 @@ impl SqliteStore {
     ) -> Result<HashMap<TraceId, i64>, StoreError> {
         let mut found = HashMap::new();
         for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT t.trace_id, MAX(r.last_block_id) {TRACE_REQUESTS_JOIN}"
-            ));
-            push_trace_ids(&mut select, chunk);
+            let recent = self.recent_traces().rows_of(chunk);
+            let mut select =
+                QueryBuilder::<Sqlite>::new("SELECT t.trace_id, MAX(r.last_block_id) ");
+            push_trace_requests_join(&mut select, chunk, &recent);
             select.push(" GROUP BY t.trace_id");
             let rows: Vec<(Vec<u8>, i64)> = select.build_query_as().fetch_all(&self.pool).await?;
             for (trace, last) in rows {
@@ -721,10 +846,10 @@ impl SqliteStore {
         // write lock first means no other writer commits between the read and the write.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
-            let mut delete = QueryBuilder::<Sqlite>::new(format!(
-                "DELETE FROM requests WHERE rowid IN (SELECT r.rowid {TRACE_REQUESTS_JOIN}"
-            ));
-            push_trace_ids(&mut delete, chunk);
+            let recent = self.recent_traces().rows_of(chunk);
+            let mut delete =
+                QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE rowid IN (SELECT r.rowid ");
+            push_trace_requests_join(&mut delete, chunk, &recent);
             delete.push(")");
             delete.build().execute(&mut *tx).await?;
         }
@@ -911,14 +1036,13 @@ impl SqliteStore {
         &self,
         trace: TraceId,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE rowid IN \
-             (SELECT r.rowid {TRACE_REQUESTS_JOIN}$1)) ORDER BY start_unix_ns"
-        );
-        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-            .bind(trace.0.to_vec())
-            .fetch_all(&self.pool)
-            .await?;
+        let recent = self.recent_traces().rows_of(&[trace]);
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE rowid IN (SELECT r.rowid "
+        ));
+        push_trace_requests_join(&mut select, &[trace], &recent);
+        select.push(") ORDER BY start_unix_ns");
+        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(request_row).collect()
     }
 
@@ -1253,6 +1377,7 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            self.recent_traces().forget(&ids);
             report.blocks += ids.len() as u64;
             if ids.len() < batch as usize {
                 break;
@@ -1417,6 +1542,140 @@ async fn write_rollup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::fixture;
+    use crate::store::{AnalysisCommit, RequestRow};
+
+    const TRACE: &str = "auth: POST /login 0..300 server http.route=/login
+  SELECT tenants 10..30 client db.system=postgresql db.statement=\"SELECT 1\"
+  idp: POST /saml 60..160 client http.request.method=POST server.address=idp";
+
+    fn request_row(trace_id: TraceId, last_block_id: i64) -> RequestRow {
+        RequestRow {
+            trace_id,
+            span_id: SpanId([1; 8]),
+            endpoint_id: 1,
+            version: String::new(),
+            start_unix_ns: 1,
+            duration_ns: 300,
+            error: false,
+            breakdown: Breakdown::default(),
+            n_db_calls: 1,
+            last_block_id,
+            resource_id: 0,
+        }
+    }
+
+    /// What the trace index answers for one trace: its spans' blocks, the newest block its
+    /// analysis saw, and its request rows.
+    async fn lookups(store: &SqliteStore, trace_id: TraceId) -> (Vec<i64>, Option<i64>, usize) {
+        let blocks = store
+            .trace_spans(trace_id)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(block_id, _)| block_id)
+            .collect();
+        let analysed = store.analysed_traces(&[trace_id]).await.unwrap();
+        let requests = store.trace_requests(trace_id).await.unwrap();
+        (blocks, analysed.get(&trace_id).copied(), requests.len())
+    }
+
+    #[tokio::test]
+    async fn trace_index_rows_are_held_written_sorted_and_read_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let spans = fixture::parse(TRACE);
+        let trace_id = spans[0].trace_id;
+        let first = store
+            .insert_blocks(&[
+                block::encode(spans[..2].to_vec(), 1),
+                block::encode(spans[2..].to_vec(), 2),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit_analysis(&AnalysisCommit {
+                requests: vec![request_row(trace_id, first[1])],
+                ..AnalysisCommit::default()
+            })
+            .await
+            .unwrap();
+        let expected = (vec![first[0], first[0], first[1]], Some(first[1]), 1);
+        assert_eq!(store.recent_traces().len(), 2, "held, not yet written");
+        assert_eq!(lookups(&store, trace_id).await, expected);
+
+        // A pair in the table and still held, as between a merge's commit and its release, is
+        // one pair to every reader.
+        let (rows, _) = store.recent_traces().sorted_rows();
+        for (trace, block_id) in rows {
+            sqlx::query("INSERT INTO trace_blocks (trace_id, block_id) VALUES ($1, $2)")
+                .bind(trace.0.to_vec())
+                .bind(block_id)
+                .execute(&store.writer)
+                .await
+                .unwrap();
+        }
+        assert_eq!(lookups(&store, trace_id).await, expected);
+
+        store.merge_recent_traces().await.unwrap();
+        assert_eq!(store.recent_traces().len(), 0);
+        assert_eq!(lookups(&store, trace_id).await, expected);
+
+        // A late span's block is held; a restart finds it again from the block itself.
+        let late = store
+            .insert_blocks(&[block::encode(spans[..1].to_vec(), 3)])
+            .await
+            .unwrap();
+        store.close().await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.recent_traces().len(), 1, "only the unwritten block");
+        assert_eq!(
+            lookups(&store, trace_id).await,
+            (
+                vec![first[0], first[0], first[1], late[0]],
+                Some(first[1]),
+                1
+            )
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_traces_request_rows_are_found_by_index_lookups_not_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("plan.db"))
+            .await
+            .unwrap();
+        let trace = TraceId([7; 16]);
+        let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN SELECT r.rowid ");
+        push_trace_requests_join(&mut explain, &[trace], &[(trace, 1), (trace, 2)]);
+        let plan: Vec<(i64, i64, i64, String)> = explain
+            .build_query_as()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            details.iter().any(|step| step.starts_with("SEARCH r")
+                && step.contains("requests_by_block (last_block_id=? AND trace_id=?)")),
+            "{details:?}"
+        );
+        assert!(
+            details
+                .iter()
+                .any(|step| step.contains("trace_blocks USING PRIMARY KEY")),
+            "{details:?}"
+        );
+        assert!(
+            !details
+                .iter()
+                .any(|step| step.starts_with("SCAN r") || step.starts_with("SCAN trace_blocks")),
+            "{details:?}"
+        );
+        store.close().await;
+    }
 
     #[test]
     fn duration_bands_are_digits_then_first_digit() {
