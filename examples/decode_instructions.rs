@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use bottleneck::analysis::reads_attribute;
 use bottleneck::cli::bench::payload_for_benchmarks;
-use collector::otlp::{decode, sparse};
+use collector::otlp::{check, decode, sparse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Event;
@@ -38,7 +38,8 @@ const UNREAD: [&str; 10] = [
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: decode_instructions none|whole|accept|sparse|block|encode bench|unread N";
+    let usage =
+        "usage: decode_instructions none|whole|accept|check|sparse|block|encode bench|unread N";
     let decoder = args.next().expect(usage);
     let payload = args.next().expect(usage);
     let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
@@ -77,6 +78,7 @@ fn main() {
         match decoder.as_str() {
             "whole" => drop(black_box(decode::spans(decode::protobuf(&body).unwrap()))),
             "accept" => drop(black_box(decode::accept(&decode::protobuf(&body).unwrap()))),
+            "check" => drop(black_box(check::accept(&body).unwrap())),
             "sparse" => drop(black_box(
                 sparse::spans_keeping(&body, reads_attribute).unwrap(),
             )),

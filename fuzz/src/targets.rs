@@ -2,7 +2,7 @@
 //! a panic, an overflow or a stack overflow is a bug in the code under test.
 
 use bottleneck::analysis::{AnalysisConfig, analyze_trace};
-use collector::otlp::{decode, normalize, sparse};
+use collector::otlp::{check, decode, normalize, sparse};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -10,10 +10,18 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 /// OTLP protobuf bytes through the decoder and the span conversion.
-/// A body the whole decoder accepts is also read by the analysis' sparse decoder, into the same
-/// spans with only the kept attributes.
+/// The receivers' check accepts exactly the bodies the whole decoder accepts, and sums up the
+/// same; a body the whole decoder accepts is also read by the analysis' sparse decoder, into the
+/// same spans with only the kept attributes.
 pub fn otlp_protobuf(data: &[u8]) {
-    if let Ok(request) = decode::protobuf(data) {
+    let checked = check::accept(data);
+    let decoded = decode::protobuf(data);
+    assert_eq!(checked.is_ok(), decoded.is_ok(), "{checked:?}");
+    if let Ok(request) = decoded {
+        assert_eq!(
+            format!("{:?}", checked.expect("agreed above")),
+            format!("{:?}", decode::accept(&request))
+        );
         let keep = |key: &str| key.starts_with("db.") || key.starts_with("http.");
         let sparse = sparse::spans_keeping(data, keep).expect("the sparse decoder reads it too");
         let whole = decode::spans(request.clone());

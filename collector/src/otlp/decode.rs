@@ -57,6 +57,12 @@ pub enum DecodeError {
     /// A string was not UTF-8 (walked by [`super::sparse`]).
     #[error("invalid OTLP protobuf: a string is not UTF-8")]
     Utf8,
+    /// Messages or groups nested deeper than protobuf decoders allow (walked by [`super::check`]).
+    #[error("invalid OTLP protobuf: messages nested more than 100 deep")]
+    TooDeep,
+    /// A group end without its start, or ending another group (walked by [`super::check`]).
+    #[error("invalid OTLP protobuf: an unmatched group end")]
+    Group,
 }
 
 /// The decoded export: good spans plus an account of the spans that were dropped.
@@ -166,7 +172,8 @@ fn long_values(attributes: &[otlp_common::KeyValue]) -> u64 {
         .sum()
 }
 
-fn long_value(raw: Option<&otlp_common::AnyValue>) -> u64 {
+/// Whether [`any_value`] cuts `raw`, or how many of its nested values it cuts.
+pub(crate) fn long_value(raw: Option<&otlp_common::AnyValue>) -> u64 {
     match raw.and_then(|v| v.value.as_ref()) {
         Some(Value::StringValue(s)) => u64::from(s.len() > MAX_ATTR_VALUE_BYTES),
         Some(Value::BytesValue(b)) => u64::from(b.len() > MAX_ATTR_VALUE_BYTES),
@@ -253,6 +260,11 @@ pub(crate) struct Body {
 }
 
 impl Header {
+    /// The span's trace.
+    pub(crate) fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
     /// Checks an OTLP span.
     fn of(raw: &otlp_trace::Span) -> Result<Self, String> {
         Self::check(

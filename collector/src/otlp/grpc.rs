@@ -26,7 +26,6 @@ use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::Tokens;
-use crate::otlp::decode;
 use crate::sink::{IngestError, SpanSink, SpansRejected, Transport};
 
 /// The one method served.
@@ -172,7 +171,7 @@ impl UnaryService<Bytes> for Export {
             let protobuf = request.into_inner();
             let stats = sink.stats();
             stats.record_request(Transport::Grpc, protobuf.len() as u64);
-            let request = decode::protobuf(&protobuf).map_err(|err| {
+            let received = super::Received::protobuf(protobuf).map_err(|err| {
                 SpansRejected {
                     n_spans: 0,
                     reason: "undecodable",
@@ -180,7 +179,7 @@ impl UnaryService<Bytes> for Export {
                 .emit(stats);
                 Status::invalid_argument(err.to_string())
             })?;
-            let partial_success = super::ingest(&sink, request, Some(protobuf))
+            let partial_success = super::ingest(&sink, received)
                 .await
                 .map_err(|e| to_status(&e))?;
             Ok(Response::new(ExportTraceServiceResponse {

@@ -15,9 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -160,10 +158,10 @@ impl Encoding {
         }
     }
 
-    fn decode(self, body: &[u8]) -> Result<ExportTraceServiceRequest, decode::DecodeError> {
+    fn receive(self, body: Bytes) -> Result<super::Received, decode::DecodeError> {
         match self {
-            Self::Protobuf => decode::protobuf(body),
-            Self::Json => decode::json(body),
+            Self::Protobuf => super::Received::protobuf(body),
+            Self::Json => super::Received::json(&body),
         }
     }
 
@@ -194,8 +192,8 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
         )
             .into_response();
     };
-    let request = match encoding.decode(&body) {
-        Ok(request) => request,
+    let received = match encoding.receive(body) {
+        Ok(received) => received,
         Err(err) => {
             SpansRejected {
                 n_spans: 0,
@@ -211,8 +209,7 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
             );
         }
     };
-    let protobuf = matches!(encoding, Encoding::Protobuf).then_some(body);
-    let partial_success = match super::ingest(&sink, request, protobuf).await {
+    let partial_success = match super::ingest(&sink, received).await {
         Ok(partial_success) => partial_success,
         Err(err) => return ingest_error_response(encoding, &err),
     };
@@ -283,6 +280,7 @@ mod tests {
 
     use axum::body::Body;
     use axum::http::Request;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use tower::ServiceExt;
 

@@ -1,43 +1,65 @@
 //! OTLP: decoding into the span model (whole, or `sparse`ly for readers of a few attributes),
-//! normalization, encoding back (for storage), and the two
-//! transport adapters. The adapters are thin: decode, push into the sink, wait for the commit.
+//! checking exports without building them (`check`), normalization, encoding back (for storage),
+//! and the two transport adapters. The adapters are thin: check, push into the sink, wait for the
+//! commit.
 
+pub mod check;
 pub mod decode;
 pub mod encode;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
 pub mod sparse;
+mod wire;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use prost::Message;
 
 use crate::block;
 use crate::sink::{IngestError, SpanSink, SpansRejected};
 
-/// What both transports do with a decoded request: validate its spans, queue the good ones packed
-/// in a block, wait for their commit, and say which were dropped (`None` when none were).
-/// `protobuf` is the request as received when it came as OTLP protobuf (over HTTP or gRPC);
-/// otherwise (JSON) the request is encoded here. Both are let go once packed, so only the compact
-/// block is held while the commit is awaited.
+/// An export as received, ready to queue: its OTLP protobuf and what decoding it keeps.
+pub(crate) struct Received {
+    protobuf: Bytes,
+    accepted: decode::Accepted,
+}
+
+impl Received {
+    /// An export received as OTLP protobuf (over HTTP or gRPC): checked, not built, and kept as
+    /// the bytes received.
+    pub(crate) fn protobuf(body: Bytes) -> Result<Self, decode::DecodeError> {
+        Ok(Received {
+            accepted: check::accept(&body)?,
+            protobuf: body,
+        })
+    }
+
+    /// An export received as OTLP/JSON, encoded once as protobuf for storage.
+    pub(crate) fn json(body: &[u8]) -> Result<Self, decode::DecodeError> {
+        let request = decode::json(body)?;
+        Ok(Received {
+            accepted: decode::accept(&request),
+            protobuf: request.encode_to_vec().into(),
+        })
+    }
+}
+
+/// What both transports do with a received export: queue its good spans packed in a block, wait
+/// for their commit, and say which were dropped (`None` when none were). Only the compact block
+/// is held while the commit is awaited.
 pub(crate) async fn ingest(
     sink: &SpanSink,
-    request: ExportTraceServiceRequest,
-    protobuf: Option<Bytes>,
+    received: Received,
 ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
     let stats = sink.stats();
     let received_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let protobuf = protobuf.unwrap_or_else(|| request.encode_to_vec().into());
-    let accepted = decode::accept(&request);
-    drop(request);
+    let Received { protobuf, accepted } = received;
     let n_rejected = accepted.n_rejected;
     let first_rejection = accepted.first_rejection.clone();
     if accepted.n_truncated_values > 0 {

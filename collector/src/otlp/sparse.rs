@@ -26,148 +26,11 @@ use opentelemetry_proto::tonic::common::v1 as otlp_common;
 use opentelemetry_proto::tonic::resource::v1 as otlp_resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 use prost::Message;
-use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 use crate::model::{KeyValue, Link, Resource, Scope};
 use crate::otlp::decode::{self, Body, DecodeError, Decoded, Header};
 use crate::otlp::normalize;
-
-/// Field numbers of the OTLP messages walked here (opentelemetry/proto/trace/v1/trace.proto and
-/// common.proto).
-mod field {
-    // ExportTraceServiceRequest
-    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
-    // ResourceSpans
-    pub const RESOURCE: u32 = 1;
-    pub const SCOPE_SPANS: u32 = 2;
-    // ScopeSpans
-    pub const SCOPE: u32 = 1;
-    pub const SPANS: u32 = 2;
-    // Span
-    pub const TRACE_ID: u32 = 1;
-    pub const SPAN_ID: u32 = 2;
-    pub const PARENT_SPAN_ID: u32 = 4;
-    pub const NAME: u32 = 5;
-    pub const KIND: u32 = 6;
-    pub const START_TIME: u32 = 7;
-    pub const END_TIME: u32 = 8;
-    pub const ATTRIBUTES: u32 = 9;
-    pub const EVENTS: u32 = 11;
-    pub const DROPPED_EVENTS_COUNT: u32 = 12;
-    pub const LINKS: u32 = 13;
-    pub const STATUS: u32 = 15;
-    // KeyValue
-    pub const KEY: u32 = 1;
-    pub const VALUE: u32 = 2;
-    // Span.Link
-    pub const LINK_TRACE_ID: u32 = 1;
-    pub const LINK_SPAN_ID: u32 = 2;
-}
-
-/// A field's value as it lies in the body.
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    /// Length-delimited: bytes, a string or a message.
-    Delimited(&'a [u8]),
-    /// A 32-bit value or a group: no field read here has either.
-    Other,
-}
-
-impl<'a> Value<'a> {
-    fn delimited(self) -> Result<&'a [u8], DecodeError> {
-        match self {
-            Value::Delimited(bytes) => Ok(bytes),
-            _ => Err(DecodeError::WireType),
-        }
-    }
-
-    fn varint(self) -> Result<u64, DecodeError> {
-        match self {
-            Value::Varint(value) => Ok(value),
-            _ => Err(DecodeError::WireType),
-        }
-    }
-
-    fn fixed64(self) -> Result<u64, DecodeError> {
-        match self {
-            Value::Fixed64(value) => Ok(value),
-            _ => Err(DecodeError::WireType),
-        }
-    }
-}
-
-/// The fields of one message, in the order they lie in it. A malformed field ends the walk with
-/// its error.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u32, Value<'a>), DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let field = self.read();
-        if field.is_err() {
-            self.0 = &[];
-        }
-        Some(field)
-    }
-}
-
-impl<'a> Fields<'a> {
-    fn read(&mut self) -> Result<(u32, Value<'a>), DecodeError> {
-        let (tag, wire_type) = decode_key(&mut self.0)?;
-        let value = match wire_type {
-            WireType::Varint => Value::Varint(decode_varint(&mut self.0)?),
-            WireType::SixtyFourBit => Value::Fixed64(u64::from_le_bytes(
-                self.take(8)?.try_into().expect("took 8 bytes"),
-            )),
-            WireType::LengthDelimited => {
-                let len = decode_varint(&mut self.0)?;
-                Value::Delimited(self.take(usize::try_from(len).unwrap_or(usize::MAX))?)
-            }
-            WireType::ThirtyTwoBit | WireType::StartGroup | WireType::EndGroup => {
-                skip_field(wire_type, tag, &mut self.0, DecodeContext::default())?;
-                Value::Other
-            }
-        };
-        Ok((tag, value))
-    }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
-        if len > self.0.len() {
-            return Err(DecodeError::Truncated);
-        }
-        let (taken, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(taken)
-    }
-}
-
-/// The length-delimited fields numbered `tag` of a message.
-fn each<'a>(
-    message: &'a [u8],
-    tag: u32,
-) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
-    Fields(message).filter_map(move |field| match field {
-        Ok((found, value)) if found == tag => Some(value.delimited()),
-        Ok(_) => None,
-        Err(err) => Some(Err(err)),
-    })
-}
-
-/// The message numbered `tag` of `message`, decoded by prost (its occurrences merged, as protobuf
-/// merges a message field given twice).
-fn merged<M: Message + Default>(message: &[u8], tag: u32) -> Result<Option<M>, DecodeError> {
-    let mut merged: Option<M> = None;
-    for bytes in each(message, tag) {
-        merged.get_or_insert_default().merge(bytes?)?;
-    }
-    Ok(merged)
-}
+use crate::otlp::wire::{Fields, each, field, merged};
 
 /// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key,
 /// besides those their semantics and category are derived from.
@@ -211,14 +74,14 @@ fn span(
     let (mut n_events, mut n_dropped_events) = (0u32, 0u32);
     let mut links = Vec::new();
     let mut status: Option<otlp_trace::Status> = None;
-    for field in Fields(raw) {
+    for field in Fields::of(raw) {
         let (tag, value) = field?;
         match tag {
             field::TRACE_ID => trace_id = value.delimited()?,
             field::SPAN_ID => span_id = value.delimited()?,
             field::PARENT_SPAN_ID => parent_span_id = value.delimited()?,
             field::NAME => {
-                name = std::str::from_utf8(value.delimited()?).map_err(|_| DecodeError::Utf8)?;
+                name = value.text()?;
             }
             // protobuf's int32 and uint32 keep the low bits of the varint.
             field::KIND => kind = value.varint()? as i32,
@@ -288,7 +151,7 @@ fn kept_attribute(
 /// A link of an encoded `Span.Link`, when both its ids are valid.
 fn link(raw: &[u8]) -> Result<Option<Link>, DecodeError> {
     let (mut trace_id, mut span_id): (&[u8], &[u8]) = (&[], &[]);
-    for field in Fields(raw) {
+    for field in Fields::of(raw) {
         match field? {
             (field::LINK_TRACE_ID, found) => trace_id = found.delimited()?,
             (field::LINK_SPAN_ID, found) => span_id = found.delimited()?,
@@ -299,4 +162,4 @@ fn link(raw: &[u8]) -> Result<Option<Link>, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

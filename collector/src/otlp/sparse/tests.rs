@@ -15,7 +15,7 @@ fn analysis_keys(key: &str) -> bool {
 
 /// Spans that exercise every part of the mirror: skipped and kept attributes (nested, long,
 /// valueless), events, links (one invalid), invalid spans, two resources.
-fn rich_request() -> ExportTraceServiceRequest {
+pub(crate) fn rich_request() -> ExportTraceServiceRequest {
     let query = OtlpSpan {
         span_id: vec![3; 8],
         parent_span_id: vec![2; 8],
