@@ -14,7 +14,7 @@
 use prost::Message;
 
 use crate::model::{Span, TraceId};
-use crate::otlp::{decode, encode, sparse};
+use crate::otlp::{check, decode, encode, sparse};
 
 /// zstd level 3: measured (BENCHMARKS.md) as the knee of ratio against cost on span blocks.
 const ZSTD_LEVEL: i32 = 3;
@@ -100,6 +100,13 @@ pub enum BlockError {
 pub fn decode_keeping(data: &[u8], keep: impl Fn(&str) -> bool) -> Result<Vec<Span>, BlockError> {
     let protobuf = decompress(data)?;
     Ok(sparse::spans_keeping(&protobuf, keep)?.spans)
+}
+
+/// The distinct traces of the spans a block holds, sorted, as packing it recorded them: for
+/// readers that need nothing else, such as a replay after a restart.
+pub fn trace_ids(data: &[u8]) -> Result<Vec<TraceId>, BlockError> {
+    let protobuf = decompress(data)?;
+    Ok(check::accept(&protobuf)?.trace_ids)
 }
 
 /// Decodes a block back into the spans it holds.

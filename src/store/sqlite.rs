@@ -447,13 +447,7 @@ impl SqliteStore {
             };
             after = *last;
             for (block_id, data) in blocks {
-                // Only the trace ids are needed: no attribute beyond the semantic ones is decoded.
-                let mut trace_ids: Vec<TraceId> = block::decode_keeping(&data, |_| false)?
-                    .iter()
-                    .map(|span| span.trace_id)
-                    .collect();
-                trace_ids.sort_unstable();
-                trace_ids.dedup();
+                let trace_ids = block::trace_ids(&data)?;
                 self.recent_traces().add(block_id, &trace_ids);
             }
         }

@@ -353,6 +353,11 @@ fn a_block_packed_from_the_received_bytes_reads_back_as_the_accepted_spans() {
         read_back, accepted.spans,
         "dropped and truncated again, the same way"
     );
+    assert_eq!(
+        crate::block::trace_ids(&block.data).expect("the block decodes"),
+        block.trace_ids,
+        "a replay finds the traces packing recorded"
+    );
 }
 
 #[test]
