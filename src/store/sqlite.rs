@@ -32,7 +32,7 @@ use crate::analysis::{Breakdown, FindingKind};
 mod alert;
 mod recent_traces;
 
-use recent_traces::{MERGE_ROWS, RecentTraces};
+use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces};
 
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
 /// under, and larger statements gain nothing measurable.
@@ -457,26 +457,35 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Writes every held trace index row to `trace_blocks`, sorted, in one transaction with the
-    /// newest block they cover.
+    /// Writes every held trace index row to `trace_blocks`, sorted, the last transaction with
+    /// the newest block they cover. Each transaction takes the next range of trace ids, so its
+    /// rows share pages as those of one large transaction would, while the writes of blocks
+    /// wait for one range at a time: in one transaction, a ten-minute soak's exports waited up
+    /// to half a second behind a merge (BENCHMARKS.md). Rows written before a crash are written
+    /// again after it; the table ignores them.
     async fn merge_recent_traces(&self) -> Result<(), StoreError> {
         const THROUGH: &str = "INSERT INTO meta (key, value) VALUES ('trace_index_through', $1) \
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
         let (rows, Some(through)) = self.recent_traces().sorted_rows() else {
             return Ok(());
         };
-        let mut tx = self.writer.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
-            );
-            insert.push_values(chunk, |mut row, (trace, id)| {
-                row.push_bind(trace.0.to_vec()).push_bind(*id);
-            });
-            insert.build().execute(&mut *tx).await?;
+        let ranges: Vec<_> = rows.chunks(MERGE_TRANSACTION_ROWS).collect();
+        for (n, range) in ranges.iter().enumerate() {
+            let mut tx = self.writer.begin().await?;
+            for chunk in range.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
+                );
+                insert.push_values(chunk, |mut row, (trace, id)| {
+                    row.push_bind(trace.0.to_vec()).push_bind(*id);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            if n + 1 == ranges.len() {
+                sqlx::query(THROUGH).bind(through).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         }
-        sqlx::query(THROUGH).bind(through).execute(&mut *tx).await?;
-        tx.commit().await?;
         self.recent_traces().release_through(through);
         Ok(())
     }

@@ -21,6 +21,9 @@ use collector::model::TraceId;
 /// traffic, about 4 MiB of memory.
 pub(super) const MERGE_ROWS: usize = 50_000;
 
+/// Rows written per transaction of a merge, a range of trace ids each.
+pub(super) const MERGE_TRANSACTION_ROWS: usize = 5_000;
+
 #[derive(Debug, Default)]
 pub(super) struct RecentTraces {
     /// The blocks of each trace, oldest first.
