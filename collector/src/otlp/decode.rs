@@ -128,8 +128,9 @@ pub struct Accepted {
     pub n_truncated_values: u64,
 }
 
-/// Applies [`spans`]' rule to every span of a request and sums up what it keeps. Ingest stores
-/// the request as it came, so building model spans (attributes, normalization) would be waste.
+/// Applies [`spans`]' rule to every span of a request and sums up what it keeps, for OTLP/JSON
+/// ingest: the block stores the request, so building model spans (attributes, normalization)
+/// would be waste. Protobuf bodies are summed up by [`super::check::accept`] without decoding.
 pub fn accept(request: &ExportTraceServiceRequest) -> Accepted {
     let mut acc = Accepted::default();
     for resource_spans in &request.resource_spans {
