@@ -11,7 +11,7 @@
 //! as a reference-counted slice in a vector grown one push at a time: a sixth more
 //! instructions for the benchmark's spans, a third more with unread attributes (BENCHMARKS.md).
 //! Resources, scopes and statuses are few or small and are decoded whole by prost. Which spans
-//! are kept is decided by [`decode::Header::check`], the rule every decoder of this crate applies.
+//! are kept is decided by `decode::Header::check`, the rule every decoder of this crate applies.
 //!
 //! Invariant: for a body [`decode::protobuf`] accepts, `spans_keeping(body, keep)` equals
 //! [`decode::spans`] of it with each span's attributes filtered by `keep` or
