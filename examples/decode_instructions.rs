@@ -2,17 +2,21 @@
 //! `valgrind --tool=callgrind`, whose instruction counts do not depend on the machine's load
 //! (BENCHMARKS.md). `unread` adds, to every span, ten attributes the analysis does not read and
 //! an event, as instrumentation libraries commonly send. `block` is `sparse` from the stored,
-//! compressed block, as the analysis reads it.
+//! compressed block, as the analysis reads it; `analyse` is `block` and the analysis of its 100
+//! traces, what one part of an analysis batch does per export.
 //!
 //! ```sh
 //! cargo build --release --example decode_instructions
 //! valgrind --tool=callgrind target/release/examples/decode_instructions sparse bench 20
 //! ```
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
-use bottleneck::analysis::reads_attribute;
+use bottleneck::analysis::{AnalysisConfig, reads_attribute};
 use bottleneck::cli::bench::payload_for_benchmarks;
+use bottleneck::pipeline::work::{self, Batch, FreshTrace};
 use collector::otlp::{check, decode, sparse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -38,8 +42,7 @@ const UNREAD: [&str; 10] = [
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage =
-        "usage: decode_instructions none|whole|accept|check|sparse|block|encode bench|unread N";
+    let usage = "usage: decode_instructions none|whole|accept|check|sparse|block|analyse|encode bench|unread N";
     let decoder = args.next().expect(usage);
     let payload = args.next().expect(usage);
     let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
@@ -74,6 +77,20 @@ fn main() {
     }
     let body = export.encode_to_vec();
     let block = collector::block::pack(&body, decode::accept(&decode::protobuf(&body).unwrap()), 0);
+    let config = AnalysisConfig::default();
+    let fresh_traces = || {
+        let mut ids = collector::block::trace_ids(&block.data).unwrap();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|trace_id| FreshTrace {
+                trace_id,
+                block_ids: vec![0],
+                last_block_id: 0,
+            })
+            .collect()
+    };
+    let blocks = HashMap::from([(0, Arc::new(block.data.clone()))]);
     for _ in 0..n {
         match decoder.as_str() {
             "whole" => drop(black_box(decode::spans(decode::protobuf(&body).unwrap()))),
@@ -85,6 +102,14 @@ fn main() {
             "block" => drop(black_box(
                 collector::block::decode_keeping(&block.data, reads_attribute).unwrap(),
             )),
+            "analyse" => drop(black_box(work::run(
+                Batch {
+                    fresh: fresh_traces(),
+                    blocks: blocks.clone(),
+                    at_hand: Vec::new(),
+                },
+                &config,
+            ))),
             "encode" => drop(black_box(export.encode_to_vec())),
             "none" => {}
             _ => panic!("{usage}"),

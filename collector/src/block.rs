@@ -97,7 +97,7 @@ pub enum BlockError {
 
 /// Decodes a block into the spans it holds, each with only the attributes `keep` accepts by key
 /// (see [`crate::otlp::sparse`]): for readers of a few attributes, such as the analysis.
-pub fn decode_keeping(data: &[u8], keep: impl Fn(&str) -> bool) -> Result<Vec<Span>, BlockError> {
+pub fn decode_keeping(data: &[u8], keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Span>, BlockError> {
     let protobuf = decompress(data)?;
     Ok(sparse::spans_keeping(&protobuf, keep)?.spans)
 }

@@ -22,6 +22,7 @@
 //! savings of one finding never promise more than the request's duration.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 
 use collector::category::Category;
 use collector::model::{AttrValue, Span, SpanKind};
@@ -55,12 +56,14 @@ const PARAMETER_PREFIX: &str = "db.query.parameter.";
 const PARAMETERS: &str = "db.statement.parameters";
 
 /// Whether the findings read the attribute `key` (the statement's parameters).
-pub fn is_read(key: &str) -> bool {
-    key.starts_with(PARAMETER_PREFIX) || key == PARAMETERS
+pub fn is_read(key: &[u8]) -> bool {
+    key.starts_with(PARAMETER_PREFIX.as_bytes()) || key == PARAMETERS.as_bytes()
 }
 
-/// The recorded parameters of a span, in key order; `None` when none were recorded.
-fn parameters(span: &Span) -> Option<String> {
+/// What tells an execution of a statement with placeholders from another: the statement, a NUL,
+/// then its recorded parameters as `name=value` in name order, separated by U+001F; `None` when
+/// none were recorded. Built in one string: this runs for every database span.
+fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
     let mut params: Vec<(&str, String)> = span
         .attributes
         .iter()
@@ -70,24 +73,27 @@ fn parameters(span: &Span) -> Option<String> {
                 .map(|name| (name, kv.value.to_string()))
         })
         .collect();
+    let mut identity = String::with_capacity(statement.len() + 32);
+    identity.push_str(statement);
+    identity.push('\u{0}');
     if params.is_empty() {
-        return span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == PARAMETERS)
-            .and_then(|kv| match &kv.value {
-                AttrValue::Empty => None,
-                value => Some(value.to_string()),
-            });
+        let all = span.attributes.iter().find(|kv| kv.key == PARAMETERS)?;
+        if matches!(all.value, AttrValue::Empty) {
+            return None;
+        }
+        write!(identity, "{}", all.value).expect("writing to a String cannot fail");
+        return Some(identity);
     }
-    params.sort();
-    Some(
-        params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("\u{1f}"),
-    )
+    params.sort_unstable();
+    for (n, (name, value)) in params.iter().enumerate() {
+        if n > 0 {
+            identity.push('\u{1f}');
+        }
+        identity.push_str(name);
+        identity.push('=');
+        identity.push_str(value);
+    }
+    Some(identity)
 }
 
 /// The findings of one request, largest saving first.
@@ -140,7 +146,7 @@ fn repeated_queries(
         let identity = if scanned.n_placeholders == 0 {
             Some(statement.clone())
         } else {
-            parameters(span).map(|params| format!("{statement}\u{0}{params}"))
+            identity_by_parameters(statement, span)
         };
         shapes
             .entry((span.category, scanned.normalized.clone()))

@@ -236,7 +236,7 @@ impl Default for AnalysisConfig {
 /// Whether the analysis reads the span attribute `key` itself, beyond the span's semantics and
 /// category (which every decoder derives, from the attributes `normalize::is_read` names):
 /// spans decoded with only those and these attributes analyse the same.
-pub fn reads_attribute(key: &str) -> bool {
+pub fn reads_attribute(key: &[u8]) -> bool {
     findings::is_read(key)
 }
 

@@ -22,7 +22,7 @@ use collector::model::{Span, TraceId};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
-use super::work::{self, Batch, Work};
+use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
 use crate::store::{
@@ -235,7 +235,7 @@ impl Analyzer {
 
     async fn try_process(
         &mut self,
-        mut batch: Batch,
+        batch: Batch,
         watermark: i64,
         floor: i64,
     ) -> Result<(), StoreError> {
@@ -259,24 +259,30 @@ impl Analyzer {
         if overlaps {
             self.finish_in_flight().await;
         }
-        let prior = self.store.analysed_traces(&ids).await?;
+        // Which traces were analysed before is asked while the batch is analysed as if none were:
+        // almost always none were, and asking first took a sixth of a batch's time
+        // (BENCHMARKS.md). Those that were are analysed again below, with their stored spans.
+        let (prior, analysed) = tokio::join!(
+            self.store.analysed_traces(&ids),
+            analyse_parts(batch, &self.config)
+        );
+        let (prior, mut analysed) = (prior?, analysed?);
         if !prior.is_empty() {
-            let fresh = std::mem::take(&mut batch.fresh);
-            for trace in fresh {
-                match prior.get(&trace.trace_id) {
-                    None => batch.fresh.push(trace),
-                    Some(&seen_through) => {
-                        let Some(stored) = self.store.trace_spans(trace.trace_id).await? else {
-                            continue;
-                        };
-                        batch
-                            .at_hand
-                            .extend(reanalysis(trace.trace_id, stored, seen_through));
-                    }
-                }
+            analysed.retain(|trace| !prior.contains_key(&trace.trace_id));
+            let mut at_hand = Vec::new();
+            for trace_id in ids.iter().filter(|id| prior.contains_key(id)) {
+                let Some(stored) = self.store.trace_spans(*trace_id).await? else {
+                    continue;
+                };
+                at_hand.extend(reanalysis(*trace_id, stored, prior[trace_id]));
             }
+            let batch = Batch {
+                at_hand,
+                ..Batch::default()
+            };
+            analysed.extend(analyse_parts(batch, &self.config).await?);
         }
-        let mut commit = self.analyse(batch, None, Vec::new()).await?;
+        let mut commit = self.commit_of(analysed, Vec::new()).await?;
         self.finish_in_flight().await;
         commit.watermark = Some(self.capped(watermark));
         let store = self.store.clone();
@@ -333,50 +339,31 @@ impl Analyzer {
             at_hand: work,
             ..Batch::default()
         };
-        let commit = self.analyse(batch, None, releases).await?;
+        let analysed = analyse_parts(batch, &self.config).await?;
+        let commit = self.commit_of(analysed, releases).await?;
         self.store.commit_analysis(&commit).await
     }
 
-    /// Analyses a batch and turns the results into a commit (not yet applied).
-    async fn analyse(
+    /// Turns a batch's analyses into a commit (not yet applied).
+    async fn commit_of(
         &mut self,
-        batch: Batch,
-        watermark: Option<i64>,
+        analysed: Vec<AnalysedTrace>,
         claims: Vec<ClaimRelease>,
     ) -> Result<AnalysisCommit, StoreError> {
         // The endpoint each previously analysed request was counted under, from its stored row:
         // another instance may have interned it, so this instance's map may not know it.
         let mut counted_under: HashMap<(TraceId, collector::model::SpanId), i64> = HashMap::new();
         let mut replace_traces = Vec::new();
-        for item in &batch.at_hand {
-            if item.old_spans.is_some() {
-                replace_traces.push(item.trace_id);
-                self.stats.reanalysed_traces.fetch_add(1, Relaxed);
-                for row in self.store.trace_requests(item.trace_id).await? {
-                    counted_under.insert((row.trace_id, row.span_id), row.endpoint_id);
-                }
+        for trace in analysed.iter().filter(|trace| trace.reanalysed) {
+            replace_traces.push(trace.trace_id);
+            self.stats.reanalysed_traces.fetch_add(1, Relaxed);
+            for row in self.store.trace_requests(trace.trace_id).await? {
+                counted_under.insert((row.trace_id, row.span_id), row.endpoint_id);
             }
         }
-        let config = Arc::clone(&self.config);
-        let n_traces = batch.len() as u64;
-        // The analysis is pure CPU work: keep it off the async workers, one part per core.
-        let parts: Vec<_> = work::split(batch)
-            .into_iter()
-            .map(|part| {
-                let config = Arc::clone(&config);
-                tokio::task::spawn_blocking(move || work::run(part, &config))
-            })
-            .collect();
-        let mut analysed = work::Analysed::default();
-        for part in parts {
-            let part = part
-                .await
-                .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
-            analysed.traces.extend(part.traces);
-            analysed.anomalies += part.anomalies;
-        }
-        self.stats.traces.fetch_add(n_traces, Relaxed);
-        self.stats.anomalies.fetch_add(analysed.anomalies, Relaxed);
+        let anomalies = analysed.iter().map(|trace| trace.anomalies).sum();
+        self.stats.traces.fetch_add(analysed.len() as u64, Relaxed);
+        self.stats.anomalies.fetch_add(anomalies, Relaxed);
 
         let mut changes: HashMap<RollupKey, RollupChange> = HashMap::new();
         let mut requests = Vec::new();
@@ -384,12 +371,13 @@ impl Analyzer {
         // of its rendered text, which the requests of one resource share (the map holds the text,
         // so no address is freed and reused while it is in use as a key).
         let mut resource_ids: HashMap<usize, (Arc<str>, i64)> = HashMap::new();
-        for analysed_trace in analysed.traces {
-            let work::AnalysedTrace {
+        for analysed_trace in analysed {
+            let AnalysedTrace {
                 new,
                 resources,
                 old,
                 last_block_id,
+                ..
             } = analysed_trace;
             for request in &old {
                 let endpoint_id = counted_under
@@ -441,7 +429,7 @@ impl Analyzer {
             replace_traces,
             requests,
             rollups: changes.into_values().collect(),
-            watermark,
+            watermark: None,
             claims,
         })
     }
@@ -525,6 +513,29 @@ impl Analyzer {
         self.resource_ids.insert(canonical.to_owned(), id);
         Ok(id)
     }
+}
+
+/// Decodes and analyses a batch on blocking threads, one part per core: pure CPU work, kept off
+/// the async workers.
+async fn analyse_parts(
+    batch: Batch,
+    config: &Arc<AnalysisConfig>,
+) -> Result<Vec<AnalysedTrace>, StoreError> {
+    let parts: Vec<_> = work::split(batch)
+        .into_iter()
+        .map(|part| {
+            let config = Arc::clone(config);
+            tokio::task::spawn_blocking(move || work::run(part, &config))
+        })
+        .collect();
+    let mut analysed = Vec::new();
+    for part in parts {
+        let part = part
+            .await
+            .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
+        analysed.extend(part);
+    }
+    Ok(analysed)
 }
 
 /// The watermark below every block of a batch's fresh traces.

@@ -75,21 +75,18 @@ impl Batch {
 /// The analysis of one trace.
 #[derive(Debug)]
 pub struct AnalysedTrace {
+    /// The trace.
+    pub trace_id: TraceId,
     /// Its requests as analysed now.
     pub new: Vec<RequestAnalysis>,
     /// The canonical resource of each request in `new` (empty when unknown).
     pub resources: Vec<Arc<str>>,
+    /// Whether the trace was analysed before: its stored requests are replaced.
+    pub reanalysed: bool,
     /// Its requests as analysed before, to take back (re-analysis only).
     pub old: Vec<RequestAnalysis>,
     /// The newest block its spans came in.
     pub last_block_id: i64,
-}
-
-/// What a batch gave: every trace's analysis, and the anomalies worked around.
-#[derive(Debug, Default)]
-pub struct Analysed {
-    /// One per trace.
-    pub traces: Vec<AnalysedTrace>,
     /// Odd input worked around (orphans, skew, cycles, duplicate ids).
     pub anomalies: u64,
 }
@@ -128,8 +125,8 @@ pub fn split(batch: Batch) -> Vec<Batch> {
         .collect()
 }
 
-/// Decodes and analyses one batch (or part of one) on this thread.
-pub fn run(batch: Batch, config: &AnalysisConfig) -> Analysed {
+/// Decodes and analyses one batch (or part of one) on this thread: one analysis per trace.
+pub fn run(batch: Batch, config: &AnalysisConfig) -> Vec<AnalysedTrace> {
     analyse_part(batch.fresh, &batch.blocks, batch.at_hand, config)
 }
 
@@ -169,18 +166,14 @@ fn analyse_part(
     blocks: &HashMap<i64, Arc<Vec<u8>>>,
     mut work: Vec<Work>,
     config: &AnalysisConfig,
-) -> Analysed {
+) -> Vec<AnalysedTrace> {
     work.extend(decode_fresh(fresh, blocks));
-    let mut analysed = Analysed {
-        traces: Vec::with_capacity(work.len()),
-        anomalies: 0,
-    };
+    let mut analysed = Vec::with_capacity(work.len());
     // Spans of one export share their resource, and a batch sees few resources: render each one
     // once per part, not once per request.
     let mut rendered: HashMap<*const Resource, Arc<str>> = HashMap::new();
     for item in work {
         let (new, anomalies) = analyze_trace(&item.spans, config);
-        analysed.anomalies += anomalies.len() as u64;
         let resources = new
             .iter()
             .map(|request| match request_span(&item.spans, request) {
@@ -192,15 +185,19 @@ fn analyse_part(
                 None => Arc::from(""),
             })
             .collect();
+        let reanalysed = item.old_spans.is_some();
         let old = item
             .old_spans
             .map(|old| analyze_trace(&old, config).0)
             .unwrap_or_default();
-        analysed.traces.push(AnalysedTrace {
+        analysed.push(AnalysedTrace {
+            trace_id: item.trace_id,
             new,
             resources,
+            reanalysed,
             old,
             last_block_id: item.last_block_id,
+            anomalies: anomalies.len() as u64,
         });
     }
     analysed
@@ -341,7 +338,7 @@ mod tests {
         );
         let traces: Vec<AnalysedTrace> = parts
             .into_iter()
-            .flat_map(|part| run(part, &AnalysisConfig::default()).traces)
+            .flat_map(|part| run(part, &AnalysisConfig::default()))
             .collect();
         assert_eq!(traces.len(), n_traces);
         let mut ids: Vec<TraceId> = traces.iter().map(|trace| trace.new[0].trace_id).collect();
@@ -410,9 +407,10 @@ auth: POST /login/42 0..400 server http.request.method=POST url.path=/login/42 h
             },
             &AnalysisConfig::default(),
         );
-        assert_eq!(analysed.traces.len(), 1);
-        assert_eq!(analysed.traces[0].last_block_id, 2);
-        assert_eq!(analysed.traces[0].new[0].n_db_calls, 1);
-        assert_eq!(analysed.traces[0].resources.len(), 1);
+        assert_eq!(analysed.len(), 1);
+        assert_eq!(analysed[0].trace_id, trace_id);
+        assert_eq!(analysed[0].last_block_id, 2);
+        assert_eq!(analysed[0].new[0].n_db_calls, 1);
+        assert_eq!(analysed[0].resources.len(), 1);
     }
 }

@@ -4,79 +4,119 @@
 //!
 //! Invariant: pure, total and cheap; it reads attributes and never changes them.
 
-use crate::model::{AttrValue, KeyValue, Semantics, attr};
+use crate::model::{AttrValue, KeyValue, Semantics};
 
-/// Attribute names, current first: the first one present wins.
-const DB_SYSTEM: &[&str] = &["db.system.name", "db.system"];
-const DB_STATEMENT: &[&str] = &["db.query.text", "db.statement"];
-const DB_OPERATION: &[&str] = &["db.operation.name", "db.operation"];
-const HTTP_METHOD: &[&str] = &["http.request.method", "http.method"];
-const HTTP_ROUTE: &[&str] = &["http.route"];
-const URL_PATH: &[&str] = &["url.path", "http.target"];
-const URL_FULL: &[&str] = &["url.full", "http.url"];
-const SERVER_ADDRESS: &[&str] = &["server.address", "net.peer.name", "net.host.name"];
-const HTTP_STATUS: &[&str] = &["http.response.status_code", "http.status_code"];
-const RPC_SYSTEM: &[&str] = &["rpc.system"];
-const MESSAGING_SYSTEM: &[&str] = &["messaging.system"];
-const CPU_TIME: &[&str] = &["cpu.time_ns"];
+/// The fields of [`Semantics`] that attributes give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    DbSystem,
+    DbStatement,
+    DbOperation,
+    HttpMethod,
+    HttpRoute,
+    UrlPath,
+    UrlFull,
+    ServerAddress,
+    HttpStatus,
+    RpcSystem,
+    MessagingSystem,
+    CpuTime,
+}
 
-/// Every name above.
-const ALL: &[&[&str]] = &[
-    DB_SYSTEM,
-    DB_STATEMENT,
-    DB_OPERATION,
-    HTTP_METHOD,
-    HTTP_ROUTE,
-    URL_PATH,
-    URL_FULL,
-    SERVER_ADDRESS,
-    HTTP_STATUS,
-    RPC_SYSTEM,
-    MESSAGING_SYSTEM,
-    CPU_TIME,
-];
+const N_FIELDS: usize = Field::CpuTime as usize + 1;
+
+/// The field an attribute name feeds, and the name's rank among the field's names: current
+/// names rank 0, and the lowest rank present wins.
+fn field_of(key: &[u8]) -> Option<(Field, u8)> {
+    Some(match key {
+        b"db.system.name" => (Field::DbSystem, 0),
+        b"db.system" => (Field::DbSystem, 1),
+        b"db.query.text" => (Field::DbStatement, 0),
+        b"db.statement" => (Field::DbStatement, 1),
+        b"db.operation.name" => (Field::DbOperation, 0),
+        b"db.operation" => (Field::DbOperation, 1),
+        b"http.request.method" => (Field::HttpMethod, 0),
+        b"http.method" => (Field::HttpMethod, 1),
+        b"http.route" => (Field::HttpRoute, 0),
+        b"url.path" => (Field::UrlPath, 0),
+        b"http.target" => (Field::UrlPath, 1),
+        b"url.full" => (Field::UrlFull, 0),
+        b"http.url" => (Field::UrlFull, 1),
+        b"server.address" => (Field::ServerAddress, 0),
+        b"net.peer.name" => (Field::ServerAddress, 1),
+        b"net.host.name" => (Field::ServerAddress, 2),
+        b"http.response.status_code" => (Field::HttpStatus, 0),
+        b"http.status_code" => (Field::HttpStatus, 1),
+        b"rpc.system" => (Field::RpcSystem, 0),
+        b"messaging.system" => (Field::MessagingSystem, 0),
+        b"cpu.time_ns" => (Field::CpuTime, 0),
+        _ => return None,
+    })
+}
 
 /// Whether the fields this crate derives from a span's attributes ([`semantics`] and the
 /// category) read the attribute `key`: a span decoded with only these attributes derives the
-/// same ones.
-pub fn is_read(key: &str) -> bool {
-    key == crate::category::EXPLICIT_CATEGORY || ALL.iter().any(|names| names.contains(&key))
+/// same ones. Bytes, so that a decoder can ask before it checks a key's UTF-8.
+pub fn is_read(key: &[u8]) -> bool {
+    key == crate::category::EXPLICIT_CATEGORY.as_bytes() || field_of(key).is_some()
 }
 
-fn first<'a>(attributes: &'a [KeyValue], names: &[&str]) -> Option<&'a AttrValue> {
-    names.iter().find_map(|name| attr(attributes, name))
-}
+/// The value of a field's best-ranked name, the first of them where given twice.
+struct Found<'a>([Option<(u8, &'a AttrValue)>; N_FIELDS]);
 
-fn text(attributes: &[KeyValue], names: &[&str]) -> Option<String> {
-    match first(attributes, names)? {
-        AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
-        AttrValue::Str(_) | AttrValue::Empty => None,
-        other => Some(other.to_string()),
+impl<'a> Found<'a> {
+    fn of(attributes: &'a [KeyValue]) -> Self {
+        let mut found = Found([None; N_FIELDS]);
+        for kv in attributes {
+            if let Some((field, rank)) = field_of(kv.key.as_bytes()) {
+                let slot = &mut found.0[field as usize];
+                if slot.is_none_or(|(best, _)| rank < best) {
+                    *slot = Some((rank, &kv.value));
+                }
+            }
+        }
+        found
+    }
+
+    fn value(&self, field: Field) -> Option<&'a AttrValue> {
+        self.0[field as usize].map(|(_, value)| value)
+    }
+
+    fn text(&self, field: Field) -> Option<String> {
+        match self.value(field)? {
+            AttrValue::Str(s) if !s.is_empty() => Some(s.clone()),
+            AttrValue::Str(_) | AttrValue::Empty => None,
+            other => Some(other.to_string()),
+        }
     }
 }
 
-/// Reads the semantic-convention fields of one span's attributes.
+/// Reads the semantic-convention fields of one span's attributes, in one pass over them.
 pub fn semantics(attributes: &[KeyValue]) -> Semantics {
+    let found = Found::of(attributes);
     Semantics {
-        db_system: text(attributes, DB_SYSTEM),
-        db_statement: text(attributes, DB_STATEMENT),
-        db_operation: text(attributes, DB_OPERATION),
-        http_method: text(attributes, HTTP_METHOD).map(|m| m.to_ascii_uppercase()),
-        http_route: text(attributes, HTTP_ROUTE),
+        db_system: found.text(Field::DbSystem),
+        db_statement: found.text(Field::DbStatement),
+        db_operation: found.text(Field::DbOperation),
+        http_method: found
+            .text(Field::HttpMethod)
+            .map(|m| m.to_ascii_uppercase()),
+        http_route: found.text(Field::HttpRoute),
         // http.target carries the query string too; the path alone is what identifies a route.
-        url_path: text(attributes, URL_PATH).map(|target| {
+        url_path: found.text(Field::UrlPath).map(|target| {
             target
                 .split(['?', '#'])
                 .next()
                 .unwrap_or_default()
                 .to_owned()
         }),
-        url_full: text(attributes, URL_FULL),
-        server_address: text(attributes, SERVER_ADDRESS),
-        http_status_code: first(attributes, HTTP_STATUS).and_then(AttrValue::as_i64),
-        rpc_system: text(attributes, RPC_SYSTEM),
-        messaging_system: text(attributes, MESSAGING_SYSTEM),
-        cpu_time_ns: first(attributes, CPU_TIME)
+        url_full: found.text(Field::UrlFull),
+        server_address: found.text(Field::ServerAddress),
+        http_status_code: found.value(Field::HttpStatus).and_then(AttrValue::as_i64),
+        rpc_system: found.text(Field::RpcSystem),
+        messaging_system: found.text(Field::MessagingSystem),
+        cpu_time_ns: found
+            .value(Field::CpuTime)
             .and_then(AttrValue::as_i64)
             .and_then(|ns| u64::try_from(ns).ok()),
     }
@@ -125,6 +165,20 @@ mod tests {
     fn current_name_wins_over_old_one() {
         let sem = semantics(&[kv("db.statement", s("old")), kv("db.query.text", s("new"))]);
         assert_eq!(sem.db_statement.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_name_given_twice_gives_its_first_value_and_a_better_ranked_name_wins_wherever_it_stands() {
+        let sem = semantics(&[
+            kv("net.host.name", s("host")),
+            kv("db.system", s("first")),
+            kv("db.system", s("second")),
+            kv("net.peer.name", s("peer")),
+        ]);
+        assert_eq!(sem.db_system.as_deref(), Some("first"));
+        assert_eq!(sem.server_address.as_deref(), Some("peer"));
+        assert!(is_read(b"net.host.name") && is_read(b"bottleneck.category"));
+        assert!(!is_read(b"net.host") && !is_read(b"db.system.name.x"));
     }
 
     #[test]

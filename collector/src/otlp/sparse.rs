@@ -27,15 +27,18 @@ use opentelemetry_proto::tonic::resource::v1 as otlp_resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 use prost::Message;
 
-use crate::model::{KeyValue, Link, Resource, Scope};
+use crate::model::{AttrValue, KeyValue, Link, Resource, Scope};
 use crate::otlp::decode::{self, Body, DecodeError, Decoded, Header};
 use crate::otlp::normalize;
-use crate::otlp::wire::{Fields, each, field, merged};
+use crate::otlp::wire::{Fields, Value, each, field, merged};
 
 /// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key,
 /// besides those their semantics and category are derived from.
-pub fn spans_keeping(body: &[u8], keep: impl Fn(&str) -> bool) -> Result<Decoded, DecodeError> {
+pub fn spans_keeping(body: &[u8], keep: impl Fn(&[u8]) -> bool) -> Result<Decoded, DecodeError> {
     let mut acc = Decoded::default();
+    // Each span's kept attributes are gathered here, then copied into a vector of their number:
+    // one allocation a span rather than a vector grown one attribute at a time.
+    let mut kept = Vec::new();
     for resource_spans in each(body, field::REQUEST_RESOURCE_SPANS) {
         let resource_spans = resource_spans?;
         let resource = merged::<otlp_resource::Resource>(resource_spans, field::RESOURCE)?;
@@ -45,7 +48,14 @@ pub fn spans_keeping(body: &[u8], keep: impl Fn(&str) -> bool) -> Result<Decoded
             let scope = merged::<otlp_common::InstrumentationScope>(scope_spans, field::SCOPE)?;
             let scope = Arc::new(decode::scope(scope));
             for raw in each(scope_spans, field::SPANS) {
-                match span(raw?, &resource, &scope, &keep, &mut acc.n_truncated_values)? {
+                let span = span(
+                    raw?,
+                    (&resource, &scope),
+                    &keep,
+                    &mut kept,
+                    &mut acc.n_truncated_values,
+                )?;
+                match span {
                     Ok(span) => acc.spans.push(span),
                     Err(reason) => {
                         acc.n_rejected += 1;
@@ -61,16 +71,16 @@ pub fn spans_keeping(body: &[u8], keep: impl Fn(&str) -> bool) -> Result<Decoded
 /// One span: an error when the body is malformed, else the span or why it is dropped.
 fn span(
     raw: &[u8],
-    resource: &Arc<Resource>,
-    scope: &Arc<Scope>,
-    keep: &impl Fn(&str) -> bool,
+    (resource, scope): (&Arc<Resource>, &Arc<Scope>),
+    keep: &impl Fn(&[u8]) -> bool,
+    kept: &mut Vec<KeyValue>,
     truncated: &mut u64,
 ) -> Result<Result<crate::model::Span, String>, DecodeError> {
     let (mut trace_id, mut span_id, mut parent_span_id): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
     let (mut start_unix_ns, mut end_unix_ns) = (0, 0);
     let mut name = "";
     let mut kind = 0;
-    let mut attributes = Vec::new();
+    kept.clear();
     let (mut n_events, mut n_dropped_events) = (0u32, 0u32);
     let mut links = Vec::new();
     let mut status: Option<otlp_trace::Status> = None;
@@ -88,7 +98,7 @@ fn span(
             field::START_TIME => start_unix_ns = value.fixed64()?,
             field::END_TIME => end_unix_ns = value.fixed64()?,
             field::ATTRIBUTES => {
-                attributes.extend(kept_attribute(value.delimited()?, keep, truncated)?);
+                kept.extend(kept_attribute(value.delimited()?, keep, truncated)?);
             }
             field::EVENTS => {
                 value.delimited()?;
@@ -110,6 +120,8 @@ fn span(
         Ok(header) => header,
         Err(reason) => return Ok(Err(reason)),
     };
+    let mut attributes = Vec::with_capacity(kept.len());
+    attributes.append(kept);
     Ok(Ok(header.into_span(
         Body {
             name: decode::cut(name.to_owned(), truncated),
@@ -124,28 +136,72 @@ fn span(
     )))
 }
 
-/// The attribute of an encoded `KeyValue`, decoded when its key is kept. A key that is not UTF-8
-/// cannot come from a body [`decode::protobuf`] accepted; it reads as not kept.
+/// The attribute of an encoded `KeyValue`, decoded when its key is kept. Keys are compared as
+/// bytes, so the UTF-8 of a skipped key is never checked; a kept key that is not UTF-8 cannot
+/// come from a body [`decode::protobuf`] accepted, and reads as not kept.
 fn kept_attribute(
     raw: &[u8],
-    keep: &impl Fn(&str) -> bool,
+    keep: &impl Fn(&[u8]) -> bool,
     truncated: &mut u64,
 ) -> Result<Option<KeyValue>, DecodeError> {
     let mut key: &[u8] = &[];
-    for bytes in each(raw, field::KEY) {
-        key = bytes?;
+    let (mut value, mut n_values) = (None, 0u32);
+    for field in Fields::of(raw) {
+        match field? {
+            (field::KEY, found) => key = found.delimited()?,
+            (field::VALUE, found) => {
+                value = Some(found);
+                n_values += 1;
+            }
+            _ => {}
+        }
     }
-    let Some(key) = std::str::from_utf8(key)
-        .ok()
-        .filter(|key| keep(key) || normalize::is_read(key))
-    else {
+    if !(keep(key) || normalize::is_read(key)) {
+        return Ok(None);
+    }
+    let Ok(key) = std::str::from_utf8(key) else {
         return Ok(None);
     };
-    let value = merged::<otlp_common::AnyValue>(raw, field::VALUE)?.unwrap_or_default();
+    let simple = match (n_values, value) {
+        (1, Some(value)) => simple_value(value.delimited()?, truncated),
+        _ => None,
+    };
+    let value = match simple {
+        Some(value) => value,
+        None => {
+            let merged = merged::<otlp_common::AnyValue>(raw, field::VALUE)?.unwrap_or_default();
+            decode::any_value(Some(merged), truncated)
+        }
+    };
     Ok(Some(KeyValue {
         key: decode::cut(key.to_owned(), truncated),
-        value: decode::any_value(Some(value), truncated),
+        value,
     }))
+}
+
+/// An encoded `AnyValue` of at most one field holding a string, bool, integer or double: the
+/// value prost's decoding gives, read in place. `None` for anything else (arrays, maps, bytes,
+/// fields given twice, bad UTF-8 or wire types), which prost decodes, or rejects, itself.
+fn simple_value(raw: &[u8], truncated: &mut u64) -> Option<AttrValue> {
+    let mut fields = Fields::of(raw);
+    let first = fields.next();
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(match first {
+        None => AttrValue::Empty,
+        Some(Ok((field::STRING_VALUE, Value::Delimited(bytes)))) => AttrValue::Str(decode::cut(
+            std::str::from_utf8(bytes).ok()?.to_owned(),
+            truncated,
+        )),
+        Some(Ok((field::BOOL_VALUE, Value::Varint(value)))) => AttrValue::Bool(value != 0),
+        // protobuf's int64 is the varint's bits.
+        Some(Ok((field::INT_VALUE, Value::Varint(value)))) => AttrValue::Int(value as i64),
+        Some(Ok((field::DOUBLE_VALUE, Value::Fixed64(bits)))) => {
+            AttrValue::Double(f64::from_bits(bits))
+        }
+        _ => return None,
+    })
 }
 
 /// A link of an encoded `Span.Link`, when both its ids are valid.

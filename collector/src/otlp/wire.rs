@@ -85,9 +85,9 @@ impl<'a> Fields<'a> {
     }
 
     fn read(&mut self) -> Result<(u32, Value<'a>), DecodeError> {
-        let (tag, wire_type) = decode_key(&mut self.rest)?;
+        let (tag, wire_type) = self.key()?;
         let value = match wire_type {
-            WireType::Varint => Value::Varint(decode_varint(&mut self.rest)?),
+            WireType::Varint => Value::Varint(self.varint()?),
             WireType::SixtyFourBit => Value::Fixed64(u64::from_le_bytes(
                 self.take(8)?.try_into().expect("took 8 bytes"),
             )),
@@ -95,7 +95,7 @@ impl<'a> Fields<'a> {
                 self.take(4)?.try_into().expect("took 4 bytes"),
             )),
             WireType::LengthDelimited => {
-                let len = decode_varint(&mut self.rest)?;
+                let len = self.varint()?;
                 Value::Delimited(self.take(usize::try_from(len).unwrap_or(usize::MAX))?)
             }
             WireType::StartGroup => {
@@ -105,6 +105,38 @@ impl<'a> Fields<'a> {
             WireType::EndGroup => return Err(DecodeError::Group),
         };
         Ok((tag, value))
+    }
+
+    /// A field's key. Almost every key is one byte (fields 1 to 15): read in place, as prost's
+    /// `decode_key` reads it; any other goes through `decode_key`, errors included.
+    #[inline]
+    fn key(&mut self) -> Result<(u32, WireType), DecodeError> {
+        if let [key @ 0x08..=0x7f, rest @ ..] = self.rest {
+            let wire_type = match key & 0x07 {
+                0 => Some(WireType::Varint),
+                1 => Some(WireType::SixtyFourBit),
+                2 => Some(WireType::LengthDelimited),
+                3 => Some(WireType::StartGroup),
+                4 => Some(WireType::EndGroup),
+                5 => Some(WireType::ThirtyTwoBit),
+                _ => None,
+            };
+            if let Some(wire_type) = wire_type {
+                self.rest = rest;
+                return Ok((u32::from(key >> 3), wire_type));
+            }
+        }
+        Ok(decode_key(&mut self.rest)?)
+    }
+
+    /// A varint: one byte read in place, a longer one by prost's `decode_varint`.
+    #[inline]
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let [byte @ 0..=0x7f, rest @ ..] = self.rest {
+            self.rest = rest;
+            return Ok(u64::from(*byte));
+        }
+        Ok(decode_varint(&mut self.rest)?)
     }
 
     /// Skips a group's fields up to its end, as prost's `skip_field` does: each level spends

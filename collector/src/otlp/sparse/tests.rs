@@ -9,8 +9,8 @@ use crate::otlp::decode::tests::{kv, login_span, request, string};
 use crate::otlp::decode::{MAX_ATTR_VALUE_BYTES, protobuf};
 use crate::otlp::normalize;
 
-fn analysis_keys(key: &str) -> bool {
-    key.starts_with("db.") || key.starts_with("http.")
+fn analysis_keys(key: &[u8]) -> bool {
+    key.starts_with(b"db.") || key.starts_with(b"http.")
 }
 
 /// Spans that exercise every part of the mirror: skipped and kept attributes (nested, long,
@@ -98,8 +98,9 @@ fn spans_are_those_of_the_full_decoder_with_the_kept_attributes_only() {
         .spans
         .into_iter()
         .map(|mut span| {
-            span.attributes
-                .retain(|kv| analysis_keys(&kv.key) || normalize::is_read(&kv.key));
+            span.attributes.retain(|kv| {
+                analysis_keys(kv.key.as_bytes()) || normalize::is_read(kv.key.as_bytes())
+            });
             span
         })
         .collect();
@@ -150,11 +151,100 @@ fn semantics_and_category_do_not_depend_on_what_is_kept() {
             sparse
                 .attributes
                 .iter()
-                .all(|kv| normalize::is_read(&kv.key))
+                .all(|kv| normalize::is_read(kv.key.as_bytes()))
         );
     }
     assert_eq!(
         nothing.spans[1].semantics.db_system.as_deref(),
         Some("postgresql")
     );
+}
+
+/// A length-delimited field, encoded by hand: for messages prost's types cannot build (a field
+/// given twice, a oneof with two members, an unknown field).
+fn len_field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn any(value: Value) -> Vec<u8> {
+    AnyValue { value: Some(value) }.encode_to_vec()
+}
+
+#[test]
+fn values_read_in_place_are_those_prost_decodes() {
+    let key = |name: &str| len_field(field::KEY, name.as_bytes());
+    let attribute = |parts: &[Vec<u8>]| len_field(field::ATTRIBUTES, &parts.concat());
+    let mut two_members = any(string("first"));
+    two_members.extend(&any(Value::IntValue(5)));
+    let mut unknown_first = vec![9 << 3, 1];
+    unknown_first.extend(&any(string("after an unknown field")));
+    let attributes = [
+        attribute(&[
+            key("db.bool"),
+            len_field(field::VALUE, &any(Value::BoolValue(true))),
+        ]),
+        attribute(&[
+            key("db.double"),
+            len_field(field::VALUE, &any(Value::DoubleValue(2.5))),
+        ]),
+        attribute(&[
+            key("db.negative"),
+            len_field(field::VALUE, &any(Value::IntValue(-3))),
+        ]),
+        attribute(&[
+            key("db.bytes"),
+            len_field(field::VALUE, &any(Value::BytesValue(vec![1, 2]))),
+        ]),
+        attribute(&[key("db.empty"), len_field(field::VALUE, &[])]),
+        attribute(&[key("db.two_members"), len_field(field::VALUE, &two_members)]),
+        attribute(&[
+            key("db.given_twice"),
+            len_field(field::VALUE, &any(string("first"))),
+            len_field(field::VALUE, &any(Value::IntValue(7))),
+        ]),
+        attribute(&[
+            key("db.unknown_field"),
+            len_field(field::VALUE, &unknown_first),
+        ]),
+        attribute(&[
+            key("skipped"),
+            key("db.last_key_wins"),
+            len_field(field::VALUE, &any(string("kept"))),
+        ]),
+    ];
+    let mut span = login_span().encode_to_vec();
+    span.extend(attributes.concat());
+    let body = len_field(
+        field::REQUEST_RESOURCE_SPANS,
+        &len_field(field::SCOPE_SPANS, &len_field(field::SPANS, &span)),
+    );
+    let full = decode::spans(protobuf(&body).expect("prost decodes it"));
+    let sparse = spans_keeping(&body, analysis_keys).expect("decodes");
+    let values: Vec<(&str, String)> = sparse.spans[0]
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), format!("{:?}", kv.value)))
+        .collect();
+    assert_eq!(
+        values[2..],
+        [
+            ("db.bool", "Bool(true)".to_owned()),
+            ("db.double", "Double(2.5)".to_owned()),
+            ("db.negative", "Int(-3)".to_owned()),
+            ("db.bytes", "Bytes([1, 2])".to_owned()),
+            ("db.empty", "Empty".to_owned()),
+            ("db.two_members", "Int(5)".to_owned()),
+            ("db.given_twice", "Int(7)".to_owned()),
+            (
+                "db.unknown_field",
+                "Str(\"after an unknown field\")".to_owned()
+            ),
+            ("db.last_key_wins", "Str(\"kept\")".to_owned()),
+        ]
+    );
+    assert_eq!(sparse.spans, full.spans, "every attribute here is kept");
 }
