@@ -3,7 +3,8 @@
 //! (BENCHMARKS.md). `unread` adds, to every span, ten attributes the analysis does not read and
 //! an event, as instrumentation libraries commonly send. `block` is `sparse` from the stored,
 //! compressed block, as the analysis reads it; `analyse` is `block` and the analysis of its 100
-//! traces, what one part of an analysis batch does per export.
+//! traces, what one part of an analysis batch does per export; `pack` is `check` and the
+//! compression of the export into a block, what a receiver does.
 //!
 //! ```sh
 //! cargo build --release --example decode_instructions
@@ -42,7 +43,7 @@ const UNREAD: [&str; 10] = [
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: decode_instructions none|whole|accept|check|sparse|block|analyse|encode bench|unread N";
+    let usage = "usage: decode_instructions none|whole|accept|check|sparse|block|analyse|pack|encode bench|unread N";
     let decoder = args.next().expect(usage);
     let payload = args.next().expect(usage);
     let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
@@ -109,6 +110,11 @@ fn main() {
                     at_hand: Vec::new(),
                 },
                 &config,
+            ))),
+            "pack" => drop(black_box(collector::block::pack(
+                &body,
+                check::accept(&body).unwrap(),
+                0,
             ))),
             "encode" => drop(black_box(export.encode_to_vec())),
             "none" => {}

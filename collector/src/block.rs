@@ -11,6 +11,8 @@
 //! (decoding is a pure function of the bytes, so spans dropped at ingest are dropped again);
 //! `decode(encode(spans)) == spans`.
 
+use std::cell::RefCell;
+
 use prost::Message;
 
 use crate::model::{Span, TraceId};
@@ -45,14 +47,39 @@ pub fn pack(protobuf: &[u8], accepted: decode::Accepted, received_unix_ns: u64) 
     }
 }
 
-/// zstd of `protobuf`, holding no more memory than its length. The compressor allocates for the
-/// worst case (about the input's size, eight times what span blocks compress to), and blocks are
-/// held for the grace period: unshrunk, 32 MiB of held blocks took 250 MiB of memory.
+/// The largest output buffer a thread keeps between exports: room for a 4 MiB export, far more
+/// than exporters' batches; a larger one is let go after its export.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
+
+thread_local! {
+    /// Each thread's zstd context and output buffer, reused: a context made for every export
+    /// allocated and cleared about a megabyte of tables each time (BENCHMARKS.md).
+    static COMPRESSOR: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd of `protobuf`, holding no more memory than its length. The compressor writes into room
+/// for the worst case (about the input's size, eight times what span blocks compress to), and
+/// blocks are held for the grace period, so the result is copied out at its own size: held
+/// at the worst case's size, 32 MiB of held blocks took 250 MiB of memory.
 fn compress(protobuf: &[u8]) -> Vec<u8> {
-    let mut data =
-        zstd::bulk::compress(protobuf, ZSTD_LEVEL).expect("zstd compresses any in-memory buffer");
-    data.shrink_to_fit();
-    data
+    COMPRESSOR.with_borrow_mut(|reused| {
+        let (compressor, buffer) = reused.get_or_insert_with(|| {
+            let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .expect("zstd makes a context at a valid level");
+            (compressor, Vec::new())
+        });
+        buffer.clear();
+        buffer.reserve(zstd::zstd_safe::compress_bound(protobuf.len()));
+        compressor
+            .compress_to_buffer(protobuf, buffer)
+            .expect("zstd compresses any in-memory buffer into its bound");
+        let data = buffer.as_slice().to_vec();
+        if buffer.capacity() > MAX_KEPT_BUFFER {
+            *buffer = Vec::new();
+        }
+        data
+    })
 }
 
 /// Encodes spans made here (the demo, tests), consuming them.

@@ -361,6 +361,45 @@ fn a_block_packed_from_the_received_bytes_reads_back_as_the_accepted_spans() {
 }
 
 #[test]
+fn blocks_packed_one_after_another_on_one_thread_each_hold_their_own_export() {
+    // The thread's compressor and buffer are reused: a large export between two small ones
+    // (past the buffer the thread keeps) must not leak into either.
+    let small = |name: &str| {
+        request(vec![OtlpSpan {
+            name: name.into(),
+            ..login_span()
+        }])
+        .encode_to_vec()
+    };
+    let large = request(
+        (0..3_000u16)
+            .map(|n| OtlpSpan {
+                span_id: [n.to_be_bytes().as_slice(), &[1; 6]].concat(),
+                attributes: vec![kv("db.statement", string(&"q".repeat(2_000)))],
+                ..login_span()
+            })
+            .collect(),
+    )
+    .encode_to_vec();
+    assert!(
+        large.len() > 4 << 20,
+        "larger than the buffer a thread keeps"
+    );
+    for body in [small("first"), large, small("second")] {
+        let block = crate::block::pack(&body, accept(&protobuf(&body).unwrap()), 0);
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&block.data).unwrap(),
+            Some(body.len() as u64),
+            "the frame states its size, which decompression allocates at once"
+        );
+        assert_eq!(
+            crate::block::decode(&block.data).unwrap(),
+            spans(protobuf(&body).unwrap()).spans
+        );
+    }
+}
+
+#[test]
 fn a_damaged_block_is_an_error() {
     let block = crate::block::encode(spans(request(vec![login_span()])).spans, 0);
     let cut = &block.data[..block.data.len() / 2];
