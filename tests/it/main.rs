@@ -9,6 +9,7 @@ mod support;
 mod alerts;
 mod analysis;
 mod assets;
+mod bench;
 mod browser;
 mod compare;
 mod crash;

@@ -171,11 +171,11 @@ const N_PAYLOADS: usize = 256;
 /// What every run sends, built once before the first.
 struct Traffic {
     spans_per_export: usize,
-    /// The exports as messages, for gRPC (and the raw limit).
+    /// The exports as messages, for the raw limit.
     requests: Vec<ExportTraceServiceRequest>,
     /// When they were built: each send moves their times forward by the time since.
     built_unix_ns: u64,
-    /// The exports encoded for HTTP, compressed with `--gzip`.
+    /// The exports encoded as sent, over HTTP compressed with `--gzip` (gRPC compresses its own).
     bodies: Vec<Body>,
     /// Average size of a body, uncompressed.
     plain_bytes: u64,

@@ -337,22 +337,6 @@ pub(super) fn gzipped(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
     encoder.finish().expect("writing to memory cannot fail")
 }
 
-/// `request` as export number `sequence`, `shift_ns` after it was built: the message form of
-/// [`Body::stamped`], for gRPC.
-pub(super) fn stamp_request(
-    request: &ExportTraceServiceRequest,
-    sequence: u64,
-    shift_ns: u64,
-) -> ExportTraceServiceRequest {
-    let mut request = request.clone();
-    for span in &mut request.resource_spans[0].scope_spans[0].spans {
-        span.trace_id[8..16].copy_from_slice(&Encoding::Protobuf.stamp(sequence));
-        span.start_time_unix_nano += shift_ns;
-        span.end_time_unix_nano += shift_ns;
-    }
-    request
-}
-
 /// The benchmark payload, for the micro-benchmarks: `n_spans` spans of 10-span web requests.
 pub fn payload_for_benchmarks(n_spans: usize) -> ExportTraceServiceRequest {
     let now = std::time::SystemTime::now()
@@ -413,7 +397,6 @@ mod tests {
         assert_eq!(body.time_offsets.len(), 2 * spans(&request).len());
         let sent = ExportTraceServiceRequest::decode(&body.stamped(5, HOUR_NS)[..]).unwrap();
         assert_stamped(&request, &sent);
-        assert_stamped(&request, &stamp_request(&request, 5, HOUR_NS));
     }
 
     #[test]
