@@ -6,8 +6,9 @@
 //! them (a string allocated and checked for each key and value, events too) was the larger part
 //! of its cost (BENCHMARKS.md). Here the body is walked field by field with prost's wire-format
 //! functions, borrowing every length-delimited field from the body: an attribute is looked at
-//! only by its key, and decoded (by prost's own `AnyValue`) only when the key is kept; events
-//! are only counted. Mirroring the messages with prost's derive instead took each skipped field
+//! only by its key's bytes, and decoded only when the key is kept (a value of one string, bool,
+//! integer or double field read in place, any other by prost's own `AnyValue`); events are only
+//! counted. Mirroring the messages with prost's derive instead took each skipped field
 //! as a reference-counted slice in a vector grown one push at a time: a sixth more
 //! instructions for the benchmark's spans, a third more with unread attributes (BENCHMARKS.md).
 //! Resources, scopes and statuses are few or small and are decoded whole by prost. Which spans
