@@ -125,21 +125,19 @@ pub enum BlockError {
 /// Decodes a block into the spans it holds, each with only the attributes `keep` accepts by key
 /// (see [`crate::otlp::sparse`]): for readers of a few attributes, such as the analysis.
 pub fn decode_keeping(data: &[u8], keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Span>, BlockError> {
-    let protobuf = decompress(data)?;
-    Ok(sparse::spans_keeping(&protobuf, keep)?.spans)
+    Ok(with_protobuf(data, |protobuf| sparse::spans_keeping(protobuf, keep))??.spans)
 }
 
 /// The distinct traces of the spans a block holds, sorted, as packing it recorded them: for
 /// readers that need nothing else, such as a replay after a restart.
 pub fn trace_ids(data: &[u8]) -> Result<Vec<TraceId>, BlockError> {
-    let protobuf = decompress(data)?;
-    Ok(check::accept(&protobuf)?.trace_ids)
+    Ok(with_protobuf(data, check::accept)??.trace_ids)
 }
 
 /// Decodes a block back into the spans it holds.
 pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
-    let protobuf = decompress(data)?;
-    Ok(decode::spans(decode::protobuf(&protobuf)?).spans)
+    let request = with_protobuf(data, decode::protobuf)??;
+    Ok(decode::spans(request).spans)
 }
 
 /// Largest decompressed size taken from a frame's header in one allocation: 64 MiB, near the
@@ -147,13 +145,39 @@ pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
 /// it decodes.
 const MAX_SIZED_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The protobuf of a block, decompressed in one buffer of the size its frame header states
-/// (`compress` writes it). Stream decoding grows its buffer step by step, copying it each time:
-/// 2% of the server's time at full rate (BENCHMARKS.md). A frame without a size, or claiming
-/// more than `MAX_SIZED_BYTES`, is stream-decoded.
-fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(size)) if size <= MAX_SIZED_BYTES => zstd::bulk::decompress(data, size as usize),
-        _ => zstd::stream::decode_all(data),
-    }
+thread_local! {
+    /// Each thread's zstd decompression context and protobuf buffer, reused: the analysis reads
+    /// a few hundred blocks a second, and a context and a buffer made for each one were a third
+    /// of a megabyte allocated, touched and freed per block (BENCHMARKS.md).
+    static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `read` over the protobuf of a block, decompressed into this thread's buffer in one go
+/// at the size its frame header states (`compress` writes it). Stream decoding grows its buffer
+/// step by step, copying it each time: 2% of the server's time at full rate (BENCHMARKS.md). A
+/// frame without a size, or claiming more than `MAX_SIZED_BYTES`, is stream-decoded.
+///
+/// `read` must not read another block: the buffer is this call's until it returns.
+fn with_protobuf<T>(data: &[u8], read: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    DECOMPRESSOR.with_borrow_mut(|reused| {
+        let (decompressor, buffer) = reused.get_or_insert_with(|| {
+            let decompressor =
+                zstd::bulk::Decompressor::new().expect("zstd makes a decompression context");
+            (decompressor, Vec::new())
+        });
+        buffer.clear();
+        let decompressed = match zstd::zstd_safe::get_frame_content_size(data) {
+            Ok(Some(size)) if size <= MAX_SIZED_BYTES => {
+                buffer.reserve(size as usize);
+                decompressor.decompress_to_buffer(data, buffer).map(drop)
+            }
+            _ => zstd::stream::copy_decode(data, &mut *buffer),
+        };
+        let result = decompressed.map(|()| read(buffer));
+        if buffer.capacity() > MAX_KEPT_BUFFER {
+            *buffer = Vec::new();
+        }
+        result
+    })
 }

@@ -14,7 +14,7 @@
 //! instance holding its claim (or the single SQLite instance), and no lock is held across an
 //! await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -133,6 +133,9 @@ pub struct Analyzer {
     stats: Arc<AnalysisStats>,
     /// The last commit, still running while the next batch is analysed.
     in_flight: Option<InFlight>,
+    /// Commits of batches analysed while `in_flight` ran, merged into one that starts when it
+    /// is done (SQLite).
+    queued: Option<Queued>,
     /// The highest watermark a commit may still carry: below the blocks of a batch whose
     /// analysis failed, so that the next start replays them (SQLite; `None` when none failed).
     watermark_cap: Option<i64>,
@@ -140,10 +143,35 @@ pub struct Analyzer {
 
 /// A commit running in the background, and the traces it writes.
 struct InFlight {
-    traces: std::collections::HashSet<TraceId>,
-    /// Below the oldest block of its batch.
+    traces: HashSet<TraceId>,
+    /// Below the oldest block of its batches.
     floor: i64,
     commit: JoinHandle<Result<(), StoreError>>,
+}
+
+/// Batches merged into one commit while the previous commit runs: the SQLite writer is shared
+/// with ingest, and a batch's commit waited for it about a third of the time the batch took to
+/// analyse; merged, the analysis goes on meanwhile and the writer begins, reads and writes each
+/// touched rollup row and commits once for several batches (BENCHMARKS.md).
+struct Queued {
+    traces: HashSet<TraceId>,
+    /// Below the oldest block of its batches.
+    floor: i64,
+    commit: AnalysisCommit,
+    batches: usize,
+}
+
+/// Batches merged into one commit at most: past this the analysis waits for the writer, so that
+/// analysed results waiting to be written stay bounded.
+const MAX_BATCHES_PER_COMMIT: usize = 4;
+
+impl Queued {
+    fn absorb(&mut self, traces: Vec<TraceId>, floor: i64, commit: AnalysisCommit) {
+        self.traces.extend(traces);
+        self.floor = self.floor.min(floor);
+        self.commit.absorb(commit);
+        self.batches += 1;
+    }
 }
 
 impl Analyzer {
@@ -179,13 +207,16 @@ impl Analyzer {
             resource_ids,
             stats,
             in_flight: None,
+            queued: None,
             watermark_cap: None,
         })
     }
 
     /// Analyses a batch of due traces and commits the results with `watermark`. The commit runs
-    /// while the next batch is analysed; an empty batch waits for it. Errors are logged and
-    /// counted: the blocks stay behind the watermark and are analysed again on the next start.
+    /// while the next batch is analysed, or, while the previous one still runs, is merged with
+    /// the next batches' into one; an empty batch writes everything analysed. Errors are logged
+    /// and counted: the blocks stay behind the watermark and are analysed again on the next
+    /// start.
     pub async fn process(&mut self, batch: Batch, watermark: i64) {
         let floor = batch_floor(&batch);
         if let Err(err) = self.try_process(batch, watermark, floor).await {
@@ -203,6 +234,34 @@ impl Analyzer {
     fn capped(&self, watermark: i64) -> i64 {
         self.watermark_cap
             .map_or(watermark, |cap| watermark.min(cap))
+    }
+
+    /// Writes everything analysed: waits for the commit running in the background, then starts
+    /// the queued one and waits for it too.
+    async fn flush(&mut self) {
+        self.finish_in_flight().await;
+        if let Some(queued) = self.queued.take() {
+            self.start_commit(queued);
+            self.finish_in_flight().await;
+        }
+    }
+
+    /// Starts writing `queued` in the background; the previous commit must be finished, so that
+    /// a failure of it has capped the watermark this one carries.
+    fn start_commit(&mut self, queued: Queued) {
+        let Queued {
+            traces,
+            floor,
+            mut commit,
+            ..
+        } = queued;
+        commit.watermark = commit.watermark.map(|watermark| self.capped(watermark));
+        let store = self.store.clone();
+        self.in_flight = Some(InFlight {
+            traces,
+            floor,
+            commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
+        });
     }
 
     /// Waits for the commit running in the background, if any.
@@ -240,7 +299,7 @@ impl Analyzer {
         floor: i64,
     ) -> Result<(), StoreError> {
         if batch.is_empty() {
-            self.finish_in_flight().await;
+            self.flush().await;
             self.store
                 .commit_analysis(&AnalysisCommit {
                     watermark: Some(self.capped(watermark)),
@@ -250,14 +309,15 @@ impl Analyzer {
             return Ok(());
         }
         let ids: Vec<TraceId> = batch.fresh.iter().map(|trace| trace.trace_id).collect();
-        // Whether a trace was analysed before is read from the store: the commit still running
-        // must be in it when it wrote one of these traces (spans that arrived late).
-        let overlaps = self
-            .in_flight
-            .as_ref()
-            .is_some_and(|in_flight| ids.iter().any(|id| in_flight.traces.contains(id)));
+        // Whether a trace was analysed before is read from the store: the commits still running
+        // or queued must be in it when they write one of these traces (spans that arrived late).
+        let in_flight = self.in_flight.iter().map(|in_flight| &in_flight.traces);
+        let queued = self.queued.iter().map(|queued| &queued.traces);
+        let overlaps = in_flight
+            .chain(queued)
+            .any(|traces| ids.iter().any(|id| traces.contains(id)));
         if overlaps {
-            self.finish_in_flight().await;
+            self.flush().await;
         }
         // Which traces were analysed before is asked while the batch is analysed as if none were:
         // almost always none were, and asking first took a sixth of a batch's time
@@ -283,14 +343,27 @@ impl Analyzer {
             analysed.extend(analyse_parts(batch, &self.config).await?);
         }
         let mut commit = self.commit_of(analysed, Vec::new()).await?;
+        commit.watermark = Some(watermark);
+        let queued = match self.queued.take() {
+            Some(mut queued) => {
+                queued.absorb(ids, floor, commit);
+                queued
+            }
+            None => Queued {
+                traces: ids.into_iter().collect(),
+                floor,
+                commit,
+                batches: 1,
+            },
+        };
+        let writing =
+            (self.in_flight.as_ref()).is_some_and(|in_flight| !in_flight.commit.is_finished());
+        if writing && queued.batches < MAX_BATCHES_PER_COMMIT {
+            self.queued = Some(queued);
+            return Ok(());
+        }
         self.finish_in_flight().await;
-        commit.watermark = Some(self.capped(watermark));
-        let store = self.store.clone();
-        self.in_flight = Some(InFlight {
-            traces: ids.into_iter().collect(),
-            floor,
-            commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
-        });
+        self.start_commit(queued);
         Ok(())
     }
 
@@ -579,4 +652,94 @@ fn reanalysis(trace_id: TraceId, stored: Vec<(i64, Span)>, seen_through: i64) ->
         old_spans: Some(old),
         last_block_id: newest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::fixture;
+    use crate::config::DatabaseUrl;
+    use crate::pipeline::work::FreshTrace;
+    use crate::store::block;
+
+    /// Stores a block of `spans` and the batch that analyses the traces in it.
+    async fn stored_batch(store: &Store, spans: Vec<Span>) -> (Batch, i64) {
+        let encoded = block::encode(spans, 0);
+        let trace_ids = encoded.trace_ids.clone();
+        let data = Arc::new(encoded.data.clone());
+        let block_id = store.insert_blocks(&[encoded]).await.unwrap()[0];
+        let fresh = trace_ids
+            .into_iter()
+            .map(|trace_id| FreshTrace {
+                trace_id,
+                block_ids: vec![block_id],
+                last_block_id: block_id,
+            })
+            .collect();
+        let batch = Batch {
+            fresh,
+            blocks: HashMap::from([(block_id, data)]),
+            at_hand: Vec::new(),
+        };
+        (batch, block_id)
+    }
+
+    fn trace_id(n: u32) -> TraceId {
+        TraceId(u128::from(n).to_be_bytes())
+    }
+
+    fn trace(n: u32, fixture_text: &str) -> Vec<Span> {
+        let mut spans = fixture::parse(fixture_text);
+        for span in &mut spans {
+            span.trace_id = trace_id(n);
+        }
+        spans
+    }
+
+    // Batches analysed back to back are committed merged whenever the previous commit is still
+    // running; however the timing falls, every request is written once, counted once in the
+    // rollups, and a trace that comes back with late spans replaces its first analysis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_analysed_back_to_back_count_every_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&DatabaseUrl::Sqlite(dir.path().join("analyze.db")))
+            .await
+            .unwrap();
+        let stats = Arc::new(AnalysisStats::default());
+        let mut analyzer = Analyzer::load(store.clone(), AnalysisConfig::default(), 100, stats)
+            .await
+            .unwrap();
+        let request = "auth: GET /users 0..10 server http.route=/users version=1.0\n  \
+                       SELECT users 1..3 client db.system=postgresql";
+        let mut watermark = 0;
+        for n in 1..=40 {
+            let spans = (0..25).flat_map(|i| trace(n * 25 + i, request)).collect();
+            let (batch, block_id) = stored_batch(&store, spans).await;
+            analyzer.process(batch, block_id).await;
+            watermark = block_id;
+        }
+        // Late spans of a trace of the last batch, whose commit may still be queued.
+        let late = "auth: SELECT late 5..8 client db.system=postgresql version=1.0 id=5 parent=1";
+        let (batch, block_id) = stored_batch(&store, trace(40 * 25, late)).await;
+        analyzer.process(batch, block_id).await;
+        analyzer.process(Batch::default(), block_id).await;
+        watermark = watermark.max(block_id);
+
+        assert_eq!(store.analysis_watermark().await.unwrap(), watermark);
+        assert_eq!(store.stats().await.unwrap().n_requests, 1_000);
+        let rows = store.trace_requests(trace_id(40 * 25)).await.unwrap();
+        assert_eq!(rows.len(), 1, "the late spans' trace has one request row");
+        assert_eq!(rows[0].n_db_calls, 2, "from its second analysis");
+        let endpoint_id = rows[0].endpoint_id;
+        let key = RollupKey {
+            endpoint_id,
+            version: rows[0].version.clone(),
+            minute: Granularity::Hour.row_start(minute_of(rows[0].start_unix_ns)),
+            granularity: Granularity::Hour,
+        };
+        let rollup = store.rollup(&key).await.unwrap();
+        let rollup = rollup.unwrap_or_else(|| panic!("no rollup row {key:?}"));
+        assert_eq!(rollup.requests, 1_000);
+        assert_eq!(rollup.sketch.count(), 1_000);
+    }
 }

@@ -33,20 +33,22 @@ const TICK: Duration = Duration::from_millis(250);
 /// Blocks read per replay query after a restart.
 const REPLAY_BATCH: i64 = 64;
 
-/// Traces analysed and committed at once (about 20,000 spans decoded at once), so one batch's
+/// Traces analysed and committed at once (about 10,000 spans decoded at once), so one batch's
 /// memory and commit stay small; a batch goes past it only to finish the blocks it has taken.
 /// When more are due, the next batch follows at once.
-/// 5,000 analysed no faster and held 70 MiB more at full rate (BENCHMARKS.md).
-const MAX_TRACES_PER_BATCH: usize = 2_000;
+/// 5,000 analysed no faster and held 70 MiB more at full rate; 2,000 analysed 3% more than this
+/// and held 20-25 MiB more (BENCHMARKS.md).
+const MAX_TRACES_PER_BATCH: usize = 1_000;
 
 /// Compressed block bytes held waiting for analysis, per second of the grace period (at least
 /// one second's worth). Past the bound the assembler stops taking committed blocks, the writer
 /// waits, the ingest queue fills and exporters are told to retry: memory stays bounded when
-/// analysis falls behind ingest, and so does the delay before a request is visible. At 40 bytes
-/// a span this holds a grace period of 210,000 spans/s, which caps the analysed rate there; what
-/// it holds beyond the grace period is backlog, and 32 MiB at the default 2 s held up to 3 s of
-/// it at saturation: visible in 5-6 s and 50 MiB more RSS (BENCHMARKS.md).
-const HELD_BYTES_PER_GRACE_SECOND: usize = 8 * 1024 * 1024;
+/// analysis falls behind ingest, and so does the delay before a request is visible. At 36 bytes
+/// a span this holds a grace period of 350,000 spans/s, which caps the analysed rate there; what
+/// it holds beyond the grace period is backlog. At the default 2 s, 32 MiB held up to 3 s of it
+/// at saturation (visible in 5-6 s and 50 MiB more RSS), and 16 MiB capped the rate at 230,000
+/// spans/s on a machine that analysed 270,000 with 24 (BENCHMARKS.md).
+const HELD_BYTES_PER_GRACE_SECOND: usize = 12 * 1024 * 1024;
 
 /// The most block bytes held for a grace period.
 fn max_held_bytes(grace_period: Duration) -> usize {
@@ -305,11 +307,11 @@ mod tests {
     #[test]
     fn the_held_bound_follows_the_grace_period_and_never_closes() {
         let mib = 1024 * 1024;
-        assert_eq!(max_held_bytes(Duration::from_secs(2)), 16 * mib);
-        assert_eq!(max_held_bytes(Duration::from_secs(10)), 80 * mib);
+        assert_eq!(max_held_bytes(Duration::from_secs(2)), 24 * mib);
+        assert_eq!(max_held_bytes(Duration::from_secs(10)), 120 * mib);
         assert_eq!(
             max_held_bytes(Duration::ZERO),
-            8 * mib,
+            12 * mib,
             "without a grace period blocks still flow"
         );
     }

@@ -316,6 +316,32 @@ pub struct AnalysisCommit {
     pub claims: Vec<ClaimRelease>,
 }
 
+impl AnalysisCommit {
+    /// Adds the writes of `later`, a commit of other traces, as if the two were committed one
+    /// after the other: changes to one rollup row are summed into one.
+    pub fn absorb(&mut self, later: AnalysisCommit) {
+        self.replace_traces.extend(later.replace_traces);
+        self.requests.extend(later.requests);
+        let mut row_of: HashMap<RollupKey, usize> = (self.rollups.iter().enumerate())
+            .map(|(index, change)| (change.key.clone(), index))
+            .collect();
+        for change in later.rollups {
+            match row_of.get(&change.key) {
+                Some(&index) => {
+                    self.rollups[index].added.merge(&change.added);
+                    self.rollups[index].removed.merge(&change.removed);
+                }
+                None => {
+                    row_of.insert(change.key.clone(), self.rollups.len());
+                    self.rollups.push(change);
+                }
+            }
+        }
+        self.watermark = self.watermark.max(later.watermark);
+        self.claims.extend(later.claims);
+    }
+}
+
 /// A task only one of the instances sharing a database runs at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LeaderRole {
@@ -927,5 +953,50 @@ mod tests {
         let mut expected = attributes.clone();
         expected.sort();
         assert_eq!(back, expected);
+    }
+
+    fn change(minute: i64, durations_ns: &[u64], removed_ns: &[u64]) -> RollupChange {
+        let rollup_of = |durations_ns: &[u64]| {
+            let mut rollup = Rollup::new();
+            for duration_ns in durations_ns {
+                rollup.add_headline(*duration_ns, false, &Breakdown::default(), 1);
+            }
+            rollup
+        };
+        RollupChange {
+            key: RollupKey {
+                endpoint_id: 1,
+                version: "1.0".to_owned(),
+                minute,
+                granularity: Granularity::Minute,
+            },
+            added: rollup_of(durations_ns),
+            removed: rollup_of(removed_ns),
+        }
+    }
+
+    #[test]
+    fn an_absorbed_commit_sums_changes_to_one_row_and_keeps_the_later_watermark() {
+        let mut first = AnalysisCommit {
+            replace_traces: vec![TraceId([1; 16])],
+            rollups: vec![change(10, &[5, 7], &[3])],
+            watermark: Some(4),
+            ..Default::default()
+        };
+        let later = AnalysisCommit {
+            replace_traces: vec![TraceId([2; 16])],
+            rollups: vec![change(11, &[1], &[]), change(10, &[9], &[2, 4])],
+            watermark: Some(9),
+            ..Default::default()
+        };
+        first.absorb(later);
+        assert_eq!(first.replace_traces, [TraceId([1; 16]), TraceId([2; 16])]);
+        assert_eq!(first.watermark, Some(9));
+        assert_eq!(first.rollups.len(), 2, "one change per row");
+        let minute_10 = &first.rollups[0];
+        assert_eq!(minute_10.key.minute, 10);
+        assert_eq!(minute_10.added, change(10, &[5, 7, 9], &[]).added);
+        assert_eq!(minute_10.removed, change(10, &[], &[3, 2, 4]).removed);
+        assert_eq!(first.rollups[1].added.requests, 1);
     }
 }
