@@ -150,9 +150,9 @@ struct InFlight {
 }
 
 /// Batches merged into one commit while the previous commit runs: the SQLite writer is shared
-/// with ingest, and a batch's commit waited for it about a third of the time the batch took to
-/// analyse; merged, the analysis goes on meanwhile and the writer begins, reads and writes each
-/// touched rollup row and commits once for several batches (BENCHMARKS.md).
+/// with ingest, and at full rate the analysis spent a third of its time waiting for the previous
+/// batch's commit; merged, the analysis goes on meanwhile and the writer begins, reads and writes
+/// each touched rollup row and commits once for several batches (BENCHMARKS.md).
 struct Queued {
     traces: HashSet<TraceId>,
     /// Below the oldest block of its batches.
