@@ -32,7 +32,7 @@ use crate::analysis::{Breakdown, FindingKind};
 mod alert;
 mod recent_traces;
 
-use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces};
+use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
 
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
 /// under, and larger statements gain nothing measurable.
@@ -50,7 +50,7 @@ pub(super) struct SqliteStore {
     writer: SqlitePool,
     path: PathBuf,
     _checkpointer: Arc<Checkpointer>,
-    /// Trace index rows not yet in `trace_blocks`.
+    /// Trace index rows not yet in `trace_index`.
     recent_traces: Arc<Mutex<RecentTraces>>,
     /// Set while a task writes the held trace index rows to the table.
     merging: Arc<AtomicBool>,
@@ -169,6 +169,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "recent trace index",
         include_str!("migrations/sqlite/0009_recent_trace_index.sql"),
     ),
+    (
+        10,
+        "integer trace index",
+        include_str!("migrations/sqlite/0010_integer_trace_index.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -219,17 +224,21 @@ const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_un
      db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
 
 /// Pushes the join from traces to their request rows: `FROM t CROSS JOIN requests r`, with `t`
-/// the (trace, block) rows of `trace_ids`, those of `trace_blocks` and those `recent` holds. A
+/// the (trace, block) rows of `trace_ids`, those of `trace_index` and those `recent` holds. A
 /// request row is indexed by the newest block its analysis saw (a block of its trace), not by
 /// trace id; each row matches one row of `t`, as UNION leaves a (trace, block) pair once (it can
-/// be in both for the moment between a merge's commit and its release).
+/// be in both for the moment between a merge's commit and its release). The index is keyed by
+/// [`trace_key`], which two traces may share: the request rows' full trace id tells them apart.
 fn push_trace_requests_join(
     query: &mut QueryBuilder<Sqlite>,
     trace_ids: &[TraceId],
     recent: &[(TraceId, i64)],
 ) {
-    query.push("FROM (SELECT trace_id, block_id FROM trace_blocks WHERE trace_id IN (");
-    push_trace_ids(query, trace_ids);
+    query.push("FROM (SELECT wanted.column1 AS trace_id, i.block_id FROM (");
+    query.push_values(trace_ids, |mut row, trace| {
+        row.push_bind(trace.0.to_vec()).push_bind(trace_key(trace));
+    });
+    query.push(") wanted CROSS JOIN trace_index i ON i.trace_key = wanted.column2");
     if !recent.is_empty() {
         query.push(" UNION SELECT column1, column2 FROM (");
         query.push_values(recent, |mut row, (trace, block_id)| {
@@ -271,15 +280,6 @@ fn push_integers(query: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Ite
     let mut separated = query.separated(", ");
     for value in values {
         separated.push_bind(value);
-    }
-    query.push(")");
-}
-
-/// Pushes `ids` as the bound values of an `IN (` list, and closes it.
-fn push_trace_ids(query: &mut QueryBuilder<Sqlite>, ids: &[TraceId]) {
-    let mut separated = query.separated(", ");
-    for trace in ids {
-        separated.push_bind(trace.0.to_vec());
     }
     query.push(")");
 }
@@ -433,7 +433,7 @@ impl SqliteStore {
     }
 
     /// Holds again the trace index rows of the blocks stored after the last rows written to
-    /// `trace_blocks`, read from the blocks themselves.
+    /// `trace_index`, read from the blocks themselves.
     async fn recover_recent_traces(&self) -> Result<(), StoreError> {
         const THROUGH: &str = "SELECT value FROM meta WHERE key = 'trace_index_through'";
         let mut after: i64 = sqlx::query_scalar(THROUGH)
@@ -457,8 +457,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Writes every held trace index row to `trace_blocks`, sorted, the last transaction with
-    /// the newest block they cover. Each transaction takes the next range of trace ids, so its
+    /// Writes every held trace index row to `trace_index`, sorted, the last transaction with
+    /// the newest block they cover. Each transaction takes the next range of trace keys, so its
     /// rows share pages as those of one large transaction would, while the writes of blocks
     /// wait for one range at a time: in one transaction, a ten-minute soak's exports waited up
     /// to half a second behind a merge (BENCHMARKS.md). Rows written before a crash are written
@@ -474,10 +474,10 @@ impl SqliteStore {
             let mut tx = self.writer.begin().await?;
             for chunk in range.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO trace_blocks (trace_id, block_id) ",
+                    "INSERT OR IGNORE INTO trace_index (trace_key, block_id) ",
                 );
-                insert.push_values(chunk, |mut row, (trace, id)| {
-                    row.push_bind(trace.0.to_vec()).push_bind(*id);
+                insert.push_values(chunk, |mut row, (key, id)| {
+                    row.push_bind(*key).push_bind(*id);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
@@ -571,9 +571,9 @@ impl SqliteStore {
         let recent = self.recent_traces().blocks_of(&trace).to_vec();
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT id, data FROM span_blocks WHERE id IN \
-             (SELECT block_id FROM trace_blocks WHERE trace_id = ",
+             (SELECT block_id FROM trace_index WHERE trace_key = ",
         );
-        select.push_bind(trace.0.to_vec());
+        select.push_bind(trace_key(&trace));
         if !recent.is_empty() {
             select.push(" UNION SELECT column1 FROM (");
             select.push_values(&recent, |mut row, block_id| {
@@ -583,11 +583,10 @@ impl SqliteStore {
         }
         select.push(") ORDER BY id");
         let rows: Vec<(i64, Vec<u8>)> = select.build_query_as().fetch_all(&self.pool).await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
         let mut spans = Vec::new();
         for (id, data) in rows {
+            // A block found through a key the trace shares with another may hold none of its
+            // spans.
             spans.extend(
                 block::decode(&data)?
                     .into_iter()
@@ -595,7 +594,7 @@ impl SqliteStore {
                     .map(|span| (id, span)),
             );
         }
-        Ok(Some(spans))
+        Ok((!spans.is_empty()).then_some(spans))
     }
 
     pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
@@ -1358,7 +1357,7 @@ impl SqliteStore {
         // so the batch sees every committed block.
         const DELETE_BLOCKS: &str = "DELETE FROM span_blocks WHERE id IN \
              (SELECT id FROM span_blocks WHERE received_unix_ns < $1 ORDER BY id LIMIT $2) RETURNING id";
-        const DELETE_INDEX: &str = "DELETE FROM trace_blocks WHERE block_id >= $1 AND block_id <= $2 \
+        const DELETE_INDEX: &str = "DELETE FROM trace_index WHERE block_id >= $1 AND block_id <= $2 \
              AND block_id NOT IN (SELECT id FROM span_blocks WHERE id >= $1 AND id <= $2)";
         let mut report = RetentionReport::default();
         let before = ns(spans_before_unix_ns);
@@ -1612,9 +1611,9 @@ mod tests {
         // A pair in the table and still held, as between a merge's commit and its release, is
         // one pair to every reader.
         let (rows, _) = store.recent_traces().sorted_rows();
-        for (trace, block_id) in rows {
-            sqlx::query("INSERT INTO trace_blocks (trace_id, block_id) VALUES ($1, $2)")
-                .bind(trace.0.to_vec())
+        for (key, block_id) in rows {
+            sqlx::query("INSERT INTO trace_index (trace_key, block_id) VALUES ($1, $2)")
+                .bind(key)
                 .bind(block_id)
                 .execute(&store.writer)
                 .await
@@ -1646,6 +1645,95 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn traces_sharing_a_key_are_told_apart_by_their_full_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("shared-key.db"))
+            .await
+            .unwrap();
+        let spans = fixture::parse(TRACE);
+        let trace_id = spans[0].trace_id;
+        // Both halves flipped by the same mask: the XOR of the halves, the key, is the same.
+        let mut other = trace_id.0;
+        other.iter_mut().for_each(|byte| *byte ^= 0x5a);
+        let other = TraceId(other);
+        assert_eq!(trace_key(&other), trace_key(&trace_id));
+        let blocks = store
+            .insert_blocks(&[block::encode(spans.clone(), 1)])
+            .await
+            .unwrap();
+        store
+            .commit_analysis(&AnalysisCommit {
+                requests: vec![request_row(trace_id, blocks[0])],
+                ..AnalysisCommit::default()
+            })
+            .await
+            .unwrap();
+        for merged in [false, true] {
+            if merged {
+                store.merge_recent_traces().await.unwrap();
+            }
+            assert_eq!(lookups(&store, other).await, (vec![], None, 0), "{merged}");
+            assert_eq!(
+                lookups(&store, trace_id).await,
+                (vec![blocks[0]; spans.len()], Some(blocks[0]), 1),
+                "{merged}"
+            );
+        }
+        assert_eq!(store.trace_spans(other).await.unwrap(), None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_migration_keys_traces_as_inserts_do() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let migration = MIGRATIONS
+            .iter()
+            .find(|(version, ..)| *version == 10)
+            .unwrap()
+            .2;
+        // The migration's own statement, run on a stand-in for the table it reads.
+        let (_, from_create) = migration.split_once("WITH hexed").unwrap();
+        let (insert, _) = from_create.split_once("DROP TABLE").unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE trace_blocks (trace_id BLOB, block_id INTEGER); \
+             CREATE TABLE trace_index (trace_key INTEGER, block_id INTEGER)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let ids = [
+            [0; 16],
+            [0xff; 16],
+            *b"\x80\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x02",
+            *b"\x12\x34\x56\x78\x9a\xbc\xde\xf0\x0f\xed\xcb\xa9\x87\x65\x43\x21",
+            *b"\0\0\0\0\0\0\0\0\xfe\xdc\xba\x98\x76\x54\x32\x10",
+        ];
+        for (block_id, id) in ids.iter().enumerate() {
+            sqlx::query("INSERT INTO trace_blocks VALUES ($1, $2)")
+                .bind(id.to_vec())
+                .bind(block_id as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("WITH hexed{insert}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let keys: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT block_id, trace_key FROM trace_index ORDER BY block_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let expected: Vec<(i64, i64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(block_id, id)| (block_id as i64, trace_key(&TraceId(*id))))
+            .collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[tokio::test]
     async fn a_traces_request_rows_are_found_by_index_lookups_not_scans() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("plan.db"))
@@ -1668,13 +1756,13 @@ mod tests {
         assert!(
             details
                 .iter()
-                .any(|step| step.contains("trace_blocks USING PRIMARY KEY")),
+                .any(|step| step.contains("SEARCH i USING PRIMARY KEY (trace_key=?)")),
             "{details:?}"
         );
         assert!(
             !details
                 .iter()
-                .any(|step| step.starts_with("SCAN r") || step.starts_with("SCAN trace_blocks")),
+                .any(|step| step.starts_with("SCAN r") || step.starts_with("SCAN i")),
             "{details:?}"
         );
         store.close().await;

@@ -1,14 +1,14 @@
 //! The newest rows of the trace index, held in memory until there are enough of them to write in
 //! one sorted batch.
 //!
-//! `trace_blocks` maps a trace id to the blocks holding its spans. Trace ids are random, so the
-//! rows of one commit land on as many pages of that B-tree as there are rows, once the tree has
+//! `trace_index` maps a trace's [`trace_key`] to the blocks holding its spans. Keys are random, so
+//! the rows of one commit land on as many pages of that B-tree as there are rows, once the tree has
 //! more pages than a commit has rows: each row then rewrote a whole page, 4 KiB of WAL and 4 KiB
 //! more at the checkpoint per trace, most of what the server wrote to disk at full rate
 //! (BENCHMARKS.md). Written [`MERGE_ROWS`] at a time and sorted, rows share pages instead.
 //!
 //! The rows held here are not durable. The `trace_index_through` meta row names the newest block
-//! whose rows are in `trace_blocks`; on open, the rows of later blocks are read back from the
+//! whose rows are in `trace_index`; on open, the rows of later blocks are read back from the
 //! blocks themselves (`SqliteStore::recover_recent_traces`).
 //!
 //! Invariant: `by_trace` and `blocks` hold the same (trace, block) pairs, blocks in id order.
@@ -17,12 +17,24 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use collector::model::TraceId;
 
-/// Rows held before they are written to `trace_blocks` together: at full rate a few seconds of
+/// Rows held before they are written to `trace_index` together: at full rate a few seconds of
 /// traffic, about 4 MiB of memory.
 pub(super) const MERGE_ROWS: usize = 50_000;
 
 /// Rows written per transaction of a merge, a range of trace ids each.
 pub(super) const MERGE_TRANSACTION_ROWS: usize = 5_000;
+
+/// The key of a trace in `trace_index`: the trace id's two 8-byte halves XORed, big-endian. An
+/// integer key costs less per row than the 16-byte id, to compare, to bind and to store (the
+/// eleventh round of BENCHMARKS.md found the index rows a tenth of the rate). Both halves count:
+/// 64-bit trace ids have an upper half of zeros, and X-Ray's begin with a time. Two traces may
+/// share a key; readers match the full id in the rows or spans the key leads to. Migration 10
+/// computes the same in SQL for rows stored before it.
+pub(super) fn trace_key(trace: &TraceId) -> i64 {
+    let (high, low) = trace.0.split_at(8);
+    let half = |bytes: &[u8]| i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+    half(high) ^ half(low)
+}
 
 #[derive(Debug, Default)]
 pub(super) struct RecentTraces {
@@ -65,12 +77,15 @@ impl RecentTraces {
             .collect()
     }
 
-    /// Every row held, sorted by trace as the table is, and the newest block among them.
-    pub(super) fn sorted_rows(&self) -> (Vec<(TraceId, i64)>, Option<i64>) {
-        let mut rows: Vec<(TraceId, i64)> = self
+    /// Every row held as (trace key, block), sorted as the table is, and the newest block among
+    /// them.
+    pub(super) fn sorted_rows(&self) -> (Vec<(i64, i64)>, Option<i64>) {
+        let mut rows: Vec<(i64, i64)> = self
             .blocks
             .iter()
-            .flat_map(|(block_id, trace_ids)| trace_ids.iter().map(move |id| (*id, *block_id)))
+            .flat_map(|(block_id, trace_ids)| {
+                trace_ids.iter().map(move |id| (trace_key(id), *block_id))
+            })
             .collect();
         rows.sort_unstable();
         (rows, self.blocks.back().map(|(block_id, _)| *block_id))
@@ -115,8 +130,24 @@ impl RecentTraces {
 mod tests {
     use super::*;
 
+    /// Distinct keys: the two halves differ.
     fn trace(n: u8) -> TraceId {
-        TraceId([n; 16])
+        let mut id = [n; 16];
+        id[15] = 0;
+        TraceId(id)
+    }
+
+    #[test]
+    fn keys_xor_the_halves_so_64_bit_ids_stay_apart() {
+        let mut id = [0; 16];
+        id[8..].copy_from_slice(&0x0123_4567_89ab_cdef_u64.to_be_bytes());
+        assert_eq!(trace_key(&TraceId(id)), 0x0123_4567_89ab_cdef);
+        id[0] = 0xff;
+        assert_eq!(
+            trace_key(&TraceId(id)),
+            0xfe23_4567_89ab_cdef_u64 as i64,
+            "the top byte lands in the sign"
+        );
     }
 
     #[test]
@@ -132,10 +163,10 @@ mod tests {
             [(trace(2), 1), (trace(2), 2)]
         );
         let (rows, newest) = recent.sorted_rows();
-        assert_eq!(
-            rows,
-            [(trace(1), 1), (trace(2), 1), (trace(2), 2), (trace(3), 3)]
-        );
+        let key = |n| trace_key(&trace(n));
+        let mut expected = [(key(1), 1), (key(2), 1), (key(2), 2), (key(3), 3)];
+        expected.sort_unstable();
+        assert_eq!(rows, expected);
         assert_eq!(newest, Some(3));
 
         recent.release_through(2);
@@ -159,6 +190,8 @@ mod tests {
         assert_eq!(recent.len(), 2);
         assert_eq!(recent.blocks_of(&trace(1)), [1]);
         assert!(recent.blocks_of(&trace(2)).is_empty());
-        assert_eq!(recent.sorted_rows().0, [(trace(1), 1), (trace(3), 3)]);
+        let mut expected = [(trace_key(&trace(1)), 1), (trace_key(&trace(3)), 3)];
+        expected.sort_unstable();
+        assert_eq!(recent.sorted_rows().0, expected);
     }
 }
