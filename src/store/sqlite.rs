@@ -85,9 +85,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// rewind the log: SQLite rewinds it only when a write begins after a checkpoint that copied every
 /// frame, which a task beside a writer that never pauses does not see (a ten-minute soak with
 /// that task alone grew the WAL to 78 GB). The writer's own checkpoint, right after its commit,
-/// finds most pages copied already and lets the next write start the log over. 16,384 frames
-/// are 64 MiB of 4 KiB pages.
-const WRITER_CHECKPOINT_FRAMES: u32 = 16_384;
+/// finds most pages copied already and lets the next write start the log over: 64 MiB of pages.
+const WRITER_CHECKPOINT_FRAMES: u32 = 64 * 1024 * 1024 / PAGE_SIZE;
+
+/// Page size of a new database file, in bytes (SQLite's default is 4 KiB; a file keeps the size
+/// it was made with). A block of spans is 40 KB compressed, which on 4 KiB pages is a chain of
+/// ten overflow pages, each its own WAL frame with its own header and checksum, written again at
+/// the checkpoint; and the tail pages of the append-only request indexes are rewritten whole at
+/// every commit however few rows it adds. 16 KiB pages stored and analysed 8% more spans a second
+/// than 4 KiB, side by side, and 32 KiB no more than 16 (BENCHMARKS.md, twelfth round).
+const PAGE_SIZE: u32 = 16 * 1024;
 
 /// The checkpoint task, stopped when the last handle to the store is dropped.
 #[derive(Debug)]
@@ -387,6 +394,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
+            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
             // can take the last transactions, and the OS page cache is ours to trust here.
@@ -1641,6 +1649,41 @@ mod tests {
                 1
             )
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn new_files_get_large_pages_and_old_files_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let page_size = |pool: SqlitePool| async move {
+            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            size
+        };
+        let store = SqliteStore::open(&dir.path().join("new.db")).await.unwrap();
+        assert_eq!(page_size(store.pool.clone()).await, i64::from(PAGE_SIZE));
+        store.close().await;
+
+        let old = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&old)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE made_before (x)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let store = SqliteStore::open(&old).await.unwrap();
+        assert_eq!(page_size(store.pool.clone()).await, 4096);
+        store
+            .insert_blocks(&[block::encode(fixture::parse(TRACE), 1)])
+            .await
+            .unwrap();
+        assert_eq!(store.stats().await.unwrap().n_blocks, 1);
         store.close().await;
     }
 
