@@ -1575,6 +1575,17 @@ mod tests {
         }
     }
 
+    /// Commits the analysis of one request of `trace_id` that saw blocks up to `last_block_id`.
+    async fn commit_request(store: &SqliteStore, trace_id: TraceId, last_block_id: i64) {
+        store
+            .commit_analysis(&AnalysisCommit {
+                requests: vec![request_row(trace_id, last_block_id)],
+                ..AnalysisCommit::default()
+            })
+            .await
+            .unwrap();
+    }
+
     /// What the trace index answers for one trace: its spans' blocks, the newest block its
     /// analysis saw, and its request rows.
     async fn lookups(store: &SqliteStore, trace_id: TraceId) -> (Vec<i64>, Option<i64>, usize) {
@@ -1605,13 +1616,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        store
-            .commit_analysis(&AnalysisCommit {
-                requests: vec![request_row(trace_id, first[1])],
-                ..AnalysisCommit::default()
-            })
-            .await
-            .unwrap();
+        commit_request(&store, trace_id, first[1]).await;
         let expected = (vec![first[0], first[0], first[1]], Some(first[1]), 1);
         assert_eq!(store.recent_traces().len(), 2, "held, not yet written");
         assert_eq!(lookups(&store, trace_id).await, expected);
@@ -1704,13 +1709,7 @@ mod tests {
             .insert_blocks(&[block::encode(spans.clone(), 1)])
             .await
             .unwrap();
-        store
-            .commit_analysis(&AnalysisCommit {
-                requests: vec![request_row(trace_id, blocks[0])],
-                ..AnalysisCommit::default()
-            })
-            .await
-            .unwrap();
+        commit_request(&store, trace_id, blocks[0]).await;
         for merged in [false, true] {
             if merged {
                 store.merge_recent_traces().await.unwrap();
