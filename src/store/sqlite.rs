@@ -184,9 +184,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 fn migrator() -> Migrator {
+    migrator_through(i64::MAX)
+}
+
+/// The migrations up to version `last`: tests make stores as an older release left them.
+fn migrator_through(last: i64) -> Migrator {
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
+            .filter(|(version, ..)| *version <= last)
             .map(|(version, description, sql)| {
                 Migration::new(
                     *version,
@@ -1722,6 +1728,57 @@ mod tests {
             );
         }
         assert_eq!(store.trace_spans(other).await.unwrap(), None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_store_indexed_by_full_trace_ids_finds_its_traces_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("before.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        migrator_through(9).run(&pool).await.unwrap();
+        let spans = fixture::parse(TRACE);
+        let trace_id = spans[0].trace_id;
+        let block = block::encode(spans.clone(), 1);
+        // What the release before the integer key wrote: the block, its trace index row by
+        // full trace id, and the meta row saying the index holds it.
+        let block_id: i64 = sqlx::query_scalar(
+            "INSERT INTO span_blocks (received_unix_ns, min_start_unix_ns, n_spans, data) \
+             VALUES (1, 1, $1, $2) RETURNING id",
+        )
+        .bind(i64::from(block.n_spans))
+        .bind(&block.data)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO trace_blocks (trace_id, block_id) VALUES ($1, $2)")
+            .bind(trace_id.0.to_vec())
+            .bind(block_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE meta SET value = $1 WHERE key = 'trace_index_through'")
+            .bind(block_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.recent_traces().len(),
+            0,
+            "read from the table, not the block"
+        );
+        commit_request(&store, trace_id, block_id).await;
+        assert_eq!(
+            lookups(&store, trace_id).await,
+            (vec![block_id; spans.len()], Some(block_id), 1)
+        );
         store.close().await;
     }
 
