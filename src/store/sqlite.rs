@@ -85,7 +85,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// rewind the log: SQLite rewinds it only when a write begins after a checkpoint that copied every
 /// frame, which a task beside a writer that never pauses does not see (a ten-minute soak with
 /// that task alone grew the WAL to 78 GB). The writer's own checkpoint, right after its commit,
-/// finds most pages copied already and lets the next write start the log over: 64 MiB of pages.
+/// finds most pages copied already and lets the next write start the log over: 64 MiB of pages
+/// in a new file, 16 MiB in one made with 4 KiB pages.
 const WRITER_CHECKPOINT_FRAMES: u32 = 64 * 1024 * 1024 / PAGE_SIZE;
 
 /// Page size of a new database file, in bytes (SQLite's default is 4 KiB; a file keeps the size
