@@ -1593,6 +1593,15 @@ mod tests {
             .unwrap();
     }
 
+    /// A pool on a new WAL file with SQLite's defaults, as an older release made its files.
+    async fn plain_wal_pool(path: &Path) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        SqlitePool::connect_with(options).await.unwrap()
+    }
+
     /// What the trace index answers for one trace: its spans' blocks, the newest block its
     /// analysis saw, and its request rows.
     async fn lookups(store: &SqliteStore, trace_id: TraceId) -> (Vec<i64>, Option<i64>, usize) {
@@ -1679,11 +1688,7 @@ mod tests {
         store.close().await;
 
         let old = dir.path().join("old.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&old)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let pool = plain_wal_pool(&old).await;
         sqlx::query("CREATE TABLE made_before (x)")
             .execute(&pool)
             .await
@@ -1736,11 +1741,7 @@ mod tests {
     async fn a_store_indexed_by_full_trace_ids_finds_its_traces_after_the_upgrade() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("before.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let pool = plain_wal_pool(&path).await;
         migrator_through(9).run(&pool).await.unwrap();
         let spans = fixture::parse(TRACE);
         let trace_id = spans[0].trace_id;
