@@ -38,6 +38,15 @@ use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key}
 /// under, and larger statements gain nothing measurable.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// How a multi-row INSERT of analysis results begins. SQLite keeps a statement journal for a
+/// statement of many rows that may abort midway (a plain INSERT, whose constraint failure undoes
+/// that statement alone): every existing page the statement changes is copied there first, 16 KiB
+/// at a time into a temporary file. For the request rows, whose indexes take them on hundreds of
+/// pages, that was 6.6% of the server's CPU at full rate (BENCHMARKS.md). OR FAIL keeps the rows
+/// before a failure instead and needs no journal; here a failed statement fails its transaction,
+/// which is then rolled back whole.
+const INSERT_ROWS: &str = "INSERT OR FAIL INTO";
+
 #[derive(Debug, Clone)]
 pub(super) struct SqliteStore {
     /// Readers: in WAL mode they never wait for the writer.
@@ -872,7 +881,7 @@ impl SqliteStore {
         }
         for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO requests ({REQUEST_COLUMNS}, duration_band) "
+                "{INSERT_ROWS} requests ({REQUEST_COLUMNS}, duration_band) "
             ));
             insert.push_values(chunk, |mut row, request| {
                 row.push_bind(request.trace_id.0.to_vec())
@@ -1518,7 +1527,7 @@ async fn write_rollup(
         .collect();
     for chunk in operations.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
+            "{INSERT_ROWS} {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
         ));
         insert.push_values(chunk, |mut row, ((category, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1539,7 +1548,7 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
