@@ -21,8 +21,11 @@
 //! Invariant: pure; a saving never exceeds the critical-path time of the spans it names, so the
 //! savings of one finding never promise more than the request's duration.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use collector::category::Category;
 use collector::model::{AttrValue, Span, SpanKind};
@@ -41,12 +44,36 @@ const SEQUENTIAL_GAP_NS: u64 = 1_000_000;
 const SEQUENTIAL_NAMES: usize = 3;
 
 /// One statement execution.
-struct Query {
+struct Query<'a> {
     node: usize,
     start_ns: u64,
     critical_ns: u64,
     /// What makes two executions the same: the text with its values, `None` when unknown.
-    identity: Option<String>,
+    identity: Option<Cow<'a, str>>,
+}
+
+/// A statement's scan, compared by its normalized text: queries are grouped by shape without
+/// copying the text of each.
+struct Shape(Rc<sql::Scanned>);
+
+impl PartialEq for Shape {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.normalized == other.0.normalized
+    }
+}
+
+impl Eq for Shape {}
+
+impl PartialOrd for Shape {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Shape {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.normalized.cmp(&other.0.normalized)
+    }
 }
 
 /// The prefix of one recorded statement parameter (`db.query.parameter.<name>`).
@@ -73,14 +100,20 @@ fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
                 .map(|name| (name, kv.value.to_string()))
         })
         .collect();
-    let mut identity = String::with_capacity(statement.len() + 32);
-    identity.push_str(statement);
-    identity.push('\u{0}');
-    if params.is_empty() {
+    // Most statements with placeholders come without their parameters: nothing is built then.
+    let all = if params.is_empty() {
         let all = span.attributes.iter().find(|kv| kv.key == PARAMETERS)?;
         if matches!(all.value, AttrValue::Empty) {
             return None;
         }
+        Some(all)
+    } else {
+        None
+    };
+    let mut identity = String::with_capacity(statement.len() + 32);
+    identity.push_str(statement);
+    identity.push('\u{0}');
+    if let Some(all) = all {
         write!(identity, "{}", all.value).expect("writing to a String cannot fail");
         return Some(identity);
     }
@@ -133,7 +166,7 @@ fn repeated_queries(
     out: &mut Vec<Finding>,
     reported: &mut HashSet<usize>,
 ) {
-    let mut shapes: BTreeMap<(Category, String), Vec<Query>> = BTreeMap::new();
+    let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'_>>> = BTreeMap::new();
     for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
         let span = tree.spans[node.tree_idx];
         if !matches!(span.category, Category::Db | Category::Cache) {
@@ -144,12 +177,12 @@ fn repeated_queries(
         };
         let scanned = sql::scan_shared(statement);
         let identity = if scanned.n_placeholders == 0 {
-            Some(statement.clone())
+            Some(Cow::Borrowed(statement.as_str()))
         } else {
-            identity_by_parameters(statement, span)
+            identity_by_parameters(statement, span).map(Cow::Owned)
         };
         shapes
-            .entry((span.category, scanned.normalized.clone()))
+            .entry((span.category, Shape(scanned)))
             .or_default()
             .push(Query {
                 node: node_idx,
@@ -158,14 +191,15 @@ fn repeated_queries(
                 identity,
             });
     }
-    for ((_, shape), mut queries) in shapes {
+    for ((_, Shape(scanned)), mut queries) in shapes {
+        let shape = &scanned.normalized;
         queries.sort_by_key(|q| (q.start_ns, q.node));
         let mut same: BTreeMap<&str, Vec<&Query>> = BTreeMap::new();
         let mut n_distinct = 0u32;
         for query in &queries {
             match &query.identity {
                 Some(identity) => {
-                    let members = same.entry(identity.as_str()).or_default();
+                    let members = same.entry(identity.as_ref()).or_default();
                     if members.is_empty() {
                         n_distinct += 1;
                     }
@@ -198,7 +232,7 @@ fn repeated_queries(
                 reported.extend(queries.iter().map(|q| q.node));
                 out.push(Finding {
                     kind: FindingKind::NPlusOne,
-                    name: shape,
+                    name: shape.clone(),
                     count: u32::try_from(queries.len()).unwrap_or(u32::MAX),
                     potential_saving_ns: saving,
                     span_ids: span_ids(tree, path, queries.iter().map(|q| q.node)),

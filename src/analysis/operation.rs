@@ -62,7 +62,8 @@ fn url_host(url: &str) -> Option<String> {
 
 /// Operations of one request's subtree, largest critical time first.
 pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath) -> Vec<OperationStat> {
-    let mut by_key: BTreeMap<(Category, String), OperationStat> = BTreeMap::new();
+    // Calls, total and critical time by operation; the name is moved into its stat at the end.
+    let mut by_key: BTreeMap<(Category, String), (u32, u64, u64)> = BTreeMap::new();
     for node in &path.nodes {
         let span = tree.spans[node.tree_idx];
         // The request span's own time is in-process work, whatever its category.
@@ -71,21 +72,24 @@ pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath) -> Vec<OperationStat
         } else {
             span.category
         };
-        let name = operation_name(span);
-        let stat = by_key
-            .entry((category, name.clone()))
-            .or_insert(OperationStat {
+        let (calls, total_ns, critical_ns) =
+            by_key.entry((category, operation_name(span))).or_default();
+        *calls = calls.saturating_add(1);
+        *total_ns = total_ns.saturating_add(node.duration_ns());
+        *critical_ns = critical_ns.saturating_add(node.critical_ns);
+    }
+    let mut ops: Vec<OperationStat> = by_key
+        .into_iter()
+        .map(
+            |((category, name), (calls, total_ns, critical_ns))| OperationStat {
                 category,
                 name,
-                calls: 0,
-                total_ns: 0,
-                critical_ns: 0,
-            });
-        stat.calls = stat.calls.saturating_add(1);
-        stat.total_ns = stat.total_ns.saturating_add(node.duration_ns());
-        stat.critical_ns = stat.critical_ns.saturating_add(node.critical_ns);
-    }
-    let mut ops: Vec<OperationStat> = by_key.into_values().collect();
+                calls,
+                total_ns,
+                critical_ns,
+            },
+        )
+        .collect();
     ops.sort_by(|a, b| {
         b.critical_ns
             .cmp(&a.critical_ns)
