@@ -1,7 +1,8 @@
 //! `bottleneck bench --api`: the read side with a day of data. Fills a fresh store with the
 //! request rows and per-minute rollups that a day of traffic leaves (by default the equivalent of
 //! 10 million spans: one million 10-span requests over 20 endpoints), then times the API calls
-//! the overview and the endpoint page make.
+//! the overview and the endpoint page make, and the page and API call of two 10,001-span traces
+//! exported to the server ([`trace_page`]).
 //!
 //! Invariant: the data goes in through the same `Store` calls the analyzer uses, and the timings
 //! come from a real server process over HTTP.
@@ -13,7 +14,7 @@ use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{BenchArgs, payload, start_server};
+use super::{BenchArgs, payload, start_server, trace_page};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, analyze_trace};
 use crate::config::DatabaseUrl;
@@ -116,20 +117,22 @@ async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn time_calls(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+/// The p50 and p95 of [`N_CALLS`] calls of `url`, and the bytes of its body.
+async fn time_calls(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64, usize)> {
     let mut times = Vec::with_capacity(N_CALLS);
+    let mut body_bytes = 0;
     for _ in 0..N_CALLS {
         let started = Instant::now();
         let res = client.get(url).send().await?;
         anyhow::ensure!(res.status().is_success(), "{url} answered {}", res.status());
-        res.bytes().await?;
+        body_bytes = res.bytes().await?.len();
         times.push(started.elapsed());
     }
     times.sort_unstable();
     let at = |q: f64| {
         times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e3
     };
-    Ok((at(0.5), at(0.95)))
+    Ok((at(0.5), at(0.95), body_bytes))
 }
 
 /// Runs the API benchmark and prints its table.
@@ -147,7 +150,7 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
         args.api_spans,
         args.api_spans / 10
     );
-    println!("| call | p50 | p95 |\n|---|---|---|");
+    println!("| call | p50 | p95 | body bytes |\n|---|---|---|---|");
     for (name, path) in [
         (
             "GET /api/v1/endpoints?range=24h",
@@ -171,8 +174,22 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
             "/endpoint?range=24h&service=svc-0&endpoint=GET%20/route/0".to_owned(),
         ),
     ] {
-        let (p50, p95) = time_calls(&client, &format!("{}{path}", server.ui)).await?;
-        println!("| {name} | {p50:.1} ms | {p95:.1} ms |");
+        let (p50, p95, bytes) = time_calls(&client, &format!("{}{path}", server.ui)).await?;
+        println!("| {name} | {p50:.1} ms | {p95:.1} ms | {bytes} |");
+    }
+    trace_page::send_both(&client, &server.otlp_http).await?;
+    for shape in [trace_page::Shape::Folding, trace_page::Shape::Distinct] {
+        let id = shape.trace_id_hex();
+        for (kind, path) in [
+            ("trace page", format!("/trace/{id}")),
+            ("GET /api/v1/traces/{id}", format!("/api/v1/traces/{id}")),
+        ] {
+            let (p50, p95, bytes) = time_calls(&client, &format!("{}{path}", server.ui)).await?;
+            println!(
+                "| {kind}, {} | {p50:.1} ms | {p95:.1} ms | {bytes} |",
+                shape.label()
+            );
+        }
     }
     Ok(())
 }

@@ -38,6 +38,7 @@ mod process;
 mod report;
 mod sample;
 mod send;
+mod trace_page;
 mod visibility;
 
 pub use payload::payload_for_benchmarks;

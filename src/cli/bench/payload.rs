@@ -21,7 +21,7 @@ const STATEMENTS: [&str; 5] = [
     "INSERT INTO audit_log (tenant_id, user_id, action, at) VALUES ($1, $2, $3, now())",
 ];
 
-fn kv(key: &str, value: Value) -> KeyValue {
+pub(super) fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -29,7 +29,7 @@ fn kv(key: &str, value: Value) -> KeyValue {
     }
 }
 
-fn text(value: &str) -> Value {
+pub(super) fn text(value: &str) -> Value {
     Value::StringValue(value.into())
 }
 
