@@ -7,7 +7,7 @@ use anyhow::Context;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
 
 use super::payload::{kv, text};
@@ -49,7 +49,7 @@ impl Shape {
     }
 }
 
-/// Spans of one trace, built one after another in time from `start_ns`.
+/// The spans of one trace, given ids in the order they are added.
 struct Builder {
     trace_id: [u8; 16],
     next_span_id: u64,
@@ -62,7 +62,7 @@ impl Builder {
         &mut self,
         parent: Option<[u8; 8]>,
         name: String,
-        kind: i32,
+        kind: SpanKind,
         (start, end): (u64, u64),
         attributes: Vec<KeyValue>,
     ) -> [u8; 8] {
@@ -73,7 +73,7 @@ impl Builder {
             span_id: span_id.to_vec(),
             parent_span_id: parent.map(|id| id.to_vec()).unwrap_or_default(),
             name,
-            kind,
+            kind: kind as i32,
             start_time_unix_nano: start,
             end_time_unix_nano: end,
             attributes,
@@ -99,7 +99,7 @@ pub(super) fn export(shape: Shape, end_ns: u64) -> Vec<u8> {
     let root = trace.span(
         None,
         "POST /import".into(),
-        2,
+        SpanKind::Server,
         (start_ns, end_ns),
         vec![
             kv("http.request.method", text("POST")),
@@ -114,7 +114,7 @@ pub(super) fn export(shape: Shape, end_ns: u64) -> Vec<u8> {
                 let batch_id = trace.span(
                     Some(root),
                     format!("import batch {batch}"),
-                    1,
+                    SpanKind::Internal,
                     (at, batch_end),
                     Vec::new(),
                 );
@@ -122,7 +122,7 @@ pub(super) fn export(shape: Shape, end_ns: u64) -> Vec<u8> {
                     trace.span(
                         Some(batch_id),
                         "INSERT items".into(),
-                        3,
+                        SpanKind::Client,
                         (at, at + QUERY_NS),
                         vec![
                             kv("db.system.name", text("postgresql")),
@@ -141,7 +141,7 @@ pub(super) fn export(shape: Shape, end_ns: u64) -> Vec<u8> {
                 trace.span(
                     Some(root),
                     format!("step {step}"),
-                    1,
+                    SpanKind::Internal,
                     (at, at + QUERY_NS),
                     Vec::new(),
                 );

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
+
+use super::payload::{kv, text};
 
 const SERVICE: &str = "bench-probe";
 const ROUTE: &str = "/probe";
@@ -23,16 +23,6 @@ const ROUTE: &str = "/probe";
 const POLL: Duration = Duration::from_millis(25);
 /// A probe not visible by then counts as this long and the probing stops.
 const GIVE_UP: Duration = Duration::from_secs(60);
-
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// The export of probe number `n`: one SERVER span that ended just now.
 fn probe_export(n: u64) -> Vec<u8> {
@@ -49,15 +39,15 @@ fn probe_export(n: u64) -> Vec<u8> {
         start_time_unix_nano: now.saturating_sub(1_000_000),
         end_time_unix_nano: now,
         attributes: vec![
-            string("http.request.method", "GET"),
-            string("http.route", ROUTE),
+            kv("http.request.method", text("GET")),
+            kv("http.route", text(ROUTE)),
         ],
         ..Default::default()
     };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![string("service.name", SERVICE)],
+                attributes: vec![kv("service.name", text(SERVICE))],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
