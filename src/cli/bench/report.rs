@@ -271,12 +271,15 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
     row("server RSS growth under load", &|m| {
         sample::rss_growth(&m.samples, sample::WARM_UP).map_or("-".to_owned(), |growth| {
             format!(
-                "{:+.1}% ({} s to {} s; {} to {} MiB between)",
+                "{:+.1}% ({} s to {} s; {} to {} between); means of the halves {} and {} ({:+.1}%)",
                 growth.percent,
                 growth.from.as_secs(),
                 growth.to.as_secs(),
-                growth.min_bytes >> 20,
-                growth.max_bytes >> 20
+                mib(growth.min_bytes),
+                mib(growth.max_bytes),
+                mib(growth.half_means_bytes.0),
+                mib(growth.half_means_bytes.1),
+                growth.half_means_percent()
             )
         })
     });

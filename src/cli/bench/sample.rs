@@ -35,6 +35,21 @@ pub(super) struct Growth {
     /// each batch say less than its range.
     pub(super) min_bytes: u64,
     pub(super) max_bytes: u64,
+    /// Mean RSS of the first and of the second half of the samples from `from` to `to` (the
+    /// middle one of an odd count left out). A single sample taken before the caches filled
+    /// moves the two ends a lot and these little. This is how a soak is judged flat.
+    pub(super) half_means_bytes: (u64, u64),
+}
+
+impl Growth {
+    /// The second half's mean against the first's, in percent.
+    pub(super) fn half_means_percent(&self) -> f64 {
+        let (first, second) = (
+            self.half_means_bytes.0 as f64,
+            self.half_means_bytes.1 as f64,
+        );
+        (second - first) / first * 100.0
+    }
 }
 
 /// See [`Growth`]; `None` with fewer than two samples under load or an unreadable RSS.
@@ -52,16 +67,21 @@ pub(super) fn rss_growth(samples: &[Sample], warm_up: Duration) -> Option<Growth
     if from <= 0.0 {
         return None;
     }
-    let range = under_load
+    let window: Vec<u64> = under_load
         .iter()
         .filter(|s| s.at >= first.at)
-        .filter_map(|s| s.rss_bytes);
+        .filter_map(|s| s.rss_bytes)
+        .collect();
+    // Both ends are in the window, so each half has a sample at least.
+    let half = window.len() / 2;
+    let mean = |part: &[u64]| part.iter().sum::<u64>() / part.len() as u64;
     Some(Growth {
         from: first.at,
         to: last.at,
         percent: (to - from) / from * 100.0,
-        min_bytes: range.clone().min()?,
-        max_bytes: range.max()?,
+        min_bytes: *window.iter().min()?,
+        max_bytes: *window.iter().max()?,
+        half_means_bytes: (mean(&window[..half]), mean(&window[window.len() - half..])),
     })
 }
 
@@ -92,6 +112,23 @@ mod tests {
         assert_eq!(growth.to, Duration::from_secs(600));
         assert!((growth.percent - 10.0).abs() < 1e-9, "{}", growth.percent);
         assert_eq!((growth.min_bytes, growth.max_bytes), (190 << 20, 240 << 20));
+        assert_eq!(growth.half_means_bytes, (220 << 20, 205 << 20));
+    }
+
+    #[test]
+    fn a_low_first_sample_moves_the_ends_and_not_the_halves() {
+        let samples: Vec<Sample> = [(60, 130), (90, 150), (120, 150), (150, 151), (180, 150)]
+            .iter()
+            .map(|&(secs, rss)| sample(secs, rss, false))
+            .collect();
+        let growth = rss_growth(&samples, WARM_UP).expect("samples under load");
+        assert!(growth.percent > 15.0, "{}", growth.percent);
+        assert_eq!(growth.half_means_bytes, (140 << 20, (301 << 20) / 2));
+        assert!(
+            (growth.half_means_percent() - 7.5).abs() < 1e-9,
+            "{}",
+            growth.half_means_percent()
+        );
     }
 
     #[test]
