@@ -100,7 +100,7 @@ fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
                 .map(|name| (name, kv.value.to_string()))
         })
         .collect();
-    // Most statements with placeholders come without their parameters: nothing is built then.
+    // Most parameterized statements come without their recorded parameters: then nothing is built.
     let all = if params.is_empty() {
         let all = span.attributes.iter().find(|kv| kv.key == PARAMETERS)?;
         if matches!(all.value, AttrValue::Empty) {

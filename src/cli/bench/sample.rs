@@ -101,12 +101,17 @@ mod tests {
         }
     }
 
+    /// Samples taken while sending, from (seconds, RSS in MiB).
+    fn under_load(points: &[(u64, u64)]) -> Vec<Sample> {
+        points
+            .iter()
+            .map(|&(secs, rss_mib)| sample(secs, rss_mib, false))
+            .collect()
+    }
+
     #[test]
     fn growth_starts_after_the_warm_up() {
-        let samples: Vec<Sample> = [(10, 50), (60, 200), (70, 240), (80, 190), (600, 220)]
-            .iter()
-            .map(|&(secs, rss)| sample(secs, rss, false))
-            .collect();
+        let samples = under_load(&[(10, 50), (60, 200), (70, 240), (80, 190), (600, 220)]);
         let growth = rss_growth(&samples, WARM_UP).expect("two samples under load");
         assert_eq!(growth.from, Duration::from_secs(60));
         assert_eq!(growth.to, Duration::from_secs(600));
@@ -117,10 +122,7 @@ mod tests {
 
     #[test]
     fn a_low_first_sample_moves_the_ends_and_not_the_halves() {
-        let samples: Vec<Sample> = [(60, 130), (90, 150), (120, 150), (150, 151), (180, 150)]
-            .iter()
-            .map(|&(secs, rss)| sample(secs, rss, false))
-            .collect();
+        let samples = under_load(&[(60, 130), (90, 150), (120, 150), (150, 151), (180, 150)]);
         let growth = rss_growth(&samples, WARM_UP).expect("samples under load");
         assert!(growth.percent > 15.0, "{}", growth.percent);
         assert_eq!(growth.half_means_bytes, (140 << 20, (301 << 20) / 2));
