@@ -33,6 +33,18 @@ pub(super) fn text(value: &str) -> Value {
     Value::StringValue(value.into())
 }
 
+/// An OTLP/HTTP protobuf export of `body` to the receiver at `otlp_http`, ready to send.
+pub(super) fn http_export(
+    client: &reqwest::Client,
+    otlp_http: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{otlp_http}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+}
+
 /// How long before an export its requests ended, at most: a batch span processor exports every
 /// few seconds (the OpenTelemetry SDKs' default delay is 5 s).
 const EXPORT_DELAY_NS: u64 = 5_000_000_000;

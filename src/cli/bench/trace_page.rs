@@ -4,13 +4,14 @@
 //! batch; the other has 10,000 spans of distinct names, which it cuts at its row cap.
 
 use anyhow::Context;
+use collector::model::TraceId;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
 
-use super::payload::{kv, text};
+use super::payload::{http_export, kv, text};
 
 /// Batches in the folding trace, and queries in each.
 const BATCHES: u64 = 100;
@@ -38,7 +39,7 @@ impl Shape {
 
     /// The trace's id, hex as the pages take it.
     pub(super) fn trace_id_hex(self) -> String {
-        self.trace_id().iter().map(|b| format!("{b:02x}")).collect()
+        TraceId(self.trace_id()).to_hex()
     }
 
     fn trace_id(self) -> [u8; 16] {
@@ -171,10 +172,7 @@ pub(super) async fn send_both(client: &reqwest::Client, otlp_http: &str) -> anyh
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
     for shape in [Shape::Folding, Shape::Distinct] {
-        let response = client
-            .post(format!("{otlp_http}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(export(shape, now_ns))
+        let response = http_export(client, otlp_http, export(shape, now_ns))
             .send()
             .await
             .with_context(|| format!("exporting the trace of {}", shape.label()))?;

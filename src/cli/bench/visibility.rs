@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
 
-use super::payload::{kv, text};
+use super::payload::{http_export, kv, text};
 
 const SERVICE: &str = "bench-probe";
 const ROUTE: &str = "/probe";
@@ -90,10 +90,7 @@ pub(super) async fn probe(
         let body = probe_export(n);
         let sent = Instant::now();
         loop {
-            let accepted = client
-                .post(format!("{otlp_http}/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(body.clone())
+            let accepted = http_export(&client, &otlp_http, body.clone())
                 .send()
                 .await
                 .is_ok_and(|response| response.status().is_success());
