@@ -88,6 +88,7 @@ fn main() {
                 trace_id,
                 block_ids: vec![0],
                 last_block_id: 0,
+                arrived: tokio::time::Instant::now(),
             })
             .collect()
     };

@@ -17,11 +17,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use collector::model::{Span, TraceId};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{error, warn};
 
+use super::delay::DelayHistogram;
 use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
@@ -62,6 +65,8 @@ pub struct AnalysisStats {
     pub anomalies: AtomicU64,
     /// Analysis commits that failed (retried from the store on the next start).
     pub failed_commits: AtomicU64,
+    /// From each trace's spans committed to its analysis committed.
+    pub delay: DelayHistogram,
     /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
     pub endpoints: Mutex<HashMap<String, HashMap<String, EndpointCounters>>>,
 }
@@ -155,6 +160,8 @@ struct InFlight {
 /// each touched rollup row and commits once for several batches (BENCHMARKS.md).
 struct Queued {
     traces: HashSet<TraceId>,
+    /// When each fresh trace of its batches arrived, for the analysis delay.
+    arrivals: Vec<Instant>,
     /// Below the oldest block of its batches.
     floor: i64,
     commit: AnalysisCommit,
@@ -166,8 +173,15 @@ struct Queued {
 const MAX_BATCHES_PER_COMMIT: usize = 4;
 
 impl Queued {
-    fn absorb(&mut self, traces: Vec<TraceId>, floor: i64, commit: AnalysisCommit) {
+    fn absorb(
+        &mut self,
+        traces: Vec<TraceId>,
+        arrivals: Vec<Instant>,
+        floor: i64,
+        commit: AnalysisCommit,
+    ) {
         self.traces.extend(traces);
+        self.arrivals.extend(arrivals);
         self.floor = self.floor.min(floor);
         self.commit.absorb(commit);
         self.batches += 1;
@@ -251,16 +265,27 @@ impl Analyzer {
     fn start_commit(&mut self, queued: Queued) {
         let Queued {
             traces,
+            arrivals,
             floor,
             mut commit,
             ..
         } = queued;
         commit.watermark = commit.watermark.map(|watermark| self.capped(watermark));
         let store = self.store.clone();
+        let stats = Arc::clone(&self.stats);
         self.in_flight = Some(InFlight {
             traces,
             floor,
-            commit: tokio::spawn(async move { store.commit_analysis(&commit).await }),
+            commit: tokio::spawn(async move {
+                store.commit_analysis(&commit).await?;
+                let committed = Instant::now();
+                stats.delay.record(
+                    arrivals
+                        .into_iter()
+                        .map(|arrived| committed.saturating_duration_since(arrived)),
+                );
+                Ok(())
+            }),
         });
     }
 
@@ -309,6 +334,7 @@ impl Analyzer {
             return Ok(());
         }
         let ids: Vec<TraceId> = batch.fresh.iter().map(|trace| trace.trace_id).collect();
+        let arrivals: Vec<Instant> = batch.fresh.iter().map(|trace| trace.arrived).collect();
         // Whether a trace was analysed before is read from the store: the commits still running
         // or queued must be in it when they write one of these traces (spans that arrived late).
         let in_flight = self.in_flight.iter().map(|in_flight| &in_flight.traces);
@@ -346,11 +372,12 @@ impl Analyzer {
         commit.watermark = Some(watermark);
         let queued = match self.queued.take() {
             Some(mut queued) => {
-                queued.absorb(ids, floor, commit);
+                queued.absorb(ids, arrivals, floor, commit);
                 queued
             }
             None => Queued {
                 traces: ids.into_iter().collect(),
+                arrivals,
                 floor,
                 commit,
                 batches: 1,
@@ -369,6 +396,10 @@ impl Analyzer {
 
     async fn try_process_claimed(&mut self, claimed: Vec<ClaimedTrace>) -> Result<(), StoreError> {
         let ids: Vec<TraceId> = claimed.iter().map(|trace| trace.trace_id).collect();
+        let first_seen: Vec<u64> = claimed
+            .iter()
+            .map(|trace| trace.first_seen_unix_ns)
+            .collect();
         let prior = self.store.analysed_traces(&ids).await?;
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
@@ -414,7 +445,14 @@ impl Analyzer {
         };
         let analysed = analyse_parts(batch, &self.config).await?;
         let commit = self.commit_of(analysed, releases).await?;
-        self.store.commit_analysis(&commit).await
+        self.store.commit_analysis(&commit).await?;
+        let committed_unix_ns = super::claim::now_unix_ns();
+        self.stats.delay.record(
+            first_seen
+                .into_iter()
+                .map(|seen| Duration::from_nanos(committed_unix_ns.saturating_sub(seen))),
+        );
+        Ok(())
     }
 
     /// Turns a batch's analyses into a commit (not yet applied).
@@ -674,6 +712,7 @@ mod tests {
                 trace_id,
                 block_ids: vec![block_id],
                 last_block_id: block_id,
+                arrived: tokio::time::Instant::now(),
             })
             .collect();
         let batch = Batch {

@@ -163,6 +163,7 @@ impl Assembler {
                 trace_id,
                 block_ids: pending.block_ids,
                 last_block_id: pending.last_block_id,
+                arrived: due_at - self.grace_period,
             });
         }
         taken

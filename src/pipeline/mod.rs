@@ -1,7 +1,8 @@
 //! From accepted exports to analysed requests:
 //! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
 //! by trace and waits out the grace period; `analyze` runs the pure analysis (`work`: decoding
-//! and analysing a batch over the cores) and writes request rows and rollups. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
+//! and analysing a batch over the cores) and writes request rows and rollups, and `delay` counts
+//! how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
@@ -11,6 +12,7 @@
 pub mod analyze;
 pub mod assemble;
 pub mod claim;
+pub mod delay;
 pub mod work;
 pub mod writer;
 

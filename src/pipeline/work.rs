@@ -34,6 +34,9 @@ pub struct FreshTrace {
     pub block_ids: Vec<i64>,
     /// The newest of them.
     pub last_block_id: i64,
+    /// When its first spans reached the assembler, committed: the analysis delay counts from
+    /// here.
+    pub arrived: tokio::time::Instant,
 }
 
 /// A trace whose spans are already at hand (read from the store).
@@ -290,6 +293,7 @@ mod tests {
             trace_id: TraceId(n.to_be_bytes()),
             block_ids: vec![block],
             last_block_id: block,
+            arrived: tokio::time::Instant::now(),
         };
         let one_block: Vec<FreshTrace> = (0..1000).map(|n| trace(n, 7)).collect();
         let parts = split_at_blocks(one_block, 2);
@@ -320,6 +324,7 @@ mod tests {
                 trace_id,
                 block_ids: vec![n],
                 last_block_id: n,
+                arrived: tokio::time::Instant::now(),
             });
         }
         let n_traces = fresh.len();
@@ -401,6 +406,7 @@ auth: POST /login/42 0..400 server http.request.method=POST url.path=/login/42 h
                     trace_id,
                     block_ids: vec![1, 2],
                     last_block_id: 2,
+                    arrived: tokio::time::Instant::now(),
                 }],
                 blocks,
                 at_hand: Vec::new(),

@@ -280,6 +280,8 @@ pub struct ClaimedTrace {
     pub trace_id: TraceId,
     /// The claim's token: the commit that releases the claim must present it.
     pub claim: i64,
+    /// When the spans of `new_blocks` were first stored.
+    pub first_seen_unix_ns: u64,
     /// The blocks of the trace not analysed yet; every other stored block of the trace was seen
     /// by a previous analysis.
     pub new_blocks: Vec<i64>,

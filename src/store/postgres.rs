@@ -466,9 +466,9 @@ impl PgStore {
              WHERE trace_id IN (SELECT trace_id FROM pending_traces \
                  WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
                  ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING trace_id, block_ids";
+             RETURNING trace_id, block_ids, first_seen_unix_ns";
         let mut conn = self.pool.acquire().await?;
-        let rows: Vec<(Vec<u8>, Vec<i64>)> = sqlx::query_as(CLAIM)
+        let rows: Vec<(Vec<u8>, Vec<i64>, i64)> = sqlx::query_as(CLAIM)
             .bind(claim)
             .bind(ns(lease_until_unix_ns))
             .bind(ns(cutoff_unix_ns))
@@ -477,16 +477,17 @@ impl PgStore {
             .fetch_all(&mut *conn)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
-        for (trace, new_blocks) in rows {
-            claimed.push((trace_id(&trace)?, new_blocks));
+        for (trace, new_blocks, first_seen) in rows {
+            claimed.push((trace_id(&trace)?, new_blocks, first_seen));
         }
-        let ids: Vec<TraceId> = claimed.iter().map(|(trace, _)| *trace).collect();
+        let ids: Vec<TraceId> = claimed.iter().map(|(trace, ..)| *trace).collect();
         let mut spans = traces_spans(&mut conn, &ids).await?;
         Ok(claimed
             .into_iter()
-            .map(|(trace_id, new_blocks)| ClaimedTrace {
+            .map(|(trace_id, new_blocks, first_seen)| ClaimedTrace {
                 trace_id,
                 claim,
+                first_seen_unix_ns: unsigned(first_seen),
                 new_blocks,
                 spans: spans.remove(&trace_id).unwrap_or_default(),
             })

@@ -10,12 +10,38 @@ use collector::category::Category;
 
 use super::AppState;
 use crate::pipeline::analyze::{EndpointCounters, LATENCY_BUCKETS};
+use crate::pipeline::delay::DELAY_BUCKETS;
 
 fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The series of one histogram: cumulative buckets from per-bucket `counts` (the last one +Inf),
+/// then the sum and the count. `labels` is empty or ends with a comma.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
+    let mut cumulative = 0;
+    for (le, count) in bounds.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += counts[bounds.len()];
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+    let labels = match labels.trim_end_matches(',') {
+        "" => String::new(),
+        labels => format!("{{{labels}}}"),
+    };
+    let _ = writeln!(out, "{name}_sum{labels} {sum}");
+    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
 }
 
 /// Renders every metric.
@@ -56,6 +82,13 @@ pub async fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    let name = "bottleneck_analysis_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds from a trace's spans committed to its analysis committed, the grace period included.\n# TYPE {name} histogram"
+    );
+    let (counts, sum) = analysis.delay.snapshot();
+    write_histogram(&mut out, name, "", &DELAY_BUCKETS, &counts, sum);
     // Tasks of the runtime serving this request, which runs every task of the server: a count
     // that only grows under a steady load is a leak.
     let name = "bottleneck_runtime_alive_tasks";
@@ -100,23 +133,18 @@ pub async fn render(state: &AppState) -> String {
     );
     for ((service, endpoint), counters) in &endpoints {
         let labels = format!(
-            "service=\"{}\",endpoint=\"{}\"",
+            "service=\"{}\",endpoint=\"{}\",",
             label(service),
             label(endpoint)
         );
-        let mut cumulative = 0;
-        for (idx, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += counters.latency_buckets[idx];
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        cumulative += counters.latency_buckets[LATENCY_BUCKETS.len()];
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            counters.duration_sum_ns as f64 / 1e9
+        write_histogram(
+            &mut out,
+            name,
+            &labels,
+            &LATENCY_BUCKETS,
+            &counters.latency_buckets,
+            counters.duration_sum_ns as f64 / 1e9,
         );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
     let name = "bottleneck_endpoint_errors_total";
     let _ = writeln!(

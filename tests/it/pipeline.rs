@@ -123,14 +123,7 @@ async fn metrics_export_per_endpoint_figures() {
     export(&app, &login_request(41)).await;
     let metrics = app
         .eventually(Duration::from_secs(20), || async {
-            let text = http_client()
-                .get(format!("{}/metrics", app.ui_url))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = app.metrics().await;
             text.contains("bottleneck_endpoint_request_duration_seconds_count")
                 .then_some(text)
         })
@@ -156,6 +149,22 @@ async fn metrics_export_per_endpoint_figures() {
     );
     assert!(
         metrics.contains(&format!("bottleneck_endpoint_errors_total{{{labels}}} 1")),
+        "{metrics}"
+    );
+    // The delay is counted once the analysis is committed, a moment after the counters above.
+    let metrics = app
+        .eventually(Duration::from_secs(20), || async {
+            let text = app.metrics().await;
+            text.contains("bottleneck_analysis_delay_seconds_count 1")
+                .then_some(text)
+        })
+        .await;
+    assert!(
+        metrics.contains("bottleneck_analysis_delay_seconds_bucket{le=\"0.25\"} 0"),
+        "the trace waited out the grace period of 300 ms: {metrics}"
+    );
+    assert!(
+        metrics.contains("bottleneck_analysis_delay_seconds_bucket{le=\"+Inf\"} 1"),
         "{metrics}"
     );
     app.stop().await;

@@ -31,6 +31,7 @@ use crate::store::Store;
 use crate::store::scratch::ScratchDatabase;
 
 mod api;
+mod histogram;
 mod limit;
 mod pacing;
 mod payload;
@@ -41,6 +42,7 @@ mod send;
 mod trace_page;
 mod visibility;
 
+use histogram::Histogram;
 pub use payload::payload_for_benchmarks;
 use payload::{Body, payload};
 use report::Measured;
@@ -390,6 +392,7 @@ struct Counts {
     stored: f64,
     analysed_requests: f64,
     tasks: Option<f64>,
+    analysis_delay: Histogram,
 }
 
 async fn scrape(client: &reqwest::Client, servers: &[Server]) -> anyhow::Result<Counts> {
@@ -398,6 +401,7 @@ async fn scrape(client: &reqwest::Client, servers: &[Server]) -> anyhow::Result<
         stored: 0.0,
         analysed_requests: 0.0,
         tasks: Some(0.0),
+        analysis_delay: Histogram::default(),
     };
     for server in servers {
         let metrics = client
@@ -413,6 +417,10 @@ async fn scrape(client: &reqwest::Client, servers: &[Server]) -> anyhow::Result<
             .tasks
             .zip(metric(&metrics, "bottleneck_runtime_alive_tasks"))
             .map(|(sum, tasks)| sum + tasks);
+        counts.analysis_delay.add(&Histogram::parse(
+            &metrics,
+            "bottleneck_analysis_delay_seconds",
+        ));
     }
     Ok(counts)
 }
@@ -547,11 +555,17 @@ async fn run_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let server_cpu_caught_up = process::cpu_secs_sum(&server_pids);
-    let mut visible = match probes {
+    let probe_times = match probes {
         Some(probes) => probes.await?,
         None => Vec::new(),
     };
-    visible.sort_unstable();
+    let sorted = |time: fn(&visibility::ProbeTimes) -> Duration| {
+        let mut times: Vec<Duration> = probe_times.iter().map(time).collect();
+        times.sort_unstable();
+        times
+    };
+    let visible = sorted(|probe| probe.visible);
+    let acknowledged = sorted(|probe| probe.acknowledged);
     // The state once caught up ends the curve, in place of a sample taken just before it.
     if samples.last().is_some_and(|last: &Sample| {
         last.catching_up && started.elapsed() - last.at < Duration::from_secs(1)
@@ -559,6 +573,10 @@ async fn run_once(
         samples.pop();
     }
     samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
+    let analysis_delay = scrape(&client, &servers)
+        .await
+        .map(|counts| counts.analysis_delay)
+        .unwrap_or_default();
     drop(servers);
     let disk_bytes = db.disk_bytes().await;
     let quantile = |q: f64| {
@@ -586,6 +604,8 @@ async fn run_once(
         bench_cpu_sending: difference(bench_cpu_sent, bench_cpu_start),
         samples,
         visible,
+        acknowledged,
+        analysis_delay,
     })
 }
 

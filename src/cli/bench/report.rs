@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::histogram::Histogram;
 use super::limit::RawLimit;
 use super::sample::{self, Sample};
 use super::{BenchArgs, Protocol, Traffic};
@@ -34,6 +35,10 @@ pub(super) struct Measured {
     pub(super) samples: Vec<Sample>,
     /// Export to visible in `/api/v1/endpoint` of each probe, shortest first (analysis on).
     pub(super) visible: Vec<Duration>,
+    /// Export to acknowledged of each probe, shortest first.
+    pub(super) acknowledged: Vec<Duration>,
+    /// The servers' analysis delay (spans committed to analysis committed) over every trace.
+    pub(super) analysis_delay: Histogram,
 }
 
 impl Measured {
@@ -78,6 +83,19 @@ pub(super) fn thousands(value: f64) -> String {
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / 1_048_576.0)
+}
+
+/// Times sorted shortest first, as "2.24 / 2.56 s (200 probes)"; "-" for none.
+fn median_and_max(sorted: &[Duration]) -> String {
+    match (sorted.get(sorted.len() / 2), sorted.last()) {
+        (Some(median), Some(max)) => format!(
+            "{:.2} / {:.2} s ({} probes)",
+            median.as_secs_f64(),
+            max.as_secs_f64(),
+            sorted.len()
+        ),
+        _ => "-".to_owned(),
+    }
 }
 
 fn cores(cpu_secs: Option<f64>, wall_secs: f64) -> String {
@@ -234,14 +252,27 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
     });
     row(
         "export to visible in /api/v1/endpoint, median / max",
-        &|m| match (m.visible.get(m.visible.len() / 2), m.visible.last()) {
-            (Some(median), Some(max)) => format!(
-                "{:.2} / {:.2} s ({} probes)",
-                median.as_secs_f64(),
-                max.as_secs_f64(),
-                m.visible.len()
-            ),
-            _ => "-".to_owned(),
+        &|m| median_and_max(&m.visible),
+    );
+    row("  of which until acknowledged, median / max", &|m| {
+        median_and_max(&m.acknowledged)
+    });
+    row(
+        "analysis delay of every trace, p50 / p99 / within 3 s",
+        &|m| {
+            let delay = &m.analysis_delay;
+            match (
+                delay.quantile(0.5),
+                delay.quantile(0.99),
+                delay.share_within(3.0),
+            ) {
+                (Some(p50), Some(p99), Some(within)) => format!(
+                    "{p50:.2} / {p99:.2} s / {:.1}% ({} traces)",
+                    within * 100.0,
+                    thousands(delay.count())
+                ),
+                _ => "-".to_owned(),
+            }
         },
     );
     row("export latency p50 / p99", &|m| {

@@ -75,14 +75,23 @@ async fn visible_requests(client: &reqwest::Client, ui: &str) -> u64 {
     body["requests"].as_u64().unwrap_or(0)
 }
 
-/// Sends probes every `every` until `stop`, and returns each one's export-to-visible time.
+/// One probe's times, both from its first send.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProbeTimes {
+    /// Until the server acknowledged the export (its spans committed).
+    pub(super) acknowledged: Duration,
+    /// Until `/api/v1/endpoint` counted the request.
+    pub(super) visible: Duration,
+}
+
+/// Sends probes every `every` until `stop`, and returns each one's times.
 pub(super) async fn probe(
     client: reqwest::Client,
     otlp_http: String,
     ui: String,
     every: Duration,
     stop: Arc<AtomicBool>,
-) -> Vec<Duration> {
+) -> Vec<ProbeTimes> {
     let mut times = Vec::new();
     let mut n = 0u64;
     while !stop.load(Relaxed) {
@@ -102,15 +111,22 @@ pub(super) async fn probe(
             }
             tokio::time::sleep(POLL).await;
         }
+        let acknowledged = sent.elapsed();
         n += 1;
         while visible_requests(&client, &ui).await < n {
             if sent.elapsed() > GIVE_UP {
-                times.push(sent.elapsed());
+                times.push(ProbeTimes {
+                    acknowledged,
+                    visible: sent.elapsed(),
+                });
                 return times;
             }
             tokio::time::sleep(POLL).await;
         }
-        times.push(sent.elapsed());
+        times.push(ProbeTimes {
+            acknowledged,
+            visible: sent.elapsed(),
+        });
         tokio::time::sleep_until(next.into()).await;
     }
     times
