@@ -38,6 +38,23 @@ impl Histogram {
         }
     }
 
+    /// The observations made after `earlier`, a reading of the same histogram.
+    pub(super) fn since(&self, earlier: &Histogram) -> Histogram {
+        let buckets = self
+            .buckets
+            .iter()
+            .zip(
+                earlier
+                    .buckets
+                    .iter()
+                    .map(|(_, count)| *count)
+                    .chain(std::iter::repeat(0.0)),
+            )
+            .map(|((le, count), before)| (*le, count - before))
+            .collect();
+        Histogram { buckets }
+    }
+
     /// Observations counted.
     pub(super) fn count(&self) -> f64 {
         self.buckets.last().map_or(0.0, |(_, count)| *count)
@@ -115,5 +132,13 @@ mod tests {
         assert_eq!(sum.count(), 200.0);
         assert_eq!(sum.share_within(2.0), Some(0.5));
         assert_eq!(Histogram::parse(METRICS, "absent"), Histogram::default());
+        let later = sum.since(&Histogram::parse(METRICS, "delay"));
+        assert_eq!(later.count(), 100.0, "what the second instance added");
+        assert_eq!(later.share_within(3.0), Some(0.9));
+        assert_eq!(
+            sum.since(&Histogram::default()),
+            sum,
+            "since nothing: everything"
+        );
     }
 }

@@ -432,7 +432,11 @@ async fn take_sample(
     catching_up: bool,
 ) -> Sample {
     let pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
-    let counts = scrape(client, servers).await.ok();
+    let mut counts = scrape(client, servers).await.ok();
+    let analysis_delay = counts
+        .as_mut()
+        .map(|counts| std::mem::take(&mut counts.analysis_delay))
+        .unwrap_or_default();
     Sample {
         at,
         catching_up,
@@ -443,6 +447,7 @@ async fn take_sample(
         tasks: counts
             .and_then(|counts| counts.tasks)
             .map(|tasks| tasks as u64),
+        analysis_delay,
     }
 }
 
@@ -573,9 +578,9 @@ async fn run_once(
         samples.pop();
     }
     samples.push(take_sample(&client, &servers, started.elapsed(), true).await);
-    let analysis_delay = scrape(&client, &servers)
-        .await
-        .map(|counts| counts.analysis_delay)
+    let analysis_delay = samples
+        .last()
+        .map(|last| last.analysis_delay.clone())
         .unwrap_or_default();
     drop(servers);
     let disk_bytes = db.disk_bytes().await;

@@ -85,6 +85,22 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / 1_048_576.0)
 }
 
+/// A delay histogram as "2.42 / 3.10 s / 98.5% (1,000,000 traces)"; "-" when empty.
+fn delay_quantiles(delay: &Histogram) -> String {
+    match (
+        delay.quantile(0.5),
+        delay.quantile(0.99),
+        delay.share_within(3.0),
+    ) {
+        (Some(p50), Some(p99), Some(within)) => format!(
+            "{p50:.2} / {p99:.2} s / {:.1}% ({} traces)",
+            within * 100.0,
+            thousands(delay.count())
+        ),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Times sorted shortest first, as "2.24 / 2.56 s (200 probes)"; "-" for none.
 fn median_and_max(sorted: &[Duration]) -> String {
     match (sorted.get(sorted.len() / 2), sorted.last()) {
@@ -259,22 +275,17 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
     });
     row(
         "analysis delay of every trace, p50 / p99 / within 3 s",
-        &|m| {
-            let delay = &m.analysis_delay;
-            match (
-                delay.quantile(0.5),
-                delay.quantile(0.99),
-                delay.share_within(3.0),
-            ) {
-                (Some(p50), Some(p99), Some(within)) => format!(
-                    "{p50:.2} / {p99:.2} s / {:.1}% ({} traces)",
-                    within * 100.0,
-                    thousands(delay.count())
-                ),
-                _ => "-".to_owned(),
-            }
-        },
+        &|m| delay_quantiles(&m.analysis_delay),
     );
+    row("  of the traces after the first sample", &|m| {
+        m.samples.first().map_or("-".to_owned(), |first| {
+            format!(
+                "{} (from {:.0} s)",
+                delay_quantiles(&m.analysis_delay.since(&first.analysis_delay)),
+                first.at.as_secs_f64()
+            )
+        })
+    });
     row("export latency p50 / p99", &|m| {
         format!("{:.1} / {:.1} ms", m.latency_p50_ms, m.latency_p99_ms)
     });

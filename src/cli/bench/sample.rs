@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use super::histogram::Histogram;
+
 /// The point after which memory should have levelled off: caches full, pools grown.
 pub(super) const WARM_UP: Duration = Duration::from_secs(60);
 
@@ -21,6 +23,8 @@ pub(super) struct Sample {
     pub(super) open_fds: Option<u64>,
     pub(super) threads: Option<u64>,
     pub(super) tasks: Option<u64>,
+    /// The analysis delay of every trace analysed so far; empty if unread.
+    pub(super) analysis_delay: Histogram,
 }
 
 /// How resident memory grew under load: from the first sample at or after [`WARM_UP`] (or the
@@ -98,6 +102,7 @@ mod tests {
             open_fds: Some(40),
             threads: Some(12),
             tasks: Some(30),
+            analysis_delay: Histogram::default(),
         }
     }
 
