@@ -103,6 +103,8 @@ struct Assembler {
     held_bound: usize,
     /// The most `held_bound` may be.
     max_held_bytes: usize,
+    /// The watermark of the last batch sent, if that batch was empty.
+    empty_sent_with: Option<i64>,
     /// Trace ids in arrival order with their due time; the grace period is constant, so this is
     /// also due order.
     due: VecDeque<(Instant, TraceId)>,
@@ -118,6 +120,7 @@ impl Assembler {
             held_bytes: 0,
             held_bound: max_held_bytes(grace_period),
             max_held_bytes: max_held_bytes(grace_period),
+            empty_sent_with: None,
             due: VecDeque::new(),
             last_block_id: 0,
         }
@@ -211,6 +214,18 @@ impl Assembler {
         }
     }
 
+    /// Whether `due` is worth sending, noting it as sent if so. A batch with traces always is. An
+    /// empty one writes whatever the analysis still holds and the watermark; the same again would
+    /// write nothing new, so it is not, and an idle server does not write every tick.
+    fn worth_sending(&mut self, due: &DueBatch) -> bool {
+        let empty_with = due.batch.is_empty().then_some(due.watermark);
+        let worth = empty_with.is_none() || empty_with != self.empty_sent_with;
+        if worth {
+            self.empty_sent_with = empty_with;
+        }
+        worth
+    }
+
     /// Moves the held bound one step against the lateness of the oldest due trace, between its
     /// floor and ceiling.
     fn follow_lateness(&mut self, lateness: Duration) {
@@ -268,10 +283,6 @@ pub async fn run(
     // taken as soon as the analysis can queue it, taking turns with committed blocks (select
     // picks among ready branches at random).
     let mut look_for_due = false;
-    // The watermark of the last batch sent if it was empty. An empty batch writes whatever the
-    // analysis still holds and the watermark; the same again would write nothing new, so it is
-    // not sent, and an idle server does not write every tick.
-    let mut empty_sent_with = None;
     loop {
         tokio::select! {
             block = committed.recv(), if assembler.held_bytes < assembler.held_bound => match block {
@@ -283,9 +294,7 @@ pub async fn run(
                 // An empty batch still commits the watermark, past blocks with nothing due.
                 let due = assembler.take_due_batch(Instant::now(), false);
                 look_for_due = due.batch.len() >= MAX_TRACES_PER_BATCH;
-                let empty_with = due.batch.is_empty().then_some(due.watermark);
-                if empty_with.is_none() || empty_with != empty_sent_with {
-                    empty_sent_with = empty_with;
+                if assembler.worth_sending(&due) {
                     permit.send(due);
                 }
             }
@@ -417,6 +426,35 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(assembler.held_bound, floor);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_batch_is_sent_once_per_watermark() {
+        let mut assembler = Assembler::new(Duration::from_secs(2));
+        let take = |assembler: &mut Assembler| {
+            let due = assembler.take_due_batch(Instant::now(), false);
+            assembler.worth_sending(&due)
+        };
+        assert!(
+            take(&mut assembler),
+            "the first empty batch writes the watermark"
+        );
+        assert!(!take(&mut assembler), "the same again writes nothing");
+        assembler.add(
+            committed(1, "auth: GET /health 0..1 server"),
+            Instant::now(),
+        );
+        assert!(
+            !take(&mut assembler),
+            "nothing due, the watermark not moved"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(take(&mut assembler), "a batch with a trace");
+        assert!(
+            take(&mut assembler),
+            "then an empty one, which writes what the analysis still holds"
+        );
+        assert!(!take(&mut assembler));
     }
 
     #[tokio::test(start_paused = true)]

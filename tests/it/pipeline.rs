@@ -117,17 +117,21 @@ async fn endpoints_past_the_cap_fold_into_other() {
     app.stop().await;
 }
 
+/// The `/metrics` page once it contains `needle`.
+async fn metrics_containing(app: &TestApp, needle: &str) -> String {
+    app.eventually(Duration::from_secs(20), || async {
+        let text = app.metrics().await;
+        text.contains(needle).then_some(text)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn metrics_export_per_endpoint_figures() {
     let app = spawn_app().await;
     export(&app, &login_request(41)).await;
-    let metrics = app
-        .eventually(Duration::from_secs(20), || async {
-            let text = app.metrics().await;
-            text.contains("bottleneck_endpoint_request_duration_seconds_count")
-                .then_some(text)
-        })
-        .await;
+    let metrics =
+        metrics_containing(&app, "bottleneck_endpoint_request_duration_seconds_count").await;
     let labels = "service=\"auth\",endpoint=\"POST /login\"";
     assert!(
         metrics.contains(&format!(
@@ -152,13 +156,7 @@ async fn metrics_export_per_endpoint_figures() {
         "{metrics}"
     );
     // The delay is counted once the analysis is committed, a moment after the counters above.
-    let metrics = app
-        .eventually(Duration::from_secs(20), || async {
-            let text = app.metrics().await;
-            text.contains("bottleneck_analysis_delay_seconds_count 1")
-                .then_some(text)
-        })
-        .await;
+    let metrics = metrics_containing(&app, "bottleneck_analysis_delay_seconds_count 1").await;
     assert!(
         metrics.contains("bottleneck_analysis_delay_seconds_bucket{le=\"0.25\"} 0"),
         "the trace waited out the grace period of 300 ms: {metrics}"
