@@ -23,6 +23,7 @@ use tracing::{error, info};
 
 use super::CommittedBlock;
 use super::analyze::Analyzer;
+use super::held_bound::HeldBound;
 use super::work::{Batch, FreshTrace};
 use crate::store::{Store, StoreError, block};
 
@@ -41,43 +42,6 @@ const REPLAY_BATCH: i64 = 64;
 /// 5,000 analysed no faster and held 70 MiB more at full rate; 2,000 analysed 3% more than this
 /// and held 20-25 MiB more (BENCHMARKS.md).
 const MAX_TRACES_PER_BATCH: usize = 1_000;
-
-/// The most compressed block bytes held waiting for analysis, per second of the grace period (at
-/// least one second's worth): the ceiling of the held bound below. Past the bound the assembler
-/// stops taking committed blocks, the writer waits, the ingest queue fills and exporters are told
-/// to retry: memory stays bounded when analysis falls behind ingest. At 36 bytes a span the
-/// ceiling holds a grace period of 350,000 spans/s, which caps the analysed rate there. At the
-/// default 2 s, 32 MiB held up to 3 s of backlog at saturation (visible in 5-6 s and 50 MiB more
-/// RSS), and 16 MiB capped the rate at 230,000 spans/s on a machine that analysed 270,000 with 24
-/// (BENCHMARKS.md).
-const HELD_BYTES_PER_GRACE_SECOND: usize = 12 * 1024 * 1024;
-
-/// How late the oldest due trace may be when a batch is taken. At saturation the held blocks are
-/// a queue in front of the analysis: what they hold beyond a grace period's worth is backlog, and
-/// a trace waits its bytes over the analysed rate past its grace period. With the bound fixed at
-/// its ceiling traces waited 0.8-1.1 s past it on a machine that analysed 260,000 spans/s. So the
-/// bound follows the lateness: it shrinks while batches leave later than this and grows back
-/// while they leave sooner, and settles where the backlog lasts about this long at whatever rate
-/// the machine analyses; exporters wait instead, each for its own export. Refusing every block
-/// while late was worse: the grace period's pipeline emptied, and two seconds later the analysis
-/// starved (BENCHMARKS.md).
-const TARGET_LATENESS: Duration = Duration::from_millis(250);
-
-/// The share by which the held bound moves per batch taken: about 5% a second at full rate.
-/// The effect of a move shows a grace period later, so a faster bound overshoots: at 1% a batch
-/// it swung between 9 and 24 MiB and the analysed rate fell a fifth (BENCHMARKS.md).
-const HELD_BOUND_STEP: f64 = 0.002;
-
-/// The least share of the ceiling the held bound keeps, so that after a long stall of the
-/// analysis (which shrinks it batch by batch) intake is not held low for long: at the default
-/// 2 s, 6 MiB, a grace period at about 85,000 spans/s.
-const HELD_BOUND_FLOOR: f64 = 0.25;
-
-/// The most block bytes held for a grace period.
-fn max_held_bytes(grace_period: Duration) -> usize {
-    let seconds = grace_period.as_secs_f64().max(1.0);
-    (HELD_BYTES_PER_GRACE_SECOND as f64 * seconds) as usize
-}
 
 struct Pending {
     block_ids: Vec<i64>,
@@ -98,11 +62,8 @@ struct Assembler {
     blocks: HashMap<i64, HeldBlock>,
     /// Bytes of the blocks in `blocks`.
     held_bytes: usize,
-    /// Past this many, no block is taken; moves between a floor and [`max_held_bytes`] with the
-    /// lateness of the batches taken.
-    held_bound: usize,
-    /// The most `held_bound` may be.
-    max_held_bytes: usize,
+    /// Past this many held bytes, no block is taken.
+    held_bound: HeldBound,
     /// The watermark of the last batch sent, if that batch was empty.
     empty_sent_with: Option<i64>,
     /// Trace ids in arrival order with their due time; the grace period is constant, so this is
@@ -118,8 +79,7 @@ impl Assembler {
             pending: HashMap::new(),
             blocks: HashMap::new(),
             held_bytes: 0,
-            held_bound: max_held_bytes(grace_period),
-            max_held_bytes: max_held_bytes(grace_period),
+            held_bound: HeldBound::new(grace_period),
             empty_sent_with: None,
             due: VecDeque::new(),
             last_block_id: 0,
@@ -202,12 +162,12 @@ impl Assembler {
     /// The due traces, at most about [`MAX_TRACES_PER_BATCH`] (every one with `everything`), with
     /// the watermark their commit may carry.
     fn take_due_batch(&mut self, now: Instant, everything: bool) -> DueBatch {
-        if let Some((due_at, _)) = self.due.front()
-            && *due_at <= now
-        {
-            self.follow_lateness(now - *due_at);
-        }
+        let lateness =
+            (self.due.front()).and_then(|(due_at, _)| now.checked_duration_since(*due_at));
+        let held_before = self.held_bytes;
         let batch = self.take_due(now, everything);
+        let released = held_before - self.held_bytes;
+        (self.held_bound).batch_taken(now, lateness, held_before, released);
         DueBatch {
             batch,
             watermark: self.watermark(),
@@ -224,19 +184,6 @@ impl Assembler {
             self.empty_sent_with = empty_with;
         }
         worth
-    }
-
-    /// Moves the held bound one step against the lateness of the oldest due trace, between its
-    /// floor and ceiling.
-    fn follow_lateness(&mut self, lateness: Duration) {
-        let factor = if lateness > TARGET_LATENESS {
-            1.0 - HELD_BOUND_STEP
-        } else {
-            1.0 + HELD_BOUND_STEP
-        };
-        let floor = self.max_held_bytes as f64 * HELD_BOUND_FLOOR;
-        self.held_bound =
-            (self.held_bound as f64 * factor).clamp(floor, self.max_held_bytes as f64) as usize;
     }
 
     /// Every block up to the returned id has no trace waiting here.
@@ -285,7 +232,7 @@ pub async fn run(
     let mut look_for_due = false;
     loop {
         tokio::select! {
-            block = committed.recv(), if assembler.held_bytes < assembler.held_bound => match block {
+            block = committed.recv(), if assembler.held_bytes < assembler.held_bound.get() => match block {
                 Some(block) => assembler.add(block, Instant::now()),
                 None => break,
             },
@@ -365,67 +312,6 @@ mod tests {
             data: Arc::new(encoded.data),
             trace_ids: encoded.trace_ids,
         }
-    }
-
-    #[test]
-    fn the_held_bound_follows_the_grace_period_and_never_closes() {
-        let mib = 1024 * 1024;
-        assert_eq!(max_held_bytes(Duration::from_secs(2)), 24 * mib);
-        assert_eq!(max_held_bytes(Duration::from_secs(10)), 120 * mib);
-        assert_eq!(
-            max_held_bytes(Duration::ZERO),
-            12 * mib,
-            "without a grace period blocks still flow"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_held_bound_shrinks_while_batches_leave_late_and_grows_back_when_on_time() {
-        let mut assembler = Assembler::new(Duration::from_secs(2));
-        let ceiling = assembler.max_held_bytes;
-        assert_eq!(
-            assembler.held_bound, ceiling,
-            "a new assembler holds up to its ceiling"
-        );
-        let block = |block_id: i64| CommittedBlock {
-            block_id,
-            data: Arc::new(vec![0; 8]),
-            trace_ids: vec![TraceId(u128::try_from(block_id).unwrap().to_be_bytes())],
-        };
-        // Each trace is taken a second past its grace period: the bound shrinks a step a batch.
-        for block_id in 1..=1_000 {
-            assembler.add(block(block_id), Instant::now());
-            tokio::time::advance(Duration::from_secs(3)).await;
-            assert_eq!(
-                assembler.take_due_batch(Instant::now(), false).batch.len(),
-                1
-            );
-        }
-        let floor = (ceiling as f64 * HELD_BOUND_FLOOR) as usize;
-        assert_eq!(
-            assembler.held_bound, floor,
-            "1,000 late batches reach the floor and stop"
-        );
-        // Taken on time, the bound grows back, up to its ceiling and not past it.
-        for block_id in 1_001..=2_000 {
-            assembler.add(block(block_id), Instant::now());
-            tokio::time::advance(Duration::from_secs(2)).await;
-            assert_eq!(
-                assembler.take_due_batch(Instant::now(), false).batch.len(),
-                1
-            );
-        }
-        assert_eq!(assembler.held_bound, ceiling);
-        // Nothing due moves nothing: the lateness of a batch is not known before it is due.
-        assembler.held_bound = floor;
-        assembler.add(block(2_001), Instant::now());
-        assert!(
-            assembler
-                .take_due_batch(Instant::now(), false)
-                .batch
-                .is_empty()
-        );
-        assert_eq!(assembler.held_bound, floor);
     }
 
     #[tokio::test(start_paused = true)]

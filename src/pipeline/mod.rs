@@ -1,6 +1,6 @@
 //! From accepted exports to analysed requests:
 //! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
-//! by trace and waits out the grace period; `analyze` runs the pure analysis (`work`: decoding
+//! by trace and waits out the grace period, holding as many as `held_bound` lets it; `analyze` runs the pure analysis (`work`: decoding
 //! and analysing a batch over the cores) and writes request rows and rollups, and `delay` counts
 //! how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
@@ -13,6 +13,7 @@ pub mod analyze;
 pub mod assemble;
 pub mod claim;
 pub mod delay;
+mod held_bound;
 pub mod work;
 pub mod writer;
 

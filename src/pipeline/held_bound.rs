@@ -1,0 +1,246 @@
+//! The held bound: how many compressed block bytes the assembler holds, waiting for analysis,
+//! before it stops taking committed blocks. Past it the writer waits, the ingest queue fills and
+//! exporters are told to retry, so memory stays bounded when analysis falls behind ingest.
+//!
+//! At saturation the held blocks are a queue in front of the analysis: what they hold beyond a
+//! grace period's worth of traffic is backlog, and a trace waits that backlog over the analysed
+//! rate past its grace period. So the bound follows the lateness of the batches taken: while they
+//! leave late it drops to what the analysis takes in a grace period and a little more, and while
+//! they leave on time with intake held back by the bound it grows back step by step.
+//!
+//! What the bound cannot prevent is a burst: traffic taken in faster than the analysis goes
+//! falls due as fast, a grace period later. So it grows only while it holds intake back, and
+//! starts at half its ceiling.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The most compressed block bytes held per second of the grace period (at least one second's
+/// worth): the ceiling of the bound. At 36 bytes a span it holds a grace period of 350,000
+/// spans/s, which caps the analysed rate there. At the default 2 s, 32 MiB held up to 3 s of
+/// backlog at saturation (visible in 5-6 s and 50 MiB more RSS), and 16 MiB capped the rate at
+/// 230,000 spans/s on a machine that analysed 270,000 with 24 (BENCHMARKS.md).
+const HELD_BYTES_PER_GRACE_SECOND: usize = 12 * 1024 * 1024;
+
+/// The share of the ceiling a new bound starts at. Until the first traces fall due the analysis
+/// is idle and ingest runs up to twice as fast as beside it; what it takes in then falls due at
+/// that rate. Starting at the ceiling those traces left up to 1.9 s late, at half of it 1.35 s,
+/// and the bound grew to what the analysis needed within ten seconds (BENCHMARKS.md).
+const START: f64 = 0.5;
+
+/// How late the oldest due trace may be when a batch is taken. With the bound fixed at its
+/// ceiling traces waited 0.8-1.1 s past their grace period on a machine that analysed 260,000
+/// spans/s; exporters wait instead, each for its own export. Refusing every block while late was
+/// worse: the grace period's pipeline emptied, and two seconds later the analysis starved
+/// (BENCHMARKS.md).
+const TARGET_LATENESS: Duration = Duration::from_millis(250);
+
+/// The share by which the bound grows per batch taken on time: about 5% a second at full rate.
+/// The effect of a move shows a grace period later, so a faster step overshoots: at 1% a batch
+/// the bound swung between 9 and 24 MiB and the analysed rate fell a fifth (BENCHMARKS.md). Late
+/// batches bring it down at once to what the analysis takes in a grace period and the target
+/// lateness; until that rate is known, by the same step.
+const STEP: f64 = 0.002;
+
+/// The share of the bound held when a batch is taken past which the bound is holding intake
+/// back. Below it a larger bound would change nothing now, and would let the next burst in.
+const PRESSED: f64 = 0.9;
+
+/// The least share of the ceiling the bound keeps, so that after a long stall of the analysis
+/// intake is not held low for long: at the default 2 s, 6 MiB, a grace period at about 85,000
+/// spans/s.
+const FLOOR: f64 = 0.25;
+
+/// The weight a rate sample keeps per sample after it: about the last 20 batches, under a second
+/// at full rate.
+const RATE_DECAY: f64 = 0.95;
+
+/// The most block bytes held for a grace period.
+pub(super) fn max_held_bytes(grace_period: Duration) -> usize {
+    let seconds = grace_period.as_secs_f64().max(1.0);
+    (HELD_BYTES_PER_GRACE_SECOND as f64 * seconds) as usize
+}
+
+/// The bytes the analysis lets go per second while it is behind, over its last batches.
+#[derive(Debug, Default)]
+struct AnalysedRate {
+    bytes: f64,
+    seconds: f64,
+}
+
+impl AnalysedRate {
+    fn add(&mut self, bytes: usize, elapsed: Duration) {
+        self.bytes = self.bytes * RATE_DECAY + bytes as f64;
+        self.seconds = self.seconds * RATE_DECAY + elapsed.as_secs_f64();
+    }
+
+    fn per_second(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.bytes / self.seconds)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct HeldBound {
+    bound: usize,
+    ceiling: usize,
+    /// What the analysis would take in this long keeps it busy without backlog past the target.
+    horizon: Duration,
+    analysed: AnalysedRate,
+    /// When the last batch was taken, if it was late: the time to the next late one is the
+    /// analysis' alone, while time after an on-time batch may include waiting for traces to
+    /// fall due.
+    last_late_take: Option<Instant>,
+}
+
+impl HeldBound {
+    pub(super) fn new(grace_period: Duration) -> Self {
+        let ceiling = max_held_bytes(grace_period);
+        HeldBound {
+            bound: (ceiling as f64 * START) as usize,
+            ceiling,
+            horizon: grace_period + TARGET_LATENESS,
+            analysed: AnalysedRate::default(),
+            last_late_take: None,
+        }
+    }
+
+    pub(super) fn get(&self) -> usize {
+        self.bound
+    }
+
+    /// Follows a batch taken at `now` from `held` block bytes, which let go of `released` of
+    /// them, its oldest trace `lateness` past its grace period (`None` when nothing was due: the
+    /// lateness of a batch is not known before it is due).
+    pub(super) fn batch_taken(
+        &mut self,
+        now: Instant,
+        lateness: Option<Duration>,
+        held: usize,
+        released: usize,
+    ) {
+        let Some(lateness) = lateness else {
+            return;
+        };
+        let bound = self.bound as f64;
+        let next = if lateness > TARGET_LATENESS {
+            if let Some(previous) = self.last_late_take.replace(now) {
+                self.analysed.add(released, now - previous);
+            }
+            match self.analysed.per_second() {
+                Some(rate) => bound.min(rate * self.horizon.as_secs_f64()),
+                None => bound * (1.0 - STEP),
+            }
+        } else {
+            self.last_late_take = None;
+            if held as f64 >= bound * PRESSED {
+                bound * (1.0 + STEP)
+            } else {
+                bound
+            }
+        };
+        self.bound = next.clamp(self.ceiling as f64 * FLOOR, self.ceiling as f64) as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn the_ceiling_follows_the_grace_period_and_never_closes() {
+        assert_eq!(max_held_bytes(Duration::from_secs(2)), 24 * MIB);
+        assert_eq!(max_held_bytes(Duration::from_secs(10)), 120 * MIB);
+        assert_eq!(
+            max_held_bytes(Duration::ZERO),
+            12 * MIB,
+            "without a grace period blocks still flow"
+        );
+    }
+
+    #[test]
+    fn a_new_bound_is_half_its_ceiling_and_a_late_batch_steps_it_down_until_the_rate_is_known() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        assert_eq!(bound.get(), 12 * MIB);
+        bound.batch_taken(Instant::now(), Some(Duration::from_secs(1)), 12 * MIB, MIB);
+        assert_eq!(bound.get(), (12.0 * MIB as f64 * (1.0 - STEP)) as usize);
+    }
+
+    #[test]
+    fn a_stalled_analysis_brings_the_bound_to_its_floor_and_on_time_batches_grow_it_back() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        let late = Some(Duration::from_secs(1));
+        bound.batch_taken(start, late, 12 * MIB, 0);
+        bound.batch_taken(start + Duration::from_secs(1), late, 12 * MIB, 0);
+        assert_eq!(
+            bound.get(),
+            6 * MIB,
+            "nothing let go in a second: the floor"
+        );
+        for n in 0..1_000 {
+            let now = start + Duration::from_secs(2) + Duration::from_millis(n);
+            bound.batch_taken(now, Some(Duration::ZERO), bound.get(), MIB);
+        }
+        assert_eq!(
+            bound.get(),
+            24 * MIB,
+            "grown to the ceiling and not past it"
+        );
+        bound.batch_taken(start, None, 24 * MIB, 0);
+        assert_eq!(bound.get(), 24 * MIB, "nothing due moves nothing");
+    }
+
+    #[test]
+    fn on_time_batches_grow_the_bound_only_while_it_holds_intake_back() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        for n in 0..1_000 {
+            let now = start + Duration::from_millis(n);
+            bound.batch_taken(now, Some(Duration::ZERO), 10 * MIB, MIB);
+        }
+        assert_eq!(
+            bound.get(),
+            12 * MIB,
+            "10 MiB held under a 12 MiB bound: a burst would only fill a larger one"
+        );
+        bound.batch_taken(start, Some(Duration::ZERO), 11 * MIB, MIB);
+        assert_eq!(bound.get(), (12.0 * MIB as f64 * (1.0 + STEP)) as usize);
+    }
+
+    #[test]
+    fn late_batches_bring_the_bound_down_to_what_the_analysis_takes_in_the_horizon() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        let late = Some(Duration::from_millis(500));
+        // The analysis lets go of 4 MiB a second, 1 MiB every 250 ms.
+        for n in 0..40 {
+            let now = start + Duration::from_millis(250 * n);
+            bound.batch_taken(now, late, bound.get(), MIB);
+        }
+        assert!(
+            bound.get().abs_diff(9 * MIB) <= 1,
+            "{} bytes: a grace period and the target lateness at 4 MiB/s, and no lower while \
+             still late",
+            bound.get()
+        );
+    }
+
+    #[test]
+    fn time_after_an_on_time_batch_is_not_taken_for_analysis() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        let late = Some(Duration::from_secs(1));
+        bound.batch_taken(start, late, MIB, MIB);
+        // On time, then late again ten seconds later: those ten seconds were spent waiting for
+        // traces to fall due, and would make the analysis look 10 times slower than it is.
+        let on_time = Some(Duration::ZERO);
+        bound.batch_taken(start + Duration::from_secs(1), on_time, MIB, MIB);
+        bound.batch_taken(start + Duration::from_secs(11), late, MIB, MIB);
+        assert!(bound.analysed.per_second().is_none());
+        bound.batch_taken(start + Duration::from_secs(12), late, MIB, MIB);
+        assert_eq!(bound.analysed.per_second(), Some(MIB as f64));
+    }
+}
