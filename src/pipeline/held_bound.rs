@@ -6,7 +6,8 @@
 //! grace period's worth of traffic is backlog, and a trace waits that backlog over the analysed
 //! rate past its grace period. So the bound follows the lateness of the batches taken: while they
 //! leave late it drops to what the analysis takes in a grace period and a little more, and while
-//! they leave on time with intake held back by the bound it grows back step by step.
+//! they leave on time with intake held back by the bound it returns there and grows on step by
+//! step.
 //!
 //! What the bound cannot prevent is a burst: traffic taken in faster than the analysis goes
 //! falls due as fast, a grace period later. So it grows only while it holds intake back, and
@@ -25,8 +26,9 @@ const HELD_BYTES_PER_GRACE_SECOND: usize = 12 * 1024 * 1024;
 
 /// The share of the ceiling a new bound starts at. Until the first traces fall due the analysis
 /// is idle and ingest runs up to twice as fast as beside it; what it takes in then falls due at
-/// that rate. Starting at the ceiling those traces left up to 1.9 s late, at half of it 1.35 s,
-/// and the bound grew to what the analysis needed within ten seconds (BENCHMARKS.md).
+/// that rate. Starting at the ceiling those traces left up to 1.9 s late, at half 0.9-1.35 s;
+/// the first late batches measure the analysed rate, and the bound is up to that rate's worth
+/// as soon as batches leave on time (BENCHMARKS.md).
 const START: f64 = 0.5;
 
 /// How late the oldest due trace may be when a batch is taken. With the bound fixed at its
@@ -40,7 +42,7 @@ const TARGET_LATENESS: Duration = Duration::from_millis(250);
 /// The effect of a move shows a grace period later, so a faster step overshoots: at 1% a batch
 /// the bound swung between 9 and 24 MiB and the analysed rate fell a fifth (BENCHMARKS.md). Late
 /// batches bring it down at once to what the analysis takes in a grace period and the target
-/// lateness; until that rate is known, by the same step.
+/// lateness, and on-time ones back up to it at once; until that rate is known, by the same step.
 const STEP: f64 = 0.002;
 
 /// The share of the bound held when a batch is taken past which the bound is holding intake
@@ -134,7 +136,8 @@ impl HeldBound {
         } else {
             self.last_late_take = None;
             if held as f64 >= bound * PRESSED {
-                bound * (1.0 + STEP)
+                let analysed = self.analysed.per_second().unwrap_or(0.0);
+                (bound * (1.0 + STEP)).max(analysed * self.horizon.as_secs_f64())
             } else {
                 bound
             }
@@ -148,6 +151,14 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1024 * 1024;
+
+    /// Takes `n` batches half a second late, `every` apart from `start`, each letting go of 1 MiB.
+    fn take_late_batches(bound: &mut HeldBound, start: Instant, every: Duration, n: u32) {
+        for k in 0..n {
+            let late = Some(Duration::from_millis(500));
+            bound.batch_taken(start + every * k, late, bound.get(), MIB);
+        }
+    }
 
     #[test]
     fn the_ceiling_follows_the_grace_period_and_never_closes() {
@@ -213,19 +224,33 @@ mod tests {
     #[test]
     fn late_batches_bring_the_bound_down_to_what_the_analysis_takes_in_the_horizon() {
         let mut bound = HeldBound::new(Duration::from_secs(2));
-        let start = Instant::now();
-        let late = Some(Duration::from_millis(500));
-        // The analysis lets go of 4 MiB a second, 1 MiB every 250 ms.
-        for n in 0..40 {
-            let now = start + Duration::from_millis(250 * n);
-            bound.batch_taken(now, late, bound.get(), MIB);
-        }
+        // The analysis lets go of 4 MiB a second.
+        take_late_batches(&mut bound, Instant::now(), Duration::from_millis(250), 40);
         assert!(
             bound.get().abs_diff(9 * MIB) <= 1,
             "{} bytes: a grace period and the target lateness at 4 MiB/s, and no lower while \
              still late",
             bound.get()
         );
+    }
+
+    #[test]
+    fn an_on_time_batch_brings_the_bound_back_up_to_what_the_analysis_takes_in_the_horizon() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        // Late at 8 MiB a second: 18 MiB would do, so the bound stays where the first late
+        // batch, before the rate was known, stepped it.
+        take_late_batches(&mut bound, start, Duration::from_millis(125), 10);
+        assert_eq!(bound.get(), (12.0 * MIB as f64 * (1.0 - STEP)) as usize);
+        let on_time = Some(Duration::ZERO);
+        bound.batch_taken(start + Duration::from_secs(2), on_time, 6 * MIB, MIB);
+        assert_eq!(
+            bound.get(),
+            (12.0 * MIB as f64 * (1.0 - STEP)) as usize,
+            "not while intake is not held back"
+        );
+        bound.batch_taken(start + Duration::from_secs(2), on_time, 12 * MIB, MIB);
+        assert!(bound.get().abs_diff(18 * MIB) <= 1, "{} bytes", bound.get());
     }
 
     #[test]
