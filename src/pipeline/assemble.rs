@@ -62,7 +62,7 @@ struct Assembler {
     blocks: HashMap<i64, HeldBlock>,
     /// Bytes of the blocks in `blocks`.
     held_bytes: usize,
-    /// Past this many held bytes, no block is taken.
+    /// At or past this many held bytes, no block is taken.
     held_bound: HeldBound,
     /// The watermark of the last batch sent, if that batch was empty.
     empty_sent_with: Option<i64>,
@@ -162,12 +162,15 @@ impl Assembler {
     /// The due traces, at most about [`MAX_TRACES_PER_BATCH`] (every one with `everything`), with
     /// the watermark their commit may carry.
     fn take_due_batch(&mut self, now: Instant, everything: bool) -> DueBatch {
-        let lateness =
-            (self.due.front()).and_then(|(due_at, _)| now.checked_duration_since(*due_at));
+        let lateness = self
+            .due
+            .front()
+            .and_then(|(due_at, _)| now.checked_duration_since(*due_at));
         let held_before = self.held_bytes;
         let batch = self.take_due(now, everything);
         let released = held_before - self.held_bytes;
-        (self.held_bound).batch_taken(now, lateness, held_before, released);
+        self.held_bound
+            .batch_taken(now, lateness, held_before, released);
         DueBatch {
             batch,
             watermark: self.watermark(),
@@ -312,6 +315,50 @@ mod tests {
             data: Arc::new(encoded.data),
             trace_ids: encoded.trace_ids,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_held_bound_hears_how_late_each_batch_is_and_what_it_let_go() {
+        const MIB: usize = 1024 * 1024;
+        let mut assembler = Assembler::new(Duration::from_secs(2));
+        let start = assembler.held_bound.get();
+        let block = |block_id: i64| CommittedBlock {
+            block_id,
+            data: Arc::new(vec![0; 4 * MIB]),
+            trace_ids: vec![TraceId(u128::try_from(block_id).unwrap().to_be_bytes())],
+        };
+        let half_second = Duration::from_millis(500);
+        async fn take_one(assembler: &mut Assembler, wait: Duration) {
+            tokio::time::advance(wait).await;
+            let taken = assembler.take_due_batch(Instant::now(), false).batch.len();
+            assert_eq!(taken, 1);
+        }
+        // Blocks of 4 MiB at 0, 1, 2, 3 and 4 s, each with a trace due 2 s later.
+        assembler.add(block(1), Instant::now());
+        tokio::time::advance(2 * half_second).await;
+        assembler.add(block(2), Instant::now());
+        take_one(&mut assembler, 2 * half_second).await;
+        assert_eq!(
+            assembler.held_bound.get(),
+            start,
+            "on time at 2 s, 8 MiB held under 12"
+        );
+        assembler.add(block(3), Instant::now());
+        tokio::time::advance(2 * half_second).await;
+        assembler.add(block(4), Instant::now());
+        // Then taken half a second late, a second apart: 4 MiB let go a second.
+        take_one(&mut assembler, half_second).await;
+        tokio::time::advance(half_second).await;
+        assembler.add(block(5), Instant::now());
+        take_one(&mut assembler, half_second).await;
+        take_one(&mut assembler, 2 * half_second).await;
+        // The third late batch is the first timed: 4 MiB let go in a second, so 9 MiB is a
+        // grace period and the target lateness.
+        assert!(
+            assembler.held_bound.get().abs_diff(9 * MIB) <= 1,
+            "{} bytes",
+            assembler.held_bound.get()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,7 +38,8 @@ const START: f64 = 0.5;
 /// (BENCHMARKS.md).
 const TARGET_LATENESS: Duration = Duration::from_millis(250);
 
-/// The share by which the bound grows per batch taken on time: about 5% a second at full rate.
+/// The share by which the bound grows per batch taken on time while it holds intake back: about
+/// 5% a second at full rate.
 /// The effect of a move shows a grace period later, so a faster step overshoots: at 1% a batch
 /// the bound swung between 9 and 24 MiB and the analysed rate fell a fifth (BENCHMARKS.md). Late
 /// batches bring it down at once to what the analysis takes in a grace period and the target
@@ -59,7 +60,7 @@ const FLOOR: f64 = 0.25;
 const RATE_DECAY: f64 = 0.95;
 
 /// The most block bytes held for a grace period.
-pub(super) fn max_held_bytes(grace_period: Duration) -> usize {
+fn max_held_bytes(grace_period: Duration) -> usize {
     let seconds = grace_period.as_secs_f64().max(1.0);
     (HELD_BYTES_PER_GRACE_SECOND as f64 * seconds) as usize
 }
@@ -89,10 +90,16 @@ pub(super) struct HeldBound {
     /// What the analysis would take in this long keeps it busy without backlog past the target.
     horizon: Duration,
     analysed: AnalysedRate,
-    /// When the last batch was taken, if it was late: the time to the next late one is the
-    /// analysis' alone, while time after an on-time batch may include waiting for traces to
-    /// fall due.
-    last_late_take: Option<Instant>,
+    /// The batches taken late in a row, and when the last of them was. The time from one to the
+    /// next is the analysis' alone, except from the first of a run to the second: an idle
+    /// analysis takes the first at once, and the second follows it in no time.
+    late_run: Option<LateRun>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LateRun {
+    batches: u32,
+    last: Instant,
 }
 
 impl HeldBound {
@@ -101,9 +108,9 @@ impl HeldBound {
         HeldBound {
             bound: (ceiling as f64 * START) as usize,
             ceiling,
-            horizon: grace_period + TARGET_LATENESS,
+            horizon: grace_period.saturating_add(TARGET_LATENESS),
             analysed: AnalysedRate::default(),
-            last_late_take: None,
+            late_run: None,
         }
     }
 
@@ -122,19 +129,25 @@ impl HeldBound {
         released: usize,
     ) {
         let Some(lateness) = lateness else {
+            self.late_run = None;
             return;
         };
         let bound = self.bound as f64;
         let next = if lateness > TARGET_LATENESS {
-            if let Some(previous) = self.last_late_take.replace(now) {
-                self.analysed.add(released, now - previous);
+            let run = self.late_run.map_or(0, |run| run.batches);
+            if let Some(previous) = self.late_run.filter(|_| run >= 2) {
+                self.analysed.add(released, now - previous.last);
             }
+            self.late_run = Some(LateRun {
+                batches: run + 1,
+                last: now,
+            });
             match self.analysed.per_second() {
                 Some(rate) => bound.min(rate * self.horizon.as_secs_f64()),
                 None => bound * (1.0 - STEP),
             }
         } else {
-            self.last_late_take = None;
+            self.late_run = None;
             if held as f64 >= bound * PRESSED {
                 let analysed = self.analysed.per_second().unwrap_or(0.0);
                 (bound * (1.0 + STEP)).max(analysed * self.horizon.as_secs_f64())
@@ -160,6 +173,11 @@ mod tests {
         }
     }
 
+    /// What one step down makes of `bytes`, as the bound computes it.
+    fn stepped_down(bytes: usize) -> usize {
+        (bytes as f64 * (1.0 - STEP)) as usize
+    }
+
     #[test]
     fn the_ceiling_follows_the_grace_period_and_never_closes() {
         assert_eq!(max_held_bytes(Duration::from_secs(2)), 24 * MIB);
@@ -176,7 +194,7 @@ mod tests {
         let mut bound = HeldBound::new(Duration::from_secs(2));
         assert_eq!(bound.get(), 12 * MIB);
         bound.batch_taken(Instant::now(), Some(Duration::from_secs(1)), 12 * MIB, MIB);
-        assert_eq!(bound.get(), (12.0 * MIB as f64 * (1.0 - STEP)) as usize);
+        assert_eq!(bound.get(), stepped_down(12 * MIB));
     }
 
     #[test]
@@ -184,15 +202,18 @@ mod tests {
         let mut bound = HeldBound::new(Duration::from_secs(2));
         let start = Instant::now();
         let late = Some(Duration::from_secs(1));
-        bound.batch_taken(start, late, 12 * MIB, 0);
-        bound.batch_taken(start + Duration::from_secs(1), late, 12 * MIB, 0);
+        for n in 0..3 {
+            bound.batch_taken(start + Duration::from_secs(n), late, 12 * MIB, 0);
+        }
         assert_eq!(
             bound.get(),
             6 * MIB,
             "nothing let go in a second: the floor"
         );
+        bound.batch_taken(start + Duration::from_secs(3), None, 6 * MIB, 0);
+        assert_eq!(bound.get(), 6 * MIB, "nothing due moves nothing");
         for n in 0..1_000 {
-            let now = start + Duration::from_secs(2) + Duration::from_millis(n);
+            let now = start + Duration::from_secs(4) + Duration::from_millis(n);
             bound.batch_taken(now, Some(Duration::ZERO), bound.get(), MIB);
         }
         assert_eq!(
@@ -200,8 +221,6 @@ mod tests {
             24 * MIB,
             "grown to the ceiling and not past it"
         );
-        bound.batch_taken(start, None, 24 * MIB, 0);
-        assert_eq!(bound.get(), 24 * MIB, "nothing due moves nothing");
     }
 
     #[test]
@@ -238,34 +257,78 @@ mod tests {
     fn an_on_time_batch_brings_the_bound_back_up_to_what_the_analysis_takes_in_the_horizon() {
         let mut bound = HeldBound::new(Duration::from_secs(2));
         let start = Instant::now();
-        // Late at 8 MiB a second: 18 MiB would do, so the bound stays where the first late
-        // batch, before the rate was known, stepped it.
+        // Late at 8 MiB a second: 18 MiB would do, so the bound stays where the first two late
+        // batches, before the rate was known, stepped it.
         take_late_batches(&mut bound, start, Duration::from_millis(125), 10);
-        assert_eq!(bound.get(), (12.0 * MIB as f64 * (1.0 - STEP)) as usize);
+        let stepped = stepped_down(stepped_down(12 * MIB));
+        assert_eq!(bound.get(), stepped);
         let on_time = Some(Duration::ZERO);
         bound.batch_taken(start + Duration::from_secs(2), on_time, 6 * MIB, MIB);
-        assert_eq!(
-            bound.get(),
-            (12.0 * MIB as f64 * (1.0 - STEP)) as usize,
-            "not while intake is not held back"
-        );
+        assert_eq!(bound.get(), stepped, "not while intake is not held back");
         bound.batch_taken(start + Duration::from_secs(2), on_time, 12 * MIB, MIB);
         assert!(bound.get().abs_diff(18 * MIB) <= 1, "{} bytes", bound.get());
     }
 
     #[test]
-    fn time_after_an_on_time_batch_is_not_taken_for_analysis() {
+    fn the_rate_follows_the_analysis_as_it_slows() {
+        let mut bound = HeldBound::new(Duration::from_secs(2));
+        let start = Instant::now();
+        // 8 MiB a second for 5 s, then 4 MiB a second.
+        take_late_batches(&mut bound, start, Duration::from_millis(125), 40);
+        let rate = |bound: &HeldBound| bound.analysed.per_second().unwrap() / MIB as f64;
+        assert!((rate(&bound) - 8.0).abs() < 0.01, "{}", rate(&bound));
+        let slower = start + Duration::from_secs(5);
+        take_late_batches(&mut bound, slower, Duration::from_millis(250), 2);
+        assert!(
+            rate(&bound) > 7.0,
+            "one batch moves it a little: {}",
+            rate(&bound)
+        );
+        take_late_batches(
+            &mut bound,
+            slower + Duration::from_millis(500),
+            Duration::from_millis(250),
+            60,
+        );
+        assert!(
+            (rate(&bound) - 4.0).abs() < 0.2,
+            "60 batches on: {}",
+            rate(&bound)
+        );
+    }
+
+    #[test]
+    fn the_second_batch_of_a_late_run_is_not_timed() {
         let mut bound = HeldBound::new(Duration::from_secs(2));
         let start = Instant::now();
         let late = Some(Duration::from_secs(1));
+        // An idle analysis takes the first batch at once, and the second follows in a
+        // millisecond: that is not how fast the analysis goes.
         bound.batch_taken(start, late, MIB, MIB);
-        // On time, then late again ten seconds later: those ten seconds were spent waiting for
-        // traces to fall due, and would make the analysis look 10 times slower than it is.
-        let on_time = Some(Duration::ZERO);
-        bound.batch_taken(start + Duration::from_secs(1), on_time, MIB, MIB);
-        bound.batch_taken(start + Duration::from_secs(11), late, MIB, MIB);
+        bound.batch_taken(start + Duration::from_millis(1), late, MIB, MIB);
         assert!(bound.analysed.per_second().is_none());
-        bound.batch_taken(start + Duration::from_secs(12), late, MIB, MIB);
+        bound.batch_taken(start + Duration::from_millis(1_001), late, MIB, MIB);
         assert_eq!(bound.analysed.per_second(), Some(MIB as f64));
+    }
+
+    #[test]
+    fn time_after_an_on_time_batch_or_none_due_is_not_taken_for_analysis() {
+        let late = Some(Duration::from_secs(1));
+        for between in [Some(Duration::ZERO), None] {
+            let mut bound = HeldBound::new(Duration::from_secs(2));
+            let start = Instant::now();
+            for n in 0..3 {
+                bound.batch_taken(start + Duration::from_secs(n), late, MIB, MIB);
+            }
+            assert_eq!(bound.analysed.per_second(), Some(MIB as f64));
+            // On time (or nothing due), then late again ten seconds later: those ten seconds
+            // were spent waiting for traces to fall due, and would make the analysis look ten
+            // times slower than it is.
+            bound.batch_taken(start + Duration::from_secs(3), between, MIB, MIB);
+            for n in 13..16 {
+                bound.batch_taken(start + Duration::from_secs(n), late, MIB, MIB);
+            }
+            assert_eq!(bound.analysed.per_second(), Some(MIB as f64), "{between:?}");
+        }
     }
 }

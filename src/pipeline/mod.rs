@@ -1,8 +1,8 @@
 //! From accepted exports to analysed requests:
 //! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
-//! by trace and waits out the grace period, holding as many as `held_bound` lets it; `analyze` runs the pure analysis (`work`: decoding
-//! and analysing a batch over the cores) and writes request rows and rollups, and `delay` counts
-//! how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
+//! by trace and waits out the grace period, holding as many block bytes as `held_bound` allows;
+//! `analyze` runs the pure analysis (`work`: decoding and analysing a batch over the cores) and
+//! writes request rows and rollups, and `delay` counts how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
