@@ -139,7 +139,7 @@ impl HeldBound {
                 self.analysed.add(released, now - previous.last);
             }
             self.late_run = Some(LateRun {
-                batches: run + 1,
+                batches: run.saturating_add(1),
                 last: now,
             });
             match self.analysed.per_second() {
