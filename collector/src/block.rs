@@ -129,6 +129,18 @@ pub fn decode_keeping(data: &[u8], keep: impl Fn(&[u8]) -> bool) -> Result<Vec<S
     Ok(with_protobuf(data, |protobuf| sparse::spans_keeping(protobuf, keep))??.spans)
 }
 
+/// [`decode_keeping`], handing each span to `take` as it is decoded.
+pub fn each_span_keeping(
+    data: &[u8],
+    keep: impl Fn(&[u8]) -> bool,
+    take: impl FnMut(Span),
+) -> Result<(), BlockError> {
+    with_protobuf(data, |protobuf| {
+        sparse::each_span_keeping(protobuf, keep, take)
+    })??;
+    Ok(())
+}
+
 /// The distinct traces of the spans a block holds, sorted, as packing it recorded them: for
 /// readers that need nothing else, such as a replay after a restart.
 pub fn trace_ids(data: &[u8]) -> Result<Vec<TraceId>, BlockError> {

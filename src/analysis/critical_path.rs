@@ -111,12 +111,19 @@ fn boundary_category(parent: &Span, child: &Span) -> Category {
     }
 }
 
+/// Nodes the vectors of one request's walk are sized for at first, at most.
+const MAX_PRESIZED_NODES: usize = 256;
+
 /// Computes the critical path of the request at `request` (a position in `tree`).
 pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     let root_span = tree.spans[request];
     let service = &root_span.resource.service_name;
     let mut anomalies = Vec::new();
-    let mut nodes = vec![Node {
+    // Sized for the whole trace, up to a bound: a request is usually most of its trace, and
+    // growing these one push at a time was a tenth of this function's work (BENCHMARKS.md).
+    let expected_nodes = tree.len().min(MAX_PRESIZED_NODES);
+    let mut nodes = Vec::with_capacity(expected_nodes);
+    nodes.push(Node {
         tree_idx: request,
         parent: None,
         depth: 0,
@@ -126,8 +133,8 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         cpu_critical_ns: 0,
         wait_critical_ns: 0,
         on_path: false,
-    }];
-    let mut kids: Vec<Vec<Kid>> = Vec::new();
+    });
+    let mut kids: Vec<Vec<Kid>> = Vec::with_capacity(expected_nodes);
     // Breadth-first: `nodes` grows while we walk it, parents before children.
     let mut at = 0;
     while at < nodes.len() {
@@ -177,7 +184,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         at += 1;
     }
 
-    let mut segments = walk(&mut nodes, &kids, tree);
+    let mut segments = walk(&mut nodes, &kids, tree, expected_nodes);
     segments.reverse();
 
     // Critical self time of in-process nodes, and its cpu/wait split.
@@ -232,8 +239,14 @@ struct Frame {
 }
 
 /// The backwards walk; returns segments latest first.
-fn walk(nodes: &mut [Node], kids: &[Vec<Kid>], tree: &SpanTree<'_>) -> Vec<Segment> {
-    let mut segments = Vec::new();
+fn walk(
+    nodes: &mut [Node],
+    kids: &[Vec<Kid>],
+    tree: &SpanTree<'_>,
+    expected_nodes: usize,
+) -> Vec<Segment> {
+    // A node's time is cut at most at each of its children's two ends.
+    let mut segments = Vec::with_capacity(2 * expected_nodes + 1);
     let self_category = |nodes: &[Node], node: usize| {
         let span = tree.spans[nodes[node].tree_idx];
         if node == 0 {

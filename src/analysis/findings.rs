@@ -89,15 +89,16 @@ pub fn is_read(key: &[u8]) -> bool {
 
 /// What tells an execution of a statement with placeholders from another: the statement, a NUL,
 /// then its recorded parameters as `name=value` in name order, separated by U+001F; `None` when
-/// none were recorded. Built in one string: this runs for every database span.
+/// none were recorded. Built in one string, each value written into it in place: this runs for
+/// every database span.
 fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
-    let mut params: Vec<(&str, String)> = span
+    let mut params: Vec<(&str, &AttrValue)> = span
         .attributes
         .iter()
         .filter_map(|kv| {
             kv.key
                 .strip_prefix(PARAMETER_PREFIX)
-                .map(|name| (name, kv.value.to_string()))
+                .map(|name| (name, &kv.value))
         })
         .collect();
     // Most parameterized statements come without their recorded parameters: then nothing is built.
@@ -117,14 +118,19 @@ fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
         write!(identity, "{}", all.value).expect("writing to a String cannot fail");
         return Some(identity);
     }
-    params.sort_unstable();
+    // A name given twice (which no instrumentation does) is ordered by its values' text, so
+    // that the identity does not depend on the attributes' order.
+    params.sort_unstable_by(|(a, a_value), (b, b_value)| {
+        a.cmp(b)
+            .then_with(|| a_value.to_string().cmp(&b_value.to_string()))
+    });
     for (n, (name, value)) in params.iter().enumerate() {
         if n > 0 {
             identity.push('\u{1f}');
         }
         identity.push_str(name);
         identity.push('=');
-        identity.push_str(value);
+        write!(identity, "{value}").expect("writing to a String cannot fail");
     }
     Some(identity)
 }
@@ -437,6 +443,28 @@ GET /a 0..100 server
                   sequential_io "2 sequential calls: SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?" x2 saves 10 [4 5]
             "##]],
         );
+    }
+
+    #[test]
+    fn recorded_parameters_identify_an_execution_whatever_their_order() {
+        let spans = fixture::parse(
+            r#"q 0..10 client db.system=postgresql db.query.parameter.1=b db.query.parameter.0=7 db.query.parameter.0=8"#,
+        );
+        let mut reordered = spans[0].clone();
+        reordered.attributes.reverse();
+        let statement = "SELECT * FROM t WHERE id = $1 AND name = $2";
+        let identity = super::identity_by_parameters(statement, &spans[0]);
+        assert_eq!(
+            identity.as_deref(),
+            Some("SELECT * FROM t WHERE id = $1 AND name = $2\u{0}0=7\u{1f}0=8\u{1f}1=b")
+        );
+        assert_eq!(
+            super::identity_by_parameters(statement, &reordered),
+            identity
+        );
+        let mut without = spans[0].clone();
+        without.attributes.retain(|kv| kv.key == "db.system");
+        assert_eq!(super::identity_by_parameters(statement, &without), None);
     }
 
     #[test]

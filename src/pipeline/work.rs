@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use collector::model::{Resource, Span, TraceId};
+use foldhash::fast::RandomState;
 use tracing::error;
 
 use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace, reads_attribute};
@@ -207,15 +208,16 @@ fn analyse_part(
 }
 
 /// Decodes the blocks the fresh traces need, keeping only their spans and of those only the
-/// attributes the analysis reads. A block that cannot be
-/// decoded (written by this process moments ago, so only memory corruption could do it) is
-/// logged and its spans skipped.
+/// attributes the analysis reads. A block that cannot be decoded (written by this process
+/// moments ago, so only memory corruption could do it) is logged, and its spans from the damage
+/// on are skipped.
 fn decode_fresh(fresh: Vec<FreshTrace>, blocks: &HashMap<i64, Arc<Vec<u8>>>) -> Vec<Work> {
     let needed: BTreeSet<i64> = fresh
         .iter()
         .flat_map(|trace| trace.block_ids.iter().copied())
         .collect();
-    let mut traces: HashMap<TraceId, Work> = fresh
+    // foldhash rather than SipHash: trace ids are looked up once per span (BENCHMARKS.md).
+    let mut traces: HashMap<TraceId, Work, RandomState> = fresh
         .into_iter()
         .map(|trace| {
             let work = Work {
@@ -231,15 +233,13 @@ fn decode_fresh(fresh: Vec<FreshTrace>, blocks: &HashMap<i64, Arc<Vec<u8>>>) -> 
         let Some(data) = blocks.get(&block_id) else {
             continue;
         };
-        match block::decode_keeping(data, reads_attribute) {
-            Ok(spans) => {
-                for span in spans {
-                    if let Some(trace) = traces.get_mut(&span.trace_id) {
-                        trace.spans.push(span);
-                    }
-                }
+        let decoded = block::each_span_keeping(data, reads_attribute, |span| {
+            if let Some(trace) = traces.get_mut(&span.trace_id) {
+                trace.spans.push(span);
             }
-            Err(err) => error!(error = %err, block_id, "decoding a committed block failed"),
+        });
+        if let Err(err) = decoded {
+            error!(error = %err, block_id, "decoding a committed block failed");
         }
     }
     traces

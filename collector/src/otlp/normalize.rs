@@ -98,17 +98,15 @@ pub fn semantics(attributes: &[KeyValue]) -> Semantics {
         db_system: found.text(Field::DbSystem),
         db_statement: found.text(Field::DbStatement),
         db_operation: found.text(Field::DbOperation),
-        http_method: found
-            .text(Field::HttpMethod)
-            .map(|m| m.to_ascii_uppercase()),
+        http_method: found.text(Field::HttpMethod).map(|mut method| {
+            method.make_ascii_uppercase();
+            method
+        }),
         http_route: found.text(Field::HttpRoute),
         // http.target carries the query string too; the path alone is what identifies a route.
-        url_path: found.text(Field::UrlPath).map(|target| {
+        url_path: found.text(Field::UrlPath).map(|mut target| {
+            target.truncate(target.find(['?', '#']).unwrap_or(target.len()));
             target
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_owned()
         }),
         url_full: found.text(Field::UrlFull),
         server_address: found.text(Field::ServerAddress),
