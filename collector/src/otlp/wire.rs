@@ -129,14 +129,21 @@ impl<'a> Fields<'a> {
         Ok(decode_key(&mut self.rest)?)
     }
 
-    /// A varint: one byte read in place, a longer one by prost's `decode_varint`.
+    /// A varint: one or two bytes read in place (every length up to 16 KiB: a span, a
+    /// statement), a longer one by prost's `decode_varint`.
     #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        if let [byte @ 0..=0x7f, rest @ ..] = self.rest {
-            self.rest = rest;
-            return Ok(u64::from(*byte));
+        match self.rest {
+            [byte @ 0..=0x7f, rest @ ..] => {
+                self.rest = rest;
+                Ok(u64::from(*byte))
+            }
+            [low @ 0x80..=0xff, high @ 0..=0x7f, rest @ ..] => {
+                self.rest = rest;
+                Ok(u64::from(low & 0x7f) | (u64::from(*high) << 7))
+            }
+            _ => Ok(decode_varint(&mut self.rest)?),
         }
-        Ok(decode_varint(&mut self.rest)?)
     }
 
     /// Skips a group's fields up to its end, as prost's `skip_field` does: each level spends
@@ -293,4 +300,34 @@ pub(crate) mod field {
     pub const STRING_VALUE_STRINDEX: u32 = 8;
     // ArrayValue and KeyValueList
     pub const VALUES: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::encoding::encode_varint;
+
+    use super::*;
+
+    /// A varint field (number 1) holding `encoded`, read by the walk.
+    fn read_varint(encoded: &[u8]) -> Result<u64, DecodeError> {
+        let mut field = vec![0x08];
+        field.extend_from_slice(encoded);
+        let (tag, value) = Fields::of(&field).next().expect("one field")?;
+        assert_eq!(tag, 1);
+        value.varint()
+    }
+
+    #[test]
+    fn varints_read_in_place_are_those_prost_reads() {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, u64::MAX] {
+            let mut encoded = Vec::new();
+            encode_varint(value, &mut encoded);
+            assert_eq!(read_varint(&encoded).unwrap(), value, "{value}");
+        }
+        // Longer than needed, as protobuf allows.
+        assert_eq!(read_varint(&[0x80, 0x00]).unwrap(), 0);
+        assert_eq!(read_varint(&[0xff, 0x80, 0x00]).unwrap(), 127);
+        assert!(read_varint(&[0x80]).is_err(), "cut after its first byte");
+        assert!(read_varint(&[0xff, 0xff]).is_err(), "cut after its second byte");
+    }
 }
