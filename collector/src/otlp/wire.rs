@@ -328,6 +328,9 @@ mod tests {
         assert_eq!(read_varint(&[0x80, 0x00]).unwrap(), 0);
         assert_eq!(read_varint(&[0xff, 0x80, 0x00]).unwrap(), 127);
         assert!(read_varint(&[0x80]).is_err(), "cut after its first byte");
-        assert!(read_varint(&[0xff, 0xff]).is_err(), "cut after its second byte");
+        assert!(
+            read_varint(&[0xff, 0xff]).is_err(),
+            "cut after its second byte"
+        );
     }
 }
