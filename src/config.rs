@@ -325,6 +325,10 @@ struct FileAnalysis {
     slow_query_ms: Option<f64>,
     cpu_hotspot_share: Option<f64>,
     wait_share: Option<f64>,
+    untraced_share: Option<f64>,
+    gap_min_ms: Option<f64>,
+    noise_floor_ms: Option<f64>,
+    noise_floor_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,6 +491,18 @@ impl Config {
                 .cpu_hotspot_share
                 .unwrap_or(defaults.cpu_hotspot_share),
             wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
+            untraced_share: analysis_file
+                .untraced_share
+                .unwrap_or(defaults.untraced_share),
+            gap_min_ns: analysis_file
+                .gap_min_ms
+                .map_or(defaults.gap_min_ns, ms_to_ns),
+            noise_floor_ns: analysis_file
+                .noise_floor_ms
+                .map_or(defaults.noise_floor_ns, ms_to_ns),
+            noise_floor_share: analysis_file
+                .noise_floor_share
+                .unwrap_or(defaults.noise_floor_share),
         };
         let pipeline = PipelineConfig {
             analysis_enabled: analysis_file.enabled.unwrap_or(true),

@@ -11,8 +11,9 @@
 //! 5. everything else (SERVER, INTERNAL, CONSUMER without a messaging system, unspecified) is
 //!    in-process work: `cpu`.
 //!
-//! `wait` is never assigned here: only the analysis can tell, from `cpu.time_ns`, that self time
-//! was not spent on a CPU.
+//! `wait` and `untraced` are never assigned here: only the analysis can tell, from `cpu.time_ns`,
+//! whether in-process self time was spent on a CPU (`cpu`), off it (`wait`), or nobody measured
+//! it (`untraced`).
 //!
 //! Invariant: pure and total; every span gets exactly one category.
 
@@ -29,22 +30,30 @@ pub enum Category {
     Network,
     /// Talking to a message broker.
     Messaging,
-    /// In-process work on a CPU.
+    /// In-process work, measured on a CPU (`cpu.time_ns`); before the analysis splits self time,
+    /// the category of every in-process span.
     Cpu,
     /// Self time that was measurably not on a CPU: uninstrumented I/O, sleeping, a blocked loop.
     Wait,
+    /// Self time of an in-process span without a CPU measurement: no span covers it and nobody
+    /// measured whether it was CPU or I/O.
+    Untraced,
 }
 
 impl Category {
     /// Every category, in the order the API and the charts list them.
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 7] = [
         Category::Db,
         Category::Cache,
         Category::Network,
         Category::Messaging,
         Category::Cpu,
         Category::Wait,
+        Category::Untraced,
     ];
+
+    /// How many categories there are: the length of arrays indexed by category.
+    pub const COUNT: usize = Self::ALL.len();
 
     /// The API name.
     pub fn as_str(self) -> &'static str {
@@ -55,6 +64,7 @@ impl Category {
             Self::Messaging => "messaging",
             Self::Cpu => "cpu",
             Self::Wait => "wait",
+            Self::Untraced => "untraced",
         }
     }
 
@@ -97,7 +107,7 @@ pub fn classify(kind: SpanKind, semantics: &Semantics, attributes: &[KeyValue]) 
     if let Some(explicit) = attr(attributes, EXPLICIT_CATEGORY)
         .and_then(|value| value.as_str())
         .and_then(Category::parse)
-        .filter(|category| *category != Category::Wait)
+        .filter(|category| !matches!(category, Category::Wait | Category::Untraced))
     {
         return explicit;
     }
@@ -200,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn explicit_category_wins_but_never_wait() {
+    fn explicit_category_wins_but_never_wait_or_untraced() {
         let attrs = vec![KeyValue {
             key: "bottleneck.category".into(),
             value: AttrValue::Str("cache".into()),
@@ -212,6 +222,11 @@ mod tests {
         let attrs = vec![KeyValue {
             key: "bottleneck.category".into(),
             value: AttrValue::Str("wait".into()),
+        }];
+        assert_eq!(classify(SpanKind::Internal, &sem(), &attrs), Category::Cpu);
+        let attrs = vec![KeyValue {
+            key: "bottleneck.category".into(),
+            value: AttrValue::Str("untraced".into()),
         }];
         assert_eq!(classify(SpanKind::Internal, &sem(), &attrs), Category::Cpu);
     }

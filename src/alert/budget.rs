@@ -47,7 +47,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order the README lists them.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::P50,
         Metric::P90,
         Metric::P95,
@@ -59,6 +59,7 @@ impl Metric {
         Metric::Category(Category::Messaging),
         Metric::Category(Category::Cpu),
         Metric::Category(Category::Wait),
+        Metric::Category(Category::Untraced),
         Metric::DbCallsPerRequest,
     ];
 
@@ -76,6 +77,7 @@ impl Metric {
             Metric::Category(Category::Messaging) => "messaging_ms",
             Metric::Category(Category::Cpu) => "cpu_ms",
             Metric::Category(Category::Wait) => "wait_ms",
+            Metric::Category(Category::Untraced) => "untraced_ms",
             Metric::DbCallsPerRequest => "db_calls_per_request",
         }
     }
@@ -129,7 +131,7 @@ pub struct Observed {
     /// 99th percentile.
     pub p99_ms: f64,
     /// Mean critical-path time per category, indexed by [`Category::index`].
-    pub breakdown_ms: [f64; 6],
+    pub breakdown_ms: [f64; Category::COUNT],
     /// Database calls per request.
     pub db_calls_per_request: f64,
 }
@@ -229,6 +231,7 @@ struct RawBudget {
     messaging_ms: Option<f64>,
     cpu_ms: Option<f64>,
     wait_ms: Option<f64>,
+    untraced_ms: Option<f64>,
     db_calls_per_request: Option<f64>,
     window: Option<String>,
     #[serde(rename = "for")]
@@ -265,6 +268,7 @@ impl TryFrom<RawBudget> for Budget {
             raw.messaging_ms,
             raw.cpu_ms,
             raw.wait_ms,
+            raw.untraced_ms,
             raw.db_calls_per_request,
         ];
         let given: Vec<(Metric, f64)> = Metric::ALL

@@ -292,7 +292,7 @@ mod tests {
     }
 
     fn observed(requests: u64, p95_ms: f64, db_ms: f64, db_calls: f64) -> Observed {
-        let mut breakdown_ms = [0.0; 6];
+        let mut breakdown_ms = [0.0; Category::COUNT];
         breakdown_ms[Category::Db.index()] = db_ms;
         breakdown_ms[Category::Cpu.index()] = 50.0;
         Observed {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use collector::category::Category;
 
+use super::gap::Place;
 use super::{Breakdown, FindingKind, RequestAnalysis};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -85,15 +86,19 @@ pub struct EndpointStats {
     /// 99th percentile.
     pub p99_ns: f64,
     /// Mean critical-path time per category (ns per request).
-    pub breakdown_mean_ns: [f64; 6],
+    pub breakdown_mean_ns: [f64; Category::COUNT],
     /// Mean I/O time per request (db + cache + network + messaging).
     pub io_ns: f64,
-    /// Mean CPU time per request.
+    /// Mean measured CPU time per request (`cpu.time_ns`); untraced time is not in it.
     pub cpu_ns: f64,
     /// Database calls per request.
     pub db_calls_per_request: f64,
-    /// Amdahl: mean / (mean - cpu); how much faster the endpoint could get if CPU work were free.
+    /// Amdahl on measured CPU: mean / (mean - cpu); how much faster the endpoint could get if
+    /// CPU work were free.
     pub speedup_if_cpu_free: f64,
+    /// The same if all untraced time were CPU too: the top of the honest range, equal to
+    /// `speedup_if_cpu_free` when nothing is untraced.
+    pub speedup_if_cpu_free_max: f64,
     /// The category with the largest share of mean critical-path time.
     pub bottleneck: Category,
     /// Its share of the mean duration, 0..=1.
@@ -124,14 +129,34 @@ pub struct FindingStats {
 pub struct OperationStats {
     /// Category.
     pub category: Category,
-    /// Normalized statement or span name.
+    /// Normalized statement or span name; for a gap, where it sits ("between `A` and `B`").
     pub name: String,
+    /// For a gap (self time no span explains), the operations around it.
+    pub gap: Option<Place>,
     /// Executions per request.
     pub calls_per_request: f64,
     /// Mean duration of one execution.
     pub mean_ns: f64,
     /// Critical-path time per request.
     pub critical_ns_per_request: f64,
+}
+
+/// An endpoint's gap: self time between the same two operations, averaged over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapStats {
+    /// Where it sits.
+    pub place: Place,
+    /// Mean time per request of the endpoint, per category (untraced, or cpu and wait).
+    pub mean_ns: [f64; Category::COUNT],
+    /// Share of requests that had it (at most 1).
+    pub request_share: f64,
+}
+
+impl GapStats {
+    /// Mean time per request, all categories.
+    pub fn total_mean_ns(&self) -> f64 {
+        self.mean_ns.iter().sum()
+    }
 }
 
 /// Smallest latency the sketch tells apart: 1 µs (it counts microseconds).
@@ -477,20 +502,16 @@ pub fn summarize(rollup: &Rollup, endpoint: &str) -> Option<EndpointStats> {
     }
     let n = rollup.requests;
     let mean_ns = per(rollup.duration_sum_ns as f64, n);
-    let mut breakdown_mean_ns = [0.0; 6];
+    let mut breakdown_mean_ns = [0.0; Category::COUNT];
     for category in Category::ALL {
         breakdown_mean_ns[category.index()] = per(rollup.breakdown_sum.get(category) as f64, n);
     }
     let io_ns = per(rollup.breakdown_sum.io() as f64, n);
     let cpu_ns = breakdown_mean_ns[Category::Cpu.index()];
     let db_calls_per_request = per(rollup.db_calls as f64, n);
-    let speedup_if_cpu_free = if mean_ns <= 0.0 {
-        1.0
-    } else if mean_ns - cpu_ns <= mean_ns / MAX_SPEEDUP {
-        MAX_SPEEDUP
-    } else {
-        mean_ns / (mean_ns - cpu_ns)
-    };
+    let untraced_ns = breakdown_mean_ns[Category::Untraced.index()];
+    let speedup_if_cpu_free = amdahl(mean_ns, cpu_ns);
+    let speedup_if_cpu_free_max = amdahl(mean_ns, cpu_ns + untraced_ns);
     // The first category with the largest mean: ties go to the API order.
     let bottleneck = Category::ALL.into_iter().fold(Category::Db, |best, c| {
         if breakdown_mean_ns[c.index()] > breakdown_mean_ns[best.index()] {
@@ -505,10 +526,12 @@ pub fn summarize(rollup: &Rollup, endpoint: &str) -> Option<EndpointStats> {
     } else {
         0.0
     };
-    let detail = if bottleneck == Category::Db {
-        format!(", {} queries per request", trim_float(db_calls_per_request))
-    } else {
-        String::new()
+    let detail = match bottleneck {
+        Category::Db => format!(", {} queries per request", trim_float(db_calls_per_request)),
+        Category::Untraced => {
+            ": no span covers it and no CPU was measured, so it may be CPU or I/O".to_owned()
+        }
+        _ => String::new(),
     };
     let fix = match findings(rollup).first() {
         Some(top) => format!(
@@ -538,10 +561,23 @@ pub fn summarize(rollup: &Rollup, endpoint: &str) -> Option<EndpointStats> {
         cpu_ns,
         db_calls_per_request,
         speedup_if_cpu_free,
+        speedup_if_cpu_free_max,
         bottleneck,
         bottleneck_share,
         bottleneck_summary,
     })
+}
+
+/// Amdahl's law: how many times faster a request of `mean_ns` gets without `free_ns` of it,
+/// capped at [`MAX_SPEEDUP`].
+fn amdahl(mean_ns: f64, free_ns: f64) -> f64 {
+    if mean_ns <= 0.0 {
+        1.0
+    } else if mean_ns - free_ns <= mean_ns / MAX_SPEEDUP {
+        MAX_SPEEDUP
+    } else {
+        mean_ns / (mean_ns - free_ns)
+    }
 }
 
 /// `12`, `12.5`: a count without a useless `.0`.
@@ -575,28 +611,35 @@ fn finding_phrase(kind: FindingKind, name: &str, count: f64) -> String {
         FindingKind::SlowQuery => format!("slow query `{name}`"),
         FindingKind::CpuHotspot => format!("CPU hot spot `{name}`"),
         FindingKind::UninstrumentedWait => format!("time off the CPU in `{name}`"),
+        FindingKind::UntracedTime => format!("untraced time {name}"),
     }
 }
 
 /// What to do about one request's finding, in one sentence.
 pub fn finding_sentence(kind: FindingKind, name: &str, count: f64, saving_ns: f64) -> String {
     let what = finding_phrase(kind, name, count);
-    format!(
-        "{what}; {} to save ~{}",
-        finding_advice(kind),
-        format_ms(saving_ns)
-    )
+    format!("{what}; {}", finding_advice(kind, saving_ns, ""))
 }
 
-fn finding_advice(kind: FindingKind) -> &'static str {
-    match kind {
+/// What to do, and what it saves; `per` follows the saving ("", " per request").
+fn finding_advice(kind: FindingKind, saving_ns: f64, per: &str) -> String {
+    let saving = format_ms(saving_ns);
+    let action = match kind {
         FindingKind::DuplicateQuery => "reuse the first result",
         FindingKind::NPlusOne => "fetch them in one query",
         FindingKind::SequentialIo => "issue the calls concurrently",
         FindingKind::SlowQuery => "check its plan and indexes",
         FindingKind::CpuHotspot => "profile it",
         FindingKind::UninstrumentedWait => "add spans around the I/O or sleeps it hides",
-    }
+        // Never "profile it": nobody measured whether this time was on a CPU.
+        FindingKind::UntracedTime => {
+            return format!(
+                "~{saving}{per} that may be CPU or I/O: add a span there, or measure CPU \
+                 (cpu.time_ns), to find out"
+            );
+        }
+    };
+    format!("{action} to save ~{saving}{per}")
 }
 
 /// What to do about a finding, in one sentence.
@@ -608,12 +651,8 @@ fn finding_summary(
     share: f64,
 ) -> String {
     let what = finding_phrase(kind, name, count);
-    let advice = finding_advice(kind);
-    format!(
-        "{what} in {:.0}% of requests; {advice} to save ~{} per request",
-        share * 100.0,
-        format_ms(saving_ns)
-    )
+    let advice = finding_advice(kind, saving_ns, " per request");
+    format!("{what} in {:.0}% of requests; {advice}", share * 100.0)
 }
 
 /// The endpoint's findings, largest mean saving per request first.
@@ -651,18 +690,48 @@ pub fn operations(rollup: &Rollup) -> Vec<OperationStats> {
     let mut out: Vec<OperationStats> = rollup
         .operations
         .iter()
-        .map(|((category, name), sums)| OperationStats {
-            category: *category,
-            name: name.clone(),
-            calls_per_request: per(sums.calls as f64, rollup.requests),
-            mean_ns: per(sums.total_ns as f64, sums.calls),
-            critical_ns_per_request: per(sums.critical_ns as f64, rollup.requests),
+        .map(|((category, name), sums)| {
+            let gap = Place::of_operation(name);
+            OperationStats {
+                category: *category,
+                name: gap.as_ref().map_or_else(|| name.clone(), Place::describe),
+                gap,
+                calls_per_request: per(sums.calls as f64, rollup.requests),
+                mean_ns: per(sums.total_ns as f64, sums.calls),
+                critical_ns_per_request: per(sums.critical_ns as f64, rollup.requests),
+            }
         })
         .collect();
     out.sort_by(|a, b| {
         b.critical_ns_per_request
             .total_cmp(&a.critical_ns_per_request)
     });
+    out
+}
+
+/// The endpoint's gaps, most time per request first: its gap operations by place.
+pub fn gaps(rollup: &Rollup) -> Vec<GapStats> {
+    let mut by_place: BTreeMap<&str, (Place, [u64; Category::COUNT], u64)> = BTreeMap::new();
+    for ((category, name), sums) in &rollup.operations {
+        let Some(place) = Place::of_operation(name) else {
+            continue;
+        };
+        let (_, critical, occurrences) = by_place
+            .entry(name.as_str())
+            .or_insert_with(|| (place, [0; Category::COUNT], 0));
+        critical[category.index()] = critical[category.index()].saturating_add(sums.critical_ns);
+        // A measured gap is a cpu and a wait operation of the same occurrences.
+        *occurrences = (*occurrences).max(sums.calls);
+    }
+    let mut out: Vec<GapStats> = by_place
+        .into_values()
+        .map(|(place, critical, occurrences)| GapStats {
+            place,
+            mean_ns: critical.map(|ns| per(ns as f64, rollup.requests)),
+            request_share: per(occurrences as f64, rollup.requests).min(1.0),
+        })
+        .collect();
+    out.sort_by(|a, b| b.total_mean_ns().total_cmp(&a.total_mean_ns()));
     out
 }
 
@@ -770,21 +839,37 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         check(
             &[crate::analysis::tests::SEED_LOGIN, FAST],
             expect![[r#"
-                requests 2 errors 0 mean 250.0 p50 100.4 p95 401.4 p99 401.4 io 172.5 cpu 47.5 db/req 6.5 speedup 1.23
-                bottleneck db 0.34: db is 34% of POST /login's time (85 ms of 250 ms, 6.5 queries per request); fix first: CPU hot spot `POST /login`, saves ~40 ms per request
-                finding cpu_hotspot "POST /login" share 0.50 x1.0 saves 40.0: CPU hot spot `POST /login` in 50% of requests; profile it to save ~40 ms per request
+                requests 2 errors 0 mean 250.0 p50 100.4 p95 401.4 p99 401.4 io 172.5 cpu 7.5 db/req 6.5 speedup 1.03
+                bottleneck db 0.34: db is 34% of POST /login's time (85 ms of 250 ms, 6.5 queries per request); fix first: N+1 query `SELECT * FROM policies WHERE id = ?` ×8, saves ~35 ms per request
                 finding n_plus_one "SELECT * FROM policies WHERE id = ?" share 0.50 x8.0 saves 35.0: N+1 query `SELECT * FROM policies WHERE id = ?` ×8 in 50% of requests; fetch them in one query to save ~35 ms per request
+                finding untraced_time "after `SELECT * FROM users WHERE id = ?`, until the end" share 0.50 x1.0 saves 35.0: untraced time after `SELECT * FROM users WHERE id = ?`, until the end in 50% of requests; ~35 ms per request that may be CPU or I/O: add a span there, or measure CPU (cpu.time_ns), to find out
                 finding duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" share 0.50 x2.0 saves 10.0: duplicate query `SELECT * FROM policy_sets WHERE tenant_id = ?` ×2 in 50% of requests; reuse the first result to save ~10 ms per request
                 finding sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: 2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_ha… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
                 op network "POST idp.example" calls/req 0.5 mean 170.0 critical/req 85.0
-                op cpu "POST /login" calls/req 1.0 mean 250.0 critical/req 72.5
                 op db "SELECT * FROM policies WHERE id = ?" calls/req 4.0 mean 10.0 critical/req 40.0
+                op untraced "after `SELECT * FROM users WHERE id = ?`, until the end" calls/req 0.5 mean 70.0 critical/req 35.0
                 op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls/req 1.0 mean 20.0 critical/req 20.0
+                op wait "after `saml.sign`, until the end" calls/req 0.5 mean 31.8 critical/req 15.9
                 op db "SELECT * FROM users WHERE id = ?" calls/req 0.5 mean 20.0 critical/req 10.0
                 op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls/req 0.5 mean 20.0 critical/req 10.0
                 op db "SELECT * FROM tenants WHERE host = ?" calls/req 0.5 mean 10.0 critical/req 5.0
-                op cpu "saml.sign" calls/req 0.5 mean 10.0 critical/req 5.0
+                op untraced "from the start until `SELECT * FROM users WHERE id = ?`" calls/req 0.5 mean 10.0 critical/req 5.0
+                op wait "between `GET session:ann` and `POST idp.example`" calls/req 0.5 mean 9.1 critical/req 4.5
+                op cpu "saml.sign" calls/req 0.5 mean 10.0 critical/req 4.5
                 op cache "GET session:ann" calls/req 0.5 mean 5.0 critical/req 2.5
+                op wait "from the start until `SELECT * FROM tenants WHERE host = ?`" calls/req 0.5 mean 4.5 critical/req 2.3
+                op wait "between `POST idp.example` and `saml.sign`" calls/req 0.5 mean 4.5 critical/req 2.3
+                op wait "between `SELECT * FROM policies WHERE id = ?` and `GET session:ann`" calls/req 0.5 mean 4.5 critical/req 2.3
+                op wait "between `SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?` and `SELECT * FROM policy_sets WHERE tenant_id = ?`" calls/req 0.5 mean 4.5 critical/req 2.3
+                op cpu "after `saml.sign`, until the end" calls/req 0.5 mean 3.2 critical/req 1.6
+                op wait "saml.sign" calls/req 0.5 mean 1.0 critical/req 0.5
+                op cpu "between `GET session:ann` and `POST idp.example`" calls/req 0.5 mean 0.9 critical/req 0.5
+                op cpu "from the start until `SELECT * FROM tenants WHERE host = ?`" calls/req 0.5 mean 0.5 critical/req 0.2
+                op cpu "between `POST idp.example` and `saml.sign`" calls/req 0.5 mean 0.5 critical/req 0.2
+                op cpu "between `SELECT * FROM policies WHERE id = ?` and `GET session:ann`" calls/req 0.5 mean 0.5 critical/req 0.2
+                op cpu "between `SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?` and `SELECT * FROM policy_sets WHERE tenant_id = ?`" calls/req 0.5 mean 0.5 critical/req 0.2
+                op cpu "POST /login" calls/req 0.5 mean 400.0 critical/req 0.0
+                op untraced "POST /login" calls/req 0.5 mean 100.0 critical/req 0.0
             "#]],
         );
     }
@@ -804,11 +889,11 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         check(
             &["POST /login 0..50 server status=error"],
             expect![[r#"
-            requests 1 errors 1 mean 50.0 p50 50.2 p95 50.2 p99 50.2 io 0.0 cpu 50.0 db/req 0.0 speedup 1000.00
-            bottleneck cpu 1.00: cpu is 100% of POST /login's time (50 ms of 50 ms); fix first: CPU hot spot `POST /login`, saves ~50 ms per request
-            finding cpu_hotspot "POST /login" share 1.00 x1.0 saves 50.0: CPU hot spot `POST /login` in 100% of requests; profile it to save ~50 ms per request
-            op cpu "POST /login" calls/req 1.0 mean 50.0 critical/req 50.0
-        "#]],
+                requests 1 errors 1 mean 50.0 p50 50.2 p95 50.2 p99 50.2 io 0.0 cpu 0.0 db/req 0.0 speedup 1.00
+                bottleneck untraced 1.00: untraced is 100% of POST /login's time (50 ms of 50 ms: no span covers it and no CPU was measured, so it may be CPU or I/O)
+                op untraced "with no span in the whole request" calls/req 1.0 mean 50.0 critical/req 50.0
+                op untraced "POST /login" calls/req 1.0 mean 50.0 critical/req 0.0
+            "#]],
         );
     }
 

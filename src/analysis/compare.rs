@@ -15,11 +15,12 @@
 //!
 //! Invariant: pure; no IO, no `Result`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use collector::category::Category;
 
 use super::aggregate::{OperationSums, Rollup, format_ms};
+use super::gap::Place;
 
 /// Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom.
 const T_975: [f64; 30] = [
@@ -93,8 +94,10 @@ impl OperationChangeKind {
 pub struct OperationChange {
     /// Category.
     pub category: Category,
-    /// Normalized statement or span name.
+    /// Normalized statement or span name; for a gap, where it sits ("between `A` and `B`").
     pub name: String,
+    /// For a gap (self time no span explains), the operations around it.
+    pub gap: Option<Place>,
     /// Appeared, vanished or changed.
     pub kind: OperationChangeKind,
     /// Executions per request, baseline.
@@ -114,8 +117,11 @@ pub struct OperationChange {
 pub struct Change {
     /// The category the time moved in.
     pub category: Category,
-    /// The operation, or for `wait` the endpoint whose self time it is.
+    /// The operation (for a gap, where it sits), or the category when no one operation
+    /// accounts for the time.
     pub name: String,
+    /// For a gap, the operations around it.
+    pub gap: Option<Place>,
     /// Change of mean critical-path time per request.
     pub delta_ns: f64,
     /// One sentence.
@@ -133,7 +139,7 @@ pub struct Comparison {
     /// or without sums of squares (rollups from before they were kept).
     pub mean_delta_ci: Option<Interval>,
     /// Change of the mean critical-path time per request, per category ([`Category::index`]).
-    pub category_delta_ns: [f64; 6],
+    pub category_delta_ns: [f64; Category::COUNT],
     /// Every operation of either side, largest change of critical time first.
     pub operations: Vec<OperationChange>,
     /// What explains the difference, largest first.
@@ -345,9 +351,11 @@ fn operation_changes(baseline: &Rollup, candidate: &Rollup) -> Vec<OperationChan
                 (_, 0) => OperationChangeKind::Vanished,
                 _ => OperationChangeKind::Changed,
             };
+            let gap = Place::of_operation(&key.1);
             OperationChange {
                 category: key.0,
-                name: key.1.clone(),
+                name: gap.as_ref().map_or_else(|| key.1.clone(), Place::describe),
+                gap,
                 kind,
                 baseline_calls_per_request: per(before.calls as f64, baseline.requests),
                 candidate_calls_per_request: per(after.calls as f64, candidate.requests),
@@ -413,66 +421,87 @@ fn operation_change(
     endpoint: &str,
     candidate_label: &str,
 ) -> Change {
-    Change {
-        category: op.category,
-        name: op.name.clone(),
-        delta_ns,
-        summary: format!(
+    let summary = match &op.gap {
+        Some(place) => format!(
+            "{} {} in {endpoint} {}{}: {}",
+            signed_ms(delta_ns),
+            op.category.as_str(),
+            place.describe(),
+            match op.kind {
+                OperationChangeKind::Appeared => format!(", new with {candidate_label}"),
+                OperationChangeKind::Vanished => format!(", gone with {candidate_label}"),
+                OperationChangeKind::Changed => String::new(),
+            },
+            gap_meaning(op.category)
+        ),
+        None => format!(
             "{} {} in {endpoint}: `{}` {}",
             signed_ms(delta_ns),
             op.category.as_str(),
             op.name,
             operation_phrase(op, candidate_label)
         ),
-    }
-}
-
-fn wait_change(
-    baseline_wait_ns: f64,
-    delta_ns: f64,
-    service: &str,
-    endpoint: &str,
-    candidate_label: &str,
-) -> Change {
-    let story = if delta_ns > 0.0 && baseline_wait_ns < delta_ns * 0.1 {
-        format!("a new uninstrumented wait appeared with {candidate_label}")
-    } else {
-        format!(
-            "uninstrumented wait went from {} to {} per request",
-            format_ms(baseline_wait_ns),
-            format_ms(baseline_wait_ns + delta_ns)
-        )
     };
     Change {
-        category: Category::Wait,
-        name: endpoint.to_owned(),
+        category: op.category,
+        name: op.name.clone(),
+        gap: op.gap.clone(),
         delta_ns,
-        summary: format!(
-            "{} wait in {endpoint}: self time of `{service}` not on CPU; {story}",
-            signed_ms(delta_ns)
-        ),
+        summary,
     }
 }
 
-/// The changes that explain the difference, largest first.
+/// What time of a gap in this category is, and how to see into it.
+fn gap_meaning(category: Category) -> &'static str {
+    match category {
+        Category::Wait => {
+            "measured off the CPU, so I/O, a lock or sleeping that has no span; add one there"
+        }
+        Category::Cpu => "measured on the CPU, in code between the two calls; profile it",
+        _ => {
+            "no span covers it and no CPU was measured, so it may be CPU or I/O; add a span \
+             there, or measure CPU (cpu.time_ns), to find out"
+        }
+    }
+}
+
+/// The changes that explain the difference, largest first: every operation whose critical time
+/// moved by at least `min_change_ns`, and per category the time no single operation accounts
+/// for. Gaps are operations too, so time that moved between two spans is placed.
 fn top_changes(
-    baseline: &Rollup,
-    category_delta_ns: &[f64; 6],
+    category_delta_ns: &[f64; Category::COUNT],
     operations: &[OperationChange],
     min_change_ns: f64,
-    service: &str,
     endpoint: &str,
     candidate_label: &str,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
-    for category in Category::ALL {
-        if category == Category::Cpu || category == Category::Wait {
-            continue;
+    // A measured gap is a cpu and a wait operation whose split follows its span's overall
+    // proportion, so one gap's time can move between the two when another gap grows: a gap
+    // is judged by its whole change, shown in the category that moved the most that way.
+    let mut gaps: BTreeMap<&str, Vec<&OperationChange>> = BTreeMap::new();
+    for op in operations.iter().filter(|op| op.gap.is_some()) {
+        gaps.entry(op.name.as_str()).or_default().push(op);
+    }
+    for parts in gaps.values() {
+        let delta: f64 = parts.iter().map(|op| op.critical_delta_ns).sum();
+        let carrier = parts
+            .iter()
+            .filter(|op| op.critical_delta_ns.signum() == delta.signum())
+            .max_by(|a, b| {
+                a.critical_delta_ns
+                    .abs()
+                    .total_cmp(&b.critical_delta_ns.abs())
+            });
+        if let Some(carrier) = carrier.filter(|_| delta.abs() >= min_change_ns) {
+            changes.push(operation_change(carrier, delta, endpoint, candidate_label));
         }
+    }
+    for category in Category::ALL {
         let mut explained = 0.0;
         for op in operations.iter().filter(|op| op.category == category) {
             explained += op.critical_delta_ns;
-            if op.critical_delta_ns.abs() >= min_change_ns {
+            if op.gap.is_none() && op.critical_delta_ns.abs() >= min_change_ns {
                 changes.push(operation_change(
                     op,
                     op.critical_delta_ns,
@@ -487,6 +516,7 @@ fn top_changes(
             changes.push(Change {
                 category,
                 name: category.as_str().to_owned(),
+                gap: None,
                 delta_ns: rest,
                 summary: format!(
                     "{} {} in {endpoint} spread over several operations",
@@ -494,39 +524,6 @@ fn top_changes(
                     category.as_str()
                 ),
             });
-        }
-    }
-    // In-process time: the wait delta is its own change, taken out of the in-process operation
-    // that moved the most in the same direction (the span whose self time it is).
-    let wait_delta = category_delta_ns[Category::Wait.index()];
-    let mut in_process: Vec<(&OperationChange, f64)> = operations
-        .iter()
-        .filter(|op| op.category == Category::Cpu)
-        .map(|op| (op, op.critical_delta_ns))
-        .collect();
-    if wait_delta.abs() >= min_change_ns {
-        let baseline_wait = per(
-            baseline.breakdown_sum.get(Category::Wait) as f64,
-            baseline.requests,
-        );
-        changes.push(wait_change(
-            baseline_wait,
-            wait_delta,
-            service,
-            endpoint,
-            candidate_label,
-        ));
-        if let Some(carrier) = in_process
-            .iter_mut()
-            .filter(|(_, delta)| delta.signum() == wait_delta.signum())
-            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        {
-            carrier.1 -= wait_delta;
-        }
-    }
-    for (op, delta) in in_process {
-        if delta.abs() >= min_change_ns {
-            changes.push(operation_change(op, delta, endpoint, candidate_label));
         }
     }
     changes.sort_by(|a, b| {
@@ -544,7 +541,6 @@ fn top_changes(
 pub fn compare(
     baseline: &Rollup,
     candidate: &Rollup,
-    service: &str,
     endpoint: &str,
     candidate_label: &str,
 ) -> Option<Comparison> {
@@ -553,7 +549,7 @@ pub fn compare(
     }
     let before = headline(baseline);
     let after = headline(candidate);
-    let mut category_delta_ns = [0.0; 6];
+    let mut category_delta_ns = [0.0; Category::COUNT];
     for category in Category::ALL {
         category_delta_ns[category.index()] = per(
             candidate.breakdown_sum.get(category) as f64,
@@ -566,11 +562,9 @@ pub fn compare(
     let operations = operation_changes(baseline, candidate);
     let min_change_ns = MIN_CHANGE_NS.max(before.mean_ns * MIN_CHANGE_SHARE);
     let top_changes = top_changes(
-        baseline,
         &category_delta_ns,
         &operations,
         min_change_ns,
-        service,
         endpoint,
         candidate_label,
     );

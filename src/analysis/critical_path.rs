@@ -13,9 +13,12 @@
 //! [`Anomaly::ChildOutsideParent`].
 //!
 //! Self time of in-process spans (category `cpu`, and the request span whatever its category) is
-//! split into `cpu` and `wait` using `cpu.time_ns` when the span has it: its own on-CPU time is
-//! its `cpu.time_ns` less that of its in-process children (their duration when not measured); the
-//! rest of its self time is wait, and its critical self time is split in that proportion.
+//! `untraced` unless the span measured its CPU: nobody knows whether it ran on a CPU or waited
+//! on I/O that has no span. A span with `cpu.time_ns` (the CPU time of its interval on its
+//! thread, children included) has its self time split into `cpu` and `wait`: its own on-CPU time
+//! is its `cpu.time_ns` less its children's measured values (less the whole duration of an
+//! in-process child that was not measured, and nothing for an unmeasured I/O child); the rest
+//! of its self time is wait, and its critical self time is split in that proportion.
 //!
 //! Invariant: the breakdown sums exactly to the request's duration, in integer nanoseconds. Each
 //! span is pushed on the explicit stack at most once and each child is looked at once after one
@@ -47,6 +50,9 @@ pub struct Node {
     pub cpu_critical_ns: u64,
     /// The part of `critical_ns` that is self time off the CPU (in-process spans only).
     pub wait_critical_ns: u64,
+    /// The part of `critical_ns` that is self time nobody measured (in-process spans without
+    /// `cpu.time_ns`).
+    pub untraced_critical_ns: u64,
     /// Whether the walk went through this span.
     pub on_path: bool,
 }
@@ -67,7 +73,8 @@ pub struct Segment {
     pub start_ns: u64,
     /// End of the stretch.
     pub end_ns: u64,
-    /// Its category; `cpu` for in-process self time before the cpu/wait split.
+    /// Its category: `untraced` for self time of an in-process span without `cpu.time_ns`, and
+    /// `cpu` for that of a span with it, before the cpu/wait split.
     pub category: Category,
 }
 
@@ -95,9 +102,23 @@ struct Kid {
     category: Category,
 }
 
-/// Whether a span's self time is in-process work (split into cpu and wait).
+/// Whether a span's self time is in-process work (split into cpu and wait, or untraced).
 fn is_in_process(span: &Span) -> bool {
     span.category == Category::Cpu
+}
+
+/// The category of a node's self time before the cpu/wait split: in-process self time is `cpu`
+/// where the span measured its CPU and `untraced` where it did not.
+pub fn self_category(span: &Span, is_request: bool) -> Category {
+    if is_request || is_in_process(span) {
+        if span.semantics.cpu_time_ns.is_some() {
+            Category::Cpu
+        } else {
+            Category::Untraced
+        }
+    } else {
+        span.category
+    }
 }
 
 /// The category time under a boundary child counts as, seen from its parent.
@@ -132,6 +153,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         critical_ns: 0,
         cpu_critical_ns: 0,
         wait_critical_ns: 0,
+        untraced_critical_ns: 0,
         on_path: false,
     });
     let mut kids: Vec<Vec<Kid>> = Vec::with_capacity(expected_nodes);
@@ -162,6 +184,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
                     critical_ns: 0,
                     cpu_critical_ns: 0,
                     wait_critical_ns: 0,
+                    untraced_critical_ns: 0,
                     on_path: false,
                 });
                 nodes.len() - 1
@@ -187,19 +210,20 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     let mut segments = walk(&mut nodes, &kids, tree, expected_nodes);
     segments.reverse();
 
-    // Critical self time of in-process nodes, and its cpu/wait split.
+    // Critical self time of measured in-process nodes, and its cpu/wait split.
     let mut self_critical = vec![0u64; nodes.len()];
-    for seg in &segments {
-        let len = seg.end_ns - seg.start_ns;
-        nodes[seg.node].critical_ns += len;
-        if seg.category == Category::Cpu && is_split(tree, &nodes, seg.node) {
-            self_critical[seg.node] += len;
-        }
-    }
     let mut breakdown = Breakdown::default();
     for seg in &segments {
-        if !(seg.category == Category::Cpu && is_split(tree, &nodes, seg.node)) {
-            breakdown.add(seg.category, seg.end_ns - seg.start_ns);
+        let len = seg.end_ns - seg.start_ns;
+        let node = &mut nodes[seg.node];
+        node.critical_ns += len;
+        match seg.category {
+            Category::Cpu => self_critical[seg.node] += len,
+            Category::Untraced => {
+                node.untraced_critical_ns += len;
+                breakdown.add(Category::Untraced, len);
+            }
+            category => breakdown.add(category, len),
         }
     }
     for node_idx in 0..nodes.len() {
@@ -225,11 +249,6 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     }
 }
 
-/// Whether self time of this node is split into cpu and wait: in-process spans and the request.
-fn is_split(tree: &SpanTree<'_>, nodes: &[Node], node: usize) -> bool {
-    node == 0 || is_in_process(tree.spans[nodes[node].tree_idx])
-}
-
 /// A node being walked: the cursor moves backwards from its end; `next` is the first child (in
 /// latest-end order) not yet considered.
 struct Frame {
@@ -247,14 +266,8 @@ fn walk(
 ) -> Vec<Segment> {
     // A node's time is cut at most at each of its children's two ends.
     let mut segments = Vec::with_capacity(2 * expected_nodes + 1);
-    let self_category = |nodes: &[Node], node: usize| {
-        let span = tree.spans[nodes[node].tree_idx];
-        if node == 0 {
-            Category::Cpu
-        } else {
-            span.category
-        }
-    };
+    let self_category =
+        |nodes: &[Node], node: usize| self_category(tree.spans[nodes[node].tree_idx], node == 0);
     nodes[0].on_path = true;
     let mut stack = vec![Frame {
         node: 0,
@@ -346,16 +359,19 @@ fn split_wait(
     let Some(cpu_time) = span.semantics.cpu_time_ns else {
         return 0;
     };
+    // `cpu.time_ns` includes the children's CPU: take out what they measured, and all of an
+    // unmeasured in-process child (it may have been on the CPU throughout); an unmeasured I/O
+    // call is taken to have waited.
     let children_cpu: u64 = kids[node]
         .iter()
         .filter_map(|kid| kid.node)
-        .filter(|child| is_in_process(tree.spans[nodes[*child].tree_idx]))
         .map(|child| {
             let child_span = tree.spans[nodes[child].tree_idx];
-            child_span
-                .semantics
-                .cpu_time_ns
-                .unwrap_or(nodes[child].duration_ns())
+            match child_span.semantics.cpu_time_ns {
+                Some(cpu_ns) => cpu_ns,
+                None if is_in_process(child_span) => nodes[child].duration_ns(),
+                None => 0,
+            }
         })
         .fold(0u64, u64::saturating_add);
     let own_cpu = cpu_time.saturating_sub(children_cpu);

@@ -15,8 +15,14 @@
 //! - `cpu_hotspot`: an in-process span whose critical on-CPU time is at least
 //!   `cpu_hotspot_share` of the request. Saving: that time.
 //! - `uninstrumented_wait`: the request's `wait` is at least `wait_share` of it. Saving: the wait.
+//! - `untraced_time`: one gap of unmeasured self time (or the unmeasured self time of one
+//!   in-process leaf span) is at least `untraced_share` of the request. Nobody knows whether it
+//!   was CPU or I/O, so it is never called either. Saving: at most that time.
 //!
-//! The first three are reported only when their saving reaches `min_saving_ns`.
+//! `cpu_hotspot` needs measured CPU (`cpu.time_ns`): self time nobody measured is never taken for
+//! CPU. The first three are reported only when their saving reaches `min_saving_ns`, and no
+//! finding is reported below the noise floor (`noise_floor_ns`, `noise_floor_share` of the
+//! request).
 //!
 //! Invariant: pure; a saving never exceeds the critical-path time of the spans it names, so the
 //! savings of one finding never promise more than the request's duration.
@@ -31,6 +37,7 @@ use collector::category::Category;
 use collector::model::{AttrValue, Span, SpanKind};
 
 use super::critical_path::CriticalPath;
+use super::gap::{Gap, gap_place};
 use super::operation::operation_name;
 use super::request::template_name;
 use super::span_tree::SpanTree;
@@ -136,7 +143,12 @@ fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
 }
 
 /// The findings of one request, largest saving first.
-pub fn findings(tree: &SpanTree<'_>, path: &CriticalPath, config: &AnalysisConfig) -> Vec<Finding> {
+pub fn findings(
+    tree: &SpanTree<'_>,
+    path: &CriticalPath,
+    gaps: &[Gap],
+    config: &AnalysisConfig,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut reported: HashSet<usize> = HashSet::new();
     repeated_queries(tree, path, config, &mut out, &mut reported);
@@ -144,6 +156,9 @@ pub fn findings(tree: &SpanTree<'_>, path: &CriticalPath, config: &AnalysisConfi
     slow_queries(tree, path, config, &mut out);
     cpu_hotspots(tree, path, config, &mut out);
     uninstrumented_wait(tree, path, config, &mut out);
+    untraced_time(tree, path, gaps, config, &mut out);
+    let floor = noise_floor_ns(config, path.nodes[0].duration_ns() as f64);
+    out.retain(|finding| finding.potential_saving_ns as f64 >= floor);
     out.sort_by(|a, b| {
         b.potential_saving_ns
             .cmp(&a.potential_saving_ns)
@@ -389,6 +404,56 @@ fn uninstrumented_wait(
     });
 }
 
+/// A request's unmeasured self time in one place: a gap, or an in-process leaf span.
+fn untraced_time(
+    tree: &SpanTree<'_>,
+    path: &CriticalPath,
+    gaps: &[Gap],
+    config: &AnalysisConfig,
+    out: &mut Vec<Finding>,
+) {
+    let duration = path.nodes[0].duration_ns();
+    // A request without any span below it is all self time: its endpoint already names where
+    // the time is, and there is nothing to place it between.
+    let childless = path.nodes.len() == 1;
+    for gap in gaps.iter().filter(|gap| gap.cpu_ns.is_none() && !childless) {
+        if at_least_share(gap.duration_ns, duration, config.untraced_share) {
+            out.push(Finding {
+                kind: FindingKind::UntracedTime,
+                name: gap_place(gap.after.as_deref(), gap.before.as_deref()),
+                count: 1,
+                potential_saving_ns: gap.duration_ns,
+                span_ids: vec![gap.span_id],
+            });
+        }
+    }
+    let mut is_parent = vec![false; path.nodes.len()];
+    for node in &path.nodes {
+        if let Some(parent) = node.parent {
+            is_parent[parent] = true;
+        }
+    }
+    for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
+        if !is_parent[node_idx]
+            && at_least_share(node.untraced_critical_ns, duration, config.untraced_share)
+        {
+            let span = tree.spans[node.tree_idx];
+            out.push(Finding {
+                kind: FindingKind::UntracedTime,
+                name: format!("in `{}`", template_name(&span.name)),
+                count: 1,
+                potential_saving_ns: node.untraced_critical_ns,
+                span_ids: vec![span.span_id],
+            });
+        }
+    }
+}
+
+/// The smallest saving worth a finding in a request (or an endpoint) of this mean duration.
+pub fn noise_floor_ns(config: &AnalysisConfig, duration_ns: f64) -> f64 {
+    (config.noise_floor_ns as f64).max(config.noise_floor_share * duration_ns)
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::{Expect, expect};
@@ -403,6 +468,7 @@ mod tests {
         let mut out = String::new();
         for req in &requests {
             out.push_str(&fixture::render_request(req));
+            out.push_str(&fixture::render_gaps(req));
             out.push_str(&fixture::render_findings(req));
         }
         expect.assert_eq(&out);
@@ -419,8 +485,9 @@ GET /a 0..100 server
   q 30..40 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 2"
 "#,
             expect![[r##"
-                #1 svc: GET /a 100ms | db 40 cpu 60 | path 1 2 3 4 5
-                  cpu_hotspot "GET /a" x1 saves 60 [1]
+                #1 svc: GET /a 100ms | db 40 untraced 60 | path 1 2 3 4 5
+                  gap after `SELECT * FROM t WHERE id = ?`, until the end at 40 for 60 in [1]
+                  untraced_time "after `SELECT * FROM t WHERE id = ?`, until the end" x1 saves 60 [1]
                   duplicate_query "SELECT * FROM t WHERE id = ?" x3 saves 20 [2 3 4]
             "##]],
         );
@@ -437,8 +504,9 @@ GET /a 0..100 server
   q 30..40 client db.system=postgresql db.statement="SELECT * FROM u WHERE id = $1"
 "#,
             expect![[r##"
-                #1 svc: GET /a 100ms | db 40 cpu 60 | path 1 2 3 4 5
-                  cpu_hotspot "GET /a" x1 saves 60 [1]
+                #1 svc: GET /a 100ms | db 40 untraced 60 | path 1 2 3 4 5
+                  gap after `SELECT * FROM u WHERE id = ?`, until the end at 40 for 60 in [1]
+                  untraced_time "after `SELECT * FROM u WHERE id = ?`, until the end" x1 saves 60 [1]
                   duplicate_query "SELECT * FROM t WHERE id = ?" x2 saves 10 [2 3]
                   sequential_io "2 sequential calls: SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?" x2 saves 10 [4 5]
             "##]],
@@ -505,8 +573,9 @@ GET /a 0..100 server
   q 40..50 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 4"
 "#,
             expect![[r##"
-                #1 svc: GET /a 100ms | db 50 cpu 50 | path 1 2 3 4 5 6
-                  cpu_hotspot "GET /a" x1 saves 50 [1]
+                #1 svc: GET /a 100ms | db 50 untraced 50 | path 1 2 3 4 5 6
+                  gap after `SELECT * FROM t WHERE id = ?`, until the end at 50 for 50 in [1]
+                  untraced_time "after `SELECT * FROM t WHERE id = ?`, until the end" x1 saves 50 [1]
                   n_plus_one "SELECT * FROM t WHERE id = ?" x5 saves 40 [2 3 4 5 6]
                   duplicate_query "SELECT * FROM t WHERE id = ?" x2 saves 10 [5 6]
             "##]],
@@ -527,7 +596,10 @@ GET /a 0..200 server
   G 150..190 client db.system=postgresql db.statement="SELECT g"
 "#,
             expect![[r##"
-                #1 svc: GET /a 200ms | db 101 cache 19.5 network 30 cpu 49.5 | path 1 2 3 4 5 6 7 8
+                #1 svc: GET /a 200ms | db 101 cache 19.5 network 30 untraced 49.5 | path 1 2 3 4 5 6 7 8
+                  gap between `GET k` and `SELECT d` at 70 for 20 in [1]
+                  gap between `SELECT e` and `SELECT f` at 111 for 19 in [1]
+                  gap after `SELECT g`, until the end at 190 for 10 in [1]
                   sequential_io "3 sequential calls: SELECT a, GET b, GET k" x3 saves 39.5 [2 3 4]
             "##]],
         );
@@ -537,15 +609,16 @@ GET /a 0..200 server
     fn slow_query_hotspot_and_wait() {
         check(
             r#"
-GET /report 0..2000 server cpu.time_ns=600000000
+GET /report 0..2000 server cpu.time_ns=700000000
   aggregate 0..700 client db.system=postgresql db.statement="SELECT sum(x) FROM big"
-  render 700..1200 internal
+  render 700..1300 internal cpu.time_ns=600000000
 "#,
             expect![[r##"
-                #1 svc: GET /report 2000ms | db 700 cpu 600 wait 700 | path 1 2 3
+                #1 svc: GET /report 2000ms | db 700 cpu 700 wait 600 | path 1 2 3
+                  gap after `render`, until the end at 1300 for 700 cpu 100 in [1]
                   slow_query "SELECT sum(x) FROM big" x1 saves 700 [2]
-                  uninstrumented_wait "GET /report" x1 saves 700 [1]
-                  cpu_hotspot "render" x1 saves 500 [3]
+                  cpu_hotspot "render" x1 saves 600 [3]
+                  uninstrumented_wait "GET /report" x1 saves 600 [1]
             "##]],
         );
     }
@@ -559,9 +632,86 @@ GET /a 0..100 server
   q 1..2 client db.system=postgresql db.statement="SELECT 1"
 "#,
             expect![[r##"
-                #1 svc: GET /a 100ms | db 2 cpu 98 | path 1 2 3
-                  cpu_hotspot "GET /a" x1 saves 98 [1]
+                #1 svc: GET /a 100ms | db 2 untraced 98 | path 1 2 3
+                  gap after `SELECT ?`, until the end at 2 for 98 in [1]
+                  untraced_time "after `SELECT ?`, until the end" x1 saves 98 [1]
             "##]],
+        );
+    }
+
+    #[test]
+    fn a_hidden_round_trip_is_untraced_time_between_its_neighbours_never_cpu() {
+        // The seed's botocore upgrade: 300 ms between the policy query and the IdP call, no
+        // span and no CPU measurement. The ORM's span names the query, not its driver's.
+        check(
+            r#"
+auth: POST /login 0..400 server http.route=/login
+  SELECT users 0..20 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = 1"
+  orm 20..40 client db.system=postgresql db.statement="SELECT * FROM policy_rules WHERE policy_id = 7"
+    driver 20..40 client db.system=postgresql db.statement="SELECT * FROM policy_rules WHERE policy_id = $1"
+  POST idp 340..390 client http.request.method=POST server.address=idp
+"#,
+            expect![[r##"
+                #1 auth: POST /login 400ms | db 40 network 50 untraced 310 | path 1 2 3 4 5
+                  gap between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp` at 40 for 300 in [1]
+                  gap after `POST idp`, until the end at 390 for 10 in [1]
+                  untraced_time "between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp`" x1 saves 300 [1]
+                  sequential_io "2 sequential calls: SELECT * FROM users WHERE id = ?, SELECT * FROM policy_rules WHERE policy_id = ?" x2 saves 20 [2 4]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn a_measured_gap_carries_its_cpu_and_a_hot_spot_needs_measured_cpu() {
+        check(
+            r#"
+GET /a 0..100 server cpu.time_ns=60000000
+  SELECT 0..20 client db.system=postgresql db.statement="SELECT 1"
+  GET b 80..100 client http.request.method=GET server.address=b
+"#,
+            expect![[r#"
+                #1 svc: GET /a 100ms | db 20 network 20 cpu 60 | path 1 2 3
+                  gap between `SELECT ?` and `GET b` at 20 for 60 cpu 60 in [1]
+                  cpu_hotspot "GET /a" x1 saves 60 [1]
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_clean_health_check_has_no_findings() {
+        check(
+            r#"
+GET /health 0..0.5 server http.route=/health
+"#,
+            expect![[r#"
+                #1 svc: GET /health 0.5ms | untraced 0.5 | path 1
+            "#]],
+        );
+        // Nothing below the request to place its time between: the endpoint names it.
+        check(
+            r#"
+GET /report 0..80 server http.route=/report
+"#,
+            expect![[r#"
+                #1 svc: GET /report 80ms | untraced 80 | path 1
+                  gap with no span in the whole request at 0 for 80 in [1]
+            "#]],
+        );
+    }
+
+    #[test]
+    fn findings_under_the_noise_floor_are_not_reported() {
+        // A 6 ms duplicate passes `min_saving_ns` but is under 2% of a 1 s request.
+        check(
+            r#"
+GET /a 0..1000 server cpu.time_ns=1000000
+  q 0..6 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1"
+  q 6..12 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1"
+  GET b 12..1000 client http.request.method=GET server.address=b
+"#,
+            expect![[r#"
+                #1 svc: GET /a 1000ms | db 12 network 988 | path 1 2 3 4
+            "#]],
         );
     }
 }

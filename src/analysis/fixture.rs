@@ -24,7 +24,7 @@ use collector::model::{
 };
 use collector::otlp::normalize::semantics;
 
-use super::{Anomaly, RequestAnalysis};
+use super::{Anomaly, RequestAnalysis, gap};
 
 /// Nanoseconds added to every fixture time, so that skewed children may start "before zero".
 const BASE_NS: i64 = 1_000_000_000_000;
@@ -244,7 +244,7 @@ pub(crate) fn ms(ns: u64) -> String {
 }
 
 /// `db 20 cpu 5`: the non-zero categories of a breakdown, in milliseconds.
-pub(crate) fn render_categories(values: [u64; 6]) -> String {
+pub(crate) fn render_categories(values: [u64; Category::COUNT]) -> String {
     let parts: Vec<String> = Category::ALL
         .iter()
         .filter(|c| values[c.index()] > 0)
@@ -292,10 +292,14 @@ pub(crate) fn render_details(req: &RequestAnalysis) -> String {
         .collect();
     out.push_str(&format!("  totals {}\n", totals.join(" ")));
     for op in &req.operations {
+        let name = match gap::parse_gap_operation(&op.name) {
+            Some((after, before)) => format!("gap {}", gap::gap_place(after, before)),
+            None => op.name.clone(),
+        };
         out.push_str(&format!(
             "  op {} {:?} calls {} total {} critical {}\n",
             op.category.as_str(),
-            op.name,
+            name,
             op.calls,
             ms(op.total_ns),
             ms(op.critical_ns)
@@ -320,6 +324,24 @@ pub(crate) fn render_findings(req: &RequestAnalysis) -> String {
             f.count,
             ms(f.potential_saving_ns),
             spans.join(" ")
+        ));
+    }
+    out
+}
+
+/// A request's gaps, one per line.
+pub(crate) fn render_gaps(req: &RequestAnalysis) -> String {
+    let mut out = String::new();
+    for g in &req.gaps {
+        let cpu = g
+            .cpu_ns
+            .map_or(String::new(), |ns| format!(" cpu {}", ms(ns)));
+        out.push_str(&format!(
+            "  gap {} at {} for {}{cpu} in [{}]\n",
+            gap::gap_place(g.after.as_deref(), g.before.as_deref()),
+            ms(g.start_unix_ns - req.start_unix_ns),
+            ms(g.duration_ns),
+            span_no(g.span_id)
         ));
     }
     out

@@ -2,10 +2,12 @@
 //!
 //! - `request`: which spans are requests, and their endpoint names (ids templated into `{id}`);
 //! - `critical_path`: attribution of every instant of a request to one span and its category;
+//! - `gap`: stretches of self time no span explains, placed between the operations around them;
 //! - `sql`: statement normalization (literals to `?`), the key of operations and N+1 detection;
 //! - `span_tree`: the spans of a trace indexed once (duplicates, orphans and cycles repaired);
 //! - `operation`: operation names (normalized statement, called host, span name) and their sums;
-//! - `findings`: duplicate and N+1 queries, sequential I/O, slow queries, CPU hot spots, waits;
+//! - `findings`: duplicate and N+1 queries, sequential I/O, slow queries, CPU hot spots, waits,
+//!   untraced time;
 //! - `aggregate`: mergeable per-endpoint rollups, the latency sketch, and endpoint summaries;
 //! - `compare`: one endpoint between two selections: deltas, confidence, what explains them.
 //!
@@ -17,6 +19,7 @@ pub mod aggregate;
 pub mod compare;
 pub mod critical_path;
 pub mod findings;
+pub mod gap;
 pub mod operation;
 pub mod request;
 pub mod span_tree;
@@ -30,7 +33,7 @@ use collector::model::{Span, SpanId, TraceId};
 
 /// Nanoseconds per category, indexed by [`Category::index`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Breakdown(pub [u64; 6]);
+pub struct Breakdown(pub [u64; Category::COUNT]);
 
 impl Breakdown {
     /// Time in one category.
@@ -97,17 +100,20 @@ pub enum FindingKind {
     CpuHotspot,
     /// A large share of self time that was not on a CPU.
     UninstrumentedWait,
+    /// A long stretch of self time nobody measured: not known to be CPU or I/O.
+    UntracedTime,
 }
 
 impl FindingKind {
     /// Every kind, in API order.
-    pub const ALL: [FindingKind; 6] = [
+    pub const ALL: [FindingKind; 7] = [
         FindingKind::DuplicateQuery,
         FindingKind::NPlusOne,
         FindingKind::SequentialIo,
         FindingKind::SlowQuery,
         FindingKind::CpuHotspot,
         FindingKind::UninstrumentedWait,
+        FindingKind::UntracedTime,
     ];
 
     /// The API name.
@@ -119,6 +125,7 @@ impl FindingKind {
             Self::SlowQuery => "slow_query",
             Self::CpuHotspot => "cpu_hotspot",
             Self::UninstrumentedWait => "uninstrumented_wait",
+            Self::UntracedTime => "untraced_time",
         }
     }
 
@@ -169,6 +176,15 @@ pub struct AnalysisConfig {
     pub cpu_hotspot_share: f64,
     /// Share of the request's duration in `wait` that makes an uninstrumented-wait finding.
     pub wait_share: f64,
+    /// Share of the request's duration that one gap of untraced time must reach to be a finding.
+    pub untraced_share: f64,
+    /// Self time at least this long (ns) between or around spans is a gap with a place.
+    pub gap_min_ns: u64,
+    /// Findings saving less than this (ns per request) are noise and not reported.
+    pub noise_floor_ns: u64,
+    /// Findings saving less than this share of the request (of the endpoint's mean, once
+    /// aggregated) are noise and not reported.
+    pub noise_floor_share: f64,
 }
 
 /// The analysis of one request: one SERVER span (or a root of another kind) and the subtree of its
@@ -194,7 +210,7 @@ pub struct RequestAnalysis {
     /// Critical-path attribution; sums exactly to `duration_ns`.
     pub breakdown: Breakdown,
     /// Calls and total time per category, critical or not, indexed by [`Category::index`].
-    pub totals: [CategoryTotal; 6],
+    pub totals: [CategoryTotal; Category::COUNT],
     /// Database calls of the request's own service.
     pub n_db_calls: u32,
     /// Sum of I/O time over critical-path I/O time (1.0: all I/O sequential).
@@ -205,6 +221,8 @@ pub struct RequestAnalysis {
     pub operations: Vec<OperationStat>,
     /// Problems found, largest saving first.
     pub findings: Vec<Finding>,
+    /// Self time no span explains, placed between its neighbours, in time order.
+    pub gaps: Vec<gap::Gap>,
 }
 
 impl Default for AnalysisConfig {
@@ -229,6 +247,15 @@ impl Default for AnalysisConfig {
             // No published detector; a quarter of the request off the CPU in self time means
             // uninstrumented I/O, sleeping or a blocked loop that deserves spans.
             wait_share: 0.25,
+            // As for waits: a quarter of the request in one stretch nobody measured.
+            untraced_share: 0.25,
+            // Glue code between two awaits takes well under a millisecond; a millisecond of
+            // self time between two spans is something done there.
+            gap_min_ns: 1_000_000,
+            // A saving under a millisecond, or under 2% of the request, is not what to fix
+            // first: a clean health check has no findings.
+            noise_floor_ns: 1_000_000,
+            noise_floor_share: 0.02,
         }
     }
 }
@@ -266,16 +293,11 @@ pub fn analyze_request(
 ) -> (RequestAnalysis, Vec<Anomaly>) {
     let span = tree.spans[request];
     let path = critical_path::critical_path(tree, request);
-    let mut totals = [CategoryTotal::default(); 6];
+    let mut totals = [CategoryTotal::default(); Category::COUNT];
     let mut n_db_calls = 0u32;
     let mut io_total_ns = 0u64;
     for (node_idx, node) in path.nodes.iter().enumerate() {
-        let node_span = tree.spans[node.tree_idx];
-        let category = if node_idx == 0 {
-            Category::Cpu
-        } else {
-            node_span.category
-        };
+        let category = critical_path::self_category(tree.spans[node.tree_idx], node_idx == 0);
         let total = &mut totals[category.index()];
         total.calls = total.calls.saturating_add(1);
         total.total_ns = total.total_ns.saturating_add(node.duration_ns());
@@ -292,6 +314,7 @@ pub fn analyze_request(
     } else {
         io_total_ns as f64 / critical_io as f64
     };
+    let gaps = gap::gaps(tree, &path, config.gap_min_ns);
     let analysis = RequestAnalysis {
         trace_id: span.trace_id,
         span_id: span.span_id,
@@ -311,8 +334,9 @@ pub fn analyze_request(
             .iter()
             .map(|n| tree.spans[path.nodes[*n].tree_idx].span_id)
             .collect(),
-        operations: operation::operations(tree, &path),
-        findings: findings::findings(tree, &path, config),
+        operations: operation::operations(tree, &path, &gaps),
+        findings: findings::findings(tree, &path, &gaps, config),
+        gaps,
     };
     (analysis, path.anomalies)
 }

@@ -12,13 +12,24 @@ use collector::category::Category;
 use collector::model::Span;
 
 use super::OperationStat;
-use super::critical_path::CriticalPath;
+use super::critical_path::{CriticalPath, self_category};
+use super::gap::{GAP_MARK, Gap};
 use super::request::template_name;
 use super::span_tree::SpanTree;
 use super::sql;
 
 /// The operation name of a span.
 pub fn operation_name(span: &Span) -> String {
+    let name = span_operation_name(span);
+    // A gap's operation name starts with this mark; no span's may look like one.
+    if name.contains(GAP_MARK) {
+        name.replace(GAP_MARK, " ")
+    } else {
+        name
+    }
+}
+
+fn span_operation_name(span: &Span) -> String {
     let sem = &span.semantics;
     match span.category {
         Category::Db | Category::Cache => {
@@ -61,22 +72,63 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 /// Operations of one request's subtree, largest critical time first.
-pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath) -> Vec<OperationStat> {
+///
+/// Each span counts as one call of its operation under its own category (in-process spans under
+/// `cpu` where they measured their CPU and `untraced` where they did not). Critical time goes
+/// where it was spent: a gap's to the gap's operation, a measured span's self time to `cpu` and
+/// `wait` in its proportions, the rest to the category of each stretch; so the critical times of
+/// all operations sum to the request's duration, category by category.
+pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath, gaps: &[Gap]) -> Vec<OperationStat> {
     // Calls, total and critical time by operation; the name is moved into its stat at the end.
     let mut by_key: BTreeMap<(Category, String), (u32, u64, u64)> = BTreeMap::new();
-    for node in &path.nodes {
+    let mut add = |key: (Category, String), calls: u32, total_ns: u64, critical: u64| {
+        let (c, t, k) = by_key.entry(key).or_default();
+        *c = c.saturating_add(calls);
+        *t = t.saturating_add(total_ns);
+        *k = k.saturating_add(critical);
+    };
+    let mut in_gap = vec![false; path.segments.len()];
+    // Critical time of each node that no gap took, by category (self time in the node's own
+    // fields, which the gaps' parts are taken out of).
+    let mut parts = vec![[0u64; Category::COUNT]; path.nodes.len()];
+    for (idx, node) in path.nodes.iter().enumerate() {
+        parts[idx][Category::Cpu.index()] = node.cpu_critical_ns;
+        parts[idx][Category::Wait.index()] = node.wait_critical_ns;
+        parts[idx][Category::Untraced.index()] = node.untraced_critical_ns;
+    }
+    for gap in gaps {
+        in_gap[gap.segments.clone()].fill(true);
+        let name = gap.operation();
+        for (category, ns) in gap.parts() {
+            if ns > 0 {
+                let left = &mut parts[gap.node][category.index()];
+                *left = left.saturating_sub(ns);
+                add((category, name.clone()), 1, ns, ns);
+            }
+        }
+    }
+    for (seg, _) in path
+        .segments
+        .iter()
+        .zip(&in_gap)
+        .filter(|(_, in_gap)| !**in_gap)
+    {
+        if !matches!(seg.category, Category::Cpu | Category::Untraced) {
+            parts[seg.node][seg.category.index()] += seg.end_ns - seg.start_ns;
+        }
+    }
+    for (idx, node) in path.nodes.iter().enumerate() {
         let span = tree.spans[node.tree_idx];
-        // The request span's own time is in-process work, whatever its category.
-        let category = if node.parent.is_none() {
-            Category::Cpu
-        } else {
-            span.category
-        };
-        let (calls, total_ns, critical_ns) =
-            by_key.entry((category, operation_name(span))).or_default();
-        *calls = calls.saturating_add(1);
-        *total_ns = total_ns.saturating_add(node.duration_ns());
-        *critical_ns = critical_ns.saturating_add(node.critical_ns);
+        let own = self_category(span, node.parent.is_none());
+        let name = operation_name(span);
+        for category in Category::ALL {
+            let critical = parts[idx][category.index()];
+            if category == own {
+                add((category, name.clone()), 1, node.duration_ns(), critical);
+            } else if critical > 0 {
+                add((category, name.clone()), 1, critical, critical);
+            }
+        }
     }
     let mut ops: Vec<OperationStat> = by_key
         .into_iter()

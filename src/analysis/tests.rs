@@ -59,22 +59,37 @@ fn seed_login() {
               totals db 12x/150 cache 1x/5 network 1x/170 cpu 2x/410
               op network "POST idp.example" calls 1 total 170 critical 170
               op db "SELECT * FROM policies WHERE id = ?" calls 8 total 80 critical 80
-              op cpu "POST /login" calls 1 total 400 critical 65
               op db "SELECT * FROM policy_sets WHERE tenant_id = ?" calls 2 total 40 critical 40
+              op wait "gap after `saml.sign`, until the end" calls 1 total 31.769231 critical 31.769231
               op db "SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" calls 1 total 20 critical 20
               op db "SELECT * FROM tenants WHERE host = ?" calls 1 total 10 critical 10
-              op cpu "saml.sign" calls 1 total 10 critical 10
+              op wait "gap between `GET session:ann` and `POST idp.example`" calls 1 total 9.076924 critical 9.076924
+              op cpu "saml.sign" calls 1 total 10 critical 9
               op cache "GET session:ann" calls 1 total 5 critical 5
+              op wait "gap from the start until `SELECT * FROM tenants WHERE host = ?`" calls 1 total 4.538462 critical 4.538462
+              op wait "gap between `POST idp.example` and `saml.sign`" calls 1 total 4.538462 critical 4.538462
+              op wait "gap between `SELECT * FROM policies WHERE id = ?` and `GET session:ann`" calls 1 total 4.538462 critical 4.538462
+              op wait "gap between `SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?` and `SELECT * FROM policy_sets WHERE tenant_id = ?`" calls 1 total 4.538462 critical 4.538462
+              op cpu "gap after `saml.sign`, until the end" calls 1 total 3.230769 critical 3.230769
+              op wait "saml.sign" calls 1 total 1 critical 1
+              op cpu "gap between `GET session:ann` and `POST idp.example`" calls 1 total 0.923076 critical 0.923076
+              op cpu "gap from the start until `SELECT * FROM tenants WHERE host = ?`" calls 1 total 0.461538 critical 0.461538
+              op cpu "gap between `POST idp.example` and `saml.sign`" calls 1 total 0.461538 critical 0.461538
+              op cpu "gap between `SELECT * FROM policies WHERE id = ?` and `GET session:ann`" calls 1 total 0.461538 critical 0.461538
+              op cpu "gap between `SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?` and `SELECT * FROM policy_sets WHERE tenant_id = ?`" calls 1 total 0.461538 critical 0.461538
+              op cpu "POST /login" calls 1 total 400 critical 0.000003
               n_plus_one "SELECT * FROM policies WHERE id = ?" x8 saves 70 [6 7 8 9 10 11 12 13]
               duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" x2 saves 20 [4 5]
               sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" x2 saves 10 [2 3]
-            #16 idp: POST /saml 160ms | db 10 cpu 150 | path 16 17
+            #16 idp: POST /saml 160ms | db 10 untraced 150 | path 16 17
               version "" start 1000185000000
               db_calls 1 io_parallelism 1.00
-              totals db 1x/10 cpu 1x/160
-              op cpu "POST /saml" calls 1 total 160 critical 150
+              totals db 1x/10 untraced 1x/160
+              op untraced "gap after `SELECT key FROM signing_keys WHERE kid = ?`, until the end" calls 1 total 145 critical 145
               op db "SELECT key FROM signing_keys WHERE kid = ?" calls 1 total 10 critical 10
-              cpu_hotspot "POST /saml" x1 saves 150 [16]
+              op untraced "gap from the start until `SELECT key FROM signing_keys WHERE kid = ?`" calls 1 total 5 critical 5
+              op untraced "POST /saml" calls 1 total 160 critical 0
+              untraced_time "after `SELECT key FROM signing_keys WHERE kid = ?`, until the end" x1 saves 145 [16]
         "##]],
     );
 }

@@ -112,7 +112,7 @@ fn parse_endpoints(body: &Value) -> anyhow::Result<Observations> {
         else {
             bail!("an endpoint without `service` or `endpoint`");
         };
-        let mut breakdown_ms = [0.0; 6];
+        let mut breakdown_ms = [0.0; Category::COUNT];
         for category in Category::ALL {
             breakdown_ms[category.index()] = number(&item["breakdown_ms"], category.as_str());
         }

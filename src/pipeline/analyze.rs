@@ -106,7 +106,7 @@ pub struct EndpointCounters {
     /// Summed durations.
     pub duration_sum_ns: u64,
     /// Summed critical-path breakdown.
-    pub breakdown_sum_ns: [u64; 6],
+    pub breakdown_sum_ns: [u64; collector::category::Category::COUNT],
 }
 
 impl EndpointCounters {

@@ -203,7 +203,7 @@ pub async fn find(
                 continue;
             };
             let Some(comparison) =
-                compare::compare(old, new, &service, &endpoint.endpoint, &candidate.version)
+                compare::compare(old, new, &endpoint.endpoint, &candidate.version)
             else {
                 continue;
             };

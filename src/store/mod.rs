@@ -415,6 +415,74 @@ macro_rules! dispatch {
     };
 }
 
+/// A request row as both backends select it (`REQUEST_COLUMNS`), read by position: seventeen
+/// columns are more than sqlx decodes into a tuple.
+pub(crate) struct StoredRequest {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    endpoint_id: i64,
+    version: String,
+    start_unix_ns: i64,
+    duration_ns: i64,
+    error: bool,
+    breakdown: [i64; Category::COUNT],
+    n_db_calls: i64,
+    last_block_id: i64,
+    resource_id: i64,
+}
+
+impl<'r, R> sqlx::FromRow<'r, R> for StoredRequest
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let mut breakdown = [0i64; Category::COUNT];
+        for (idx, value) in breakdown.iter_mut().enumerate() {
+            *value = row.try_get(7 + idx)?;
+        }
+        let after = 7 + Category::COUNT;
+        Ok(Self {
+            trace_id: row.try_get(0)?,
+            span_id: row.try_get(1)?,
+            endpoint_id: row.try_get(2)?,
+            version: row.try_get(3)?,
+            start_unix_ns: row.try_get(4)?,
+            duration_ns: row.try_get(5)?,
+            error: row.try_get(6)?,
+            breakdown,
+            n_db_calls: row.try_get(after)?,
+            last_block_id: row.try_get(after + 1)?,
+            resource_id: row.try_get(after + 2)?,
+        })
+    }
+}
+
+impl StoredRequest {
+    /// The row with its ids checked.
+    pub(crate) fn decode(self) -> Result<RequestRow, StoreError> {
+        Ok(RequestRow {
+            trace_id: TraceId::parse(&self.trace_id)
+                .map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))?,
+            span_id: SpanId::parse(&self.span_id)
+                .map_err(|e| StoreError::Corrupt(format!("span id: {e}")))?,
+            endpoint_id: self.endpoint_id,
+            version: self.version,
+            start_unix_ns: unsigned(self.start_unix_ns),
+            duration_ns: unsigned(self.duration_ns),
+            error: self.error,
+            breakdown: Breakdown(self.breakdown.map(unsigned)),
+            n_db_calls: u32::try_from(self.n_db_calls).unwrap_or(0),
+            last_block_id: self.last_block_id,
+            resource_id: self.resource_id,
+        })
+    }
+}
+
 /// A count as the databases store it (BIGINT), saturating.
 fn ns(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

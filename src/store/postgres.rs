@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use collector::category::Category;
-use collector::model::{Span, SpanId, TraceId};
+use collector::model::{Span, TraceId};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder, SqlSafeStr};
@@ -25,8 +25,8 @@ use tracing::{info, warn};
 use super::{
     AnalysisCommit, ClaimedTrace, DetailSums, EncodedBlock, EndpointRef, Granularity,
     RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables,
-    unsigned,
+    StoredRequest, VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical,
+    rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -74,8 +74,14 @@ pub(super) struct PgStore {
 }
 
 /// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "untraced",
+        include_str!("migrations/postgres/0002_untraced.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -169,65 +175,8 @@ fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
     TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
 }
 
-fn span_id(bytes: &[u8]) -> Result<SpanId, StoreError> {
-    SpanId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("span id: {e}")))
-}
-
-type RequestTuple = (
-    Vec<u8>,
-    Vec<u8>,
-    i64,
-    String,
-    i64,
-    i64,
-    bool,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
-
-fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
-    let (
-        trace,
-        span,
-        endpoint_id,
-        version,
-        start,
-        duration,
-        error,
-        db,
-        cache,
-        network,
-        messaging,
-        cpu,
-        wait,
-        n_db,
-        last,
-        resource_id,
-    ) = row;
-    Ok(RequestRow {
-        trace_id: trace_id(&trace)?,
-        span_id: span_id(&span)?,
-        endpoint_id,
-        version,
-        start_unix_ns: unsigned(start),
-        duration_ns: unsigned(duration),
-        error,
-        breakdown: Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
-        n_db_calls: u32::try_from(n_db).unwrap_or(0),
-        last_block_id: last,
-        resource_id,
-    })
-}
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, n_db_calls, last_block_id, resource_id";
 
 type RollupTuple = (
     i64,
@@ -244,11 +193,12 @@ type RollupTuple = (
     i64,
     i64,
     i64,
+    i64,
     String,
 );
 
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum::text";
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, db_calls, duration_sq_sum::text";
 
 fn rollup_row(
     granularity: Granularity,
@@ -268,6 +218,7 @@ fn rollup_row(
         messaging,
         cpu,
         wait,
+        untraced,
         db_calls,
         sq_sum,
     ) = row;
@@ -277,7 +228,8 @@ fn rollup_row(
     rollup.requests = unsigned(requests);
     rollup.errors = unsigned(errors);
     rollup.duration_sum_ns = unsigned(duration_sum);
-    rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
+    rollup.breakdown_sum =
+        Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned));
     rollup.db_calls = unsigned(db_calls);
     rollup.duration_sq_sum = sq_sum
         .parse()
@@ -1026,7 +978,7 @@ impl PgStore {
                  duration_ns = EXCLUDED.duration_ns, error = EXCLUDED.error, db_ns = EXCLUDED.db_ns, \
                  cache_ns = EXCLUDED.cache_ns, network_ns = EXCLUDED.network_ns, \
                  messaging_ns = EXCLUDED.messaging_ns, cpu_ns = EXCLUDED.cpu_ns, \
-                 wait_ns = EXCLUDED.wait_ns, n_db_calls = EXCLUDED.n_db_calls, \
+                 wait_ns = EXCLUDED.wait_ns, untraced_ns = EXCLUDED.untraced_ns, n_db_calls = EXCLUDED.n_db_calls, \
                  last_block_id = EXCLUDED.last_block_id, resource_id = EXCLUDED.resource_id",
             );
             insert.build().execute(&mut *tx).await?;
@@ -1116,8 +1068,8 @@ impl PgStore {
         select
             .push(" ORDER BY duration_ns DESC LIMIT ")
             .push_bind(limit);
-        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(request_row).collect()
+        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     pub(super) async fn trace_requests(
@@ -1127,11 +1079,11 @@ impl PgStore {
         let select = format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE trace_id = $1 ORDER BY start_unix_ns"
         );
-        let rows: Vec<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(trace.0.to_vec())
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(request_row).collect()
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     pub(super) async fn breakdown_between(
@@ -1144,21 +1096,30 @@ impl PgStore {
         const SELECT: &str = "SELECT COUNT(*)::BIGINT, COALESCE(SUM(db_ns), 0)::BIGINT, \
              COALESCE(SUM(cache_ns), 0)::BIGINT, COALESCE(SUM(network_ns), 0)::BIGINT, \
              COALESCE(SUM(messaging_ns), 0)::BIGINT, COALESCE(SUM(cpu_ns), 0)::BIGINT, \
-             COALESCE(SUM(wait_ns), 0)::BIGINT FROM requests \
+             COALESCE(SUM(wait_ns), 0)::BIGINT, COALESCE(SUM(untraced_ns), 0)::BIGINT FROM requests \
              WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
              AND start_unix_ns >= $4 AND start_unix_ns < $5";
-        let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
-            sqlx::query_as(SELECT)
-                .bind(endpoint_id)
-                .bind(ns(min_ns))
-                .bind(ns(max_ns))
-                .bind(ns(window.from_unix_ns))
-                .bind(ns(window.to_unix_ns))
-                .fetch_one(&self.pool)
-                .await?;
+        #[allow(clippy::type_complexity)]
+        let (n, db, cache, network, messaging, cpu, wait, untraced): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = sqlx::query_as(SELECT)
+            .bind(endpoint_id)
+            .bind(ns(min_ns))
+            .bind(ns(max_ns))
+            .bind(ns(window.from_unix_ns))
+            .bind(ns(window.to_unix_ns))
+            .fetch_one(&self.pool)
+            .await?;
         Ok((
             unsigned(n),
-            Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+            Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned)),
         ))
     }
 
@@ -1172,14 +1133,14 @@ impl PgStore {
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND duration_ns >= $2 \
              AND start_unix_ns >= $3 AND start_unix_ns < $4 ORDER BY duration_ns LIMIT 1"
         );
-        let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        let row: Option<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(endpoint_id)
             .bind(ns(min_ns))
             .bind(ns(window.from_unix_ns))
             .bind(ns(window.to_unix_ns))
             .fetch_optional(&self.pool)
             .await?;
-        row.map(request_row).transpose()
+        row.map(StoredRequest::decode).transpose()
     }
 
     pub(super) async fn selected_requests(
@@ -1206,9 +1167,9 @@ impl PgStore {
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
-            let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
             for row in rows {
-                out.push(request_row(row)?);
+                out.push(row.decode()?);
             }
         }
         Ok(out)
@@ -1455,7 +1416,7 @@ async fn lock_rollup(
 ) -> Result<(), StoreError> {
     let [rollup_table, ..] = rollup_tables(key.granularity);
     let ensure = format!(
-        "INSERT INTO {rollup_table} ({}) VALUES ($1, $2, $3, 0, 0, 0, $4, 0, 0, 0, 0, 0, 0, 0, 0) \
+        "INSERT INTO {rollup_table} ({}) VALUES ($1, $2, $3, 0, 0, 0, $4, 0, 0, 0, 0, 0, 0, 0, 0, 0) \
          ON CONFLICT DO NOTHING",
         ROLLUP_COLUMNS.trim_end_matches("::text")
     );
@@ -1498,7 +1459,7 @@ async fn write_rollup(
     let update = format!(
         "UPDATE {rollup_table} SET requests = $4, errors = $5, duration_sum_ns = $6, sketch = $7, \
          db_ns = $8, cache_ns = $9, network_ns = $10, messaging_ns = $11, cpu_ns = $12, \
-         wait_ns = $13, db_calls = $14, duration_sq_sum = $15::numeric \
+         wait_ns = $13, untraced_ns = $14, db_calls = $15, duration_sq_sum = $16::numeric \
          WHERE endpoint_id = $1 AND version = $2 AND minute = $3"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(update))

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use collector::category::Category;
-use collector::model::{Span, SpanId, TraceId};
+use collector::model::{Span, TraceId};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -23,8 +23,9 @@ use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::{
     AnalysisCommit, DetailSums, EncodedBlock, EndpointRef, Granularity, RegressionRecord,
-    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, VersionTraffic,
-    Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables, unsigned,
+    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest,
+    VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables,
+    unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -191,6 +192,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "integer trace index",
         include_str!("migrations/sqlite/0010_integer_trace_index.sql"),
     ),
+    (
+        11,
+        "untraced",
+        include_str!("migrations/sqlite/0011_untraced.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -220,31 +226,8 @@ fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
     TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
 }
 
-fn span_id(bytes: &[u8]) -> Result<SpanId, StoreError> {
-    SpanId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("span id: {e}")))
-}
-
-type RequestTuple = (
-    Vec<u8>,
-    Vec<u8>,
-    i64,
-    String,
-    i64,
-    i64,
-    bool,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
 const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, last_block_id, resource_id";
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, n_db_calls, last_block_id, resource_id";
 
 /// Pushes the join from traces to their request rows: `FROM t CROSS JOIN requests r`, with `t`
 /// the (trace, block) rows of `trace_ids`, those of `trace_index` and those `recent` holds. A
@@ -307,40 +290,6 @@ fn push_integers(query: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Ite
     query.push(")");
 }
 
-fn request_row(row: RequestTuple) -> Result<RequestRow, StoreError> {
-    let (
-        trace,
-        span,
-        endpoint_id,
-        version,
-        start,
-        duration,
-        error,
-        db,
-        cache,
-        network,
-        messaging,
-        cpu,
-        wait,
-        n_db,
-        last,
-        resource_id,
-    ) = row;
-    Ok(RequestRow {
-        trace_id: trace_id(&trace)?,
-        span_id: span_id(&span)?,
-        endpoint_id,
-        version,
-        start_unix_ns: unsigned(start),
-        duration_ns: unsigned(duration),
-        error,
-        breakdown: Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
-        n_db_calls: u32::try_from(n_db).unwrap_or(0),
-        last_block_id: last,
-        resource_id,
-    })
-}
-
 type RollupTuple = (
     i64,
     String,
@@ -356,11 +305,12 @@ type RollupTuple = (
     i64,
     i64,
     i64,
+    i64,
     String,
 );
 
 const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, db_calls, duration_sq_sum";
+     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, db_calls, duration_sq_sum";
 
 fn rollup_row(
     granularity: Granularity,
@@ -380,6 +330,7 @@ fn rollup_row(
         messaging,
         cpu,
         wait,
+        untraced,
         db_calls,
         sq_sum,
     ) = row;
@@ -389,7 +340,8 @@ fn rollup_row(
     rollup.requests = unsigned(requests);
     rollup.errors = unsigned(errors);
     rollup.duration_sum_ns = unsigned(duration_sum);
-    rollup.breakdown_sum = Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned));
+    rollup.breakdown_sum =
+        Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned));
     rollup.db_calls = unsigned(db_calls);
     rollup.duration_sq_sum = sq_sum
         .parse()
@@ -981,8 +933,8 @@ impl SqliteStore {
         select
             .push(" ORDER BY duration_ns DESC LIMIT ")
             .push_bind(limit);
-        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(request_row).collect()
+        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     /// The `limit` slowest requests of the endpoints `ids` in `window`, at least
@@ -1017,9 +969,10 @@ impl SqliteStore {
                 select
                     .push(" ORDER BY duration_ns DESC LIMIT ")
                     .push_bind(limit);
-                let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+                let rows: Vec<StoredRequest> =
+                    select.build_query_as().fetch_all(&self.pool).await?;
                 for row in rows {
-                    slowest.push(request_row(row)?);
+                    slowest.push(row.decode()?);
                 }
             }
             if slowest.len() >= limit_rows {
@@ -1068,8 +1021,8 @@ impl SqliteStore {
         ));
         push_trace_requests_join(&mut select, &[trace], &recent);
         select.push(") ORDER BY start_unix_ns");
-        let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(request_row).collect()
+        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     pub(super) async fn breakdown_between(
@@ -1082,7 +1035,7 @@ impl SqliteStore {
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT COUNT(*), COALESCE(SUM(db_ns), 0), COALESCE(SUM(cache_ns), 0), \
              COALESCE(SUM(network_ns), 0), COALESCE(SUM(messaging_ns), 0), COALESCE(SUM(cpu_ns), 0), \
-             COALESCE(SUM(wait_ns), 0) FROM requests INDEXED BY requests_by_band WHERE endpoint_id = ",
+             COALESCE(SUM(wait_ns), 0), COALESCE(SUM(untraced_ns), 0) FROM requests INDEXED BY requests_by_band WHERE endpoint_id = ",
         );
         select.push_bind(endpoint_id);
         push_starts_in(&mut select, window);
@@ -1093,11 +1046,20 @@ impl SqliteStore {
             .push_bind(ns(max_ns))
             .push(" AND duration_band IN (");
         push_integers(&mut select, duration_bands(min_ns, max_ns));
-        let (n, db, cache, network, messaging, cpu, wait): (i64, i64, i64, i64, i64, i64, i64) =
-            select.build_query_as().fetch_one(&self.pool).await?;
+        #[allow(clippy::type_complexity)]
+        let (n, db, cache, network, messaging, cpu, wait, untraced): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = select.build_query_as().fetch_one(&self.pool).await?;
         Ok((
             unsigned(n),
-            Breakdown([db, cache, network, messaging, cpu, wait].map(unsigned)),
+            Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned)),
         ))
     }
 
@@ -1117,7 +1079,7 @@ impl SqliteStore {
              AND start_unix_ns < $4 AND duration_ns >= $5 ORDER BY duration_ns LIMIT 1"
         );
         for band in duration_band(min_ns)..=top {
-            let row: Option<RequestTuple> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+            let row: Option<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
                 .bind(endpoint_id)
                 .bind(band)
                 .bind(ns(window.from_unix_ns))
@@ -1126,7 +1088,7 @@ impl SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(row) = row {
-                return request_row(row).map(Some);
+                return row.decode().map(Some);
             }
         }
         Ok(None)
@@ -1152,9 +1114,9 @@ impl SqliteStore {
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
-            let rows: Vec<RequestTuple> = select.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
             for row in rows {
-                out.push(request_row(row)?);
+                out.push(row.decode()?);
             }
         }
         Ok(out)
@@ -1578,7 +1540,7 @@ mod tests {
     fn request_row(trace_id: TraceId, last_block_id: i64) -> RequestRow {
         RequestRow {
             trace_id,
-            span_id: SpanId([1; 8]),
+            span_id: collector::model::SpanId([1; 8]),
             endpoint_id: 1,
             version: String::new(),
             start_unix_ns: 1,

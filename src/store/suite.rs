@@ -46,7 +46,7 @@ async fn slowest_requests_merge_endpoints(store: &Store) {
             start_unix_ns: start + n as u64 * 1_000_000_000,
             duration_ns: duration_ms * 1_000_000,
             error: false,
-            breakdown: Breakdown([0, 0, 0, 0, duration_ms * 1_000_000, 0]),
+            breakdown: Breakdown([0, 0, 0, 0, duration_ms * 1_000_000, 0, 0]),
             n_db_calls: 0,
             last_block_id: 1,
             resource_id: 0,

@@ -12,13 +12,14 @@ use plotters::prelude::*;
 
 /// The category colours (Tableau 10, readable on light and dark backgrounds). `static/app.css`
 /// repeats them as `--db`, `--cache`, ...; a test keeps the two in step.
-pub const CATEGORY_COLORS: [(Category, RGBColor); 6] = [
+pub const CATEGORY_COLORS: [(Category, RGBColor); Category::COUNT] = [
     (Category::Db, RGBColor(0x4e, 0x79, 0xa7)),
     (Category::Cache, RGBColor(0x76, 0xb7, 0xb2)),
     (Category::Network, RGBColor(0xf2, 0x8e, 0x2b)),
     (Category::Messaging, RGBColor(0xb0, 0x7a, 0xa1)),
     (Category::Cpu, RGBColor(0xe1, 0x57, 0x59)),
     (Category::Wait, RGBColor(0xba, 0xb0, 0xac)),
+    (Category::Untraced, RGBColor(0xed, 0xc9, 0x48)),
 ];
 
 /// The percentile lines: neutral, amber and magenta, so they never read as a category.
@@ -50,7 +51,7 @@ pub fn category_color(category: Category) -> RGBColor {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakdownPoint {
     pub t_ms: f64,
-    pub ms: [f64; 6],
+    pub ms: [f64; Category::COUNT],
 }
 
 /// One point of the percentile chart.
@@ -485,7 +486,7 @@ pub struct BarSegment {
 
 /// The segments of a stacked bar for a breakdown (ms per category in `Category::ALL` order),
 /// scaled so that `scale_ms` fills the bar. Zero categories are left out.
-pub fn bar_segments(ms: &[f64; 6], scale_ms: f64) -> Vec<BarSegment> {
+pub fn bar_segments(ms: &[f64; Category::COUNT], scale_ms: f64) -> Vec<BarSegment> {
     let total: f64 = ms.iter().sum();
     let scale = if scale_ms > 0.0 { scale_ms } else { total };
     let mut x = 0.0;
@@ -523,7 +524,7 @@ mod tests {
         (0..5)
             .map(|i| BreakdownPoint {
                 t_ms: 1_700_000_000_000.0 + f64::from(i) * 60_000.0,
-                ms: [140.0, 5.0, 100.0, 0.0, 55.0, 1.0],
+                ms: [140.0, 5.0, 100.0, 0.0, 55.0, 1.0, 0.0],
             })
             .collect()
     }
@@ -612,7 +613,7 @@ mod tests {
 
     #[test]
     fn bar_segments_fill_the_scale() {
-        let segments = bar_segments(&[150.0, 0.0, 100.0, 0.0, 50.0, 0.0], 300.0);
+        let segments = bar_segments(&[150.0, 0.0, 100.0, 0.0, 50.0, 0.0, 0.0], 300.0);
         assert_eq!(segments.len(), 3);
         assert_eq!(segments[0].width, "500.0");
         assert_eq!(segments[1].x, "500.0");

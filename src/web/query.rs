@@ -13,6 +13,7 @@ use super::api::dto::*;
 use crate::alert::AlertHandle;
 use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
+use crate::analysis::gap::Gap;
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
 use crate::store::{EndpointRef, RegressionRecord, RequestRow, Store, StoreError, Window};
@@ -26,7 +27,7 @@ fn ms(ns: f64) -> f64 {
 }
 
 /// Milliseconds per category from nanoseconds per category.
-pub fn breakdown_ms(ns: [f64; 6]) -> BreakdownMs {
+pub fn breakdown_ms(ns: [f64; Category::COUNT]) -> BreakdownMs {
     Category::ALL
         .iter()
         .map(|c| (c.as_str(), ms(ns[c.index()])))
@@ -113,6 +114,7 @@ fn summary_dto(
         cpu_ms: ms(stats.cpu_ns),
         db_calls_per_request: (stats.db_calls_per_request * 100.0).round() / 100.0,
         speedup_if_cpu_free: (stats.speedup_if_cpu_free * 1000.0).round() / 1000.0,
+        speedup_if_cpu_free_max: (stats.speedup_if_cpu_free_max * 1000.0).round() / 1000.0,
         bottleneck: BottleneckDto {
             category: stats.bottleneck.as_str(),
             share: (stats.bottleneck_share * 1000.0).round() / 1000.0,
@@ -235,6 +237,9 @@ pub async fn endpoint_detail(
         .map(|op| OperationDto {
             category: op.category.as_str(),
             name: op.name,
+            gap: op.gap.is_some(),
+            after: op.gap.as_ref().and_then(|place| place.after.clone()),
+            before: op.gap.as_ref().and_then(|place| place.before.clone()),
             calls_per_request: (op.calls_per_request * 100.0).round() / 100.0,
             mean_ms: ms(op.mean_ns),
             critical_ms_per_request: ms(op.critical_ns_per_request),
@@ -249,6 +254,19 @@ pub async fn endpoint_detail(
             potential_saving_ms: ms(finding.potential_saving_ns),
             summary: finding.summary,
             request_share: (finding.request_share * 1000.0).round() / 1000.0,
+        })
+        .collect();
+    let gaps = aggregate::gaps(rollup)
+        .into_iter()
+        .map(|gap| GapDto {
+            place: gap.place.describe(),
+            mean_ms: ms(gap.total_mean_ns()),
+            request_share: (gap.request_share * 1000.0).round() / 1000.0,
+            cpu_ms: ms(gap.mean_ns[Category::Cpu.index()]),
+            wait_ms: ms(gap.mean_ns[Category::Wait.index()]),
+            untraced_ms: ms(gap.mean_ns[Category::Untraced.index()]),
+            after: gap.place.after,
+            before: gap.place.before,
         })
         .collect();
     let versions = per_version
@@ -295,6 +313,7 @@ pub async fn endpoint_detail(
         operations,
         tail_breakdown_ms,
         findings,
+        gaps,
         slowest_traces,
         typical_trace,
         versions,
@@ -504,8 +523,32 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
                     })
                     .collect(),
                 critical_path: request.critical_path.iter().map(|id| id.to_hex()).collect(),
+                gaps: request
+                    .gaps
+                    .iter()
+                    .map(|gap| TraceGapDto {
+                        span_id: gap.span_id.to_hex(),
+                        after: gap.after.clone(),
+                        before: gap.before.clone(),
+                        start: rfc3339(gap.start_unix_ns),
+                        offset_ms: ms(gap.start_unix_ns.saturating_sub(start) as f64),
+                        duration_ms: ms(gap.duration_ns as f64),
+                        cpu_ms: gap.cpu_ns.map(|ns| ms(ns as f64)),
+                        category: gap_category(gap).as_str(),
+                    })
+                    .collect(),
             })
             .collect(),
+    }
+}
+
+/// The category a gap is shown in: untraced where no CPU was measured, else the larger of its
+/// cpu and wait parts.
+pub fn gap_category(gap: &Gap) -> Category {
+    match gap.parts() {
+        [(Category::Untraced, _), _] => Category::Untraced,
+        [(_, cpu), (_, wait)] if cpu >= wait => Category::Cpu,
+        _ => Category::Wait,
     }
 }
 
@@ -587,13 +630,7 @@ fn comparison_dto(
     candidate_label: &str,
     thresholds: &Thresholds,
 ) -> Option<EndpointComparisonDto> {
-    let comparison = compare::compare(
-        baseline,
-        candidate,
-        &endpoint.service,
-        &endpoint.endpoint,
-        candidate_label,
-    )?;
+    let comparison = compare::compare(baseline, candidate, &endpoint.endpoint, candidate_label)?;
     let before = aggregate::summarize(baseline, &endpoint.endpoint)?;
     let after = aggregate::summarize(candidate, &endpoint.endpoint)?;
     let mut delta_ms: BTreeMap<&'static str, f64> = BTreeMap::new();
@@ -630,6 +667,9 @@ fn comparison_dto(
                 name: change.name.clone(),
                 delta_ms: ms(change.delta_ns),
                 summary: change.summary.clone(),
+                gap: change.gap.is_some(),
+                after: change.gap.as_ref().and_then(|place| place.after.clone()),
+                before: change.gap.as_ref().and_then(|place| place.before.clone()),
             })
             .collect(),
         operations: comparison
@@ -638,6 +678,9 @@ fn comparison_dto(
             .map(|op| OperationChangeDto {
                 category: op.category.as_str(),
                 name: op.name.clone(),
+                gap: op.gap.is_some(),
+                after: op.gap.as_ref().and_then(|place| place.after.clone()),
+                before: op.gap.as_ref().and_then(|place| place.before.clone()),
                 change: op.kind.as_str(),
                 baseline_calls_per_request: round2(op.baseline_calls_per_request),
                 candidate_calls_per_request: round2(op.candidate_calls_per_request),

@@ -77,7 +77,6 @@ fn check(baseline: Login, candidate: Login, expect: Expect) {
     let comparison = compare(
         &rollup(baseline, 20),
         &rollup(candidate, 20),
-        "auth",
         "POST /login",
         "1.1",
     )
@@ -156,13 +155,16 @@ fn added_wait_is_wait_in_the_endpoint() {
             ..BASE
         },
         expect![[r#"
-        slower mean 300.0 p50 300.5 p95 300.5 ci 299.1..300.9 significant true
-        regression p50 70.1 -> 370.7
-        categories: wait 300.0
-        change wait "POST /login" 300.0: +300 ms wait in POST /login: self time of `auth` not on CPU; a new uninstrumented wait appeared with 1.1
-        op changed cpu "POST /login" calls 1.0 -> 1.0 mean 70.0 -> 370.0 critical 300.0
-        POST /login is 300 ms slower on average with 1.1 (95% CI +299 ms..+301 ms, 20 vs 20 requests); largest change: +300 ms wait in POST /login: self time of `auth` not on CPU; a new uninstrumented wait appeared with 1.1
-    "#]],
+            slower mean 300.0 p50 300.5 p95 300.5 ci 299.1..300.9 significant true
+            regression p50 70.1 -> 370.7
+            categories: wait 300.0
+            change wait "after `SELECT * FROM policies WHERE id = ?`, until the end" 300.0: +300 ms wait in POST /login after `SELECT * FROM policies WHERE id = ?`, until the end, new with 1.1: measured off the CPU, so I/O, a lock or sleeping that has no span; add one there
+            op appeared wait "after `SELECT * FROM policies WHERE id = ?`, until the end" calls 0.0 -> 1.0 mean 0.0 -> 288.6 critical 288.6
+            op changed cpu "from the start until `SELECT * FROM users WHERE id = ?`" calls 1.0 -> 1.0 mean 12.0 -> 0.6 critical -11.4
+            op appeared wait "from the start until `SELECT * FROM users WHERE id = ?`" calls 0.0 -> 1.0 mean 0.0 -> 11.4 critical 11.4
+            op changed cpu "after `SELECT * FROM policies WHERE id = ?`, until the end" calls 1.0 -> 1.0 mean 5.0 -> 16.4 critical 11.4
+            POST /login is 300 ms slower on average with 1.1 (95% CI +299 ms..+301 ms, 20 vs 20 requests); largest change: +300 ms wait in POST /login after `SELECT * FROM policies WHERE id = ?`, until the end, new with 1.1: measured off the CPU, so I/O, a lock or sleeping that has no span; add one there
+        "#]],
     );
 }
 
@@ -212,13 +214,17 @@ fn call_to_a_new_host_appears() {
             ..BASE
         },
         expect![[r#"
-        slower mean 30.0 p50 30.2 p95 30.2 ci 29.1..30.9 significant true
-        regression p50 70.1 -> 100.4
-        categories: network 30.0
-        change network "POST mail.example" 30.0: +30 ms network in POST /login: `POST mail.example` is new with 1.1 (1 per request, 30 ms each)
-        op appeared network "POST mail.example" calls 0.0 -> 1.0 mean 0.0 -> 30.0 critical 30.0
-        POST /login is 30 ms slower on average with 1.1 (95% CI +29 ms..+31 ms, 20 vs 20 requests); largest change: +30 ms network in POST /login: `POST mail.example` is new with 1.1 (1 per request, 30 ms each)
-    "#]],
+            slower mean 30.0 p50 30.2 p95 30.2 ci 29.1..30.9 significant true
+            regression p50 70.1 -> 100.4
+            categories: network 30.0
+            change network "POST mail.example" 30.0: +30 ms network in POST /login: `POST mail.example` is new with 1.1 (1 per request, 30 ms each)
+            change cpu "after `POST mail.example`, until the end" 5.0: +5.0 ms cpu in POST /login after `POST mail.example`, until the end, new with 1.1: measured on the CPU, in code between the two calls; profile it
+            change cpu "after `SELECT * FROM policies WHERE id = ?`, until the end" -5.0: -5.0 ms cpu in POST /login after `SELECT * FROM policies WHERE id = ?`, until the end, gone with 1.1: measured on the CPU, in code between the two calls; profile it
+            op appeared network "POST mail.example" calls 0.0 -> 1.0 mean 0.0 -> 30.0 critical 30.0
+            op appeared cpu "after `POST mail.example`, until the end" calls 0.0 -> 1.0 mean 0.0 -> 5.0 critical 5.0
+            op vanished cpu "after `SELECT * FROM policies WHERE id = ?`, until the end" calls 1.0 -> 0.0 mean 5.0 -> 0.0 critical -5.0
+            POST /login is 30 ms slower on average with 1.1 (95% CI +29 ms..+31 ms, 20 vs 20 requests); largest change: +30 ms network in POST /login: `POST mail.example` is new with 1.1 (1 per request, 30 ms each)
+        "#]],
     );
 }
 
@@ -231,12 +237,15 @@ fn faster_endpoint_is_not_a_regression() {
         },
         BASE,
         expect![[r#"
-        faster mean -100.0 p50 -100.9 p95 -99.8 ci -100.9..-99.1 significant true
-        categories: wait -100.0
-        change wait "POST /login" -100.0: -100 ms wait in POST /login: self time of `auth` not on CPU; uninstrumented wait went from 100 ms to 0.0 ms per request
-        op changed cpu "POST /login" calls 1.0 -> 1.0 mean 170.0 -> 70.0 critical -100.0
-        POST /login is 100 ms faster on average with 1.1 (95% CI -101 ms..-99 ms, 20 vs 20 requests); largest change: -100 ms wait in POST /login: self time of `auth` not on CPU; uninstrumented wait went from 100 ms to 0.0 ms per request
-    "#]],
+            faster mean -100.0 p50 -100.9 p95 -99.8 ci -100.9..-99.1 significant true
+            categories: wait -100.0
+            change wait "after `SELECT * FROM policies WHERE id = ?`, until the end" -100.0: -100 ms wait in POST /login after `SELECT * FROM policies WHERE id = ?`, until the end, gone with 1.1: measured off the CPU, so I/O, a lock or sleeping that has no span; add one there
+            op vanished wait "after `SELECT * FROM policies WHERE id = ?`, until the end" calls 1.0 -> 0.0 mean 89.8 -> 0.0 critical -89.8
+            op changed cpu "from the start until `SELECT * FROM users WHERE id = ?`" calls 1.0 -> 1.0 mean 1.8 -> 12.0 critical 10.2
+            op vanished wait "from the start until `SELECT * FROM users WHERE id = ?`" calls 1.0 -> 0.0 mean 10.2 -> 0.0 critical -10.2
+            op changed cpu "after `SELECT * FROM policies WHERE id = ?`, until the end" calls 1.0 -> 1.0 mean 15.2 -> 5.0 critical -10.2
+            POST /login is 100 ms faster on average with 1.1 (95% CI -101 ms..-99 ms, 20 vs 20 requests); largest change: -100 ms wait in POST /login after `SELECT * FROM policies WHERE id = ?`, until the end, gone with 1.1: measured off the CPU, so I/O, a lock or sleeping that has no span; add one there
+        "#]],
     );
 }
 
@@ -267,7 +276,7 @@ fn few_requests_are_not_sold_as_a_fact() {
             rollup.add(&requests[0]);
         }
     }
-    let comparison = compare(&baseline, &candidate, "auth", "POST /login", "1.1").unwrap();
+    let comparison = compare(&baseline, &candidate, "POST /login", "1.1").unwrap();
     assert!(comparison.mean_delta_ns() > 15e6);
     assert!(!comparison.significant(), "{:?}", comparison.mean_delta_ci);
     assert!(
@@ -277,16 +286,16 @@ fn few_requests_are_not_sold_as_a_fact() {
     );
     // One request a side has no variance at all.
     let one = rollup(BASE, 1);
-    let comparison = compare(&one, &one, "auth", "POST /login", "1.1").unwrap();
+    let comparison = compare(&one, &one, "POST /login", "1.1").unwrap();
     assert_eq!(comparison.mean_delta_ci, None);
-    assert!(compare(&Rollup::new(), &one, "auth", "POST /login", "1.1").is_none());
+    assert!(compare(&Rollup::new(), &one, "POST /login", "1.1").is_none());
 }
 
 #[test]
 fn rollups_without_squares_give_no_interval() {
     let mut old = rollup(BASE, 20);
     old.duration_sq_sum = 0;
-    let comparison = compare(&old, &rollup(BASE, 20), "auth", "POST /login", "1.1").unwrap();
+    let comparison = compare(&old, &rollup(BASE, 20), "POST /login", "1.1").unwrap();
     assert_eq!(comparison.mean_delta_ci, None);
 }
 

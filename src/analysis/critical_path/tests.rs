@@ -30,7 +30,7 @@ GET /a 0..100 server
   GET 40..90 client http.request.method=GET server.address=b
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 30 network 50 cpu 20 | path 1 2 3
+            #1 svc: GET /a 100ms | db 30 network 50 untraced 20 | path 1 2 3
         "#]],
     );
 }
@@ -45,7 +45,7 @@ GET /a 0..100 server
   SELECT 20..90 client db.system=mysql
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 70 network 10 cpu 20 | path 1 2 4
+            #1 svc: GET /a 100ms | db 70 network 10 untraced 20 | path 1 2 4
         "#]],
     );
 }
@@ -60,7 +60,7 @@ GET /a 0..100 server
     GET cache 50..60 client db.system=redis
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 10 cache 10 cpu 80 | path 1 2 3 4
+            #1 svc: GET /a 100ms | db 10 cache 10 untraced 80 | path 1 2 3 4
         "#]],
     );
 }
@@ -74,7 +74,7 @@ GET /a 0..100 server
   B 50..90 client db.system=redis
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 40 cache 40 cpu 20 | path 1 2 3
+            #1 svc: GET /a 100ms | db 40 cache 40 untraced 20 | path 1 2 3
         "#]],
     );
 }
@@ -89,7 +89,7 @@ GET /a 0..100 server
   outside 200..300 client db.system=redis
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 30 network 20 cpu 50 | path 1 2 3
+            #1 svc: GET /a 100ms | db 30 network 20 untraced 50 | path 1 2 3
             anomaly: child outside parent #2
             anomaly: child outside parent #3
             anomaly: child outside parent #4
@@ -106,8 +106,8 @@ lost 10..20 internal parent=99
   SELECT 12..18 client db.system=postgresql
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | cpu 100 | path 1
-            #2 svc: lost 10ms | db 6 cpu 4 | path 2 3
+            #1 svc: GET /a 100ms | untraced 100 | path 1
+            #2 svc: lost 10ms | db 6 untraced 4 | path 2 3
             anomaly: orphan #2
         "#]],
     );
@@ -124,8 +124,8 @@ auth: POST /login 0..400 server http.request.method=POST http.route=/login
       sign 250..285 internal
 "#,
         expect![[r#"
-            #1 auth: POST /login 400ms | network 100 cpu 300 | path 1 2
-            #3 idp: POST /saml 80ms | db 30 cpu 50 | path 3 4 5
+            #1 auth: POST /login 400ms | network 100 untraced 300 | path 1 2
+            #3 idp: POST /saml 80ms | db 30 untraced 50 | path 3 4 5
         "#]],
     );
 }
@@ -138,8 +138,8 @@ a: job 0..100 internal
   b: POST /x 20..70 server
 "#,
         expect![[r#"
-            #1 a: job 100ms | network 50 cpu 50 | path 1
-            #2 b: POST /x 50ms | cpu 50 | path 2
+            #1 a: job 100ms | network 50 untraced 50 | path 1
+            #2 b: POST /x 50ms | untraced 50 | path 2
         "#]],
     );
 }
@@ -169,7 +169,7 @@ worker: orders process 0..50 consumer messaging.system=kafka
   publish 30..40 producer messaging.system=kafka
 "#,
         expect![[r#"
-            #1 worker: orders process 50ms | db 10 messaging 10 cpu 30 | path 1 2 3
+            #1 worker: orders process 50ms | db 10 messaging 10 untraced 30 | path 1 2 3
         "#]],
     );
 }
@@ -183,7 +183,7 @@ GET /a 0..100 server
   SELECT again 30..60 client db.system=postgresql id=2
 "#,
         expect![[r#"
-            #1 svc: GET /a 100ms | db 10 cpu 90 | path 1 2
+            #1 svc: GET /a 100ms | db 10 untraced 90 | path 1 2
             anomaly: duplicate id #2
         "#]],
     );
@@ -199,8 +199,8 @@ loop c 2..8 internal id=3 parent=2
 self 0..5 internal id=4 parent=4
 "#,
         expect![[r#"
-            #2 svc: loop b 8ms | cpu 8 | path 2 3 1
-            #4 svc: self 5ms | cpu 5 | path 4
+            #2 svc: loop b 8ms | untraced 8 | path 2 3 1
+            #4 svc: self 5ms | untraced 5 | path 4
             anomaly: cycle cut #2
             anomaly: cycle cut #4
             anomaly: child outside parent #1
@@ -231,7 +231,7 @@ fn deep_chain_of_100_000_spans() {
     let req = &requests[0];
     assert_eq!(req.breakdown.total(), req.duration_ns);
     assert_eq!(req.critical_path.len(), 100_000);
-    expect!["#1 svc: deep 200000ms | cpu 200000 | path 1 2 3 4 5 6 7 8 9 "].assert_eq(
+    expect!["#1 svc: deep 200000ms | untraced 200000 | path 1 2 3 4 5 6 7"].assert_eq(
         &fixture::render_request(req)
             .chars()
             .take(60)
@@ -253,5 +253,32 @@ fn wide_trace_of_10_000_spans() {
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
     let req = &requests[0];
     assert_eq!(req.breakdown.total(), req.duration_ns);
-    expect!["db 9999 cpu 1"].assert_eq(&fixture::render_categories(req.breakdown.0));
+    expect!["db 9999 untraced 1"].assert_eq(&fixture::render_categories(req.breakdown.0));
+}
+
+#[test]
+fn cpu_time_includes_children_and_splits_only_measured_self_time() {
+    // The request's 50 ms of CPU include render's 20; the unmeasured query is taken to wait.
+    // Self time: request 50 ms (30 cpu, 20 wait), render 30 ms (20 cpu, 10 wait).
+    check(
+        r#"
+GET /a 0..100 server cpu.time_ns=50000000
+  render 10..40 internal cpu.time_ns=20000000
+  SELECT 50..70 client db.system=postgresql
+"#,
+        expect![[r#"
+            #1 svc: GET /a 100ms | db 20 cpu 50 wait 30 | path 1 2 3
+        "#]],
+    );
+    // Without a measurement the same self time is untraced, never cpu.
+    check(
+        r#"
+GET /a 0..100 server
+  render 10..40 internal
+  SELECT 50..70 client db.system=postgresql
+"#,
+        expect![[r#"
+            #1 svc: GET /a 100ms | db 20 untraced 80 | path 1 2 3
+        "#]],
+    );
 }

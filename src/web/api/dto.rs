@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Milliseconds per category: db, cache, network, messaging, cpu, wait.
+/// Milliseconds per category: db, cache, network, messaging, cpu, wait, untraced.
 pub type BreakdownMs = BTreeMap<&'static str, f64>;
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +50,10 @@ pub struct EndpointSummaryDto {
     pub io_ms: f64,
     pub cpu_ms: f64,
     pub db_calls_per_request: f64,
+    /// Amdahl on measured CPU only (`cpu.time_ns`).
     pub speedup_if_cpu_free: f64,
+    /// The same if all untraced time were CPU too: the top of the honest range.
+    pub speedup_if_cpu_free_max: f64,
     pub bottleneck: BottleneckDto,
     /// Total time spent in the window (requests × mean), the overview's sort key.
     pub total_ms: f64,
@@ -80,6 +83,10 @@ pub struct TimeseriesPointDto {
 pub struct OperationDto {
     pub category: &'static str,
     pub name: String,
+    /// Whether the operation is a gap (self time no span explains), placed by `after`/`before`.
+    pub gap: bool,
+    pub after: Option<String>,
+    pub before: Option<String>,
     pub calls_per_request: f64,
     pub mean_ms: f64,
     pub critical_ms_per_request: f64,
@@ -125,6 +132,25 @@ pub struct VersionSplitDto {
     pub breakdown_ms: BreakdownMs,
 }
 
+/// An endpoint's gap: self time between the same two operations, per request of the endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapDto {
+    /// The operation that ended last before it; null at the request's start.
+    pub after: Option<String>,
+    /// The operation that started first after it; null at the request's end.
+    pub before: Option<String>,
+    /// "between `A` and `B`".
+    pub place: String,
+    /// Mean time per request of the endpoint.
+    pub mean_ms: f64,
+    /// Share of requests that had it.
+    pub request_share: f64,
+    /// Of `mean_ms`: measured on a CPU, measured off it, and not measured.
+    pub cpu_ms: f64,
+    pub wait_ms: f64,
+    pub untraced_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyBucketDto {
     /// Lower bound of the bucket.
@@ -142,6 +168,8 @@ pub struct EndpointDetailDto {
     pub operations: Vec<OperationDto>,
     pub tail_breakdown_ms: TailBreakdownDto,
     pub findings: Vec<FindingDto>,
+    /// Where untraced (or measured but unexplained) self time sits, most time first.
+    pub gaps: Vec<GapDto>,
     pub slowest_traces: Vec<TraceSummaryDto>,
     /// The request closest to the median duration.
     pub typical_trace: Option<TraceSummaryDto>,
@@ -184,6 +212,25 @@ pub struct RequestFindingDto {
     pub span_ids: Vec<String>,
 }
 
+/// A stretch of a request's critical path that only an in-process span's self time covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceGapDto {
+    /// The in-process span whose self time it is.
+    pub span_id: String,
+    /// The operation that ended last before it; null at the request's start.
+    pub after: Option<String>,
+    /// The operation that started first after it; null at the request's end.
+    pub before: Option<String>,
+    pub start: String,
+    /// Start, from the trace's first span.
+    pub offset_ms: f64,
+    pub duration_ms: f64,
+    /// The part measured on a CPU; null where the span measured no CPU (then it is untraced).
+    pub cpu_ms: Option<f64>,
+    /// `untraced`, or `cpu`/`wait` by whichever is larger where CPU was measured.
+    pub category: &'static str,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceRequestDto {
     pub span_id: String,
@@ -194,6 +241,7 @@ pub struct TraceRequestDto {
     pub db_calls: u32,
     pub findings: Vec<RequestFindingDto>,
     pub critical_path: Vec<String>,
+    pub gaps: Vec<TraceGapDto>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,12 +264,22 @@ pub struct ChangeDto {
     pub name: String,
     pub delta_ms: f64,
     pub summary: String,
+    /// Whether the change is a gap: self time no span explains, placed by `after`/`before`.
+    pub gap: bool,
+    /// For a gap, the operation that ended last before it (null at the request's start).
+    pub after: Option<String>,
+    /// For a gap, the operation that started first after it (null at the request's end).
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OperationChangeDto {
     pub category: &'static str,
     pub name: String,
+    /// Whether the operation is a gap, placed by `after`/`before`.
+    pub gap: bool,
+    pub after: Option<String>,
+    pub before: Option<String>,
     /// `appeared`, `vanished` or `changed`.
     pub change: &'static str,
     pub baseline_calls_per_request: f64,

@@ -318,7 +318,7 @@ pub fn fmt_calls(x: f64) -> String {
 }
 
 /// The breakdown in `Category::ALL` order.
-pub fn breakdown_array(breakdown: &BreakdownMs) -> [f64; 6] {
+pub fn breakdown_array(breakdown: &BreakdownMs) -> [f64; Category::COUNT] {
     Category::ALL.map(|c| breakdown.get(c.as_str()).copied().unwrap_or(0.0))
 }
 
