@@ -13,6 +13,7 @@ use super::api::dto::*;
 use crate::alert::AlertHandle;
 use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
+use crate::analysis::critical_path;
 use crate::analysis::gap::Gap;
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
@@ -488,7 +489,8 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
                 start: rfc3339(span.start_unix_ns),
                 offset_ms: ms((span.start_unix_ns - start) as f64),
                 duration_ms: ms(span.duration_ns as f64),
-                category: span.category.as_str(),
+                // In-process spans show whether their self time was measured: cpu or untraced.
+                category: critical_path::self_category(span, false).as_str(),
                 attributes: attributes(&span.attributes),
                 resource: attributes(&span.resource.attributes),
                 status: span.status.code.as_str(),

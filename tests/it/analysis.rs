@@ -315,10 +315,14 @@ async fn seed_login_breakdown_findings_and_bottleneck() {
     close(&detail["breakdown_ms"]["db"], 140.0);
     close(&detail["breakdown_ms"]["cache"], 5.0);
     close(&detail["breakdown_ms"]["network"], 100.0);
-    close(&detail["breakdown_ms"]["cpu"], 55.0);
+    // No span measured its CPU: the handler's own 55 ms are untraced, never cpu.
+    close(&detail["breakdown_ms"]["untraced"], 55.0);
+    assert_eq!(detail["breakdown_ms"]["cpu"], 0.0);
+    assert_eq!(detail["breakdown_ms"]["wait"], 0.0);
     close(&detail["db_calls_per_request"], 10.0);
     assert_eq!(detail["bottleneck"]["category"], "db");
-    close(&detail["speedup_if_cpu_free"], 300.0 / 245.0);
+    assert_eq!(detail["speedup_if_cpu_free"], 1.0);
+    close(&detail["speedup_if_cpu_free_max"], 300.0 / 245.0);
     let findings = detail["findings"].as_array().unwrap();
     let find = |kind: &str| {
         findings
@@ -330,6 +334,10 @@ async fn seed_login_breakdown_findings_and_bottleneck() {
     close(&find("duplicate_query")["potential_saving_ms"], 20.0);
     close(&find("n_plus_one")["count_per_request"], 6.0);
     close(&find("n_plus_one")["potential_saving_ms"], 50.0);
+    assert!(
+        findings.iter().all(|f| f["kind"] != "cpu_hotspot"),
+        "no CPU was measured: {findings:?}"
+    );
     assert!(
         detail["bottleneck"]["summary"]
             .as_str()

@@ -2,7 +2,8 @@
 //! ephemeral ports with a fresh database (a SQLite file, or a scratch PostgreSQL database with
 //! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `scale` and
 //! the PostgreSQL half of `outage` (with `proxy`) need PostgreSQL and run with the `pg-tests`
-//! feature.
+//! feature. `python` and `truth` run real Python services under the official OpenTelemetry SDK
+//! (`truth` against PostgreSQL as well) and skip, saying so, where those are missing.
 
 mod support;
 
@@ -26,3 +27,4 @@ mod python;
 mod retention;
 #[cfg(feature = "pg-tests")]
 mod scale;
+mod truth;

@@ -14,7 +14,7 @@ use super::{
     encode, fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
 };
 use crate::web::AppState;
-use crate::web::api::dto::{EndpointDetailDto, TraceSummaryDto};
+use crate::web::api::dto::{EndpointDetailDto, EndpointSummaryDto, GapDto, TraceSummaryDto};
 use crate::web::charts::{self, BarSegment, BreakdownPoint, HistogramBar, LatencyPoint};
 use crate::web::error::ApiError;
 use crate::web::query;
@@ -46,6 +46,45 @@ pub struct FindingRow {
     pub saving: String,
     pub share: String,
     pub summary: String,
+}
+
+/// Where untraced (or measured but unexplained) self time sits.
+pub struct GapRow {
+    pub category: &'static str,
+    pub place: String,
+    pub mean: String,
+    pub mean_sort: f64,
+    pub share: String,
+    pub split: String,
+}
+
+/// The category a gap is mostly in.
+fn dominant_gap_category(gap: &GapDto) -> &'static str {
+    [
+        ("untraced", gap.untraced_ms),
+        ("wait", gap.wait_ms),
+        ("cpu", gap.cpu_ms),
+    ]
+    .into_iter()
+    .fold(("untraced", f64::MIN), |best, this| {
+        if this.1 > best.1 { this } else { best }
+    })
+    .0
+}
+
+/// What a gap's time is, in words: untraced, or measured on and off the CPU.
+fn gap_split(gap: &GapDto) -> String {
+    let mut parts = Vec::new();
+    for (label, ms) in [
+        ("on CPU", gap.cpu_ms),
+        ("off CPU", gap.wait_ms),
+        ("not measured", gap.untraced_ms),
+    ] {
+        if ms > 0.0 {
+            parts.push(format!("{} {label}", fmt_ms(ms)));
+        }
+    }
+    parts.join(", ")
 }
 
 pub struct TraceLink {
@@ -99,6 +138,7 @@ pub struct EndpointPage {
     pub tail: Vec<TailRow>,
     pub operations: Vec<OperationRow>,
     pub findings: Vec<FindingRow>,
+    pub gaps: Vec<GapRow>,
     pub slowest: Vec<TraceLink>,
     pub typical: Option<TraceLink>,
     pub versions: Vec<VersionRow>,
@@ -112,30 +152,62 @@ pub struct EndpointPage {
 /// Regression events the endpoint page lists.
 const REGRESSIONS_SHOWN: usize = 10;
 
-/// What `speedup_if_cpu_free` means for this endpoint, in words.
-fn speedup_sentence(mean_ms: f64, cpu_ms: f64, io_ms: f64, speedup: f64) -> String {
+/// What `speedup_if_cpu_free` means for this endpoint, in words: Amdahl's law on measured CPU,
+/// and where untraced time makes it a range, the range; never advice to profile CPU that
+/// nobody measured.
+fn speedup_sentence(summary: &EndpointSummaryDto) -> String {
+    let (mean_ms, cpu_ms, io_ms) = (summary.mean_ms, summary.cpu_ms, summary.io_ms);
+    let untraced_ms = summary.breakdown_ms.get("untraced").copied().unwrap_or(0.0);
+    let speedup = summary.speedup_if_cpu_free;
     let rest = (mean_ms - cpu_ms).max(0.0);
-    let base = format!(
-        "CPU work is {} of the {} mean. If it cost nothing, a request would take {}: {:.2}× \
-         faster (Amdahl's law).",
-        fmt_ms(cpu_ms),
-        fmt_ms(mean_ms),
-        fmt_ms(rest),
-        speedup
-    );
-    let advice = if speedup < 1.25 {
+    let measured = if cpu_ms > 0.0 {
         format!(
-            " The other {} is I/O ({}) and waiting, so faster code alone cannot fix this \
-             endpoint: cut calls and round trips first.",
+            "Measured CPU work is {} of the {} mean. If it cost nothing, a request would take \
+             {}: {speedup:.2}× faster (Amdahl's law).",
+            fmt_ms(cpu_ms),
+            fmt_ms(mean_ms),
             fmt_ms(rest),
+        )
+    } else {
+        "No CPU time was measured for this endpoint (no `cpu.time_ns` on its spans).".to_owned()
+    };
+    let untraced = if untraced_ms > 0.0 {
+        format!(
+            " {} is untraced: self time no span covers and nobody measured, so it may be CPU or \
+             I/O. Were it all CPU and free, a request would be at most {:.2}× faster; add spans \
+             there, or measure CPU, to know which.",
+            fmt_ms(untraced_ms),
+            summary.speedup_if_cpu_free_max
+        )
+    } else {
+        String::new()
+    };
+    let advice = if speedup < 1.25 && summary.speedup_if_cpu_free_max < 1.25 {
+        format!(
+            " The rest is I/O ({}) and waiting, so faster code alone cannot fix this endpoint: \
+             cut calls and round trips first.",
             fmt_ms(io_ms)
         )
     } else if speedup >= 2.0 {
-        " Most of the time is on the CPU: profile the code first.".to_owned()
+        " Most of the time is measured on the CPU: profile the code first.".to_owned()
+    } else if untraced_ms > 0.0 {
+        String::new()
     } else {
         " CPU and I/O both matter here.".to_owned()
     };
-    base + &advice
+    measured + &untraced + &advice
+}
+
+/// The speedup headline: one figure, or the honest range where untraced time could be CPU.
+fn speedup_figure(summary: &EndpointSummaryDto) -> String {
+    if summary.speedup_if_cpu_free_max > summary.speedup_if_cpu_free + 0.005 {
+        format!(
+            "{:.2}–{:.2}×",
+            summary.speedup_if_cpu_free, summary.speedup_if_cpu_free_max
+        )
+    } else {
+        format!("{:.2}×", summary.speedup_if_cpu_free)
+    }
 }
 
 fn finding_kind(kind: &str) -> String {
@@ -146,6 +218,7 @@ fn finding_kind(kind: &str) -> String {
         "slow_query" => "Slow query",
         "cpu_hotspot" => "CPU hot spot",
         "uninstrumented_wait" => "Uninstrumented wait",
+        "untraced_time" => "Untraced time",
         other => other,
     }
     .to_owned()
@@ -272,13 +345,8 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
         db_calls: fmt_calls(summary.db_calls_per_request),
         bottleneck_category: summary.bottleneck.category,
         bottleneck: summary.bottleneck.summary.clone(),
-        speedup: format!("{:.2}×", summary.speedup_if_cpu_free),
-        speedup_sentence: speedup_sentence(
-            summary.mean_ms,
-            summary.cpu_ms,
-            summary.io_ms,
-            summary.speedup_if_cpu_free,
-        ),
+        speedup: speedup_figure(summary),
+        speedup_sentence: speedup_sentence(summary),
         segments: charts::bar_segments(&breakdown_array(&summary.breakdown_ms), 0.0),
         breakdown: category_values(&summary.breakdown_ms),
         breakdown_chart: charts::breakdown_area_chart(&breakdown_points),
@@ -310,6 +378,18 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
                 saving: fmt_ms(f.potential_saving_ms),
                 share: fmt_pct(f.request_share),
                 summary: f.summary.clone(),
+            })
+            .collect(),
+        gaps: detail
+            .gaps
+            .iter()
+            .map(|gap| GapRow {
+                category: dominant_gap_category(gap),
+                place: gap.place.clone(),
+                mean: fmt_ms(gap.mean_ms),
+                mean_sort: gap.mean_ms,
+                share: fmt_pct(gap.request_share),
+                split: gap_split(gap),
             })
             .collect(),
         slowest: detail.slowest_traces.iter().map(trace_link).collect(),
@@ -364,12 +444,52 @@ mod tests {
 
     #[test]
     fn speedup_in_words() {
-        let text = speedup_sentence(300.0, 55.0, 245.0, 300.0 / 245.0);
+        let breakdown = |cpu: f64, untraced: f64| {
+            [("db", 245.0), ("cpu", cpu), ("untraced", untraced)]
+                .into_iter()
+                .collect()
+        };
+        let summary = |cpu: f64, untraced: f64, speedup: f64, max: f64| EndpointSummaryDto {
+            service: "auth".into(),
+            endpoint: "POST /login".into(),
+            requests: 10,
+            errors: 0,
+            rate_per_sec: 1.0,
+            mean_ms: 300.0,
+            p50_ms: 300.0,
+            p90_ms: 300.0,
+            p95_ms: 300.0,
+            p99_ms: 300.0,
+            breakdown_ms: breakdown(cpu, untraced),
+            io_ms: 245.0,
+            cpu_ms: cpu,
+            db_calls_per_request: 10.0,
+            speedup_if_cpu_free: speedup,
+            speedup_if_cpu_free_max: max,
+            bottleneck: crate::web::api::dto::BottleneckDto {
+                category: "db",
+                share: 0.8,
+                summary: String::new(),
+            },
+            total_ms: 3000.0,
+            folded: false,
+        };
+        let measured = summary(55.0, 0.0, 300.0 / 245.0, 300.0 / 245.0);
+        let text = speedup_sentence(&measured);
         assert!(
-            text.contains("CPU work is 55.0 ms of the 300 ms mean"),
+            text.contains("Measured CPU work is 55.0 ms of the 300 ms mean"),
             "{text}"
         );
         assert!(text.contains("1.22× faster"), "{text}");
         assert!(text.contains("faster code alone cannot fix"), "{text}");
+        assert_eq!(speedup_figure(&measured), "1.22×");
+
+        let unmeasured = summary(0.0, 55.0, 1.0, 300.0 / 245.0);
+        let text = speedup_sentence(&unmeasured);
+        assert!(text.contains("No CPU time was measured"), "{text}");
+        assert!(text.contains("55.0 ms is untraced"), "{text}");
+        assert!(text.contains("at most 1.22× faster"), "{text}");
+        assert!(!text.contains("profile"), "{text}");
+        assert_eq!(speedup_figure(&unmeasured), "1.00–1.22×");
     }
 }

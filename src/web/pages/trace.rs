@@ -18,9 +18,10 @@ use super::{
     CategoryValue, Chrome, PageError, PageParams, breakdown_array, category_values, encode,
     fmt_calls, fmt_count, fmt_ms,
 };
+use crate::analysis::gap::gap_place;
 use crate::analysis::sql;
 use crate::web::AppState;
-use crate::web::api::dto::{SpanDto, TraceDto};
+use crate::web::api::dto::{SpanDto, TraceDto, TraceGapDto};
 use crate::web::charts::{self, BarSegment};
 use crate::web::error::ApiError;
 use crate::web::query;
@@ -157,10 +158,35 @@ fn fold_key(span: &SpanDto) -> (String, String, String) {
     )
 }
 
-/// A waterfall entry before layout: one span, or several folded siblings.
+/// A waterfall entry before layout: one span, several folded siblings, or a gap of its parent's
+/// self time (request and gap positions in the trace's requests).
 enum Item {
     Span(usize),
     Fold(Vec<usize>),
+    Gap(usize, usize),
+}
+
+/// A parent's items in start order: its children's (see [`items`]) and its gaps, each at its
+/// place among them.
+fn items_with_gaps(
+    children: &[usize],
+    spans: &[SpanDto],
+    has_children: &[bool],
+    gaps: &[(usize, usize)],
+    trace: &TraceDto,
+) -> Vec<Item> {
+    let mut out = items(children, spans, has_children);
+    if gaps.is_empty() {
+        return out;
+    }
+    let offset = |item: &Item| match item {
+        Item::Span(idx) => spans[*idx].offset_ms,
+        Item::Fold(members) => spans[members[0]].offset_ms,
+        Item::Gap(request, gap) => trace.requests[*request].gaps[*gap].offset_ms,
+    };
+    out.extend(gaps.iter().map(|(request, gap)| Item::Gap(*request, *gap)));
+    out.sort_by(|a, b| offset(a).total_cmp(&offset(b)));
+    out
 }
 
 /// Groups a parent's children (sorted by start) into items: repeated leaves fold together at
@@ -192,13 +218,17 @@ fn items(children: &[usize], spans: &[SpanDto], has_children: &[bool]) -> Vec<It
 }
 
 fn bar(span: &SpanDto, total_ms: f64) -> Bar {
+    bar_at(span.offset_ms, span.duration_ms, total_ms)
+}
+
+fn bar_at(offset_ms: f64, duration_ms: f64, total_ms: f64) -> Bar {
     let scale = if total_ms > 0.0 {
         1000.0 / total_ms
     } else {
         0.0
     };
-    let x = (span.offset_ms * scale).clamp(0.0, 1000.0);
-    let width = (span.duration_ms * scale).clamp(0.0, 1000.0 - x).max(2.0);
+    let x = (offset_ms * scale).clamp(0.0, 1000.0);
+    let width = (duration_ms * scale).clamp(0.0, 1000.0 - x).max(2.0);
     Bar {
         x: format!("{x:.1}"),
         width: format!("{width:.1}"),
@@ -278,7 +308,20 @@ fn waterfall(
     for list in &mut children {
         list.sort_by(by_start);
     }
-    let has_children: Vec<bool> = children.iter().map(|c| !c.is_empty()).collect();
+    // Gaps of each span's self time, shown as rows among its children.
+    let mut gaps: Vec<Vec<(usize, usize)>> = vec![Vec::new(); spans.len()];
+    for (request_idx, request) in trace.requests.iter().enumerate() {
+        for (gap_idx, gap) in request.gaps.iter().enumerate() {
+            if let Some(span_idx) = by_id.get(gap.span_id.as_str()) {
+                gaps[*span_idx].push((request_idx, gap_idx));
+            }
+        }
+    }
+    let has_children: Vec<bool> = children
+        .iter()
+        .zip(&gaps)
+        .map(|(c, g)| !c.is_empty() || !g.is_empty())
+        .collect();
     let total_ms = trace.duration_ms;
 
     let mut rows: Vec<WaterfallRow> = Vec::new();
@@ -339,13 +382,20 @@ fn waterfall(
                 });
                 if opens {
                     open.push(depth);
-                    for child in items(&children[idx], spans, &has_children)
-                        .into_iter()
-                        .rev()
+                    for child in
+                        items_with_gaps(&children[idx], spans, &has_children, &gaps[idx], trace)
+                            .into_iter()
+                            .rev()
                     {
                         stack.push((child, depth + 1));
                     }
                 }
+            }
+            Item::Gap(request_idx, gap_idx) => {
+                let gap = &trace.requests[request_idx].gaps[gap_idx];
+                let owner = by_id.get(gap.span_id.as_str()).map(|idx| &spans[*idx]);
+                let service = owner.map(|span| span.service.clone()).unwrap_or_default();
+                rows.push(gap_row(gap, owner, service, service_class, depth, total_ms));
             }
             Item::Fold(members) => {
                 for idx in &members {
@@ -415,6 +465,70 @@ fn waterfall(
         last.closes += open.len();
     }
     (rows, spans.len().saturating_sub(shown), n_folded)
+}
+
+/// A gap as a waterfall row: where it sits, how long, and what is known of it.
+fn gap_row(
+    gap: &TraceGapDto,
+    owner: Option<&SpanDto>,
+    service: String,
+    service_class: &HashMap<&str, usize>,
+    depth: usize,
+    total_ms: f64,
+) -> WaterfallRow {
+    let what = match gap.cpu_ms {
+        Some(cpu_ms) => format!(
+            "{} on a CPU and {} off it, measured (cpu.time_ns); no span covers it",
+            fmt_ms(cpu_ms),
+            fmt_ms((gap.duration_ms - cpu_ms).max(0.0))
+        ),
+        None => "no span covers it and no CPU was measured: it may be CPU or I/O; add a span \
+                 there, or measure CPU, to find out"
+            .to_owned(),
+    };
+    let mut attributes = vec![
+        Attribute {
+            key: "gap".into(),
+            value: what,
+        },
+        Attribute {
+            key: "start".into(),
+            value: gap.start.clone(),
+        },
+    ];
+    if let Some(owner) = owner {
+        attributes.push(Attribute {
+            key: "self time of".into(),
+            value: owner.name.clone(),
+        });
+    }
+    let label = match gap.category {
+        "untraced" => "untraced",
+        "cpu" => "self time on CPU",
+        _ => "self time off CPU",
+    };
+    WaterfallRow {
+        opens: false,
+        closes: 0,
+        indent: depth.min(MAX_INDENT),
+        name: format!("({label})"),
+        detail: gap_place(gap.after.as_deref(), gap.before.as_deref()),
+        service_class: service_class.get(service.as_str()).copied().unwrap_or(0),
+        service,
+        category: gap.category,
+        error: false,
+        critical: true,
+        is_request: false,
+        offset: fmt_ms(gap.offset_ms),
+        duration: fmt_ms(gap.duration_ms),
+        bars: vec![bar_at(gap.offset_ms, gap.duration_ms, total_ms)],
+        attributes,
+        count: 1,
+        fold_total: String::new(),
+        fold_critical: String::new(),
+        fold_critical_count: 0,
+        members: Vec::new(),
+    }
 }
 
 /// The endpoint page of a request, with a window of an hour around it.
