@@ -1,5 +1,6 @@
 //! What `CpuTimeProcessor` adds to each span, side by side with the bare processor it wraps, and
-//! what `with_cpu_time` adds to each poll. `cargo bench -p cputime --bench overhead`.
+//! what `with_cpu_time` adds to each poll, next to the cost of one read of the thread CPU clock.
+//! `cargo bench -p cputime --bench overhead`.
 //!
 //! Every span is started and ended with four attributes, on a plain thread (the thread clock),
 //! inside a wrapped future (the task clock) and on a tokio worker without the wrapper (where the
@@ -124,6 +125,15 @@ fn polls(wrapped: bool) -> f64 {
 /// A named case; each call runs one round and returns nanoseconds per span (or poll).
 type Case<'a> = (&'static str, Box<dyn FnMut() -> f64 + 'a>);
 
+/// Nanoseconds per read of the thread CPU clock, the floor of every measurement.
+fn clock_reads() -> f64 {
+    let started = Instant::now();
+    for _ in 0..POLLS_PER_ROUND {
+        black_box(cputime::thread_cpu_ns());
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(POLLS_PER_ROUND)
+}
+
 fn median(mut rounds: Vec<f64>) -> f64 {
     rounds.sort_by(f64::total_cmp);
     rounds[rounds.len() / 2]
@@ -183,6 +193,7 @@ fn main() {
         ),
         ("poll, bare", Box::new(|| polls(false))),
         ("poll, with_cpu_time", Box::new(|| polls(true))),
+        ("clock, one thread_cpu_ns read", Box::new(clock_reads)),
     ];
     let medians = alternate(&mut cases);
     println!(
@@ -200,8 +211,10 @@ fn main() {
             of("counting, bare")
         } else if name.starts_with("batch") {
             of("batch, bare")
-        } else {
+        } else if name.starts_with("poll") {
             of("poll, bare")
+        } else {
+            0.0
         };
         println!("  {name:<44} {ns:>8.0}   {:>+8.0}", ns - base);
     }

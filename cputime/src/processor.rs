@@ -25,10 +25,10 @@ const MARKER_CLOCK: &str = "cputime.start.clock";
 const MARKER_CPU_NS: &str = "cputime.start.cpu_ns";
 const MARKER_UNIX_NS: &str = "cputime.start.unix_ns";
 
-/// How far a span's recorded start and end may lie, together, from when the processor saw them
-/// before the value is left out, if that is more than a quarter of the span. The floor absorbs a
-/// thread descheduled between the SDK's timestamp and the processor; the quarter catches spans
-/// given explicit timestamps, such as those tracing-opentelemetry builds only when they close.
+/// The value is left out when a span's recorded start and end lie, together, further than this
+/// and than a quarter of the span from when the processor saw them. The floor absorbs a thread
+/// descheduled between the SDK's timestamp and the processor; the quarter catches spans given
+/// explicit timestamps, such as those tracing-opentelemetry builds only when they close.
 const MAX_UNSEEN: Duration = Duration::from_micros(200);
 
 /// Wraps a [`SpanProcessor`] (typically the `BatchSpanProcessor`) and adds `cpu.time_ns` to each

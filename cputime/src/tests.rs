@@ -283,6 +283,7 @@ fn spans_on_a_runtime_without_the_wrapper_get_none() {
         let mut span = tracer.start("in block_on");
         burn(MS);
         span.end();
+        let in_blocking = in_task.clone();
         tokio::spawn(async move {
             let mut span = in_task.start("in a task");
             burn(MS);
@@ -291,9 +292,19 @@ fn spans_on_a_runtime_without_the_wrapper_get_none() {
         })
         .await
         .expect("no panic");
+        tokio::task::spawn_blocking(move || {
+            let mut span = in_blocking.start("in spawn_blocking");
+            burn(MS);
+            span.end();
+        })
+        .await
+        .expect("no panic");
     });
     assert_eq!(kept.cpu_ns("in block_on"), None);
     assert_eq!(kept.cpu_ns("in a task"), None);
+    // A blocking thread runs one closure at a time, but the processor cannot tell it from a
+    // worker: it is left out too.
+    assert_eq!(kept.cpu_ns("in spawn_blocking"), None);
 }
 
 #[test]
