@@ -11,6 +11,12 @@
 //! recorded with the real `opentelemetry` API around real waits (`tokio::time::sleep`) and real
 //! CPU work (`cpu`), and every random choice comes from `WorkloadConfig::seed`.
 //!
+//! `auth` and `mailer` measure CPU time with the `cputime` crate: each request runs as a task
+//! wrapped with `with_cpu_time`, and their providers' processor gives every span `cpu.time_ns`,
+//! the CPU time of the request's task while the span was open, children included. `idp` measures
+//! nothing and sends no `cpu.time_ns` at all, so every page shows both cases side by side: CPU
+//! and wait for `auth` and `mailer`, untraced self time for `idp`.
+//!
 //! Invariant: nothing is lost at the end or in the redeploy. The workload stops accepting
 //! arrivals, waits for every request (and email) in flight, and only then flushes and shuts down
 //! the providers, off the runtime's threads.
@@ -34,6 +40,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use cputime::CpuTimeExt as _;
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
@@ -44,7 +51,7 @@ pub use report::{EndpointCount, WorkloadReport};
 
 use self::auth::Peers;
 use self::service::Deployment;
-use self::telemetry::{ExportStats, Identity, Transport};
+use self::telemetry::{CpuTime, ExportStats, Identity, Transport};
 
 /// What the workload sends, where, and for how long.
 #[derive(Debug, Clone)]
@@ -111,9 +118,12 @@ pub async fn run(
     );
     let http = config.otlp_http_endpoint.as_str();
     let grpc = config.otlp_grpc_endpoint.as_str();
-    let mut auth = Deployment::start(&auth_v1, Transport::Http, http, Arc::clone(&stats))?;
-    let idp = Deployment::start(&idp_id, Transport::Grpc, grpc, Arc::clone(&stats))?;
-    let mailer = Deployment::start(&mailer_id, Transport::Http, http, Arc::clone(&stats))?;
+    let start = |identity: &Identity, transport, endpoint: &str, cpu_time| {
+        Deployment::start(identity, transport, endpoint, cpu_time, Arc::clone(&stats))
+    };
+    let mut auth = start(&auth_v1, Transport::Http, http, CpuTime::Measured)?;
+    let idp = start(&idp_id, Transport::Grpc, grpc, CpuTime::Unmeasured)?;
+    let mailer = start(&mailer_id, Transport::Http, http, CpuTime::Measured)?;
     let peers = Arc::new(Peers {
         idp: Arc::clone(&idp.service),
         mailer: Arc::clone(&mailer.service),
@@ -139,7 +149,7 @@ pub async fn run(
                 () = until(deadline) => break 'arrivals,
                 () = tokio::time::sleep_until(regress_at), if !regressed => {
                     regressed = true;
-                    let next = Deployment::start(&auth_v11, Transport::Http, http, Arc::clone(&stats))?;
+                    let next = start(&auth_v11, Transport::Http, http, CpuTime::Measured)?;
                     retiring.push(tokio::spawn(std::mem::replace(&mut auth, next).retire()));
                 }
                 () = tokio::time::sleep_until(next_arrival) => break,
@@ -155,7 +165,8 @@ pub async fn run(
             Arc::clone(&peers),
             in_flight.clone(),
         );
-        tokio::spawn(async move {
+        // One task per request, on its own CPU clock, as a server that measures CPU time runs it.
+        let request = async move {
             let _permit = permit;
             let mut rng = SmallRng::seed_from_u64(request_seed);
             match kind {
@@ -164,7 +175,8 @@ pub async fn run(
                 Kind::Health => auth::health(&service, &peers).await,
             }
             drop(done);
-        });
+        };
+        tokio::spawn(request.with_cpu_time());
     }
 
     drop(in_flight);

@@ -6,7 +6,7 @@
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tokio::sync::mpsc;
 
-use super::telemetry::{self, ExportStats, Identity, Transport};
+use super::telemetry::{self, CpuTime, ExportStats, Identity, Transport};
 
 /// What a request needs from its service.
 #[derive(Debug)]
@@ -30,14 +30,15 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Starts `identity` exporting over `transport` to `endpoint`.
+    /// Starts `identity` exporting over `transport` to `endpoint`, measuring CPU time or not.
     pub fn start(
         identity: &Identity,
         transport: Transport,
         endpoint: &str,
+        cpu_time: CpuTime,
         stats: std::sync::Arc<ExportStats>,
     ) -> anyhow::Result<Deployment> {
-        let provider = telemetry::provider(identity, transport, endpoint, stats)?;
+        let provider = telemetry::provider(identity, transport, endpoint, cpu_time, stats)?;
         // Nothing is ever sent: the channel only reports when the last sender is gone.
         let (tx, in_flight) = mpsc::channel(1);
         let service = Service {

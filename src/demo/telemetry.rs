@@ -1,5 +1,7 @@
 //! One OpenTelemetry SDK pipeline per simulated service: a tracer provider with the service's
 //! resource, the SDK's batch span processor and a real OTLP exporter (HTTP/protobuf or gRPC).
+//! A service that measures CPU time wraps the batch processor in `cputime`'s processor, which
+//! adds `cpu.time_ns` (children included) to every span it can measure.
 //!
 //! The SDK's batch processor exports from its own thread with a plain executor, but the OTLP
 //! exporters need a tokio reactor (hyper and tonic IO). [`OnRuntime`] therefore runs every export
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cputime::CpuTimeProcessor;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -44,6 +47,16 @@ pub enum Transport {
     Grpc,
 }
 
+/// Whether a service's spans carry `cpu.time_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuTime {
+    /// Measured by `cputime::CpuTimeProcessor`, for spans started in a task run with
+    /// `with_cpu_time`.
+    Measured,
+    /// Never set: the service's self time cannot be split into CPU and waiting.
+    Unmeasured,
+}
+
 /// Spans handed to the collector, over all services.
 #[derive(Debug, Default)]
 pub struct ExportStats {
@@ -65,11 +78,13 @@ pub struct Identity {
 }
 
 /// Builds a provider that exports over `transport` to `endpoint` (the base URL; for HTTP the
-/// traces path is appended). Must run inside the tokio runtime: the gRPC channel is bound to it.
+/// traces path is appended), measuring CPU time or not. Must run inside the tokio runtime: the
+/// gRPC channel is bound to it.
 pub fn provider(
     identity: &Identity,
     transport: Transport,
     endpoint: &str,
+    cpu_time: CpuTime,
     stats: Arc<ExportStats>,
 ) -> anyhow::Result<SdkTracerProvider> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
@@ -122,10 +137,12 @@ pub fn provider(
             KeyValue::new("telemetry.sdk.name", "opentelemetry"),
         ])
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(resource)
-        .build())
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let builder = match cpu_time {
+        CpuTime::Measured => builder.with_span_processor(CpuTimeProcessor::new(processor)),
+        CpuTime::Unmeasured => builder.with_span_processor(processor),
+    };
+    Ok(builder.build())
 }
 
 /// The tracer a service records its spans with.

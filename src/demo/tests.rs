@@ -123,6 +123,25 @@ fn self_ns(span: &Span, spans: &[Span]) -> u64 {
     span.duration_ns - covered
 }
 
+/// The `cpu.time_ns` of `span`'s children in its own service (in its process), those that have it.
+fn in_process_children_cpu(span: &Span, spans: &[Span]) -> u64 {
+    children(spans, span.span_id)
+        .iter()
+        .filter(|it| it.resource.service_name == span.resource.service_name)
+        .filter_map(|it| it.semantics.cpu_time_ns)
+        .sum()
+}
+
+/// Every measured span's `cpu.time_ns` covers its in-process children's: the inclusive meaning.
+fn assert_inclusive(spans: &[Span]) {
+    for span in spans {
+        if let Some(cpu_ns) = span.semantics.cpu_time_ns {
+            let children = in_process_children_cpu(span, spans);
+            assert!(cpu_ns >= children, "{}: {cpu_ns} < {children}", span.name);
+        }
+    }
+}
+
 fn version(span: &Span) -> &str {
     span.resource.service_version.as_deref().unwrap_or_default()
 }
@@ -236,6 +255,24 @@ async fn demo_sends_the_login_story_over_both_transports() {
         .expect("saml.sign carries cpu.time_ns");
     assert!(sign_cpu >= 5_000_000, "{sign_cpu}");
 
+    // cpu.time_ns includes the children's: the login's covers the signing, its other calls, and
+    // its own work between them (the 1 ms password check among it).
+    let login_cpu = login.semantics.cpu_time_ns.expect("measured");
+    assert!(
+        login_cpu >= in_process_children_cpu(login, &all) + 1_000_000,
+        "{login_cpu}"
+    );
+    assert!(login_cpu >= sign_cpu, "{login_cpu} < {sign_cpu}");
+    assert_inclusive(&all);
+    // idp measures nothing, so every one of its spans comes without cpu.time_ns.
+    assert!(grpc.iter().all(|it| it.semantics.cpu_time_ns.is_none()));
+    assert!(
+        all.iter()
+            .flat_map(|it| &it.attributes)
+            .all(|kv| !kv.key.starts_with("cputime.")),
+        "the processor's markers never leave the process"
+    );
+
     // The regression: 1.1 logins wait at least 300 ms more, off CPU and outside any child span.
     let (v10, v11) = (ok_logins(&http, "1.0"), ok_logins(&http, "1.1"));
     assert!(!v11.is_empty());
@@ -291,6 +328,19 @@ async fn report_is_cpu_and_mailer_consumes_what_auth_publishes() {
             .expect("render.report carries cpu.time_ns");
         assert!((30_000_000..70_000_000).contains(&cpu_ns), "{cpu_ns}");
     }
+    let report_requests: Vec<&Span> = http
+        .iter()
+        .filter(|it| it.name == "GET /report" && !it.is_error())
+        .collect();
+    assert!(!report_requests.is_empty(), "{report}");
+    for request in report_requests {
+        let cpu_ns = request.semantics.cpu_time_ns.expect("measured");
+        // The rendering child and 2 ms of serializing after it.
+        let children = in_process_children_cpu(request, &http);
+        assert!(children >= 30_000_000, "{children}");
+        assert!(cpu_ns >= children + 2_000_000, "{cpu_ns} vs {children}");
+    }
+    assert_inclusive(&http);
     let producers: HashSet<SpanId> = http
         .iter()
         .filter(|it| it.kind == SpanKind::Producer)
@@ -304,6 +354,9 @@ async fn report_is_cpu_and_mailer_consumes_what_auth_publishes() {
     for consumer in consumers {
         assert_eq!(consumer.resource.service_name, "mailer");
         assert_eq!(consumer.category, Category::Messaging);
+        // Rendering the template is 2 ms of CPU.
+        let cpu_ns = consumer.semantics.cpu_time_ns.expect("measured");
+        assert!(cpu_ns >= 2_000_000, "{cpu_ns}");
         assert!(consumer.parent_span_id.is_none());
         assert!(
             consumer
