@@ -2,7 +2,8 @@
 //! database calls (one of them a duplicate, six of them an N+1 loop), a cache get, a ~100 ms
 //! round trip to the IdP and ~8 ms of real SAML signing; `GET /report` is CPU-bound rendering;
 //! `GET /health` is trivial. Version 1.1 adds the dependency upgrade's hidden round trip: 300 ms
-//! of uninstrumented waiting inside the request span.
+//! of uninstrumented waiting inside the request span, between the policy queries and the IdP
+//! call.
 //!
 //! Every request runs as one task on its own CPU clock (see the module docs of `demo`), so each of
 //! its spans gets `cpu.time_ns` from the provider's processor: the CPU time of the request while
@@ -197,14 +198,15 @@ async fn login_steps(
         )
         .await?;
     }
-    call_idp(auth, peers, cx, rng, failure == Some(Failure::Idp)).await?;
-    saml_sign(auth, cx, rng).await;
     if auth.version == REGRESSED_VERSION {
-        // The upgraded SDK resolves its region with a request of its own, which no instrumentation
-        // sees: the request span just gets longer, and its CPU time does not.
+        // The upgraded SDK resolves its region with a request of its own before the IdP call,
+        // which no instrumentation sees: the request span just gets longer between the policy
+        // queries and the IdP call, and its CPU time does not.
         tokio::time::sleep(HIDDEN_ROUND_TRIP + log_normal(rng, Duration::from_millis(15), 0.5))
             .await;
     }
+    call_idp(auth, peers, cx, rng, failure == Some(Failure::Idp)).await?;
+    saml_sign(auth, cx, rng).await;
     if rng.random_bool(EMAIL_SHARE) {
         let publish_latency = log_normal(rng, Duration::from_micros(1500), 0.4);
         let message = call::publish(tracer, cx, publish_latency).await;

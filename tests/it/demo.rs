@@ -70,10 +70,23 @@ async fn demo_traffic_shows_the_built_in_bottlenecks() {
         io_ms < report_endpoint["mean_ms"].as_f64().unwrap() * 0.3,
         "{report_endpoint}"
     );
+    // Both cases side by side: auth measures its CPU, idp does not, so idp's own time is
+    // untraced and never cpu, while the login's is cpu and wait with nothing untraced.
+    let idp = endpoints
+        .iter()
+        .find(|e| e["service"] == "idp")
+        .expect("idp spans came over gRPC");
+    assert_eq!(idp["breakdown_ms"]["cpu"], 0.0, "{idp}");
+    assert_eq!(idp["breakdown_ms"]["wait"], 0.0, "{idp}");
     assert!(
-        endpoints.iter().any(|e| e["service"] == "idp"),
-        "idp spans came over gRPC"
+        idp["breakdown_ms"]["untraced"].as_f64().unwrap() > 0.0,
+        "{idp}"
     );
+    assert!(
+        login["breakdown_ms"]["cpu"].as_f64().unwrap() > 0.0,
+        "{login}"
+    );
+    assert_eq!(login["breakdown_ms"]["untraced"], 0.0, "{login}");
     assert!(
         endpoints.iter().any(|e| e["service"] == "mailer"),
         "the mailer consumes the queue"
@@ -146,8 +159,20 @@ async fn demo_redeploy_fires_its_budgets_and_compare_names_the_hidden_wait() {
             (compare["candidate"]["requests"].as_u64()? >= 20).then_some(compare)
         })
         .await;
+    // The hidden round trip, placed where it sits: measured off the CPU, between the policy
+    // queries and the IdP call.
     let top = &compare["top_changes"][0];
     assert_eq!(top["category"], "wait", "{compare}");
+    assert_eq!(top["gap"], true, "{compare}");
+    assert_eq!(
+        top["after"], "SELECT * FROM policy_rules WHERE policy_id = ?",
+        "{compare}"
+    );
+    assert_eq!(top["before"], "POST idp", "{compare}");
+    assert!(
+        compare["delta_ms"]["cpu"].as_f64().unwrap().abs() < 5.0,
+        "{compare}"
+    );
     let delta = top["delta_ms"].as_f64().unwrap();
     assert!(
         (250.0..=360.0).contains(&delta),
