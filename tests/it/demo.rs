@@ -113,6 +113,20 @@ async fn demo_traffic_shows_the_built_in_bottlenecks() {
     };
     assert_eq!(count("duplicate_query"), 2.0, "{findings:?}");
     assert_eq!(count("n_plus_one"), 6.0, "{findings:?}");
+
+    // A clean health check has nothing to fix: every finding would be under the noise floor.
+    let health: Value = http_client()
+        .get(format!(
+            "{}/api/v1/endpoint?service=auth&endpoint=GET%20/health",
+            app.ui_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["findings"], serde_json::json!([]), "{health}");
     app.stop().await;
 }
 
