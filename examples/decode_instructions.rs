@@ -1,6 +1,6 @@
 //! Runs one decoder over the benchmark's 1,000-span export a given number of times, for
 //! `valgrind --tool=callgrind`, whose instruction counts do not depend on the machine's load
-//! (BENCHMARKS.md). `unread` adds, to every span, ten attributes the analysis does not read and
+//! (docs/benchmarks-history.md). `unread` adds, to every span, ten attributes the analysis does not read and
 //! an event, as instrumentation libraries commonly send. `block` is `sparse` from the stored,
 //! compressed block, as the analysis reads it; `analyse` is `block` and the analysis of its 100
 //! traces, what one part of an analysis batch does per export; `pack` is `check` and the

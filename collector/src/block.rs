@@ -4,7 +4,7 @@
 //! (so normalization and validation are re-derived, never stored).
 //!
 //! A received protobuf export is packed as it came: turning decoded spans back into protobuf cost
-//! as much CPU as decoding them (BENCHMARKS.md), and the exporter's bytes are already that form.
+//! as much CPU as decoding them (docs/benchmarks-history.md), and the exporter's bytes are already that form.
 //! Packing happens in the receiver, so only compressed bytes wait in the queue.
 //!
 //! Invariants: `decode(pack(p, decode::accept(p)))` gives back the spans decoding `p` keeps
@@ -19,7 +19,7 @@ use crate::model::{Span, TraceId};
 use crate::otlp::{check, decode, encode, sparse};
 
 /// zstd level 1: on the bench's exports it packs a block in a tenth fewer instructions than
-/// level 3 (compressing in a quarter fewer) for 1% more bytes on disk (BENCHMARKS.md).
+/// level 3 (compressing in a quarter fewer) for 1% more bytes on disk (docs/benchmarks-history.md).
 const ZSTD_LEVEL: i32 = 1;
 
 /// A block ready for the store.
@@ -54,7 +54,7 @@ const MAX_KEPT_BUFFER: usize = 4 << 20;
 
 thread_local! {
     /// Each thread's zstd context and output buffer, reused: a context made for every export
-    /// allocated and cleared about a megabyte of tables each time (BENCHMARKS.md).
+    /// allocated and cleared about a megabyte of tables each time (docs/benchmarks-history.md).
     static COMPRESSOR: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
         const { RefCell::new(None) };
 }
@@ -161,14 +161,14 @@ const MAX_SIZED_BYTES: u64 = 64 * 1024 * 1024;
 thread_local! {
     /// Each thread's zstd decompression context and protobuf buffer, reused: the analysis reads
     /// a few hundred blocks a second, and a context and a buffer made for each one were a third
-    /// of a megabyte allocated, touched and freed per block (BENCHMARKS.md).
+    /// of a megabyte allocated, touched and freed per block (docs/benchmarks-history.md).
     static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
         const { RefCell::new(None) };
 }
 
 /// Runs `read` over the protobuf of a block, decompressed into this thread's buffer in one go
 /// at the size its frame header states (`compress` writes it). Stream decoding grows its buffer
-/// step by step, copying it each time: 2% of the server's time at full rate (BENCHMARKS.md). A
+/// step by step, copying it each time: 2% of the server's time at full rate (docs/benchmarks-history.md). A
 /// frame without a size, or claiming more than `MAX_SIZED_BYTES`, is stream-decoded.
 ///
 /// `read` must not read another block: the buffer is this call's until it returns.

@@ -30,7 +30,7 @@ use crate::store::{Store, StoreError, block};
 /// How often due traces are looked for when the last batch left none due. Batches come back to
 /// back while more are due; at the held bound's target lateness the analysis catches up often,
 /// and a quarter second tick then left it idle with traces falling due: the analysed rate fell
-/// an eighth and commits merged fewer batches (BENCHMARKS.md).
+/// an eighth and commits merged fewer batches (docs/benchmarks-history.md).
 const TICK: Duration = Duration::from_millis(50);
 
 /// Blocks read per replay query after a restart.
@@ -40,7 +40,7 @@ const REPLAY_BATCH: i64 = 64;
 /// memory and commit stay small; a batch goes past it only to finish the blocks it has taken.
 /// When more are due, the next batch follows at once.
 /// 5,000 analysed no faster and held 70 MiB more at full rate; 2,000 analysed 3% more than this
-/// and held 20-25 MiB more (BENCHMARKS.md).
+/// and held 20-25 MiB more (docs/benchmarks-history.md).
 const MAX_TRACES_PER_BATCH: usize = 1_000;
 
 struct Pending {
@@ -214,7 +214,7 @@ struct DueBatch {
 /// The analysis runs as a task of its own, fed one batch ahead: while it decodes, analyses and
 /// commits, this task goes on taking committed blocks. When one task did both, the writer's small
 /// queue filled during every batch and ingest stopped until the batch was done; the server then
-/// used three quarters of the machine at saturation (BENCHMARKS.md).
+/// used three quarters of the machine at saturation (docs/benchmarks-history.md).
 pub async fn run(
     mut committed: mpsc::Receiver<CommittedBlock>,
     store: Store,

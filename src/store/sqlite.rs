@@ -43,7 +43,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// statement of many rows that may abort midway (a plain INSERT, whose constraint failure undoes
 /// that statement alone): every existing page the statement changes is copied there first, 16 KiB
 /// at a time into a temporary file. For the request rows, whose indexes take them on hundreds of
-/// pages, that was 6.6% of the server's CPU at full rate (BENCHMARKS.md). OR FAIL keeps the rows
+/// pages, that was 6.6% of the server's CPU at full rate (docs/benchmarks-history.md). OR FAIL keeps the rows
 /// before a failure instead and needs no journal; here a failed statement fails its transaction,
 /// which is then rolled back whole.
 const INSERT_ROWS: &str = "INSERT OR FAIL INTO";
@@ -68,7 +68,7 @@ pub(super) struct SqliteStore {
 
 /// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`). Since the
 /// request indexes grow at their ends, 8 MiB wrote as fast as 32 MiB (the size before) and
-/// 16 MiB, and 2 MiB was a tenth slower; each MiB more is a MiB of RSS (BENCHMARKS.md).
+/// 16 MiB, and 2 MiB was a tenth slower; each MiB more is a MiB of RSS (docs/benchmarks-history.md).
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// Pool settings shared by the writer and the readers. A connection whose transaction is still
@@ -104,7 +104,7 @@ const WRITER_CHECKPOINT_FRAMES: u32 = 64 * 1024 * 1024 / PAGE_SIZE;
 /// ten overflow pages, each its own WAL frame with its own header and checksum, written again at
 /// the checkpoint; and the tail pages of the append-only request indexes are rewritten whole at
 /// every commit however few rows it adds. 16 KiB pages stored and analysed 8% more spans a second
-/// than 4 KiB, side by side, and 32 KiB no more than 16 (BENCHMARKS.md, twelfth round).
+/// than 4 KiB, side by side, and 32 KiB no more than 16 (docs/benchmarks-history.md, twelfth round).
 const PAGE_SIZE: u32 = 16 * 1024;
 
 /// The checkpoint task, stopped when the last handle to the store is dropped.
@@ -119,7 +119,7 @@ impl Drop for Checkpointer {
 
 /// Checkpoints the WAL beside the writers until the pool closes. PASSIVE never waits for a lock:
 /// what a busy moment leaves behind, the next round copies. Measured: moving checkpoints out of
-/// the commits took spans stored with analysis on from 175k to 217k a second (BENCHMARKS.md).
+/// the commits took spans stored with analysis on from 175k to 217k a second (docs/benchmarks-history.md).
 async fn checkpoint_until_closed(pool: SqlitePool) {
     const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -437,7 +437,7 @@ impl SqliteStore {
     /// the newest block they cover. Each transaction takes the next range of trace keys, so its
     /// rows share pages as those of one large transaction would, while the writes of blocks
     /// wait for one range at a time: in one transaction, a ten-minute soak's exports waited up
-    /// to half a second behind a merge (BENCHMARKS.md). Rows written before a crash are written
+    /// to half a second behind a merge (docs/benchmarks-history.md). Rows written before a crash are written
     /// again after it; the table ignores them.
     async fn merge_recent_traces(&self) -> Result<(), StoreError> {
         const THROUGH: &str = "INSERT INTO meta (key, value) VALUES ('trace_index_through', $1) \

@@ -4,7 +4,7 @@
 //! [`decode::accept`] sums up (which spans are kept, their traces, the earliest start, the values
 //! cut): the body itself is stored as it came. Building the request for that allocated every
 //! string and attribute of every span only to drop them, a tenth of the server's time at full
-//! rate (BENCHMARKS.md). Here the body is walked field by field (`otlp/wire.rs`) and every field
+//! rate (docs/benchmarks-history.md). Here the body is walked field by field (`otlp/wire.rs`) and every field
 //! is checked as prost's derived decoder checks it: the wire type each known field takes, UTF-8
 //! in every string, unknown fields skipped, and prost's recursion limit.
 //!

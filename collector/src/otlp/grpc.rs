@@ -35,7 +35,7 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 /// (framing, gzip, message size limit, status trailers) but a codec that hands over the message
 /// as received. The generated `TraceServiceServer` decodes it into an
 /// `ExportTraceServiceRequest`, which then had to be encoded again for the block: 40% more
-/// instructions per export than OTLP/HTTP, whose bytes are stored as they came (BENCHMARKS.md).
+/// instructions per export than OTLP/HTTP, whose bytes are stored as they came (docs/benchmarks-history.md).
 #[derive(Debug, Clone)]
 pub struct GrpcReceiver {
     sink: SpanSink,

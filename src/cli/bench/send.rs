@@ -136,7 +136,7 @@ async fn export(client: &mut tonic::client::Grpc<Channel>, body: Vec<u8>) -> Res
 
 /// Sends a request's protobuf as it was encoded before the run, and reads no more of the answer
 /// than its status: a client that cloned and encoded the message for every send took a fifth of
-/// a core of the machine the server shares (BENCHMARKS.md).
+/// a core of the machine the server shares (docs/benchmarks-history.md).
 #[derive(Debug, Clone, Copy, Default)]
 struct PreEncoded;
 
