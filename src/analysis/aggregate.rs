@@ -618,14 +618,19 @@ fn finding_phrase(kind: FindingKind, name: &str, count: f64) -> String {
 /// What to do about one request's finding, in one sentence.
 pub fn finding_sentence(kind: FindingKind, name: &str, count: f64, saving_ns: f64) -> String {
     let what = finding_phrase(kind, name, count);
-    format!("{what}; {}", finding_advice(kind, saving_ns, ""))
+    format!("{what}; {}", finding_advice(kind, name, saving_ns, ""))
 }
 
-/// What to do, and what it saves; `per` follows the saving ("", " per request").
-fn finding_advice(kind: FindingKind, saving_ns: f64, per: &str) -> String {
+/// What to do about a finding named `name`, and what it saves; `per` follows the saving ("",
+/// " per request").
+fn finding_advice(kind: FindingKind, name: &str, saving_ns: f64, per: &str) -> String {
     let saving = format_ms(saving_ns);
     let action = match kind {
         FindingKind::DuplicateQuery => "reuse the first result",
+        // A loop of writes (or calls) has no one query to fetch with; it can be batched.
+        FindingKind::NPlusOne if !super::sql::effect(name).is_fetch() => {
+            "batch them into one round trip"
+        }
         FindingKind::NPlusOne => "fetch them in one query",
         FindingKind::SequentialIo => "issue the calls concurrently",
         FindingKind::SlowQuery => "check its plan and indexes",
@@ -651,7 +656,7 @@ fn finding_summary(
     share: f64,
 ) -> String {
     let what = finding_phrase(kind, name, count);
-    let advice = finding_advice(kind, saving_ns, " per request");
+    let advice = finding_advice(kind, name, saving_ns, " per request");
     format!("{what} in {:.0}% of requests; {advice}", share * 100.0)
 }
 
@@ -844,7 +849,7 @@ POST /login 0..100 server http.request.method=POST http.route=/login
                 finding n_plus_one "SELECT * FROM policies WHERE id = ?" share 0.50 x8.0 saves 35.0: N+1 query `SELECT * FROM policies WHERE id = ?` ×8 in 50% of requests; fetch them in one query to save ~35 ms per request
                 finding untraced_time "after `SELECT * FROM users WHERE id = ?`, until the end" share 0.50 x1.0 saves 35.0: untraced time after `SELECT * FROM users WHERE id = ?`, until the end in 50% of requests; ~35 ms per request that may be CPU or I/O: add a span there, or measure CPU (cpu.time_ns), to find out
                 finding duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" share 0.50 x2.0 saves 10.0: duplicate query `SELECT * FROM policy_sets WHERE tenant_id = ?` ×2 in 50% of requests; reuse the first result to save ~10 ms per request
-                finding sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: 2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_ha… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
+                finding sequential_io "sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" share 0.50 x2.0 saves 5.0: sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash… (run them concurrently) in 50% of requests; issue the calls concurrently to save ~5.0 ms per request
                 op network "POST idp.example" calls/req 0.5 mean 170.0 critical/req 85.0
                 op db "SELECT * FROM policies WHERE id = ?" calls/req 4.0 mean 10.0 critical/req 40.0
                 op untraced "after `SELECT * FROM users WHERE id = ?`, until the end" calls/req 0.5 mean 70.0 critical/req 35.0

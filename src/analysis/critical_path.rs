@@ -27,8 +27,10 @@
 use collector::category::Category;
 use collector::model::{Span, SpanKind};
 
+use std::rc::Rc;
+
 use super::span_tree::SpanTree;
-use super::{Anomaly, Breakdown};
+use super::{Anomaly, Breakdown, sql};
 
 /// One span of the request's subtree.
 #[derive(Debug, Clone)]
@@ -37,6 +39,18 @@ pub struct Node {
     pub tree_idx: usize,
     /// The parent node (`None` for the request span).
     pub parent: Option<usize>,
+    /// What the span's own time counts as before the cpu/wait split: `cpu` or `untraced` for
+    /// in-process work (by whether it measured its CPU), the category of the I/O call it is
+    /// part of for a span inside one (a driver's span under an ORM's, `dns.lookup` under an
+    /// HTTP call), else its own category.
+    pub category: Category,
+    /// The node whose call this span is part of: itself, the outermost I/O call it is nested
+    /// in, or the sibling span of the same statement that contains it (an ORM's span beside its
+    /// driver's). Only a node that is its own call counts as one.
+    pub counted_as: usize,
+    /// Whether the span ended after its parent: work the parent did not wait for (a
+    /// fire-and-forget task, a publish acknowledged later), never on the parent's critical path.
+    pub detached: bool,
     /// Depth below the request span.
     pub depth: u32,
     /// Start, clamped into the parent.
@@ -63,6 +77,32 @@ impl Node {
         self.end_ns - self.start_ns
     }
 }
+
+impl CriticalPath {
+    /// Whether node `idx` is a call of its own: not part of another span's call, and not a
+    /// connection pool's checkout (which waits for a connection and runs no statement).
+    pub fn is_call(&self, tree: &SpanTree<'_>, idx: usize) -> bool {
+        let node = &self.nodes[idx];
+        node.counted_as == idx
+            && !(matches!(node.category, Category::Db | Category::Cache)
+                && is_pool_checkout(tree.spans[node.tree_idx]))
+    }
+}
+
+/// A connection pool's checkout span (SQLAlchemy's `connect`, node-postgres' `pg-pool.connect`
+/// and `pg.connect`): a database span without a statement that only obtains a connection.
+fn is_pool_checkout(span: &Span) -> bool {
+    if span.semantics.db_statement.is_some() {
+        return false;
+    }
+    let name = span.name.as_bytes();
+    name.eq_ignore_ascii_case(b"connect")
+        || name.len() > 8 && name[name.len() - 8..].eq_ignore_ascii_case(b".connect")
+}
+
+/// A child that ends later than this after its parent was not waited for: SDKs that stamp
+/// times in whole milliseconds (Node's) make awaited children seem to end up to 1 ms late.
+const DETACHED_AFTER_NS: u64 = 1_000_000;
 
 /// One stretch of the critical path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +172,53 @@ fn boundary_category(parent: &Span, child: &Span) -> Category {
     }
 }
 
+/// Two sibling spans of one statement from two instrumentations, one inside the other, are one
+/// call: an ORM's span and its driver's (SQLAlchemy beside psycopg2). The inner one counts as
+/// part of the outer one. Spans of one instrumentation are never twins: an SDK that stamps
+/// starts in whole milliseconds makes quick loads of an N+1 loop seem to nest.
+/// `siblings` are one parent's child nodes, at positions from `first`.
+fn merge_statement_twins(tree: &SpanTree<'_>, siblings: &mut [Node], first: usize) {
+    let mut queries: Vec<(Rc<sql::Scanned>, usize)> = siblings
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| matches!(node.category, Category::Db | Category::Cache))
+        .filter_map(|(idx, node)| {
+            let statement = tree.spans[node.tree_idx]
+                .semantics
+                .db_statement
+                .as_deref()?;
+            Some((sql::scan_shared(statement), idx))
+        })
+        .collect();
+    if queries.len() < 2 {
+        return;
+    }
+    // By statement, then outermost first: earliest start, latest end.
+    queries.sort_by(|(a_sql, a), (b_sql, b)| {
+        a_sql
+            .normalized
+            .cmp(&b_sql.normalized)
+            .then(siblings[*a].start_ns.cmp(&siblings[*b].start_ns))
+            .then(siblings[*b].end_ns.cmp(&siblings[*a].end_ns))
+    });
+    let mut outer: Option<usize> = None;
+    for pair in 0..queries.len() {
+        let (scanned, idx) = &queries[pair];
+        let same_statement = pair > 0 && queries[pair - 1].0.normalized == scanned.normalized;
+        match outer.filter(|_| same_statement) {
+            Some(container)
+                if siblings[*idx].end_ns
+                    <= siblings[container].end_ns.saturating_add(DETACHED_AFTER_NS)
+                    && tree.spans[siblings[*idx].tree_idx].scope.name
+                        != tree.spans[siblings[container].tree_idx].scope.name =>
+            {
+                siblings[*idx].counted_as = first + container;
+            }
+            _ => outer = Some(*idx),
+        }
+    }
+}
+
 /// Nodes the vectors of one request's walk are sized for at first, at most.
 const MAX_PRESIZED_NODES: usize = 256;
 
@@ -141,12 +228,15 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     let service = &root_span.resource.service_name;
     let mut anomalies = Vec::new();
     // Sized for the whole trace, up to a bound: a request is usually most of its trace, and
-    // growing these one push at a time was a fifth of this function's work (BENCHMARKS.md).
+    // growing these one push at a time was a fifth of this function's work (docs/benchmarks-history.md).
     let expected_nodes = tree.len().min(MAX_PRESIZED_NODES);
     let mut nodes = Vec::with_capacity(expected_nodes);
     nodes.push(Node {
         tree_idx: request,
         parent: None,
+        category: self_category(root_span, true),
+        counted_as: 0,
+        detached: false,
         depth: 0,
         start_ns: root_span.start_unix_ns,
         end_ns: root_span.end_unix_ns(),
@@ -162,22 +252,36 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     while at < nodes.len() {
         let (p_start, p_end, depth) = (nodes[at].start_ns, nodes[at].end_ns, nodes[at].depth);
         let parent_span = tree.spans[nodes[at].tree_idx];
+        // Inside an I/O call (not the request itself), everything is part of that call.
+        let inside_call = at != 0 && nodes[at].category.is_io();
+        let (parent_category, parent_call) = (nodes[at].category, nodes[at].counted_as);
+        let first_child = nodes.len();
         let mut own = Vec::with_capacity(tree.children[nodes[at].tree_idx].len());
         for &child_idx in &tree.children[nodes[at].tree_idx] {
             let child = tree.spans[child_idx];
+            let boundary =
+                child.kind == SpanKind::Server || child.resource.service_name != *service;
+            let detached =
+                !boundary && child.end_unix_ns() > p_end.saturating_add(DETACHED_AFTER_NS);
             let start_ns = child.start_unix_ns.clamp(p_start, p_end);
             let end_ns = child.end_unix_ns().clamp(start_ns, p_end);
-            if start_ns != child.start_unix_ns || end_ns != child.end_unix_ns() {
+            if !detached && (start_ns != child.start_unix_ns || end_ns != child.end_unix_ns()) {
                 anomalies.push(Anomaly::ChildOutsideParent {
                     span_id: child.span_id,
                 });
             }
-            let boundary =
-                child.kind == SpanKind::Server || child.resource.service_name != *service;
             let node = (!boundary).then(|| {
+                let (category, counted_as) = if inside_call {
+                    (parent_category, parent_call)
+                } else {
+                    (self_category(child, false), nodes.len())
+                };
                 nodes.push(Node {
                     tree_idx: child_idx,
                     parent: Some(at),
+                    category,
+                    counted_as,
+                    detached,
                     depth: depth + 1,
                     start_ns,
                     end_ns,
@@ -189,10 +293,14 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
                 });
                 nodes.len() - 1
             });
-            let category = if boundary {
-                boundary_category(parent_span, child)
-            } else {
-                child.category
+            if detached {
+                // Its time overlapping the parent is the parent's own.
+                continue;
+            }
+            let category = match node {
+                Some(node) => nodes[node].category,
+                None if inside_call => parent_category,
+                None => boundary_category(parent_span, child),
             };
             own.push(Kid {
                 start_ns,
@@ -201,13 +309,16 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
                 category,
             });
         }
+        if !inside_call {
+            merge_statement_twins(tree, &mut nodes[first_child..], first_child);
+        }
         // Latest end first; among equal ends the earliest start, which covers the most.
         own.sort_by(|a, b| b.end_ns.cmp(&a.end_ns).then(a.start_ns.cmp(&b.start_ns)));
         kids.push(own);
         at += 1;
     }
 
-    let mut segments = walk(&mut nodes, &kids, tree, expected_nodes);
+    let mut segments = walk(&mut nodes, &kids, expected_nodes);
     segments.reverse();
 
     // Critical self time of measured in-process nodes, and its cpu/wait split.
@@ -258,16 +369,9 @@ struct Frame {
 }
 
 /// The backwards walk; returns segments latest first.
-fn walk(
-    nodes: &mut [Node],
-    kids: &[Vec<Kid>],
-    tree: &SpanTree<'_>,
-    expected_nodes: usize,
-) -> Vec<Segment> {
+fn walk(nodes: &mut [Node], kids: &[Vec<Kid>], expected_nodes: usize) -> Vec<Segment> {
     // A node's time is cut at most at each of its children's two ends.
     let mut segments = Vec::with_capacity(2 * expected_nodes + 1);
-    let self_category =
-        |nodes: &[Node], node: usize| self_category(tree.spans[nodes[node].tree_idx], node == 0);
     nodes[0].on_path = true;
     let mut stack = vec![Frame {
         node: 0,
@@ -303,7 +407,7 @@ fn walk(
         match chosen {
             Some((kid, cut_end)) => {
                 if cut_end < cursor {
-                    let category = self_category(nodes, node);
+                    let category = nodes[node].category;
                     segments.push(Segment {
                         node,
                         start_ns: cut_end,
@@ -332,7 +436,7 @@ fn walk(
             None => {
                 let start = nodes[node].start_ns;
                 if start < cursor {
-                    let category = self_category(nodes, node);
+                    let category = nodes[node].category;
                     segments.push(Segment {
                         node,
                         start_ns: start,

@@ -1,16 +1,28 @@
 //! Findings: what to fix in one request, and how much critical-path time the fix would save.
 //!
 //! Over the database and cache spans of the request's own subtree:
-//! - `duplicate_query`: one statement run more than once with the same values. Values are the
-//!   inline literals of the text, or the recorded parameters (`db.query.parameter.*`,
-//!   `db.statement.parameters`); a statement with placeholders and no recorded parameters cannot
-//!   be told apart from its siblings, so it is never a duplicate (it still counts for N+1).
-//!   Saving: the critical time of every execution after the first.
-//! - `n_plus_one`: one statement shape run at least `n_plus_one_min_calls` times, with at least
-//!   two different values (or unknown ones).
-//!   Saving: the group's critical time less its longest execution (all collapsed into one query).
-//! - `sequential_io`: I/O calls one after another on the critical path, not already part of the
-//!   two findings above. Saving: their critical time less the longest (run together).
+//! - `duplicate_query`: one reading statement run more than once with the same values. Values
+//!   are the inline literals of the text (comments such as sqlcommenter's trace context left
+//!   out), or the recorded parameters (`db.query.parameter.*`, `db.statement.parameters`); a
+//!   statement with placeholders and no recorded parameters cannot be told apart from its
+//!   siblings, so it is never a duplicate (it still counts for N+1). Writes, locking reads,
+//!   calls, `nextval(..)` and transaction control are never duplicates: their first result
+//!   cannot be reused. Saving: the critical time of every execution after the first.
+//! - `n_plus_one`: one statement shape that accesses data (a read or a write, not a transaction's
+//!   `BEGIN`/`COMMIT` or a session setting) run at least `n_plus_one_min_calls` times, with at
+//!   least two different values (or unknown ones). A loop of writes is one too: they can be
+//!   batched. Saving: the group's critical time less its longest execution (all collapsed into
+//!   one query or one batch).
+//! - `sequential_io`: reads one after another on the critical path that could plausibly have run
+//!   together, not already part of the two findings above. Not plausible, so not flagged: a
+//!   write among them (a write, a locking read, a call, an HTTP `PUT`/`PATCH`/`DELETE` or a
+//!   `POST` that is not an RPC, a publish), a database span that says nothing of what it does
+//!   (no statement or operation: a pool checkout), statements inside a transaction (from `BEGIN` to
+//!   `COMMIT`/`ROLLBACK` on the request; a `COMMIT` with no `BEGIN` seen closes one opened
+//!   implicitly after the previous), and cache-aside (a cache read of a key the request writes
+//!   back later: what follows the read depends on it). Runs of the same operations make one
+//!   finding, named by the set of operations whatever the run lengths. Saving: each run's
+//!   critical time less its longest call (run together).
 //! - `slow_query`: a database span at least `slow_query_ns` long. Saving: its critical time.
 //! - `cpu_hotspot`: an in-process span whose critical on-CPU time is at least
 //!   `cpu_hotspot_share` of the request. Saving: that time.
@@ -29,7 +41,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -41,6 +53,7 @@ use super::gap::{Gap, gap_place};
 use super::operation::operation_name;
 use super::request::template_name;
 use super::span_tree::SpanTree;
+use super::sql::{Effect, Language, Scanned};
 use super::{AnalysisConfig, Finding, FindingKind, sql};
 
 /// Other work between two I/O calls that still leaves them "one after another": the glue code
@@ -61,7 +74,7 @@ struct Query<'a> {
 
 /// A statement's scan, compared by its normalized text: queries are grouped by shape without
 /// copying the text of each.
-struct Shape(Rc<sql::Scanned>);
+struct Shape(Rc<Scanned>);
 
 impl PartialEq for Shape {
     fn eq(&self, other: &Self) -> bool {
@@ -151,8 +164,9 @@ pub fn findings(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut reported: HashSet<usize> = HashSet::new();
-    repeated_queries(tree, path, config, &mut out, &mut reported);
-    sequential_io(tree, path, config, &mut out, &reported);
+    let scans = statement_scans(tree, path);
+    repeated_queries(tree, path, &scans, config, &mut out, &mut reported);
+    sequential_io(tree, path, &scans, config, &mut out, &reported);
     slow_queries(tree, path, config, &mut out);
     cpu_hotspots(tree, path, config, &mut out);
     uninstrumented_wait(tree, path, config, &mut out);
@@ -179,31 +193,49 @@ fn span_ids(
         .collect()
 }
 
+/// The scan of each node's statement, for database and cache spans that carry one (in the
+/// language of their category), by node.
+fn statement_scans(tree: &SpanTree<'_>, path: &CriticalPath) -> Vec<Option<Rc<Scanned>>> {
+    path.nodes
+        .iter()
+        .map(|node| {
+            let span = tree.spans[node.tree_idx];
+            if !matches!(span.category, Category::Db | Category::Cache) {
+                return None;
+            }
+            let statement = span.semantics.db_statement.as_deref()?;
+            Some(sql::scan_shared_as(statement, Language::of(span.category)))
+        })
+        .collect()
+}
+
 /// Duplicate and N+1 queries, grouped by statement shape.
-fn repeated_queries(
-    tree: &SpanTree<'_>,
+fn repeated_queries<'a>(
+    tree: &SpanTree<'a>,
     path: &CriticalPath,
+    scans: &[Option<Rc<Scanned>>],
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
     reported: &mut HashSet<usize>,
 ) {
-    let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'_>>> = BTreeMap::new();
+    let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'a>>> = BTreeMap::new();
     for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
-        let span = tree.spans[node.tree_idx];
-        if !matches!(span.category, Category::Db | Category::Cache) {
+        let span: &'a Span = tree.spans[node.tree_idx];
+        let (Some(scanned), Some(statement)) = (&scans[node_idx], &span.semantics.db_statement)
+        else {
+            continue;
+        };
+        if !scanned.effect.is_data_access() {
             continue;
         }
-        let Some(statement) = &span.semantics.db_statement else {
-            continue;
-        };
-        let scanned = sql::scan_shared(statement);
+        let text = sql::identity(statement, scanned);
         let identity = if scanned.n_placeholders == 0 {
-            Some(Cow::Borrowed(statement.as_str()))
+            Some(text)
         } else {
-            identity_by_parameters(statement, span).map(Cow::Owned)
+            identity_by_parameters(&text, span).map(Cow::Owned)
         };
         shapes
-            .entry((span.category, Shape(scanned)))
+            .entry((span.category, Shape(Rc::clone(scanned))))
             .or_default()
             .push(Query {
                 node: node_idx,
@@ -229,7 +261,9 @@ fn repeated_queries(
                 None => n_distinct += 1,
             }
         }
-        for members in same.values().filter(|m| m.len() > 1) {
+        // Only a read gives the same answer again; a write, a call or a lock must run each time.
+        let repeatable = scanned.effect.is_repeatable();
+        for members in same.values().filter(|m| repeatable && m.len() > 1) {
             let saving: u64 = members[1..].iter().map(|q| q.critical_ns).sum();
             if saving >= config.min_saving_ns && saving > 0 {
                 reported.extend(members.iter().map(|q| q.node));
@@ -263,14 +297,146 @@ fn repeated_queries(
     }
 }
 
-/// Runs of I/O spans one after another on the critical path.
+/// What an I/O call does, as far as it tells: its statement's effect (or its database
+/// operation's; a database span with neither, such as a pool checkout, is taken for a session
+/// step the next statement needs); for HTTP, `GET`, `HEAD` and `OPTIONS` read, a `POST` writes
+/// unless it carries an RPC, other methods write; a publish writes.
+fn io_effect(span: &Span, scanned: Option<&Scanned>) -> Effect {
+    let sem = &span.semantics;
+    match span.category {
+        Category::Db | Category::Cache => scanned.map_or_else(
+            || {
+                sem.db_operation
+                    .as_deref()
+                    .map_or(Effect::Control, |operation| {
+                        sql::scan_shared_as(operation, Language::of(span.category)).effect
+                    })
+            },
+            |scanned| scanned.effect,
+        ),
+        Category::Network => match sem.http_method.as_deref() {
+            None | Some("GET" | "HEAD" | "OPTIONS") => Effect::Read,
+            Some("POST") if sem.rpc_system.is_some() => Effect::Read,
+            Some(_) => Effect::Write,
+        },
+        Category::Messaging if span.kind == SpanKind::Producer => Effect::Write,
+        _ => Effect::Read,
+    }
+}
+
+/// Nodes inside a transaction, per category (a database's and a cache's are separate), in start
+/// order: from a `BEGIN` to its `COMMIT` or `ROLLBACK`, both included. A `COMMIT` with no
+/// `BEGIN` seen ends a transaction the driver opened implicitly: it began after the previous end.
+fn in_transaction(path: &CriticalPath, categories: &[Category], effects: &[Effect]) -> Vec<bool> {
+    let mut order: Vec<usize> = (1..path.nodes.len())
+        .filter(|n| matches!(categories[*n], Category::Db | Category::Cache))
+        .collect();
+    order.sort_by_key(|n| (path.nodes[*n].start_ns, *n));
+    let mut inside = vec![false; path.nodes.len()];
+    let slot = |node: usize| usize::from(categories[node] == Category::Cache);
+    // Per slot: whether a transaction is open, and where in `order` the statements since the
+    // last end begin.
+    let mut open = [false; 2];
+    let mut since = [0usize; 2];
+    for (pos, &node) in order.iter().enumerate() {
+        let at = slot(node);
+        match effects[node] {
+            Effect::Begin => {
+                open[at] = true;
+                inside[node] = true;
+            }
+            Effect::End => {
+                if !open[at] {
+                    for &earlier in &order[since[at]..pos] {
+                        if slot(earlier) == at {
+                            inside[earlier] = true;
+                        }
+                    }
+                }
+                inside[node] = true;
+                open[at] = false;
+                since[at] = pos + 1;
+            }
+            _ => inside[node] = open[at],
+        }
+    }
+    inside
+}
+
+/// Cache reads of a key that a later cache write of the request sets again: cache-aside (`GET k`,
+/// on a miss the query, then `SET k`), where what follows the read depends on its answer.
+fn cache_aside_reads(
+    tree: &SpanTree<'_>,
+    path: &CriticalPath,
+    categories: &[Category],
+    effects: &[Effect],
+) -> Vec<bool> {
+    let mut order: Vec<usize> = (1..path.nodes.len())
+        .filter(|n| categories[*n] == Category::Cache)
+        .collect();
+    order.sort_by_key(|n| (path.nodes[*n].start_ns, *n));
+    let mut chained = vec![false; path.nodes.len()];
+    let mut last_read: HashMap<&str, usize> = HashMap::new();
+    for node in order {
+        let span = tree.spans[path.nodes[node].tree_idx];
+        let Some(key) = span
+            .semantics
+            .db_statement
+            .as_deref()
+            .and_then(sql::command_key)
+        else {
+            continue;
+        };
+        match effects[node] {
+            Effect::Read => {
+                last_read.insert(key, node);
+            }
+            Effect::Write => {
+                if let Some(read) = last_read.remove(key) {
+                    chained[read] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    chained
+}
+
+/// The name of a sequential-I/O finding: its distinct operations in name order, at most
+/// [`SEQUENTIAL_NAMES`] of them spelled out, so runs of the same operations share it.
+fn sequential_name(mut names: Vec<String>) -> String {
+    names.sort_unstable();
+    names.dedup();
+    let shown = names.len().min(SEQUENTIAL_NAMES);
+    let mut name = format!("sequential calls: {}", names[..shown].join(", "));
+    if names.len() > shown {
+        write!(name, " and {} more", names.len() - shown).expect("writing to a String cannot fail");
+    }
+    name
+}
+
+/// Runs of reads one after another on the critical path, one finding per set of operations.
 fn sequential_io(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
+    scans: &[Option<Rc<Scanned>>],
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
     reported: &HashSet<usize>,
 ) {
+    let categories: Vec<Category> = path
+        .nodes
+        .iter()
+        .map(|node| tree.spans[node.tree_idx].category)
+        .collect();
+    let effects: Vec<Effect> = path
+        .nodes
+        .iter()
+        .zip(scans)
+        .map(|(node, scanned)| io_effect(tree.spans[node.tree_idx], scanned.as_deref()))
+        .collect();
+    let in_transaction = in_transaction(path, &categories, &effects);
+    let cache_aside = cache_aside_reads(tree, path, &categories, &effects);
     // Visits: consecutive segments of one node merged.
     let mut visits: Vec<(usize, u64)> = Vec::new();
     for seg in &path.segments {
@@ -284,12 +450,17 @@ fn sequential_io(
     let mut run: Vec<usize> = Vec::new();
     for &(node_idx, len) in &visits {
         let node = &path.nodes[node_idx];
-        let span = tree.spans[node.tree_idx];
-        let is_io = node_idx != 0 && span.category.is_io();
-        if is_io && !reported.contains(&node_idx) {
-            let follows = run
-                .last()
-                .is_none_or(|prev| path.nodes[*prev].end_ns <= node.start_ns);
+        let is_io = node_idx != 0 && categories[node_idx].is_io();
+        // A write, a statement of a transaction or one already reported ends the run: the
+        // calls around it are ordered by it.
+        let plausible = is_io
+            && !reported.contains(&node_idx)
+            && !in_transaction[node_idx]
+            && effects[node_idx].is_repeatable();
+        if plausible {
+            let follows = run.last().is_none_or(|prev| {
+                path.nodes[*prev].end_ns <= node.start_ns && !cache_aside[*prev]
+            });
             if !follows {
                 runs.push(std::mem::take(&mut run));
             }
@@ -299,28 +470,29 @@ fn sequential_io(
         }
     }
     runs.push(run);
+    // Nodes and saving by finding name.
+    let mut by_name: BTreeMap<String, (Vec<usize>, u64)> = BTreeMap::new();
     for run in runs.into_iter().filter(|r| r.len() >= 2) {
         let critical: Vec<u64> = run.iter().map(|n| path.nodes[*n].critical_ns).collect();
         let saving = critical.iter().sum::<u64>() - critical.iter().copied().max().unwrap_or(0);
+        let names = run
+            .iter()
+            .map(|n| operation_name(tree.spans[path.nodes[*n].tree_idx]))
+            .collect();
+        let (nodes, total) = by_name.entry(sequential_name(names)).or_default();
+        nodes.extend(run);
+        *total += saving;
+    }
+    for (name, (nodes, saving)) in by_name {
         if saving < config.min_saving_ns || saving == 0 {
             continue;
         }
-        let names: Vec<String> = run
-            .iter()
-            .take(SEQUENTIAL_NAMES)
-            .map(|n| operation_name(tree.spans[path.nodes[*n].tree_idx]))
-            .collect();
-        let more = if run.len() > SEQUENTIAL_NAMES {
-            ", …"
-        } else {
-            ""
-        };
         out.push(Finding {
             kind: FindingKind::SequentialIo,
-            name: format!("{} sequential calls: {}{more}", run.len(), names.join(", ")),
-            count: u32::try_from(run.len()).unwrap_or(u32::MAX),
+            name,
+            count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             potential_saving_ns: saving,
-            span_ids: span_ids(tree, path, run.iter().copied()),
+            span_ids: span_ids(tree, path, nodes),
         });
     }
 }
@@ -508,7 +680,7 @@ GET /a 0..100 server
                   gap after `SELECT * FROM u WHERE id = ?`, until the end at 40 for 60 in [1]
                   untraced_time "after `SELECT * FROM u WHERE id = ?`, until the end" x1 saves 60 [1]
                   duplicate_query "SELECT * FROM t WHERE id = ?" x2 saves 10 [2 3]
-                  sequential_io "2 sequential calls: SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?" x2 saves 10 [4 5]
+                  sequential_io "sequential calls: SELECT * FROM u WHERE id = ?" x2 saves 10 [4 5]
             "##]],
         );
     }
@@ -555,7 +727,7 @@ GET /a 0..100 server
             expect![[r##"
                 #1 svc: GET /a 100ms | db 100 | path 1 2 3 4 5 6 7 8 9 10 11 12
                   n_plus_one "SELECT * FROM t WHERE id = ?" x5 saves 40 [2 3 4 5 6]
-                  sequential_io "4 sequential calls: SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?, SELECT * FROM u WHERE id = ?, …" x4 saves 30 [7 8 9 10]
+                  sequential_io "sequential calls: SELECT * FROM u WHERE id = ?" x4 saves 30 [7 8 9 10]
                   duplicate_query "SELECT * FROM v WHERE id = ?" x2 saves 5 [11 12]
             "##]],
         );
@@ -583,6 +755,247 @@ GET /a 0..100 server
     }
 
     #[test]
+    fn loads_by_key_without_recorded_parameters_are_an_n_plus_one_in_every_dialect() {
+        // EF Core (`@__id_0`), Oracle (`:1`) and SQLAlchemy over psycopg2 (`%(pk_1)s`) load one
+        // row at a time and record no parameters: a loop, not one query repeated.
+        check(
+            r#"
+GET /a 0..200 server
+  q 0..10 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 10..20 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 20..30 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 30..40 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 40..50 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 50..60 client db.system=mssql db.statement="SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = @__id_0"
+  q 60..70 client db.system=oracle db.statement="SELECT * FROM orders WHERE id = :1"
+  q 70..80 client db.system=oracle db.statement="SELECT * FROM orders WHERE id = :1"
+  q 80..90 client db.system=oracle db.statement="SELECT * FROM orders WHERE id = :1"
+  q 90..100 client db.system=oracle db.statement="SELECT * FROM orders WHERE id = :1"
+  q 100..110 client db.system=oracle db.statement="SELECT * FROM orders WHERE id = :1"
+  q 110..120 client db.system=postgresql db.statement="SELECT users.id FROM users WHERE users.id = %(pk_1)s"
+  q 120..130 client db.system=postgresql db.statement="SELECT users.id FROM users WHERE users.id = %(pk_1)s"
+  q 130..140 client db.system=postgresql db.statement="SELECT users.id FROM users WHERE users.id = %(pk_1)s"
+  q 140..150 client db.system=postgresql db.statement="SELECT users.id FROM users WHERE users.id = %(pk_1)s"
+  q 150..160 client db.system=postgresql db.statement="SELECT users.id FROM users WHERE users.id = %(pk_1)s"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 200ms | db 160 untraced 40 | path 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17
+                  gap after `SELECT users.id FROM users WHERE users.id = ?`, until the end at 160 for 40 in [1]
+                  n_plus_one "SELECT [b].[Id] FROM [Blogs] AS [b] WHERE [b].[Id] = ?" x6 saves 50 [2 3 4 5 6 7]
+                  n_plus_one "SELECT * FROM orders WHERE id = ?" x5 saves 40 [8 9 10 11 12]
+                  n_plus_one "SELECT users.id FROM users WHERE users.id = ?" x5 saves 40 [13 14 15 16 17]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn writes_calls_and_locks_are_never_duplicates() {
+        check(
+            r#"
+GET /a 0..200 server
+  q 0..10 client db.system=postgresql db.statement="UPDATE carts SET total = 0 WHERE id = 7"
+  q 10..20 client db.system=postgresql db.statement="UPDATE carts SET total = 0 WHERE id = 7"
+  q 20..30 client db.system=postgresql db.statement="INSERT INTO audit (kind) VALUES ('login')"
+  q 30..40 client db.system=postgresql db.statement="INSERT INTO audit (kind) VALUES ('login')"
+  q 40..50 client db.system=postgresql db.statement="SELECT nextval('orders_id_seq')"
+  q 50..60 client db.system=postgresql db.statement="SELECT nextval('orders_id_seq')"
+  q 60..70 client db.system=postgresql db.statement="CALL refresh_totals(7)"
+  q 70..80 client db.system=postgresql db.statement="CALL refresh_totals(7)"
+  q 80..90 client db.system=postgresql db.statement="SELECT * FROM stock WHERE id = 7 FOR UPDATE"
+  q 90..100 client db.system=postgresql db.statement="SELECT * FROM stock WHERE id = 7 FOR UPDATE"
+  q 100..110 client db.system=postgresql db.statement="COMMIT"
+  q 110..120 client db.system=postgresql db.statement="COMMIT"
+  q 120..130 client db.system=redis db.statement="INCR hits:2024-05-01"
+  q 130..140 client db.system=redis db.statement="INCR hits:2024-05-01"
+  q 140..150 client db.system=postgresql db.statement="SELECT * FROM carts WHERE id = 7"
+  q 150..160 client db.system=postgresql db.statement="SELECT * FROM carts WHERE id = 7"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 200ms | db 140 cache 20 untraced 40 | path 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17
+                  gap after `SELECT * FROM carts WHERE id = ?`, until the end at 160 for 40 in [1]
+                  duplicate_query "SELECT * FROM carts WHERE id = ?" x2 saves 10 [16 17]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn a_loop_of_writes_is_an_n_plus_one_to_batch_and_transaction_control_is_none() {
+        check(
+            r#"
+POST /import 0..200 server
+  q 0..10 client db.system=postgresql db.statement="BEGIN"
+  q 10..20 client db.system=postgresql db.statement="INSERT INTO items (sku) VALUES ('a-1')"
+  q 20..30 client db.system=postgresql db.statement="INSERT INTO items (sku) VALUES ('b-2')"
+  q 30..40 client db.system=postgresql db.statement="INSERT INTO items (sku) VALUES ('c-3')"
+  q 40..50 client db.system=postgresql db.statement="INSERT INTO items (sku) VALUES ('d-4')"
+  q 50..60 client db.system=postgresql db.statement="INSERT INTO items (sku) VALUES ('e-5')"
+  q 60..70 client db.system=postgresql db.statement="COMMIT"
+  q 70..80 client db.system=postgresql db.statement="BEGIN"
+  q 80..90 client db.system=postgresql db.statement="COMMIT"
+  q 90..100 client db.system=postgresql db.statement="BEGIN"
+  q 100..110 client db.system=postgresql db.statement="COMMIT"
+  q 110..120 client db.system=postgresql db.statement="BEGIN"
+  q 120..130 client db.system=postgresql db.statement="COMMIT"
+  q 130..140 client db.system=postgresql db.statement="BEGIN"
+  q 140..150 client db.system=postgresql db.statement="COMMIT"
+"#,
+            expect![[r##"
+                #1 svc: POST /import 200ms | db 150 untraced 50 | path 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16
+                  gap after `COMMIT`, until the end at 150 for 50 in [1]
+                  untraced_time "after `COMMIT`, until the end" x1 saves 50 [1]
+                  n_plus_one "INSERT INTO items (sku) VALUES (...)" x5 saves 40 [3 4 5 6 7]
+            "##]],
+        );
+        let advice = |name: &str| {
+            crate::analysis::aggregate::finding_sentence(
+                crate::analysis::FindingKind::NPlusOne,
+                name,
+                5.0,
+                40_000_000.0,
+            )
+        };
+        expect!["N+1 query `INSERT INTO items (sku) VALUES (...)` ×5; batch them into one round trip to save ~40 ms"].assert_eq(&advice("INSERT INTO items (sku) VALUES (...)"));
+        expect!["N+1 query `HSET cart:?` ×5; batch them into one round trip to save ~40 ms"]
+            .assert_eq(&advice("HSET cart:?"));
+        expect!["N+1 query `SELECT * FROM items WHERE id = ?` ×5; fetch them in one query to save ~40 ms"].assert_eq(&advice("SELECT * FROM items WHERE id = ?"));
+        expect!["N+1 query `GET session:?` ×5; fetch them in one query to save ~40 ms"]
+            .assert_eq(&advice("GET session:?"));
+    }
+
+    #[test]
+    fn trace_comments_do_not_split_identities() {
+        // sqlcommenter appends the trace context of each execution, with or without a space.
+        check(
+            r#"
+GET /a 0..100 server
+  q 0..10 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',controller='index'*/"
+  q 10..20 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1/*traceparent='00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01',controller='index'*/"
+  q 20..30 client db.system=postgresql db.statement="/*controller='index'*/ SELECT * FROM t WHERE id = 1"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 100ms | db 30 untraced 70 | path 1 2 3 4
+                  gap after `SELECT * FROM t WHERE id = ?`, until the end at 30 for 70 in [1]
+                  untraced_time "after `SELECT * FROM t WHERE id = ?`, until the end" x1 saves 70 [1]
+                  duplicate_query "SELECT * FROM t WHERE id = ?" x3 saves 20 [2 3 4]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn cache_loads_of_many_users_are_one_loop() {
+        // Six users' sessions: one operation `GET session:?`, an N+1 (MGET would fetch them).
+        check(
+            r#"
+GET /a 0..100 server
+  q 0..10 client db.system=redis db.statement="GET session:8f3a9c2e41d07b65"
+  q 10..20 client db.system=redis db.statement="GET session:0b1c2d3e4f5a6b7c"
+  q 20..30 client db.system=redis db.statement="GET session:550e8400-e29b-41d4-a716-446655440000"
+  q 30..40 client db.system=redis db.statement="GET session:12345"
+  q 40..50 client db.system=redis db.statement="GET session:67890"
+  q 50..60 client db.system=redis db.statement="GET session:24680"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 100ms | cache 60 untraced 40 | path 1 2 3 4 5 6 7
+                  gap after `GET session:?`, until the end at 60 for 40 in [1]
+                  n_plus_one "GET session:?" x6 saves 50 [2 3 4 5 6 7]
+                  untraced_time "after `GET session:?`, until the end" x1 saves 40 [1]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn statements_of_a_transaction_are_not_sequential_io() {
+        // Explicit (`BEGIN` .. `COMMIT`) and implicit (a `COMMIT` alone: the driver began it)
+        // transactions; only the two reads after the last `COMMIT` could run together.
+        check(
+            r#"
+POST /a 0..200 server
+  q 0..10 client db.system=postgresql db.statement="BEGIN"
+  q 10..20 client db.system=postgresql db.statement="SELECT * FROM a WHERE id = 1"
+  q 20..30 client db.system=postgresql db.statement="SELECT * FROM b WHERE id = 1"
+  q 30..40 client db.system=postgresql db.statement="COMMIT"
+  q 40..50 client db.system=postgresql db.statement="SELECT * FROM c WHERE id = 1"
+  q 50..60 client db.system=postgresql db.statement="SELECT * FROM d WHERE id = 1"
+  q 60..70 client db.system=postgresql db.statement="COMMIT"
+  q 70..80 client db.system=postgresql db.statement="SELECT * FROM e WHERE id = 1"
+  q 80..90 client db.system=postgresql db.statement="SELECT * FROM f WHERE id = 1"
+"#,
+            expect![[r##"
+                #1 svc: POST /a 200ms | db 90 untraced 110 | path 1 2 3 4 5 6 7 8 9 10
+                  gap after `SELECT * FROM f WHERE id = ?`, until the end at 90 for 110 in [1]
+                  untraced_time "after `SELECT * FROM f WHERE id = ?`, until the end" x1 saves 110 [1]
+                  sequential_io "sequential calls: SELECT * FROM e WHERE id = ?, SELECT * FROM f WHERE id = ?" x2 saves 10 [9 10]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn cache_aside_is_a_dependency_chain_not_sequential_io() {
+        // A miss: read the key, query, write the key back. A read of another key before it
+        // could still run beside the first read.
+        check(
+            r#"
+GET /a 0..200 server
+  q 0..10 client db.system=redis db.statement="GET config:site"
+  q 10..20 client db.system=redis db.statement="GET user:42"
+  q 20..40 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = 42"
+  q 40..50 client db.system=redis db.statement="SET user:42 {} EX 60"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 200ms | db 20 cache 30 untraced 150 | path 1 2 3 4 5
+                  gap after `SET user:?`, until the end at 50 for 150 in [1]
+                  untraced_time "after `SET user:?`, until the end" x1 saves 150 [1]
+                  sequential_io "sequential calls: GET config:site, GET user:?" x2 saves 10 [2 3]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn writes_end_runs_of_reads() {
+        // What a write needs was read before it; what is read after it may need the write.
+        check(
+            r#"
+POST /a 0..200 server
+  q 0..10 client db.system=postgresql db.statement="SELECT * FROM a WHERE id = 1"
+  q 10..20 client db.system=postgresql db.statement="UPDATE a SET n = n + 1 WHERE id = 1"
+  q 20..30 client db.system=postgresql db.statement="SELECT * FROM b WHERE id = 1"
+  q 30..40 client http.request.method=POST server.address=payments
+  q 40..50 client db.system=postgresql db.statement="SELECT * FROM c WHERE id = 1"
+  q 50..60 client http.request.method=PUT server.address=store
+  q 60..70 client db.system=postgresql db.statement="SELECT * FROM d WHERE id = 1"
+  q 70..80 client db.system=postgresql
+  q 80..90 client db.system=postgresql db.statement="SELECT * FROM e WHERE id = 1"
+"#,
+            expect![[r##"
+                #1 svc: POST /a 200ms | db 70 network 20 untraced 110 | path 1 2 3 4 5 6 7 8 9 10
+                  gap after `SELECT * FROM e WHERE id = ?`, until the end at 90 for 110 in [1]
+                  untraced_time "after `SELECT * FROM e WHERE id = ?`, until the end" x1 saves 110 [1]
+            "##]],
+        );
+    }
+
+    #[test]
+    fn runs_of_the_same_operations_make_one_finding_whatever_their_length() {
+        check(
+            r#"
+GET /a 0..200 server
+  q 0..10 client db.system=postgresql db.statement="SELECT * FROM a WHERE id = 1"
+  q 10..20 client db.system=postgresql db.statement="SELECT * FROM b WHERE id = 1"
+  render 20..40 internal
+  q 40..50 client db.system=postgresql db.statement="SELECT * FROM b WHERE id = 2"
+  q 50..60 client db.system=postgresql db.statement="SELECT * FROM a WHERE id = 2"
+  q 60..70 client db.system=postgresql db.statement="SELECT * FROM b WHERE id = 3"
+"#,
+            expect![[r##"
+                #1 svc: GET /a 200ms | db 50 untraced 150 | path 1 2 3 4 5 6 7
+                  gap after `SELECT * FROM b WHERE id = ?`, until the end at 70 for 130 in [1]
+                  untraced_time "after `SELECT * FROM b WHERE id = ?`, until the end" x1 saves 130 [1]
+                  sequential_io "sequential calls: SELECT * FROM a WHERE id = ?, SELECT * FROM b WHERE id = ?" x5 saves 30 [2 3 5 6 7]
+            "##]],
+        );
+    }
+
+    #[test]
     fn sequential_io_runs_break_on_cpu_work_and_overlap() {
         check(
             r#"
@@ -600,7 +1013,7 @@ GET /a 0..200 server
                   gap between `GET k` and `SELECT d` at 70 for 20 in [1]
                   gap between `SELECT e` and `SELECT f` at 111 for 19 in [1]
                   gap after `SELECT g`, until the end at 190 for 10 in [1]
-                  sequential_io "3 sequential calls: SELECT a, GET b, GET k" x3 saves 39.5 [2 3 4]
+                  sequential_io "sequential calls: GET b, GET k, SELECT a" x3 saves 39.5 [2 3 4]
             "##]],
         );
     }
@@ -656,7 +1069,7 @@ auth: POST /login 0..400 server http.route=/login
                   gap between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp` at 40 for 300 in [1]
                   gap after `POST idp`, until the end at 390 for 10 in [1]
                   untraced_time "between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp`" x1 saves 300 [1]
-                  sequential_io "2 sequential calls: SELECT * FROM users WHERE id = ?, SELECT * FROM policy_rules WHERE policy_id = ?" x2 saves 20 [2 4]
+                  sequential_io "sequential calls: SELECT * FROM policy_rules WHERE policy_id = ?, SELECT * FROM users WHERE id = ?" x2 saves 20 [2 4]
             "##]],
         );
     }

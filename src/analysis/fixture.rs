@@ -12,7 +12,8 @@
 //! the kind word follows the times; then `key=value` attributes, quoted when they hold spaces.
 //! Unquoted integers become integer attributes. A few keys steer the fixture instead of becoming
 //! attributes: `id=N` (span id, default: the line number), `parent=N` (parent id, overriding the
-//! indentation; `parent=none` for a root), `version=V` and `status=error`.
+//! indentation; `parent=none` for a root), `version=V`, `scope=NAME` (the instrumentation scope)
+//! and `status=error`.
 //!
 //! Invariant: test-only; it panics on a malformed fixture, which is a bug in the test.
 
@@ -181,6 +182,7 @@ pub(crate) fn parse(fixture: &str) -> Vec<Span> {
         let mut id = line_no;
         let mut parent = ancestors.last().map(|(_, id, _)| *id);
         let mut version = None;
+        let mut scope = None;
         let mut error = false;
         let mut attributes = Vec::new();
         for tok in &toks[(time_pos + 2).min(toks.len())..] {
@@ -199,6 +201,7 @@ pub(crate) fn parse(fixture: &str) -> Vec<Span> {
                     }
                 }
                 "version" => version = Some(text.to_owned()),
+                "scope" => scope = Some(text.to_owned()),
                 "status" => error = text == "error",
                 _ => {
                     let value = match text.parse::<i64>() {
@@ -214,7 +217,7 @@ pub(crate) fn parse(fixture: &str) -> Vec<Span> {
         }
         let start_ns = (BASE_NS + start).max(0) as u64;
         let duration_ns = (end - start).max(0) as u64;
-        spans.push(make_span(
+        let mut span = make_span(
             id,
             parent,
             &service,
@@ -225,7 +228,14 @@ pub(crate) fn parse(fixture: &str) -> Vec<Span> {
             duration_ns,
             attributes,
             error,
-        ));
+        );
+        if let Some(name) = scope {
+            span.scope = Arc::new(Scope {
+                name,
+                version: String::new(),
+            });
+        }
+        spans.push(span);
         ancestors.push((indent, id, service));
     }
     spans

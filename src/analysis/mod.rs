@@ -223,6 +223,9 @@ pub struct RequestAnalysis {
     pub findings: Vec<Finding>,
     /// Self time no span explains, placed between its neighbours, in time order.
     pub gaps: Vec<gap::Gap>,
+    /// Spans that ended after their parent, which did not wait for them (fire-and-forget work):
+    /// counted, never on the critical path.
+    pub detached: Vec<SpanId>,
 }
 
 impl Default for AnalysisConfig {
@@ -297,15 +300,22 @@ pub fn analyze_request(
     let mut n_db_calls = 0u32;
     let mut io_total_ns = 0u64;
     for (node_idx, node) in path.nodes.iter().enumerate() {
-        let category = critical_path::self_category(tree.spans[node.tree_idx], node_idx == 0);
-        let total = &mut totals[category.index()];
+        // Spans inside or beside a call they are part of are no calls; a pool checkout waits
+        // like one but runs no statement.
+        if node.counted_as != node_idx {
+            continue;
+        }
+        if node.category.is_io() && !node.detached {
+            io_total_ns = io_total_ns.saturating_add(node.duration_ns());
+        }
+        if !path.is_call(tree, node_idx) {
+            continue;
+        }
+        let total = &mut totals[node.category.index()];
         total.calls = total.calls.saturating_add(1);
         total.total_ns = total.total_ns.saturating_add(node.duration_ns());
-        if category == Category::Db {
+        if node.category == Category::Db {
             n_db_calls = n_db_calls.saturating_add(1);
-        }
-        if category.is_io() {
-            io_total_ns = io_total_ns.saturating_add(node.duration_ns());
         }
     }
     let critical_io = path.breakdown.io();
@@ -337,6 +347,12 @@ pub fn analyze_request(
         operations: operation::operations(tree, &path, &gaps),
         findings: findings::findings(tree, &path, &gaps, config),
         gaps,
+        detached: path
+            .nodes
+            .iter()
+            .filter(|node| node.detached)
+            .map(|node| tree.spans[node.tree_idx].span_id)
+            .collect(),
     };
     (analysis, path.anomalies)
 }

@@ -1,8 +1,9 @@
 //! Operations: what a span does, named so that repeated work shares one name, and summed per
 //! request.
 //!
-//! A database or cache span with a statement is its normalized statement; an HTTP client call is
-//! `"{METHOD} {host}"`; anything else is its span name with ids templated.
+//! A database or cache span with a statement is its normalized statement (a cache's command with
+//! its key templated: `GET session:?`); an HTTP client call is `"{METHOD} {host}"`; anything
+//! else is its span name with ids templated.
 //!
 //! Invariant: pure; names have low cardinality (no literals, no ids).
 
@@ -12,7 +13,7 @@ use collector::category::Category;
 use collector::model::Span;
 
 use super::OperationStat;
-use super::critical_path::{CriticalPath, self_category};
+use super::critical_path::CriticalPath;
 use super::gap::{GAP_MARK, Gap};
 use super::request::template_name;
 use super::span_tree::SpanTree;
@@ -34,7 +35,9 @@ fn span_operation_name(span: &Span) -> String {
     match span.category {
         Category::Db | Category::Cache => {
             if let Some(statement) = &sem.db_statement {
-                return sql::scan_shared(statement).normalized.clone();
+                return sql::scan_shared_as(statement, sql::Language::of(span.category))
+                    .normalized
+                    .clone();
             }
         }
         Category::Network => {
@@ -73,8 +76,9 @@ fn url_host(url: &str) -> Option<String> {
 
 /// Operations of one request's subtree, largest critical time first.
 ///
-/// Each span counts as one call of its operation under its own category (in-process spans under
-/// `cpu` where they measured their CPU and `untraced` where they did not). Critical time goes
+/// Each call counts once under its own category (in-process spans under `cpu` where they
+/// measured their CPU and `untraced` where they did not); a span inside or beside the call it is
+/// part of adds only its time. Critical time goes
 /// where it was spent: a gap's to the gap's operation, a measured span's self time to `cpu` and
 /// `wait` in its proportions, the rest to the category of each stretch; so the critical times of
 /// all operations sum to the request's duration, category by category.
@@ -117,16 +121,29 @@ pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath, gaps: &[Gap]) -> Vec
             parts[seg.node][seg.category.index()] += seg.end_ns - seg.start_ns;
         }
     }
+    // A span that is part of another's call (a driver's span under or beside an ORM's) adds its
+    // time to that call's operation and is not a call of its own.
+    let mut names: Vec<Option<String>> = vec![None; path.nodes.len()];
     for (idx, node) in path.nodes.iter().enumerate() {
-        let span = tree.spans[node.tree_idx];
-        let own = self_category(span, node.parent.is_none());
-        let name = operation_name(span);
+        let call = node.counted_as;
+        let name = names[call]
+            .get_or_insert_with(|| operation_name(tree.spans[path.nodes[call].tree_idx]))
+            .clone();
+        let is_call = call == idx;
         for category in Category::ALL {
             let critical = parts[idx][category.index()];
-            if category == own {
+            if is_call && category == node.category {
                 add((category, name.clone()), 1, node.duration_ns(), critical);
             } else if critical > 0 {
-                add((category, name.clone()), 1, critical, critical);
+                // A part of a call's time (its wait, a nested span's) adds to its critical time;
+                // the call's own duration already covers it.
+                let total = if is_call { critical } else { 0 };
+                add(
+                    (category, name.clone()),
+                    u32::from(is_call),
+                    total,
+                    critical,
+                );
             }
         }
     }
@@ -148,4 +165,44 @@ pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath, gaps: &[Gap]) -> Vec
             .then(b.total_ns.cmp(&a.total_ns))
     });
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::operation_name;
+    use crate::analysis::fixture;
+
+    /// Renders each fixture span's operation name.
+    #[track_caller]
+    fn check(fixture_text: &str, expect: Expect) {
+        let names: Vec<String> = fixture::parse(fixture_text)
+            .iter()
+            .map(|span| format!("{}\n", operation_name(span)))
+            .collect();
+        expect.assert_eq(&names.concat());
+    }
+
+    #[test]
+    fn cache_operations_do_not_grow_per_user() {
+        check(
+            r#"
+GET /a 0..10 server
+  q 1..2 client db.system=redis db.statement="GET session:8f3a9c2e41d07b65"
+  q 2..3 client db.system=redis db.statement="GET session:550e8400-e29b-41d4-a716-446655440000"
+  q 3..4 client db.system=redis db.statement="HMSET user:42 name ann email ann@acme.example"
+  q 4..5 client db.system=memcached db.statement="set user_42 0 3600 5"
+  q 5..6 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = @__id_0"
+"#,
+            expect![[r#"
+                GET /a
+                GET session:?
+                GET session:?
+                HMSET user:?
+                set ?
+                SELECT * FROM users WHERE id = ?
+            "#]],
+        );
+    }
 }

@@ -49,6 +49,94 @@ auth: POST /login 0..400 server http.request.method=POST http.route=/login cpu.t
 "#;
 
 #[test]
+fn a_fire_and_forget_child_is_counted_but_never_on_the_critical_path() {
+    // The publish is acknowledged after the response, and a background task outlives the
+    // request: the request did not wait for either, so their overlap is its own time.
+    check(
+        r#"
+GET /order 0..100 server http.route=/order
+  SELECT 10..30 client db.system=postgresql db.statement="SELECT * FROM orders WHERE id = 1"
+  publish orders 80..130 producer messaging.system=rabbitmq
+  POST audit 90..400 client http.request.method=POST server.address=audit
+"#,
+        expect![[r##"
+            #1 svc: GET /order 100ms | db 20 untraced 80 | path 1 2
+              version "" start 1000000000000
+              db_calls 1 io_parallelism 1.00
+              totals db 1x/20 network 1x/10 messaging 1x/20 untraced 1x/100
+              op untraced "gap after `SELECT * FROM orders WHERE id = ?`, until the end" calls 1 total 70 critical 70
+              op db "SELECT * FROM orders WHERE id = ?" calls 1 total 20 critical 20
+              op untraced "gap from the start until `SELECT * FROM orders WHERE id = ?`" calls 1 total 10 critical 10
+              op untraced "GET /order" calls 1 total 100 critical 0
+              op messaging "publish orders" calls 1 total 20 critical 0
+              op network "POST audit" calls 1 total 10 critical 0
+              untraced_time "after `SELECT * FROM orders WHERE id = ?`, until the end" x1 saves 70 [1]
+        "##]],
+    );
+}
+
+#[test]
+fn one_statement_with_two_spans_is_one_database_call() {
+    // An ORM's span beside its driver's (SQLAlchemy and psycopg2), a driver's under an ORM's
+    // (knex over pg), a pool checkout and a DNS lookup under an HTTP call: two database calls
+    // and one network call.
+    check(
+        r#"
+GET /user 0..100 server http.route=/user
+  connect 0..5 client db.system=postgresql scope=sqlalchemy
+  SELECT 5..25 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = %(pk_1)s" scope=sqlalchemy
+  SELECT 6..24 client db.system=postgresql db.statement="SELECT * FROM users WHERE id = %(pk_1)s" scope=psycopg2
+  select 30..50 client db.system=postgresql db.statement="select * from roles where id = $1" scope=knex
+    pg.query 31..49 client db.system=postgresql db.statement="select * from roles where id = $1" scope=pg
+  GET 60..90 client http.request.method=GET server.address=api
+    dns.lookup 60..62 internal
+"#,
+        expect![[r##"
+            #1 svc: GET /user 100ms | db 45 network 30 untraced 25 | path 1 2 3 5 6 7 8
+              version "" start 1000000000000
+              db_calls 2 io_parallelism 1.00
+              totals db 2x/40 network 1x/30 untraced 1x/100
+              op network "GET api" calls 1 total 30 critical 30
+              op db "SELECT * FROM users WHERE id = ?" calls 1 total 20 critical 20
+              op db "select * from roles where id = ?" calls 1 total 20 critical 20
+              op untraced "gap after `GET api`, until the end" calls 1 total 10 critical 10
+              op untraced "gap between `select * from roles where id = ?` and `GET api`" calls 1 total 10 critical 10
+              op db "connect" calls 1 total 5 critical 5
+              op untraced "gap between `SELECT * FROM users WHERE id = ?` and `select * from roles where id = ?`" calls 1 total 5 critical 5
+              op untraced "GET /user" calls 1 total 100 critical 0
+        "##]],
+    );
+}
+
+#[test]
+fn quick_loads_of_one_instrumentation_are_never_twins() {
+    // Node's SDK stamps starts in whole milliseconds: six quick loads seem to nest, but they are
+    // six calls of one instrumentation, an N+1.
+    check(
+        r#"
+GET /feed 0..50 server http.route=/feed
+  q 10..10.4 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+  q 10..10.7 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+  q 10..10.9 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+  q 11..11.3 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+  q 11..11.6 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+  q 11..11.8 client db.system=postgresql db.statement="SELECT * FROM posts WHERE id = $1" scope=pg
+"#,
+        expect![[r##"
+            #1 svc: GET /feed 50ms | db 1.7 untraced 48.3 | path 1 4 7
+              version "" start 1000000000000
+              db_calls 6 io_parallelism 2.18
+              totals db 6x/3.7 untraced 1x/50
+              op untraced "gap after `SELECT * FROM posts WHERE id = ?`, until the end" calls 1 total 38.2 critical 38.2
+              op untraced "gap from the start until `SELECT * FROM posts WHERE id = ?`" calls 1 total 10 critical 10
+              op db "SELECT * FROM posts WHERE id = ?" calls 6 total 3.7 critical 1.7
+              op untraced "GET /feed" calls 1 total 50 critical 0.1
+              untraced_time "after `SELECT * FROM posts WHERE id = ?`, until the end" x1 saves 38.2 [1]
+        "##]],
+    );
+}
+
+#[test]
 fn seed_login() {
     check(
         SEED_LOGIN,
@@ -80,7 +168,7 @@ fn seed_login() {
               op cpu "POST /login" calls 1 total 400 critical 0.000003
               n_plus_one "SELECT * FROM policies WHERE id = ?" x8 saves 70 [6 7 8 9 10 11 12 13]
               duplicate_query "SELECT * FROM policy_sets WHERE tenant_id = ?" x2 saves 20 [4 5]
-              sequential_io "2 sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" x2 saves 10 [2 3]
+              sequential_io "sequential calls: SELECT * FROM tenants WHERE host = ?, SELECT id, password_hash FROM users WHERE tenant_id = ? AND email = ?" x2 saves 10 [2 3]
             #16 idp: POST /saml 160ms | db 10 untraced 150 | path 16 17
               version "" start 1000185000000
               db_calls 1 io_parallelism 1.00

@@ -525,6 +525,7 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
                     })
                     .collect(),
                 critical_path: request.critical_path.iter().map(|id| id.to_hex()).collect(),
+                detached: request.detached.iter().map(|id| id.to_hex()).collect(),
                 gaps: request
                     .gaps
                     .iter()

@@ -242,6 +242,9 @@ pub struct TraceRequestDto {
     pub findings: Vec<RequestFindingDto>,
     pub critical_path: Vec<String>,
     pub gaps: Vec<TraceGapDto>,
+    /// Spans that ended after their parent: work the request did not wait for (fire-and-forget),
+    /// counted but never on its critical path.
+    pub detached: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

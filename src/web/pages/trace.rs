@@ -275,6 +275,7 @@ fn attributes_of(span: &SpanDto) -> Vec<Attribute> {
 fn waterfall(
     trace: &TraceDto,
     critical: &HashSet<&str>,
+    detached: &HashSet<&str>,
     requests: &HashSet<&str>,
     service_class: &HashMap<&str, usize>,
     max_rows: usize,
@@ -355,11 +356,28 @@ fn waterfall(
                 shown += 1;
                 let span = &spans[idx];
                 let opens = has_children[idx];
+                let is_detached = detached.contains(span.span_id.as_str());
+                let mut attributes = attributes_of(span);
+                if is_detached {
+                    attributes.insert(
+                        0,
+                        Attribute {
+                            key: "detached".into(),
+                            value: "ended after its parent, which did not wait for it: \
+                                    never on the critical path"
+                                .into(),
+                        },
+                    );
+                }
                 rows.push(WaterfallRow {
                     opens,
                     closes: 0,
                     indent: depth.min(MAX_INDENT),
-                    name: span.name.clone(),
+                    name: if is_detached {
+                        format!("{} (detached)", span.name)
+                    } else {
+                        span.name.clone()
+                    },
                     detail: detail_of(span),
                     service: span.service.clone(),
                     service_class: service_class
@@ -373,7 +391,7 @@ fn waterfall(
                     offset: fmt_ms(span.offset_ms),
                     duration: fmt_ms(span.duration_ms),
                     bars: vec![bar(span, total_ms)],
-                    attributes: attributes_of(span),
+                    attributes,
                     count: 1,
                     fold_total: String::new(),
                     fold_critical: String::new(),
@@ -572,8 +590,19 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
             });
         }
     }
-    let (rows, hidden, n_folded) =
-        waterfall(trace, &critical, &request_ids, &service_class, MAX_ROWS);
+    let detached: HashSet<&str> = trace
+        .requests
+        .iter()
+        .flat_map(|r| r.detached.iter().map(String::as_str))
+        .collect();
+    let (rows, hidden, n_folded) = waterfall(
+        trace,
+        &critical,
+        &detached,
+        &request_ids,
+        &service_class,
+        MAX_ROWS,
+    );
     let starts: HashMap<&str, &str> = trace
         .spans
         .iter()
@@ -691,6 +720,7 @@ mod tests {
     fn rows(trace: &TraceDto, max: usize) -> (Vec<WaterfallRow>, usize, usize) {
         waterfall(
             trace,
+            &HashSet::new(),
             &HashSet::new(),
             &HashSet::new(),
             &HashMap::new(),
