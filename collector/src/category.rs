@@ -7,7 +7,8 @@
 //!    (redis, memcached, valkey, ...), else `db`;
 //! 3. `messaging.system` makes `messaging`, and so does any PRODUCER span;
 //! 4. a CLIENT span is `network`: HTTP (`http.request.method` / `http.method`, `url.full`), RPC
-//!    (`rpc.system`), anything with `server.address`, and an unknown remote call alike;
+//!    (`rpc.system`), anything with `server.address`, and an unknown remote call alike; so is an
+//!    INTERNAL span with `server.address` (a socket's connect);
 //! 5. everything else (SERVER, INTERNAL, CONSUMER without a messaging system, unspecified) is
 //!    in-process work: `cpu`.
 //!
@@ -125,6 +126,11 @@ pub fn classify(kind: SpanKind, semantics: &Semantics, attributes: &[KeyValue]) 
     if kind == SpanKind::Client {
         return Category::Network;
     }
+    // A socket's own span (Node's `tcp.connect`, INTERNAL with `server.address`) waits on the
+    // network, whatever its kind says.
+    if kind == SpanKind::Internal && semantics.server_address.is_some() {
+        return Category::Network;
+    }
     Category::Cpu
 }
 
@@ -195,6 +201,18 @@ mod tests {
         };
         assert_eq!(classify(SpanKind::Client, &rpc, &[]), Category::Network);
         assert_eq!(classify(SpanKind::Client, &sem(), &[]), Category::Network);
+    }
+
+    #[test]
+    fn a_socket_connect_is_network_whatever_its_kind() {
+        let connect = Semantics {
+            server_address: Some("localhost".into()),
+            ..sem()
+        };
+        assert_eq!(
+            classify(SpanKind::Internal, &connect, &[]),
+            Category::Network
+        );
     }
 
     #[test]

@@ -336,6 +336,8 @@ pub struct Semantics {
     pub rpc_system: Option<String>,
     /// `messaging.system`.
     pub messaging_system: Option<String>,
+    /// `messaging.destination.name` or `messaging.destination`: the queue or topic.
+    pub messaging_destination: Option<String>,
     /// `cpu.time_ns`: on-CPU time of the span's thread while it ran, when the application
     /// measures it. Self time beyond it is `wait`.
     pub cpu_time_ns: Option<u64>,

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use collector::category::Category;
 
+use super::findings::noise_floor_ns;
 use super::gap::Place;
-use super::{Breakdown, FindingKind, RequestAnalysis};
+use super::{AnalysisConfig, Breakdown, FindingKind, RequestAnalysis};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
@@ -660,8 +661,16 @@ fn finding_summary(
     format!("{what} in {:.0}% of requests; {advice}", share * 100.0)
 }
 
-/// The endpoint's findings, largest mean saving per request first.
+/// The endpoint's findings, largest mean saving per request first. A time-based finding whose
+/// mean saving over all the endpoint's requests is under the default noise floor (the larger of
+/// 1 ms and 2% of the endpoint's mean) is left out: a few requests descheduled on a busy machine
+/// are not what to fix. Duplicates and N+1s are facts, never dropped for their size.
 pub fn findings(rollup: &Rollup) -> Vec<FindingStats> {
+    let defaults = AnalysisConfig::default();
+    let floor = noise_floor_ns(
+        &defaults,
+        per(rollup.duration_sum_ns as f64, rollup.requests),
+    );
     let mut out: Vec<FindingStats> = rollup
         .findings
         .iter()
@@ -686,6 +695,12 @@ pub fn findings(rollup: &Rollup) -> Vec<FindingStats> {
             }
         })
         .collect();
+    out.retain(|finding| {
+        matches!(
+            finding.kind,
+            FindingKind::DuplicateQuery | FindingKind::NPlusOne
+        ) || finding.potential_saving_ns >= floor
+    });
     out.sort_by(|a, b| b.potential_saving_ns.total_cmp(&a.potential_saving_ns));
     out
 }

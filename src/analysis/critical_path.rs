@@ -6,7 +6,9 @@
 //! time; the walk descends into the child and then continues from the child's start. Whatever is
 //! left when no child remains is the parent's self time again.
 //!
-//! The request's subtree stops at another request: a SERVER span, or a span of another service.
+//! The request's subtree stops at another request: a SERVER or CONSUMER span, or a span of
+//! another service. A CONSUMER is never waited for, and neither is a child that ends more than a
+//! millisecond after its parent (detached): neither is on the critical path.
 //! Time under such a boundary child counts as the caller's: the CLIENT span's own category
 //! (`network` for a remote call), or `network` when it hangs directly under in-process work.
 //! Children are clamped into their parent's interval (clock skew), reported as
@@ -259,10 +261,14 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         let mut own = Vec::with_capacity(tree.children[nodes[at].tree_idx].len());
         for &child_idx in &tree.children[nodes[at].tree_idx] {
             let child = tree.spans[child_idx];
-            let boundary =
-                child.kind == SpanKind::Server || child.resource.service_name != *service;
-            let detached =
-                !boundary && child.end_unix_ns() > p_end.saturating_add(DETACHED_AFTER_NS);
+            // A message's processing is a request of its own, which its producer never waits
+            // for.
+            let consumer = child.kind == SpanKind::Consumer;
+            let boundary = child.kind == SpanKind::Server
+                || consumer
+                || child.resource.service_name != *service;
+            let detached = consumer
+                || !boundary && child.end_unix_ns() > p_end.saturating_add(DETACHED_AFTER_NS);
             let start_ns = child.start_unix_ns.clamp(p_start, p_end);
             let end_ns = child.end_unix_ns().clamp(start_ns, p_end);
             if !detached && (start_ns != child.start_unix_ns || end_ns != child.end_unix_ns()) {

@@ -32,9 +32,11 @@
 //!   was CPU or I/O, so it is never called either. Saving: at most that time.
 //!
 //! `cpu_hotspot` needs measured CPU (`cpu.time_ns`): self time nobody measured is never taken for
-//! CPU. The first three are reported only when their saving reaches `min_saving_ns`, and no
-//! finding is reported below the noise floor (`noise_floor_ns`, `noise_floor_share` of the
-//! request).
+//! CPU. Duplicates and N+1s are reported whenever the pattern is there, however quick the
+//! queries (their saving ranks them; whether a quick query overlaps another, as an SDK's
+//! millisecond timestamps make it seem, never decides it). Sequential I/O needs a saving of
+//! `min_saving_ns`, and no time-based finding is reported below the noise floor
+//! (`noise_floor_ns`, `noise_floor_share` of the request).
 //!
 //! Invariant: pure; a saving never exceeds the critical-path time of the spans it names, so the
 //! savings of one finding never promise more than the request's duration.
@@ -171,8 +173,16 @@ pub fn findings(
     cpu_hotspots(tree, path, config, &mut out);
     uninstrumented_wait(tree, path, config, &mut out);
     untraced_time(tree, path, gaps, config, &mut out);
+    // Duplicates and N+1s are facts about the request, however quick the queries: they are
+    // ranked by their saving, never dropped for it. Time-based findings below the noise floor
+    // are noise.
     let floor = noise_floor_ns(config, path.nodes[0].duration_ns() as f64);
-    out.retain(|finding| finding.potential_saving_ns as f64 >= floor);
+    out.retain(|finding| {
+        matches!(
+            finding.kind,
+            FindingKind::DuplicateQuery | FindingKind::NPlusOne
+        ) || finding.potential_saving_ns as f64 >= floor
+    });
     out.sort_by(|a, b| {
         b.potential_saving_ns
             .cmp(&a.potential_saving_ns)
@@ -220,6 +230,11 @@ fn repeated_queries<'a>(
 ) {
     let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'a>>> = BTreeMap::new();
     for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
+        // A span that is part of another's call (an ORM's twin, a driver's span inside) is the
+        // same execution.
+        if node.counted_as != node_idx {
+            continue;
+        }
         let span: &'a Span = tree.spans[node.tree_idx];
         let (Some(scanned), Some(statement)) = (&scans[node_idx], &span.semantics.db_statement)
         else {
@@ -265,16 +280,14 @@ fn repeated_queries<'a>(
         let repeatable = scanned.effect.is_repeatable();
         for members in same.values().filter(|m| repeatable && m.len() > 1) {
             let saving: u64 = members[1..].iter().map(|q| q.critical_ns).sum();
-            if saving >= config.min_saving_ns && saving > 0 {
-                reported.extend(members.iter().map(|q| q.node));
-                out.push(Finding {
-                    kind: FindingKind::DuplicateQuery,
-                    name: shape.clone(),
-                    count: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                    potential_saving_ns: saving,
-                    span_ids: span_ids(tree, path, members.iter().map(|q| q.node)),
-                });
-            }
+            reported.extend(members.iter().map(|q| q.node));
+            out.push(Finding {
+                kind: FindingKind::DuplicateQuery,
+                name: shape.clone(),
+                count: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                potential_saving_ns: saving,
+                span_ids: span_ids(tree, path, members.iter().map(|q| q.node)),
+            });
         }
         // Sentry's detector counts repeated spans, not distinct values, so we do too: enough
         // executions, and not all of them the very same query (that is a duplicate alone).
@@ -282,17 +295,14 @@ fn repeated_queries<'a>(
         if n_executions >= config.n_plus_one_min_calls && n_distinct >= 2 {
             let total: u64 = queries.iter().map(|q| q.critical_ns).sum();
             let longest = queries.iter().map(|q| q.critical_ns).max().unwrap_or(0);
-            let saving = total - longest;
-            if saving >= config.min_saving_ns && saving > 0 {
-                reported.extend(queries.iter().map(|q| q.node));
-                out.push(Finding {
-                    kind: FindingKind::NPlusOne,
-                    name: shape.clone(),
-                    count: u32::try_from(queries.len()).unwrap_or(u32::MAX),
-                    potential_saving_ns: saving,
-                    span_ids: span_ids(tree, path, queries.iter().map(|q| q.node)),
-                });
-            }
+            reported.extend(queries.iter().map(|q| q.node));
+            out.push(Finding {
+                kind: FindingKind::NPlusOne,
+                name: shape.clone(),
+                count: u32::try_from(queries.len()).unwrap_or(u32::MAX),
+                potential_saving_ns: total - longest,
+                span_ids: span_ids(tree, path, queries.iter().map(|q| q.node)),
+            });
         }
     }
 }
@@ -437,13 +447,14 @@ fn sequential_io(
         .collect();
     let in_transaction = in_transaction(path, &categories, &effects);
     let cache_aside = cache_aside_reads(tree, path, &categories, &effects);
-    // Visits: consecutive segments of one node merged.
+    // Visits: consecutive segments of one call merged (a span inside a call is that call).
     let mut visits: Vec<(usize, u64)> = Vec::new();
     for seg in &path.segments {
         let len = seg.end_ns - seg.start_ns;
+        let call = path.nodes[seg.node].counted_as;
         match visits.last_mut() {
-            Some((node, total)) if *node == seg.node => *total += len,
-            _ => visits.push((seg.node, len)),
+            Some((node, total)) if *node == call => *total += len,
+            _ => visits.push((call, len)),
         }
     }
     let mut runs: Vec<Vec<usize>> = Vec::new();
@@ -1037,7 +1048,7 @@ GET /report 0..2000 server cpu.time_ns=700000000
     }
 
     #[test]
-    fn small_savings_are_not_reported() {
+    fn quick_duplicates_are_still_duplicates() {
         check(
             r#"
 GET /a 0..100 server
@@ -1048,6 +1059,7 @@ GET /a 0..100 server
                 #1 svc: GET /a 100ms | db 2 untraced 98 | path 1 2 3
                   gap after `SELECT ?`, until the end at 2 for 98 in [1]
                   untraced_time "after `SELECT ?`, until the end" x1 saves 98 [1]
+                  duplicate_query "SELECT ?" x2 saves 1 [2 3]
             "##]],
         );
     }
@@ -1069,7 +1081,6 @@ auth: POST /login 0..400 server http.route=/login
                   gap between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp` at 40 for 300 in [1]
                   gap after `POST idp`, until the end at 390 for 10 in [1]
                   untraced_time "between `SELECT * FROM policy_rules WHERE policy_id = ?` and `POST idp`" x1 saves 300 [1]
-                  sequential_io "sequential calls: SELECT * FROM policy_rules WHERE policy_id = ?, SELECT * FROM users WHERE id = ?" x2 saves 20 [2 4]
             "##]],
         );
     }
@@ -1114,12 +1125,13 @@ GET /report 0..80 server http.route=/report
 
     #[test]
     fn findings_under_the_noise_floor_are_not_reported() {
-        // A 6 ms duplicate passes `min_saving_ns` but is under 2% of a 1 s request.
+        // Two reads one after another would save 6 ms run together: over `min_saving_ns`, but
+        // under 2% of a 1 s request.
         check(
             r#"
 GET /a 0..1000 server cpu.time_ns=1000000
   q 0..6 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1"
-  q 6..12 client db.system=postgresql db.statement="SELECT * FROM t WHERE id = 1"
+  r 6..12 client db.system=postgresql db.statement="SELECT * FROM u WHERE id = 1"
   GET b 12..1000 client http.request.method=GET server.address=b
 "#,
             expect![[r#"

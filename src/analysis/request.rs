@@ -1,7 +1,12 @@
 //! Which spans are requests, and what their endpoints are called.
 //!
-//! A request is a unit of work a service was asked to do: every SERVER span, and any root span
-//! (no parent in the trace) of another kind, such as a job or a message CONSUMER. Its endpoint
+//! A request is a unit of work a service was asked to do: every SERVER span, every CONSUMER span
+//! (a message's processing, whether its parent is the producer's span in the trace or not), and
+//! a root span of in-process work (a job, a script's span). A root that is a call (a CLIENT,
+//! PRODUCER or database span: start-up statements, a pool's pre-ping, a connection) is not a
+//! request: no one asked the service for it, and it is left out. Nor is a span whose parent has
+//! not arrived yet (SDKs export children seconds before their root): its request is analysed once
+//! the root is there. Its endpoint
 //! name must have low cardinality, so ids in paths and span names are templated into `{id}`:
 //! `GET /users/12345` and `GET /users/67890` are one endpoint. An HTTP request that no route
 //! matched and that was answered 404 (a scanner probing `/wp-login.php`, `/.env`) is
@@ -10,11 +15,26 @@
 //! Invariant: pure and total; a name is computed from one span alone (the per-service cap on
 //! endpoints is applied later, with state, elsewhere).
 
+use collector::category::Category;
 use collector::model::{Span, SpanKind};
 
-/// Whether a span is a request: a SERVER span, or a root of any other kind.
-pub fn is_request(span: &Span, parent_in_trace: bool) -> bool {
-    span.kind == SpanKind::Server || !parent_in_trace
+/// Where a span's parent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// In the trace (or cut out of a cycle of parent links).
+    InTrace,
+    /// None: the span is a root.
+    None,
+    /// Named but not in the trace: not arrived yet, or never sent.
+    Missing,
+}
+
+/// Whether a span is a request: see the module's documentation.
+pub fn is_request(span: &Span, parent: Parent) -> bool {
+    match span.kind {
+        SpanKind::Server | SpanKind::Consumer => true,
+        _ => parent == Parent::None && span.category == Category::Cpu,
+    }
 }
 
 /// What an HTTP SERVER span that no route matched and that answered 404 is called after its
@@ -26,6 +46,15 @@ pub const UNROUTED: &str = "(unrouted)";
 /// `"{METHOD} {templated url.path}"` for HTTP SERVER spans, else the span name, ids templated.
 pub fn endpoint_name(span: &Span) -> String {
     let sem = &span.semantics;
+    // A consumer is named by its queue or topic, which is configured, not an id: only the rest
+    // of its name (`orders process`) is templated.
+    if span.kind == SpanKind::Consumer
+        && let Some(destination) = sem.messaging_destination.as_deref()
+        && let Some(rest) = span.name.strip_prefix(destination)
+        && (rest.is_empty() || rest.starts_with(' '))
+    {
+        return format!("{destination}{}", template_name(rest));
+    }
     if let Some(method) = &sem.http_method {
         if let Some(route) = &sem.http_route {
             return format!("{method} {route}");
@@ -193,8 +222,12 @@ mod tests {
         let ids: std::collections::HashSet<_> = spans.iter().map(|s| s.span_id).collect();
         let mut out = String::new();
         for span in &spans {
-            let parent_in_trace = span.parent_span_id.is_some_and(|p| ids.contains(&p));
-            let marker = if is_request(span, parent_in_trace) {
+            let parent = match span.parent_span_id {
+                None => Parent::None,
+                Some(p) if ids.contains(&p) => Parent::InTrace,
+                Some(_) => Parent::Missing,
+            };
+            let marker = if is_request(span, parent) {
                 "request"
             } else {
                 "-"
@@ -289,7 +322,7 @@ GET /x 0..1 client http.request.method=GET url.full=http://a/x http.response.sta
                 request GET /users/:id
                 request GET /users/{id}
                 request GET /users/{id}
-                request GET /x
+                - GET /x
             "#]],
         );
     }

@@ -144,7 +144,16 @@ pub struct Analyzer {
     /// The highest watermark a commit may still carry: below the blocks of a batch whose
     /// analysis failed, so that the next start replays them (SQLite; `None` when none failed).
     watermark_cap: Option<i64>,
+    /// Traces analysed while some of their spans waited for a parent (children exported before
+    /// their root), with the newest block that analysis saw: when more of such a trace arrives,
+    /// it is analysed again from all its stored spans, as a trace analysed before is (SQLite).
+    awaiting_parent: HashMap<TraceId, i64>,
 }
+
+/// Traces remembered as awaiting a parent, at most: roots that never come must not grow the map
+/// without bound (past it, it starts over, and a late root of a forgotten trace is analysed with
+/// the spans of its own batch).
+const MAX_AWAITING_PARENT: usize = 100_000;
 
 /// A commit running in the background, and the traces it writes.
 struct InFlight {
@@ -223,6 +232,7 @@ impl Analyzer {
             in_flight: None,
             queued: None,
             watermark_cap: None,
+            awaiting_parent: HashMap::new(),
         })
     }
 
@@ -352,7 +362,14 @@ impl Analyzer {
             self.store.analysed_traces(&ids),
             analyse_parts(batch, &self.config)
         );
-        let (prior, mut analysed) = (prior?, analysed?);
+        let (mut prior, mut analysed) = (prior?, analysed?);
+        if !self.awaiting_parent.is_empty() {
+            for trace_id in &ids {
+                if let Some(seen_through) = self.awaiting_parent.remove(trace_id) {
+                    prior.entry(*trace_id).or_insert(seen_through);
+                }
+            }
+        }
         if !prior.is_empty() {
             analysed.retain(|trace| !prior.contains_key(&trace.trace_id));
             let mut at_hand = Vec::new();
@@ -367,6 +384,13 @@ impl Analyzer {
                 ..Batch::default()
             };
             analysed.extend(analyse_parts(batch, &self.config).await?);
+        }
+        for trace in analysed.iter().filter(|trace| trace.awaits_parent) {
+            if self.awaiting_parent.len() >= MAX_AWAITING_PARENT {
+                self.awaiting_parent.clear();
+            }
+            self.awaiting_parent
+                .insert(trace.trace_id, trace.last_block_id);
         }
         let mut commit = self.commit_of(analysed, Vec::new()).await?;
         commit.watermark = Some(watermark);

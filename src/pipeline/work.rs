@@ -20,7 +20,7 @@ use collector::model::{Resource, Span, TraceId};
 use foldhash::fast::RandomState;
 use tracing::error;
 
-use crate::analysis::{AnalysisConfig, RequestAnalysis, analyze_trace, reads_attribute};
+use crate::analysis::{AnalysisConfig, Anomaly, RequestAnalysis, analyze_trace, reads_attribute};
 use crate::store::{block, canonical_attributes};
 
 /// Below this many traces a part is not worth a thread of its own.
@@ -93,6 +93,9 @@ pub struct AnalysedTrace {
     pub last_block_id: i64,
     /// Odd input worked around (orphans, skew, cycles, duplicate ids).
     pub anomalies: u64,
+    /// Some of its spans wait for a parent that has not arrived (SDKs export children seconds
+    /// before their root): when more of the trace comes, it is analysed again whole.
+    pub awaits_parent: bool,
 }
 
 /// Cuts a batch into parts to analyse side by side, one per core (fewer for a small batch), each
@@ -201,6 +204,9 @@ fn analyse_part(
             reanalysed,
             old,
             last_block_id: item.last_block_id,
+            awaits_parent: anomalies
+                .iter()
+                .any(|anomaly| matches!(anomaly, Anomaly::OrphanSpan { .. })),
             anomalies: anomalies.len() as u64,
         });
     }

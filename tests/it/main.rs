@@ -13,6 +13,7 @@ mod assets;
 mod bench;
 mod browser;
 mod compare;
+mod corpus;
 mod crash;
 mod demo;
 mod fuzz;

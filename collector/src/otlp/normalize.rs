@@ -20,6 +20,7 @@ enum Field {
     HttpStatus,
     RpcSystem,
     MessagingSystem,
+    MessagingDestination,
     CpuTime,
 }
 
@@ -49,6 +50,11 @@ fn field_of(key: &[u8]) -> Option<(Field, u8)> {
         b"http.status_code" => (Field::HttpStatus, 1),
         b"rpc.system" => (Field::RpcSystem, 0),
         b"messaging.system" => (Field::MessagingSystem, 0),
+        b"messaging.destination.name" => (Field::MessagingDestination, 0),
+        b"messaging.destination" => (Field::MessagingDestination, 1),
+        // RabbitMQ's default exchange has an empty name: the routing key is the queue.
+        b"messaging.rabbitmq.destination.routing_key" => (Field::MessagingDestination, 2),
+        b"messaging.rabbitmq.routing_key" => (Field::MessagingDestination, 3),
         b"cpu.time_ns" => (Field::CpuTime, 0),
         _ => return None,
     })
@@ -68,6 +74,11 @@ impl<'a> Found<'a> {
     fn of(attributes: &'a [KeyValue]) -> Self {
         let mut found = Found([None; N_FIELDS]);
         for kv in attributes {
+            // An empty text is no value: a better-ranked name that is empty does not hide a
+            // worse-ranked one that says something.
+            if matches!(&kv.value, AttrValue::Str(text) if text.is_empty()) {
+                continue;
+            }
             if let Some((field, rank)) = field_of(kv.key.as_bytes()) {
                 let slot = &mut found.0[field as usize];
                 if slot.is_none_or(|(best, _)| rank < best) {
@@ -113,6 +124,7 @@ pub fn semantics(attributes: &[KeyValue]) -> Semantics {
         http_status_code: found.value(Field::HttpStatus).and_then(AttrValue::as_i64),
         rpc_system: found.text(Field::RpcSystem),
         messaging_system: found.text(Field::MessagingSystem),
+        messaging_destination: found.text(Field::MessagingDestination),
         cpu_time_ns: found
             .value(Field::CpuTime)
             .and_then(AttrValue::as_i64)
@@ -211,6 +223,15 @@ mod tests {
         assert_eq!(sem.url_full.as_deref(), Some("http://a/users/12?x=1"));
         assert_eq!(sem.server_address.as_deref(), Some("a"));
         assert_eq!(sem.http_status_code, Some(404));
+    }
+
+    #[test]
+    fn an_empty_destination_gives_way_to_the_routing_key() {
+        let sem = semantics(&[
+            kv("messaging.destination", s("")),
+            kv("messaging.rabbitmq.routing_key", s("orders")),
+        ]);
+        assert_eq!(sem.messaging_destination.as_deref(), Some("orders"));
     }
 
     #[test]

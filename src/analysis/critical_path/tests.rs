@@ -96,7 +96,7 @@ GET /a 0..100 server
 }
 
 #[test]
-fn orphan_is_its_own_request() {
+fn an_orphan_waits_for_its_root() {
     check(
         r#"
 GET /a 0..100 server
@@ -105,7 +105,6 @@ lost 10..20 internal parent=99
 "#,
         expect![[r#"
             #1 svc: GET /a 100ms | untraced 100 | path 1
-            #2 svc: lost 10ms | db 6 untraced 4 | path 2 3
             anomaly: orphan #2
         "#]],
     );
@@ -293,6 +292,41 @@ auth: POST /login 0..100 server
             #1 auth: POST /login 100ms | network 80 untraced 20 | path 1 2
             #3 idp: POST /saml 75ms | untraced 75 | path 3
             anomaly: child outside parent #3
+        "#]],
+    );
+}
+
+#[test]
+fn a_consumer_is_its_own_request_and_its_producer_never_waits_for_it() {
+    // Celery: the worker shares the web's service name, its CONSUMER span is a child of the
+    // web request's PRODUCER span, and it runs after the response.
+    check(
+        r#"
+shop: POST /ship 0..50 server http.route=/ship
+  apply_async 10..15 producer messaging.system=rabbitmq
+    run/ship_order 40..140 consumer messaging.system=rabbitmq
+      UPDATE 60..80 client db.system=postgresql db.statement="UPDATE orders SET shipped = true WHERE id = 7"
+"#,
+        expect![[r#"
+            #1 shop: POST /ship 50ms | messaging 5 untraced 45 | path 1 2
+            #3 shop: run/ship_order 100ms | db 20 untraced 80 | path 3 4
+        "#]],
+    );
+}
+
+#[test]
+fn roots_that_are_calls_are_not_requests() {
+    // Start-up statements, a pool's connection and a DNS lookup: nobody asked for them.
+    check(
+        r#"
+CREATE 0..5 client db.system=postgresql db.statement="CREATE TABLE t (id int)"
+pg-pool.connect 10..12 client db.system=postgresql parent=none
+dns.lookup 20..21 client parent=none
+nightly 30..90 internal parent=none
+  SELECT 40..60 client db.system=postgresql db.statement="SELECT 1"
+"#,
+        expect![[r#"
+            #4 svc: nightly 60ms | db 20 untraced 40 | path 4 5
         "#]],
     );
 }
