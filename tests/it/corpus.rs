@@ -5,6 +5,12 @@
 //! `truth.jsonl`). Offline: the captures are in the repository, so a plain `cargo test` checks
 //! every span shape they hold.
 //!
+//! The live half runs the applications themselves (`drive.py` of each, against this machine's
+//! PostgreSQL, Redis and RabbitMQ) and judges the exports of that run the same way. It needs a
+//! Python with `tests/corpus/python/requirements.txt` (`BOTTLENECK_CORPUS_PYTHON`) and
+//! `npm ci` done in `tests/corpus/node`; without them it says it is skipped, unless
+//! `BOTTLENECK_PYTHON_TESTS=1` demands it (as CI does).
+//!
 //! Each export keeps its place in time relative to the others (moved to a few minutes ago as a
 //! whole, so retention and the default window keep it), and exports are sent apart by more than
 //! the grace period, as an SDK's batch processor sends them: a request whose root comes in a
@@ -29,8 +35,8 @@ const BETWEEN_EXPORTS: Duration = Duration::from_millis(700);
 /// statements is exact; the share leaves room for a mean over a handful of requests).
 const TOLERANCE: f64 = 0.05;
 
-fn exports(app: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(FIXTURES).join(app))
+fn exports(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("the corpus is in the repository")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "pb"))
@@ -48,8 +54,9 @@ fn now_ns() -> u64 {
 
 /// Sends the captured exports in order, every timestamp moved by one offset so the first span
 /// starts five minutes ago.
-async fn replay(app: &TestApp, name: &str) {
-    let mut requests: Vec<ExportTraceServiceRequest> = exports(name)
+async fn replay(app: &TestApp, dir: &Path) {
+    let name = dir.display();
+    let mut requests: Vec<ExportTraceServiceRequest> = exports(dir)
         .iter()
         .map(|path| {
             ExportTraceServiceRequest::decode(std::fs::read(path).unwrap().as_slice())
@@ -187,13 +194,12 @@ async fn judge(app: &TestApp, expect: &Json) -> Vec<String> {
     wrong
 }
 
-async fn check(name: &str) {
-    let expect: Json = serde_json::from_slice(
-        &std::fs::read(Path::new(FIXTURES).join(name).join("expect.json")).unwrap(),
-    )
-    .unwrap();
+async fn check(dir: &Path) {
+    let name = dir.display();
+    let expect: Json =
+        serde_json::from_slice(&std::fs::read(dir.join("expect.json")).unwrap()).unwrap();
     let app = spawn_app().await;
-    replay(&app, name).await;
+    replay(&app, dir).await;
     // Every stored block analysed: the watermark reaches the last block.
     app.eventually(Duration::from_secs(30), || async {
         let blocks = app.store.stats().await.ok()?.n_blocks;
@@ -208,10 +214,63 @@ async fn check(name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_flask_sqlalchemy_redis_celery() {
-    check("python").await;
+    check(&Path::new(FIXTURES).join("python")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_express_pg_ioredis_amqplib() {
-    check("node").await;
+    check(&Path::new(FIXTURES).join("node")).await;
+}
+
+/// The driver's exit status when PostgreSQL, Redis or RabbitMQ does not answer.
+const EXIT_NO_SERVICES: i32 = 77;
+
+/// Runs one application's driver into a fresh folder and judges what it exported; says so and
+/// returns when it cannot run here and that is allowed.
+async fn live(app: &str) {
+    let demanded = std::env::var("BOTTLENECK_PYTHON_TESTS").as_deref() == Ok("1");
+    let Ok(python) = std::env::var("BOTTLENECK_CORPUS_PYTHON") else {
+        assert!(
+            !demanded,
+            "BOTTLENECK_PYTHON_TESTS=1 but BOTTLENECK_CORPUS_PYTHON is not set"
+        );
+        eprintln!("skipped: the live {app} corpus needs BOTTLENECK_CORPUS_PYTHON");
+        return;
+    };
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(app)
+        .join("drive.py");
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(driver)
+            .arg("--out")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    if status.code() == Some(EXIT_NO_SERVICES) && !demanded {
+        eprintln!(
+            "skipped: PostgreSQL, Redis or RabbitMQ does not answer for the live {app} corpus"
+        );
+        return;
+    }
+    assert!(
+        status.success(),
+        "the live {app} corpus run failed: {status}"
+    );
+    check(out.path()).await;
+}
+
+/// One after the other: the two runs share this machine's services and its two cores, and each
+/// app's timing (its late roots) depends on not being starved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_python_and_node_apps() {
+    live("python").await;
+    live("node").await;
 }
