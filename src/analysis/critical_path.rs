@@ -6,8 +6,9 @@
 //! time; the walk descends into the child and then continues from the child's start. Whatever is
 //! left when no child remains is the parent's self time again.
 //!
-//! The request's subtree stops at another request: a SERVER or CONSUMER span, or a span of
-//! another service. A CONSUMER is never waited for, and neither is a child that ends more than a
+//! The request's subtree stops at another request: a SERVER span of another process, a
+//! CONSUMER span, or a span of another service (a framework's SERVER span inside the server's
+//! own, in one process, is part of the request). A CONSUMER is never waited for, and neither is a child that ends more than a
 //! millisecond after its parent (detached): neither is on the critical path.
 //! Time under such a boundary child counts as the caller's: the CLIENT span's own category
 //! (`network` for a remote call), or `network` when it hangs directly under in-process work.
@@ -32,7 +33,7 @@ use collector::model::{Span, SpanKind};
 use std::rc::Rc;
 
 use super::span_tree::SpanTree;
-use super::{Anomaly, Breakdown, sql};
+use super::{Anomaly, Breakdown, request, sql};
 
 /// One span of the request's subtree.
 #[derive(Debug, Clone)]
@@ -263,8 +264,11 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
             let child = tree.spans[child_idx];
             // A message's processing is a request of its own, which its producer never waits
             // for.
+            // A SERVER span of the request's own process (a framework's inside the server's) is
+            // part of the request; another process's is a request of its own.
             let consumer = child.kind == SpanKind::Consumer;
-            let boundary = child.kind == SpanKind::Server
+            let boundary = (child.kind == SpanKind::Server
+                && !request::same_process(child, root_span))
                 || consumer
                 || child.resource.service_name != *service;
             let detached = consumer

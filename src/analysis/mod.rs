@@ -295,13 +295,61 @@ pub fn analyze_trace(
             // A root, or cut out of a cycle of parent links (which makes it one).
             request::Parent::None
         };
-        if request::is_request(span, parent) {
+        if request::is_request(span, parent) && !inside_own_server_span(&tree, idx) {
             let (analysis, found) = analyze_request(&tree, idx, config);
             requests.push(analysis);
             anomalies.extend(found);
         }
     }
     (requests, anomalies)
+}
+
+/// Whether a SERVER span sits inside another SERVER span of its own process (Node's http span
+/// around Next.js', a servlet's around DispatcherServlet's): one request, not two.
+fn inside_own_server_span(tree: &span_tree::SpanTree<'_>, idx: usize) -> bool {
+    let span = tree.spans[idx];
+    if span.kind != collector::model::SpanKind::Server {
+        return false;
+    }
+    let mut up = tree.parent[idx];
+    // The same process's ancestors only; a span seen twice means a cycle, already cut.
+    for _ in 0..tree.len() {
+        let Some(ancestor) = up else {
+            return false;
+        };
+        let ancestor_span = tree.spans[ancestor];
+        if !request::same_process(span, ancestor_span) {
+            return false;
+        }
+        if ancestor_span.kind == collector::model::SpanKind::Server {
+            return true;
+        }
+        up = tree.parent[ancestor];
+    }
+    false
+}
+
+/// The endpoint of a request: its own name, or where its span has no route and a SERVER span
+/// of the same process inside it has one (a framework's span inside the server's), the most
+/// specific: the deepest such span's.
+fn request_endpoint(tree: &span_tree::SpanTree<'_>, path: &critical_path::CriticalPath) -> String {
+    let span = tree.spans[path.nodes[0].tree_idx];
+    if span.semantics.http_route.is_none() {
+        let inner = path
+            .nodes
+            .iter()
+            .skip(1)
+            .filter(|node| {
+                let inner = tree.spans[node.tree_idx];
+                inner.kind == collector::model::SpanKind::Server
+                    && inner.semantics.http_route.is_some()
+            })
+            .max_by_key(|node| node.depth);
+        if let Some(inner) = inner {
+            return request::endpoint_name(tree.spans[inner.tree_idx]);
+        }
+    }
+    request::endpoint_name(span)
 }
 
 /// Analyses the request at position `request` of an indexed trace.
@@ -346,7 +394,7 @@ pub fn analyze_request(
         span_id: span.span_id,
         service: span.resource.service_name.clone(),
         version: span.resource.service_version.clone().unwrap_or_default(),
-        endpoint: request::endpoint_name(span),
+        endpoint: request_endpoint(tree, &path),
         start_unix_ns: span.start_unix_ns,
         // The clamped duration: equal to the span's unless its end overflowed the clock.
         duration_ns: path.nodes[0].duration_ns(),

@@ -15,8 +15,19 @@
 //! Invariant: pure and total; a name is computed from one span alone (the per-service cap on
 //! endpoints is applied later, with state, elsewhere).
 
+use std::sync::Arc;
+
 use collector::category::Category;
 use collector::model::{Span, SpanKind};
+
+/// Whether two spans come from one process: the same resource (the SDK sends one per process),
+/// or, where an exporter repeats it per export, an equal one.
+pub fn same_process(a: &Span, b: &Span) -> bool {
+    Arc::ptr_eq(&a.resource, &b.resource)
+        || (a.resource.service_name == b.resource.service_name
+            && a.resource.service_instance_id == b.resource.service_instance_id
+            && a.resource.attributes == b.resource.attributes)
+}
 
 /// Where a span's parent is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -330,3 +330,19 @@ nightly 30..90 internal parent=none
         "#]],
     );
 }
+
+#[test]
+fn two_server_spans_of_one_process_are_one_request_named_by_the_inner_route() {
+    // Node's http SERVER span around Next.js' SERVER span: one request, the framework's route,
+    // and the inner span's time is the request's own, not network.
+    check(
+        r#"
+web: GET 0..100 server http.request.method=GET url.path=/blog/42
+  GET /blog/[slug] 5..95 server http.request.method=GET http.route=/blog/[slug]
+    SELECT 10..40 client db.system=postgresql db.statement="SELECT * FROM posts WHERE slug = $1"
+"#,
+        expect![[r#"
+            #1 web: GET /blog/[slug] 100ms | db 30 untraced 70 | path 1 2 3
+        "#]],
+    );
+}
