@@ -18,7 +18,7 @@ import pytest
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -51,27 +51,49 @@ def test_value_includes_the_children(traced):
 
 
 def test_value_is_set_before_a_processor_added_earlier_sees_the_span(traced):
-    # The in-memory exporter of the fixture was added before the CPU time processor, and it
-    # exports in on_end: it has the value, so every later exporter has it too.
+    # The exporter of the fixture was added before the CPU time processor, and it exports in
+    # on_end: it has the value, so every later exporter has it too.
     with traced.tracer.start_as_current_span("request"):
         burn_cpu(1 * MS)
     assert traced.cpu_time_ns()["request"] >= 1 * MS
 
 
-@pytest.mark.parametrize("wrap_end", [False, True], ids=["ending hook", "end wrapper"])
-def test_batch_processor_added_before_exports_the_value(wrap_end):
+@pytest.mark.parametrize("wrap_on_end", [False, True], ids=["ending hook", "on_end wrapper"])
+def test_batch_processor_added_before_exports_the_value(wrap_on_end):
     provider = TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     processor = bottleneck_cputime.install(provider)
-    if not wrap_end and processor._wrap_end:
+    if not wrap_on_end and processor._wrap_on_end:
         pytest.skip("this SDK has no _on_ending hook that takes the attribute")
-    processor._wrap_end = wrap_end
+    processor._wrap_on_end = wrap_on_end
     with provider.get_tracer("tests").start_as_current_span("request"):
         burn_cpu(1 * MS)
     provider.shutdown()  # exports what the batch holds
     spans = exporter.get_finished_spans()
     assert [span.attributes["cpu.time_ns"] >= 1 * MS for span in spans] == [True]
+
+
+@pytest.mark.parametrize("wrap_on_end", [False, True], ids=["ending hook", "on_end wrapper"])
+def test_full_attribute_table_keeps_its_attributes_and_gets_no_value(wrap_on_end):
+    res = support.traced(SpanLimits(max_span_attributes=2))
+    if not wrap_on_end and res.processor._wrap_on_end:
+        pytest.skip("this SDK has no _on_ending hook that takes the attribute")
+    res.processor._wrap_on_end = wrap_on_end
+    for name, attributes in (
+        ("full", {"a": 1, "b": 2}),
+        ("room for it", {"a": 1}),
+        ("set by the application", {"a": 1, "cpu.time_ns": -1}),
+    ):
+        with res.tracer.start_as_current_span(name, attributes=attributes):
+            burn_cpu(1 * MS)
+    res.provider.shutdown()
+    spans = dict(res.exporter.snapshots)
+    # Adding the value would have pushed the oldest attribute out.
+    assert spans["full"] == {"a": 1, "b": 2}
+    assert spans["room for it"]["cpu.time_ns"] >= 1 * MS
+    # Replaced where it is, which takes no room.
+    assert spans["set by the application"]["cpu.time_ns"] >= 1 * MS
 
 
 def test_span_ended_on_another_thread_has_no_value(traced):

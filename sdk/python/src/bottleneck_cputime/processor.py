@@ -33,7 +33,6 @@ from opentelemetry.trace import SpanContext
 #: The span attribute, an int of nanoseconds.
 ATTRIBUTE = "cpu.time_ns"
 
-_get_ident = threading.get_ident
 _modules = sys.modules
 
 
@@ -51,39 +50,31 @@ def thread_clock() -> Callable[[], int] | None:
     return clock
 
 
-class _Open:
-    """A measured span that has not ended yet, as its thread's stack holds it."""
-
-    __slots__ = ("span", "span_id", "trace_id", "cpu_start_ns", "left_out")
-
-    def __init__(self, span: Span, span_id: int, trace_id: int) -> None:
-        self.span = span
-        self.span_id = span_id
-        self.trace_id = trace_id
-        self.cpu_start_ns = 0
-        # Set once the thread's CPU time can no longer be this span's alone: a span that is not
-        # its descendant started on the thread while it was open, or the process forked.
-        self.left_out = False
-
-
 class CpuTimeSpanProcessor(SpanProcessor):
     """Sets ``cpu.time_ns`` on every span it can measure exactly, as the span ends.
 
     The value is in place before any processor's ``on_end`` gets its snapshot of the span (a
     ``BatchSpanProcessor`` added earlier included), so the order in which processors were added
     does not matter. Where the SDK calls ``_on_ending`` first (1.40 and later), the value is
-    written there; older SDKs have no hook between the last moment the span takes attributes and
-    the snapshot, so there the processor wraps the span's ``end`` instead. Which one works is
-    tried once, on a span of a private provider, when the processor is made.
+    written there; older SDKs have no such hook, so there each measured span is handed a wrapper
+    of its provider's span processor, whose ``on_end`` writes the value before it passes the span
+    on. Which one works is tried once, on a span of a private provider, when the processor is
+    made.
     """
 
     def __init__(self) -> None:
         # None while switched off or where the platform has no thread CPU clock: one test per span.
         self._clock = thread_clock()
-        self._wrap_end = not _ending_hook_takes_attribute()
-        # Each thread's open measured spans, outermost first. Each one is the descendant of the one
-        # below it: a start that breaks that chain leaves the spans it breaks out and drops them.
-        # Only the owning thread ever changes its stack.
+        self._wrap_on_end = not _ending_hook_takes_attribute()
+        # The wrapper handed to spans of SDKs without _on_ending. One serves every span of a
+        # provider; it is made again only for a span of another provider.
+        self._on_end_wrapper: _OnEndWrapper | None = None
+        # Each thread's open measured spans, outermost first, each as a tuple of the span and the
+        # thread CPU clock's reading at its start, or None where the span is left out (it started
+        # interleaved with another request, or was open across a fork). Each one is the
+        # descendant of the one below it: a start that breaks that chain leaves the spans it
+        # breaks out and drops them. Only the owning thread ever changes its stack. A tuple, not
+        # an object with fields: one is made for every span, and a tuple costs a fraction of it.
         self._local = threading.local()
         if hasattr(os, "register_at_fork"):
             # Weak, as the SDK does it: a hook cannot be unregistered, the processor can go away.
@@ -105,6 +96,8 @@ class CpuTimeSpanProcessor(SpanProcessor):
     def enabled(self, on: bool) -> None:
         self._clock = thread_clock() if on else None
 
+    # The hot path reads the span's _parent, _context and _end_time rather than their properties,
+    # which are Python calls; ReadableSpan has had these attributes since SDK 1.0.
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         clock = self._clock
         if clock is None:
@@ -116,39 +109,53 @@ class CpuTimeSpanProcessor(SpanProcessor):
             stack = local.stack = []
         interleaved = False
         if stack:
-            parent = span.parent
-            top = stack[-1]
-            if parent is None or top.span_id != parent.span_id or top.trace_id != parent.trace_id:
+            parent = span._parent
+            top = stack[-1][0]._context
+            # A parent started through the SDK hands its children its own SpanContext, so the
+            # identity test settles the usual case without reading the ids.
+            if parent is not top and (
+                parent is None or parent.span_id != top.span_id or parent.trace_id != top.trace_id
+            ):
                 interleaved = _drop_non_ancestors(stack, parent)
         if _get_running_loop() is not None or (
-            _modules.get("greenlet") is not None and _greenlets_share_thread()
+            "greenlet" in _modules and _greenlets_share_thread()
         ):
             # Other tasks run on this thread whenever this one waits, without a span to show it.
             return
-        context = span.context
-        record = _Open(span, context.span_id, context.trace_id)
-        record.left_out = interleaved
-        stack.append(record)
-        if self._wrap_end:
-            _wrap_end(span, record, stack, clock)
-        # Last, so that the bookkeeping above is not counted.
-        record.cpu_start_ns = clock()
+        if self._wrap_on_end:
+            # The span's end() passes it to span._span_processor, the provider's until now.
+            try:
+                inner = span._span_processor
+                wrapper = self._on_end_wrapper
+                if wrapper is None or wrapper.inner is not inner:
+                    wrapper = self._on_end_wrapper = _OnEndWrapper(self, inner)
+                span._span_processor = wrapper
+            except AttributeError:
+                # A span of another make: there is no way in, so no value.
+                interleaved = True
+        # Read last, so that the bookkeeping above is not counted; a span left out needs none.
+        stack.append((span, None if interleaved else clock()))
 
-    def _on_ending(self, span: Span) -> None:
-        # Called by SDK 1.40 and later on the thread that ends the span, after the span was frozen
-        # and before any on_end.
-        clock = self._clock
-        if clock is None or self._wrap_end:
+    def _on_ending(self, span: Span | ReadableSpan, wrapped: bool = False) -> None:
+        # Called on the thread that ends the span, once it is frozen and before any on_end: by SDK
+        # 1.40 and later, or else by the on_end wrapper, with the span's snapshot (which shares
+        # the span's attribute table). Where the wrapper is in use on an SDK that has the hook as
+        # well (the tests do that), the SDK's call, which comes first, leaves the span to it.
+        if self._wrap_on_end and not wrapped:
             return
-        cpu_end_ns = clock()
         try:
             stack = self._local.stack
         except AttributeError:
             return  # This thread never started a measured span: it ended one of another thread.
         # The span is usually the innermost open one of its thread.
-        record = stack.pop() if stack and stack[-1].span is span else _pop_record(stack, span)
-        if record is not None and not record.left_out:
-            _write_attribute(span, cpu_end_ns - record.cpu_start_ns, frozen=True)
+        context = span._context
+        if stack and stack[-1][0]._context is context:
+            cpu_start_ns = stack.pop()[1]
+        else:
+            cpu_start_ns = _pop_start(stack, context)
+        clock = self._clock
+        if cpu_start_ns is not None and clock is not None:
+            _write_attribute(span, clock() - cpu_start_ns)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass
@@ -156,8 +163,9 @@ class CpuTimeSpanProcessor(SpanProcessor):
     def _forget_open_spans(self) -> None:
         """In a forked child the thread CPU clock starts again from zero, so no span that was open
         across the fork can be measured. Only the forking thread lives on in the child."""
-        for record in getattr(self._local, "stack", ()):
-            record.left_out = True
+        stack = getattr(self._local, "stack", None)
+        if stack:
+            stack[:] = [(span, None) for span, _ in stack]
 
     def shutdown(self) -> None:
         pass
@@ -166,77 +174,54 @@ class CpuTimeSpanProcessor(SpanProcessor):
         return True
 
 
-def _pop_record(stack: list[_Open], span: Span) -> _Open | None:
-    """Takes the span's record off this thread's stack; ``None`` where this thread has none."""
-    if stack:
-        record = stack[-1]
-        if record.span is span:
-            stack.pop()
-            return record
-        for idx in range(len(stack) - 2, -1, -1):
-            record = stack[idx]
-            if record.span is span:
-                del stack[idx]
-                return record
+def _pop_start(stack: list[tuple[Span, int | None]], context: SpanContext) -> int | None:
+    """Takes the span of ``context`` off this thread's stack and returns its start reading;
+    ``None`` where it is left out or not there (it started on another thread, or was dropped as
+    interleaved). The SpanContext object is the span's own, and its snapshot's."""
+    for idx in range(len(stack) - 1, -1, -1):
+        if stack[idx][0]._context is context:
+            return stack.pop(idx)[1]
     return None
 
 
-def _wrap_end(span: Span, record: _Open, stack: list[_Open], clock: Callable[[], int]) -> None:
-    """For SDKs without ``_on_ending``: sets the attribute inside the span's own ``end()``.
-
-    The span still takes attributes then, and no processor has seen it ended. The instance
-    attribute is removed when it runs, which also breaks the span -> end -> span reference cycle.
+class _OnEndWrapper:
+    """What a span calls in place of its provider's span processor, on SDKs without
+    ``_on_ending``: it sets the value, then passes the span on, so that every processor's
+    ``on_end`` finds it in place. The span is frozen by then (``end()`` set its end time under
+    the lock that every ``set_attribute`` takes and checks it under), and the snapshot that
+    ``on_end`` gets shares the span's attribute table.
     """
-    real_end = span.end
 
-    def end(end_time: int | None = None) -> None:
-        cpu_end_ns = clock()
-        span.__dict__.pop("end", None)
-        # Ended on another thread: that thread's CPU clock says nothing about this span, and the
-        # record stays on its own thread's stack until that thread's next unrelated start drops it.
-        if _get_ident() == thread_id and _pop_record(stack, span) is record and not record.left_out:
-            cpu_time_ns = cpu_end_ns - record.cpu_start_ns
-            if not _write_attribute(span, cpu_time_ns, frozen=False):
-                span.set_attribute(ATTRIBUTE, cpu_time_ns)
-        real_end(end_time)
+    __slots__ = ("processor", "inner")
 
-    thread_id = _get_ident()
-    try:
-        span.end = end  # type: ignore[method-assign]
-    except AttributeError:
-        # A span class without an instance dict: there is no way in, so no value.
-        record.left_out = True
+    def __init__(self, processor: CpuTimeSpanProcessor, inner: SpanProcessor) -> None:
+        self.processor = processor
+        self.inner = inner
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.processor._on_ending(span, wrapped=True)
+        self.inner.on_end(span)
+
+    def __getattr__(self, name: str) -> object:
+        # Whatever else the span calls (_on_ending, where the SDK has it) is the provider's.
+        return getattr(self.inner, name)
 
 
-def _write_attribute(span: Span, cpu_time_ns: int, frozen: bool) -> bool:
-    """Puts the value into the span's attribute table directly; False where that is not possible.
+def _write_attribute(span: Span | ReadableSpan, cpu_time_ns: int) -> None:
+    """Puts the value into the attribute table of an ended span directly, where it has room.
 
-    ``set_attribute`` refuses once the span is ending, and before that it validates and copies
-    the value under two locks, which costs nearly as much as the two clock reads; an int needs
-    none of that. The write is done only while the table is the SDK's ``BoundedAttributes`` as
-    known and has room (a full table would have to drop another attribute, so the value is left
-    out instead). A ``frozen`` span has no other writer: ``end()`` set its end time under the lock
-    that every ``set_attribute`` takes and checks it under, so no lock is needed then.
+    ``set_attribute`` refuses once the span is ending. Nothing else writes to the table then:
+    ``end()`` set the end time under the lock that every ``set_attribute`` takes and checks it
+    under, so no lock is needed. A full table would have to drop another attribute, so the value
+    is left out then, as it is where the table is not the SDK's ``BoundedAttributes`` as known.
     """
     try:
-        attributes = span._attributes  # type: ignore[attr-defined]
+        attributes = span._attributes  # type: ignore[union-attr]
         table, maxlen = attributes._dict, attributes.maxlen
     except AttributeError:
-        return False
-    if not isinstance(table, dict):
-        return False
-    if frozen:
-        if maxlen is None or len(table) < maxlen or ATTRIBUTE in table:
-            table[ATTRIBUTE] = cpu_time_ns
-            return True
-        return False
-    with attributes._lock:
-        if not attributes._immutable and (
-            maxlen is None or len(table) < maxlen or ATTRIBUTE in table
-        ):
-            table[ATTRIBUTE] = cpu_time_ns
-            return True
-    return False
+        return
+    if isinstance(table, dict) and (maxlen is None or len(table) < maxlen or ATTRIBUTE in table):
+        table[ATTRIBUTE] = cpu_time_ns
 
 
 def _ending_hook_takes_attribute() -> bool:
@@ -250,7 +235,7 @@ def _ending_hook_takes_attribute() -> bool:
 
     class Probe(SpanProcessor):
         def _on_ending(self, span: Span) -> None:
-            _write_attribute(span, 1, frozen=True)
+            _write_attribute(span, 1)
 
         def on_end(self, span: ReadableSpan) -> None:
             seen.append((span.attributes or {}).get(ATTRIBUTE))
@@ -263,10 +248,11 @@ def _ending_hook_takes_attribute() -> bool:
     return seen == [1]
 
 
-def _drop_non_ancestors(stack: list[_Open], parent: SpanContext | None) -> bool:
-    """Marks and drops the open spans of the thread that are not ancestors of a starting span, and
-    tells whether there was any: then the two requests' work may alternate on the thread, and the
-    starting span's value would hold the other's CPU time as much as the other way round.
+def _drop_non_ancestors(stack: list[tuple[Span, int | None]], parent: SpanContext | None) -> bool:
+    """Drops the open spans of the thread that are not ancestors of a starting span, and tells
+    whether there was any: then the two requests' work may alternate on the thread, and the
+    starting span's value would hold the other's CPU time as much as the other way round. A span
+    dropped gets no value, as its end no longer finds it.
 
     An ancestor is proven only through the chain of open spans on this thread; a parent that is
     not among them (a remote parent, a parent on another thread, another trace) proves nothing,
@@ -276,14 +262,13 @@ def _drop_non_ancestors(stack: list[_Open], parent: SpanContext | None) -> bool:
     keep = 0
     if parent is not None:
         for idx in range(len(stack) - 1, -1, -1):
-            record = stack[idx]
-            if record.span_id == parent.span_id and record.trace_id == parent.trace_id:
+            context = stack[idx][0]._context
+            if context.span_id == parent.span_id and context.trace_id == parent.trace_id:
                 keep = idx + 1
                 break
     interleaved = False
-    for record in stack[keep:]:
-        record.left_out = True
-        if record.span.end_time is None:
+    for span, _ in stack[keep:]:
+        if span._end_time is None:
             interleaved = True
     del stack[keep:]
     return interleaved
