@@ -31,6 +31,7 @@ use collector::category::Category;
 use collector::model::{Span, SpanKind};
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::span_tree::SpanTree;
 use super::{Anomaly, Breakdown, request, sql};
@@ -181,6 +182,18 @@ fn boundary_category(parent: &Span, child: &Span) -> Category {
 /// starts in whole milliseconds makes quick loads of an N+1 loop seem to nest.
 /// `siblings` are one parent's child nodes, at positions from `first`.
 fn merge_statement_twins(tree: &SpanTree<'_>, siblings: &mut [Node], first: usize) {
+    // Twins need two instrumentations among the siblings' queries: most requests have one, and
+    // then no statement is looked at.
+    let mut scopes = siblings
+        .iter()
+        .filter(|node| matches!(node.category, Category::Db | Category::Cache))
+        .map(|node| &tree.spans[node.tree_idx].scope);
+    let Some(first_scope) = scopes.next() else {
+        return;
+    };
+    if scopes.all(|scope| Arc::ptr_eq(scope, first_scope) || scope.name == first_scope.name) {
+        return;
+    }
     let mut queries: Vec<(Rc<sql::Scanned>, usize)> = siblings
         .iter()
         .enumerate()

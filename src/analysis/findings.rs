@@ -338,6 +338,13 @@ fn io_effect(span: &Span, scanned: Option<&Scanned>) -> Effect {
 /// order: from a `BEGIN` to its `COMMIT` or `ROLLBACK`, both included. A `COMMIT` with no
 /// `BEGIN` seen ends a transaction the driver opened implicitly: it began after the previous end.
 fn in_transaction(path: &CriticalPath, categories: &[Category], effects: &[Effect]) -> Vec<bool> {
+    // Most requests run no transaction statement at all: nothing to order.
+    if !effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::Begin | Effect::End))
+    {
+        return vec![false; path.nodes.len()];
+    }
     let mut order: Vec<usize> = (1..path.nodes.len())
         .filter(|n| matches!(categories[*n], Category::Db | Category::Cache))
         .collect();
@@ -381,6 +388,12 @@ fn cache_aside_reads(
     categories: &[Category],
     effects: &[Effect],
 ) -> Vec<bool> {
+    // Without a cache write there is no chain to find.
+    if !(1..path.nodes.len())
+        .any(|n| categories[n] == Category::Cache && effects[n] == Effect::Write)
+    {
+        return vec![false; path.nodes.len()];
+    }
     let mut order: Vec<usize> = (1..path.nodes.len())
         .filter(|n| categories[*n] == Category::Cache)
         .collect();

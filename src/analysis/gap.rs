@@ -18,7 +18,7 @@ use collector::category::Category;
 use collector::model::SpanId;
 
 use super::critical_path::{CriticalPath, Node};
-use super::operation::operation_name;
+use super::operation::NodeNames;
 use super::span_tree::SpanTree;
 
 /// One gap of one request.
@@ -130,7 +130,12 @@ pub fn gap_place(after: Option<&str>, before: Option<&str>) -> String {
 pub const MAX_GAPS: usize = 64;
 
 /// The gaps of a request, in time order (the [`MAX_GAPS`] longest).
-pub fn gaps(tree: &SpanTree<'_>, path: &CriticalPath, min_ns: u64) -> Vec<Gap> {
+pub fn gaps(
+    tree: &SpanTree<'_>,
+    path: &CriticalPath,
+    names: &mut NodeNames,
+    min_ns: u64,
+) -> Vec<Gap> {
     let mut runs: Vec<(usize, u64, u64, std::ops::Range<usize>)> = Vec::new();
     let mut has_children: Option<Vec<bool>> = None;
     let mut at = 0;
@@ -175,11 +180,16 @@ pub fn gaps(tree: &SpanTree<'_>, path: &CriticalPath, min_ns: u64) -> Vec<Gap> {
     runs.into_iter()
         .map(|(node, start_ns, duration_ns, segments)| {
             let owner = &path.nodes[node];
-            let name = |idx: usize| operation_name(tree.spans[path.nodes[idx].tree_idx]);
+            let after = neighbours
+                .after(start_ns)
+                .map(|idx| names.get(tree, path, idx).to_owned());
+            let before = neighbours
+                .before(start_ns + duration_ns)
+                .map(|idx| names.get(tree, path, idx).to_owned());
             Gap {
                 span_id: tree.spans[owner.tree_idx].span_id,
-                after: neighbours.after(start_ns).map(name),
-                before: neighbours.before(start_ns + duration_ns).map(name),
+                after,
+                before,
                 start_unix_ns: start_ns,
                 duration_ns,
                 cpu_ns: (path.segments[segments.start].category == Category::Cpu)

@@ -388,7 +388,8 @@ pub fn analyze_request(
     } else {
         io_total_ns as f64 / critical_io as f64
     };
-    let gaps = gap::gaps(tree, &path, config.gap_min_ns);
+    let mut names = operation::NodeNames::new(&path);
+    let gaps = gap::gaps(tree, &path, &mut names, config.gap_min_ns);
     let analysis = RequestAnalysis {
         trace_id: span.trace_id,
         span_id: span.span_id,
@@ -408,7 +409,7 @@ pub fn analyze_request(
             .iter()
             .map(|n| tree.spans[path.nodes[*n].tree_idx].span_id)
             .collect(),
-        operations: operation::operations(tree, &path, &gaps),
+        operations: operation::operations(tree, &path, &gaps, &mut names),
         findings: findings::findings(tree, &path, &gaps, config),
         gaps,
         detached: path

@@ -19,6 +19,22 @@ use super::request::template_name;
 use super::span_tree::SpanTree;
 use super::sql;
 
+/// The operation names of one request's nodes, each computed when first asked for: the gaps'
+/// neighbours and the operations ask for the same few.
+pub struct NodeNames(Vec<Option<String>>);
+
+impl NodeNames {
+    /// Names for the nodes of `path`, none computed yet.
+    pub fn new(path: &CriticalPath) -> Self {
+        Self(vec![None; path.nodes.len()])
+    }
+
+    /// The operation name of node `idx`.
+    pub fn get(&mut self, tree: &SpanTree<'_>, path: &CriticalPath, idx: usize) -> &str {
+        self.0[idx].get_or_insert_with(|| operation_name(tree.spans[path.nodes[idx].tree_idx]))
+    }
+}
+
 /// The operation name of a span.
 pub fn operation_name(span: &Span) -> String {
     let name = span_operation_name(span);
@@ -82,7 +98,12 @@ fn url_host(url: &str) -> Option<String> {
 /// where it was spent: a gap's to the gap's operation, a measured span's self time to `cpu` and
 /// `wait` in its proportions, the rest to the category of each stretch; so the critical times of
 /// all operations sum to the request's duration, category by category.
-pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath, gaps: &[Gap]) -> Vec<OperationStat> {
+pub fn operations(
+    tree: &SpanTree<'_>,
+    path: &CriticalPath,
+    gaps: &[Gap],
+    names: &mut NodeNames,
+) -> Vec<OperationStat> {
     // Calls, total and critical time by operation; the name is moved into its stat at the end.
     let mut by_key: BTreeMap<(Category, String), (u32, u64, u64)> = BTreeMap::new();
     let mut add = |key: (Category, String), calls: u32, total_ns: u64, critical: u64| {
@@ -123,12 +144,9 @@ pub fn operations(tree: &SpanTree<'_>, path: &CriticalPath, gaps: &[Gap]) -> Vec
     }
     // A span that is part of another's call (a driver's span under or beside an ORM's) adds its
     // time to that call's operation and is not a call of its own.
-    let mut names: Vec<Option<String>> = vec![None; path.nodes.len()];
     for (idx, node) in path.nodes.iter().enumerate() {
         let call = node.counted_as;
-        let name = names[call]
-            .get_or_insert_with(|| operation_name(tree.spans[path.nodes[call].tree_idx]))
-            .clone();
+        let name = names.get(tree, path, call).to_owned();
         let is_call = call == idx;
         for category in Category::ALL {
             let critical = parts[idx][category.index()];

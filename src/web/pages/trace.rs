@@ -358,6 +358,20 @@ fn waterfall(
                 let opens = has_children[idx];
                 let is_detached = detached.contains(span.span_id.as_str());
                 let mut attributes = attributes_of(span);
+                let queued = queue_time_ms(span, &by_id, spans);
+                if let Some(queued) = queued {
+                    attributes.insert(
+                        0,
+                        Attribute {
+                            key: "queue time".into(),
+                            value: format!(
+                                "{} between the message's publish and the start of its \
+                                 processing",
+                                fmt_ms(queued)
+                            ),
+                        },
+                    );
+                }
                 if is_detached {
                     attributes.insert(
                         0,
@@ -373,10 +387,12 @@ fn waterfall(
                     opens,
                     closes: 0,
                     indent: depth.min(MAX_INDENT),
-                    name: if is_detached {
-                        format!("{} (detached)", span.name)
-                    } else {
-                        span.name.clone()
+                    name: match (is_detached, queued) {
+                        (true, _) => format!("{} (detached)", span.name),
+                        (false, Some(queued)) => {
+                            format!("{} (queued {})", span.name, fmt_ms(queued))
+                        }
+                        (false, None) => span.name.clone(),
                     },
                     detail: detail_of(span),
                     service: span.service.clone(),
@@ -483,6 +499,25 @@ fn waterfall(
         last.closes += open.len();
     }
     (rows, spans.len().saturating_sub(shown), n_folded)
+}
+
+/// How long a consumed message waited in its queue: from its producer's span (its end, where
+/// the publish ended before the processing began; else its start) to the consumer's start.
+fn queue_time_ms(span: &SpanDto, by_id: &HashMap<&str, usize>, spans: &[SpanDto]) -> Option<f64> {
+    if span.kind != "consumer" {
+        return None;
+    }
+    let producer = &spans[*by_id.get(span.parent_span_id.as_deref()?)?];
+    if producer.kind != "producer" {
+        return None;
+    }
+    let published = producer.offset_ms + producer.duration_ms;
+    let from = if published <= span.offset_ms {
+        published
+    } else {
+        producer.offset_ms
+    };
+    Some((span.offset_ms - from).max(0.0))
 }
 
 /// A gap as a waterfall row: where it sits, how long, and what is known of it.
@@ -726,6 +761,26 @@ mod tests {
             &HashMap::new(),
             max,
         )
+    }
+
+    #[test]
+    fn a_consumer_row_says_how_long_its_message_was_queued() {
+        let mut producer = span(2, Some(1), "publish orders", 10.0, 5.0);
+        producer.kind = "producer";
+        let mut consumer = span(3, Some(2), "orders process", 40.0, 20.0);
+        consumer.kind = "consumer";
+        let trace = trace(vec![
+            span(1, None, "POST /order", 0.0, 30.0),
+            producer,
+            consumer,
+        ]);
+        let (rows, _, _) = rows(&trace, 100);
+        let row = rows
+            .iter()
+            .find(|row| row.name.starts_with("orders process"))
+            .expect("the consumer's row");
+        assert_eq!(row.name, "orders process (queued 25.0 ms)");
+        assert_eq!(row.attributes[0].key, "queue time");
     }
 
     #[test]
