@@ -483,6 +483,18 @@ impl StoredRequest {
     }
 }
 
+/// A count of request rows and their breakdown summed, as both backends select it.
+pub(crate) type CountAndBreakdown = (i64, i64, i64, i64, i64, i64, i64, i64);
+
+/// The count and the summed breakdown of a [`CountAndBreakdown`] row.
+pub(crate) fn count_and_breakdown(row: CountAndBreakdown) -> (u64, Breakdown) {
+    let (n, db, cache, network, messaging, cpu, wait, untraced) = row;
+    (
+        unsigned(n),
+        Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned)),
+    )
+}
+
 /// A count as the databases store it (BIGINT), saturating.
 fn ns(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

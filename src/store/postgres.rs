@@ -23,10 +23,10 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    AnalysisCommit, ClaimedTrace, DetailSums, EncodedBlock, EndpointRef, Granularity,
-    RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    StoredRequest, VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical,
-    rollup_tables, unsigned,
+    AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
+    Granularity, RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError,
+    StoreStats, StoredRequest, VersionTraffic, Window, block, count_and_breakdown,
+    detail_sums_selects, ns, parse_canonical, rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -1099,17 +1099,7 @@ impl PgStore {
              COALESCE(SUM(wait_ns), 0)::BIGINT, COALESCE(SUM(untraced_ns), 0)::BIGINT FROM requests \
              WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
              AND start_unix_ns >= $4 AND start_unix_ns < $5";
-        #[allow(clippy::type_complexity)]
-        let (n, db, cache, network, messaging, cpu, wait, untraced): (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-        ) = sqlx::query_as(SELECT)
+        let row: CountAndBreakdown = sqlx::query_as(SELECT)
             .bind(endpoint_id)
             .bind(ns(min_ns))
             .bind(ns(max_ns))
@@ -1117,10 +1107,7 @@ impl PgStore {
             .bind(ns(window.to_unix_ns))
             .fetch_one(&self.pool)
             .await?;
-        Ok((
-            unsigned(n),
-            Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned)),
-        ))
+        Ok(count_and_breakdown(row))
     }
 
     pub(super) async fn request_at_least(

@@ -22,10 +22,10 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::{
-    AnalysisCommit, DetailSums, EncodedBlock, EndpointRef, Granularity, RegressionRecord,
-    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest,
-    VersionTraffic, Window, block, detail_sums_selects, ns, parse_canonical, rollup_tables,
-    unsigned,
+    AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
+    RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
+    StoredRequest, VersionTraffic, Window, block, count_and_breakdown, detail_sums_selects, ns,
+    parse_canonical, rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -1046,21 +1046,8 @@ impl SqliteStore {
             .push_bind(ns(max_ns))
             .push(" AND duration_band IN (");
         push_integers(&mut select, duration_bands(min_ns, max_ns));
-        #[allow(clippy::type_complexity)]
-        let (n, db, cache, network, messaging, cpu, wait, untraced): (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-        ) = select.build_query_as().fetch_one(&self.pool).await?;
-        Ok((
-            unsigned(n),
-            Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned)),
-        ))
+        let row: CountAndBreakdown = select.build_query_as().fetch_one(&self.pool).await?;
+        Ok(count_and_breakdown(row))
     }
 
     pub(super) async fn request_at_least(
