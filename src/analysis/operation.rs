@@ -7,8 +7,6 @@
 //!
 //! Invariant: pure; names have low cardinality (no literals, no ids).
 
-use std::collections::BTreeMap;
-
 use collector::category::Category;
 use collector::model::Span;
 
@@ -33,6 +31,19 @@ impl NodeNames {
     pub fn get(&mut self, tree: &SpanTree<'_>, path: &CriticalPath, idx: usize) -> &str {
         self.0[idx].get_or_insert_with(|| operation_name(tree.spans[path.nodes[idx].tree_idx]))
     }
+
+    /// The name of node `idx`, computed before by [`NodeNames::get`].
+    fn peek(&self, idx: usize) -> &str {
+        self.0[idx]
+            .as_deref()
+            .expect("the name was computed before")
+    }
+}
+
+/// Where a contribution's operation name is: a gap's, or a node's.
+enum Name {
+    Gap(usize),
+    Node(usize),
 }
 
 /// The operation name of a span.
@@ -104,14 +115,12 @@ pub fn operations(
     gaps: &[Gap],
     names: &mut NodeNames,
 ) -> Vec<OperationStat> {
-    // Calls, total and critical time by operation; the name is moved into its stat at the end.
-    let mut by_key: BTreeMap<(Category, String), (u32, u64, u64)> = BTreeMap::new();
-    let mut add = |key: (Category, String), calls: u32, total_ns: u64, critical: u64| {
-        let (c, t, k) = by_key.entry(key).or_default();
-        *c = c.saturating_add(calls);
-        *t = t.saturating_add(total_ns);
-        *k = k.saturating_add(critical);
-    };
+    // Each contribution names its operation by reference (a gap's name, or a node's); the
+    // contributions are merged by (category, name) once, and each name is copied once, into its
+    // stat: this runs for every request.
+    let gap_names: Vec<String> = gaps.iter().map(Gap::operation).collect();
+    let mut contributions: Vec<(Category, Name, u32, u64, u64)> =
+        Vec::with_capacity(path.nodes.len() + 2 * gaps.len());
     let mut in_gap = vec![false; path.segments.len()];
     // Critical time of each node that no gap took, by category (self time in the node's own
     // fields, which the gaps' parts are taken out of).
@@ -121,14 +130,13 @@ pub fn operations(
         parts[idx][Category::Wait.index()] = node.wait_critical_ns;
         parts[idx][Category::Untraced.index()] = node.untraced_critical_ns;
     }
-    for gap in gaps {
+    for (gap_idx, gap) in gaps.iter().enumerate() {
         in_gap[gap.segments.clone()].fill(true);
-        let name = gap.operation();
         for (category, ns) in gap.parts() {
             if ns > 0 {
                 let left = &mut parts[gap.node][category.index()];
                 *left = left.saturating_sub(ns);
-                add((category, name.clone()), 1, ns, ns);
+                contributions.push((category, Name::Gap(gap_idx), 1, ns, ns));
             }
         }
     }
@@ -146,37 +154,54 @@ pub fn operations(
     // time to that call's operation and is not a call of its own.
     for (idx, node) in path.nodes.iter().enumerate() {
         let call = node.counted_as;
-        let name = names.get(tree, path, call).to_owned();
         let is_call = call == idx;
         for category in Category::ALL {
             let critical = parts[idx][category.index()];
             if is_call && category == node.category {
-                add((category, name.clone()), 1, node.duration_ns(), critical);
+                contributions.push((category, Name::Node(call), 1, node.duration_ns(), critical));
             } else if critical > 0 {
                 // A part of a call's time (its wait, a nested span's) adds to its critical time;
                 // the call's own duration already covers it.
                 let total = if is_call { critical } else { 0 };
-                add(
-                    (category, name.clone()),
+                contributions.push((
+                    category,
+                    Name::Node(call),
                     u32::from(is_call),
                     total,
                     critical,
-                );
+                ));
             }
         }
     }
-    let mut ops: Vec<OperationStat> = by_key
-        .into_iter()
-        .map(
-            |((category, name), (calls, total_ns, critical_ns))| OperationStat {
-                category,
-                name,
-                calls,
-                total_ns,
-                critical_ns,
-            },
-        )
-        .collect();
+    for (_, name, ..) in &contributions {
+        if let Name::Node(node) = name {
+            names.get(tree, path, *node);
+        }
+    }
+    let text = |name: &Name| -> &str {
+        match name {
+            Name::Gap(gap) => &gap_names[*gap],
+            Name::Node(node) => names.peek(*node),
+        }
+    };
+    contributions.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| text(&a.1).cmp(text(&b.1))));
+    let mut ops: Vec<OperationStat> = Vec::with_capacity(contributions.len());
+    for (category, name, calls, total_ns, critical_ns) in &contributions {
+        match ops.last_mut() {
+            Some(last) if last.category == *category && last.name == text(name) => {
+                last.calls = last.calls.saturating_add(*calls);
+                last.total_ns = last.total_ns.saturating_add(*total_ns);
+                last.critical_ns = last.critical_ns.saturating_add(*critical_ns);
+            }
+            _ => ops.push(OperationStat {
+                category: *category,
+                name: text(name).to_owned(),
+                calls: *calls,
+                total_ns: *total_ns,
+                critical_ns: *critical_ns,
+            }),
+        }
+    }
     ops.sort_by(|a, b| {
         b.critical_ns
             .cmp(&a.critical_ns)
