@@ -52,7 +52,7 @@ use collector::model::{AttrValue, Span, SpanKind};
 
 use super::critical_path::CriticalPath;
 use super::gap::{Gap, gap_place};
-use super::operation::operation_name;
+use super::operation::NodeNames;
 use super::request::template_name;
 use super::span_tree::SpanTree;
 use super::sql::{Effect, Language, Scanned};
@@ -162,14 +162,15 @@ pub fn findings(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
     gaps: &[Gap],
+    names: &mut NodeNames,
     config: &AnalysisConfig,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut reported: HashSet<usize> = HashSet::new();
     let scans = statement_scans(tree, path);
     repeated_queries(tree, path, &scans, config, &mut out, &mut reported);
-    sequential_io(tree, path, &scans, config, &mut out, &reported);
-    slow_queries(tree, path, config, &mut out);
+    sequential_io(tree, path, &scans, names, config, &mut out, &reported);
+    slow_queries(tree, path, names, config, &mut out);
     cpu_hotspots(tree, path, config, &mut out);
     uninstrumented_wait(tree, path, config, &mut out);
     untraced_time(tree, path, gaps, config, &mut out);
@@ -443,6 +444,7 @@ fn sequential_io(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
     scans: &[Option<Rc<Scanned>>],
+    names: &mut NodeNames,
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
     reported: &HashSet<usize>,
@@ -497,13 +499,16 @@ fn sequential_io(
     // Nodes and saving by finding name.
     let mut by_name: BTreeMap<String, (Vec<usize>, u64)> = BTreeMap::new();
     for run in runs.into_iter().filter(|r| r.len() >= 2) {
-        let critical: Vec<u64> = run.iter().map(|n| path.nodes[*n].critical_ns).collect();
-        let saving = critical.iter().sum::<u64>() - critical.iter().copied().max().unwrap_or(0);
-        let names = run
+        let critical = run.iter().map(|n| path.nodes[*n].critical_ns);
+        let saving = critical.clone().sum::<u64>() - critical.max().unwrap_or(0);
+        if saving == 0 {
+            continue;
+        }
+        let run_names = run
             .iter()
-            .map(|n| operation_name(tree.spans[path.nodes[*n].tree_idx]))
+            .map(|n| names.get(tree, path, *n).to_owned())
             .collect();
-        let (nodes, total) = by_name.entry(sequential_name(names)).or_default();
+        let (nodes, total) = by_name.entry(sequential_name(run_names)).or_default();
         nodes.extend(run);
         *total += saving;
     }
@@ -525,6 +530,7 @@ fn sequential_io(
 fn slow_queries(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
+    names: &mut NodeNames,
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
 ) {
@@ -533,7 +539,7 @@ fn slow_queries(
         let span = tree.spans[node.tree_idx];
         if span.category == Category::Db && node.duration_ns() >= config.slow_query_ns {
             by_name
-                .entry(operation_name(span))
+                .entry(names.get(tree, path, node_idx).to_owned())
                 .or_default()
                 .push(node_idx);
         }

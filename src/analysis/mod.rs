@@ -410,7 +410,7 @@ pub fn analyze_request(
             .map(|n| tree.spans[path.nodes[*n].tree_idx].span_id)
             .collect(),
         operations: operation::operations(tree, &path, &gaps, &mut names),
-        findings: findings::findings(tree, &path, &gaps, config),
+        findings: findings::findings(tree, &path, &gaps, &mut names, config),
         gaps,
         detached: path
             .nodes
