@@ -43,7 +43,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -152,7 +152,10 @@ fn identity_by_parameters(statement: &str, span: &Span) -> Option<String> {
         }
         identity.push_str(name);
         identity.push('=');
-        write!(identity, "{value}").expect("writing to a String cannot fail");
+        match value {
+            AttrValue::Str(text) => identity.push_str(text),
+            value => write!(identity, "{value}").expect("writing to a String cannot fail"),
+        }
     }
     Some(identity)
 }
@@ -166,8 +169,9 @@ pub fn findings(
     config: &AnalysisConfig,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut reported: HashSet<usize> = HashSet::new();
-    let scans = statement_scans(tree, path);
+    // Whether each node is part of a duplicate or an N+1 already.
+    let mut reported = vec![false; path.nodes.len()];
+    let scans = names.scans().to_vec();
     repeated_queries(tree, path, &scans, config, &mut out, &mut reported);
     sequential_io(tree, path, &scans, names, config, &mut out, &reported);
     slow_queries(tree, path, names, config, &mut out);
@@ -204,22 +208,6 @@ fn span_ids(
         .collect()
 }
 
-/// The scan of each node's statement, for database and cache spans that carry one (in the
-/// language of their category), by node.
-fn statement_scans(tree: &SpanTree<'_>, path: &CriticalPath) -> Vec<Option<Rc<Scanned>>> {
-    path.nodes
-        .iter()
-        .map(|node| {
-            let span = tree.spans[node.tree_idx];
-            if !matches!(span.category, Category::Db | Category::Cache) {
-                return None;
-            }
-            let statement = span.semantics.db_statement.as_deref()?;
-            Some(sql::scan_shared_as(statement, Language::of(span.category)))
-        })
-        .collect()
-}
-
 /// Duplicate and N+1 queries, grouped by statement shape.
 fn repeated_queries<'a>(
     tree: &SpanTree<'a>,
@@ -227,7 +215,7 @@ fn repeated_queries<'a>(
     scans: &[Option<Rc<Scanned>>],
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
-    reported: &mut HashSet<usize>,
+    reported: &mut [bool],
 ) {
     let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'a>>> = BTreeMap::new();
     for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
@@ -281,7 +269,9 @@ fn repeated_queries<'a>(
         let repeatable = scanned.effect.is_repeatable();
         for members in same.values().filter(|m| repeatable && m.len() > 1) {
             let saving: u64 = members[1..].iter().map(|q| q.critical_ns).sum();
-            reported.extend(members.iter().map(|q| q.node));
+            for query in members {
+                reported[query.node] = true;
+            }
             out.push(Finding {
                 kind: FindingKind::DuplicateQuery,
                 name: shape.clone(),
@@ -296,7 +286,9 @@ fn repeated_queries<'a>(
         if n_executions >= config.n_plus_one_min_calls && n_distinct >= 2 {
             let total: u64 = queries.iter().map(|q| q.critical_ns).sum();
             let longest = queries.iter().map(|q| q.critical_ns).max().unwrap_or(0);
-            reported.extend(queries.iter().map(|q| q.node));
+            for query in &queries {
+                reported[query.node] = true;
+            }
             out.push(Finding {
                 kind: FindingKind::NPlusOne,
                 name: shape.clone(),
@@ -428,11 +420,17 @@ fn cache_aside_reads(
 
 /// The name of a sequential-I/O finding: its distinct operations in name order, at most
 /// [`SEQUENTIAL_NAMES`] of them spelled out, so runs of the same operations share it.
-fn sequential_name(mut names: Vec<String>) -> String {
+fn sequential_name(mut names: Vec<&str>) -> String {
     names.sort_unstable();
     names.dedup();
     let shown = names.len().min(SEQUENTIAL_NAMES);
-    let mut name = format!("sequential calls: {}", names[..shown].join(", "));
+    let mut name = String::from("sequential calls: ");
+    for (n, operation) in names[..shown].iter().enumerate() {
+        if n > 0 {
+            name.push_str(", ");
+        }
+        name.push_str(operation);
+    }
     if names.len() > shown {
         write!(name, " and {} more", names.len() - shown).expect("writing to a String cannot fail");
     }
@@ -447,7 +445,7 @@ fn sequential_io(
     names: &mut NodeNames,
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
-    reported: &HashSet<usize>,
+    reported: &[bool],
 ) {
     let categories: Vec<Category> = path
         .nodes
@@ -480,7 +478,7 @@ fn sequential_io(
         // A write, a statement of a transaction or one already reported ends the run: the
         // calls around it are ordered by it.
         let plausible = is_io
-            && !reported.contains(&node_idx)
+            && !reported[node_idx]
             && !in_transaction[node_idx]
             && effects[node_idx].is_repeatable();
         if plausible {
@@ -504,10 +502,10 @@ fn sequential_io(
         if saving == 0 {
             continue;
         }
-        let run_names = run
-            .iter()
-            .map(|n| names.get(tree, path, *n).to_owned())
-            .collect();
+        for node in &run {
+            names.get(tree, path, *node);
+        }
+        let run_names = run.iter().map(|node| names.peek(*node)).collect();
         let (nodes, total) = by_name.entry(sequential_name(run_names)).or_default();
         nodes.extend(run);
         *total += saving;

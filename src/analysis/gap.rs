@@ -211,45 +211,39 @@ fn cpu_part(owner: &Node, duration_ns: u64) -> u64 {
     u64::try_from(cpu).unwrap_or(duration_ns).min(duration_ns)
 }
 
-/// The request's spans ordered by end and by start, to find a gap's neighbours by binary search.
-/// A gap's own span and its ancestors contain the gap, so they neither end at or before its
-/// start nor start at or after its end: no span needs to be left out.
+/// Finds a gap's neighbours among the request's spans. A gap's own span and its ancestors
+/// contain the gap, so they neither end at or before its start nor start at or after its end: no
+/// span needs to be left out. A scan per gap: a request has few gaps ([`MAX_GAPS`] at most), and
+/// sorting its spans would cost more than scanning them.
 struct Neighbours<'p> {
     nodes: &'p [Node],
-    /// By end, and among equal ends the outermost last (an ORM's span rather than its driver's).
-    by_end: Vec<usize>,
-    /// By start, and among equal starts the outermost first.
-    by_start: Vec<usize>,
 }
 
 impl<'p> Neighbours<'p> {
     fn new(path: &'p CriticalPath) -> Self {
-        let nodes = &path.nodes[..];
-        let mut by_end: Vec<usize> = (0..nodes.len()).collect();
-        by_end.sort_by_key(|idx| (nodes[*idx].end_ns, std::cmp::Reverse(nodes[*idx].depth)));
-        let mut by_start: Vec<usize> = (0..nodes.len()).collect();
-        by_start.sort_by_key(|idx| (nodes[*idx].start_ns, nodes[*idx].depth));
-        Self {
-            nodes,
-            by_end,
-            by_start,
-        }
+        Self { nodes: &path.nodes }
     }
 
-    /// The span that ended last at or before `start_ns`.
+    /// The span that ended last at or before `start_ns`; among equal ends the outermost (an
+    /// ORM's span rather than its driver's), then the last.
     fn after(&self, start_ns: u64) -> Option<usize> {
-        let ended = self
-            .by_end
-            .partition_point(|idx| self.nodes[*idx].end_ns <= start_ns);
-        ended.checked_sub(1).map(|at| self.by_end[at])
+        (0..self.nodes.len())
+            .filter(|idx| self.nodes[*idx].end_ns <= start_ns)
+            .max_by_key(|idx| {
+                let node = &self.nodes[*idx];
+                (node.end_ns, std::cmp::Reverse(node.depth), *idx)
+            })
     }
 
-    /// The span that started first at or after `end_ns`.
+    /// The span that started first at or after `end_ns`; among equal starts the outermost,
+    /// then the first.
     fn before(&self, end_ns: u64) -> Option<usize> {
-        let started = self
-            .by_start
-            .partition_point(|idx| self.nodes[*idx].start_ns < end_ns);
-        self.by_start.get(started).copied()
+        (0..self.nodes.len())
+            .filter(|idx| self.nodes[*idx].start_ns >= end_ns)
+            .min_by_key(|idx| {
+                let node = &self.nodes[*idx];
+                (node.start_ns, node.depth, *idx)
+            })
     }
 }
 

@@ -388,7 +388,7 @@ pub fn analyze_request(
     } else {
         io_total_ns as f64 / critical_io as f64
     };
-    let mut names = operation::NodeNames::new(&path);
+    let mut names = operation::NodeNames::new(tree, &path);
     let gaps = gap::gaps(tree, &path, &mut names, config.gap_min_ns);
     let analysis = RequestAnalysis {
         trace_id: span.trace_id,

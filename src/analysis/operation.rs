@@ -7,6 +7,8 @@
 //!
 //! Invariant: pure; names have low cardinality (no literals, no ids).
 
+use std::rc::Rc;
+
 use collector::category::Category;
 use collector::model::Span;
 
@@ -15,29 +17,58 @@ use super::critical_path::CriticalPath;
 use super::gap::{GAP_MARK, Gap};
 use super::request::template_name;
 use super::span_tree::SpanTree;
-use super::sql;
+use super::sql::{self, Scanned};
 
-/// The operation names of one request's nodes, each computed when first asked for: the gaps'
-/// neighbours and the operations ask for the same few.
-pub struct NodeNames(Vec<Option<String>>);
+/// What the analysis of one request asks of its nodes more than once: the scan of each database
+/// and cache statement (taken once here, as the operation names, the findings and the effects of
+/// calls all read it) and each node's operation name, computed when first asked for.
+pub struct NodeNames {
+    names: Vec<Option<String>>,
+    scans: Vec<Option<Rc<Scanned>>>,
+}
 
 impl NodeNames {
-    /// Names for the nodes of `path`, none computed yet.
-    pub fn new(path: &CriticalPath) -> Self {
-        Self(vec![None; path.nodes.len()])
+    /// The statement scans of `path`'s nodes; no name computed yet.
+    pub fn new(tree: &SpanTree<'_>, path: &CriticalPath) -> Self {
+        let scans = path
+            .nodes
+            .iter()
+            .map(|node| statement_scan(tree.spans[node.tree_idx]))
+            .collect();
+        Self {
+            names: vec![None; path.nodes.len()],
+            scans,
+        }
+    }
+
+    /// The scan of each node's statement, by node: for database and cache spans that carry one
+    /// (in the language of their category).
+    pub fn scans(&self) -> &[Option<Rc<Scanned>>] {
+        &self.scans
     }
 
     /// The operation name of node `idx`.
     pub fn get(&mut self, tree: &SpanTree<'_>, path: &CriticalPath, idx: usize) -> &str {
-        self.0[idx].get_or_insert_with(|| operation_name(tree.spans[path.nodes[idx].tree_idx]))
+        let scan = self.scans[idx].as_deref();
+        self.names[idx]
+            .get_or_insert_with(|| scanned_operation_name(tree.spans[path.nodes[idx].tree_idx], scan))
     }
 
     /// The name of node `idx`, computed before by [`NodeNames::get`].
-    fn peek(&self, idx: usize) -> &str {
-        self.0[idx]
+    pub fn peek(&self, idx: usize) -> &str {
+        self.names[idx]
             .as_deref()
             .expect("the name was computed before")
     }
+}
+
+/// The scan of a database or cache span's statement, in the language of its category.
+fn statement_scan(span: &Span) -> Option<Rc<Scanned>> {
+    if !matches!(span.category, Category::Db | Category::Cache) {
+        return None;
+    }
+    let statement = span.semantics.db_statement.as_deref()?;
+    Some(sql::scan_shared_as(statement, sql::Language::of(span.category)))
 }
 
 /// Where a contribution's operation name is: a gap's, or a node's.
@@ -48,7 +79,15 @@ enum Name {
 
 /// The operation name of a span.
 pub fn operation_name(span: &Span) -> String {
-    let name = span_operation_name(span);
+    scanned_operation_name(span, statement_scan(span).as_deref())
+}
+
+/// The operation name of a span whose statement was scanned (if it has one).
+fn scanned_operation_name(span: &Span, scan: Option<&Scanned>) -> String {
+    let name = match scan {
+        Some(scanned) => scanned.normalized.clone(),
+        None => unscanned_operation_name(span),
+    };
     // A gap's operation name starts with this mark; no span's may look like one.
     if name.contains(GAP_MARK) {
         name.replace(GAP_MARK, " ")
@@ -57,28 +96,19 @@ pub fn operation_name(span: &Span) -> String {
     }
 }
 
-fn span_operation_name(span: &Span) -> String {
+/// The name of a span without a statement: the called host of an HTTP client call, or its
+/// templated span name.
+fn unscanned_operation_name(span: &Span) -> String {
     let sem = &span.semantics;
-    match span.category {
-        Category::Db | Category::Cache => {
-            if let Some(statement) = &sem.db_statement {
-                return sql::scan_shared_as(statement, sql::Language::of(span.category))
-                    .normalized
-                    .clone();
-            }
+    if span.category == Category::Network
+        && let Some(method) = &sem.http_method
+    {
+        if let Some(host) = &sem.server_address {
+            return format!("{method} {host}");
         }
-        Category::Network => {
-            if let Some(method) = &sem.http_method {
-                let host = sem
-                    .server_address
-                    .clone()
-                    .or_else(|| sem.url_full.as_deref().and_then(url_host));
-                if let Some(host) = host {
-                    return format!("{method} {host}");
-                }
-            }
+        if let Some(host) = sem.url_full.as_deref().and_then(url_host) {
+            return format!("{method} {host}");
         }
-        _ => {}
     }
     template_name(&span.name)
 }

@@ -97,19 +97,32 @@ const ID: &str = "{id}";
 
 /// Replaces the id-like segments of a `/`-separated path with `{id}`.
 pub fn template_path(path: &str) -> String {
-    path.split('/')
-        .map(|segment| if is_id(segment) { ID } else { segment })
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut out = String::with_capacity(path.len());
+    push_templated_path(&mut out, path);
+    out
 }
 
 /// Templates a free-form name: each whitespace-separated word is templated as a path, so both
 /// `GET /users/12345` and `process order 12345` lose their ids.
 pub fn template_name(name: &str) -> String {
-    name.split(' ')
-        .map(template_path)
-        .collect::<Vec<_>>()
-        .join(" ")
+    // Written into one string: this runs for every span that is not a statement or a call.
+    let mut out = String::with_capacity(name.len());
+    for (n, word) in name.split(' ').enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        push_templated_path(&mut out, word);
+    }
+    out
+}
+
+fn push_templated_path(out: &mut String, path: &str) {
+    for (n, segment) in path.split('/').enumerate() {
+        if n > 0 {
+            out.push('/');
+        }
+        out.push_str(if is_id(segment) { ID } else { segment });
+    }
 }
 
 /// Mixed letters-and-digits tokens at least this long are taken for ids (`a1b2c3d4e5`); shorter

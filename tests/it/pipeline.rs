@@ -72,6 +72,51 @@ async fn late_spans_reanalyse_without_double_counting() {
     app.stop().await;
 }
 
+/// SDKs export in batches, so a request's children often arrive seconds before its root: they
+/// never become endpoints of their own, and the request is analysed whole once its root comes.
+#[tokio::test]
+async fn late_roots_are_analysed_with_the_children_that_came_first() {
+    let app = spawn_app().await;
+    let full = login_request(22);
+    let mut children = full.clone();
+    let spans = &mut children.resource_spans[0].scope_spans[0].spans;
+    let root = spans.remove(0);
+    let mut sign = spans[0].clone();
+    sign.span_id = vec![22, 3, 3, 3, 3, 3, 3, 3];
+    sign.name = "saml.sign".into();
+    sign.kind = 1;
+    sign.attributes.clear();
+    sign.start_time_unix_nano += 40_000_000;
+    sign.end_time_unix_nano += 40_000_000;
+    spans.push(sign);
+    export(&app, &children).await;
+    metrics_containing(&app, "bottleneck_traces_analysed_total 1\n").await;
+    let body = endpoints(&app).await;
+    assert_eq!(
+        body["endpoints"],
+        serde_json::json!([]),
+        "children waiting for their root are no endpoints: {body}"
+    );
+
+    let mut late = full;
+    late.resource_spans[0].scope_spans[0].spans = vec![root];
+    export(&app, &late).await;
+    let login = app
+        .eventually(Duration::from_secs(20), || async {
+            let body = endpoints(&app).await;
+            let login = body["endpoints"].as_array()?.first()?.clone();
+            (login["requests"] == 1).then_some(body)
+        })
+        .await;
+    let endpoints = login["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{login}");
+    let login = &endpoints[0];
+    assert_eq!(login["endpoint"], "POST /login");
+    assert_eq!(login["db_calls_per_request"], 1.0, "{login}");
+    assert_eq!(login["breakdown_ms"]["db"], 20.0, "{login}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn endpoints_past_the_cap_fold_into_other() {
     let app = spawn_app_with(|config| config.pipeline.max_endpoints_per_service = 2).await;
