@@ -70,8 +70,21 @@ struct Query<'a> {
     node: usize,
     start_ns: u64,
     critical_ns: u64,
+    span: &'a Span,
+    statement: &'a str,
+    scanned: &'a Scanned,
+}
+
+impl<'a> Query<'a> {
     /// What makes two executions the same: the text with its values, `None` when unknown.
-    identity: Option<Cow<'a, str>>,
+    fn identity(&self) -> Option<Cow<'a, str>> {
+        let text = sql::identity(self.statement, self.scanned);
+        if self.scanned.n_placeholders == 0 {
+            Some(text)
+        } else {
+            identity_by_parameters(&text, self.span).map(Cow::Owned)
+        }
+    }
 }
 
 /// A statement's scan, compared by its normalized text: queries are grouped by shape without
@@ -212,7 +225,7 @@ fn span_ids(
 fn repeated_queries<'a>(
     tree: &SpanTree<'a>,
     path: &CriticalPath,
-    scans: &[Option<Rc<Scanned>>],
+    scans: &'a [Option<Rc<Scanned>>],
     config: &AnalysisConfig,
     out: &mut Vec<Finding>,
     reported: &mut [bool],
@@ -232,12 +245,6 @@ fn repeated_queries<'a>(
         if !scanned.effect.is_data_access() {
             continue;
         }
-        let text = sql::identity(statement, scanned);
-        let identity = if scanned.n_placeholders == 0 {
-            Some(text)
-        } else {
-            identity_by_parameters(&text, span).map(Cow::Owned)
-        };
         shapes
             .entry((span.category, Shape(Rc::clone(scanned))))
             .or_default()
@@ -245,16 +252,24 @@ fn repeated_queries<'a>(
                 node: node_idx,
                 start_ns: node.start_ns,
                 critical_ns: node.critical_ns,
-                identity,
+                span,
+                statement,
+                scanned,
             });
     }
     for ((_, Shape(scanned)), mut queries) in shapes {
+        // One execution is neither a duplicate nor a loop: most statements run once in a
+        // request, and their identities are never built.
+        if queries.len() < 2 {
+            continue;
+        }
         let shape = &scanned.normalized;
         queries.sort_by_key(|q| (q.start_ns, q.node));
+        let identities: Vec<Option<Cow<str>>> = queries.iter().map(Query::identity).collect();
         let mut same: BTreeMap<&str, Vec<&Query>> = BTreeMap::new();
         let mut n_distinct = 0u32;
-        for query in &queries {
-            match &query.identity {
+        for (query, identity) in queries.iter().zip(&identities) {
+            match identity {
                 Some(identity) => {
                     let members = same.entry(identity.as_ref()).or_default();
                     if members.is_empty() {
