@@ -11,6 +11,8 @@
 //! Invariant: reads rollups and writes only its own tables (`regression_checks`,
 //! `regressions`); it never touches requests or rollups.
 
+pub mod significance;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
