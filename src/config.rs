@@ -95,19 +95,24 @@ pub struct PipelineConfig {
 }
 
 /// The regression finder: when a service sends a new `service.version`, each endpoint is compared
-/// with the previous version once both have enough requests.
+/// with the previous version once both have enough requests, and again as the new version's
+/// traffic grows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegressionConfig {
-    /// How often the finder looks for new versions. 30 s: a regression is raised within a
-    /// minute of the candidate reaching `min_requests`, at the cost of one grouped rollup read.
+    /// How often the finder looks for versions due for an evaluation. 30 s: a regression is
+    /// raised within a minute of the evidence for it, at the cost of one grouped count of the
+    /// lookback's rollups; sketches are read only for endpoints due.
     pub interval: Duration,
-    /// Requests each version of an endpoint needs before it is compared. 50 keeps the p50
-    /// within a few percent of the truth for typical latency spreads; fewer would raise noise.
+    /// The warm-up: requests each version of an endpoint needs before it is evaluated at all.
+    /// 50: the median's 95% interval then spans the middle 30% of the requests, narrow enough to
+    /// tell a 20% change on typical spreads. The p95 decides only from 73 requests on each side,
+    /// where its interval first exists.
     pub min_requests: u64,
     /// How far back versions and their traffic are read: one day covers a rollout and its
     /// predecessor's last day of traffic.
     pub lookback: Duration,
-    /// A regression is p50 or p95 slower by both the ratio and the absolute amount.
+    /// A regression is p50 or p95 slower by both the ratio and the absolute amount, measured
+    /// from the baseline's upper to the candidate's lower 95% bound.
     pub thresholds: Thresholds,
 }
 

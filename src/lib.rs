@@ -7,7 +7,8 @@
 //! - `pipeline`: the store writer (group commit, acknowledgements), the assembler (recent traces,
 //!   grace period, late spans) and the analysis task feeding summaries and rollups;
 //! - `analysis`: pure functions from spans to breakdowns, findings and rollups;
-//! - `regress`: the regression finder, comparing each new `service.version` with the previous;
+//! - `regress`: the regression finder, comparing each `service.version` with the previous as its
+//!   traffic grows, raising and resolving events on confidence intervals;
 //! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
 //! - `alert`: latency budgets and SLOs evaluated on the rollups, alert states, webhooks;
 //! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;

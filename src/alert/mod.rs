@@ -30,8 +30,8 @@ use self::evaluate::{AlertState, Status};
 use self::notify::AlertEvent;
 use crate::analysis::aggregate::{Rollup, summarize};
 use crate::store::{
-    AlertCommit, AlertTransition, EndpointRef, LeaderRole, NewNotification, RollupKey, Store,
-    StoreError, StoredAlert, Window,
+    AlertCommit, AlertTransition, EndpointRef, LeaderRole, NewNotification, RegressionRecord,
+    RegressionResolution, RollupKey, Store, StoreError, StoredAlert, Window,
 };
 use crate::web::window::now_unix_ns;
 
@@ -409,67 +409,106 @@ impl Tick<'_> {
         });
     }
 
-    /// Regression events found since the last evaluation go out through the same webhooks as
-    /// budget alerts, each once: the cursor is committed with the notifications it caused.
+    /// Regression events raised or resolved since the last evaluation go out through the same
+    /// webhooks as budget alerts, each once: the cursors (event id for raises, resolution
+    /// sequence for resolutions) are committed with the notifications they caused.
     async fn regressions(&mut self, store: &Store) -> Result<(), StoreError> {
         /// Events turned into notifications per evaluation; a backlog drains over several.
         const BATCH: i64 = 100;
-        let through = store.regressions_notified_through().await?;
-        let events = store.regressions(through, BATCH, None).await?;
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        self.commit.regressions_notified_through = Some(last.id);
-        for event in &events {
-            let metric = format!("{}_ms", event.metric);
-            let (baseline_ms, candidate_ms) = (
-                event.baseline_ns as f64 / 1e6,
-                event.candidate_ns as f64 / 1e6,
-            );
-            info!(
-                service = event.service,
-                endpoint = event.endpoint,
-                baseline = event.baseline,
-                candidate = event.candidate,
-                summary = event.summary,
-                "regression notified"
-            );
-            self.commit.transitions.push(AlertTransition {
-                rule_key: format!("regression {} -> {}", event.baseline, event.candidate),
-                service: event.service.clone(),
-                endpoint: event.endpoint.clone(),
-                from_state: AlertState::Ok.as_str().to_owned(),
-                to_state: AlertState::Firing.as_str().to_owned(),
-                at_unix_ns: event.detected_unix_ns,
-                observed: Some(candidate_ms),
-                summary: event.summary.clone(),
-            });
-            let notification = AlertEvent {
-                rule_key: format!("regression {} -> {}", event.baseline, event.candidate),
-                kind: "regression",
-                service: event.service.clone(),
-                endpoint: event.endpoint.clone(),
-                metric,
-                budget: baseline_ms,
-                observed: Some(candidate_ms),
-                window: Duration::ZERO,
-                state: AlertState::Firing,
-                starts_unix_ns: event.detected_unix_ns,
-                ends_unix_ns: None,
-                severity: "warning".to_owned(),
-                summary: event.summary.clone(),
-            };
-            let transition = self.commit.transitions.len() - 1;
-            for webhook in &self.rules.webhooks {
-                self.commit.notifications.push(NewNotification {
-                    transition,
-                    url: webhook.url.clone(),
-                    format: webhook.format.as_str().to_owned(),
-                    payload: notify::payload(webhook.format, &notification),
-                });
-            }
+        let mut raised_through = store.regressions_notified_through().await?;
+        let raised = store.regressions(raised_through, BATCH, None).await?;
+        if let Some(last) = raised.last() {
+            raised_through = last.id;
+            self.commit.regressions_notified_through = Some(last.id);
+        }
+        for event in &raised {
+            self.regression_notice(event, None);
+        }
+        let through = store.regression_resolutions_notified_through().await?;
+        // A resolution goes out after its raise: one whose raise is still in the backlog waits.
+        let resolved: Vec<RegressionRecord> = store
+            .regression_resolutions(through, BATCH)
+            .await?
+            .into_iter()
+            .take_while(|event| event.id <= raised_through)
+            .collect();
+        if let Some(last) = resolved.last().and_then(|e| e.resolution.as_ref()) {
+            self.commit.regression_resolutions_notified_through = Some(last.seq);
+        }
+        for event in &resolved {
+            self.regression_notice(event, event.resolution.as_ref());
         }
         Ok(())
+    }
+
+    /// The transition and notifications of a regression event: firing when raised, resolved
+    /// with its `resolution`. Both carry the event's metric, so a receiver matches them up.
+    fn regression_notice(
+        &mut self,
+        event: &RegressionRecord,
+        resolution: Option<&RegressionResolution>,
+    ) {
+        let rule_key = format!("regression {} -> {}", event.baseline, event.candidate);
+        let (from, to, at, observed_ns, summary) = match resolution {
+            None => (
+                AlertState::Ok,
+                AlertState::Firing,
+                event.detected_unix_ns,
+                event.candidate_ns,
+                &event.summary,
+            ),
+            Some(resolution) => (
+                AlertState::Firing,
+                AlertState::Resolved,
+                resolution.resolved_unix_ns,
+                resolution.candidate_ns,
+                &resolution.summary,
+            ),
+        };
+        let (baseline_ms, observed_ms) = (event.baseline_ns as f64 / 1e6, observed_ns as f64 / 1e6);
+        info!(
+            service = event.service,
+            endpoint = event.endpoint,
+            baseline = event.baseline,
+            candidate = event.candidate,
+            state = to.as_str(),
+            summary = summary,
+            "regression notified"
+        );
+        self.commit.transitions.push(AlertTransition {
+            rule_key: rule_key.clone(),
+            service: event.service.clone(),
+            endpoint: event.endpoint.clone(),
+            from_state: from.as_str().to_owned(),
+            to_state: to.as_str().to_owned(),
+            at_unix_ns: at,
+            observed: Some(observed_ms),
+            summary: summary.clone(),
+        });
+        let notification = AlertEvent {
+            rule_key,
+            kind: "regression",
+            service: event.service.clone(),
+            endpoint: event.endpoint.clone(),
+            metric: format!("{}_ms", event.metric),
+            budget: baseline_ms,
+            observed: Some(observed_ms),
+            window: Duration::ZERO,
+            state: to,
+            starts_unix_ns: event.detected_unix_ns,
+            ends_unix_ns: resolution.map(|r| r.resolved_unix_ns),
+            severity: "warning".to_owned(),
+            summary: summary.clone(),
+        };
+        let transition = self.commit.transitions.len() - 1;
+        for webhook in &self.rules.webhooks {
+            self.commit.notifications.push(NewNotification {
+                transition,
+                url: webhook.url.clone(),
+                format: webhook.format.as_str().to_owned(),
+                payload: notify::payload(webhook.format, &notification),
+            });
+        }
     }
 
     fn transition(&mut self, view: &AlertView, previous: Option<Status>, severity: &str) {

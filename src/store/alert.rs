@@ -81,6 +81,9 @@ pub struct AlertCommit {
     /// Every regression event up to this id has been turned into notifications (by this commit
     /// or an earlier one), so each is sent once.
     pub regressions_notified_through: Option<i64>,
+    /// Every regression resolution up to this sequence number has been turned into
+    /// notifications, so each is sent once.
+    pub regression_resolutions_notified_through: Option<i64>,
 }
 
 /// A notification due for (another) delivery attempt.
@@ -155,6 +158,12 @@ impl Store {
     /// The id of the last regression event already turned into notifications; 0 before any.
     pub async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
         dispatch!(self.regressions_notified_through())
+    }
+
+    /// The sequence number of the last regression resolution already turned into
+    /// notifications; 0 before any.
+    pub async fn regression_resolutions_notified_through(&self) -> Result<i64, StoreError> {
+        dispatch!(self.regression_resolutions_notified_through())
     }
 
     /// The newest transitions, newest first, at most `limit`.

@@ -201,54 +201,6 @@ fn parse_canonical(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Traffic of one version of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionTraffic {
-    /// `service.name`.
-    pub service: String,
-    /// `service.version`.
-    pub version: String,
-    /// The first minute with a request of this version.
-    pub first_minute: i64,
-    /// Requests.
-    pub requests: u64,
-}
-
-/// A regression the finder raised, as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegressionRecord {
-    /// Its id, increasing in detection order (0 before it is stored).
-    pub id: i64,
-    /// When it was found.
-    pub detected_unix_ns: u64,
-    /// Interned endpoint.
-    pub endpoint_id: i64,
-    /// `service.name` (filled in when read).
-    pub service: String,
-    /// Endpoint name (filled in when read).
-    pub endpoint: String,
-    /// The previous version.
-    pub baseline: String,
-    /// The new version.
-    pub candidate: String,
-    /// `p50` or `p95`.
-    pub metric: String,
-    /// The metric in the baseline.
-    pub baseline_ns: u64,
-    /// The metric in the candidate.
-    pub candidate_ns: u64,
-    /// Baseline requests compared.
-    pub baseline_requests: u64,
-    /// Candidate requests compared.
-    pub candidate_requests: u64,
-    /// Difference of the means.
-    pub mean_delta_ns: i64,
-    /// Its 95% confidence interval, when the rollups allow one.
-    pub mean_delta_ci_ns: Option<(i64, i64)>,
-    /// One sentence: what changed and what explains it.
-    pub summary: String,
-}
-
 /// An interned endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointRef {
@@ -614,10 +566,15 @@ impl DetailSums {
 }
 
 mod alert;
+mod regression;
 
 pub use alert::{
     AlertCommit, AlertTransition, DeliveryAttempt, DeliveryRecord, DueNotification,
     NewNotification, StoredAlert,
+};
+pub use regression::{
+    NewResolution, RegressionCheck, RegressionEvaluation, RegressionRecord, RegressionResolution,
+    VersionTraffic,
 };
 
 impl Store {
@@ -939,55 +896,6 @@ impl Store {
     /// The id of a resource given in [`canonical_attributes`] form, interning it if new.
     pub async fn intern_resource(&self, service: &str, canonical: &str) -> Result<i64, StoreError> {
         dispatch!(self.intern_resource(service, canonical))
-    }
-
-    /// Requests per (service, version) with traffic from `first_minute` on.
-    pub async fn version_traffic(
-        &self,
-        first_minute: i64,
-    ) -> Result<Vec<VersionTraffic>, StoreError> {
-        dispatch!(self.version_traffic(first_minute))
-    }
-
-    /// Which of `endpoint_ids` the regression finder has evaluated for this version pair.
-    pub async fn regression_checked(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-    ) -> Result<std::collections::HashSet<i64>, StoreError> {
-        dispatch!(self.regression_checked(endpoint_ids, baseline, candidate))
-    }
-
-    /// Marks endpoints as evaluated for a version pair and stores the regressions found, in one
-    /// transaction: after a restart, nothing is evaluated or raised twice.
-    pub async fn record_regression_checks(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-        checked_unix_ns: u64,
-        found: &[RegressionRecord],
-    ) -> Result<(), StoreError> {
-        dispatch!(self.record_regression_checks(
-            endpoint_ids,
-            baseline,
-            candidate,
-            checked_unix_ns,
-            found
-        ))
-    }
-
-    /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
-    /// service: the feed alert
-    /// senders page through with the last id they sent.
-    pub async fn regressions(
-        &self,
-        after_id: i64,
-        limit: i64,
-        service: Option<&str>,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        dispatch!(self.regressions(after_id, limit, service))
     }
 
     /// Counts of what is stored.

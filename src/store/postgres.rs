@@ -24,14 +24,15 @@ use tracing::{info, warn};
 
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    Granularity, RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError,
-    StoreStats, StoredRequest, VersionTraffic, Window, block, count_and_breakdown,
-    detail_sums_selects, ns, parse_canonical, rollup_tables, unsigned,
+    Granularity, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
+    StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical,
+    rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod regression;
 
 /// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
 /// stays well under.
@@ -80,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "untraced",
         include_str!("migrations/postgres/0002_untraced.sql"),
+    ),
+    (
+        3,
+        "regression episodes",
+        include_str!("migrations/postgres/0003_regression_episodes.sql"),
     ),
 ];
 
@@ -1187,181 +1193,6 @@ impl PgStore {
             .bind(canonical)
             .fetch_one(&self.pool)
             .await?)
-    }
-
-    pub(super) async fn version_traffic(
-        &self,
-        first_minute: i64,
-    ) -> Result<Vec<VersionTraffic>, StoreError> {
-        const SELECT: &str = "SELECT e.service, r.version, MIN(r.minute), SUM(r.requests)::bigint \
-             FROM rollups r JOIN endpoints e ON e.id = r.endpoint_id \
-             WHERE r.minute >= $1 AND r.requests > 0 AND r.version <> '' GROUP BY e.service, r.version";
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT)
-            .bind(first_minute)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(service, version, first_minute, requests)| VersionTraffic {
-                    service,
-                    version,
-                    first_minute,
-                    requests: unsigned(requests),
-                },
-            )
-            .collect())
-    }
-
-    pub(super) async fn regression_checked(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-    ) -> Result<std::collections::HashSet<i64>, StoreError> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Postgres>::new(
-                "SELECT endpoint_id FROM regression_checks WHERE baseline = ",
-            );
-            select
-                .push_bind(baseline.to_owned())
-                .push(" AND candidate = ")
-                .push_bind(candidate.to_owned())
-                .push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            select.push(")");
-            let rows: Vec<(i64,)> = select.build_query_as().fetch_all(&self.pool).await?;
-            out.extend(rows.into_iter().map(|(id,)| id));
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn record_regression_checks(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-        checked_unix_ns: u64,
-        found: &[RegressionRecord],
-    ) -> Result<(), StoreError> {
-        const INSERT_EVENT: &str = "INSERT INTO regressions (detected_unix_ns, endpoint_id, \
-             baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
-             candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING";
-        let mut tx = self.pool.begin().await?;
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO regression_checks (endpoint_id, baseline, candidate, checked_unix_ns) ",
-            );
-            insert.push_values(chunk, |mut row, id| {
-                row.push_bind(*id)
-                    .push_bind(baseline.to_owned())
-                    .push_bind(candidate.to_owned())
-                    .push_bind(ns(checked_unix_ns));
-            });
-            insert.push(" ON CONFLICT DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
-        }
-        for event in found {
-            sqlx::query(INSERT_EVENT)
-                .bind(ns(event.detected_unix_ns))
-                .bind(event.endpoint_id)
-                .bind(&event.baseline)
-                .bind(&event.candidate)
-                .bind(&event.metric)
-                .bind(ns(event.baseline_ns))
-                .bind(ns(event.candidate_ns))
-                .bind(ns(event.baseline_requests))
-                .bind(ns(event.candidate_requests))
-                .bind(event.mean_delta_ns)
-                .bind(event.mean_delta_ci_ns.map(|(low, _)| low))
-                .bind(event.mean_delta_ci_ns.map(|(_, high)| high))
-                .bind(&event.summary)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn regressions(
-        &self,
-        after_id: i64,
-        limit: i64,
-        service: Option<&str>,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        type Row = (
-            i64,
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            String,
-        );
-        const SELECT: &str = "SELECT r.id, r.detected_unix_ns, r.endpoint_id, e.service, e.endpoint, \
-             r.baseline, r.candidate, r.metric, r.baseline_ns, r.candidate_ns, r.baseline_requests, \
-             r.candidate_requests, r.mean_delta_ns, r.mean_delta_low_ns, r.mean_delta_high_ns, r.summary \
-             FROM regressions r JOIN endpoints e ON e.id = r.endpoint_id \
-             WHERE r.id > $1 AND ($2::text IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3";
-        let rows: Vec<Row> = sqlx::query_as(SELECT)
-            .bind(after_id)
-            .bind(service)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    detected,
-                    endpoint_id,
-                    service,
-                    endpoint,
-                    baseline,
-                    candidate,
-                    metric,
-                    baseline_ns,
-                    candidate_ns,
-                    baseline_requests,
-                    candidate_requests,
-                    mean_delta_ns,
-                    low,
-                    high,
-                    summary,
-                )| RegressionRecord {
-                    id,
-                    detected_unix_ns: unsigned(detected),
-                    endpoint_id,
-                    service,
-                    endpoint,
-                    baseline,
-                    candidate,
-                    metric,
-                    baseline_ns: unsigned(baseline_ns),
-                    candidate_ns: unsigned(candidate_ns),
-                    baseline_requests: unsigned(baseline_requests),
-                    candidate_requests: unsigned(candidate_requests),
-                    mean_delta_ns,
-                    mean_delta_ci_ns: low.zip(high),
-                    summary,
-                },
-            )
-            .collect())
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -23,15 +23,16 @@ use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
-    RegressionRecord, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    StoredRequest, VersionTraffic, Window, block, count_and_breakdown, detail_sums_selects, ns,
-    parse_canonical, rollup_tables, unsigned,
+    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest,
+    Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical, rollup_tables,
+    unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
 mod recent_traces;
+mod regression;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
 
@@ -196,6 +197,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "untraced",
         include_str!("migrations/sqlite/0011_untraced.sql"),
+    ),
+    (
+        12,
+        "regression episodes",
+        include_str!("migrations/sqlite/0012_regression_episodes.sql"),
     ),
 ];
 
@@ -1136,176 +1142,6 @@ impl SqliteStore {
             .await?)
     }
 
-    pub(super) async fn version_traffic(
-        &self,
-        first_minute: i64,
-    ) -> Result<Vec<VersionTraffic>, StoreError> {
-        const SELECT: &str = "SELECT e.service, r.version, MIN(r.minute), SUM(r.requests) \
-             FROM rollups r JOIN endpoints e ON e.id = r.endpoint_id \
-             WHERE r.minute >= $1 AND r.version <> '' GROUP BY e.service, r.version";
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT)
-            .bind(first_minute)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(service, version, first_minute, requests)| VersionTraffic {
-                    service,
-                    version,
-                    first_minute,
-                    requests: unsigned(requests),
-                },
-            )
-            .collect())
-    }
-
-    pub(super) async fn regression_checked(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-    ) -> Result<std::collections::HashSet<i64>, StoreError> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new(
-                "SELECT endpoint_id FROM regression_checks WHERE baseline = ",
-            );
-            select
-                .push_bind(baseline.to_owned())
-                .push(" AND candidate = ")
-                .push_bind(candidate.to_owned())
-                .push(" AND endpoint_id IN (");
-            push_integers(&mut select, chunk.iter().copied());
-            let rows: Vec<(i64,)> = select.build_query_as().fetch_all(&self.pool).await?;
-            out.extend(rows.into_iter().map(|(id,)| id));
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn record_regression_checks(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-        checked_unix_ns: u64,
-        found: &[RegressionRecord],
-    ) -> Result<(), StoreError> {
-        const INSERT_EVENT: &str = "INSERT OR IGNORE INTO regressions (detected_unix_ns, endpoint_id, \
-             baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
-             candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-        let mut tx = self.writer.begin().await?;
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO regression_checks (endpoint_id, baseline, candidate, checked_unix_ns) ",
-            );
-            insert.push_values(chunk, |mut row, id| {
-                row.push_bind(*id)
-                    .push_bind(baseline.to_owned())
-                    .push_bind(candidate.to_owned())
-                    .push_bind(ns(checked_unix_ns));
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        for event in found {
-            sqlx::query(INSERT_EVENT)
-                .bind(ns(event.detected_unix_ns))
-                .bind(event.endpoint_id)
-                .bind(&event.baseline)
-                .bind(&event.candidate)
-                .bind(&event.metric)
-                .bind(ns(event.baseline_ns))
-                .bind(ns(event.candidate_ns))
-                .bind(ns(event.baseline_requests))
-                .bind(ns(event.candidate_requests))
-                .bind(event.mean_delta_ns)
-                .bind(event.mean_delta_ci_ns.map(|(low, _)| low))
-                .bind(event.mean_delta_ci_ns.map(|(_, high)| high))
-                .bind(&event.summary)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn regressions(
-        &self,
-        after_id: i64,
-        limit: i64,
-        service: Option<&str>,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        type Row = (
-            i64,
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-            String,
-        );
-        const SELECT: &str = "SELECT r.id, r.detected_unix_ns, r.endpoint_id, e.service, e.endpoint, \
-             r.baseline, r.candidate, r.metric, r.baseline_ns, r.candidate_ns, r.baseline_requests, \
-             r.candidate_requests, r.mean_delta_ns, r.mean_delta_low_ns, r.mean_delta_high_ns, r.summary \
-             FROM regressions r JOIN endpoints e ON e.id = r.endpoint_id \
-             WHERE r.id > $1 AND ($2 IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3";
-        let rows: Vec<Row> = sqlx::query_as(SELECT)
-            .bind(after_id)
-            .bind(service)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    detected,
-                    endpoint_id,
-                    service,
-                    endpoint,
-                    baseline,
-                    candidate,
-                    metric,
-                    baseline_ns,
-                    candidate_ns,
-                    baseline_requests,
-                    candidate_requests,
-                    mean_delta_ns,
-                    low,
-                    high,
-                    summary,
-                )| RegressionRecord {
-                    id,
-                    detected_unix_ns: unsigned(detected),
-                    endpoint_id,
-                    service,
-                    endpoint,
-                    baseline,
-                    candidate,
-                    metric,
-                    baseline_ns: unsigned(baseline_ns),
-                    candidate_ns: unsigned(candidate_ns),
-                    baseline_requests: unsigned(baseline_requests),
-                    candidate_requests: unsigned(candidate_requests),
-                    mean_delta_ns,
-                    mean_delta_ci_ns: low.zip(high),
-                    summary,
-                },
-            )
-            .collect())
-    }
-
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         const BLOCKS: &str =
             "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
@@ -1739,6 +1575,39 @@ mod tests {
             lookups(&store, trace_id).await,
             (vec![block_id; spans.len()], Some(block_id), 1)
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn regressions_raised_before_episodes_stay_open_and_their_pairs_are_evaluated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("before.db");
+        let pool = plain_wal_pool(&path).await;
+        migrator_through(11).run(&pool).await.unwrap();
+        // What the release that evaluated each pair once wrote: an endpoint evaluated for
+        // 1.0 -> 1.1, with the event it raised.
+        sqlx::raw_sql(
+            "INSERT INTO endpoints (id, service, endpoint) VALUES (3, 'auth', 'POST /login'); \
+             INSERT INTO regression_checks VALUES (3, '1.0', '1.1', 5); \
+             INSERT INTO regressions (id, detected_unix_ns, endpoint_id, baseline, candidate, \
+             metric, baseline_ns, candidate_ns, baseline_requests, candidate_requests, \
+             mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary) VALUES \
+             (7, 5, 3, '1.0', '1.1', 'p50', 100, 400, 50, 60, 300, 290, 310, 'slower')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let events = store.regressions(0, 10, None).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].id, events[0].resolution.clone()), (7, None));
+        assert_eq!(events[0].baseline_interval_ns, None);
+        let open = store.open_regressions("auth", "1.0", "1.1").await.unwrap();
+        assert_eq!(open.len(), 1, "the event is open");
+        let checks = store.regression_checks(&[3], "1.0", "1.1").await.unwrap();
+        assert_eq!(checks[&3].candidate_requests, 0, "due again on any traffic");
         store.close().await;
     }
 

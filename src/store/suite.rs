@@ -623,11 +623,19 @@ async fn alert_outbox_round_trips(store: &Store) {
             rule_keys: vec!["r1".into(), "r2".into()],
             queue_capacity: 1,
             regressions_notified_through: Some(4),
+            regression_resolutions_notified_through: Some(2),
         })
         .await
         .unwrap();
     assert_eq!(queued.len(), 1, "the second one is over capacity");
     assert_eq!(store.regressions_notified_through().await.unwrap(), 4);
+    assert_eq!(
+        store
+            .regression_resolutions_notified_through()
+            .await
+            .unwrap(),
+        2
+    );
     let deliveries = store.deliveries(10).await.unwrap();
     let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
     assert_eq!(statuses, ["dropped", "pending"]);
@@ -878,14 +886,20 @@ async fn comparison_reads_round_trip(store: &Store) {
     let traffic = store.version_traffic(minute).await.unwrap();
     assert!(traffic.contains(&VersionTraffic {
         service: "auth".into(),
+        endpoint_id,
         version: "1.1".into(),
         first_minute: minute,
         requests: 2,
     }));
+    regression_events_round_trip(store, endpoint_id).await;
+}
 
+/// Checks upsert; an endpoint has at most one open event per version pair; a resolution is
+/// numbered in order and shown on the event; a regression that comes back is a new event.
+async fn regression_events_round_trip(store: &Store, endpoint_id: i64) {
     assert!(
         store
-            .regression_checked(&[endpoint_id], "1.0", "1.1")
+            .regression_checks(&[endpoint_id], "1.0", "1.1")
             .await
             .unwrap()
             .is_empty()
@@ -905,26 +919,43 @@ async fn comparison_reads_round_trip(store: &Store) {
         candidate_requests: 60,
         mean_delta_ns: 300,
         mean_delta_ci_ns: Some((290, 310)),
+        baseline_interval_ns: Some((90, 110)),
+        candidate_interval_ns: Some((380, 420)),
         summary: "slower".into(),
+        resolution: None,
     };
+    let raise = |at: u64, requests: u64| RegressionEvaluation {
+        baseline: "1.0".into(),
+        candidate: "1.1".into(),
+        checked_unix_ns: at,
+        checked: vec![(endpoint_id, requests)],
+        raised: vec![RegressionRecord {
+            detected_unix_ns: at,
+            ..event.clone()
+        }],
+        resolved: Vec::new(),
+    };
+    // The same evaluation twice, or a raise while one is open, stores one event.
     for _ in 0..2 {
         store
-            .record_regression_checks(
-                &[endpoint_id],
-                "1.0",
-                "1.1",
-                5,
-                std::slice::from_ref(&event),
-            )
+            .record_regression_evaluation(&raise(5, 60))
             .await
             .unwrap();
     }
     assert_eq!(
         store
-            .regression_checked(&[endpoint_id], "1.0", "1.1")
+            .regression_checks(&[endpoint_id, endpoint_id + 1000], "1.0", "1.1")
             .await
             .unwrap(),
-        [endpoint_id].into_iter().collect()
+        [(
+            endpoint_id,
+            RegressionCheck {
+                checked_unix_ns: 5,
+                candidate_requests: 60
+            }
+        )]
+        .into_iter()
+        .collect()
     );
     let events = store.regressions(0, 10, None).await.unwrap();
     assert_eq!(events.len(), 1, "an event is stored once");
@@ -939,13 +970,8 @@ async fn comparison_reads_round_trip(store: &Store) {
         },
         event
     );
-    assert!(
-        store
-            .regressions(events[0].id, 10, None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let first = events[0].id;
+    assert!(store.regressions(first, 10, None).await.unwrap().is_empty());
     assert_eq!(
         store.regressions(0, 10, Some("auth")).await.unwrap().len(),
         1
@@ -953,6 +979,93 @@ async fn comparison_reads_round_trip(store: &Store) {
     assert!(
         store
             .regressions(0, 10, Some("idp"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let open = store.open_regressions("auth", "1.0", "1.1").await.unwrap();
+    assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), [first]);
+    assert!(
+        store
+            .open_regressions("auth", "1.0", "1.2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Resolved once, however often the evaluation is committed; the check moves on.
+    let resolve = |id: i64, at: u64| RegressionEvaluation {
+        baseline: "1.0".into(),
+        candidate: "1.1".into(),
+        checked_unix_ns: at,
+        checked: vec![(endpoint_id, 80)],
+        raised: Vec::new(),
+        resolved: vec![NewResolution {
+            regression_id: id,
+            resolved_unix_ns: at,
+            candidate_ns: 120,
+            summary: "back".into(),
+        }],
+    };
+    for _ in 0..2 {
+        store
+            .record_regression_evaluation(&resolve(first, 9))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .regression_checks(&[endpoint_id], "1.0", "1.1")
+            .await
+            .unwrap()[&endpoint_id],
+        RegressionCheck {
+            checked_unix_ns: 9,
+            candidate_requests: 80
+        }
+    );
+    let resolution = RegressionResolution {
+        seq: 1,
+        resolved_unix_ns: 9,
+        candidate_ns: 120,
+        summary: "back".into(),
+    };
+    let events = store.regressions(0, 10, None).await.unwrap();
+    assert_eq!(events[0].resolution, Some(resolution.clone()));
+    assert!(
+        store
+            .open_regressions("auth", "1.0", "1.1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // It comes back: a new event, resolved in turn with the next number.
+    store
+        .record_regression_evaluation(&raise(12, 100))
+        .await
+        .unwrap();
+    let events = store.regressions(first, 10, None).await.unwrap();
+    assert_eq!(events.len(), 1);
+    let second = events[0].id;
+    assert!(second > first);
+    assert_eq!(events[0].detected_unix_ns, 12);
+    assert_eq!(events[0].resolution, None);
+    store
+        .record_regression_evaluation(&resolve(second, 15))
+        .await
+        .unwrap();
+    let resolved = store.regression_resolutions(0, 10).await.unwrap();
+    let order: Vec<(i64, i64)> = resolved
+        .iter()
+        .map(|e| (e.id, e.resolution.as_ref().unwrap().seq))
+        .collect();
+    assert_eq!(order, [(first, 1), (second, 2)]);
+    assert_eq!(resolved[0].resolution, Some(resolution));
+    assert_eq!(resolved[0].endpoint, "GET /compare");
+    assert_eq!(store.regression_resolutions(1, 10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .regression_resolutions(2, 10)
             .await
             .unwrap()
             .is_empty()

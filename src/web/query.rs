@@ -883,7 +883,30 @@ fn regression_event(record: RegressionRecord) -> RegressionEventDto {
             low: ms(low as f64),
             high: ms(high as f64),
         }),
+        baseline_ci_ms: record.baseline_interval_ns.map(interval_ms),
+        candidate_ci_ms: record.candidate_interval_ns.map(interval_ms),
         summary: record.summary,
+        state: if record.resolution.is_some() {
+            "resolved"
+        } else {
+            "open"
+        },
+        resolved_at: record
+            .resolution
+            .as_ref()
+            .map(|r| rfc3339(r.resolved_unix_ns)),
+        resolved_candidate_ms: record
+            .resolution
+            .as_ref()
+            .map(|r| ms(r.candidate_ns as f64)),
+        resolved_summary: record.resolution.map(|r| r.summary),
+    }
+}
+
+fn interval_ms((low_ns, high_ns): (u64, u64)) -> IntervalMs {
+    IntervalMs {
+        low: ms(low_ns as f64),
+        high: ms(high_ns as f64),
     }
 }
 

@@ -25,6 +25,7 @@ mod pipeline;
 #[cfg(feature = "pg-tests")]
 mod proxy;
 mod python;
+mod regress;
 mod retention;
 #[cfg(feature = "pg-tests")]
 mod scale;

@@ -83,6 +83,22 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A fresh database on the store the tests run on (see [`on_postgres`]), for tests that
+    /// restart the app on it.
+    pub async fn fresh() -> TestDatabase {
+        if on_postgres() {
+            return Self::postgres().await;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("bottleneck.db");
+        TestDatabase {
+            url: DatabaseUrl::Sqlite(path.clone()),
+            path,
+            scratch: None,
+            _dir: dir,
+        }
+    }
+
     /// A scratch PostgreSQL database, whatever [`on_postgres`] says.
     pub async fn postgres() -> TestDatabase {
         let dir = tempfile::tempdir().expect("a temp dir");

@@ -89,8 +89,21 @@ impl PgStore {
     }
 
     pub(in crate::store) async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
-        const SELECT: &str = "SELECT value FROM meta WHERE key = 'regressions_notified_through'";
+        self.meta_value("regressions_notified_through").await
+    }
+
+    pub(in crate::store) async fn regression_resolutions_notified_through(
+        &self,
+    ) -> Result<i64, StoreError> {
+        self.meta_value("regression_resolutions_notified_through")
+            .await
+    }
+
+    /// A cursor kept in `meta`; 0 before it is first set.
+    async fn meta_value(&self, key: &str) -> Result<i64, StoreError> {
+        const SELECT: &str = "SELECT value FROM meta WHERE key = $1";
         Ok(sqlx::query_scalar(SELECT)
+            .bind(key)
             .fetch_optional(&self.pool)
             .await?
             .unwrap_or(0))
@@ -196,10 +209,26 @@ impl PgStore {
                     .await?;
             }
         }
-        if let Some(through) = commit.regressions_notified_through {
-            const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('regressions_notified_through', $1) \
-                 ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
-            sqlx::query(UPSERT).bind(through).execute(&mut *tx).await?;
+        // Cursors only move forward: a commit computed from an older read cannot take one back.
+        const UPSERT_CURSOR: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
+        for (key, through) in [
+            (
+                "regressions_notified_through",
+                commit.regressions_notified_through,
+            ),
+            (
+                "regression_resolutions_notified_through",
+                commit.regression_resolutions_notified_through,
+            ),
+        ] {
+            if let Some(through) = through {
+                sqlx::query(UPSERT_CURSOR)
+                    .bind(key)
+                    .bind(through)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(queued)

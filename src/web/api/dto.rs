@@ -370,7 +370,22 @@ pub struct RegressionEventDto {
     pub candidate_requests: u64,
     pub mean_delta_ms: f64,
     pub mean_delta_ci_ms: Option<IntervalMs>,
+    /// 95% confidence interval of the metric in the baseline: the event was raised because the
+    /// candidate's lower bound exceeded this upper bound by the thresholds. Null for events
+    /// raised before intervals decided.
+    pub baseline_ci_ms: Option<IntervalMs>,
+    /// 95% confidence interval of the metric in the candidate.
+    pub candidate_ci_ms: Option<IntervalMs>,
     pub summary: String,
+    /// `open` while the regression holds, `resolved` once neither p50 nor p95 of the candidate
+    /// crosses the thresholds any more.
+    pub state: &'static str,
+    /// When it was resolved; null while open.
+    pub resolved_at: Option<String>,
+    /// The metric in the candidate when it was resolved.
+    pub resolved_candidate_ms: Option<f64>,
+    /// Why it was resolved: where both quantiles stood.
+    pub resolved_summary: Option<String>,
 }
 
 /// A `service.version` seen in the window.

@@ -129,6 +129,11 @@ pub struct RegressionRow {
     pub mean_delta: String,
     pub summary: String,
     pub compare_href: String,
+    /// `open` or `resolved`: also the badge's class suffix.
+    pub state: &'static str,
+    /// `resolved 05-14 10:31 UTC: POST /login is back within the thresholds …`; empty while
+    /// open.
+    pub resolution: String,
 }
 
 /// The display form of regression events; links keep the window.
@@ -136,11 +141,7 @@ pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec
     events
         .iter()
         .map(|event| RegressionRow {
-            detected: event
-                .detected_at
-                .get(5..16)
-                .unwrap_or_default()
-                .replace('T', " "),
+            detected: short_time(&event.detected_at),
             service: event.service.clone(),
             endpoint: event.endpoint.clone(),
             endpoint_href: endpoint_href(&event.service, &event.endpoint, window_query),
@@ -161,8 +162,20 @@ pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec
                 &format!("version:{}", event.candidate),
                 window_query,
             ),
+            state: event.state,
+            resolution: match (&event.resolved_at, &event.resolved_summary) {
+                (Some(at), Some(summary)) => {
+                    format!("resolved {} UTC: {summary}", short_time(at))
+                }
+                _ => String::new(),
+            },
         })
         .collect()
+}
+
+/// `05-14 10:31` of an RFC 3339 time.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339.get(5..16).unwrap_or_default().replace('T', " ")
 }
 
 /// One choice of the window picker.
