@@ -214,9 +214,17 @@ pub fn operations(
             Name::Node(node) => names.peek(*node),
         }
     };
-    contributions.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| text(&a.1).cmp(text(&b.1))));
+    // Sorted by keys taken out once: a comparison then reads two slices, not two names.
+    let mut order: Vec<(Category, &str, usize)> = contributions
+        .iter()
+        .enumerate()
+        .map(|(idx, (category, name, ..))| (*category, text(name), idx))
+        .collect();
+    order.sort_unstable();
     let mut ops: Vec<OperationStat> = Vec::with_capacity(contributions.len());
-    for (category, name, calls, total_ns, critical_ns) in &contributions {
+    for (category, name, calls, total_ns, critical_ns) in
+        order.iter().map(|(.., idx)| &contributions[*idx])
+    {
         match ops.last_mut() {
             Some(last) if last.category == *category && last.name == text(name) => {
                 last.calls = last.calls.saturating_add(*calls);
