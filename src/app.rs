@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
+use collector::otlp::body::{BodyLimits, Intake};
 use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
@@ -236,13 +237,23 @@ impl App {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let limits = http::HttpLimits {
-            max_wire_bytes: config.ingest.max_body_bytes,
-            max_decoded_bytes: config.ingest.max_decoded_body_bytes,
-        };
+        // One budget of body bytes for both receivers.
+        let intake = Intake::new(
+            BodyLimits {
+                max_wire_bytes: config.ingest.max_body_bytes,
+                max_decoded_bytes: config.ingest.max_decoded_body_bytes,
+                max_inflation_ratio: config.ingest.max_inflation_ratio,
+                deadline: config.timeouts.body_total,
+            },
+            config.ingest.max_bytes_in_flight,
+        );
         // A client that stops sending its body is cut off after `body_read` of silence.
-        let http_router = http::router(sink.clone(), limits, config.auth.ingest_tokens.clone())
-            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let http_router = http::router(
+            sink.clone(),
+            intake.clone(),
+            config.auth.ingest_tokens.clone(),
+        )
+        .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
         let http_server = listener::serve(
             otlp_http,
             http_router,
@@ -251,7 +262,7 @@ impl App {
         );
         let grpc_router = grpc::router(
             sink.clone(),
-            config.ingest.max_decoded_body_bytes,
+            intake,
             config.auth.ingest_tokens.clone(),
             config.timeouts.grpc_request,
         );

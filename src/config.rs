@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use collector::auth::Tokens;
+use collector::otlp::body::DEFAULT_MAX_INFLATION_RATIO;
 use serde::Deserialize;
 
 use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
@@ -67,6 +68,13 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Largest body once gzip is undone: caps gzip bombs at a sane multiple of the wire limit.
     pub max_decoded_body_bytes: usize,
+    /// Most a gzip body may inflate relative to its wire bytes read so far (checked while
+    /// inflating, on every transport).
+    pub max_inflation_ratio: usize,
+    /// Body bytes all exports being read may hold together. Twice the decoded limit by default:
+    /// two of the largest exports, or hundreds of ordinary ones, at once; past it exports are
+    /// told to retry (429 / RESOURCE_EXHAUSTED) instead of memory growing.
+    pub max_bytes_in_flight: usize,
 }
 
 /// When requests are analysed.
@@ -155,6 +163,9 @@ pub struct TimeoutConfig {
     /// Longest an OTLP/gRPC export may take from its headers to its answer, including the
     /// commit. 60 s: far above a healthy commit, so only stalled clients hit it.
     pub grpc_request: Duration,
+    /// Longest a whole OTLP body may take to arrive, however steadily it trickles (`body_read`
+    /// only bounds the pauses). 60 s carries a 20 MiB export over a link of 350 KB/s.
+    pub body_total: Duration,
 }
 
 impl Default for TimeoutConfig {
@@ -163,6 +174,7 @@ impl Default for TimeoutConfig {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             grpc_request: Duration::from_secs(60),
+            body_total: Duration::from_secs(60),
         }
     }
 }
@@ -290,6 +302,7 @@ struct FileTimeouts {
     header_read: Option<String>,
     body_read: Option<String>,
     grpc_request: Option<String>,
+    body_total: Option<String>,
 }
 
 impl FileConfig {
@@ -310,6 +323,8 @@ struct FileIngest {
     queue_capacity: Option<usize>,
     max_body_bytes: Option<usize>,
     max_decoded_body_bytes: Option<usize>,
+    max_inflation_ratio: Option<usize>,
+    max_bytes_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,14 +482,32 @@ impl Config {
                 .unwrap_or(([127, 0, 0, 1], 4317).into()),
         };
         let max_body_bytes = file.ingest.max_body_bytes.unwrap_or(20 * 1024 * 1024);
+        let max_decoded_body_bytes = file
+            .ingest
+            .max_decoded_body_bytes
+            .unwrap_or(max_body_bytes.saturating_mul(4));
         let ingest = IngestConfig {
             queue_capacity: file.ingest.queue_capacity.unwrap_or(64),
             max_body_bytes,
-            max_decoded_body_bytes: file
+            max_decoded_body_bytes,
+            max_inflation_ratio: file
                 .ingest
-                .max_decoded_body_bytes
-                .unwrap_or(max_body_bytes.saturating_mul(4)),
+                .max_inflation_ratio
+                .unwrap_or(DEFAULT_MAX_INFLATION_RATIO)
+                .max(1),
+            max_bytes_in_flight: file
+                .ingest
+                .max_bytes_in_flight
+                .unwrap_or(max_decoded_body_bytes.saturating_mul(2)),
         };
+        if ingest.max_bytes_in_flight < ingest.max_decoded_body_bytes.max(max_body_bytes) {
+            bail!(
+                "ingest.max_bytes_in_flight ({}) must hold at least one body of the largest size \
+                 allowed ({} bytes)",
+                ingest.max_bytes_in_flight,
+                ingest.max_decoded_body_bytes.max(max_body_bytes)
+            );
+        }
         let defaults = AnalysisConfig::default();
         let analysis_file = file.analysis;
         let analysis = AnalysisConfig {
@@ -627,6 +660,11 @@ impl Config {
                 "timeouts.grpc_request",
                 default_timeouts.grpc_request,
             )?,
+            body_total: timeout(
+                file.timeouts.body_total,
+                "timeouts.body_total",
+                default_timeouts.body_total,
+            )?,
         };
         let config = Config {
             database_url: DatabaseUrl::parse(&database_url)?,
@@ -743,6 +781,25 @@ mod tests {
         assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
         assert_eq!(config.timeouts.body_read, Duration::from_secs(3));
         assert_eq!(config.timeouts.grpc_request, Duration::from_secs(60));
+        assert_eq!(config.timeouts.body_total, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bounds_on_bodies_and_connections_from_the_file() {
+        let config = Config::from_parts(&ServeFlags::default(), FileConfig::default()).unwrap();
+        assert_eq!(config.ingest.max_inflation_ratio, 100);
+        assert_eq!(config.ingest.max_bytes_in_flight, 160 << 20);
+        let file = parse_file(
+            "[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n",
+        )
+        .unwrap();
+        let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
+        assert_eq!(config.ingest.max_inflation_ratio, 20);
+        assert_eq!(config.ingest.max_bytes_in_flight, 100_000_000);
+        assert_eq!(config.timeouts.body_total, Duration::from_secs(5));
+        let too_small = parse_file("[ingest]\nmax_bytes_in_flight = 1000\n").unwrap();
+        let err = Config::from_parts(&ServeFlags::default(), too_small).unwrap_err();
+        assert!(err.to_string().contains("max_bytes_in_flight"), "{err}");
     }
 
     #[test]
