@@ -124,8 +124,10 @@ impl App {
             .context("setting up TLS")?;
         let listen = ListenOptions {
             timeouts: config.timeouts.clone(),
+            connections: config.connections.clone(),
             tls,
         };
+        listener::warn_if_descriptors_short(&config.connections, 3);
         let exposed = config.exposed_without_auth();
         if !exposed.is_empty() {
             warn!(

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
+use crate::listener::ConnectionConfig;
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +201,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Client timeouts on every listener.
     pub timeouts: TimeoutConfig,
+    /// Connection cap and idle timeout of every listener.
+    pub connections: ConnectionConfig,
     /// Allows listening beyond loopback without authentication (`--insecure`).
     pub insecure: bool,
     /// How long data is kept.
@@ -279,6 +282,8 @@ pub struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     timeouts: FileTimeouts,
+    #[serde(default)]
+    connections: ConnectionConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -677,6 +682,7 @@ impl Config {
             auth,
             tls,
             timeouts,
+            connections: file.connections,
             insecure: flags.insecure,
         };
         let exposed = config.exposed_without_auth();
@@ -789,14 +795,19 @@ mod tests {
         let config = Config::from_parts(&ServeFlags::default(), FileConfig::default()).unwrap();
         assert_eq!(config.ingest.max_inflation_ratio, 100);
         assert_eq!(config.ingest.max_bytes_in_flight, 160 << 20);
+        assert_eq!(config.connections, ConnectionConfig::default());
         let file = parse_file(
-            "[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n",
+            "[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n\n[connections]\nmax_per_listener = 64\nidle_timeout = \"2m\"\n",
         )
         .unwrap();
         let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
         assert_eq!(config.ingest.max_inflation_ratio, 20);
         assert_eq!(config.ingest.max_bytes_in_flight, 100_000_000);
         assert_eq!(config.timeouts.body_total, Duration::from_secs(5));
+        assert_eq!(config.connections.max_per_listener, 64);
+        assert_eq!(config.connections.idle_timeout, Duration::from_secs(120));
+        let err = parse_file("[connections]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("not a duration"), "{err:#}");
         let too_small = parse_file("[ingest]\nmax_bytes_in_flight = 1000\n").unwrap();
         let err = Config::from_parts(&ServeFlags::default(), too_small).unwrap_err();
         assert!(err.to_string().contains("max_bytes_in_flight"), "{err}");
