@@ -25,6 +25,7 @@ use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, claim, writer};
 use crate::regress;
 use crate::store::{Store, retention};
+use crate::web::host::AllowedHosts;
 use crate::web::{self, AppState};
 
 /// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
@@ -305,8 +306,12 @@ impl App {
             config.retention,
             stop_rx.clone(),
         ));
-        let ui_router = web::auth::require(web::router(state), &config.auth)
-            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let allowed_hosts = AllowedHosts::new(ui.local_addr()?, &config.allowed_hosts);
+        let ui_router = web::host::require(
+            web::auth::require(web::router(state), &config.auth),
+            allowed_hosts,
+        )
+        .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
         let ui_server = listener::serve(ui, ui_router, listen, stopped(stop_rx.clone()));
         let http_task = tokio::spawn(http_server);
         let grpc_task = tokio::spawn(grpc_server);

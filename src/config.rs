@@ -203,6 +203,8 @@ pub struct Config {
     pub timeouts: TimeoutConfig,
     /// Connection cap and idle timeout of every listener.
     pub connections: ConnectionConfig,
+    /// Host names (or addresses) the UI answers to besides loopback and its listen address.
+    pub allowed_hosts: Vec<String>,
     /// Allows listening beyond loopback without authentication (`--insecure`).
     pub insecure: bool,
     /// How long data is kept.
@@ -284,6 +286,7 @@ pub struct FileConfig {
     timeouts: FileTimeouts,
     #[serde(default)]
     connections: ConnectionConfig,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +413,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("BOTTLENECK_TLS_CERT_FILE", "PEM certificate chain for TLS"),
     ("BOTTLENECK_TLS_KEY_FILE", "PEM private key for TLS"),
+    (
+        "BOTTLENECK_ALLOWED_HOSTS",
+        "comma-separated host names the UI answers to besides loopback",
+    ),
 ];
 
 fn env_tokens(name: &str) -> Option<Vec<String>> {
@@ -683,6 +690,10 @@ impl Config {
             tls,
             timeouts,
             connections: file.connections,
+            allowed_hosts: file
+                .allowed_hosts
+                .or_else(|| env_tokens("BOTTLENECK_ALLOWED_HOSTS"))
+                .unwrap_or_default(),
             insecure: flags.insecure,
         };
         let exposed = config.exposed_without_auth();
@@ -796,8 +807,9 @@ mod tests {
         assert_eq!(config.ingest.max_inflation_ratio, 100);
         assert_eq!(config.ingest.max_bytes_in_flight, 160 << 20);
         assert_eq!(config.connections, ConnectionConfig::default());
+        assert!(config.allowed_hosts.is_empty());
         let file = parse_file(
-            "[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n\n[connections]\nmax_per_listener = 64\nidle_timeout = \"2m\"\n",
+            "allowed_hosts = [\"bottleneck.internal\"]\n\n[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n\n[connections]\nmax_per_listener = 64\nidle_timeout = \"2m\"\n",
         )
         .unwrap();
         let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
@@ -806,6 +818,7 @@ mod tests {
         assert_eq!(config.timeouts.body_total, Duration::from_secs(5));
         assert_eq!(config.connections.max_per_listener, 64);
         assert_eq!(config.connections.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.allowed_hosts, ["bottleneck.internal"]);
         let err = parse_file("[connections]\nidle_timeout = \"soon\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("not a duration"), "{err:#}");
         let too_small = parse_file("[ingest]\nmax_bytes_in_flight = 1000\n").unwrap();
