@@ -10,6 +10,7 @@ mod support;
 mod alerts;
 mod analysis;
 mod assets;
+mod bounds;
 mod bench;
 mod browser;
 mod compare;
