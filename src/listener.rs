@@ -99,9 +99,9 @@ pub fn warn_if_descriptors_short(connections: &ConnectionConfig, n_listeners: us
         return;
     }
     let needed = (connections.max_per_listener * n_listeners) as u64 + RESERVED;
-    if (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur < needed {
         warn!(
-            descriptor_limit = limit.rlim_cur as u64,
+            descriptor_limit = limit.rlim_cur,
             needed,
             "the open-file limit is below what full listeners need; raise it or lower connections.max_per_listener"
         );
@@ -167,7 +167,10 @@ pub async fn serve(
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
-    let max_connections = options.connections.max_per_listener.clamp(1, u32::MAX as usize);
+    let max_connections = options
+        .connections
+        .max_per_listener
+        .clamp(1, u32::MAX as usize);
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut at_cap = false;

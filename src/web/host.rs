@@ -46,13 +46,17 @@ impl AllowedHosts {
     /// Whether a request naming `authority` (`host` or `host:port`) is served.
     pub fn allows(&self, authority: &str) -> bool {
         let host = normalize(authority);
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return ip.is_loopback()
                 || ip == self.listen_ip
                 || self.listen_ip.is_unspecified()
-                || self.names.iter().any(|name| *name == host);
+                || self.names.contains(&host);
         }
-        host == "localhost" || self.names.iter().any(|name| *name == host)
+        host == "localhost" || self.names.contains(&host)
     }
 }
 

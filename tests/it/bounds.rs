@@ -89,7 +89,14 @@ async fn chunked_gzip_bomb(
         fed += zeros.len();
         let mut chunk = std::mem::take(encoder.get_mut());
         if fed >= n_zero_bytes {
-            chunk.extend(std::mem::replace(&mut encoder, GzEncoder::new(Vec::new(), Compression::best())).finish().unwrap());
+            chunk.extend(
+                std::mem::replace(
+                    &mut encoder,
+                    GzEncoder::new(Vec::new(), Compression::best()),
+                )
+                .finish()
+                .unwrap(),
+            );
         }
         if chunk.is_empty() {
             continue;
@@ -180,7 +187,10 @@ async fn six_chunked_gzip_bombs_leave_memory_flat_while_exports_are_stored() {
     eprintln!(
         "6 chunked gzip bombs of 1 GiB: answered {:?} after {:?} (wire bytes sent {:?}); \
          server RSS idle {} MiB, peak {} MiB; {} exports acknowledged meanwhile",
-        outcomes.iter().map(|(status, _)| status).collect::<Vec<_>>(),
+        outcomes
+            .iter()
+            .map(|(status, _)| status)
+            .collect::<Vec<_>>(),
         started.elapsed(),
         outcomes.iter().map(|(_, sent)| sent).collect::<Vec<_>>(),
         idle_kib / 1024,
@@ -265,13 +275,17 @@ async fn gzip_bombs_over_http2_and_grpc_are_refused_at_the_ratio() {
         .await
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
-        &compressible_export(8 << 20)[..],
-    )
-    .unwrap();
+    let request =
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+            &compressible_export(8 << 20)[..],
+        )
+        .unwrap();
     let err = grpc.export(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
-    assert!(err.message().contains("inflates more than 100 times"), "{err}");
+    assert!(
+        err.message().contains("inflates more than 100 times"),
+        "{err}"
+    );
     // Refusals are counted (item 11).
     let metrics = app.metrics().await;
     assert!(
@@ -360,7 +374,11 @@ async fn the_budget_of_body_bytes_in_flight_turns_exports_away_until_it_is_free(
     assert_login_stored(&app.store, 73).await;
     grpc.export(login_request(74)).await.unwrap();
     assert_login_stored(&app.store, 74).await;
-    assert!(app.metrics().await.contains("bottleneck_exports_refused_total{reason=\"body_budget\"} "));
+    assert!(
+        app.metrics()
+            .await
+            .contains("bottleneck_exports_refused_total{reason=\"body_budget\"} ")
+    );
     app.stop().await;
 }
 
@@ -397,7 +415,12 @@ async fn a_trickling_body_is_answered_408_at_the_whole_body_deadline() {
     assert_eq!(status_of(&head), 408, "{head}");
     assert!(started.elapsed() < Duration::from_secs(5));
     trickle.abort();
-    let res = post(&app.otlp_http_url, PROTOBUF, login_request(75).encode_to_vec()).await;
+    let res = post(
+        &app.otlp_http_url,
+        PROTOBUF,
+        login_request(75).encode_to_vec(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_login_stored(&app.store, 75).await;
     app.stop().await;
@@ -421,7 +444,11 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
 async fn h2_request(
     url: &str,
     request: http::Request<()>,
-) -> (u16, tokio::task::JoinHandle<()>, h2::client::SendRequest<hyper::body::Bytes>) {
+) -> (
+    u16,
+    tokio::task::JoinHandle<()>,
+    h2::client::SendRequest<hyper::body::Bytes>,
+) {
     let tcp = TcpStream::connect(host_port(url)).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     let connection = tokio::spawn(async move {
@@ -493,7 +520,10 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
         )
         .await
         .unwrap();
-    let pieces: Vec<Vec<u8>> = body.chunks(body.len() / 4 + 1).map(<[u8]>::to_vec).collect();
+    let pieces: Vec<Vec<u8>> = body
+        .chunks(body.len() / 4 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
     for piece in pieces {
         tokio::time::sleep(Duration::from_millis(400)).await;
         writer.write_all(&piece).await.unwrap();
@@ -516,12 +546,20 @@ async fn past_the_connection_cap_new_connections_wait_and_other_listeners_serve(
     // Two connections hold the OTLP/HTTP listener's slots.
     let mut holders = Vec::new();
     for _ in 0..2 {
-        holders.push(TcpStream::connect(host_port(&app.otlp_http_url)).await.unwrap());
+        holders.push(
+            TcpStream::connect(host_port(&app.otlp_http_url))
+                .await
+                .unwrap(),
+        );
     }
     // A third connects (the kernel accepts it) but is not served while they stay.
     let waiting = tokio::spawn({
         let url = app.otlp_http_url.clone();
-        async move { post(&url, PROTOBUF, login_request(91).encode_to_vec()).await.status() }
+        async move {
+            post(&url, PROTOBUF, login_request(91).encode_to_vec())
+                .await
+                .status()
+        }
     });
     let mut grpc = TraceServiceClient::connect(app.otlp_grpc_url.clone())
         .await
@@ -535,7 +573,10 @@ async fn past_the_connection_cap_new_connections_wait_and_other_listeners_serve(
         .unwrap();
     assert_eq!(health.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "the third connection was served past the cap");
+    assert!(
+        !waiting.is_finished(),
+        "the third connection was served past the cap"
+    );
     drop(holders.pop());
     let status = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await

@@ -111,7 +111,8 @@ impl BodyPermit {
         let wanted = n_bytes - held;
         // Ask for a step more than needed, and settle for exactly what is needed if the budget
         // is nearly spent.
-        let more = take(&self.bytes, wanted + GROWTH_STEP).or_else(|_| take(&self.bytes, wanted))?;
+        let more =
+            take(&self.bytes, wanted + GROWTH_STEP).or_else(|_| take(&self.bytes, wanted))?;
         self.permit.merge(more);
         Ok(())
     }
@@ -192,9 +193,9 @@ impl BodyError {
     /// The label this refusal is counted under in the rejection counters.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::WireTooLarge { .. } | Self::DecodedTooLarge { .. } | Self::InflationRatio { .. } => {
-                "too_large"
-            }
+            Self::WireTooLarge { .. }
+            | Self::DecodedTooLarge { .. }
+            | Self::InflationRatio { .. } => "too_large",
             Self::Busy => "body_budget",
             Self::Deadline { .. } | Self::Read(_) => "body_incomplete",
             Self::UnsupportedEncoding(_) => "unsupported_media_type",
@@ -397,7 +398,12 @@ impl Decoded {
             Self::Identity(accumulator) => accumulator.write_all(chunk),
             Self::Gzip(decoder) => decoder.write_all(chunk),
         };
-        written.map_err(|_| self.accumulator().refusal.take().unwrap_or(BodyError::Corrupt))
+        written.map_err(|_| {
+            self.accumulator()
+                .refusal
+                .take()
+                .unwrap_or(BodyError::Corrupt)
+        })
     }
 
     fn finish(self) -> Result<ReadBody, BodyError> {
@@ -405,7 +411,11 @@ impl Decoded {
             Self::Identity(accumulator) => accumulator,
             Self::Gzip(mut decoder) => {
                 if decoder.try_finish().is_err() {
-                    return Err(decoder.get_mut().refusal.take().unwrap_or(BodyError::Corrupt));
+                    return Err(decoder
+                        .get_mut()
+                        .refusal
+                        .take()
+                        .unwrap_or(BodyError::Corrupt));
                 }
                 decoder.finish().map_err(|_| BodyError::Corrupt)?
             }

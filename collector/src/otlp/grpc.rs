@@ -95,12 +95,7 @@ pub fn service(
 /// The receiver as an axum router, for serving beside the other listeners: an export still
 /// running after `deadline` (a client that sent half a message and stalled) is answered
 /// DEADLINE_EXCEEDED, which ends the stream and frees what it held.
-pub fn router(
-    sink: SpanSink,
-    intake: Intake,
-    tokens: Tokens,
-    deadline: Duration,
-) -> axum::Router {
+pub fn router(sink: SpanSink, intake: Intake, tokens: Tokens, deadline: Duration) -> axum::Router {
     tonic::service::Routes::new(service(sink, intake, tokens))
         .into_axum_router()
         .layer(axum::middleware::from_fn(
@@ -244,7 +239,11 @@ impl http_body::Body for Pieces {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|piece| Ok(http_body::Frame::data(piece))))
+        Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|piece| Ok(http_body::Frame::data(piece))),
+        )
     }
 
     fn is_end_stream(&self) -> bool {

@@ -404,7 +404,11 @@ mod tests {
     #[tokio::test]
     async fn without_an_accepted_token_is_401_before_the_body_is_read() {
         let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let app = router(sink.clone(), intake(LIMITS), Tokens::new(["t0ken".to_owned()]));
+        let app = router(
+            sink.clone(),
+            intake(LIMITS),
+            Tokens::new(["t0ken".to_owned()]),
+        );
         for authorization in [None, Some("Bearer wrong"), Some("Basic dDBrZW4=")] {
             let mut request = export();
             if let Some(value) = authorization {

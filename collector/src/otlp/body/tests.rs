@@ -20,7 +20,9 @@ impl http_body::Body for Chunks {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -117,14 +119,24 @@ async fn past_the_decoded_cap_is_refused() {
 #[tokio::test]
 async fn a_declared_length_over_the_wire_limit_is_refused_before_reading() {
     let (_tx, rx) = mpsc::channel(1);
-    let err = read(Chunks(rx), Some(9 << 20), Coding::Identity, &intake(64 << 20))
-        .await
-        .unwrap_err();
+    let err = read(
+        Chunks(rx),
+        Some(9 << 20),
+        Coding::Identity,
+        &intake(64 << 20),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err, BodyError::WireTooLarge { limit: 8 << 20 });
     let undeclared = vec![vec![1u8; 5 << 20], vec![1u8; 5 << 20]];
-    let err = read(chunks(undeclared), None, Coding::Identity, &intake(64 << 20))
-        .await
-        .unwrap_err();
+    let err = read(
+        chunks(undeclared),
+        None,
+        Coding::Identity,
+        &intake(64 << 20),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err, BodyError::WireTooLarge { limit: 8 << 20 });
 }
 
@@ -159,7 +171,10 @@ async fn the_budget_is_taken_before_reading_and_given_back_after() {
     .await
     .unwrap_err();
     assert_eq!(err, BodyError::Busy);
-    slow_tx.send(Bytes::from(vec![2u8; 900 << 10])).await.unwrap();
+    slow_tx
+        .send(Bytes::from(vec![2u8; 900 << 10]))
+        .await
+        .unwrap();
     drop(slow_tx);
     let slow = slow.await.unwrap().unwrap();
     assert_eq!(slow.bytes.len(), 900 << 10);
