@@ -47,6 +47,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often reaching the connection cap is logged while it lasts.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Connections each listener serves at once: far more than the exporters and browsers of one
 /// deployment keep open, and three listeners' worth stays well under the common 1024-descriptor
 /// limit, leaving room for the store and outgoing webhooks.
@@ -173,21 +176,19 @@ pub async fn serve(
         .clamp(1, u32::MAX as usize);
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut at_cap = false;
+    let mut last_cap_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => {
-                at_cap = false;
-                slot
-            }
+            Ok(slot) => slot,
             Err(_) => {
-                if !at_cap {
+                // Said once a minute at most: at the cap, every accept would say it again.
+                if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
                     warn!(
                         max_connections,
                         "connection limit reached; new connections wait until one closes"
                     );
-                    at_cap = true;
+                    last_cap_warning = Some(Instant::now());
                 }
                 tokio::select! {
                     slot = Arc::clone(&slots).acquire_owned() => {
