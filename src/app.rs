@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
+use collector::otlp::body::{BodyLimits, Intake};
 use collector::otlp::{grpc, http};
 use collector::sink::{IngestStats, SpanSink};
 use tokio::net::TcpListener;
@@ -24,6 +25,7 @@ use crate::pipeline::analyze::{AnalysisStats, Analyzer};
 use crate::pipeline::{assemble, claim, writer};
 use crate::regress;
 use crate::store::{Store, retention};
+use crate::web::host::AllowedHosts;
 use crate::web::{self, AppState};
 
 /// Committed blocks waiting for the assembler. Small: when analysis falls behind, the writer
@@ -123,8 +125,10 @@ impl App {
             .context("setting up TLS")?;
         let listen = ListenOptions {
             timeouts: config.timeouts.clone(),
+            connections: config.connections.clone(),
             tls,
         };
+        listener::warn_if_descriptors_short(&config.connections, 3);
         let exposed = config.exposed_without_auth();
         if !exposed.is_empty() {
             warn!(
@@ -236,13 +240,23 @@ impl App {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let limits = http::HttpLimits {
-            max_wire_bytes: config.ingest.max_body_bytes,
-            max_decoded_bytes: config.ingest.max_decoded_body_bytes,
-        };
+        // One budget of body bytes for both receivers.
+        let intake = Intake::new(
+            BodyLimits {
+                max_wire_bytes: config.ingest.max_body_bytes,
+                max_decoded_bytes: config.ingest.max_decoded_body_bytes,
+                max_inflation_ratio: config.ingest.max_inflation_ratio,
+                deadline: config.timeouts.body_total,
+            },
+            config.ingest.max_bytes_in_flight,
+        );
         // A client that stops sending its body is cut off after `body_read` of silence.
-        let http_router = http::router(sink.clone(), limits, config.auth.ingest_tokens.clone())
-            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let http_router = http::router(
+            sink.clone(),
+            intake.clone(),
+            config.auth.ingest_tokens.clone(),
+        )
+        .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
         let http_server = listener::serve(
             otlp_http,
             http_router,
@@ -251,7 +265,7 @@ impl App {
         );
         let grpc_router = grpc::router(
             sink.clone(),
-            config.ingest.max_decoded_body_bytes,
+            intake,
             config.auth.ingest_tokens.clone(),
             config.timeouts.grpc_request,
         );
@@ -292,8 +306,12 @@ impl App {
             config.retention,
             stop_rx.clone(),
         ));
-        let ui_router = web::auth::require(web::router(state), &config.auth)
-            .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        let allowed_hosts = AllowedHosts::new(ui.local_addr()?, &config.allowed_hosts);
+        let ui_router = web::host::require(
+            web::auth::require(web::router(state), &config.auth),
+            allowed_hosts,
+        )
+        .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
         let ui_server = listener::serve(ui, ui_router, listen, stopped(stop_rx.clone()));
         let http_task = tokio::spawn(http_server);
         let grpc_task = tokio::spawn(grpc_server);

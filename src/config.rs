@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use collector::auth::Tokens;
+use collector::otlp::body::DEFAULT_MAX_INFLATION_RATIO;
 use serde::Deserialize;
 
 use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
+use crate::listener::ConnectionConfig;
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +69,13 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Largest body once gzip is undone: caps gzip bombs at a sane multiple of the wire limit.
     pub max_decoded_body_bytes: usize,
+    /// Most a gzip body may inflate relative to its wire bytes read so far (checked while
+    /// inflating, on every transport).
+    pub max_inflation_ratio: usize,
+    /// Body bytes all exports being read may hold together. Twice the decoded limit by default:
+    /// two of the largest exports, or hundreds of ordinary ones, at once; past it exports are
+    /// told to retry (429 / RESOURCE_EXHAUSTED) instead of memory growing.
+    pub max_bytes_in_flight: usize,
 }
 
 /// When requests are analysed.
@@ -160,6 +169,9 @@ pub struct TimeoutConfig {
     /// Longest an OTLP/gRPC export may take from its headers to its answer, including the
     /// commit. 60 s: far above a healthy commit, so only stalled clients hit it.
     pub grpc_request: Duration,
+    /// Longest a whole OTLP body may take to arrive, however steadily it trickles (`body_read`
+    /// only bounds the pauses). 60 s carries a 20 MiB export over a link of 350 KB/s.
+    pub body_total: Duration,
 }
 
 impl Default for TimeoutConfig {
@@ -168,6 +180,7 @@ impl Default for TimeoutConfig {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             grpc_request: Duration::from_secs(60),
+            body_total: Duration::from_secs(60),
         }
     }
 }
@@ -193,6 +206,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Client timeouts on every listener.
     pub timeouts: TimeoutConfig,
+    /// Connection cap and idle timeout of every listener.
+    pub connections: ConnectionConfig,
+    /// Host names (or addresses) the UI answers to besides loopback and its listen address.
+    pub allowed_hosts: Vec<String>,
     /// Allows listening beyond loopback without authentication (`--insecure`).
     pub insecure: bool,
     /// How long data is kept.
@@ -272,6 +289,9 @@ pub struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     timeouts: FileTimeouts,
+    #[serde(default)]
+    connections: ConnectionConfig,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +315,7 @@ struct FileTimeouts {
     header_read: Option<String>,
     body_read: Option<String>,
     grpc_request: Option<String>,
+    body_total: Option<String>,
 }
 
 impl FileConfig {
@@ -315,6 +336,8 @@ struct FileIngest {
     queue_capacity: Option<usize>,
     max_body_bytes: Option<usize>,
     max_decoded_body_bytes: Option<usize>,
+    max_inflation_ratio: Option<usize>,
+    max_bytes_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -395,6 +418,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("BOTTLENECK_TLS_CERT_FILE", "PEM certificate chain for TLS"),
     ("BOTTLENECK_TLS_KEY_FILE", "PEM private key for TLS"),
+    (
+        "BOTTLENECK_ALLOWED_HOSTS",
+        "comma-separated host names the UI answers to besides loopback",
+    ),
 ];
 
 fn env_tokens(name: &str) -> Option<Vec<String>> {
@@ -472,14 +499,32 @@ impl Config {
                 .unwrap_or(([127, 0, 0, 1], 4317).into()),
         };
         let max_body_bytes = file.ingest.max_body_bytes.unwrap_or(20 * 1024 * 1024);
+        let max_decoded_body_bytes = file
+            .ingest
+            .max_decoded_body_bytes
+            .unwrap_or(max_body_bytes.saturating_mul(4));
         let ingest = IngestConfig {
             queue_capacity: file.ingest.queue_capacity.unwrap_or(64),
             max_body_bytes,
-            max_decoded_body_bytes: file
+            max_decoded_body_bytes,
+            max_inflation_ratio: file
                 .ingest
-                .max_decoded_body_bytes
-                .unwrap_or(max_body_bytes.saturating_mul(4)),
+                .max_inflation_ratio
+                .unwrap_or(DEFAULT_MAX_INFLATION_RATIO)
+                .max(1),
+            max_bytes_in_flight: file
+                .ingest
+                .max_bytes_in_flight
+                .unwrap_or(max_decoded_body_bytes.saturating_mul(2)),
         };
+        if ingest.max_bytes_in_flight < ingest.max_decoded_body_bytes.max(max_body_bytes) {
+            bail!(
+                "ingest.max_bytes_in_flight ({}) must hold at least one body of the largest size \
+                 allowed ({} bytes)",
+                ingest.max_bytes_in_flight,
+                ingest.max_decoded_body_bytes.max(max_body_bytes)
+            );
+        }
         let defaults = AnalysisConfig::default();
         let analysis_file = file.analysis;
         let analysis = AnalysisConfig {
@@ -632,6 +677,11 @@ impl Config {
                 "timeouts.grpc_request",
                 default_timeouts.grpc_request,
             )?,
+            body_total: timeout(
+                file.timeouts.body_total,
+                "timeouts.body_total",
+                default_timeouts.body_total,
+            )?,
         };
         let config = Config {
             database_url: DatabaseUrl::parse(&database_url)?,
@@ -644,6 +694,11 @@ impl Config {
             auth,
             tls,
             timeouts,
+            connections: file.connections,
+            allowed_hosts: file
+                .allowed_hosts
+                .or_else(|| env_tokens("BOTTLENECK_ALLOWED_HOSTS"))
+                .unwrap_or_default(),
             insecure: flags.insecure,
         };
         let exposed = config.exposed_without_auth();
@@ -748,6 +803,32 @@ mod tests {
         assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
         assert_eq!(config.timeouts.body_read, Duration::from_secs(3));
         assert_eq!(config.timeouts.grpc_request, Duration::from_secs(60));
+        assert_eq!(config.timeouts.body_total, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bounds_on_bodies_and_connections_from_the_file() {
+        let config = Config::from_parts(&ServeFlags::default(), FileConfig::default()).unwrap();
+        assert_eq!(config.ingest.max_inflation_ratio, 100);
+        assert_eq!(config.ingest.max_bytes_in_flight, 160 << 20);
+        assert_eq!(config.connections, ConnectionConfig::default());
+        assert!(config.allowed_hosts.is_empty());
+        let file = parse_file(
+            "allowed_hosts = [\"bottleneck.internal\"]\n\n[ingest]\nmax_inflation_ratio = 20\nmax_bytes_in_flight = 100000000\n\n[timeouts]\nbody_total = \"5s\"\n\n[connections]\nmax_per_listener = 64\nidle_timeout = \"2m\"\n",
+        )
+        .unwrap();
+        let config = Config::from_parts(&ServeFlags::default(), file).unwrap();
+        assert_eq!(config.ingest.max_inflation_ratio, 20);
+        assert_eq!(config.ingest.max_bytes_in_flight, 100_000_000);
+        assert_eq!(config.timeouts.body_total, Duration::from_secs(5));
+        assert_eq!(config.connections.max_per_listener, 64);
+        assert_eq!(config.connections.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.allowed_hosts, ["bottleneck.internal"]);
+        let err = parse_file("[connections]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("not a duration"), "{err:#}");
+        let too_small = parse_file("[ingest]\nmax_bytes_in_flight = 1000\n").unwrap();
+        let err = Config::from_parts(&ServeFlags::default(), too_small).unwrap_err();
+        assert!(err.to_string().contains("max_bytes_in_flight"), "{err}");
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! The accept loop every listener runs (UI and API, OTLP/HTTP, OTLP/gRPC): optional TLS, HTTP/1.1
-//! and HTTP/2 on one port, client timeouts, and a graceful stop.
+//! and HTTP/2 on one port, client timeouts, a cap on connections, and a graceful stop.
 //!
 //! A client gets `header_read` to finish its TLS handshake and the headers of its first request;
 //! a connection that has not started a request by then is closed, which is what stops a
 //! slow-loris client that trickles bytes (hyper's own header timeout then guards later HTTP/1
-//! requests, and HTTP/2 pings find dead peers). Bodies are guarded per route by the routers.
+//! requests, and HTTP/2 pings find dead peers). A connection with no request in flight for
+//! `idle_timeout` is closed gracefully (a GOAWAY on HTTP/2), so live but idle peers do not keep
+//! descriptors forever. Each listener serves at most `max_per_listener` connections at once; past
+//! that, new ones wait in the kernel's accept queue until one closes, so one listener cannot spend
+//! the descriptors the others and the store need. Bodies are guarded per route by the routers.
 //!
 //! Invariant: one stalled or hostile connection never holds up the accept loop or another
-//! connection; every connection is its own task, and the loop never awaits a client.
+//! connection; every connection is its own task, and the loop never awaits a client (only a
+//! free connection slot).
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,9 +25,11 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,11 +47,77 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often reaching the connection cap is logged while it lasts.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Connections each listener serves at once: far more than the exporters and browsers of one
+/// deployment keep open, and three listeners' worth stays well under the common 1024-descriptor
+/// limit, leaving room for the store and outgoing webhooks.
+pub const DEFAULT_MAX_CONNECTIONS_PER_LISTENER: usize = 256;
+
+/// How long a connection may stay open with no request in flight. Longer than the export
+/// interval of the OpenTelemetry SDKs' batch processors (1 to 5 s), so a steady exporter keeps its
+/// connection; short enough that abandoned ones give their descriptors back within a minute.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connection limits of every listener (`[connections]` in the config file).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Connections one listener serves at once; new ones wait for a free slot.
+    pub max_per_listener: usize,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(deserialize_with = "duration_text")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_per_listener: DEFAULT_MAX_CONNECTIONS_PER_LISTENER,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+fn duration_text<'de, D: serde::Deserializer<'de>>(text: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(text)?;
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!("{text:?} is not a duration (e.g. \"60s\"): {err}"))
+    })
+}
+
+/// Warns when `n_listeners` full of connections would not fit in the process's descriptor limit
+/// with room left for the store: the caps are then no protection, and the limit should be raised
+/// (`ulimit -n`, `LimitNOFILE=`) or the cap lowered.
+pub fn warn_if_descriptors_short(connections: &ConnectionConfig, n_listeners: usize) {
+    /// Descriptors kept for the store (SQLite files, a PostgreSQL pool) and outgoing webhooks.
+    const RESERVED: u64 = 64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let needed = (connections.max_per_listener * n_listeners) as u64 + RESERVED;
+    if limit.rlim_cur < needed {
+        warn!(
+            descriptor_limit = limit.rlim_cur,
+            needed,
+            "the open-file limit is below what full listeners need; raise it or lower connections.max_per_listener"
+        );
+    }
+}
+
 /// What a listener needs besides its socket and router.
 #[derive(Clone)]
 pub struct ListenOptions {
     /// Client timeouts.
     pub timeouts: TimeoutConfig,
+    /// Connection cap and idle timeout.
+    pub connections: ConnectionConfig,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
 }
@@ -97,9 +170,34 @@ pub async fn serve(
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let max_connections = options
+        .connections
+        .max_per_listener
+        .clamp(1, u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut last_cap_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Said once a minute at most: at the cap, every accept would say it again.
+                if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                    warn!(
+                        max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                    last_cap_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => {
+                        slot.expect("the semaphore is never closed")
+                    }
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -114,21 +212,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let builder = Arc::clone(&builder);
+        let limits = ConnectionLimits {
+            first_request_by: Instant::now() + options.timeouts.header_read,
+            idle_timeout: options.connections.idle_timeout,
+            stop: stop_rx.clone(),
+        };
         let router = router.clone();
         let tls = options.tls.clone();
-        let header_read = options.timeouts.header_read;
-        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + header_read;
+            let _slot = slot;
             match tls {
-                None => {
-                    connection(&builder, stream, router, deadline, watcher).await;
-                }
+                None => connection(&builder, stream, router, limits).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            connection(&builder, stream, router, deadline, watcher).await;
-                        }
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout_at(limits.first_request_by, handshake).await {
+                        Ok(Ok(stream)) => connection(&builder, stream, router, limits).await,
                         Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -137,7 +235,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all connections done.
+    let all_slots = u32::try_from(max_connections).expect("clamped to u32");
+    if tokio::time::timeout(DRAIN_LIMIT, slots.acquire_many(all_slots))
         .await
         .is_err()
     {
@@ -145,41 +246,136 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection; closes it if no request has started by `deadline`.
+/// When one connection is closed.
+struct ConnectionLimits {
+    /// A connection that has started no request by then is closed.
+    first_request_by: Instant,
+    /// Closed after this long with no request in flight.
+    idle_timeout: Duration,
+    /// Turns true when the listener stops: finish what is in flight, then close.
+    stop: watch::Receiver<bool>,
+}
+
+/// Requests in flight on one connection, and when the last one started or ended.
+struct Activity {
+    opened: Instant,
+    n_started: AtomicU64,
+    in_flight: AtomicUsize,
+    last_change_ms: AtomicU64,
+    /// Woken when a request starts or ends, so the connection's timers are set anew.
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            n_started: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_change_ms: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_change_ms
+            .store(self.opened.elapsed().as_millis() as u64, Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// When the connection will have been idle for `idle_timeout`, if nothing is in flight.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let last_change = Duration::from_millis(self.last_change_ms.load(Relaxed));
+        Some(self.opened + last_change + idle_timeout)
+    }
+}
+
+/// Held while one request is being answered.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.n_started.fetch_add(1, Relaxed);
+        activity.in_flight.fetch_add(1, Relaxed);
+        activity.touch();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one connection until the client closes it, it has started no request by
+/// `first_request_by`, it has been idle for `idle_timeout`, or the listener stops.
 async fn connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
     io: IO,
     router: Router,
-    deadline: tokio::time::Instant,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut limits: ConnectionLimits,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let started = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::new());
     let service = {
-        let started = Arc::clone(&started);
+        let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            started.store(true, Relaxed);
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let in_flight = InFlight::begin(&activity);
+            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let conn = watcher.watch(conn.into_owned());
     tokio::pin!(conn);
-    tokio::select! {
-        result = &mut conn => {
-            if let Err(err) = result {
-                debug!(error = %err, "connection ended with an error");
-            }
-            return;
+    loop {
+        if *limits.stop.borrow() {
+            break;
         }
-        _ = tokio::time::sleep_until(deadline) => {}
+        let first_request = activity.n_started.load(Relaxed) == 0;
+        // Before the first request the header timeout runs; then the idle timeout, which waits
+        // while a request is in flight (a request starting or ending sets the timers anew).
+        let wake_at = if first_request {
+            Some(limits.first_request_by)
+        } else {
+            activity.idle_deadline(limits.idle_timeout)
+        };
+        let sleep = async {
+            match wake_at {
+                Some(wake_at) => tokio::time::sleep_until(wake_at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => return log_end(result),
+            _ = sleep => {
+                if first_request {
+                    debug!("no request within the header timeout; connection closed");
+                    return;
+                }
+                debug!("idle connection closed");
+                break;
+            }
+            _ = activity.changed.notified() => {}
+            _ = limits.stop.wait_for(|stop| *stop) => {}
+        }
     }
-    if !started.load(Relaxed) {
-        debug!("no request within the header timeout; connection closed");
-        return;
-    }
-    if let Err(err) = conn.await {
+    // Finishes what is in flight (an HTTP/2 GOAWAY lets open streams complete), then closes.
+    conn.as_mut().graceful_shutdown();
+    log_end(conn.await);
+}
+
+fn log_end<E: std::fmt::Display>(result: Result<(), E>) {
+    if let Err(err) = result {
         debug!(error = %err, "connection ended with an error");
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -145,8 +145,9 @@ pub const COMMIT_LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Reasons spans are rejected, each its own `spans_rejected_total` series.
-pub const REJECT_REASONS: [&str; 7] = [
+/// Reasons spans or whole exports are rejected, each its own `spans_rejected_total` and
+/// `exports_refused_total` series.
+pub const REJECT_REASONS: [&str; 9] = [
     "invalid_span",
     "undecodable",
     "too_large",
@@ -154,7 +155,13 @@ pub const REJECT_REASONS: [&str; 7] = [
     "queue_full",
     "shutting_down",
     "store_unavailable",
+    "body_budget",
+    "body_incomplete",
 ];
+
+/// Rejections of one reason are logged at most this often; the ones in between are counted and
+/// reported with the next line, so a flood of bad exports costs one line per reason and interval.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The collector's own figures, shared by the receivers and the consumer; exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -169,6 +176,11 @@ pub struct IngestStats {
     pub spans_committed: AtomicU64,
     /// Spans rejected, by [`REJECT_REASONS`] index.
     pub spans_rejected: [AtomicU64; REJECT_REASONS.len()],
+    /// Export requests refused before their spans were read (size, budget, deadline, decoding),
+    /// by [`REJECT_REASONS`] index.
+    pub exports_refused: [AtomicU64; REJECT_REASONS.len()],
+    /// Which rejections are logged, and how many were not since the last line.
+    pub rejection_log: RejectionLog,
     /// Attribute values cut to the maximum length.
     pub values_truncated: AtomicU64,
     /// Export requests refused for a missing or wrong token.
@@ -223,6 +235,14 @@ impl IngestStats {
     /// Whether the last group commit failed.
     pub fn store_down(&self) -> bool {
         self.store_down.load(Relaxed)
+    }
+
+    /// Export requests refused for `reason` so far.
+    pub fn refused(&self, reason: &str) -> u64 {
+        REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |idx| self.exports_refused[idx].load(Relaxed))
     }
 
     /// Spans rejected for `reason` so far.
@@ -300,6 +320,18 @@ impl IngestStats {
         }
         let _ = writeln!(
             out,
+            "# HELP bottleneck_exports_refused_total Export requests refused before their spans were read, by reason."
+        );
+        let _ = writeln!(out, "# TYPE bottleneck_exports_refused_total counter");
+        for (idx, reason) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "bottleneck_exports_refused_total{{reason=\"{reason}\"}} {}",
+                self.exports_refused[idx].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP bottleneck_write_queue_depth Exports waiting for the store writer."
         );
         let _ = writeln!(
@@ -329,7 +361,8 @@ impl IngestStats {
     }
 }
 
-/// Spans were turned away; counted by reason and logged once per batch.
+/// Spans were turned away; counted by reason and logged (at most once per reason and
+/// [`REJECTION_LOG_INTERVAL`]).
 pub struct SpansRejected {
     /// How many.
     pub n_spans: u64,
@@ -341,11 +374,14 @@ impl SpansRejected {
     /// Counts and logs the event.
     pub fn emit(self, stats: &IngestStats) {
         self.count(stats);
-        warn!(
-            n_spans = self.n_spans,
-            reason = self.reason,
-            "spans rejected"
-        );
+        if let Some(not_logged) = stats.rejection_log.admit(self.reason) {
+            warn!(
+                n_spans = self.n_spans,
+                reason = self.reason,
+                not_logged,
+                "spans rejected"
+            );
+        }
     }
 
     /// Counts the event without logging it, for a caller that logs the cause once itself (the
@@ -354,5 +390,87 @@ impl SpansRejected {
         if let Some(idx) = REJECT_REASONS.iter().position(|r| *r == self.reason) {
             stats.spans_rejected[idx].fetch_add(self.n_spans, Relaxed);
         }
+    }
+}
+
+/// A whole export request was refused before its spans were read: too large, out of budget, too
+/// slow, or not decodable. Counted by reason and logged like [`SpansRejected`].
+pub struct ExportRefused {
+    /// One of [`REJECT_REASONS`].
+    pub reason: &'static str,
+    /// What the client was told.
+    pub message: String,
+}
+
+impl ExportRefused {
+    /// Counts and logs the event.
+    pub fn emit(self, stats: &IngestStats) {
+        if let Some(idx) = REJECT_REASONS.iter().position(|r| *r == self.reason) {
+            stats.exports_refused[idx].fetch_add(1, Relaxed);
+        }
+        if let Some(not_logged) = stats.rejection_log.admit(self.reason) {
+            warn!(
+                reason = self.reason,
+                error = self.message,
+                not_logged,
+                "export refused"
+            );
+        }
+    }
+}
+
+/// Rate limit of the rejection warnings: per reason, the first rejection is logged, then at most
+/// one per [`REJECTION_LOG_INTERVAL`], carrying the number of rejections not logged before it.
+#[derive(Debug, Default)]
+pub struct RejectionLog {
+    /// Per reason: when the next line may be written, in ms since the Unix epoch.
+    next_unix_ms: [AtomicU64; REJECT_REASONS.len()],
+    /// Per reason: rejections not logged since the last line.
+    not_logged: [AtomicU64; REJECT_REASONS.len()],
+}
+
+impl RejectionLog {
+    /// Whether a rejection for `reason` is logged now; if so, how many were not since the last.
+    pub fn admit(&self, reason: &str) -> Option<u64> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.admit_at(reason, now_ms)
+    }
+
+    fn admit_at(&self, reason: &str, now_ms: u64) -> Option<u64> {
+        let Some(idx) = REJECT_REASONS.iter().position(|r| *r == reason) else {
+            return Some(0);
+        };
+        let next = self.next_unix_ms[idx].load(Relaxed);
+        let interval_ms = REJECTION_LOG_INTERVAL.as_millis() as u64;
+        if now_ms >= next
+            && self.next_unix_ms[idx]
+                .compare_exchange(next, now_ms + interval_ms, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.not_logged[idx].swap(0, Relaxed));
+        }
+        self.not_logged[idx].fetch_add(1, Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_rejections_is_logged_once_per_interval_with_the_count() {
+        let log = RejectionLog::default();
+        let start = 1_700_000_000_000;
+        assert_eq!(log.admit_at("too_large", start), Some(0));
+        for ms in 1..1000 {
+            assert_eq!(log.admit_at("too_large", start + ms), None);
+        }
+        // Another reason has its own line.
+        assert_eq!(log.admit_at("body_budget", start + 5), Some(0));
+        assert_eq!(log.admit_at("too_large", start + 10_000), Some(999));
+        assert_eq!(log.admit_at("too_large", start + 10_001), None);
     }
 }

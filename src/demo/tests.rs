@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use collector::category::Category;
 use collector::model::{Span, SpanId, SpanKind};
-use collector::otlp::http::HttpLimits;
+use collector::otlp::body::{BodyLimits, Intake};
 use collector::sink::{ExportReceiver, IngestStats, SpanSink};
 use tokio::net::TcpListener;
 
@@ -43,10 +43,15 @@ async fn loopback() -> Loopback {
     let stats = Arc::new(IngestStats::default());
     let (http_sink, http_exports) = SpanSink::channel(64, Arc::clone(&stats));
     let (grpc_sink, grpc_exports) = SpanSink::channel(64, stats);
-    let limits = HttpLimits {
-        max_wire_bytes: 16 << 20,
-        max_decoded_bytes: 64 << 20,
-    };
+    let intake = Intake::new(
+        BodyLimits {
+            max_wire_bytes: 16 << 20,
+            max_decoded_bytes: 64 << 20,
+            max_inflation_ratio: 100,
+            deadline: Duration::from_secs(60),
+        },
+        128 << 20,
+    );
     let http_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback http");
@@ -54,7 +59,7 @@ async fn loopback() -> Loopback {
         "http://{}",
         http_listener.local_addr().expect("bound address")
     );
-    let router = collector::otlp::http::router(http_sink, limits, Default::default());
+    let router = collector::otlp::http::router(http_sink, intake.clone(), Default::default());
     tokio::spawn(async move { axum::serve(http_listener, router).await });
     let grpc_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -66,7 +71,7 @@ async fn loopback() -> Loopback {
     let grpc = tonic::transport::Server::builder()
         .add_service(collector::otlp::grpc::service(
             grpc_sink,
-            16 << 20,
+            intake,
             Default::default(),
         ))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener));

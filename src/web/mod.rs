@@ -8,6 +8,7 @@ pub mod assets;
 pub mod auth;
 pub mod charts;
 pub mod error;
+pub mod host;
 pub mod metrics;
 pub mod pages;
 pub mod query;

@@ -11,6 +11,7 @@ mod alerts;
 mod analysis;
 mod assets;
 mod bench;
+mod bounds;
 mod browser;
 mod compare;
 mod corpus;

@@ -2,70 +2,47 @@
 //!
 //! Answers as the OTLP/HTTP specification says: 200 with an `ExportTraceServiceResponse` in the
 //! request's encoding (with `partial_success` when single spans were dropped), 400 for a body that
-//! cannot be decoded, 413 over the size limits, 415 for another content type, and 429/503 with
-//! `Retry-After` when the server cannot take the spans now, 401 without an accepted bearer token
-//! when tokens are configured. Error bodies are a `google.rpc.Status` in the request's encoding.
+//! cannot be decoded, 413 over the size limits (wire, decoded, or inflation ratio: see
+//! [`crate::otlp::body`]), 408 for a body not received within its deadline, 415 for another
+//! content type or encoding, and 429/503 with `Retry-After` when the server cannot take the spans
+//! now (a full queue, or the budget of body bytes in flight spent), 401 without an accepted bearer
+//! token when tokens are configured. Error bodies are a `google.rpc.Status` in the request's
+//! encoding.
 //!
 //! Invariant: never a 500 for bad client data, and never a 200 before the spans are committed.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::auth::Tokens;
+use crate::otlp::body::{self, BodyError, BodyPermit, Coding, Intake};
 use crate::otlp::decode;
-use crate::sink::{IngestError, SpanSink, SpansRejected, Transport};
-
-/// Size limits of an OTLP/HTTP body.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// Largest body accepted as sent on the wire (compressed or not).
-    pub max_wire_bytes: usize,
-    /// Largest body accepted after gzip is undone; this is what caps a gzip bomb.
-    pub max_decoded_bytes: usize,
-}
-
-/// Most a compressed body may grow when inflated, relative to its size on the wire. Real OTLP
-/// exports compress 5 to 20 times; a gzip bomb compresses a thousand times. The ratio stops a
-/// small bomb long before the absolute `max_decoded_bytes`, so concurrent bombs cannot each take
-/// that much memory.
-pub const MAX_INFLATION_RATIO: usize = 100;
-
-/// A decoded size no body is refused under, however small on the wire.
-const MIN_INFLATION_CAP: usize = 1 << 20;
-
-/// The inflated size allowed for one compressed request, found before decompression.
-#[derive(Debug, Clone, Copy)]
-struct InflationCap(usize);
+use crate::sink::{ExportRefused, IngestError, SpanSink, Transport};
 
 /// The path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
 
-/// A router answering `POST /v1/traces`, feeding `sink`; with `tokens` enabled, only requests
-/// carrying one of them as a bearer token get past the check, before the body is read.
-pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
+/// What the handler needs: where spans go, and how bodies may be read.
+#[derive(Debug, Clone)]
+struct Receiver {
+    sink: SpanSink,
+    intake: Intake,
+}
+
+/// A router answering `POST /v1/traces`, feeding `sink`, reading bodies under `intake`'s limits
+/// and budget; with `tokens` enabled, only requests carrying one of them as a bearer token get
+/// past the check, before the body is read.
+pub fn router(sink: SpanSink, intake: Intake, tokens: Tokens) -> Router {
     let stats = sink.stats().clone();
     Router::new()
         .route(TRACES_PATH, post(traces_post))
-        // The decoded limit applies to the body after decompression (axum's Bytes extractor),
-        // the wire limit to what the client sends; both answer 413.
-        .layer(DefaultBodyLimit::max(limits.max_decoded_bytes))
-        .layer(middleware::from_fn(limit_inflation))
-        .layer(
-            RequestDecompressionLayer::new()
-                .gzip(true)
-                .pass_through_unaccepted(false),
-        )
-        .layer(middleware::from_fn(measure_compressed))
-        .layer(RequestBodyLimitLayer::new(limits.max_wire_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let tokens = tokens.clone();
             let stats = stats.clone();
@@ -98,34 +75,7 @@ pub fn router(sink: SpanSink, limits: HttpLimits, tokens: Tokens) -> Router {
                 response
             }
         }))
-        .with_state(sink)
-}
-
-/// Before decompression: a compressed body with a known length may inflate to at most
-/// [`MAX_INFLATION_RATIO`] times that length.
-async fn measure_compressed(mut request: Request, next: Next) -> Response {
-    let compressed = request.headers().contains_key(header::CONTENT_ENCODING);
-    let wire_bytes = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if let (true, Some(wire_bytes)) = (compressed, wire_bytes) {
-        let cap = wire_bytes
-            .saturating_mul(MAX_INFLATION_RATIO)
-            .max(MIN_INFLATION_CAP);
-        request.extensions_mut().insert(InflationCap(cap));
-    }
-    next.run(request).await
-}
-
-/// After decompression: reading past the cap fails the body, which the handler answers 413.
-async fn limit_inflation(request: Request, next: Next) -> Response {
-    let Some(InflationCap(cap)) = request.extensions().get::<InflationCap>().copied() else {
-        return next.run(request).await;
-    };
-    let request =
-        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
-    next.run(request).await
+        .with_state(Receiver { sink, intake })
 }
 
 /// The two OTLP/HTTP encodings.
@@ -158,10 +108,14 @@ impl Encoding {
         }
     }
 
-    fn receive(self, body: Bytes) -> Result<super::Received, decode::DecodeError> {
+    fn receive(
+        self,
+        body: Bytes,
+        budget: BodyPermit,
+    ) -> Result<super::Received, decode::DecodeError> {
         match self {
-            Self::Protobuf => super::Received::protobuf(body),
-            Self::Json => super::Received::json(&body),
+            Self::Protobuf => super::Received::protobuf(body, budget),
+            Self::Json => super::Received::json(&body, budget),
         }
     }
 
@@ -173,17 +127,15 @@ impl Encoding {
     }
 }
 
-async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Bytes) -> Response {
+async fn traces_post(State(receiver): State<Receiver>, request: Request) -> Response {
+    let Receiver { sink, intake } = receiver;
     let stats = sink.stats();
-    let wire_bytes = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(body.len() as u64);
-    stats.record_request(Transport::Http, wire_bytes);
-    let Some(encoding) = Encoding::from_headers(&headers) else {
-        SpansRejected {
-            n_spans: 0,
+    let (parts, body) = request.into_parts();
+    let Some(encoding) = Encoding::from_headers(&parts.headers) else {
+        stats.record_request(Transport::Http, 0);
+        ExportRefused {
             reason: "unsupported_media_type",
+            message: "content type must be application/x-protobuf or application/json".into(),
         }
         .emit(stats);
         return (
@@ -192,12 +144,25 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
         )
             .into_response();
     };
-    let received = match encoding.receive(body) {
+    let read = match read_body(&parts.headers, body, &intake).await {
+        Ok(read) => read,
+        Err(err) => {
+            stats.record_request(Transport::Http, 0);
+            ExportRefused {
+                reason: err.reason(),
+                message: err.to_string(),
+            }
+            .emit(stats);
+            return body_error_response(encoding, &err);
+        }
+    };
+    stats.record_request(Transport::Http, read.wire_bytes as u64);
+    let received = match encoding.receive(read.bytes, read.permit) {
         Ok(received) => received,
         Err(err) => {
-            SpansRejected {
-                n_spans: 0,
+            ExportRefused {
                 reason: "undecodable",
+                message: err.to_string(),
             }
             .emit(stats);
             return error_response(
@@ -220,6 +185,56 @@ async fn traces_post(State(sink): State<SpanSink>, headers: HeaderMap, body: Byt
         encoding.body(&response),
     )
         .into_response()
+}
+
+/// Reads the body as its headers describe it: declared length, gzip or not.
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    intake: &Intake,
+) -> Result<body::ReadBody, BodyError> {
+    let coding = Coding::parse(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .map(|value| value.to_str().unwrap_or("(not text)")),
+    )?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    body::read(body, declared, coding, intake).await
+}
+
+/// The answer to a body that was not read: 413 over a size limit, 429 when the budget of bytes
+/// in flight is spent, 408 past the deadline, 415 for an unknown encoding, 400 otherwise.
+fn body_error_response(encoding: Encoding, err: &BodyError) -> Response {
+    let (status, code, retry_after) = match err {
+        BodyError::WireTooLarge { .. }
+        | BodyError::DecodedTooLarge { .. }
+        | BodyError::InflationRatio { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            None,
+        ),
+        BodyError::Busy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            Some(err.retry_after().as_secs()),
+        ),
+        BodyError::Deadline { .. } => (
+            StatusCode::REQUEST_TIMEOUT,
+            tonic::Code::DeadlineExceeded,
+            None,
+        ),
+        BodyError::UnsupportedEncoding(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            None,
+        ),
+        BodyError::Corrupt | BodyError::Read(_) | BodyError::Malformed(_) => {
+            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, None)
+        }
+    };
+    error_response(encoding, status, code, &err.to_string(), retry_after)
 }
 
 fn ingest_error_response(encoding: Encoding, err: &IngestError) -> Response {
@@ -285,6 +300,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::otlp::body::BodyLimits;
     use crate::sink::IngestStats;
 
     fn one_span() -> Vec<u8> {
@@ -315,15 +331,21 @@ mod tests {
             .unwrap()
     }
 
-    const LIMITS: HttpLimits = HttpLimits {
+    const LIMITS: BodyLimits = BodyLimits {
         max_wire_bytes: 1 << 20,
         max_decoded_bytes: 1 << 20,
+        max_inflation_ratio: 100,
+        deadline: std::time::Duration::from_secs(10),
     };
+
+    fn intake(limits: BodyLimits) -> Intake {
+        Intake::new(limits, 64 << 20)
+    }
 
     #[tokio::test]
     async fn full_queue_is_429_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(1, Arc::new(IngestStats::default()));
-        let app = router(sink.clone(), LIMITS, Tokens::default());
+        let app = router(sink.clone(), intake(LIMITS), Tokens::default());
         // The first export takes the only slot and waits for a commit that has not happened yet.
         let first = tokio::spawn(app.clone().oneshot(export()));
         let queued = exports.recv().await.expect("the first export is queued");
@@ -344,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn store_failure_is_503_with_retry_after() {
         let (sink, mut exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let app = router(sink, LIMITS, Tokens::default());
+        let app = router(sink, intake(LIMITS), Tokens::default());
         let pending = tokio::spawn(app.oneshot(export()));
         let queued = exports.recv().await.unwrap();
         queued
@@ -360,11 +382,11 @@ mod tests {
     async fn a_body_inflating_past_the_ratio_is_413() {
         use std::io::Write;
         let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let limits = HttpLimits {
-            max_wire_bytes: 1 << 20,
+        let limits = BodyLimits {
             max_decoded_bytes: 64 << 20,
+            ..LIMITS
         };
-        let app = router(sink, limits, Tokens::default());
+        let app = router(sink, intake(limits), Tokens::default());
         // 8 MiB of zeros: far under the absolute decoded limit, but a thousandfold inflation.
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(&vec![0u8; 8 << 20]).unwrap();
@@ -382,7 +404,11 @@ mod tests {
     #[tokio::test]
     async fn without_an_accepted_token_is_401_before_the_body_is_read() {
         let (sink, _exports) = SpanSink::channel(4, Arc::new(IngestStats::default()));
-        let app = router(sink.clone(), LIMITS, Tokens::new(["t0ken".to_owned()]));
+        let app = router(
+            sink.clone(),
+            intake(LIMITS),
+            Tokens::new(["t0ken".to_owned()]),
+        );
         for authorization in [None, Some("Bearer wrong"), Some("Basic dDBrZW4=")] {
             let mut request = export();
             if let Some(value) = authorization {

@@ -3,6 +3,7 @@
 //! and the two transport adapters. The adapters are thin: check, push into the sink, wait for the
 //! commit.
 
+pub mod body;
 pub mod check;
 pub mod decode;
 pub mod encode;
@@ -20,37 +21,42 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use prost::Message;
 
 use crate::block;
+use crate::otlp::body::BodyPermit;
 use crate::sink::{IngestError, SpanSink, SpansRejected};
 
-/// An export as received, ready to queue: its OTLP protobuf and what decoding it keeps.
+/// An export as received, ready to queue: its OTLP protobuf, what decoding it keeps, and the
+/// share of the body budget its bytes hold until they are packed.
 pub(crate) struct Received {
     protobuf: Bytes,
     accepted: decode::Accepted,
+    budget: BodyPermit,
 }
 
 impl Received {
     /// An export received as OTLP protobuf (over HTTP or gRPC): checked, not built, and kept as
     /// the bytes received.
-    pub(crate) fn protobuf(body: Bytes) -> Result<Self, decode::DecodeError> {
+    pub(crate) fn protobuf(body: Bytes, budget: BodyPermit) -> Result<Self, decode::DecodeError> {
         Ok(Received {
             accepted: check::accept(&body)?,
             protobuf: body,
+            budget,
         })
     }
 
     /// An export received as OTLP/JSON, encoded once as protobuf for storage.
-    pub(crate) fn json(body: &[u8]) -> Result<Self, decode::DecodeError> {
+    pub(crate) fn json(body: &[u8], budget: BodyPermit) -> Result<Self, decode::DecodeError> {
         let request = decode::json(body)?;
         Ok(Received {
             accepted: decode::accept(&request),
             protobuf: request.encode_to_vec().into(),
+            budget,
         })
     }
 }
 
 /// What both transports do with a received export: queue its good spans packed in a block, wait
 /// for their commit, and say which were dropped (`None` when none were). Only the compact block
-/// is held while the commit is awaited.
+/// is held while the commit is awaited: the body's bytes and their budget are given back first.
 pub(crate) async fn ingest(
     sink: &SpanSink,
     received: Received,
@@ -59,7 +65,11 @@ pub(crate) async fn ingest(
     let received_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let Received { protobuf, accepted } = received;
+    let Received {
+        protobuf,
+        accepted,
+        budget,
+    } = received;
     let n_rejected = accepted.n_rejected;
     let first_rejection = accepted.first_rejection.clone();
     if accepted.n_truncated_values > 0 {
@@ -77,6 +87,7 @@ pub(crate) async fn ingest(
     if accepted.n_spans > 0 {
         let block = block::pack(&protobuf, accepted, received_unix_ns);
         drop(protobuf);
+        drop(budget);
         sink.try_send(block)?.wait().await?;
     }
     Ok((n_rejected > 0).then(|| ExportTracePartialSuccess {
