@@ -113,21 +113,6 @@ impl TestDatabase {
         }
     }
 
-    /// A fresh database on the store the tests run on ([`on_postgres`] or a SQLite file).
-    pub async fn fresh() -> TestDatabase {
-        if on_postgres() {
-            return Self::postgres().await;
-        }
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let path = dir.path().join("bottleneck.db");
-        TestDatabase {
-            url: DatabaseUrl::Sqlite(path.clone()),
-            path,
-            scratch: None,
-            _dir: dir,
-        }
-    }
-
     /// The URL as the command line takes it.
     pub fn cli_url(&self) -> String {
         match &self.url {
