@@ -50,8 +50,9 @@ impl NodeNames {
     /// The operation name of node `idx`.
     pub fn get(&mut self, tree: &SpanTree<'_>, path: &CriticalPath, idx: usize) -> &str {
         let scan = self.scans[idx].as_deref();
-        self.names[idx]
-            .get_or_insert_with(|| scanned_operation_name(tree.spans[path.nodes[idx].tree_idx], scan))
+        self.names[idx].get_or_insert_with(|| {
+            scanned_operation_name(tree.spans[path.nodes[idx].tree_idx], scan)
+        })
     }
 
     /// The name of node `idx`, computed before by [`NodeNames::get`].
@@ -68,7 +69,10 @@ fn statement_scan(span: &Span) -> Option<Rc<Scanned>> {
         return None;
     }
     let statement = span.semantics.db_statement.as_deref()?;
-    Some(sql::scan_shared_as(statement, sql::Language::of(span.category)))
+    Some(sql::scan_shared_as(
+        statement,
+        sql::Language::of(span.category),
+    ))
 }
 
 /// Where a contribution's operation name is: a gap's, or a node's.
