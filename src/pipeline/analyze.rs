@@ -34,7 +34,7 @@ use crate::store::{
     Store, StoreError, minute_of,
 };
 
-pub use super::intern::OTHER_ENDPOINT;
+pub use crate::store::OTHER_ENDPOINT;
 
 /// The rollup rows a request counts in: its minute and its hour.
 fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
@@ -521,6 +521,7 @@ impl Analyzer {
             rollups: changes.into_values().collect(),
             watermark: None,
             claims,
+            names: self.interned.take_names(),
         })
     }
 
