@@ -60,6 +60,8 @@ pub struct AnalysisStats {
     pub anomalies: AtomicU64,
     /// Analysis commits that failed (retried from the store on the next start).
     pub failed_commits: AtomicU64,
+    /// Requests stored without their resource (id 0): the resource cap was reached.
+    pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
     pub delay: DelayHistogram,
     /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
@@ -493,6 +495,9 @@ impl Analyzer {
                         id
                     }
                 };
+                if resource_id == 0 && !resource.is_empty() {
+                    self.stats.requests_without_resource.fetch_add(1, Relaxed);
+                }
                 for key in rollup_keys(endpoint_id, request) {
                     change_of(&mut changes, key).added.add(request);
                 }

@@ -259,7 +259,7 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         }
     };
 
-    // At the cap: a new process's request is stored without its resource.
+    // At the cap: a new process's request is stored without its resource, and counted.
     export(
         &app,
         vec![server_request(
@@ -272,6 +272,11 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
     )
     .await;
     requests_by_endpoint(&app, "shop", u64::from(pods) + 1).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("bottleneck_requests_without_resource_total 1"),
+        "{metrics}"
+    );
     assert_eq!(
         selected("fresh-1").await,
         None,
