@@ -64,14 +64,6 @@ pub(super) const OLDEST_REQUEST: &str = "SELECT MIN(start_unix_ns) FROM requests
 pub(super) const EVICT_RESOURCES: &str = "DELETE FROM resources WHERE id IN \
      (SELECT id FROM resources WHERE seen_until_unix_ns <= $1 ORDER BY id LIMIT $2)";
 
-/// A statement that raises `seen_until_unix_ns` of resources, never lowering it: this, a VALUES
-/// list of (id, until), then [`MARK_SEEN_TAIL`].
-pub(super) const MARK_SEEN_HEAD: &str = "WITH seen (id, until_ns) AS (";
-
-/// See [`MARK_SEEN_HEAD`].
-pub(super) const MARK_SEEN_TAIL: &str = ") UPDATE resources SET seen_until_unix_ns = seen.until_ns \
-     FROM seen WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
-
 /// Counts a pass that evicted something, in the transaction that did.
 pub(super) const BUMP_GENERATION: &str = "INSERT INTO meta (key, value) \
      VALUES ('eviction_generation', 1) \

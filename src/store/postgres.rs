@@ -1401,21 +1401,26 @@ async fn missing_ids(
         .collect())
 }
 
-/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), in id
-/// order.
+/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
+/// lowering it, in id order.
 async fn mark_resources_seen(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     commit: &AnalysisCommit,
 ) -> Result<(), StoreError> {
-    let seen = eviction::resources_seen(commit);
-    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
-        let mut update = QueryBuilder::<Postgres>::new(eviction::MARK_SEEN_HEAD);
-        update.push_values(chunk, |mut row, (id, until)| {
-            row.push_bind(*id).push_bind(*until);
-        });
-        update.push(eviction::MARK_SEEN_TAIL);
-        update.build().execute(&mut **tx).await?;
+    // Arrays: one text whatever the number of resources, so one prepared statement.
+    const UPDATE: &str = "WITH seen (id, until_ns) AS \
+         (SELECT * FROM unnest($1::bigint[], $2::bigint[])) \
+         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
+         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
+    let (ids, until): (Vec<i64>, Vec<i64>) = eviction::resources_seen(commit).into_iter().unzip();
+    if ids.is_empty() {
+        return Ok(());
     }
+    sqlx::query(UPDATE)
+        .bind(ids)
+        .bind(until)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

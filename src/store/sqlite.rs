@@ -1346,14 +1346,12 @@ impl SqliteStore {
     }
 }
 
-/// Pushes integers into an `IN (` list as text, and closes it: ids this process produced, and a
-/// commit may name more of them than a statement binds.
-fn push_id_list(query: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
-    let mut separated = query.separated(", ");
-    for id in ids {
-        separated.push(id);
-    }
-    query.push(")");
+/// Values as one JSON array, read back by `json_each`: every analysis commit runs the statements
+/// that take these, and with one bound value instead of one per id their text, and so their
+/// prepared form in the connection's cache, is the same whatever the number of ids.
+fn json_array(values: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    let items: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    format!("[{}]", items.join(","))
 }
 
 /// `commit` rewritten for the interned ids it writes under that retention evicted since the
@@ -1367,13 +1365,14 @@ async fn resolve_evicted(
     if ids.is_empty() {
         return Ok(None);
     }
-    let mut count =
-        QueryBuilder::<Sqlite>::new("SELECT (SELECT COUNT(*) FROM endpoints WHERE id IN (");
-    push_id_list(&mut count, &ids.endpoints);
-    count.push("), (SELECT COUNT(*) FROM resources WHERE id IN (");
-    push_id_list(&mut count, &ids.resources);
-    count.push(")");
-    let (endpoints, resources): (i64, i64) = count.build_query_as().fetch_one(&mut **tx).await?;
+    const COUNT: &str = "SELECT \
+         (SELECT COUNT(*) FROM endpoints WHERE id IN (SELECT value FROM json_each($1))), \
+         (SELECT COUNT(*) FROM resources WHERE id IN (SELECT value FROM json_each($2)))";
+    let (endpoints, resources): (i64, i64) = sqlx::query_as(COUNT)
+        .bind(json_array(&ids.endpoints))
+        .bind(json_array(&ids.resources))
+        .fetch_one(&mut **tx)
+        .await?;
     if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
         return Ok(None);
     }
@@ -1413,10 +1412,9 @@ async fn missing_ids(
     table: &str,
     ids: &[i64],
 ) -> Result<Vec<i64>, StoreError> {
-    let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT id FROM {table} WHERE id IN ("));
-    push_id_list(&mut select, ids);
-    let present: std::collections::HashSet<i64> = select
-        .build_query_scalar()
+    let select = format!("SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each($1))");
+    let present: std::collections::HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+        .bind(json_array(ids))
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
@@ -1428,20 +1426,25 @@ async fn missing_ids(
         .collect())
 }
 
-/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`).
+/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
+/// lowering it.
 async fn mark_resources_seen(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     commit: &AnalysisCommit,
 ) -> Result<(), StoreError> {
+    const UPDATE: &str = "WITH seen (id, until_ns) AS \
+         (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
+         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
+         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
     let seen = eviction::resources_seen(commit);
-    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
-        let mut update = QueryBuilder::<Sqlite>::new(eviction::MARK_SEEN_HEAD);
-        update.push_values(chunk, |mut row, (id, until)| {
-            row.push_bind(*id).push_bind(*until);
-        });
-        update.push(eviction::MARK_SEEN_TAIL);
-        update.build().execute(&mut **tx).await?;
+    if seen.is_empty() {
+        return Ok(());
     }
+    let pairs = seen.iter().map(|(id, until)| format!("[{id},{until}]"));
+    sqlx::query(UPDATE)
+        .bind(json_array(pairs))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -409,6 +409,9 @@ async fn evicted_ids_are_interned_again_by_the_commit(store: &Store) {
             "{trace_id:?} under a deleted id"
         );
     }
+    // The passes above kept the resource a stored request refers to.
+    let resources = store.resources().await.unwrap();
+    assert!(resources.iter().any(|r| r.id == new_resource));
 }
 
 /// Retention removes blocks, request rows and rollups past their time and keeps the rest.
