@@ -25,21 +25,16 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::delay::DelayHistogram;
+use super::intern::Interned;
 use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
 use crate::store::{
     AnalysisCommit, ClaimRelease, ClaimedTrace, Granularity, RequestRow, RollupChange, RollupKey,
-    Store, StoreError, canonical_attributes, minute_of,
+    Store, StoreError, minute_of,
 };
 
-/// The endpoint every endpoint past a service's cap is folded into.
-pub const OTHER_ENDPOINT: &str = "other";
-
-/// Distinct resources interned at most. A resource is one process's attribute set, so this is
-/// thousands of deployments' worth; past it (e.g. a resource attribute carrying a request id),
-/// requests get resource id 0 and only attribute selections miss them.
-pub const MAX_RESOURCES: usize = 10_000;
+pub use crate::store::OTHER_ENDPOINT;
 
 /// The rollup rows a request counts in: its minute and its hour.
 fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
@@ -65,28 +60,12 @@ pub struct AnalysisStats {
     pub anomalies: AtomicU64,
     /// Analysis commits that failed (retried from the store on the next start).
     pub failed_commits: AtomicU64,
+    /// Requests stored without their resource (id 0): the resource cap was reached.
+    pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
     pub delay: DelayHistogram,
     /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
     pub endpoints: Mutex<HashMap<String, HashMap<String, EndpointCounters>>>,
-}
-
-/// Interned endpoint ids by service, then endpoint: looked up by `&str` on every request, so
-/// without allocating a key.
-#[derive(Debug, Default)]
-struct EndpointIds(HashMap<String, HashMap<String, i64>>);
-
-impl EndpointIds {
-    fn get(&self, service: &str, endpoint: &str) -> Option<i64> {
-        self.0.get(service)?.get(endpoint).copied()
-    }
-
-    fn insert(&mut self, service: &str, endpoint: &str, id: i64) {
-        self.0
-            .entry(service.to_owned())
-            .or_default()
-            .insert(endpoint.to_owned(), id);
-    }
 }
 
 /// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
@@ -130,11 +109,7 @@ impl EndpointCounters {
 pub struct Analyzer {
     store: Store,
     config: Arc<AnalysisConfig>,
-    max_endpoints_per_service: usize,
-    endpoint_ids: EndpointIds,
-    endpoints_per_service: HashMap<String, usize>,
-    /// Interned resources by canonical attributes.
-    resource_ids: HashMap<String, i64>,
+    interned: Interned,
     stats: Arc<AnalysisStats>,
     /// The last commit, still running while the next batch is analysed.
     in_flight: Option<InFlight>,
@@ -205,29 +180,11 @@ impl Analyzer {
         max_endpoints_per_service: usize,
         stats: Arc<AnalysisStats>,
     ) -> Result<Analyzer, StoreError> {
-        let mut endpoint_ids = EndpointIds::default();
-        let mut endpoints_per_service: HashMap<String, usize> = HashMap::new();
-        for endpoint in store.endpoints().await? {
-            if endpoint.endpoint != OTHER_ENDPOINT {
-                *endpoints_per_service
-                    .entry(endpoint.service.clone())
-                    .or_default() += 1;
-            }
-            endpoint_ids.insert(&endpoint.service, &endpoint.endpoint, endpoint.id);
-        }
-        let resource_ids = store
-            .resources()
-            .await?
-            .into_iter()
-            .map(|resource| (canonical_attributes(&resource.attributes), resource.id))
-            .collect();
+        let interned = Interned::load(&store, max_endpoints_per_service).await?;
         Ok(Analyzer {
             store,
             config: Arc::new(config),
-            max_endpoints_per_service,
-            endpoint_ids,
-            endpoints_per_service,
-            resource_ids,
+            interned,
             stats,
             in_flight: None,
             queued: None,
@@ -538,6 +495,9 @@ impl Analyzer {
                         id
                     }
                 };
+                if resource_id == 0 && !resource.is_empty() {
+                    self.stats.requests_without_resource.fetch_add(1, Relaxed);
+                }
                 for key in rollup_keys(endpoint_id, request) {
                     change_of(&mut changes, key).added.add(request);
                 }
@@ -566,6 +526,7 @@ impl Analyzer {
             rollups: changes.into_values().collect(),
             watermark: None,
             claims,
+            names: self.interned.take_names(),
         })
     }
 
@@ -590,63 +551,25 @@ impl Analyzer {
     }
 
     fn capped_name<'a>(&self, service: &str, endpoint: &'a str) -> &'a str {
-        if self.endpoint_ids.get(service, endpoint).is_some() {
-            endpoint
-        } else {
-            OTHER_ENDPOINT
-        }
+        self.interned.capped_name(service, endpoint)
     }
 
     /// The id an endpoint was counted under: its own, or `other` past the cap.
     fn known_endpoint_id(&self, service: &str, endpoint: &str) -> Option<i64> {
-        self.endpoint_ids
-            .get(service, endpoint)
-            .or_else(|| self.endpoint_ids.get(service, OTHER_ENDPOINT))
+        self.interned.known_endpoint_id(service, endpoint)
     }
 
     async fn endpoint_id(&mut self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
-        if let Some(id) = self.endpoint_ids.get(service, endpoint) {
-            return Ok(id);
-        }
-        let count = self
-            .endpoints_per_service
-            .entry(service.to_owned())
-            .or_default();
-        let name = if *count >= self.max_endpoints_per_service {
-            if self.endpoint_ids.get(service, OTHER_ENDPOINT).is_none() {
-                warn!(
-                    service,
-                    cap = self.max_endpoints_per_service,
-                    "endpoint cap reached; further endpoints count as `other`"
-                );
-            }
-            OTHER_ENDPOINT
-        } else {
-            *count += 1;
-            endpoint
-        };
-        if let Some(id) = self.endpoint_ids.get(service, name) {
-            return Ok(id);
-        }
-        let id = self.store.intern_endpoint(service, name).await?;
-        self.endpoint_ids.insert(service, name, id);
-        Ok(id)
+        self.interned
+            .endpoint_id(&self.store, service, endpoint)
+            .await
     }
 
-    /// The id of a request's resource, interning it if new; 0 past [`MAX_RESOURCES`].
+    /// The id of a request's resource, interning it if new; 0 past the resource cap.
     async fn resource_id(&mut self, service: &str, canonical: &str) -> Result<i64, StoreError> {
-        if canonical.is_empty() {
-            return Ok(0);
-        }
-        if let Some(id) = self.resource_ids.get(canonical) {
-            return Ok(*id);
-        }
-        if self.resource_ids.len() >= MAX_RESOURCES {
-            return Ok(0);
-        }
-        let id = self.store.intern_resource(service, canonical).await?;
-        self.resource_ids.insert(canonical.to_owned(), id);
-        Ok(id)
+        self.interned
+            .resource_id(&self.store, service, canonical)
+            .await
     }
 }
 

@@ -2,7 +2,8 @@
 //! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
 //! by trace and waits out the grace period, holding as many block bytes as `held_bound` allows;
 //! `analyze` runs the pure analysis (`work`: decoding and analysing a batch over the cores) and
-//! writes request rows and rollups, and `delay` counts how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
+//! writes request rows and rollups under the endpoint and resource ids `intern` caches and caps,
+//! and `delay` counts how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
@@ -14,6 +15,7 @@ pub mod assemble;
 pub mod claim;
 pub mod delay;
 mod held_bound;
+pub mod intern;
 pub mod work;
 pub mod writer;
 

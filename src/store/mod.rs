@@ -7,6 +7,7 @@
 //! Invariant: the only module with SQL or sqlx types. Rows become model and analysis types here
 //! and never leave as rows.
 
+mod eviction;
 mod postgres;
 pub mod retention;
 pub mod scratch;
@@ -141,6 +142,10 @@ pub struct RequestRow {
     pub resource_id: i64,
 }
 
+/// The endpoint every endpoint past a service's cap is folded into. Retention never evicts it:
+/// it holds the requests of every endpoint that found its service at the cap.
+pub const OTHER_ENDPOINT: &str = "other";
+
 /// An interned resource: the full attribute set one process reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRef {
@@ -252,9 +257,20 @@ pub struct ClaimRelease {
     pub analysed_blocks: Vec<i64>,
 }
 
+/// The names behind the interned ids an analysis commit writes under. Retention may evict an id
+/// after the analyzer looked it up; the commit then interns the name again and writes under the
+/// new id (see `store/eviction.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct InternedNames {
+    /// (service, endpoint) by endpoint id.
+    pub endpoints: HashMap<i64, (String, String)>,
+    /// (service, attributes in [`canonical_attributes`] form) by resource id.
+    pub resources: HashMap<i64, (String, String)>,
+}
+
 /// Everything one analysis tick writes, committed in one transaction so that requests, rollups
 /// and the watermark (or the claims) never disagree after a crash.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AnalysisCommit {
     /// Traces whose previous request rows are replaced.
     pub replace_traces: Vec<TraceId>,
@@ -268,6 +284,9 @@ pub struct AnalysisCommit {
     /// with its token (it expired and another instance took it), nothing is written and the
     /// commit fails with [`StoreError::ClaimLost`].
     pub claims: Vec<ClaimRelease>,
+    /// The names of the endpoints the new requests are counted under and of their resources.
+    /// Ids without a name here (those only taken back from) are not interned again if evicted.
+    pub names: InternedNames,
 }
 
 impl AnalysisCommit {
@@ -293,6 +312,8 @@ impl AnalysisCommit {
         }
         self.watermark = self.watermark.max(later.watermark);
         self.claims.extend(later.claims);
+        self.names.endpoints.extend(later.names.endpoints);
+        self.names.resources.extend(later.names.resources);
     }
 }
 
@@ -331,6 +352,10 @@ pub struct RetentionReport {
     pub rollups: u64,
     /// Whole partitions dropped (PostgreSQL).
     pub partitions: u64,
+    /// Endpoints evicted: no request, rollup or regression row referred to them any more.
+    pub endpoints: u64,
+    /// Resources evicted: every request of them was gone.
+    pub resources: u64,
 }
 
 /// What the store holds, for `/metrics`, benchmarks and the UI's "data since".
@@ -664,7 +689,9 @@ impl Store {
     /// Deletes span blocks received and requests started before `spans_before_unix_ns`, and
     /// rollups (minute and hourly) before `rollups_before_unix_ns`. PostgreSQL drops whole day
     /// partitions; SQLite deletes in bounded batches with a pause between them, so ingest never
-    /// waits long for the write lock.
+    /// waits long for the write lock. Then evicts the endpoints (other than [`OTHER_ENDPOINT`])
+    /// no row refers to any more, and the resources unseen since `spans_before_unix_ns` none of
+    /// whose requests is left.
     pub async fn apply_retention(
         &self,
         spans_before_unix_ns: u64,
@@ -721,6 +748,12 @@ impl Store {
         trace_ids: &[TraceId],
     ) -> Result<HashMap<TraceId, i64>, StoreError> {
         dispatch!(self.analysed_traces(trace_ids))
+    }
+
+    /// How many retention passes evicted endpoints or resources: a cache of the interned ids
+    /// that was read at another generation may hold evicted ids and count evicted rows.
+    pub async fn eviction_generation(&self) -> Result<i64, StoreError> {
+        dispatch!(self.eviction_generation())
     }
 
     /// Every interned endpoint.

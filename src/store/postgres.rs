@@ -22,11 +22,12 @@ use sqlx::{Connection, Postgres, QueryBuilder, SqlSafeStr};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    Granularity, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical,
-    rollup_tables, unsigned,
+    Granularity, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError,
+    StoreStats, StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns,
+    parse_canonical, rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -49,6 +50,18 @@ const PARTITIONED: [(&str, &str); 3] = [
 ];
 
 const DAY_NS: i64 = 86_400_000_000_000;
+
+/// The advisory lock every analysis commit holds shared and retention holds exclusively while it
+/// evicts interned ids (see `eviction`): a commit's check that its ids exist and its writes are
+/// never interleaved with an eviction. In this application's keys ("BN" in the high bytes), apart
+/// from the leader roles'.
+const EVICTION_LOCK_KEY: i64 = 0x424e_0000_0010;
+
+/// Takes [`EVICTION_LOCK_KEY`] shared until the transaction ends.
+const LOCK_EVICTION_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+/// Takes [`EVICTION_LOCK_KEY`] exclusively until the transaction ends.
+const LOCK_EVICTION: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// How long a query waits for a pooled connection, connecting included. While the server is down
 /// or unreachable, a group commit gives up after this and its exports are refused as unavailable:
@@ -86,6 +99,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "regression episodes",
         include_str!("migrations/postgres/0003_regression_episodes.sql"),
+    ),
+    (
+        4,
+        "eviction",
+        include_str!("migrations/postgres/0004_eviction.sql"),
     ),
 ];
 
@@ -654,7 +672,81 @@ impl PgStore {
                 tokio::time::sleep(super::retention::BATCH_PAUSE).await;
             }
         }
+        self.evict_unreferenced(before, &mut report).await?;
         Ok(report)
+    }
+
+    /// Deletes the endpoints nothing refers to and the resources none of whose requests is
+    /// left (see `eviction`), a range of ids or a batch of rows per transaction, each holding
+    /// the eviction lock.
+    async fn evict_unreferenced(
+        &self,
+        spans_before: i64,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        let last_id: i64 = sqlx::query_scalar(eviction::LAST_ENDPOINT_ID)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut after = 0;
+        while after < last_id {
+            let through = after + eviction::ENDPOINT_IDS_PER_PASS;
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(LOCK_EVICTION)
+                .bind(EVICTION_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            let evicted: Vec<i64> = sqlx::query_scalar(eviction::EVICT_ENDPOINTS)
+                .bind(after)
+                .bind(through)
+                .bind(OTHER_ENDPOINT)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(eviction::DELETE_GONE_CHECKS)
+                .bind(after)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            if !evicted.is_empty() {
+                sqlx::query(eviction::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            report.endpoints += evicted.len() as u64;
+            after = through;
+            if after < last_id {
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        let batch = super::retention::BATCH_ROWS;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(LOCK_EVICTION)
+                .bind(EVICTION_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            // Read after the lock is held: every request committed before it counts.
+            let oldest: Option<i64> = sqlx::query_scalar(eviction::OLDEST_REQUEST)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(eviction::EVICT_RESOURCES)
+                .bind(spans_before.min(oldest.unwrap_or(i64::MAX)))
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done > 0 {
+                sqlx::query(eviction::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            report.resources += done;
+            if done < batch as u64 {
+                return Ok(());
+            }
+            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+        }
     }
 
     pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
@@ -705,13 +797,18 @@ impl PgStore {
         service: &str,
         endpoint: &str,
     ) -> Result<i64, StoreError> {
-        const INSERT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
-             ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
-        Ok(sqlx::query_scalar(INSERT)
+        Ok(sqlx::query_scalar(eviction::INTERN_ENDPOINT)
             .bind(service)
             .bind(endpoint)
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    pub(super) async fn eviction_generation(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(eviction::GENERATION)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
     }
 
     pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
@@ -933,6 +1030,14 @@ impl PgStore {
         const UPSERT_WATERMARK: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
              ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
         let mut tx = self.pool.begin().await?;
+        // First, before any row lock: an eviction waiting for the lock holds nothing else, so
+        // no commit waits for it while holding what it needs.
+        sqlx::query(LOCK_EVICTION_SHARED)
+            .bind(EVICTION_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let remapped = resolve_evicted(&mut tx, commit).await?;
+        let commit = remapped.as_ref().unwrap_or(commit);
         let mut claims = commit.claims.clone();
         claims.sort_by_key(|release| release.trace_id);
         let claim_keys: Vec<Vec<u8>> = claims.iter().map(|c| c.trace_id.0.to_vec()).collect();
@@ -989,6 +1094,7 @@ impl PgStore {
             );
             insert.build().execute(&mut *tx).await?;
         }
+        mark_resources_seen(&mut tx, commit).await?;
         // Rows locked in key order: two commits touching the same rows wait, never deadlock.
         let mut changes: Vec<_> = commit.rollups.iter().collect();
         changes.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1186,9 +1292,7 @@ impl PgStore {
         service: &str,
         canonical: &str,
     ) -> Result<i64, StoreError> {
-        const INSERT: &str = "INSERT INTO resources (service, attributes) VALUES ($1, $2) \
-             ON CONFLICT (attributes) DO UPDATE SET service = excluded.service RETURNING id";
-        Ok(sqlx::query_scalar(INSERT)
+        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE)
             .bind(service)
             .bind(canonical)
             .fetch_one(&self.pool)
@@ -1224,6 +1328,100 @@ impl PgStore {
         let bytes: i64 = sqlx::query_scalar(SIZE).fetch_one(&self.pool).await?;
         Ok(unsigned(bytes))
     }
+}
+
+/// `commit` rewritten for the interned ids it writes under that retention evicted since the
+/// analyzer looked them up (see `eviction`); `None` when all of them exist, as they almost always
+/// do. Runs in the commit's transaction, which holds the eviction lock shared.
+async fn resolve_evicted(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    commit: &AnalysisCommit,
+) -> Result<Option<AnalysisCommit>, StoreError> {
+    const COUNT: &str = "SELECT (SELECT COUNT(*) FROM endpoints WHERE id = ANY($1)), \
+         (SELECT COUNT(*) FROM resources WHERE id = ANY($2))";
+    let ids = WrittenIds::of(commit);
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let (endpoints, resources): (i64, i64) = sqlx::query_as(COUNT)
+        .bind(&ids.endpoints)
+        .bind(&ids.resources)
+        .fetch_one(&mut **tx)
+        .await?;
+    if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
+        return Ok(None);
+    }
+    let mut reinterned = Reinterned::default();
+    for id in missing_ids(tx, "endpoints", &ids.endpoints).await? {
+        let new = match commit.names.endpoints.get(&id) {
+            Some((service, endpoint)) => Some(
+                sqlx::query_scalar(eviction::INTERN_ENDPOINT)
+                    .bind(service)
+                    .bind(endpoint)
+                    .fetch_one(&mut **tx)
+                    .await?,
+            ),
+            None => None,
+        };
+        reinterned.endpoints.insert(id, new);
+    }
+    for id in missing_ids(tx, "resources", &ids.resources).await? {
+        let new = match commit.names.resources.get(&id) {
+            Some((service, canonical)) => {
+                sqlx::query_scalar(eviction::INTERN_RESOURCE)
+                    .bind(service)
+                    .bind(canonical)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+            None => 0,
+        };
+        reinterned.resources.insert(id, new);
+    }
+    eviction::remap(commit, &reinterned).map(Some)
+}
+
+/// Those of `ids` (in order) that `table` has no row of.
+async fn missing_ids(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    table: &str,
+    ids: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let select = format!("SELECT id FROM {table} WHERE id = ANY($1)");
+    let present: std::collections::HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(ids
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect())
+}
+
+/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
+/// lowering it, in id order.
+async fn mark_resources_seen(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    commit: &AnalysisCommit,
+) -> Result<(), StoreError> {
+    // Arrays: one text whatever the number of resources, so one prepared statement.
+    const UPDATE: &str = "WITH seen (id, until_ns) AS \
+         (SELECT * FROM unnest($1::bigint[], $2::bigint[])) \
+         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
+         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
+    let (ids, until): (Vec<i64>, Vec<i64>) = eviction::resources_seen(commit).into_iter().unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(UPDATE)
+        .bind(ids)
+        .bind(until)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Makes sure the rollup row exists and locks it until the transaction ends. Rows are updated in

@@ -1,5 +1,6 @@
 //! The retention task: on one instance at a time, periodically makes sure the coming days'
-//! partitions exist and removes data past its retention.
+//! partitions exist and removes data past its retention, then the interned endpoints and
+//! resources nothing refers to any more (`eviction`), which frees their slots under the caps.
 //!
 //! Invariant: never removes data younger than its configured retention, and never holds the
 //! database for long: PostgreSQL drops whole partitions, SQLite deletes in bounded batches with
@@ -50,6 +51,8 @@ pub async fn run(store: Store, config: RetentionConfig, mut stop: watch::Receive
                     requests = report.requests,
                     rollups = report.rollups,
                     partitions = report.partitions,
+                    endpoints_evicted = report.endpoints,
+                    resources_evicted = report.resources,
                     "retention removed expired data"
                 ),
                 Ok(_) => {}

@@ -21,11 +21,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
+use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
-    RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest,
-    Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical, rollup_tables,
-    unsigned,
+    OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
+    StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical,
+    rollup_tables, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -202,6 +203,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "regression episodes",
         include_str!("migrations/sqlite/0012_regression_episodes.sql"),
+    ),
+    (
+        13,
+        "eviction",
+        include_str!("migrations/sqlite/0013_eviction.sql"),
     ),
 ];
 
@@ -624,13 +630,18 @@ impl SqliteStore {
         service: &str,
         endpoint: &str,
     ) -> Result<i64, StoreError> {
-        const INSERT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
-             ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
-        Ok(sqlx::query_scalar(INSERT)
+        Ok(sqlx::query_scalar(eviction::INTERN_ENDPOINT)
             .bind(service)
             .bind(endpoint)
             .fetch_one(&self.writer)
             .await?)
+    }
+
+    pub(super) async fn eviction_generation(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(eviction::GENERATION)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
     }
 
     pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
@@ -827,8 +838,11 @@ async fn read_rollups(
 impl SqliteStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
         // IMMEDIATE: the rollup rows are read and written back in this transaction; taking the
-        // write lock first means no other writer commits between the read and the write.
+        // write lock first means no other writer commits between the read and the write, and no
+        // retention pass evicts an interned id between its check here and the commit.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let remapped = resolve_evicted(&mut tx, commit).await?;
+        let commit = remapped.as_ref().unwrap_or(commit);
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
             let recent = self.recent_traces().rows_of(chunk);
             let mut delete =
@@ -859,6 +873,7 @@ impl SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        mark_resources_seen(&mut tx, commit).await?;
         for change in &commit.rollups {
             let key = &change.key;
             let mut rollup = read_rollups(
@@ -1133,9 +1148,7 @@ impl SqliteStore {
         service: &str,
         canonical: &str,
     ) -> Result<i64, StoreError> {
-        const INSERT: &str = "INSERT INTO resources (service, attributes) VALUES ($1, $2) \
-             ON CONFLICT (attributes) DO UPDATE SET service = excluded.service RETURNING id";
-        Ok(sqlx::query_scalar(INSERT)
+        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE)
             .bind(service)
             .bind(canonical)
             .fetch_one(&self.writer)
@@ -1239,10 +1252,74 @@ impl SqliteStore {
                 tokio::time::sleep(super::retention::BATCH_PAUSE).await;
             }
         }
+        self.evict_unreferenced(before, &mut report).await?;
         // Give the freed pages back to the file system, a bounded number at a time.
         const VACUUM: &str = "PRAGMA incremental_vacuum(2000)";
         sqlx::query(VACUUM).execute(&self.writer).await?;
         Ok(report)
+    }
+
+    /// Deletes the endpoints nothing refers to and the resources none of whose requests is
+    /// left (see `eviction`), a range of ids or a batch of rows per write transaction.
+    async fn evict_unreferenced(
+        &self,
+        spans_before: i64,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        let last_id: i64 = sqlx::query_scalar(eviction::LAST_ENDPOINT_ID)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut after = 0;
+        while after < last_id {
+            let through = after + eviction::ENDPOINT_IDS_PER_PASS;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let evicted: Vec<i64> = sqlx::query_scalar(eviction::EVICT_ENDPOINTS)
+                .bind(after)
+                .bind(through)
+                .bind(OTHER_ENDPOINT)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(eviction::DELETE_GONE_CHECKS)
+                .bind(after)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            if !evicted.is_empty() {
+                sqlx::query(eviction::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            report.endpoints += evicted.len() as u64;
+            after = through;
+            if after < last_id {
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        let batch = super::retention::BATCH_ROWS;
+        loop {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let oldest: Option<i64> = sqlx::query_scalar(eviction::OLDEST_REQUEST)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(eviction::EVICT_RESOURCES)
+                .bind(spans_before.min(oldest.unwrap_or(i64::MAX)))
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done > 0 {
+                sqlx::query(eviction::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            report.resources += done;
+            if done < batch as u64 {
+                return Ok(());
+            }
+            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+        }
     }
 
     pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
@@ -1267,6 +1344,108 @@ impl SqliteStore {
         }
         Ok(total)
     }
+}
+
+/// Values as one JSON array, read back by `json_each`: every analysis commit runs the statements
+/// that take these, and with one bound value instead of one per id their text, and so their
+/// prepared form in the connection's cache, is the same whatever the number of ids.
+fn json_array(values: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    let items: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// `commit` rewritten for the interned ids it writes under that retention evicted since the
+/// analyzer looked them up (see `eviction`); `None` when all of them exist, as they almost always
+/// do. Runs in the commit's transaction, under the write lock.
+async fn resolve_evicted(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    commit: &AnalysisCommit,
+) -> Result<Option<AnalysisCommit>, StoreError> {
+    let ids = WrittenIds::of(commit);
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    const COUNT: &str = "SELECT \
+         (SELECT COUNT(*) FROM endpoints WHERE id IN (SELECT value FROM json_each($1))), \
+         (SELECT COUNT(*) FROM resources WHERE id IN (SELECT value FROM json_each($2)))";
+    let (endpoints, resources): (i64, i64) = sqlx::query_as(COUNT)
+        .bind(json_array(&ids.endpoints))
+        .bind(json_array(&ids.resources))
+        .fetch_one(&mut **tx)
+        .await?;
+    if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
+        return Ok(None);
+    }
+    let mut reinterned = Reinterned::default();
+    for id in missing_ids(tx, "endpoints", &ids.endpoints).await? {
+        let new = match commit.names.endpoints.get(&id) {
+            Some((service, endpoint)) => Some(
+                sqlx::query_scalar(eviction::INTERN_ENDPOINT)
+                    .bind(service)
+                    .bind(endpoint)
+                    .fetch_one(&mut **tx)
+                    .await?,
+            ),
+            None => None,
+        };
+        reinterned.endpoints.insert(id, new);
+    }
+    for id in missing_ids(tx, "resources", &ids.resources).await? {
+        let new = match commit.names.resources.get(&id) {
+            Some((service, canonical)) => {
+                sqlx::query_scalar(eviction::INTERN_RESOURCE)
+                    .bind(service)
+                    .bind(canonical)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+            None => 0,
+        };
+        reinterned.resources.insert(id, new);
+    }
+    eviction::remap(commit, &reinterned).map(Some)
+}
+
+/// Those of `ids` (in order) that `table` has no row of.
+async fn missing_ids(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    table: &str,
+    ids: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let select = format!("SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each($1))");
+    let present: std::collections::HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+        .bind(json_array(ids))
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(ids
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect())
+}
+
+/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
+/// lowering it.
+async fn mark_resources_seen(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    commit: &AnalysisCommit,
+) -> Result<(), StoreError> {
+    const UPDATE: &str = "WITH seen (id, until_ns) AS \
+         (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
+         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
+         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
+    let seen = eviction::resources_seen(commit);
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let pairs = seen.iter().map(|(id, until)| format!("[{id},{until}]"));
+    sqlx::query(UPDATE)
+        .bind(json_array(pairs))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn write_rollup(
@@ -1360,11 +1539,11 @@ mod tests {
   SELECT tenants 10..30 client db.system=postgresql db.statement=\"SELECT 1\"
   idp: POST /saml 60..160 client http.request.method=POST server.address=idp";
 
-    fn request_row(trace_id: TraceId, last_block_id: i64) -> RequestRow {
+    fn request_row(trace_id: TraceId, endpoint_id: i64, last_block_id: i64) -> RequestRow {
         RequestRow {
             trace_id,
             span_id: collector::model::SpanId([1; 8]),
-            endpoint_id: 1,
+            endpoint_id,
             version: String::new(),
             start_unix_ns: 1,
             duration_ns: 300,
@@ -1378,9 +1557,10 @@ mod tests {
 
     /// Commits the analysis of one request of `trace_id` that saw blocks up to `last_block_id`.
     async fn commit_request(store: &SqliteStore, trace_id: TraceId, last_block_id: i64) {
+        let endpoint_id = store.intern_endpoint("auth", "POST /login").await.unwrap();
         store
             .commit_analysis(&AnalysisCommit {
-                requests: vec![request_row(trace_id, last_block_id)],
+                requests: vec![request_row(trace_id, endpoint_id, last_block_id)],
                 ..AnalysisCommit::default()
             })
             .await
@@ -1575,6 +1755,46 @@ mod tests {
             lookups(&store, trace_id).await,
             (vec![block_id; spans.len()], Some(block_id), 1)
         );
+        store.close().await;
+    }
+
+    // Files from before eviction: their ids are kept, the largest is never handed out again once
+    // evicted, and their resources count as seen until just after the newest request.
+    #[tokio::test]
+    async fn upgraded_files_never_hand_an_evicted_id_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("before.db");
+        let pool = plain_wal_pool(&path).await;
+        migrator_through(11).run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO endpoints (id, service, endpoint) VALUES (1, 'auth', 'GET /a'), (2, 'auth', 'GET /b')",
+            "INSERT INTO resources (id, service, attributes) VALUES (3, 'auth', 'host.name=a')",
+            "INSERT INTO requests (trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, \
+             error, db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, n_db_calls, \
+             last_block_id, resource_id) VALUES (x'01', x'01', 1, '', 5000, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3)",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT seen_until_unix_ns FROM resources WHERE id = 3")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(seen, 5001);
+        let mut report = RetentionReport::default();
+        store.evict_unreferenced(0, &mut report).await.unwrap();
+        assert_eq!(
+            (report.endpoints, report.resources),
+            (1, 0),
+            "GET /b had no rows"
+        );
+        let id = store.intern_endpoint("auth", "GET /c").await.unwrap();
+        assert_eq!(id, 3, "2 was evicted, and is not handed out again");
         store.close().await;
     }
 

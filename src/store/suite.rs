@@ -24,6 +24,7 @@ pub async fn run_all(store: &Store) {
     rollup_changes_add_and_take_back(store).await;
     claims_hand_each_trace_to_one_analyzer(store).await;
     slowest_requests_merge_endpoints(store).await;
+    evicted_ids_are_interned_again_by_the_commit(store).await;
     // Last: it removes what the checks above stored with old timestamps.
     retention_removes_only_expired_data(store).await;
 }
@@ -205,6 +206,212 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
         .await
         .unwrap();
     assert!(claim(5, now * 2).await.is_none(), "released for good");
+}
+
+/// An endpoint and a resource evicted between the analyzer's lookup and its commit: the commit
+/// interns their names again and writes under the new ids, and takes nothing back from the
+/// evicted endpoint. Evictions racing commits never leave a request under a deleted id.
+async fn evicted_ids_are_interned_again_by_the_commit(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 16_000 * 24 * HOUR; // 2013-10-22, a day no other check uses
+    let (analysed, _) = analyze_trace(&fixture::parse(LOGIN), &AnalysisConfig::default());
+    let endpoint = store.intern_endpoint("evict", "GET /gone").await.unwrap();
+    let taken_back_from = store.intern_endpoint("evict", "GET /old").await.unwrap();
+    let canonical = canonical_attributes(&[("host.name".into(), "gone".into())]);
+    let resource = store.intern_resource("evict", &canonical).await.unwrap();
+    // Regressions have no retention: an endpoint one names stays. A mark of the finder alone
+    // keeps nothing, and goes with its endpoint.
+    let regressed = store
+        .intern_endpoint("evict", "GET /regressed")
+        .await
+        .unwrap();
+    let checked = store
+        .intern_endpoint("evict", "GET /checked")
+        .await
+        .unwrap();
+    let event = RegressionRecord {
+        id: 0,
+        detected_unix_ns: 5,
+        endpoint_id: regressed,
+        service: String::new(),
+        endpoint: String::new(),
+        baseline: "9.0".into(),
+        candidate: "9.1".into(),
+        metric: "p50".into(),
+        baseline_ns: 100,
+        candidate_ns: 400,
+        baseline_requests: 50,
+        candidate_requests: 60,
+        mean_delta_ns: 300,
+        mean_delta_ci_ns: None,
+        baseline_interval_ns: None,
+        candidate_interval_ns: None,
+        summary: "slower".into(),
+        resolution: None,
+    };
+    store
+        .record_regression_evaluation(&RegressionEvaluation {
+            baseline: "9.0".into(),
+            candidate: "9.1".into(),
+            checked_unix_ns: 5,
+            checked: vec![(regressed, 60), (checked, 60)],
+            raised: vec![event],
+            resolved: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let generation = store.eviction_generation().await.unwrap();
+    // Nothing is old enough to go; only what no row refers to is evicted.
+    let report = store.apply_retention(0, 0).await.unwrap();
+    assert!(report.endpoints >= 3 && report.resources >= 1, "{report:?}");
+    let live: Vec<i64> = (store.endpoints().await.unwrap().iter())
+        .map(|e| e.id)
+        .collect();
+    assert!(live.contains(&regressed) && !live.contains(&checked));
+    let marks = store
+        .regression_checks(&[regressed, checked], "9.0", "9.1")
+        .await
+        .unwrap();
+    assert_eq!(marks.keys().copied().collect::<Vec<_>>(), [regressed]);
+    let events = store.regressions(0, 1_000, Some("evict")).await.unwrap();
+    assert!(events.iter().any(|e| e.endpoint_id == regressed));
+    assert!(store.eviction_generation().await.unwrap() > generation);
+    let endpoints = store.endpoints().await.unwrap();
+    assert!(
+        !endpoints
+            .iter()
+            .any(|e| e.id == endpoint || e.id == taken_back_from)
+    );
+    assert!(
+        !store
+            .resources()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == resource)
+    );
+
+    // Request rows are found through their trace's blocks: each trace gets one.
+    let traces: Vec<collector::model::TraceId> = (0..41u8)
+        .map(|n| collector::model::TraceId([0x70, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))
+        .collect();
+    let blocks: Vec<EncodedBlock> = (traces.iter())
+        .map(|trace_id| {
+            let mut spans = fixture::parse(LOGIN);
+            for span in &mut spans {
+                span.trace_id = *trace_id;
+            }
+            block::encode(spans, start)
+        })
+        .collect();
+    let block_ids = store.insert_blocks(&blocks).await.unwrap();
+    let row = |n: usize, endpoint_id, resource_id| RequestRow {
+        trace_id: traces[n],
+        span_id: SpanId([1; 8]),
+        endpoint_id,
+        version: String::new(),
+        start_unix_ns: start,
+        duration_ns: 1,
+        error: false,
+        breakdown: Breakdown::default(),
+        n_db_calls: 0,
+        last_block_id: block_ids[n],
+        resource_id,
+    };
+    let key = |endpoint_id| RollupKey {
+        endpoint_id,
+        version: String::new(),
+        minute: minute_of(start),
+        granularity: Granularity::Minute,
+    };
+    let mut one = Rollup::new();
+    one.add(&analysed[0]);
+    let mut names = InternedNames::default();
+    names
+        .endpoints
+        .insert(endpoint, ("evict".into(), "GET /gone".into()));
+    names
+        .resources
+        .insert(resource, ("evict".into(), canonical.clone()));
+    let commit = AnalysisCommit {
+        requests: vec![row(0, endpoint, resource)],
+        rollups: vec![
+            RollupChange {
+                key: key(endpoint),
+                added: one.clone(),
+                removed: Rollup::new(),
+            },
+            RollupChange {
+                key: key(taken_back_from),
+                added: Rollup::new(),
+                removed: one.clone(),
+            },
+        ],
+        names,
+        ..AnalysisCommit::default()
+    };
+    store.commit_analysis(&commit).await.unwrap();
+    let rows = store.trace_requests(traces[0]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let (new_endpoint, new_resource) = (rows[0].endpoint_id, rows[0].resource_id);
+    assert_ne!(new_endpoint, endpoint, "ids are never handed out twice");
+    assert_ne!(new_resource, resource);
+    let endpoints = store.endpoints().await.unwrap();
+    let named = endpoints.iter().find(|e| e.id == new_endpoint).unwrap();
+    assert_eq!(
+        (named.service.as_str(), named.endpoint.as_str()),
+        ("evict", "GET /gone")
+    );
+    assert!(!endpoints.iter().any(|e| e.id == taken_back_from));
+    let resources = store.resources().await.unwrap();
+    let process = resources.iter().find(|r| r.id == new_resource).unwrap();
+    assert_eq!(canonical_attributes(&process.attributes), canonical);
+    assert_eq!(
+        store
+            .rollup(&key(new_endpoint))
+            .await
+            .unwrap()
+            .unwrap()
+            .requests,
+        1
+    );
+    assert!(store.rollup(&key(endpoint)).await.unwrap().is_none());
+    assert!(store.rollup(&key(taken_back_from)).await.unwrap().is_none());
+
+    // A new endpoint has no rows until its first commit: evictions racing those commits.
+    for n in 1..traces.len() {
+        let name = format!("GET /race/{n}");
+        let id = store.intern_endpoint("evict", &name).await.unwrap();
+        let mut names = InternedNames::default();
+        names.endpoints.insert(id, ("evict".into(), name));
+        let commit = AnalysisCommit {
+            requests: vec![row(n, id, 0)],
+            names,
+            ..AnalysisCommit::default()
+        };
+        let (committed, evicted) =
+            tokio::join!(store.commit_analysis(&commit), store.apply_retention(0, 0));
+        committed.unwrap();
+        evicted.unwrap();
+    }
+    let live: std::collections::HashSet<i64> = store
+        .endpoints()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    for trace_id in &traces[1..] {
+        let rows = store.trace_requests(*trace_id).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            live.contains(&rows[0].endpoint_id),
+            "{trace_id:?} under a deleted id"
+        );
+    }
+    // The passes above kept the resource a stored request refers to.
+    let resources = store.resources().await.unwrap();
+    assert!(resources.iter().any(|r| r.id == new_resource));
 }
 
 /// Retention removes blocks, request rows and rollups past their time and keeps the rest.
@@ -538,6 +745,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         }],
         watermark: Some(block_id),
         claims: vec![],
+        names: InternedNames::default(),
     };
     store.commit_analysis(&commit).await.unwrap();
     assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
@@ -576,6 +784,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         rollups: vec![],
         watermark: Some(block_id - 1),
         claims: vec![],
+        names: InternedNames::default(),
     };
     store.commit_analysis(&commit).await.unwrap();
     let rows = store.trace_requests(login.trace_id).await.unwrap();

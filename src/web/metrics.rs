@@ -75,6 +75,11 @@ pub async fn render(state: &AppState) -> String {
             "Analysis commits that failed.",
             analysis.failed_commits.load(Relaxed),
         ),
+        (
+            "bottleneck_requests_without_resource_total",
+            "Requests stored without their resource because the resource cap was reached.",
+            analysis.requests_without_resource.load(Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(

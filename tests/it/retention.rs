@@ -1,28 +1,120 @@
 //! Retention on a running app: blocks received before the retention window go (on PostgreSQL,
 //! as whole day partitions), recent ones stay, and exports keep being acknowledged meanwhile.
+//! Endpoints and resources nothing refers to any more go too, and free their places under the
+//! caps.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bottleneck::config::RetentionConfig;
+use bottleneck::config::{Config, RetentionConfig};
+use bottleneck::pipeline::intern::MAX_RESOURCES;
 use bottleneck::store::{block, retention};
 use collector::model::TraceId;
 use collector::otlp::decode;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use serde_json::Value as Json;
 
-use crate::ingest::login_request;
-use crate::support::{http_client, spawn_app_with};
+use crate::ingest::{kv, login_request};
+use crate::support::{TestApp, http_client, spawn_app_with};
 
 const DAY_NS: u64 = 86_400_000_000_000;
+
+/// The retention a pass applies: the defaults (a week of spans and requests, 90 days of
+/// rollups).
+fn default_retention() -> RetentionConfig {
+    RetentionConfig {
+        spans: Duration::from_secs(7 * 86_400),
+        rollups: Duration::from_secs(90 * 86_400),
+        interval: Duration::from_secs(3_600),
+    }
+}
+
+/// The app's own retention task keeps everything: the tests run their passes themselves.
+fn keep_everything(config: &mut Config) {
+    config.retention.spans = Duration::from_secs(3_650 * 86_400);
+    config.retention.rollups = Duration::from_secs(3_650 * 86_400);
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// One 5 ms request of `route` at `start_unix_ns`, by a process of `service` with `resource`
+/// attributes, in trace `trace`.
+fn server_request(
+    trace: [u8; 16],
+    service: &str,
+    resource: &[(&str, &str)],
+    route: &str,
+    start_unix_ns: u64,
+) -> ResourceSpans {
+    let mut attributes = vec![kv("service.name", service)];
+    attributes.extend(resource.iter().map(|(key, value)| kv(key, value)));
+    let span = Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![trace[15], 1, 1, 1, 1, 1, 1, 1],
+        name: format!("GET {route}"),
+        kind: 2,
+        start_time_unix_nano: start_unix_ns,
+        end_time_unix_nano: start_unix_ns + 5_000_000,
+        attributes: vec![kv("http.request.method", "GET"), kv("http.route", route)],
+        ..Default::default()
+    };
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: vec![span],
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    }
+}
+
+async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
+    let res = http_client()
+        .post(format!("{}/v1/traces", app.otlp_http_url))
+        .header("content-type", "application/x-protobuf")
+        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn get_json(url: String) -> (u16, Json) {
+    let res = http_client().get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Json::Null))
+}
+
+/// Requests per endpoint name of `service`, of all time, once they add up to `total`.
+async fn requests_by_endpoint(app: &TestApp, service: &str, total: u64) -> Vec<(String, u64)> {
+    app.eventually(Duration::from_secs(60), || async {
+        let url = format!("{}/api/v1/endpoints?service={service}&from=0", app.ui_url);
+        let (_, body) = get_json(url).await;
+        let mut found: Vec<(String, u64)> = (body["endpoints"].as_array()?.iter())
+            .map(|e| Some((e["endpoint"].as_str()?.to_owned(), e["requests"].as_u64()?)))
+            .collect::<Option<_>>()?;
+        found.sort();
+        (found.iter().map(|(_, n)| n).sum::<u64>() == total).then_some(found)
+    })
+    .await
+}
 
 #[tokio::test]
 async fn old_data_goes_recent_stays_and_ingest_goes_on() {
     // The app's own retention task keeps everything; the test runs its pass itself.
     let app =
         spawn_app_with(|config| config.retention.spans = Duration::from_secs(3_650 * 86_400)).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let now = now_unix_ns();
     let old = now - 10 * DAY_NS;
     // The partitions of the old days, as the maintenance task created them back then.
     app.store.maintain_partitions(old).await.unwrap();
@@ -56,12 +148,9 @@ async fn old_data_goes_recent_stays_and_ingest_goes_on() {
             );
         }
     });
-    let config = RetentionConfig {
-        spans: Duration::from_secs(7 * 86_400),
-        rollups: Duration::from_secs(90 * 86_400),
-        interval: Duration::from_secs(3_600),
-    };
-    let report = retention::apply(&app.store, &config, now).await.unwrap();
+    let report = retention::apply(&app.store, &default_retention(), now)
+        .await
+        .unwrap();
     ingest.await.unwrap();
     assert!(report.blocks >= 20, "{report:?}");
 
@@ -79,5 +168,139 @@ async fn old_data_goes_recent_stays_and_ingest_goes_on() {
             "recent trace {seed} kept"
         );
     }
+    app.stop().await;
+}
+
+/// A service at its endpoint cap, whose first endpoints then go unseen for the retention period:
+/// retention evicts them, the next new route gets an endpoint of its own instead of `other`,
+/// and `other` keeps the requests it counted.
+#[tokio::test]
+async fn endpoints_unseen_for_the_retention_period_free_their_places_under_the_cap() {
+    let app = spawn_app_with(|config| {
+        keep_everything(config);
+        config.pipeline.max_endpoints_per_service = 2;
+    })
+    .await;
+    let now = now_unix_ns();
+    let long_ago = now - 100 * DAY_NS;
+    let trace = |n: u8| [0xe1, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    export(
+        &app,
+        vec![
+            server_request(trace(1), "shop", &[], "/a", long_ago),
+            server_request(trace(2), "shop", &[], "/b", long_ago),
+        ],
+    )
+    .await;
+    requests_by_endpoint(&app, "shop", 2).await;
+    export(&app, vec![server_request(trace(3), "shop", &[], "/c", now)]).await;
+    let before = requests_by_endpoint(&app, "shop", 3).await;
+    let names = |found: &[(String, u64)]| -> Vec<String> {
+        found.iter().map(|(name, _)| name.clone()).collect()
+    };
+    assert_eq!(names(&before), ["GET /a", "GET /b", "other"], "{before:?}");
+
+    retention::apply(&app.store, &default_retention(), now)
+        .await
+        .unwrap();
+    let left: Vec<String> = (app.store.endpoints().await.unwrap().into_iter())
+        .map(|e| e.endpoint)
+        .collect();
+    assert_eq!(
+        left,
+        ["other"],
+        "the endpoints unseen for 90 days are evicted"
+    );
+
+    export(&app, vec![server_request(trace(4), "shop", &[], "/d", now)]).await;
+    let after = requests_by_endpoint(&app, "shop", 2).await;
+    assert_eq!(
+        after,
+        [("GET /d".to_owned(), 1), ("other".to_owned(), 1)],
+        "a new route after the eviction is an endpoint of its own; `other` keeps its request"
+    );
+    app.stop().await;
+}
+
+/// As many processes as the resource cap, gone for longer than the retention period: retention
+/// evicts their resources, and a process that starts afterwards gets an id again, so selecting
+/// its requests by a resource attribute finds them (past the cap it could not).
+#[tokio::test]
+async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() {
+    let app = spawn_app_with(keep_everything).await;
+    let now = now_unix_ns();
+    let ten_days_ago = now - 10 * DAY_NS;
+    let trace = |n: u32| {
+        let mut id = [0xe2; 16];
+        id[12..].copy_from_slice(&n.to_be_bytes());
+        id
+    };
+    let pods = MAX_RESOURCES as u32;
+    for first in (0..pods).step_by(1_000) {
+        let requests = (first..(first + 1_000).min(pods))
+            .map(|n| {
+                let pod = format!("pod-{n}");
+                let start = ten_days_ago + u64::from(n) * 1_000_000;
+                server_request(trace(n), "shop", &[("host.name", &pod)], "/items", start)
+            })
+            .collect();
+        export(&app, requests).await;
+    }
+    requests_by_endpoint(&app, "shop", u64::from(pods)).await;
+    let selected = |host: &str| {
+        let url = format!(
+            "{}/api/v1/compare?service=shop&endpoint=GET%20/items&from=0\
+             &baseline=attr:host.name={host}&candidate=attr:host.name={host}",
+            app.ui_url
+        );
+        async move {
+            let (status, body) = get_json(url).await;
+            (status == 200).then(|| body["baseline"]["requests"].as_u64())
+        }
+    };
+
+    // At the cap: a new process's request is stored without its resource, and counted.
+    export(
+        &app,
+        vec![server_request(
+            trace(pods),
+            "shop",
+            &[("host.name", "fresh-1")],
+            "/items",
+            now,
+        )],
+    )
+    .await;
+    requests_by_endpoint(&app, "shop", u64::from(pods) + 1).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("bottleneck_requests_without_resource_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        selected("fresh-1").await,
+        None,
+        "past the cap, no selection finds it"
+    );
+
+    retention::apply(&app.store, &default_retention(), now)
+        .await
+        .unwrap();
+    assert!(app.store.resources().await.unwrap().is_empty());
+
+    export(
+        &app,
+        vec![server_request(
+            trace(pods + 1),
+            "shop",
+            &[("host.name", "fresh-2")],
+            "/items",
+            now,
+        )],
+    )
+    .await;
+    // The rollups of the processes gone keep their requests for 90 days.
+    requests_by_endpoint(&app, "shop", u64::from(pods) + 2).await;
+    assert_eq!(selected("fresh-2").await, Some(Some(1)));
     app.stop().await;
 }
