@@ -235,6 +235,48 @@ fn merge_statement_twins(tree: &SpanTree<'_>, siblings: &mut [Node], first: usiz
     }
 }
 
+/// A socket's connect (`tcp.connect`, `tls.connect`: INTERNAL spans on the network) or a name
+/// lookup (`dns.lookup`): setting up a connection, not a call of its own.
+fn is_connection_setup(span: &Span) -> bool {
+    span.category == Category::Network
+        && (span.kind == SpanKind::Internal || span.name.starts_with("dns."))
+}
+
+/// Node's fetch (undici) opens its connection in the caller's context, so the `tcp.connect` and
+/// `dns.lookup` spans of a call are the call's siblings, not its children. A setup span that
+/// starts while a sibling remote call is open (the latest such call) is part of that call: one
+/// network call, detached when the call is. `siblings` are one parent's child nodes, at
+/// positions from `first`. Returns whether a setup span became detached.
+fn merge_connection_setup(tree: &SpanTree<'_>, siblings: &mut [Node], first: usize) -> bool {
+    let mut detached_any = false;
+    for setup in 0..siblings.len() {
+        if !is_connection_setup(tree.spans[siblings[setup].tree_idx]) {
+            continue;
+        }
+        let start = siblings[setup].start_ns;
+        // Starts are stamped per span (in whole milliseconds by Node's SDK): a setup span may
+        // seem to start up to that much after its call ended.
+        let call = (0..siblings.len())
+            .filter(|&idx| {
+                let span = tree.spans[siblings[idx].tree_idx];
+                span.kind == SpanKind::Client
+                    && siblings[idx].category == Category::Network
+                    && !is_connection_setup(span)
+                    && siblings[idx].start_ns <= start
+                    && start <= siblings[idx].end_ns.saturating_add(DETACHED_AFTER_NS)
+            })
+            .max_by_key(|&idx| siblings[idx].start_ns);
+        if let Some(call) = call {
+            siblings[setup].counted_as = first + call;
+            if siblings[call].detached && !siblings[setup].detached {
+                siblings[setup].detached = true;
+                detached_any = true;
+            }
+        }
+    }
+    detached_any
+}
+
 /// Nodes the vectors of one request's walk are sized for at first, at most.
 const MAX_PRESIZED_NODES: usize = 256;
 
@@ -272,6 +314,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         let inside_call = at != 0 && nodes[at].category.is_io();
         let (parent_category, parent_call) = (nodes[at].category, nodes[at].counted_as);
         let first_child = nodes.len();
+        let mut has_connection_setup = false;
         let mut own = Vec::with_capacity(tree.children[nodes[at].tree_idx].len());
         for &child_idx in &tree.children[nodes[at].tree_idx] {
             let child = tree.spans[child_idx];
@@ -297,6 +340,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
                 let (category, counted_as) = if inside_call {
                     (parent_category, parent_call)
                 } else {
+                    has_connection_setup |= is_connection_setup(child);
                     (self_category(child, false), nodes.len())
                 };
                 nodes.push(Node {
@@ -334,6 +378,12 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
         }
         if !inside_call {
             merge_statement_twins(tree, &mut nodes[first_child..], first_child);
+            if has_connection_setup
+                && merge_connection_setup(tree, &mut nodes[first_child..], first_child)
+            {
+                // A setup span of a call the parent did not wait for was not waited for either.
+                own.retain(|kid| kid.node.is_none_or(|node| !nodes[node].detached));
+            }
         }
         // Latest end first; among equal ends the earliest start, which covers the most.
         own.sort_by(|a, b| b.end_ns.cmp(&a.end_ns).then(a.start_ns.cmp(&b.start_ns)));

@@ -76,6 +76,35 @@ GET /order 0..100 server http.route=/order
 }
 
 #[test]
+fn the_connection_of_a_call_not_waited_for_is_not_waited_for_either() {
+    // Node's fetch connects in the handler's context: `tcp.connect` and `dns.lookup` are the
+    // fetch's siblings. The handler answers without awaiting the fetch, and the connection is
+    // set up before the answer is written: it is part of the fetch (one network call) and, as
+    // the fetch, off the critical path.
+    check(
+        r#"
+POST /orders/:id/notify 0..10 server http.route=/orders/:id/notify
+  INSERT 1..2.5 client db.system=postgresql db.statement="INSERT INTO notes VALUES ($1)"
+  POST 4..159 client http.request.method=POST server.address=localhost
+  tcp.connect 5..8.5 internal server.address=127.0.0.1
+  dns.lookup 5..6 client
+"#,
+        expect![[r##"
+            #1 svc: POST /orders/:id/notify 10ms | db 1.5 untraced 8.5 | path 1 2
+              version "" start 1000000000000
+              db_calls 1 io_parallelism 1.00
+              totals db 1x/1.5 network 1x/6 untraced 1x/10
+              op untraced "gap after `INSERT INTO notes VALUES (...)`, until the end" calls 1 total 7.5 critical 7.5
+              op db "INSERT INTO notes VALUES (...)" calls 1 total 1.5 critical 1.5
+              op untraced "gap from the start until `INSERT INTO notes VALUES (...)`" calls 1 total 1 critical 1
+              op untraced "POST /orders/:id/notify" calls 1 total 10 critical 0
+              op network "POST localhost" calls 1 total 6 critical 0
+              untraced_time "after `INSERT INTO notes VALUES (...)`, until the end" x1 saves 7.5 [1]
+        "##]],
+    );
+}
+
+#[test]
 fn one_statement_with_two_spans_is_one_database_call() {
     // An ORM's span beside its driver's (SQLAlchemy and psycopg2), a driver's under an ORM's
     // (knex over pg), a pool checkout and a DNS lookup under an HTTP call: two database calls
