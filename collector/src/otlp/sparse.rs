@@ -31,7 +31,7 @@ use prost::Message;
 use crate::model::{AttrValue, KeyValue, Link, Resource, Scope};
 use crate::otlp::decode::{self, Body, DecodeError, Decoded, Header};
 use crate::otlp::normalize;
-use crate::otlp::wire::{Fields, Value, each, field, merged};
+use crate::otlp::wire::{self, Fields, Value, each, field, merged};
 
 /// Decodes an OTLP protobuf body into spans that hold only the attributes `keep` accepts by key,
 /// besides those their semantics and category are derived from.
@@ -174,7 +174,7 @@ fn kept_attribute(
     if !(keep(key) || normalize::is_read(key)) {
         return Ok(None);
     }
-    let Ok(key) = std::str::from_utf8(key) else {
+    let Some(key) = wire::utf8(key) else {
         return Ok(None);
     };
     let simple = match (n_values, value) {
@@ -205,10 +205,9 @@ fn simple_value(raw: &[u8], truncated: &mut u64) -> Option<AttrValue> {
     }
     Some(match first {
         None => AttrValue::Empty,
-        Some(Ok((field::STRING_VALUE, Value::Delimited(bytes)))) => AttrValue::Str(decode::cut(
-            std::str::from_utf8(bytes).ok()?.to_owned(),
-            truncated,
-        )),
+        Some(Ok((field::STRING_VALUE, Value::Delimited(bytes)))) => {
+            AttrValue::Str(decode::cut(wire::utf8(bytes)?.to_owned(), truncated))
+        }
         Some(Ok((field::BOOL_VALUE, Value::Varint(value)))) => AttrValue::Bool(value != 0),
         // protobuf's int64 is the varint's bits.
         Some(Ok((field::INT_VALUE, Value::Varint(value)))) => AttrValue::Int(value as i64),

@@ -27,6 +27,17 @@ pub(crate) enum Value<'a> {
     Group,
 }
 
+/// The bytes as text when they are UTF-8. Nearly every OTLP key and value is short ASCII, which
+/// std's validator walks byte by byte; an ASCII check goes a word at a time.
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
 impl<'a> Value<'a> {
     pub(crate) fn delimited(self) -> Result<&'a [u8], DecodeError> {
         match self {
@@ -37,7 +48,7 @@ impl<'a> Value<'a> {
 
     /// A string field: its bytes, checked as UTF-8 as prost checks them.
     pub(crate) fn text(self) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.delimited()?).map_err(|_| DecodeError::Utf8)
+        utf8(self.delimited()?).ok_or(DecodeError::Utf8)
     }
 
     pub(crate) fn varint(self) -> Result<u64, DecodeError> {
@@ -130,8 +141,9 @@ impl<'a> Fields<'a> {
     }
 
     /// A varint: one or two bytes read in place (every length up to 16 KiB: a span, a
-    /// statement), a longer one by prost's `decode_varint`.
-    #[inline]
+    /// statement), a longer one by prost's `decode_varint`. Always inlined: every field's key
+    /// path reads one, and the inliner's choice for it swung with unrelated changes.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         match self.rest {
             [byte @ 0..=0x7f, rest @ ..] => {
@@ -332,5 +344,28 @@ mod tests {
             read_varint(&[0xff, 0xff]).is_err(),
             "cut after its second byte"
         );
+    }
+
+    #[test]
+    fn text_is_accepted_exactly_when_it_is_utf8() {
+        for text in [
+            "",
+            "db.statement",
+            "SELECT * FROM users",
+            "Grüße",
+            "日本語のスパン名",
+            "emoji 🚀 end",
+        ] {
+            assert_eq!(utf8(text.as_bytes()), Some(text));
+        }
+        for bytes in [
+            &b"\xff"[..],
+            b"abc\xc3",
+            b"abc\xc3(def",
+            b"\xed\xa0\x80",
+            b"long ascii prefix then \xff",
+        ] {
+            assert_eq!(utf8(bytes), None, "{bytes:?}");
+        }
     }
 }
