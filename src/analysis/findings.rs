@@ -42,7 +42,6 @@
 //! savings of one finding never promise more than the request's duration.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -84,30 +83,6 @@ impl<'a> Query<'a> {
         } else {
             identity_by_parameters(&text, self.span).map(Cow::Owned)
         }
-    }
-}
-
-/// A statement's scan, compared by its normalized text: queries are grouped by shape without
-/// copying the text of each.
-struct Shape(Rc<Scanned>);
-
-impl PartialEq for Shape {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.normalized == other.0.normalized
-    }
-}
-
-impl Eq for Shape {}
-
-impl PartialOrd for Shape {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Shape {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.normalized.cmp(&other.0.normalized)
     }
 }
 
@@ -230,7 +205,7 @@ fn repeated_queries<'a>(
     out: &mut Vec<Finding>,
     reported: &mut [bool],
 ) {
-    let mut shapes: BTreeMap<(Category, Shape), Vec<Query<'a>>> = BTreeMap::new();
+    let mut executions: Vec<Query<'a>> = Vec::new();
     for (node_idx, node) in path.nodes.iter().enumerate().skip(1) {
         // A span that is part of another's call (an ORM's twin, a driver's span inside) is the
         // same execution.
@@ -245,26 +220,36 @@ fn repeated_queries<'a>(
         if !scanned.effect.is_data_access() {
             continue;
         }
-        shapes
-            .entry((span.category, Shape(Rc::clone(scanned))))
-            .or_default()
-            .push(Query {
-                node: node_idx,
-                start_ns: node.start_ns,
-                critical_ns: node.critical_ns,
-                span,
-                statement,
-                scanned,
-            });
+        executions.push(Query {
+            node: node_idx,
+            start_ns: node.start_ns,
+            critical_ns: node.critical_ns,
+            span,
+            statement,
+            scanned,
+        });
     }
-    for ((_, Shape(scanned)), mut queries) in shapes {
+    // Grouped by category and statement shape, each group in start order: one sort instead of
+    // a map of vectors, as most requests repeat no statement at all.
+    executions.sort_by(|a, b| {
+        (a.span.category, &a.scanned.normalized, a.start_ns, a.node).cmp(&(
+            b.span.category,
+            &b.scanned.normalized,
+            b.start_ns,
+            b.node,
+        ))
+    });
+    let same_shape = |a: &Query, b: &Query| {
+        a.span.category == b.span.category && a.scanned.normalized == b.scanned.normalized
+    };
+    for queries in executions.chunk_by(same_shape) {
         // One execution is neither a duplicate nor a loop: most statements run once in a
         // request, and their identities are never built.
         if queries.len() < 2 {
             continue;
         }
+        let scanned = queries[0].scanned;
         let shape = &scanned.normalized;
-        queries.sort_by_key(|q| (q.start_ns, q.node));
         let identities: Vec<Option<Cow<str>>> = queries.iter().map(Query::identity).collect();
         let mut same: BTreeMap<&str, Vec<&Query>> = BTreeMap::new();
         let mut n_distinct = 0u32;
@@ -301,7 +286,7 @@ fn repeated_queries<'a>(
         if n_executions >= config.n_plus_one_min_calls && n_distinct >= 2 {
             let total: u64 = queries.iter().map(|q| q.critical_ns).sum();
             let longest = queries.iter().map(|q| q.critical_ns).max().unwrap_or(0);
-            for query in &queries {
+            for query in queries {
                 reported[query.node] = true;
             }
             out.push(Finding {
