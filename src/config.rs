@@ -367,33 +367,20 @@ struct FileAnalysis {
 impl FileAnalysis {
     fn config(&self) -> AnalysisConfig {
         let defaults = AnalysisConfig::default();
-        let analysis_file = self;
         AnalysisConfig {
-            n_plus_one_min_calls: analysis_file
+            n_plus_one_min_calls: self
                 .n_plus_one_min_calls
                 .unwrap_or(defaults.n_plus_one_min_calls),
-            min_saving_ns: analysis_file
-                .min_saving_ms
-                .map_or(defaults.min_saving_ns, ms_to_ns),
-            slow_query_ns: analysis_file
-                .slow_query_ms
-                .map_or(defaults.slow_query_ns, ms_to_ns),
-            cpu_hotspot_share: analysis_file
-                .cpu_hotspot_share
-                .unwrap_or(defaults.cpu_hotspot_share),
-            wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
-            untraced_share: analysis_file
-                .untraced_share
-                .unwrap_or(defaults.untraced_share),
-            gap_min_ns: analysis_file
-                .gap_min_ms
-                .map_or(defaults.gap_min_ns, ms_to_ns),
-            noise_floor_ns: analysis_file
+            min_saving_ns: self.min_saving_ms.map_or(defaults.min_saving_ns, ms_to_ns),
+            slow_query_ns: self.slow_query_ms.map_or(defaults.slow_query_ns, ms_to_ns),
+            cpu_hotspot_share: self.cpu_hotspot_share.unwrap_or(defaults.cpu_hotspot_share),
+            wait_share: self.wait_share.unwrap_or(defaults.wait_share),
+            untraced_share: self.untraced_share.unwrap_or(defaults.untraced_share),
+            gap_min_ns: self.gap_min_ms.map_or(defaults.gap_min_ns, ms_to_ns),
+            noise_floor_ns: self
                 .noise_floor_ms
                 .map_or(defaults.noise_floor_ns, ms_to_ns),
-            noise_floor_share: analysis_file
-                .noise_floor_share
-                .unwrap_or(defaults.noise_floor_share),
+            noise_floor_share: self.noise_floor_share.unwrap_or(defaults.noise_floor_share),
         }
     }
 }

@@ -21,7 +21,9 @@ use prost::Message;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::support::{http_client, install_crypto, spawn_app};
+use crate::analysis::get_json;
+use crate::corpus::endpoint_url;
+use crate::support::{TestApp, http_client, install_crypto, spawn_app};
 
 /// An OTLP receiver that writes every export it acknowledges as a line of OTLP JSON.
 struct CaptureReceiver {
@@ -180,42 +182,13 @@ fn comparable(summary: &Value, detail: &Value) -> Value {
     Value::Object(out)
 }
 
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Every endpoint as the server shows it, comparable; `None` until its list can be read.
-async fn server_endpoints(ui_url: &str) -> Option<Vec<Value>> {
-    let client = http_client();
-    let list: Value = client
-        .get(format!("{ui_url}/api/v1/endpoints"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+async fn server_endpoints(app: &TestApp) -> Option<Vec<Value>> {
+    let list = get_json(format!("{}/api/v1/endpoints", app.ui_url)).await?;
     let mut out = Vec::new();
     for summary in list["endpoints"].as_array()? {
-        let detail: Value = client
-            .get(format!(
-                "{ui_url}/api/v1/endpoint?service={}&endpoint={}",
-                url_encode(summary["service"].as_str()?),
-                url_encode(summary["endpoint"].as_str()?)
-            ))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let (service, endpoint) = (summary["service"].as_str()?, summary["endpoint"].as_str()?);
+        let detail = get_json(endpoint_url(app, service, endpoint)).await?;
         out.push(comparable(summary, &detail));
     }
     Some(out)
@@ -276,7 +249,7 @@ async fn analyze_finds_what_the_server_finds_on_the_same_exports() {
     // The server analyses a trace once its grace period has passed: wait until it agrees.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let served = server_endpoints(&app.ui_url).await.unwrap_or_default();
+        let served = server_endpoints(&app).await.unwrap_or_default();
         if served == captured {
             break;
         }

@@ -93,7 +93,8 @@ async fn replay(app: &TestApp, dir: &Path) {
     }
 }
 
-fn endpoint_url(app: &TestApp, service: &str, endpoint: &str) -> String {
+/// `/api/v1/endpoint` of one endpoint, its names encoded for the query string.
+pub(crate) fn endpoint_url(app: &TestApp, service: &str, endpoint: &str) -> String {
     let encode = |text: &str| {
         text.bytes()
             .map(|b| match b {
