@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::analysis::get_json;
-use crate::corpus::endpoint_url;
+use crate::corpus::{self, endpoint_url};
 use crate::support::{TestApp, http_client, install_crypto, spawn_app};
 
 /// An OTLP receiver that writes every export it acknowledges as a line of OTLP JSON.
@@ -290,6 +290,36 @@ async fn analyze_finds_what_the_server_finds_on_the_same_exports() {
     let sarif: Value = serde_json::from_str(&sarif.stdout).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     assert_eq!(sarif["runs"][0]["results"], serde_json::json!([]));
+}
+
+/// The OTLP protobuf the official Python and Node SDKs exported (one export per file, a
+/// request's root often in a later export than its children): `analyze` on the files finds
+/// what the server finds after receiving them one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_agrees_with_the_server_on_the_corpus_exports() {
+    for app_name in ["python", "node"] {
+        let dir = Path::new(corpus::FIXTURES).join(app_name);
+        let app = corpus::replayed(&dir).await;
+        let served = server_endpoints(&app).await.expect("the server answers");
+        app.stop().await;
+        let mut run_args = args(&[&"--format", &"json"]);
+        run_args.extend(
+            corpus::exports(&dir)
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        let run = analyze(run_args).await;
+        assert_eq!(run.code, 0, "{app_name}: {}", run.stderr);
+        let json: Value = serde_json::from_str(&run.stdout).unwrap();
+        let captured: Vec<Value> = json["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|endpoint| comparable(endpoint, endpoint))
+            .collect();
+        assert!(captured.len() >= 5, "{app_name}: {captured:?}");
+        assert_eq!(captured, served, "{app_name}");
+    }
 }
 
 /// Statements of one login of the little service below, in order, each with its code location.
