@@ -55,7 +55,7 @@ fn now_ns() -> u64 {
 
 /// Sends the captured exports in order, every timestamp moved by one offset so the first span
 /// starts five minutes ago.
-async fn replay(app: &TestApp, dir: &Path) {
+pub(crate) async fn replay(app: &TestApp, dir: &Path) {
     let name = dir.display();
     let mut requests: Vec<ExportTraceServiceRequest> = exports(dir)
         .iter()
