@@ -1,8 +1,9 @@
 //! The JSON shapes of API v1, field for field as the contract names them (fields may be added,
-//! never renamed). Times are milliseconds as floats; timestamps RFC 3339.
+//! never renamed). Times are milliseconds as floats; timestamps RFC 3339. `bottleneck analyze
+//! --format json` prints the same shapes (`CaptureReportDto` around them).
 //!
-//! Invariant: the only `Serialize` types of the crate; built from analysis and store values by
-//! the query functions, never the other way round.
+//! Invariant: the only `Serialize` types of the crate besides SARIF's (`cli/analyze/sarif.rs`);
+//! built from analysis and store values by the query functions, never the other way round.
 
 use std::collections::BTreeMap;
 
