@@ -328,6 +328,11 @@ impl FileConfig {
             webhooks: self.webhook.clone(),
         }
     }
+
+    /// The analysis thresholds of the `[analysis]` table, defaults where it says nothing.
+    pub fn analysis_config(&self) -> AnalysisConfig {
+        self.analysis.config()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -357,6 +362,27 @@ struct FileAnalysis {
     gap_min_ms: Option<f64>,
     noise_floor_ms: Option<f64>,
     noise_floor_share: Option<f64>,
+}
+
+impl FileAnalysis {
+    fn config(&self) -> AnalysisConfig {
+        let defaults = AnalysisConfig::default();
+        AnalysisConfig {
+            n_plus_one_min_calls: self
+                .n_plus_one_min_calls
+                .unwrap_or(defaults.n_plus_one_min_calls),
+            min_saving_ns: self.min_saving_ms.map_or(defaults.min_saving_ns, ms_to_ns),
+            slow_query_ns: self.slow_query_ms.map_or(defaults.slow_query_ns, ms_to_ns),
+            cpu_hotspot_share: self.cpu_hotspot_share.unwrap_or(defaults.cpu_hotspot_share),
+            wait_share: self.wait_share.unwrap_or(defaults.wait_share),
+            untraced_share: self.untraced_share.unwrap_or(defaults.untraced_share),
+            gap_min_ns: self.gap_min_ms.map_or(defaults.gap_min_ns, ms_to_ns),
+            noise_floor_ns: self
+                .noise_floor_ms
+                .map_or(defaults.noise_floor_ns, ms_to_ns),
+            noise_floor_share: self.noise_floor_share.unwrap_or(defaults.noise_floor_share),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -525,35 +551,8 @@ impl Config {
                 ingest.max_decoded_body_bytes.max(max_body_bytes)
             );
         }
-        let defaults = AnalysisConfig::default();
+        let analysis = file.analysis.config();
         let analysis_file = file.analysis;
-        let analysis = AnalysisConfig {
-            n_plus_one_min_calls: analysis_file
-                .n_plus_one_min_calls
-                .unwrap_or(defaults.n_plus_one_min_calls),
-            min_saving_ns: analysis_file
-                .min_saving_ms
-                .map_or(defaults.min_saving_ns, ms_to_ns),
-            slow_query_ns: analysis_file
-                .slow_query_ms
-                .map_or(defaults.slow_query_ns, ms_to_ns),
-            cpu_hotspot_share: analysis_file
-                .cpu_hotspot_share
-                .unwrap_or(defaults.cpu_hotspot_share),
-            wait_share: analysis_file.wait_share.unwrap_or(defaults.wait_share),
-            untraced_share: analysis_file
-                .untraced_share
-                .unwrap_or(defaults.untraced_share),
-            gap_min_ns: analysis_file
-                .gap_min_ms
-                .map_or(defaults.gap_min_ns, ms_to_ns),
-            noise_floor_ns: analysis_file
-                .noise_floor_ms
-                .map_or(defaults.noise_floor_ns, ms_to_ns),
-            noise_floor_share: analysis_file
-                .noise_floor_share
-                .unwrap_or(defaults.noise_floor_share),
-        };
         let pipeline = PipelineConfig {
             analysis_enabled: analysis_file.enabled.unwrap_or(true),
             grace_period: analysis_file

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(Outcome::Ok) => ExitCode::from(0),
         Ok(Outcome::OverBudget) => ExitCode::from(1),
+        Ok(Outcome::Regressed) => ExitCode::from(3),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -37,7 +37,7 @@ const MIN_CHANGE_NS: f64 = 1_000_000.0;
 /// Nor a change smaller than this share of the baseline's mean.
 const MIN_CHANGE_SHARE: f64 = 0.01;
 /// Calls per request that moved by at least this much (absolute) count as "ran more often".
-const MIN_CALLS_CHANGE: f64 = 0.5;
+pub const MIN_CALLS_CHANGE: f64 = 0.5;
 /// A mean per call that moved by at least this share counts as "got slower" or "faster".
 const MIN_MEAN_CHANGE_SHARE: f64 = 0.1;
 /// At most this many `top_changes`.

@@ -47,8 +47,8 @@ pub struct CheckArgs {
     pub token_file: Option<PathBuf>,
 }
 
-/// One endpoint's numbers over a window.
-type Observations = Vec<(String, String, Observed)>;
+/// Each endpoint's numbers over a window: service, endpoint, what it did.
+pub(crate) type Observations = Vec<(String, String, Observed)>;
 
 /// Where the numbers come from.
 enum Source {
@@ -135,19 +135,20 @@ fn parse_endpoints(body: &Value) -> anyhow::Result<Observations> {
 }
 
 /// One line of the report.
-struct Row {
-    service: String,
-    endpoint: String,
-    metric: &'static str,
-    budget: String,
-    observed: String,
-    requests: String,
-    window: String,
-    verdict: String,
-    broken: bool,
+pub(crate) struct Row {
+    pub(crate) service: String,
+    pub(crate) endpoint: String,
+    pub(crate) metric: &'static str,
+    pub(crate) budget: String,
+    pub(crate) observed: String,
+    pub(crate) requests: String,
+    pub(crate) window: String,
+    pub(crate) verdict: String,
+    pub(crate) broken: bool,
 }
 
-fn judge(budget: &Budget, window: Duration, observations: &Observations) -> Vec<Row> {
+/// One budget against every endpoint it matches (one "no traffic" row when none).
+pub(crate) fn judge(budget: &Budget, window: Duration, observations: &Observations) -> Vec<Row> {
     let row = |service: &str, endpoint: &str| Row {
         service: service.to_owned(),
         endpoint: endpoint.to_owned(),
@@ -188,7 +189,8 @@ fn judge(budget: &Budget, window: Duration, observations: &Observations) -> Vec<
         .collect()
 }
 
-fn render(rows: &[Row]) -> String {
+/// The rows as an aligned text table.
+pub(crate) fn render(rows: &[Row]) -> String {
     let header = [
         "SERVICE", "ENDPOINT", "METRIC", "BUDGET", "OBSERVED", "REQUESTS", "WINDOW", "VERDICT",
     ];

@@ -1,5 +1,6 @@
 //! The subcommands. Each returns an [`Outcome`] that `main` maps to an exit code.
 
+pub mod analyze;
 pub mod bench;
 pub mod check;
 pub mod demo;
@@ -34,6 +35,10 @@ pub enum Command {
     /// Judge the budgets of a config file against a server or database: exit 0 when all hold,
     /// 1 when one is broken, 2 on a usage, config or connection error.
     Check(check::CheckArgs),
+    /// Analyse captured OTLP trace files without a server: the endpoint table, breakdowns and
+    /// findings, the config's budgets (exit 1 when one is broken) and, with `--baseline`, what
+    /// a change did per endpoint (exit 3 when it regressed); 2 on an error.
+    Analyze(analyze::AnalyzeArgs),
     /// Ask a running server to re-read its config file's budgets, SLOs and webhooks.
     Reload(reload::ReloadArgs),
     /// Measure ingest: a load generator against a fresh server process on this machine.
@@ -49,6 +54,8 @@ pub enum Outcome {
     Ok,
     /// A check found a broken budget: exit 1.
     OverBudget,
+    /// A capture regressed against its baseline: exit 3.
+    Regressed,
 }
 
 /// An HTTP client for the server's API that sends the bearer token read from `token_file`, if
@@ -87,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Analyze(args) => analyze::run(args).await,
         Command::Reload(args) => reload::run(args).await,
         Command::Migrate(flags) => migrate::run(flags).await,
     }

@@ -29,7 +29,7 @@ mod latency;
 mod mailer;
 mod report;
 mod service;
-mod telemetry;
+pub mod telemetry;
 
 #[cfg(test)]
 mod tests;

@@ -93,7 +93,8 @@ fn merge_by<Q, K: Ord>(
     merged
 }
 
-fn summary_dto(
+/// An endpoint's summary as `/api/v1/endpoints` shows it; `window` gives the request rate.
+pub fn summary_dto(
     endpoint: &EndpointRef,
     stats: &EndpointStats,
     window: Window,
@@ -233,43 +234,9 @@ pub async fn endpoint_detail(
             })
         })
         .collect();
-    let operations = aggregate::operations(rollup)
-        .into_iter()
-        .map(|op| OperationDto {
-            category: op.category.as_str(),
-            name: op.name,
-            gap: op.gap.is_some(),
-            after: op.gap.as_ref().and_then(|place| place.after.clone()),
-            before: op.gap.as_ref().and_then(|place| place.before.clone()),
-            calls_per_request: (op.calls_per_request * 100.0).round() / 100.0,
-            mean_ms: ms(op.mean_ns),
-            critical_ms_per_request: ms(op.critical_ns_per_request),
-        })
-        .collect();
-    let findings = aggregate::findings(rollup)
-        .into_iter()
-        .map(|finding| FindingDto {
-            kind: finding.kind.as_str(),
-            name: finding.name,
-            count_per_request: (finding.count_per_request * 100.0).round() / 100.0,
-            potential_saving_ms: ms(finding.potential_saving_ns),
-            summary: finding.summary,
-            request_share: (finding.request_share * 1000.0).round() / 1000.0,
-        })
-        .collect();
-    let gaps = aggregate::gaps(rollup)
-        .into_iter()
-        .map(|gap| GapDto {
-            place: gap.place.describe(),
-            mean_ms: ms(gap.total_mean_ns()),
-            request_share: (gap.request_share * 1000.0).round() / 1000.0,
-            cpu_ms: ms(gap.mean_ns[Category::Cpu.index()]),
-            wait_ms: ms(gap.mean_ns[Category::Wait.index()]),
-            untraced_ms: ms(gap.mean_ns[Category::Untraced.index()]),
-            after: gap.place.after,
-            before: gap.place.before,
-        })
-        .collect();
+    let operations = operation_dtos(rollup);
+    let findings = finding_dtos(rollup);
+    let gaps = gap_dtos(rollup);
     let versions = per_version
         .iter()
         .filter_map(|(version, rollup)| {
@@ -320,6 +287,60 @@ pub async fn endpoint_detail(
         versions,
         latency_histogram,
     }))
+}
+
+/// An endpoint's operations as the API shows them, largest critical time per request first.
+pub fn operation_dtos(rollup: &Rollup) -> Vec<OperationDto> {
+    aggregate::operations(rollup)
+        .into_iter()
+        .map(|op| OperationDto {
+            category: op.category.as_str(),
+            name: op.name,
+            gap: op.gap.is_some(),
+            after: op.gap.as_ref().and_then(|place| place.after.clone()),
+            before: op.gap.as_ref().and_then(|place| place.before.clone()),
+            calls_per_request: (op.calls_per_request * 100.0).round() / 100.0,
+            mean_ms: ms(op.mean_ns),
+            critical_ms_per_request: ms(op.critical_ns_per_request),
+        })
+        .collect()
+}
+
+/// An endpoint's findings as the API shows them, largest saving per request first.
+pub fn finding_dtos(rollup: &Rollup) -> Vec<FindingDto> {
+    aggregate::findings(rollup)
+        .into_iter()
+        .map(finding_dto)
+        .collect()
+}
+
+/// One finding of an endpoint as the API shows it.
+pub fn finding_dto(finding: aggregate::FindingStats) -> FindingDto {
+    FindingDto {
+        kind: finding.kind.as_str(),
+        name: finding.name,
+        count_per_request: (finding.count_per_request * 100.0).round() / 100.0,
+        potential_saving_ms: ms(finding.potential_saving_ns),
+        summary: finding.summary,
+        request_share: (finding.request_share * 1000.0).round() / 1000.0,
+    }
+}
+
+/// Where an endpoint's untraced (or unexplained) self time sits, most time first.
+pub fn gap_dtos(rollup: &Rollup) -> Vec<GapDto> {
+    aggregate::gaps(rollup)
+        .into_iter()
+        .map(|gap| GapDto {
+            place: gap.place.describe(),
+            mean_ms: ms(gap.total_mean_ns()),
+            request_share: (gap.request_share * 1000.0).round() / 1000.0,
+            cpu_ms: ms(gap.mean_ns[Category::Cpu.index()]),
+            wait_ms: ms(gap.mean_ns[Category::Wait.index()]),
+            untraced_ms: ms(gap.mean_ns[Category::Untraced.index()]),
+            after: gap.place.after,
+            before: gap.place.before,
+        })
+        .collect()
 }
 
 /// Upper bounds (ms) of the log-spaced latency buckets: factor 1.5 from 0.1 ms to ten minutes.
@@ -623,8 +644,9 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// One endpoint compared, as `/api/v1/compare` shows it; `None` when a side has no requests.
 #[allow(clippy::too_many_arguments)]
-fn comparison_dto(
+pub fn comparison_dto(
     endpoint: &EndpointRef,
     baseline: &Rollup,
     baseline_window: Window,

@@ -26,7 +26,7 @@ use serde_json::Value as Json;
 use crate::analysis::get_json;
 use crate::support::{TestApp, http_client, spawn_app};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/fixtures");
+pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/fixtures");
 
 /// Longer than the test app's grace period: each export is analysed before the next arrives.
 const BETWEEN_EXPORTS: Duration = Duration::from_millis(700);
@@ -35,7 +35,8 @@ const BETWEEN_EXPORTS: Duration = Duration::from_millis(700);
 /// statements is exact; the share leaves room for a mean over a handful of requests).
 const TOLERANCE: f64 = 0.05;
 
-fn exports(dir: &Path) -> Vec<PathBuf> {
+/// The captured exports of a corpus folder, in order.
+pub(crate) fn exports(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("the corpus is in the repository")
         .map(|entry| entry.unwrap().path())
@@ -54,7 +55,7 @@ fn now_ns() -> u64 {
 
 /// Sends the captured exports in order, every timestamp moved by one offset so the first span
 /// starts five minutes ago.
-async fn replay(app: &TestApp, dir: &Path) {
+pub(crate) async fn replay(app: &TestApp, dir: &Path) {
     let name = dir.display();
     let mut requests: Vec<ExportTraceServiceRequest> = exports(dir)
         .iter()
@@ -93,7 +94,22 @@ async fn replay(app: &TestApp, dir: &Path) {
     }
 }
 
-fn endpoint_url(app: &TestApp, service: &str, endpoint: &str) -> String {
+/// A fresh app that has been sent the captured exports of `dir` and has analysed all of them.
+pub(crate) async fn replayed(dir: &Path) -> TestApp {
+    let app = spawn_app().await;
+    replay(&app, dir).await;
+    // Every stored block analysed: the watermark reaches the last block.
+    app.eventually(Duration::from_secs(30), || async {
+        let blocks = app.store.stats().await.ok()?.n_blocks;
+        let watermark = app.store.analysis_watermark().await.ok()?;
+        (blocks > 0 && watermark >= i64::try_from(blocks).ok()?).then_some(())
+    })
+    .await;
+    app
+}
+
+/// `/api/v1/endpoint` of one endpoint, its names encoded for the query string.
+pub(crate) fn endpoint_url(app: &TestApp, service: &str, endpoint: &str) -> String {
     let encode = |text: &str| {
         text.bytes()
             .map(|b| match b {
@@ -198,15 +214,7 @@ async fn check(dir: &Path) {
     let name = dir.display();
     let expect: Json =
         serde_json::from_slice(&std::fs::read(dir.join("expect.json")).unwrap()).unwrap();
-    let app = spawn_app().await;
-    replay(&app, dir).await;
-    // Every stored block analysed: the watermark reaches the last block.
-    app.eventually(Duration::from_secs(30), || async {
-        let blocks = app.store.stats().await.ok()?.n_blocks;
-        let watermark = app.store.analysis_watermark().await.ok()?;
-        (blocks > 0 && watermark >= i64::try_from(blocks).ok()?).then_some(())
-    })
-    .await;
+    let app = replayed(dir).await;
     let wrong = judge(&app, &expect).await;
     app.stop().await;
     assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));

@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod analyze_cli;
 mod assets;
 mod bench;
 mod bounds;

@@ -1,8 +1,9 @@
 //! The JSON shapes of API v1, field for field as the contract names them (fields may be added,
-//! never renamed). Times are milliseconds as floats; timestamps RFC 3339.
+//! never renamed). Times are milliseconds as floats; timestamps RFC 3339. `bottleneck analyze
+//! --format json` prints the same shapes (`CaptureReportDto` around them).
 //!
-//! Invariant: the only `Serialize` types of the crate; built from analysis and store values by
-//! the query functions, never the other way round.
+//! Invariant: the only `Serialize` types of the crate besides SARIF's (`cli/analyze/sarif.rs`);
+//! built from analysis and store values by the query functions, never the other way round.
 
 use std::collections::BTreeMap;
 
@@ -509,4 +510,102 @@ pub struct ReloadDto {
     pub budgets: usize,
     pub slos: usize,
     pub webhooks: usize,
+}
+
+/// `bottleneck analyze --format json`: a capture analysed without a server, in the API's shapes.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureReportDto {
+    pub files: Vec<String>,
+    pub exports: u64,
+    pub spans: u64,
+    /// Spans the decoders dropped as invalid, as a receiver would have.
+    pub rejected_spans: u64,
+    pub traces: u64,
+    /// As `/api/v1/endpoints` lists them (most total time first), each with its operations,
+    /// findings and gaps as `/api/v1/endpoint` gives them.
+    pub endpoints: Vec<CaptureEndpointDto>,
+    /// One entry per budget and matching endpoint; empty without `--config`.
+    pub budgets: Vec<BudgetCheckDto>,
+    /// Present with `--baseline`.
+    pub baseline: Option<BaselineDiffDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureEndpointDto {
+    #[serde(flatten)]
+    pub summary: EndpointSummaryDto,
+    pub operations: Vec<OperationDto>,
+    pub findings: Vec<CaptureFindingDto>,
+    pub gaps: Vec<GapDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureFindingDto {
+    #[serde(flatten)]
+    pub finding: FindingDto,
+    /// The most frequent code location of the finding's spans (`code.*` attributes).
+    pub location: Option<CodeLocationDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeLocationDto {
+    pub file: String,
+    pub line: Option<u32>,
+    pub function: Option<String>,
+}
+
+/// One budget judged on one endpoint, as `bottleneck check` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetCheckDto {
+    pub service: String,
+    pub endpoint: String,
+    pub metric: &'static str,
+    pub budget: String,
+    pub observed: String,
+    pub requests: String,
+    pub verdict: String,
+    pub broken: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointNameDto {
+    pub service: String,
+    pub endpoint: String,
+}
+
+/// A capture compared with a baseline capture.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineDiffDto {
+    pub regressed: bool,
+    pub endpoints: Vec<EndpointDiffDto>,
+    pub new_endpoints: Vec<EndpointNameDto>,
+    pub gone_endpoints: Vec<EndpointNameDto>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallsChangeDto {
+    pub category: &'static str,
+    pub baseline_calls_per_request: f64,
+    pub candidate_calls_per_request: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointDiffDto {
+    pub service: String,
+    pub endpoint: String,
+    pub regressed: bool,
+    /// What changed, one sentence each, regressions first.
+    pub changes: Vec<String>,
+    /// I/O categories whose calls per request moved by half a call or more.
+    pub calls: Vec<CallsChangeDto>,
+    pub new_findings: Vec<FindingDto>,
+    pub gone_findings: Vec<FindingKeyDto>,
+    /// The comparison `/api/v1/compare` gives for the same two sides.
+    pub comparison: EndpointComparisonDto,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingKeyDto {
+    pub kind: &'static str,
+    pub name: String,
 }

@@ -1,0 +1,205 @@
+//! SARIF 2.1.0 for code scanning: one result per endpoint finding whose spans name a code
+//! location (the most frequent one), one rule per finding kind. Findings without a location
+//! have no place in a code view and are left out; the text and JSON reports keep them.
+//!
+//! The minimal valid log: `version`, `$schema`, one run with the tool's driver and its rules,
+//! results with `ruleId`, `ruleIndex`, `level`, `message.text` and a physical location (GitHub
+//! requires `region.startLine`: a location without a line points at the file's first).
+//!
+//! Invariant: these are the only `Serialize` types outside `web::api::dto`: SARIF is not the
+//! API, and its field names are the standard's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::endpoints::CaptureAnalysis;
+use crate::analysis::FindingKind;
+use crate::analysis::aggregate;
+
+const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+#[derive(Debug, Serialize)]
+pub struct Log {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    version: &'static str,
+    runs: Vec<Run>,
+}
+
+#[derive(Debug, Serialize)]
+struct Run {
+    tool: Tool,
+    results: Vec<SarifResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct Tool {
+    driver: Driver,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Driver {
+    name: &'static str,
+    version: &'static str,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    id: &'static str,
+    short_description: Text,
+}
+
+#[derive(Debug, Serialize)]
+struct Text {
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SarifResult {
+    rule_id: &'static str,
+    rule_index: usize,
+    level: &'static str,
+    message: Text,
+    locations: Vec<Location>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Location {
+    physical_location: PhysicalLocation,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    logical_locations: Vec<LogicalLocation>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PhysicalLocation {
+    artifact_location: ArtifactLocation,
+    region: Region,
+}
+
+#[derive(Debug, Serialize)]
+struct ArtifactLocation {
+    uri: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Region {
+    start_line: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogicalLocation {
+    fully_qualified_name: String,
+    kind: &'static str,
+}
+
+/// What a finding kind is, for the rule's description.
+fn rule_text(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::DuplicateQuery => {
+            "The same query with the same parameters runs more than once in one request"
+        }
+        FindingKind::NPlusOne => {
+            "A query runs in a loop, once per item, where one query could fetch them all"
+        }
+        FindingKind::SequentialIo => {
+            "I/O calls run one after another on the critical path where they could run together"
+        }
+        FindingKind::SlowQuery => "A query is slow in absolute terms",
+        FindingKind::CpuHotspot => "In-process CPU work dominates the request's critical path",
+        FindingKind::UninstrumentedWait => {
+            "A large share of the request waits off the CPU outside any span"
+        }
+        FindingKind::UntracedTime => {
+            "A long stretch of the request is covered by no span and no CPU measurement"
+        }
+    }
+}
+
+/// The file as the scanned repository names it: relative to `source_root` when under it.
+fn uri(file: &str, source_root: Option<&Path>) -> String {
+    let relative = source_root
+        .and_then(|root| Path::new(file).strip_prefix(root).ok())
+        .map(|path| path.to_string_lossy().into_owned());
+    relative.unwrap_or_else(|| file.to_owned())
+}
+
+/// The SARIF log of a capture's located findings.
+pub fn log(analysis: &CaptureAnalysis, source_root: Option<&Path>) -> Log {
+    let mut rule_of: BTreeMap<FindingKind, usize> = BTreeMap::new();
+    let mut results = Vec::new();
+    for (name, captured) in &analysis.endpoints {
+        let (service, endpoint) = name;
+        for finding in aggregate::findings(&captured.rollup) {
+            let Some(at) = analysis.location(name, finding.kind, &finding.name) else {
+                continue;
+            };
+            let next = rule_of.len();
+            let rule_index = *rule_of.entry(finding.kind).or_insert(next);
+            results.push(SarifResult {
+                rule_id: finding.kind.as_str(),
+                rule_index,
+                level: "warning",
+                message: Text {
+                    text: format!("{service} {endpoint}: {}", finding.summary),
+                },
+                locations: vec![Location {
+                    physical_location: PhysicalLocation {
+                        artifact_location: ArtifactLocation {
+                            uri: uri(&at.file, source_root),
+                        },
+                        region: Region {
+                            start_line: at.line.unwrap_or(1),
+                        },
+                    },
+                    logical_locations: at
+                        .function
+                        .iter()
+                        .map(|function| LogicalLocation {
+                            fully_qualified_name: function.clone(),
+                            kind: "function",
+                        })
+                        .collect(),
+                }],
+            });
+        }
+    }
+    let mut rules: Vec<(usize, Rule)> = rule_of
+        .into_iter()
+        .map(|(kind, index)| {
+            (
+                index,
+                Rule {
+                    id: kind.as_str(),
+                    short_description: Text {
+                        text: rule_text(kind).to_owned(),
+                    },
+                },
+            )
+        })
+        .collect();
+    rules.sort_by_key(|(index, _)| *index);
+    Log {
+        schema: SCHEMA,
+        version: "2.1.0",
+        runs: vec![Run {
+            tool: Tool {
+                driver: Driver {
+                    name: "bottleneck",
+                    version: env!("CARGO_PKG_VERSION"),
+                    rules: rules.into_iter().map(|(_, rule)| rule).collect(),
+                },
+            },
+            results,
+        }],
+    }
+}
