@@ -24,6 +24,7 @@ pub async fn run_all(store: &Store) {
     rollup_changes_add_and_take_back(store).await;
     claims_hand_each_trace_to_one_analyzer(store).await;
     slowest_requests_merge_endpoints(store).await;
+    newest_requests_of_an_endpoint_between_durations(store).await;
     evicted_ids_are_interned_again_by_the_commit(store).await;
     // Last: it removes what the checks above stored with old timestamps.
     retention_removes_only_expired_data(store).await;
@@ -94,6 +95,63 @@ async fn slowest_requests_merge_endpoints(store: &Store) {
 }
 
 /// Commits add requests to the row as stored and take back the requests of a previous analysis.
+/// A trace search's read: one endpoint's requests in a window between two durations (both
+/// inclusive), newest first, cut at the limit.
+async fn newest_requests_of_an_endpoint_between_durations(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 15_002 * 24 * HOUR; // a day no other check uses
+    let a = store.intern_endpoint("newest", "GET /a").await.unwrap();
+    let b = store.intern_endpoint("newest", "GET /b").await.unwrap();
+    let rows: Vec<RequestRow> = [(a, 5), (a, 50), (a, 20), (b, 40), (a, 10), (a, 30)]
+        .into_iter()
+        .enumerate()
+        .map(|(n, (endpoint_id, duration_ms))| RequestRow {
+            trace_id: collector::model::TraceId([0x70 + n as u8; 16]),
+            span_id: SpanId([1; 8]),
+            endpoint_id,
+            version: String::new(),
+            start_unix_ns: start + n as u64 * 1_000_000_000,
+            duration_ns: duration_ms * 1_000_000,
+            error: false,
+            breakdown: Breakdown([0, 0, 0, 0, duration_ms * 1_000_000, 0, 0]),
+            n_db_calls: 0,
+            last_block_id: 1,
+            resource_id: 0,
+        })
+        .collect();
+    let commit = AnalysisCommit {
+        requests: rows,
+        ..AnalysisCommit::default()
+    };
+    store.commit_analysis(&commit).await.unwrap();
+    let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
+        rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
+    };
+    let window = Window {
+        from_unix_ns: start,
+        to_unix_ns: start + 24 * HOUR,
+    };
+    let all = (0, u64::MAX);
+    let newest = store.newest_requests(window, a, all, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10, 20, 50, 5]);
+    let newest = store.newest_requests(window, a, all, 2).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10]);
+    let between = (10_000_000, 30_000_000);
+    let newest = store.newest_requests(window, a, between, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10, 20]);
+    // The window is half-open: a request starting at its end is not in it.
+    let early = Window {
+        from_unix_ns: start + 1_000_000_000,
+        to_unix_ns: start + 4_000_000_000,
+    };
+    let newest = store.newest_requests(early, a, all, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [20, 50]);
+    assert_eq!(
+        durations_ms(store.newest_requests(window, b, all, 10).await.unwrap()),
+        [40]
+    );
+}
+
 async fn rollup_changes_add_and_take_back(store: &Store) {
     let spans = fixture::parse(LOGIN);
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());
