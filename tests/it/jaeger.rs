@@ -196,21 +196,21 @@ async fn grafana_lists_services_and_operations_and_searches_traces() {
     assert_eq!(status, 200, "{found}");
     assert_eq!(
         ids(&found["data"]),
-        [failed.clone(), fast.clone(), slow.clone()],
+        [failed.as_str(), fast.as_str(), slow.as_str()],
         "newest first"
     );
     let (_, found) = get(&app, &search("&minDuration=100ms")).await;
-    assert_eq!(ids(&found["data"]), [failed.clone(), slow.clone()]);
+    assert_eq!(ids(&found["data"]), [failed.as_str(), slow.as_str()]);
     let (_, found) = get(&app, &search("&maxDuration=0.1s")).await;
-    assert_eq!(ids(&found["data"]), [fast.clone()]);
+    assert_eq!(ids(&found["data"]), [fast.as_str()]);
     let (_, found) = get(&app, &search("&limit=1")).await;
-    assert_eq!(ids(&found["data"]), [failed.clone()]);
+    assert_eq!(ids(&found["data"]), [failed.as_str()]);
     let tags = encoded(r#"{"error":"true","host.name":"auth-1"}"#);
     let (_, found) = get(&app, &search(&format!("&tags={tags}"))).await;
-    assert_eq!(ids(&found["data"]), [failed.clone()]);
+    assert_eq!(ids(&found["data"]), [failed.as_str()]);
     // A tag of a child span (the cache call) and Jaeger UI's `tag=key:value` form.
     let (_, found) = get(&app, &search("&tag=db.system:redis")).await;
-    assert_eq!(ids(&found["data"]), [failed.clone(), slow.clone()]);
+    assert_eq!(ids(&found["data"]), [failed.as_str(), slow.as_str()]);
     let (_, found) = get(
         &app,
         &search(&format!(
@@ -221,7 +221,7 @@ async fn grafana_lists_services_and_operations_and_searches_traces() {
     .await;
     assert_eq!(
         ids(&found["data"]),
-        [failed.clone(), slow.clone()],
+        [failed.as_str(), slow.as_str()],
         "the verdict is searchable"
     );
     // A window before the traffic finds nothing; Jaeger UI's lookback without start finds all.
@@ -268,7 +268,7 @@ async fn grafana_lists_services_and_operations_and_searches_traces() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(ids(&found["data"]), [slow.clone()]);
+    assert_eq!(ids(&found["data"]), [slow.as_str()]);
     assert_eq!(found["errors"][0]["traceID"], unknown);
     assert_eq!(found["errors"][0]["msg"], "trace not found");
 

@@ -94,7 +94,7 @@ pub async fn find(
                 .await?,
         );
     }
-    rows.sort_by(|a, b| b.start_unix_ns.cmp(&a.start_unix_ns));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.start_unix_ns));
     let mut seen = HashSet::new();
     let candidates: Vec<TraceId> = rows
         .into_iter()
