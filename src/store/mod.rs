@@ -891,6 +891,12 @@ impl Store {
         dispatch!(self.requests(window, endpoint_ids, min_duration_ns, limit))
     }
 
+    /// The filter and order of [`Store::newest_requests`], after `FROM requests` and a backend's
+    /// index hint; the binds are the endpoint, the window, the two durations and the limit.
+    pub(crate) const NEWEST_REQUESTS: &str = "WHERE endpoint_id = $1 \
+         AND start_unix_ns >= $2 AND start_unix_ns < $3 AND duration_ns >= $4 AND duration_ns <= $5 \
+         ORDER BY start_unix_ns DESC LIMIT $6";
+
     /// The newest requests of one endpoint that started in a window and took between
     /// `durations_ns.0` and `durations_ns.1` (inclusive), newest first, at most `limit`: read
     /// backwards along the (endpoint, start) index, so a long window costs no more than a short one.

@@ -1265,9 +1265,8 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests \
-             WHERE endpoint_id = $1 AND start_unix_ns >= $2 AND start_unix_ns < $3 \
-             AND duration_ns >= $4 AND duration_ns <= $5 ORDER BY start_unix_ns DESC LIMIT $6"
+            "SELECT {REQUEST_COLUMNS} FROM requests {}",
+            super::Store::NEWEST_REQUESTS
         );
         // The text is made of constants only; every value is bound.
         let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))

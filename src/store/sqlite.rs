@@ -1119,9 +1119,8 @@ impl SqliteStore {
         // Read backwards along (endpoint, start), which stops after `limit` rows; the band index
         // would read every row of the window first.
         let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint \
-             WHERE endpoint_id = $1 AND start_unix_ns >= $2 AND start_unix_ns < $3 \
-             AND duration_ns >= $4 AND duration_ns <= $5 ORDER BY start_unix_ns DESC LIMIT $6"
+            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint {}",
+            super::Store::NEWEST_REQUESTS
         );
         // The text is made of constants only; every value is bound.
         let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))

@@ -30,18 +30,19 @@ pub async fn run_all(store: &Store) {
     retention_removes_only_expired_data(store).await;
 }
 
-/// The slowest requests of a window are the same whichever index reads them: a long window walks
-/// each endpoint's slowest, a short one sorts the window's rows.
-async fn slowest_requests_merge_endpoints(store: &Store) {
-    const HOUR: u64 = 3_600_000_000_000;
-    let start = 15_000 * 24 * HOUR; // 2011-01-25, a day no other check uses
-    let a = store.intern_endpoint("slowest", "GET /a").await.unwrap();
-    let b = store.intern_endpoint("slowest", "GET /b").await.unwrap();
-    let rows: Vec<RequestRow> = [(a, 5), (a, 50), (a, 20), (b, 40), (b, 10), (b, 30)]
-        .into_iter()
+/// Commits one request per (endpoint, duration in ms), a second apart from `start`, each in a
+/// trace of its own numbered from `first_trace`, all their time cpu.
+async fn commit_requests_a_second_apart(
+    store: &Store,
+    start: u64,
+    first_trace: u8,
+    durations: &[(i64, u64)],
+) {
+    let rows: Vec<RequestRow> = durations
+        .iter()
         .enumerate()
-        .map(|(n, (endpoint_id, duration_ms))| RequestRow {
-            trace_id: collector::model::TraceId([0x60 + n as u8; 16]),
+        .map(|(n, &(endpoint_id, duration_ms))| RequestRow {
+            trace_id: collector::model::TraceId([first_trace + n as u8; 16]),
             span_id: SpanId([1; 8]),
             endpoint_id,
             version: String::new(),
@@ -59,6 +60,17 @@ async fn slowest_requests_merge_endpoints(store: &Store) {
         ..AnalysisCommit::default()
     };
     store.commit_analysis(&commit).await.unwrap();
+}
+
+/// The slowest requests of a window are the same whichever index reads them: a long window walks
+/// each endpoint's slowest, a short one sorts the window's rows.
+async fn slowest_requests_merge_endpoints(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 15_000 * 24 * HOUR; // 2011-01-25, a day no other check uses
+    let a = store.intern_endpoint("slowest", "GET /a").await.unwrap();
+    let b = store.intern_endpoint("slowest", "GET /b").await.unwrap();
+    let durations = [(a, 5), (a, 50), (a, 20), (b, 40), (b, 10), (b, 30)];
+    commit_requests_a_second_apart(store, start, 0x60, &durations).await;
     let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
         rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
     };
@@ -102,28 +114,8 @@ async fn newest_requests_of_an_endpoint_between_durations(store: &Store) {
     let start = 15_002 * 24 * HOUR; // a day no other check uses
     let a = store.intern_endpoint("newest", "GET /a").await.unwrap();
     let b = store.intern_endpoint("newest", "GET /b").await.unwrap();
-    let rows: Vec<RequestRow> = [(a, 5), (a, 50), (a, 20), (b, 40), (a, 10), (a, 30)]
-        .into_iter()
-        .enumerate()
-        .map(|(n, (endpoint_id, duration_ms))| RequestRow {
-            trace_id: collector::model::TraceId([0x70 + n as u8; 16]),
-            span_id: SpanId([1; 8]),
-            endpoint_id,
-            version: String::new(),
-            start_unix_ns: start + n as u64 * 1_000_000_000,
-            duration_ns: duration_ms * 1_000_000,
-            error: false,
-            breakdown: Breakdown([0, 0, 0, 0, duration_ms * 1_000_000, 0, 0]),
-            n_db_calls: 0,
-            last_block_id: 1,
-            resource_id: 0,
-        })
-        .collect();
-    let commit = AnalysisCommit {
-        requests: rows,
-        ..AnalysisCommit::default()
-    };
-    store.commit_analysis(&commit).await.unwrap();
+    let durations = [(a, 5), (a, 50), (a, 20), (b, 40), (a, 10), (a, 30)];
+    commit_requests_a_second_apart(store, start, 0x70, &durations).await;
     let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
         rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
     };

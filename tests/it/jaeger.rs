@@ -13,10 +13,10 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
-use prost::Message;
 use serde_json::Value as Json;
 
 use crate::analysis::{MS, fast_login, get_json, kv, kv_int, seed_login};
+use crate::pipeline::export;
 use crate::support::{TestApp, http_client, spawn_app, spawn_app_with};
 
 fn any(value: Value) -> Option<AnyValue> {
@@ -85,17 +85,6 @@ fn failed_login(seed: u8, base: u64, linked: [u8; 16]) -> ExportTraceServiceRequ
     request
 }
 
-async fn export(app: &TestApp, request: ExportTraceServiceRequest) {
-    let res = http_client()
-        .post(format!("{}/v1/traces", app.otlp_http_url))
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-}
-
 async fn get(app: &TestApp, path_and_query: &str) -> (u16, Json) {
     let res = http_client()
         .get(format!("{}{path_and_query}", app.ui_url))
@@ -115,9 +104,9 @@ fn now_ns() -> u64 {
 
 /// Three logins of `auth` (slow, fast, slow and failed), analysed.
 async fn three_logins(app: &TestApp, now: u64) -> [String; 3] {
-    export(app, seed_login(1, now - 90_000 * MS)).await;
-    export(app, fast_login(2, now - 60_000 * MS)).await;
-    export(app, failed_login(3, now - 30_000 * MS, [1; 16])).await;
+    export(app, &seed_login(1, now - 90_000 * MS)).await;
+    export(app, &fast_login(2, now - 60_000 * MS)).await;
+    export(app, &failed_login(3, now - 30_000 * MS, [1; 16])).await;
     let url = format!("{}/api/v1/traces?service=auth&limit=10", app.ui_url);
     app.eventually(Duration::from_secs(20), || async {
         get_json(url.clone())
