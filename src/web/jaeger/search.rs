@@ -4,7 +4,7 @@
 //! Invariant: bounded work: at most `limit` traces are read, or [`TAG_CANDIDATES`] when tags
 //! must be checked on the spans themselves; never a scan of every stored request.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use collector::model::TraceId;
 
@@ -20,24 +20,49 @@ use crate::web::query::EndpointIndex;
 /// few hundred trace reads.
 pub const TAG_CANDIDATES: usize = 500;
 
+/// Tags of the verdict start so; a search for one needs the analysis before the match.
+const VERDICT_PREFIX: &str = "bottleneck.";
+
 /// One trace in Jaeger's model, with the verdict's tags; `None` if unknown.
 pub async fn trace(
     store: &Store,
     trace_id: TraceId,
     config: &AnalysisConfig,
 ) -> Result<Option<TraceJson>, StoreError> {
+    matching_trace(store, trace_id, config, None).await
+}
+
+/// [`trace`], or `None` as well when no span of `service` carries every tag of `wanted`. The
+/// analysis runs first only when a wanted tag is the verdict's; otherwise only for a match, as
+/// most candidates of a tag search are not one.
+async fn matching_trace(
+    store: &Store,
+    trace_id: TraceId,
+    config: &AnalysisConfig,
+    wanted: Option<(&str, &BTreeMap<String, String>)>,
+) -> Result<Option<TraceJson>, StoreError> {
     let Some((spans, events)) = store.trace_with_events(trace_id).await? else {
         return Ok(None);
     };
     let config = config.clone();
+    let wanted = wanted.map(|(service, tags)| (service.to_owned(), tags.clone()));
     // A trace of ten thousand spans takes a while to analyse and convert: off the runtime.
-    let json = tokio::task::spawn_blocking(move || {
-        let tags = verdict::tags(&spans, &config);
-        model::trace(trace_id, &spans, &events, &tags)
+    tokio::task::spawn_blocking(move || {
+        if let Some((service, tags)) = &wanted
+            && !tags.keys().any(|key| key.starts_with(VERDICT_PREFIX))
+            && !model::trace(trace_id, &spans, &events, &HashMap::new()).matches(service, tags)
+        {
+            return None;
+        }
+        let verdict = verdict::tags(&spans, &config);
+        let json = model::trace(trace_id, &spans, &events, &verdict);
+        match &wanted {
+            Some((service, tags)) if !json.matches(service, tags) => None,
+            _ => Some(json),
+        }
     })
     .await
-    .map_err(|err| StoreError::Corrupt(format!("trace conversion failed: {err}")))?;
-    Ok(Some(json))
+    .map_err(|err| StoreError::Corrupt(format!("trace conversion failed: {err}")))
 }
 
 /// The service names Bottleneck has seen requests of, sorted.
@@ -108,9 +133,8 @@ pub async fn find(
             break;
         }
         // A trace removed by retention since its request was read is skipped.
-        if let Some(json) = trace(store, trace_id, config).await?
-            && json.matches(&search.service, &search.tags)
-        {
+        let wanted = (!search.tags.is_empty()).then_some((search.service.as_str(), &search.tags));
+        if let Some(json) = matching_trace(store, trace_id, config, wanted).await? {
             out.push(json);
         }
     }
