@@ -159,11 +159,17 @@ pub fn decode_trace_with_events(
     data: &[u8],
     trace: TraceId,
 ) -> Result<(Vec<Span>, Vec<Event>), BlockError> {
-    let request = with_protobuf(data, decode::protobuf)??;
+    let mut request = with_protobuf(data, decode::protobuf)??;
+    // A block holds an export's traces; only this one's spans are worth building.
+    for resource_spans in &mut request.resource_spans {
+        for scope_spans in &mut resource_spans.scope_spans {
+            scope_spans
+                .spans
+                .retain(|span| span.trace_id.as_slice() == trace.0.as_slice());
+        }
+    }
     let events = decode::events(&request, trace);
-    let mut spans = decode::spans(request).spans;
-    spans.retain(|span| span.trace_id == trace);
-    Ok((spans, events))
+    Ok((decode::spans(request).spans, events))
 }
 
 /// Largest decompressed size taken from a frame's header in one allocation: 64 MiB, near the
