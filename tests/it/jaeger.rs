@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{Status, status};
 use serde_json::Value as Json;
 
 use crate::analysis::{MS, fast_login, get_json, kv, kv_int, seed_login};
+use crate::hostile::auth;
 use crate::pipeline::export;
 use crate::support::{TestApp, http_client, spawn_app, spawn_app_with};
 
@@ -493,48 +494,20 @@ async fn a_trace_opened_in_grafana_shows_the_trace_pages_spans_and_the_verdict()
 
 #[tokio::test]
 async fn the_jaeger_api_takes_the_tokens_the_rest_of_the_api_takes() {
-    use bottleneck::config::AuthConfig;
-    use collector::auth::Tokens;
-    let app = spawn_app_with(|config| {
-        config.auth = AuthConfig {
-            ingest_tokens: Tokens::new(Vec::<String>::new()),
-            read_tokens: Tokens::new(["reader".to_owned()]),
-            admin_tokens: Tokens::new(Vec::<String>::new()),
-        }
-    })
-    .await;
-    let client = http_client();
+    let app = spawn_app_with(|config| config.auth = auth(&[], &["reader"], &[])).await;
     let url = format!("{}/api/services", app.ui_url);
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
-    assert_eq!(
-        client
-            .get(&url)
-            .bearer_auth("nobody")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    let client = http_client();
+    assert_eq!(status(client.get(&url)).await, 401);
+    assert_eq!(status(client.get(&url).bearer_auth("nobody")).await, 401);
     // Grafana's data source sends the token as basic auth's password, or as a bearer header.
-    let res = client
-        .get(&url)
-        .basic_auth("grafana", Some("reader"))
-        .send()
-        .await
-        .unwrap();
+    let basic = client.get(&url).basic_auth("grafana", Some("reader"));
+    let res = basic.send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: Json = res.json().await.unwrap();
     assert_eq!(body["data"], serde_json::json!([]));
-    assert_eq!(
-        client
-            .get(&url)
-            .bearer_auth("reader")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(client.get(&url).bearer_auth("reader")).await, 200);
     app.stop().await;
 }
