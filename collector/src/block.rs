@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 use prost::Message;
 
-use crate::model::{Span, TraceId};
+use crate::model::{Event, Span, TraceId};
 use crate::otlp::{check, decode, encode, sparse};
 
 /// zstd level 1: on the bench's exports it packs a block in a tenth fewer instructions than
@@ -151,6 +151,25 @@ pub fn trace_ids(data: &[u8]) -> Result<Vec<TraceId>, BlockError> {
 pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
     let request = with_protobuf(data, decode::protobuf)??;
     Ok(decode::spans(request).spans)
+}
+
+/// Decodes the spans of one trace a block holds, with the events they recorded (which spans do
+/// not keep): for showing a trace whole.
+pub fn decode_trace_with_events(
+    data: &[u8],
+    trace: TraceId,
+) -> Result<(Vec<Span>, Vec<Event>), BlockError> {
+    let mut request = with_protobuf(data, decode::protobuf)??;
+    // A block holds an export's traces; only this one's spans are worth building.
+    for resource_spans in &mut request.resource_spans {
+        for scope_spans in &mut resource_spans.scope_spans {
+            scope_spans
+                .spans
+                .retain(|span| span.trace_id.as_slice() == trace.0.as_slice());
+        }
+    }
+    let events = decode::events(&request, trace);
+    Ok((decode::spans(request).spans, events))
 }
 
 /// Largest decompressed size taken from a frame's header in one allocation: 64 MiB, near the

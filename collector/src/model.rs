@@ -311,6 +311,20 @@ pub struct Link {
     pub span_id: SpanId,
 }
 
+/// An event a span recorded (an exception, a log line). Spans do not keep them (the analysis
+/// needs only their count); readers that show them take them from the stored export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The span that recorded it.
+    pub span_id: SpanId,
+    /// When, in nanoseconds since the Unix epoch.
+    pub time_unix_ns: u64,
+    /// The event name, e.g. `exception`.
+    pub name: String,
+    /// Its attributes, as sent.
+    pub attributes: Vec<KeyValue>,
+}
+
 /// Semantic-convention fields, normalized from either the old or the current attribute names.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Semantics {

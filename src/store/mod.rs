@@ -17,7 +17,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use collector::category::Category;
-use collector::model::{Span, SpanId, TraceId};
+use collector::model::{Event, Span, SpanId, TraceId};
 
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{Breakdown, FindingKind};
@@ -737,6 +737,26 @@ impl Store {
         }))
     }
 
+    /// Every stored span of a trace, ordered by start, with the events they recorded; `None` if
+    /// unknown. Events are not part of [`Span`], so they are read from the blocks here.
+    pub async fn trace_with_events(
+        &self,
+        trace_id: TraceId,
+    ) -> Result<Option<(Vec<Span>, Vec<Event>)>, StoreError> {
+        let blocks = dispatch!(self.trace_blocks(trace_id))?;
+        let (mut spans, mut events) = (Vec::new(), Vec::new());
+        for (_, data) in blocks {
+            let (block_spans, block_events) = block::decode_trace_with_events(&data, trace_id)?;
+            spans.extend(block_spans);
+            events.extend(block_events);
+        }
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        spans.sort_by_key(|span| span.start_unix_ns);
+        Ok(Some((spans, events)))
+    }
+
     /// The analysis watermark: every block up to it has been analysed.
     pub async fn analysis_watermark(&self) -> Result<i64, StoreError> {
         dispatch!(self.analysis_watermark())
@@ -869,6 +889,25 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RequestRow>, StoreError> {
         dispatch!(self.requests(window, endpoint_ids, min_duration_ns, limit))
+    }
+
+    /// The filter and order of [`Store::newest_requests`], after `FROM requests` and a backend's
+    /// index hint; the binds are the endpoint, the window, the two durations and the limit.
+    pub(crate) const NEWEST_REQUESTS: &str = "WHERE endpoint_id = $1 \
+         AND start_unix_ns >= $2 AND start_unix_ns < $3 AND duration_ns >= $4 AND duration_ns <= $5 \
+         ORDER BY start_unix_ns DESC LIMIT $6";
+
+    /// The newest requests of one endpoint that started in a window and took between
+    /// `durations_ns.0` and `durations_ns.1` (inclusive), newest first, at most `limit`: read
+    /// backwards along the (endpoint, start) index, so a long window costs no more than a short one.
+    pub async fn newest_requests(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        durations_ns: (u64, u64),
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        dispatch!(self.newest_requests(window, endpoint_id, durations_ns, limit))
     }
 
     /// The request rows of one trace.

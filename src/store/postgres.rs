@@ -165,26 +165,13 @@ async fn traces_spans(
     conn: &mut PgConnection,
     traces: &[TraceId],
 ) -> Result<HashMap<TraceId, Vec<(i64, Span)>>, StoreError> {
-    // Two steps, so each is an index lookup: the blocks of the traces from the trace index, then
-    // those blocks by id (the primary key of every day partition).
-    const BLOCK_IDS: &str = "SELECT DISTINCT block_id FROM trace_blocks WHERE trace_id = ANY($1)";
-    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
     let mut out: HashMap<TraceId, Vec<(i64, Span)>> = HashMap::new();
     if traces.is_empty() {
         return Ok(out);
     }
     let wanted: std::collections::HashSet<TraceId> = traces.iter().copied().collect();
     for chunk in traces.chunks(ROWS_PER_STATEMENT * 4) {
-        let keys: Vec<Vec<u8>> = chunk.iter().map(|trace| trace.0.to_vec()).collect();
-        let ids: Vec<i64> = sqlx::query_scalar(BLOCK_IDS)
-            .bind(keys)
-            .fetch_all(&mut *conn)
-            .await?;
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(SELECT)
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
-        for (id, data) in rows {
+        for (id, data) in blocks_of(conn, chunk).await? {
             for span in block::decode(&data)? {
                 if wanted.contains(&span.trace_id) {
                     out.entry(span.trace_id).or_default().push((id, span));
@@ -193,6 +180,26 @@ async fn traces_spans(
         }
     }
     Ok(out)
+}
+
+/// The stored blocks that hold spans of `traces`, by id.
+async fn blocks_of(
+    conn: &mut PgConnection,
+    traces: &[TraceId],
+) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    // Two steps, so each is an index lookup: the blocks of the traces from the trace index, then
+    // those blocks by id (the primary key of every day partition).
+    const BLOCK_IDS: &str = "SELECT DISTINCT block_id FROM trace_blocks WHERE trace_id = ANY($1)";
+    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
+    let keys: Vec<Vec<u8>> = traces.iter().map(|trace| trace.0.to_vec()).collect();
+    let ids: Vec<i64> = sqlx::query_scalar(BLOCK_IDS)
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as(SELECT)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
@@ -428,6 +435,14 @@ impl PgStore {
         let mut conn = self.pool.acquire().await?;
         let mut found = traces_spans(&mut conn, &[trace]).await?;
         Ok(found.remove(&trace))
+    }
+
+    pub(super) async fn trace_blocks(
+        &self,
+        trace: TraceId,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        blocks_of(&mut conn, &[trace]).await
     }
 
     pub(super) async fn claim_due_traces(
@@ -1240,6 +1255,30 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(StoredRequest::decode).transpose()
+    }
+
+    pub(super) async fn newest_requests(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        durations_ns: (u64, u64),
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests {}",
+            super::Store::NEWEST_REQUESTS
+        );
+        // The text is made of constants only; every value is bound.
+        let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(endpoint_id)
+            .bind(ns(window.from_unix_ns))
+            .bind(ns(window.to_unix_ns))
+            .bind(ns(durations_ns.0))
+            .bind(ns(durations_ns.1))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     pub(super) async fn selected_requests(

@@ -556,6 +556,25 @@ impl SqliteStore {
         &self,
         trace: TraceId,
     ) -> Result<Option<Vec<(i64, Span)>>, StoreError> {
+        let mut spans = Vec::new();
+        for (id, data) in self.trace_blocks(trace).await? {
+            // A block found through a key the trace shares with another may hold none of its
+            // spans.
+            spans.extend(
+                block::decode(&data)?
+                    .into_iter()
+                    .filter(|span| span.trace_id == trace)
+                    .map(|span| (id, span)),
+            );
+        }
+        Ok((!spans.is_empty()).then_some(spans))
+    }
+
+    /// The stored blocks that may hold spans of `trace`, by id.
+    pub(super) async fn trace_blocks(
+        &self,
+        trace: TraceId,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let recent = self.recent_traces().blocks_of(&trace).to_vec();
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT id, data FROM span_blocks WHERE id IN \
@@ -570,19 +589,7 @@ impl SqliteStore {
             select.push(")");
         }
         select.push(") ORDER BY id");
-        let rows: Vec<(i64, Vec<u8>)> = select.build_query_as().fetch_all(&self.pool).await?;
-        let mut spans = Vec::new();
-        for (id, data) in rows {
-            // A block found through a key the trace shares with another may hold none of its
-            // spans.
-            spans.extend(
-                block::decode(&data)?
-                    .into_iter()
-                    .filter(|span| span.trace_id == trace)
-                    .map(|span| (id, span)),
-            );
-        }
-        Ok((!spans.is_empty()).then_some(spans))
+        Ok(select.build_query_as().fetch_all(&self.pool).await?)
     }
 
     pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
@@ -1100,6 +1107,32 @@ impl SqliteStore {
             }
         }
         Ok(None)
+    }
+
+    pub(super) async fn newest_requests(
+        &self,
+        window: Window,
+        endpoint_id: i64,
+        durations_ns: (u64, u64),
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        // Read backwards along (endpoint, start), which stops after `limit` rows; the band index
+        // would read every row of the window first.
+        let select = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint {}",
+            super::Store::NEWEST_REQUESTS
+        );
+        // The text is made of constants only; every value is bound.
+        let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(endpoint_id)
+            .bind(ns(window.from_unix_ns))
+            .bind(ns(window.to_unix_ns))
+            .bind(ns(durations_ns.0))
+            .bind(ns(durations_ns.1))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
     }
 
     pub(super) async fn selected_requests(

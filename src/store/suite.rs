@@ -24,23 +24,25 @@ pub async fn run_all(store: &Store) {
     rollup_changes_add_and_take_back(store).await;
     claims_hand_each_trace_to_one_analyzer(store).await;
     slowest_requests_merge_endpoints(store).await;
+    newest_requests_of_an_endpoint_between_durations(store).await;
     evicted_ids_are_interned_again_by_the_commit(store).await;
     // Last: it removes what the checks above stored with old timestamps.
     retention_removes_only_expired_data(store).await;
 }
 
-/// The slowest requests of a window are the same whichever index reads them: a long window walks
-/// each endpoint's slowest, a short one sorts the window's rows.
-async fn slowest_requests_merge_endpoints(store: &Store) {
-    const HOUR: u64 = 3_600_000_000_000;
-    let start = 15_000 * 24 * HOUR; // 2011-01-25, a day no other check uses
-    let a = store.intern_endpoint("slowest", "GET /a").await.unwrap();
-    let b = store.intern_endpoint("slowest", "GET /b").await.unwrap();
-    let rows: Vec<RequestRow> = [(a, 5), (a, 50), (a, 20), (b, 40), (b, 10), (b, 30)]
-        .into_iter()
+/// Commits one request per (endpoint, duration in ms), a second apart from `start`, each in a
+/// trace of its own numbered from `first_trace`, all their time cpu.
+async fn commit_requests_a_second_apart(
+    store: &Store,
+    start: u64,
+    first_trace: u8,
+    durations: &[(i64, u64)],
+) {
+    let rows: Vec<RequestRow> = durations
+        .iter()
         .enumerate()
-        .map(|(n, (endpoint_id, duration_ms))| RequestRow {
-            trace_id: collector::model::TraceId([0x60 + n as u8; 16]),
+        .map(|(n, &(endpoint_id, duration_ms))| RequestRow {
+            trace_id: collector::model::TraceId([first_trace + n as u8; 16]),
             span_id: SpanId([1; 8]),
             endpoint_id,
             version: String::new(),
@@ -58,6 +60,17 @@ async fn slowest_requests_merge_endpoints(store: &Store) {
         ..AnalysisCommit::default()
     };
     store.commit_analysis(&commit).await.unwrap();
+}
+
+/// The slowest requests of a window are the same whichever index reads them: a long window walks
+/// each endpoint's slowest, a short one sorts the window's rows.
+async fn slowest_requests_merge_endpoints(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 15_000 * 24 * HOUR; // 2011-01-25, a day no other check uses
+    let a = store.intern_endpoint("slowest", "GET /a").await.unwrap();
+    let b = store.intern_endpoint("slowest", "GET /b").await.unwrap();
+    let durations = [(a, 5), (a, 50), (a, 20), (b, 40), (b, 10), (b, 30)];
+    commit_requests_a_second_apart(store, start, 0x60, &durations).await;
     let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
         rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
     };
@@ -94,6 +107,43 @@ async fn slowest_requests_merge_endpoints(store: &Store) {
 }
 
 /// Commits add requests to the row as stored and take back the requests of a previous analysis.
+/// A trace search's read: one endpoint's requests in a window between two durations (both
+/// inclusive), newest first, cut at the limit.
+async fn newest_requests_of_an_endpoint_between_durations(store: &Store) {
+    const HOUR: u64 = 3_600_000_000_000;
+    let start = 15_002 * 24 * HOUR; // a day no other check uses
+    let a = store.intern_endpoint("newest", "GET /a").await.unwrap();
+    let b = store.intern_endpoint("newest", "GET /b").await.unwrap();
+    let durations = [(a, 5), (a, 50), (a, 20), (b, 40), (a, 10), (a, 30)];
+    commit_requests_a_second_apart(store, start, 0x70, &durations).await;
+    let durations_ms = |rows: Vec<RequestRow>| -> Vec<u64> {
+        rows.iter().map(|r| r.duration_ns / 1_000_000).collect()
+    };
+    let window = Window {
+        from_unix_ns: start,
+        to_unix_ns: start + 24 * HOUR,
+    };
+    let all = (0, u64::MAX);
+    let newest = store.newest_requests(window, a, all, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10, 20, 50, 5]);
+    let newest = store.newest_requests(window, a, all, 2).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10]);
+    let between = (10_000_000, 30_000_000);
+    let newest = store.newest_requests(window, a, between, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [30, 10, 20]);
+    // The window is half-open: a request starting at its end is not in it.
+    let early = Window {
+        from_unix_ns: start + 1_000_000_000,
+        to_unix_ns: start + 4_000_000_000,
+    };
+    let newest = store.newest_requests(early, a, all, 10).await.unwrap();
+    assert_eq!(durations_ms(newest), [20, 50]);
+    assert_eq!(
+        durations_ms(store.newest_requests(window, b, all, 10).await.unwrap()),
+        [40]
+    );
+}
+
 async fn rollup_changes_add_and_take_back(store: &Store) {
     let spans = fixture::parse(LOGIN);
     let (requests, _) = analyze_trace(&spans, &AnalysisConfig::default());

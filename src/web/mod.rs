@@ -9,6 +9,7 @@ pub mod auth;
 pub mod charts;
 pub mod error;
 pub mod host;
+pub mod jaeger;
 pub mod metrics;
 pub mod pages;
 pub mod query;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/deliveries", get(api::deliveries_list))
         .route("/api/v1/reload", post(api::reload_post))
         .route("/api/v1/openapi.json", get(api::openapi_get))
+        .merge(jaeger::routes())
         .route("/", get(pages::overview::overview_get))
         .route("/endpoint", get(pages::endpoint::endpoint_get))
         .route("/trace/{trace_id}", get(pages::trace::trace_get))

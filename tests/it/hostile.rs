@@ -513,7 +513,7 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
     app.stop().await;
 }
 
-fn auth(ingest: &[&str], read: &[&str], admin: &[&str]) -> AuthConfig {
+pub(crate) fn auth(ingest: &[&str], read: &[&str], admin: &[&str]) -> AuthConfig {
     let tokens = |list: &[&str]| Tokens::new(list.iter().map(|t| (*t).to_owned()));
     AuthConfig {
         ingest_tokens: tokens(ingest),

@@ -21,6 +21,7 @@ mod demo;
 mod fuzz;
 mod hostile;
 mod ingest;
+mod jaeger;
 mod outage;
 mod pages;
 mod pipeline;

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use crate::ingest::login_request;
 use crate::support::{TestApp, http_client, spawn_app, spawn_app_with};
 
-async fn export(app: &TestApp, request: &ExportTraceServiceRequest) {
+pub(crate) async fn export(app: &TestApp, request: &ExportTraceServiceRequest) {
     let res = http_client()
         .post(format!("{}/v1/traces", app.otlp_http_url))
         .header("content-type", "application/x-protobuf")

@@ -18,7 +18,7 @@ use prost::Message;
 
 use crate::category;
 use crate::model::{
-    AttrValue, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode,
+    AttrValue, Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode,
     TraceId, attr,
 };
 use crate::otlp::normalize;
@@ -109,6 +109,32 @@ pub fn spans(request: ExportTraceServiceRequest) -> Decoded {
         }
     }
     acc
+}
+
+/// The events of one trace's spans in a request, in the order sent. Only spans [`spans`] keeps
+/// have their events read back, so every event names a span of the trace.
+pub fn events(request: &ExportTraceServiceRequest, trace: TraceId) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut truncated = 0;
+    for resource_spans in &request.resource_spans {
+        for scope_spans in &resource_spans.scope_spans {
+            for raw in &scope_spans.spans {
+                if raw.events.is_empty() || raw.trace_id.as_slice() != trace.0.as_slice() {
+                    continue;
+                }
+                let Ok(header) = Header::of(raw) else {
+                    continue;
+                };
+                out.extend(raw.events.iter().map(|event| Event {
+                    span_id: header.span_id,
+                    time_unix_ns: event.time_unix_nano,
+                    name: cut(event.name.clone(), &mut truncated),
+                    attributes: attributes(event.attributes.clone(), &mut truncated),
+                }));
+            }
+        }
+    }
+    out
 }
 
 /// What ingest needs of a request: which spans [`spans`] would keep, without building them.

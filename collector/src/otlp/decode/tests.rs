@@ -469,3 +469,52 @@ fn accept_keeps_what_spans_keeps_without_building_spans() {
     assert_eq!(accepted.min_start_unix_ns, Some(500));
     assert_eq!(accept(&request(Vec::new())).min_start_unix_ns, None);
 }
+
+#[test]
+fn a_traces_spans_and_events_read_back_from_a_block_of_several_traces() {
+    use opentelemetry_proto::tonic::trace::v1::span::Event as OtlpEvent;
+    let event = |name: &str| OtlpEvent {
+        time_unix_nano: 2_000,
+        name: name.into(),
+        attributes: vec![kv("exception.type", string("ValueError"))],
+        dropped_attributes_count: 0,
+    };
+    let wanted = OtlpSpan {
+        events: vec![event("exception")],
+        ..login_span()
+    };
+    let other = OtlpSpan {
+        trace_id: vec![9; 16],
+        events: vec![event("other")],
+        ..login_span()
+    };
+    let bad_id = OtlpSpan {
+        span_id: vec![0; 8],
+        events: vec![event("dropped")],
+        ..login_span()
+    };
+    let body = request(vec![other, wanted, bad_id]).encode_to_vec();
+    let block = crate::block::pack(&body, accept(&protobuf(&body).expect("decodes")), 7);
+    let (spans, events) = crate::block::decode_trace_with_events(&block.data, TraceId([1; 16]))
+        .expect("the block decodes");
+    assert_eq!(
+        spans.len(),
+        1,
+        "only the trace's spans, and only accepted ones"
+    );
+    assert_eq!(spans[0].trace_id, TraceId([1; 16]));
+    assert_eq!(spans[0].n_events, 1);
+    assert_eq!(
+        events,
+        [Event {
+            span_id: SpanId([2; 8]),
+            time_unix_ns: 2_000,
+            name: "exception".into(),
+            attributes: vec![KeyValue {
+                key: "exception.type".into(),
+                value: AttrValue::Str("ValueError".into()),
+            }],
+        }],
+        "events of rejected spans and of other traces are left out"
+    );
+}
