@@ -136,7 +136,7 @@ impl App {
                 "--insecure: listening beyond loopback without authentication"
             );
         }
-        let store = Store::open(&config.database_url)
+        let store = Store::open_with(&config.database_url, &config.store)
             .await
             .with_context(|| format!("opening the store {:?}", config.database_url))?;
         let ui = bind(config.listen.ui, "UI").await?;

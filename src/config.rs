@@ -18,6 +18,7 @@ use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
 use crate::listener::ConnectionConfig;
+use crate::store::settings::StoreSettings;
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +215,8 @@ pub struct Config {
     pub insecure: bool,
     /// How long data is kept.
     pub retention: RetentionConfig,
+    /// How the store commits.
+    pub store: StoreSettings,
 }
 
 /// How long data is kept: spans (blocks, their index, request rows) and rollups separately,
@@ -292,6 +295,7 @@ pub struct FileConfig {
     #[serde(default)]
     connections: ConnectionConfig,
     allowed_hosts: Option<Vec<String>>,
+    store: Option<StoreSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -700,6 +704,15 @@ impl Config {
                 .or_else(|| env_tokens("BOTTLENECK_ALLOWED_HOSTS"))
                 .unwrap_or_default(),
             insecure: flags.insecure,
+            store: match file.store {
+                Some(store) => store,
+                None => StoreSettings {
+                    sqlite_synchronous: env("BOTTLENECK_SQLITE_SYNCHRONOUS")
+                        .map(|text| text.parse().map_err(anyhow::Error::msg))
+                        .transpose()?
+                        .unwrap_or_default(),
+                },
+            },
         };
         let exposed = config.exposed_without_auth();
         if !exposed.is_empty() && !config.insecure {

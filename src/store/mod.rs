@@ -11,6 +11,7 @@ mod eviction;
 mod postgres;
 pub mod retention;
 pub mod scratch;
+pub mod settings;
 mod sqlite;
 
 use std::collections::btree_map::Entry;
@@ -603,11 +604,22 @@ pub use regression::{
 };
 
 impl Store {
-    /// Opens (creating if needed) the database and applies migrations.
+    /// Opens (creating if needed) the database with the default settings and applies
+    /// migrations.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        Self::open_with(url, &settings::StoreSettings::default()).await
+    }
+
+    /// Opens (creating if needed) the database and applies migrations.
+    pub async fn open_with(
+        url: &DatabaseUrl,
+        settings: &settings::StoreSettings,
+    ) -> Result<Store, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => Ok(Store {
-                backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
+                backend: Backend::Sqlite(
+                    sqlite::SqliteStore::open(path, settings.sqlite_synchronous).await?,
+                ),
             }),
             DatabaseUrl::Postgres(url) => Ok(Store {
                 backend: Backend::Postgres(postgres::PgStore::open(url).await?),

@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
     OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
@@ -370,15 +371,21 @@ fn rollup_row(
 }
 
 impl SqliteStore {
-    pub(super) async fn open(path: &Path) -> Result<Self, StoreError> {
+    pub(super) async fn open(
+        path: &Path,
+        synchronous: SqliteSynchronousSetting,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
             .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
-            // can take the last transactions, and the OS page cache is ours to trust here.
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL by default: an export is acknowledged once its commit is on the disk, which a
+            // power loss cannot take back (NORMAL would sync only at checkpoints).
+            .synchronous(match synchronous {
+                SqliteSynchronousSetting::Full => SqliteSynchronous::Full,
+                SqliteSynchronousSetting::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(10))
             .pragma("auto_vacuum", "INCREMENTAL")
             // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
@@ -1596,7 +1603,7 @@ mod tests {
     async fn trace_index_rows_are_held_written_sorted_and_read_back_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let spans = fixture::parse(TRACE);
         let trace_id = spans[0].trace_id;
         let first = store
@@ -1634,7 +1641,7 @@ mod tests {
             .await
             .unwrap();
         store.close().await;
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         assert_eq!(store.recent_traces().len(), 1, "only the unwritten block");
         assert_eq!(
             lookups(&store, trace_id).await,
@@ -1648,6 +1655,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn commits_wait_for_the_disk_unless_configured_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        // PRAGMA synchronous: 1 is NORMAL, 2 is FULL; every connection, writer and readers.
+        let synchronous = |pool: SqlitePool| async move {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            level
+        };
+        let path = dir.path().join("durable.db");
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
+        assert_eq!(synchronous(store.writer.clone()).await, 2);
+        assert_eq!(synchronous(store.pool.clone()).await, 2);
+        store.close().await;
+        let store = SqliteStore::open(&path, SqliteSynchronousSetting::Normal)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(store.writer.clone()).await, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn new_files_get_large_pages_and_old_files_keep_theirs() {
         let dir = tempfile::tempdir().unwrap();
         let page_size = |pool: SqlitePool| async move {
@@ -1657,7 +1687,9 @@ mod tests {
                 .unwrap();
             size
         };
-        let store = SqliteStore::open(&dir.path().join("new.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("new.db"), Default::default())
+            .await
+            .unwrap();
         assert_eq!(page_size(store.pool.clone()).await, i64::from(PAGE_SIZE));
         store.close().await;
 
@@ -1668,7 +1700,7 @@ mod tests {
             .await
             .unwrap();
         pool.close().await;
-        let store = SqliteStore::open(&old).await.unwrap();
+        let store = SqliteStore::open(&old, Default::default()).await.unwrap();
         assert_eq!(page_size(store.pool.clone()).await, 4096);
         store
             .insert_blocks(&[block::encode(fixture::parse(TRACE), 1)])
@@ -1681,7 +1713,7 @@ mod tests {
     #[tokio::test]
     async fn traces_sharing_a_key_are_told_apart_by_their_full_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("shared-key.db"))
+        let store = SqliteStore::open(&dir.path().join("shared-key.db"), Default::default())
             .await
             .unwrap();
         let spans = fixture::parse(TRACE);
@@ -1744,7 +1776,7 @@ mod tests {
             .unwrap();
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         assert_eq!(
             store.recent_traces().len(),
             0,
@@ -1780,7 +1812,7 @@ mod tests {
         }
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let seen: i64 = sqlx::query_scalar("SELECT seen_until_unix_ns FROM resources WHERE id = 3")
             .fetch_one(&store.pool)
             .await
@@ -1819,7 +1851,7 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let events = store.regressions(0, 10, None).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].id, events[0].resolution.clone()), (7, None));
@@ -1884,7 +1916,7 @@ mod tests {
     #[tokio::test]
     async fn a_traces_request_rows_are_found_by_index_lookups_not_scans() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("plan.db"))
+        let store = SqliteStore::open(&dir.path().join("plan.db"), Default::default())
             .await
             .unwrap();
         let trace = TraceId([7; 16]);
