@@ -136,9 +136,18 @@ impl App {
                 "--insecure: listening beyond loopback without authentication"
             );
         }
+        let in_clear = config.tokens_in_clear();
+        if !in_clear.is_empty() {
+            // Not refused: TLS is often ended by a proxy or mesh in front of the listener.
+            warn!(
+                listeners = in_clear.join(", "),
+                "tokens travel in clear text: listening beyond loopback with tokens but without \
+                 [tls]; anyone on the path can read and replay them unless a TLS proxy is in front"
+            );
+        }
         let store = Store::open_with(&config.database_url, &config.store)
             .await
-            .with_context(|| format!("opening the store {:?}", config.database_url))?;
+            .with_context(|| format!("opening the store {}", config.database_url))?;
         let ui = bind(config.listen.ui, "UI").await?;
         let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
         let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;

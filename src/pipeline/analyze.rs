@@ -89,18 +89,20 @@ pub struct EndpointCounters {
 }
 
 impl EndpointCounters {
+    /// Saturates: a request may claim to last centuries, and an overflow here would panic with
+    /// the counters' lock held and poison `/metrics` for good.
     fn record(&mut self, request: &RequestAnalysis) {
-        self.requests += 1;
-        self.errors += u64::from(request.error);
+        self.requests = self.requests.saturating_add(1);
+        self.errors = self.errors.saturating_add(u64::from(request.error));
         let secs = request.duration_ns as f64 / 1e9;
         let bucket = LATENCY_BUCKETS
             .iter()
             .position(|le| secs <= *le)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket] += 1;
-        self.duration_sum_ns += request.duration_ns;
+        self.latency_buckets[bucket] = self.latency_buckets[bucket].saturating_add(1);
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(request.duration_ns);
         for (sum, value) in self.breakdown_sum_ns.iter_mut().zip(request.breakdown.0) {
-            *sum += value;
+            *sum = sum.saturating_add(value);
         }
     }
 }
