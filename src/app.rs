@@ -295,9 +295,16 @@ impl App {
             stop_rx.clone(),
         ));
         let ready = Arc::new(AtomicBool::new(true));
+        // The web reads through connections of its own, so a heavy page never holds those the
+        // analysis needs (SQLite: the readers; PostgreSQL: the pool, with a statement timeout).
+        let web_store = store
+            .with_own_readers(config.reads.timeout)
+            .await
+            .context("opening the web's read connections")?;
         let state = AppState {
             alerts,
-            store: store.clone(),
+            store: web_store.clone(),
+            reads: config.reads.clone(),
             ingest: Arc::clone(&ingest),
             sink: Some(sink.clone()),
             analysis_stats,
@@ -342,6 +349,7 @@ impl App {
         }
         alert_task.await.context("alert task")?;
         hangup_task.await.context("SIGHUP task")?;
+        web_store.close_readers().await;
         store.close().await;
         info!("stopped");
         Ok(())

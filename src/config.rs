@@ -19,6 +19,7 @@ use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
 use crate::listener::ConnectionConfig;
 use crate::store::settings::StoreSettings;
+use crate::web::read_limits::ReadLimits;
 
 /// Where the store lives.
 #[derive(Clone, PartialEq)]
@@ -262,6 +263,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How the store commits.
     pub store: StoreSettings,
+    /// What one page or API call may cost.
+    pub reads: ReadLimits,
 }
 
 /// How long data is kept: spans (blocks, their index, request rows) and rollups separately,
@@ -341,6 +344,8 @@ pub struct FileConfig {
     connections: ConnectionConfig,
     allowed_hosts: Option<Vec<String>>,
     store: Option<StoreSettings>,
+    #[serde(default)]
+    reads: ReadLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -749,6 +754,7 @@ impl Config {
                 .or_else(|| env_tokens("BOTTLENECK_ALLOWED_HOSTS"))
                 .unwrap_or_default(),
             insecure: flags.insecure,
+            reads: file.reads,
             store: match file.store {
                 Some(store) => store,
                 None => StoreSettings {

@@ -370,30 +370,41 @@ fn rollup_row(
     ))
 }
 
+/// Read connections of one store (pool), and of the web's own pool.
+const READER_CONNECTIONS: u32 = 4;
+
+/// How every connection to the file is opened, readers and the writer alike.
+fn connect_options(
+    path: &Path,
+    synchronous: SqliteSynchronousSetting,
+) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(true)
+        .page_size(PAGE_SIZE)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL by default: an export is acknowledged once its commit is on the disk, which a
+        // power loss cannot take back (NORMAL would sync only at checkpoints).
+        .synchronous(match synchronous {
+            SqliteSynchronousSetting::Full => SqliteSynchronous::Full,
+            SqliteSynchronousSetting::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("auto_vacuum", "INCREMENTAL")
+        // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
+        // commit that crosses 1,000 WAL pages, where every writer waited behind them; the
+        // writer's own only rewinds the log (`WRITER_CHECKPOINT_FRAMES`).
+        .pragma("wal_autocheckpoint", "0")
+        // A WAL that grew during a burst goes back to this size once it is checkpointed.
+        .pragma("journal_size_limit", "67108864"))
+}
+
 impl SqliteStore {
     pub(super) async fn open(
         path: &Path,
         synchronous: SqliteSynchronousSetting,
     ) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .page_size(PAGE_SIZE)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL by default: an export is acknowledged once its commit is on the disk, which a
-            // power loss cannot take back (NORMAL would sync only at checkpoints).
-            .synchronous(match synchronous {
-                SqliteSynchronousSetting::Full => SqliteSynchronous::Full,
-                SqliteSynchronousSetting::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("auto_vacuum", "INCREMENTAL")
-            // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
-            // commit that crosses 1,000 WAL pages, where every writer waited behind them; the
-            // writer's own only rewinds the log (`WRITER_CHECKPOINT_FRAMES`).
-            .pragma("wal_autocheckpoint", "0")
-            // A WAL that grew during a burst goes back to this size once it is checkpointed.
-            .pragma("journal_size_limit", "67108864");
+        let options = connect_options(path, synchronous)?;
         let writer = pool_options()
             .max_connections(1)
             .connect_with(
@@ -405,7 +416,7 @@ impl SqliteStore {
             .await?;
         migrator().run(&writer).await?;
         let pool = pool_options()
-            .max_connections(4)
+            .max_connections(READER_CONNECTIONS)
             .connect_with(options)
             .await?;
         let checkpointer = Checkpointer(tokio::spawn(checkpoint_until_closed(pool.clone())));
@@ -510,6 +521,26 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+
+    /// A copy whose readers are a pool of their own; the writer and the held trace index rows
+    /// are shared, so its reads see what the original wrote.
+    pub(super) async fn with_own_readers(&self) -> Result<Self, StoreError> {
+        let pool = pool_options()
+            .max_connections(READER_CONNECTIONS)
+            .connect_with(connect_options(
+                &self.path,
+                SqliteSynchronousSetting::default(),
+            )?)
+            .await?;
+        Ok(Self {
+            pool,
+            ..self.clone()
+        })
+    }
+
+    pub(super) async fn close_readers(&self) {
+        self.pool.close().await;
     }
 
     pub(super) async fn insert_blocks(
@@ -1114,9 +1145,13 @@ impl SqliteStore {
         window: Window,
         endpoint_ids: &[i64],
         version: Option<&str>,
+        max_rows: usize,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            if out.len() > max_rows {
+                break;
+            }
             let mut select = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
             ));
@@ -1129,6 +1164,9 @@ impl SqliteStore {
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
+            select
+                .push(" LIMIT ")
+                .push_bind(ns((max_rows + 1 - out.len()) as u64));
             let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
             for row in rows {
                 out.push(row.decode()?);
