@@ -1693,6 +1693,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_web_reads_through_connections_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("readers.db"), Default::default())
+            .await
+            .unwrap();
+        let web = store.with_own_readers().await.unwrap();
+        // Every web reader busy, as under heavy pages: the analysis still reads, ingest writes.
+        let mut busy = Vec::new();
+        for _ in 0..READER_CONNECTIONS {
+            busy.push(web.pool.acquire().await.unwrap());
+        }
+        let limit = Duration::from_secs(5);
+        tokio::time::timeout(limit, store.stats())
+            .await
+            .expect("the analysis's readers are not the web's")
+            .unwrap();
+        store
+            .insert_blocks(&[block::encode(fixture::parse(TRACE), 1)])
+            .await
+            .unwrap();
+        drop(busy);
+        assert_eq!(
+            web.stats().await.unwrap().n_blocks,
+            1,
+            "the web sees the writes"
+        );
+        web.close_readers().await;
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn commits_wait_for_the_disk_unless_configured_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         // PRAGMA synchronous: 1 is NORMAL, 2 is FULL; every connection, writer and readers.
