@@ -14,7 +14,7 @@
 //! instance holding its claim (or the single SQLite instance), and no lock is held across an
 //! await.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,8 +64,9 @@ pub struct AnalysisStats {
     pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
     pub delay: DelayHistogram,
-    /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
-    pub endpoints: Mutex<HashMap<String, HashMap<String, EndpointCounters>>>,
+    /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums. Sorted,
+    /// so that `/metrics` renders one service at a time in order, under the lock, copying none.
+    pub endpoints: Mutex<BTreeMap<String, BTreeMap<String, EndpointCounters>>>,
 }
 
 /// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
