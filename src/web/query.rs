@@ -705,6 +705,7 @@ fn comparison_dto(
 }
 
 /// `GET /api/v1/compare`: one endpoint, or with `endpoint` absent every endpoint of the service.
+#[allow(clippy::too_many_arguments)]
 pub async fn compare(
     store: &Store,
     default_window: Window,
