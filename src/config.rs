@@ -782,20 +782,16 @@ impl Config {
         if self.tls.is_some() {
             return Vec::new();
         }
-        let ingest = self.auth.ingest_tokens.is_enabled();
-        [
-            ("UI", self.listen.ui, self.auth.ui_enabled()),
-            ("OTLP/HTTP", self.listen.otlp_http, ingest),
-            ("OTLP/gRPC", self.listen.otlp_grpc, ingest),
-        ]
-        .into_iter()
-        .filter(|(_, addr, authenticated)| !addr.ip().is_loopback() && *authenticated)
-        .map(|(name, _, _)| name)
-        .collect()
+        self.beyond_loopback(true)
     }
 
     /// The listeners bound beyond loopback that check no token.
     pub fn exposed_without_auth(&self) -> Vec<&'static str> {
+        self.beyond_loopback(false)
+    }
+
+    /// The listeners bound beyond loopback that check tokens (`authenticated`) or not.
+    fn beyond_loopback(&self, authenticated: bool) -> Vec<&'static str> {
         let ingest = self.auth.ingest_tokens.is_enabled();
         [
             ("UI", self.listen.ui, self.auth.ui_enabled()),
@@ -803,7 +799,7 @@ impl Config {
             ("OTLP/gRPC", self.listen.otlp_grpc, ingest),
         ]
         .into_iter()
-        .filter(|(_, addr, authenticated)| !addr.ip().is_loopback() && !authenticated)
+        .filter(|(_, addr, checks)| !addr.ip().is_loopback() && *checks == authenticated)
         .map(|(name, _, _)| name)
         .collect()
     }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::pages::PageError;
+use crate::listener::duration_text;
 use crate::store::{StoreError, Window};
 
 /// A page or API call still running after this is answered 503: long enough for a day of
@@ -64,13 +65,6 @@ impl ReadLimits {
         }
         Ok(())
     }
-}
-
-fn duration_text<'de, D: serde::Deserializer<'de>>(text: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(text)?;
-    humantime::parse_duration(&text).map_err(|err| {
-        serde::de::Error::custom(format!("{text:?} is not a duration (e.g. \"10s\"): {err}"))
-    })
 }
 
 /// Answers a call still running after `timeout` with 503, as JSON under `/api` and as a page
