@@ -136,9 +136,18 @@ impl App {
                 "--insecure: listening beyond loopback without authentication"
             );
         }
-        let store = Store::open(&config.database_url)
+        let in_clear = config.tokens_in_clear();
+        if !in_clear.is_empty() {
+            // Not refused: TLS is often ended by a proxy or mesh in front of the listener.
+            warn!(
+                listeners = in_clear.join(", "),
+                "tokens travel in clear text: listening beyond loopback with tokens but without \
+                 [tls]; anyone on the path can read and replay them unless a TLS proxy is in front"
+            );
+        }
+        let store = Store::open_with(&config.database_url, &config.store)
             .await
-            .with_context(|| format!("opening the store {:?}", config.database_url))?;
+            .with_context(|| format!("opening the store {}", config.database_url))?;
         let ui = bind(config.listen.ui, "UI").await?;
         let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
         let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
@@ -286,9 +295,16 @@ impl App {
             stop_rx.clone(),
         ));
         let ready = Arc::new(AtomicBool::new(true));
+        // The web reads through connections of its own, so a heavy page never holds those the
+        // analysis needs (SQLite: the readers; PostgreSQL: the pool, with a statement timeout).
+        let web_store = store
+            .with_own_readers(config.reads.timeout)
+            .await
+            .context("opening the web's read connections")?;
         let state = AppState {
             alerts,
-            store: store.clone(),
+            store: web_store.clone(),
+            reads: config.reads.clone(),
             ingest: Arc::clone(&ingest),
             sink: Some(sink.clone()),
             analysis_stats,
@@ -333,6 +349,7 @@ impl App {
         }
         alert_task.await.context("alert task")?;
         hangup_task.await.context("SIGHUP task")?;
+        web_store.close_readers().await;
         store.close().await;
         info!("stopped");
         Ok(())

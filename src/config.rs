@@ -18,14 +18,61 @@ use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
 use crate::listener::ConnectionConfig;
+use crate::store::settings::StoreSettings;
+use crate::web::read_limits::ReadLimits;
 
 /// Where the store lives.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum DatabaseUrl {
     /// An SQLite file.
     Sqlite(PathBuf),
     /// A PostgreSQL connection string.
     Postgres(String),
+}
+
+/// Shows a PostgreSQL URL without its password (in the user part or a `password=` parameter),
+/// so that start-up errors, which print the URL, never print the password.
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // The last '@' ends the user part: a password may itself hold an '@'.
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 impl DatabaseUrl {
@@ -214,6 +261,10 @@ pub struct Config {
     pub insecure: bool,
     /// How long data is kept.
     pub retention: RetentionConfig,
+    /// How the store commits.
+    pub store: StoreSettings,
+    /// What one page or API call may cost.
+    pub reads: ReadLimits,
 }
 
 /// How long data is kept: spans (blocks, their index, request rows) and rollups separately,
@@ -292,6 +343,9 @@ pub struct FileConfig {
     #[serde(default)]
     connections: ConnectionConfig,
     allowed_hosts: Option<Vec<String>>,
+    store: Option<StoreSettings>,
+    #[serde(default)]
+    reads: ReadLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -699,6 +753,16 @@ impl Config {
                 .or_else(|| env_tokens("BOTTLENECK_ALLOWED_HOSTS"))
                 .unwrap_or_default(),
             insecure: flags.insecure,
+            reads: file.reads,
+            store: match file.store {
+                Some(store) => store,
+                None => StoreSettings {
+                    sqlite_synchronous: env("BOTTLENECK_SQLITE_SYNCHRONOUS")
+                        .map(|text| text.parse().map_err(anyhow::Error::msg))
+                        .transpose()?
+                        .unwrap_or_default(),
+                },
+            },
         };
         let exposed = config.exposed_without_auth();
         if !exposed.is_empty() && !config.insecure {
@@ -711,8 +775,22 @@ impl Config {
         Ok(config)
     }
 
+    /// The listeners bound beyond loopback that check tokens over plain TCP, where anyone on
+    /// the path can read a token and replay it.
+    pub fn tokens_in_clear(&self) -> Vec<&'static str> {
+        if self.tls.is_some() {
+            return Vec::new();
+        }
+        self.beyond_loopback(true)
+    }
+
     /// The listeners bound beyond loopback that check no token.
     pub fn exposed_without_auth(&self) -> Vec<&'static str> {
+        self.beyond_loopback(false)
+    }
+
+    /// The listeners bound beyond loopback that check tokens (`authenticated`) or not.
+    fn beyond_loopback(&self, authenticated: bool) -> Vec<&'static str> {
         let ingest = self.auth.ingest_tokens.is_enabled();
         [
             ("UI", self.listen.ui, self.auth.ui_enabled()),
@@ -720,7 +798,7 @@ impl Config {
             ("OTLP/gRPC", self.listen.otlp_grpc, ingest),
         ]
         .into_iter()
-        .filter(|(_, addr, authenticated)| !addr.ip().is_loopback() && !authenticated)
+        .filter(|(_, addr, checks)| !addr.ip().is_loopback() && *checks == authenticated)
         .map(|(name, _, _)| name)
         .collect()
     }
@@ -749,6 +827,24 @@ mod tests {
             DatabaseUrl::Postgres(_)
         ));
         assert!(DatabaseUrl::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn database_urls_are_shown_without_their_password() {
+        let shown = |text: &str| DatabaseUrl::parse(text).unwrap().to_string();
+        assert_eq!(
+            shown("postgres://app:s3cr@t@db.internal:5432/traces?sslmode=require"),
+            "postgres://app:***@db.internal:5432/traces?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgresql://db/traces?user=app&password=s3cret"),
+            "postgresql://db/traces?user=app&password=***"
+        );
+        assert_eq!(
+            shown("postgres://app@db/traces"),
+            "postgres://app@db/traces"
+        );
+        assert_eq!(shown("sqlite:data.db"), "data.db");
     }
 
     #[test]

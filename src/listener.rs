@@ -80,7 +80,10 @@ impl Default for ConnectionConfig {
     }
 }
 
-fn duration_text<'de, D: serde::Deserializer<'de>>(text: D) -> Result<Duration, D::Error> {
+/// A duration written as text in a config file (`"60s"`, `"7d"`).
+pub(crate) fn duration_text<'de, D: serde::Deserializer<'de>>(
+    text: D,
+) -> Result<Duration, D::Error> {
     let text = String::deserialize(text)?;
     humantime::parse_duration(&text).map_err(|err| {
         serde::de::Error::custom(format!("{text:?} is not a duration (e.g. \"60s\"): {err}"))

@@ -166,7 +166,13 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     install_crypto();
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+    // Redirects are not followed: the alert, and any secret in the configured URL's path,
+    // would go to a place nobody configured. A 3xx is recorded as a failed delivery.
+    let client = match reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(client) => client,
         Err(err) => {
             warn!(error = %err, "cannot build the webhook client; notifications stay queued");
@@ -245,10 +251,12 @@ async fn deliver(
         Ok(res) if res.status().is_success() => (Some(res.status().as_u16()), None, false),
         Ok(res) => {
             let status = res.status();
-            // A 4xx other than timeout or rate limit will not get better by retrying.
-            let permanent = status.is_client_error()
-                && status != reqwest::StatusCode::REQUEST_TIMEOUT
-                && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            // A redirect, or a 4xx other than timeout or rate limit, will not get better by
+            // retrying.
+            let permanent = status.is_redirection()
+                || (status.is_client_error()
+                    && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                    && status != reqwest::StatusCode::TOO_MANY_REQUESTS);
             (
                 Some(status.as_u16()),
                 Some(format!("receiver answered {status}")),

@@ -13,7 +13,7 @@ pub async fn run(flags: ServeFlags) -> anyhow::Result<Outcome> {
     let config = Config::resolve(&flags)?;
     Store::migrate(&config.database_url)
         .await
-        .with_context(|| format!("migrating {:?}", config.database_url))?;
+        .with_context(|| format!("migrating {}", config.database_url))?;
     info!("migrations applied");
     println!("migrations applied");
     Ok(Outcome::Ok)

@@ -14,7 +14,7 @@
 //! instance holding its claim (or the single SQLite instance), and no lock is held across an
 //! await.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,8 +64,9 @@ pub struct AnalysisStats {
     pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
     pub delay: DelayHistogram,
-    /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums.
-    pub endpoints: Mutex<HashMap<String, HashMap<String, EndpointCounters>>>,
+    /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums. Sorted,
+    /// so that `/metrics` renders one service at a time in order, under the lock, copying none.
+    pub endpoints: Mutex<BTreeMap<String, BTreeMap<String, EndpointCounters>>>,
 }
 
 /// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
@@ -89,18 +90,20 @@ pub struct EndpointCounters {
 }
 
 impl EndpointCounters {
+    /// Saturates: a request may claim to last centuries, and an overflow here would panic with
+    /// the counters' lock held and poison `/metrics` for good.
     fn record(&mut self, request: &RequestAnalysis) {
-        self.requests += 1;
-        self.errors += u64::from(request.error);
+        self.requests = self.requests.saturating_add(1);
+        self.errors = self.errors.saturating_add(u64::from(request.error));
         let secs = request.duration_ns as f64 / 1e9;
         let bucket = LATENCY_BUCKETS
             .iter()
             .position(|le| secs <= *le)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket] += 1;
-        self.duration_sum_ns += request.duration_ns;
+        self.latency_buckets[bucket] = self.latency_buckets[bucket].saturating_add(1);
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(request.duration_ns);
         for (sum, value) in self.breakdown_sum_ns.iter_mut().zip(request.breakdown.0) {
-            *sum += value;
+            *sum = sum.saturating_add(value);
         }
     }
 }

@@ -11,6 +11,7 @@ mod eviction;
 mod postgres;
 pub mod retention;
 pub mod scratch;
+pub mod settings;
 mod sqlite;
 
 use std::collections::btree_map::Entry;
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// An analysis commit released a claim another instance had taken over; nothing was written.
     #[error("a claimed trace was taken over by another instance")]
     ClaimLost,
+    /// A read would cost more than its caller allows; the message says what to narrow.
+    #[error("{0}")]
+    ReadTooLarge(String),
 }
 
 /// A half-open time range in nanoseconds since the epoch.
@@ -603,11 +607,22 @@ pub use regression::{
 };
 
 impl Store {
-    /// Opens (creating if needed) the database and applies migrations.
+    /// Opens (creating if needed) the database with the default settings and applies
+    /// migrations.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        Self::open_with(url, &settings::StoreSettings::default()).await
+    }
+
+    /// Opens (creating if needed) the database and applies migrations.
+    pub async fn open_with(
+        url: &DatabaseUrl,
+        settings: &settings::StoreSettings,
+    ) -> Result<Store, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => Ok(Store {
-                backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
+                backend: Backend::Sqlite(
+                    sqlite::SqliteStore::open(path, settings.sqlite_synchronous).await?,
+                ),
             }),
             DatabaseUrl::Postgres(url) => Ok(Store {
                 backend: Backend::Postgres(postgres::PgStore::open(url).await?),
@@ -950,14 +965,48 @@ impl Store {
     }
 
     /// Every request of some endpoints in a window, optionally of one version, unordered: for
-    /// selections by resource attribute, which rollups do not record.
+    /// selections by resource attribute, which rollups do not record. More than `max_rows` rows
+    /// is [`StoreError::ReadTooLarge`]: at most `max_rows + 1` are read.
     pub async fn selected_requests(
         &self,
         window: Window,
         endpoint_ids: &[i64],
         version: Option<&str>,
+        max_rows: usize,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        dispatch!(self.selected_requests(window, endpoint_ids, version))
+        let rows = dispatch!(self.selected_requests(window, endpoint_ids, version, max_rows))?;
+        if rows.len() > max_rows {
+            return Err(StoreError::ReadTooLarge(format!(
+                "more than {max_rows} requests match this selection; narrow its window or \
+                 select fewer endpoints"
+            )));
+        }
+        Ok(rows)
+    }
+
+    /// The same store with a pool of read connections of its own, for the web: a heavy page
+    /// then waits for these connections only, never for those the analysis reads with. On
+    /// PostgreSQL the server stops each of its statements after `statement_timeout`.
+    pub async fn with_own_readers(
+        &self,
+        statement_timeout: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        let backend = match &self.backend {
+            Backend::Sqlite(store) => Backend::Sqlite(store.with_own_readers().await?),
+            Backend::Postgres(store) => {
+                Backend::Postgres(store.with_own_readers(statement_timeout))
+            }
+        };
+        Ok(Store { backend })
+    }
+
+    /// Closes the read connections of a store from [`Store::with_own_readers`], and nothing
+    /// else: the writer is the original store's to close.
+    pub async fn close_readers(&self) {
+        match &self.backend {
+            Backend::Sqlite(store) => store.close_readers().await,
+            Backend::Postgres(store) => store.close_readers().await,
+        }
     }
 
     /// Every interned resource.

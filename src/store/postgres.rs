@@ -353,6 +353,29 @@ impl PgStore {
         Ok(store)
     }
 
+    /// A copy whose reads go through a pool of their own, whose statements the server stops
+    /// after `statement_timeout`. Writes through it share nothing with the original's pool.
+    pub(super) fn with_own_readers(&self, statement_timeout: Duration) -> Self {
+        let options = (*self.options).clone().options([(
+            "statement_timeout",
+            statement_timeout.as_millis().max(1).to_string(),
+        )]);
+        let pool = PgPoolOptions::new()
+            // The web's reads only: a few heavy pages at once, the rest wait their turn.
+            .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Self {
+            pool,
+            ..self.clone()
+        }
+    }
+
+    pub(super) async fn close_readers(&self) {
+        self.pool.close().await;
+    }
+
     pub(super) async fn close(&self) {
         let mut leaders = self.leaders.lock().await;
         for (_, conn) in leaders.drain() {
@@ -1286,9 +1309,13 @@ impl PgStore {
         window: Window,
         endpoint_ids: &[i64],
         version: Option<&str>,
+        max_rows: usize,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            if out.len() > max_rows {
+                break;
+            }
             let mut select = QueryBuilder::<Postgres>::new(format!(
                 "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
             ));
@@ -1305,6 +1332,9 @@ impl PgStore {
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
+            select
+                .push(" LIMIT ")
+                .push_bind(ns((max_rows + 1 - out.len()) as u64));
             let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
             for row in rows {
                 out.push(row.decode()?);

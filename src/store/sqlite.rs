@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
     OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
@@ -369,24 +370,41 @@ fn rollup_row(
     ))
 }
 
+/// Read connections of one store (pool), and of the web's own pool.
+const READER_CONNECTIONS: u32 = 4;
+
+/// How every connection to the file is opened, readers and the writer alike.
+fn connect_options(
+    path: &Path,
+    synchronous: SqliteSynchronousSetting,
+) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(true)
+        .page_size(PAGE_SIZE)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL by default: an export is acknowledged once its commit is on the disk, which a
+        // power loss cannot take back (NORMAL would sync only at checkpoints).
+        .synchronous(match synchronous {
+            SqliteSynchronousSetting::Full => SqliteSynchronous::Full,
+            SqliteSynchronousSetting::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("auto_vacuum", "INCREMENTAL")
+        // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
+        // commit that crosses 1,000 WAL pages, where every writer waited behind them; the
+        // writer's own only rewinds the log (`WRITER_CHECKPOINT_FRAMES`).
+        .pragma("wal_autocheckpoint", "0")
+        // A WAL that grew during a burst goes back to this size once it is checkpointed.
+        .pragma("journal_size_limit", "67108864"))
+}
+
 impl SqliteStore {
-    pub(super) async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .page_size(PAGE_SIZE)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
-            // can take the last transactions, and the OS page cache is ours to trust here.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("auto_vacuum", "INCREMENTAL")
-            // Checkpoints run in a task of their own (`checkpoint_until_closed`), not inside the
-            // commit that crosses 1,000 WAL pages, where every writer waited behind them; the
-            // writer's own only rewinds the log (`WRITER_CHECKPOINT_FRAMES`).
-            .pragma("wal_autocheckpoint", "0")
-            // A WAL that grew during a burst goes back to this size once it is checkpointed.
-            .pragma("journal_size_limit", "67108864");
+    pub(super) async fn open(
+        path: &Path,
+        synchronous: SqliteSynchronousSetting,
+    ) -> Result<Self, StoreError> {
+        let options = connect_options(path, synchronous)?;
         let writer = pool_options()
             .max_connections(1)
             .connect_with(
@@ -398,7 +416,7 @@ impl SqliteStore {
             .await?;
         migrator().run(&writer).await?;
         let pool = pool_options()
-            .max_connections(4)
+            .max_connections(READER_CONNECTIONS)
             .connect_with(options)
             .await?;
         let checkpointer = Checkpointer(tokio::spawn(checkpoint_until_closed(pool.clone())));
@@ -503,6 +521,26 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+
+    /// A copy whose readers are a pool of their own; the writer and the held trace index rows
+    /// are shared, so its reads see what the original wrote.
+    pub(super) async fn with_own_readers(&self) -> Result<Self, StoreError> {
+        let pool = pool_options()
+            .max_connections(READER_CONNECTIONS)
+            .connect_with(connect_options(
+                &self.path,
+                SqliteSynchronousSetting::default(),
+            )?)
+            .await?;
+        Ok(Self {
+            pool,
+            ..self.clone()
+        })
+    }
+
+    pub(super) async fn close_readers(&self) {
+        self.pool.close().await;
     }
 
     pub(super) async fn insert_blocks(
@@ -1140,9 +1178,13 @@ impl SqliteStore {
         window: Window,
         endpoint_ids: &[i64],
         version: Option<&str>,
+        max_rows: usize,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            if out.len() > max_rows {
+                break;
+            }
             let mut select = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
             ));
@@ -1155,6 +1197,9 @@ impl SqliteStore {
             if let Some(version) = version {
                 select.push(" AND version = ").push_bind(version.to_owned());
             }
+            select
+                .push(" LIMIT ")
+                .push_bind(ns((max_rows + 1 - out.len()) as u64));
             let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
             for row in rows {
                 out.push(row.decode()?);
@@ -1629,7 +1674,7 @@ mod tests {
     async fn trace_index_rows_are_held_written_sorted_and_read_back_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let spans = fixture::parse(TRACE);
         let trace_id = spans[0].trace_id;
         let first = store
@@ -1667,7 +1712,7 @@ mod tests {
             .await
             .unwrap();
         store.close().await;
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         assert_eq!(store.recent_traces().len(), 1, "only the unwritten block");
         assert_eq!(
             lookups(&store, trace_id).await,
@@ -1681,6 +1726,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_web_reads_through_connections_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("readers.db"), Default::default())
+            .await
+            .unwrap();
+        let web = store.with_own_readers().await.unwrap();
+        // Every web reader busy, as under heavy pages: the analysis still reads, ingest writes.
+        let mut busy = Vec::new();
+        for _ in 0..READER_CONNECTIONS {
+            busy.push(web.pool.acquire().await.unwrap());
+        }
+        let limit = Duration::from_secs(5);
+        tokio::time::timeout(limit, store.stats())
+            .await
+            .expect("the analysis's readers are not the web's")
+            .unwrap();
+        store
+            .insert_blocks(&[block::encode(fixture::parse(TRACE), 1)])
+            .await
+            .unwrap();
+        drop(busy);
+        assert_eq!(
+            web.stats().await.unwrap().n_blocks,
+            1,
+            "the web sees the writes"
+        );
+        web.close_readers().await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn commits_wait_for_the_disk_unless_configured_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        // PRAGMA synchronous: 1 is NORMAL, 2 is FULL; every connection, writer and readers.
+        let synchronous = |pool: SqlitePool| async move {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            level
+        };
+        let path = dir.path().join("durable.db");
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
+        assert_eq!(synchronous(store.writer.clone()).await, 2);
+        assert_eq!(synchronous(store.pool.clone()).await, 2);
+        store.close().await;
+        let store = SqliteStore::open(&path, SqliteSynchronousSetting::Normal)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(store.writer.clone()).await, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn new_files_get_large_pages_and_old_files_keep_theirs() {
         let dir = tempfile::tempdir().unwrap();
         let page_size = |pool: SqlitePool| async move {
@@ -1690,7 +1789,9 @@ mod tests {
                 .unwrap();
             size
         };
-        let store = SqliteStore::open(&dir.path().join("new.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("new.db"), Default::default())
+            .await
+            .unwrap();
         assert_eq!(page_size(store.pool.clone()).await, i64::from(PAGE_SIZE));
         store.close().await;
 
@@ -1701,7 +1802,7 @@ mod tests {
             .await
             .unwrap();
         pool.close().await;
-        let store = SqliteStore::open(&old).await.unwrap();
+        let store = SqliteStore::open(&old, Default::default()).await.unwrap();
         assert_eq!(page_size(store.pool.clone()).await, 4096);
         store
             .insert_blocks(&[block::encode(fixture::parse(TRACE), 1)])
@@ -1714,7 +1815,7 @@ mod tests {
     #[tokio::test]
     async fn traces_sharing_a_key_are_told_apart_by_their_full_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("shared-key.db"))
+        let store = SqliteStore::open(&dir.path().join("shared-key.db"), Default::default())
             .await
             .unwrap();
         let spans = fixture::parse(TRACE);
@@ -1777,7 +1878,7 @@ mod tests {
             .unwrap();
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         assert_eq!(
             store.recent_traces().len(),
             0,
@@ -1813,7 +1914,7 @@ mod tests {
         }
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let seen: i64 = sqlx::query_scalar("SELECT seen_until_unix_ns FROM resources WHERE id = 3")
             .fetch_one(&store.pool)
             .await
@@ -1852,7 +1953,7 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path, Default::default()).await.unwrap();
         let events = store.regressions(0, 10, None).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].id, events[0].resolution.clone()), (7, None));
@@ -1917,7 +2018,7 @@ mod tests {
     #[tokio::test]
     async fn a_traces_request_rows_are_found_by_index_lookups_not_scans() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("plan.db"))
+        let store = SqliteStore::open(&dir.path().join("plan.db"), Default::default())
             .await
             .unwrap();
         let trace = TraceId([7; 16]);

@@ -1137,11 +1137,20 @@ async fn comparison_reads_round_trip(store: &Store) {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0.version, "1.1");
     let rows = store
-        .selected_requests(window, &[endpoint_id], Some("1.0"))
+        .selected_requests(window, &[endpoint_id], Some("1.0"), 1)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].resource_id, resource_id);
+    // Past the cap the read is refused, saying what to narrow, rather than loaded whole.
+    let too_many = store
+        .selected_requests(window, &[endpoint_id], None, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&too_many, StoreError::ReadTooLarge(text) if text.contains("narrow")),
+        "{too_many}"
+    );
     let traffic = store.version_traffic(minute).await.unwrap();
     assert!(traffic.contains(&VersionTraffic {
         service: "auth".into(),

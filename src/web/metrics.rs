@@ -3,7 +3,10 @@
 //!
 //! Invariant: label values that come from telemetry (service and endpoint names) are escaped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Bound;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
 use collector::category::Category;
@@ -119,68 +122,117 @@ pub async fn render(state: &AppState) -> String {
             stats.n_spans
         );
     }
-    // Flattened and sorted, so the exposition is stable from one scrape to the next.
-    let endpoints: std::collections::BTreeMap<(String, String), EndpointCounters> = analysis
-        .endpoints
-        .lock()
-        .expect("no panics while holding the counters lock")
-        .iter()
-        .flat_map(|(service, per_service)| {
-            per_service
-                .iter()
-                .map(|(endpoint, counters)| ((service.clone(), endpoint.clone()), counters.clone()))
-        })
-        .collect();
-    let name = "bottleneck_endpoint_request_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Request latency per endpoint.\n# TYPE {name} histogram"
-    );
-    for ((service, endpoint), counters) in &endpoints {
-        let labels = format!(
-            "service=\"{}\",endpoint=\"{}\",",
-            label(service),
-            label(endpoint)
-        );
-        write_histogram(
-            &mut out,
-            name,
-            &labels,
-            &LATENCY_BUCKETS,
-            &counters.latency_buckets,
-            counters.duration_sum_ns as f64 / 1e9,
-        );
-    }
-    let name = "bottleneck_endpoint_errors_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Failed requests per endpoint.\n# TYPE {name} counter"
-    );
-    for ((service, endpoint), counters) in &endpoints {
-        let _ = writeln!(
-            out,
-            "{name}{{service=\"{}\",endpoint=\"{}\"}} {}",
-            label(service),
-            label(endpoint),
-            counters.errors
-        );
-    }
-    let name = "bottleneck_endpoint_breakdown_seconds_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Critical-path time per endpoint and category.\n# TYPE {name} counter"
-    );
-    for ((service, endpoint), counters) in &endpoints {
-        for category in Category::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{service=\"{}\",endpoint=\"{}\",category=\"{}\"}} {}",
-                label(service),
-                label(endpoint),
-                category.as_str(),
-                counters.breakdown_sum_ns[category.index()] as f64 / 1e9
-            );
-        }
-    }
+    write_endpoint_counters(&mut out, &analysis.endpoints);
     out
+}
+
+/// The per-endpoint families, in service then endpoint order (stable from one scrape to the
+/// next). The counters' lock is taken once per service, which the endpoint cap keeps small,
+/// and nothing is copied: the analysis waits for one service's lines at most.
+fn write_endpoint_counters(
+    out: &mut String,
+    endpoints: &Mutex<BTreeMap<String, BTreeMap<String, EndpointCounters>>>,
+) {
+    let durations_name = "bottleneck_endpoint_request_duration_seconds";
+    let errors_name = "bottleneck_endpoint_errors_total";
+    let breakdown_name = "bottleneck_endpoint_breakdown_seconds_total";
+    let mut durations = format!(
+        "# HELP {durations_name} Request latency per endpoint.\n# TYPE {durations_name} histogram\n"
+    );
+    let mut errors = format!(
+        "# HELP {errors_name} Failed requests per endpoint.\n# TYPE {errors_name} counter\n"
+    );
+    let mut breakdown = format!(
+        "# HELP {breakdown_name} Critical-path time per endpoint and category.\n# TYPE {breakdown_name} counter\n"
+    );
+    let mut after: Option<String> = None;
+    loop {
+        let endpoints = endpoints
+            .lock()
+            .expect("no panics while holding the counters lock");
+        let next = match &after {
+            None => endpoints.iter().next(),
+            Some(last) => endpoints
+                .range::<str, _>((Bound::Excluded(last.as_str()), Bound::Unbounded))
+                .next(),
+        };
+        let Some((service, per_service)) = next else {
+            break;
+        };
+        let service_label = label(service);
+        for (endpoint, counters) in per_service {
+            let labels = format!(
+                "service=\"{service_label}\",endpoint=\"{}\"",
+                label(endpoint)
+            );
+            write_histogram(
+                &mut durations,
+                durations_name,
+                &format!("{labels},"),
+                &LATENCY_BUCKETS,
+                &counters.latency_buckets,
+                counters.duration_sum_ns as f64 / 1e9,
+            );
+            let _ = writeln!(errors, "{errors_name}{{{labels}}} {}", counters.errors);
+            for category in Category::ALL {
+                let _ = writeln!(
+                    breakdown,
+                    "{breakdown_name}{{{labels},category=\"{}\"}} {}",
+                    category.as_str(),
+                    counters.breakdown_sum_ns[category.index()] as f64 / 1e9
+                );
+            }
+        }
+        after = Some(service.clone());
+    }
+    out.push_str(&durations);
+    out.push_str(&errors);
+    out.push_str(&breakdown);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_families_are_whole_and_in_order_across_services() {
+        let mut endpoints: BTreeMap<String, BTreeMap<String, EndpointCounters>> = BTreeMap::new();
+        for (service, endpoint) in [("b", "GET /2"), ("a", "GET /1"), ("b", "GET /1")] {
+            let counters = EndpointCounters {
+                requests: 1,
+                errors: 1,
+                ..Default::default()
+            };
+            endpoints
+                .entry(service.into())
+                .or_default()
+                .insert(endpoint.into(), counters);
+        }
+        let mut out = String::new();
+        write_endpoint_counters(&mut out, &Mutex::new(endpoints));
+        let errors: Vec<&str> = out
+            .lines()
+            .filter(|line| line.starts_with("bottleneck_endpoint_errors_total{"))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "bottleneck_endpoint_errors_total{service=\"a\",endpoint=\"GET /1\"} 1",
+                "bottleneck_endpoint_errors_total{service=\"b\",endpoint=\"GET /1\"} 1",
+                "bottleneck_endpoint_errors_total{service=\"b\",endpoint=\"GET /2\"} 1",
+            ]
+        );
+        // Each family's lines follow its own TYPE line, none after the next family's.
+        let position = |text: &str| out.find(text).unwrap();
+        let last = |text: &str| out.rfind(text).unwrap();
+        let errors_type = position("# TYPE bottleneck_endpoint_errors_total");
+        let breakdown_type = position("# TYPE bottleneck_endpoint_breakdown_seconds_total");
+        assert!(last("bottleneck_endpoint_request_duration_seconds_count{") < errors_type);
+        assert!(last("bottleneck_endpoint_errors_total{") < breakdown_type);
+        assert_eq!(
+            out.matches("bottleneck_endpoint_breakdown_seconds_total{")
+                .count(),
+            3 * Category::ALL.len()
+        );
+    }
 }

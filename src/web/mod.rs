@@ -13,6 +13,7 @@ pub mod jaeger;
 pub mod metrics;
 pub mod pages;
 pub mod query;
+pub mod read_limits;
 pub mod selector;
 pub mod window;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub alerts: AlertHandle,
     /// False until every listener is bound and the pipeline runs; false again while stopping.
     pub ready: Arc<AtomicBool>,
+    /// What one page or API call may cost.
+    pub reads: read_limits::ReadLimits,
 }
 
 impl AppState {
@@ -68,7 +71,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 
 /// The UI and API router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Every route that reads the store runs within the read timeout; probes, metrics and
+    // assets answer without it.
+    let reads = Router::new()
         .route("/api/v1/services", get(api::services_list))
         .route("/api/v1/endpoints", get(api::endpoints_list))
         .route("/api/v1/endpoint", get(api::endpoint_get))
@@ -87,6 +92,12 @@ pub fn router(state: AppState) -> Router {
         .route("/trace/{trace_id}", get(pages::trace::trace_get))
         .route("/compare", get(pages::compare::compare_get))
         .route("/alerts", get(pages::alerts::alerts_get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.reads.timeout,
+            read_limits::within_timeout,
+        ));
+    Router::new()
+        .merge(reads)
         .route("/static/{file}", get(assets::asset_get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

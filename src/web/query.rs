@@ -18,6 +18,7 @@ use crate::analysis::gap::Gap;
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
 use crate::store::{EndpointRef, RegressionRecord, RequestRow, Store, StoreError, Window};
+use crate::web::read_limits::ReadLimits;
 use crate::web::selector::Selector;
 use crate::web::window::rfc3339;
 
@@ -599,6 +600,7 @@ async fn selected_rollups(
     ids: &[i64],
     selector: &Selector,
     default_window: Window,
+    limits: &ReadLimits,
 ) -> Result<(BTreeMap<i64, Rollup>, Window), StoreError> {
     let window = selector.window.unwrap_or(default_window);
     if selector.from_rollups() {
@@ -624,8 +626,14 @@ async fn selected_rollups(
     if resources.is_empty() {
         return Ok((merged, window));
     }
+    limits.check_request_window(window)?;
     for row in store
-        .selected_requests(window, ids, selector.version.as_deref())
+        .selected_requests(
+            window,
+            ids,
+            selector.version.as_deref(),
+            limits.max_request_rows,
+        )
         .await?
     {
         if resources.contains(&row.resource_id) {
@@ -719,6 +727,7 @@ pub fn comparison_dto(
 }
 
 /// `GET /api/v1/compare`: one endpoint, or with `endpoint` absent every endpoint of the service.
+#[allow(clippy::too_many_arguments)]
 pub async fn compare(
     store: &Store,
     default_window: Window,
@@ -727,6 +736,7 @@ pub async fn compare(
     baseline: &Selector,
     candidate: &Selector,
     thresholds: &Thresholds,
+    limits: &ReadLimits,
 ) -> Result<Result<CompareAnswer, CompareMissing>, StoreError> {
     let index = EndpointIndex::load(store).await?;
     let ids = index.ids(Some(service), endpoint);
@@ -734,9 +744,9 @@ pub async fn compare(
         return Ok(Err(CompareMissing::Unknown));
     }
     let (before, baseline_window) =
-        selected_rollups(store, service, &ids, baseline, default_window).await?;
+        selected_rollups(store, service, &ids, baseline, default_window, limits).await?;
     let (after, candidate_window) =
-        selected_rollups(store, service, &ids, candidate, default_window).await?;
+        selected_rollups(store, service, &ids, candidate, default_window, limits).await?;
     if before.is_empty() {
         return Ok(Err(CompareMissing::NoData("baseline")));
     }

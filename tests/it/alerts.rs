@@ -359,6 +359,51 @@ async fn a_restart_keeps_the_state_and_sends_nothing_twice() {
     second.stop().await;
 }
 
+#[tokio::test]
+async fn a_webhook_that_redirects_is_not_followed() {
+    // The receiver answers 307 towards a second receiver: following it would send the alert
+    // (and a secret in its URL) to a place nobody configured.
+    let target = Receiver::spawn(0).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirecting = format!("http://{}/hook", listener.local_addr().unwrap());
+    let location = target.url.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        post(move || async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{BUDGET}\n[[webhook]]\nurl = \"{redirecting}\"\n"),
+    );
+    let app = spawn_app_with(with_config(config)).await;
+    send(&app, slow(1..=10, now_ns() - 2_000 * MS)).await;
+    alert_when(&app, "budget", |a| state(a) == "firing").await;
+    let url = format!("{}/api/v1/alerts/deliveries", app.ui_url);
+    let delivery = app
+        .eventually(LIMIT, || async {
+            let body = get_json(url.clone()).await?;
+            body["deliveries"]
+                .as_array()?
+                .iter()
+                .find(|d| d["status"] == "failed")
+                .cloned()
+        })
+        .await;
+    // Given up at once: a redirect is the receiver's configuration, retrying will not change it.
+    let attempts = delivery["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{delivery}");
+    assert_eq!(attempts[0]["http_status"], 307);
+    assert_eq!(target.bodies_len(), 0);
+    app.stop().await;
+}
+
 /// Runs the real binary.
 async fn bottleneck(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {

@@ -493,6 +493,54 @@ fn listening_beyond_loopback_without_tokens_needs_insecure() {
     assert!(stderr.contains("UI"), "{stderr}");
 }
 
+#[test]
+fn a_start_up_error_does_not_show_the_database_password() {
+    // An sslmode PostgreSQL does not know: the URL is refused before any connection.
+    let url = "postgres://app:hunter2-secret@127.0.0.1:1/traces?sslmode=sometimes";
+    for command in ["serve", "migrate"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bottleneck"))
+            .arg(command)
+            .args(["--database-url", url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("postgres://app:***@127.0.0.1:1/traces"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_beyond_loopback_without_tls_start_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tokens.toml");
+    std::fs::write(&config, "[auth]\nread_tokens = [\"r\"]\n").unwrap();
+    let server = start_server_with(
+        dir.path().join("tokens.db"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        None,
+    );
+    assert!(server.log_contains("tokens travel in clear text"));
+    assert!(server.log_contains("listeners=\"UI\""));
+    server.kill();
+    // On loopback, or with TLS, nothing to warn about.
+    let server = start_server_with(
+        dir.path().join("tokens.db"),
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
+    assert!(!server.log_contains("clear text"));
+    server.kill();
+}
+
 #[tokio::test]
 async fn insecure_starts_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();

@@ -222,6 +222,49 @@ async fn bad_ids_and_times_far_away_are_judged_per_span() {
 }
 
 #[tokio::test]
+async fn requests_lasting_centuries_saturate_the_sums_instead_of_overflowing() {
+    // Three requests of 292 years each: their summed nanoseconds exceed u64::MAX.
+    let app = spawn_app().await;
+    let longest = i64::MAX as u64 - 1;
+    for seed in 0..3u8 {
+        let trace = [0x70 + seed; 16];
+        let spans = vec![span(trace, 1, None, "GET /forever", 1, longest)];
+        let res = post(
+            &app.otlp_http_url,
+            PROTOBUF,
+            export("centuries", spans).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+    }
+    let count_line = "bottleneck_endpoint_request_duration_seconds_count{service=\"centuries\",endpoint=\"GET /forever\"} 3";
+    let metrics = app
+        .eventually(Duration::from_secs(30), || async {
+            let metrics = app.metrics().await;
+            metrics.contains(count_line).then_some(metrics)
+        })
+        .await;
+    let sum_line = "bottleneck_endpoint_request_duration_seconds_sum{service=\"centuries\",endpoint=\"GET /forever\"} ";
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sum_line))
+        .expect("the sum is exported")
+        .parse()
+        .unwrap();
+    assert_eq!(sum, u64::MAX as f64 / 1e9);
+    // The analysis goes on, and the counters still take new requests.
+    store_login(&app, 27).await;
+    app.eventually(Duration::from_secs(30), || async {
+        app.metrics()
+            .await
+            .contains("endpoint=\"POST /login\"} 1")
+            .then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn odd_trees_are_stored_analysed_and_served() {
     let app = spawn_app().await;
     store_login(&app, 27).await;

@@ -28,6 +28,7 @@ mod pipeline;
 #[cfg(feature = "pg-tests")]
 mod proxy;
 mod python;
+mod reads;
 mod regress;
 mod retention;
 #[cfg(feature = "pg-tests")]

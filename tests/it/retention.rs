@@ -249,7 +249,7 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
     requests_by_endpoint(&app, "shop", u64::from(pods)).await;
     let selected = |host: &str| {
         let url = format!(
-            "{}/api/v1/compare?service=shop&endpoint=GET%20/items&from=0\
+            "{}/api/v1/compare?service=shop&endpoint=GET%20/items&range=1h\
              &baseline=attr:host.name={host}&candidate=attr:host.name={host}",
             app.ui_url
         );

@@ -197,6 +197,7 @@ pub async fn compare_get(
         &baseline,
         &candidate,
         &state.regression_thresholds,
+        &state.reads,
     )
     .await?;
     let what = match params.endpoint() {

@@ -549,6 +549,7 @@ pub async fn compare_get(
                         &baseline_sel,
                         &candidate_sel,
                         &state.regression_thresholds,
+                        &state.reads,
                     )
                     .await?;
                     let what = match &endpoint {

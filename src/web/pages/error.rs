@@ -4,7 +4,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::{Chrome, PageParams};
@@ -38,14 +37,17 @@ pub struct ErrorPage {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let (status, title) = match &self.0 {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+        let title = match &self.0 {
+            ApiError::NotFound(_) => "Not found",
+            ApiError::BadRequest(_) => "Bad request",
+            ApiError::TooLarge(_) => "Too much to read",
+            ApiError::TooSlow(_) => "Took too long",
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "page failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+                "Internal error"
             }
         };
+        let status = self.0.status();
         let page = ErrorPage {
             chrome: Chrome::new("error", "/", &PageParams::default(), None, Vec::new()),
             status: status.as_u16(),
