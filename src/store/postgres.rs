@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "eviction",
         include_str!("migrations/postgres/0004_eviction.sql"),
     ),
+    (
+        5,
+        "resource key hash",
+        include_str!("migrations/postgres/0005_resource_key_hash.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -1292,7 +1297,7 @@ impl PgStore {
         service: &str,
         canonical: &str,
     ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE)
+        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
             .bind(service)
             .bind(canonical)
             .fetch_one(&self.pool)
@@ -1368,7 +1373,7 @@ async fn resolve_evicted(
     for id in missing_ids(tx, "resources", &ids.resources).await? {
         let new = match commit.names.resources.get(&id) {
             Some((service, canonical)) => {
-                sqlx::query_scalar(eviction::INTERN_RESOURCE)
+                sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
                     .bind(service)
                     .bind(canonical)
                     .fetch_one(&mut **tx)

@@ -20,6 +20,7 @@ mod demo;
 mod fuzz;
 mod hostile;
 mod ingest;
+mod long_names;
 mod outage;
 mod pages;
 mod pipeline;
