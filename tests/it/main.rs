@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod analysis_retry;
 mod assets;
 mod bench;
 mod bounds;
