@@ -61,6 +61,9 @@ pub struct AnalysisStats {
     pub anomalies: AtomicU64,
     /// Analysis commits that failed (their blocks are read back and analysed again).
     pub failed_commits: AtomicU64,
+    /// Late arrivals of hot traces not analysed (see `store::hot_trace`): each a batch of blocks
+    /// of a trace with more stored blocks than the cap, stored and served but not re-read.
+    pub hot_trace_skips: AtomicU64,
     /// Requests stored without their resource (id 0): the resource cap was reached.
     pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
@@ -354,6 +357,10 @@ impl Analyzer {
             analysed.retain(|trace| !prior.contains_key(&trace.trace_id));
             let mut at_hand = Vec::new();
             for trace_id in ids.iter().filter(|id| prior.contains_key(id)) {
+                if self.store.trace_is_hot(*trace_id).await? {
+                    self.stats.hot_trace_skips.fetch_add(1, Relaxed);
+                    continue;
+                }
                 let Some(stored) = self.store.trace_spans(*trace_id).await? else {
                     continue;
                 };
@@ -408,6 +415,9 @@ impl Analyzer {
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
         for trace in claimed {
+            if trace.hot {
+                self.stats.hot_trace_skips.fetch_add(1, Relaxed);
+            }
             let new_blocks: std::collections::HashSet<i64> =
                 trace.new_blocks.iter().copied().collect();
             releases.push(ClaimRelease {

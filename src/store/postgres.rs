@@ -33,6 +33,7 @@ use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Roll
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod hot_trace;
 mod regression;
 
 /// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
@@ -461,7 +462,13 @@ impl PgStore {
         for (trace, new_blocks, first_seen) in rows {
             claimed.push((trace_id(&trace)?, new_blocks, first_seen));
         }
-        let ids: Vec<TraceId> = claimed.iter().map(|(trace, ..)| *trace).collect();
+        let new: Vec<(TraceId, usize)> = (claimed.iter())
+            .map(|(trace, new_blocks, _)| (*trace, new_blocks.len()))
+            .collect();
+        let hot = hot_trace::hot_among(&mut conn, &new).await?;
+        let ids: Vec<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
+            .filter(|trace| !hot.contains(trace))
+            .collect();
         let mut spans = traces_spans(&mut conn, &ids).await?;
         Ok(claimed
             .into_iter()
@@ -471,6 +478,7 @@ impl PgStore {
                 first_seen_unix_ns: unsigned(first_seen),
                 new_blocks,
                 spans: spans.remove(&trace_id).unwrap_or_default(),
+                hot: hot.contains(&trace_id),
             })
             .collect())
     }

@@ -32,6 +32,7 @@ use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Roll
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod hot_trace;
 mod recent_traces;
 mod regression;
 

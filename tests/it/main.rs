@@ -20,6 +20,7 @@ mod crash;
 mod demo;
 mod fuzz;
 mod hostile;
+mod hot_trace;
 mod ingest;
 mod long_names;
 mod outage;
