@@ -10,6 +10,7 @@
 mod eviction;
 pub mod hot_trace;
 mod postgres;
+mod request_expiry;
 pub mod retention;
 pub mod scratch;
 mod sqlite;

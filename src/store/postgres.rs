@@ -627,18 +627,26 @@ impl PgStore {
                 report.partitions += 1;
                 info!(partition, "retention dropped a partition");
             }
-            // Rows outside every day partition: deleted in batches.
+            // Rows outside every day partition: deleted in batches, requests once their blocks
+            // are gone (`request_expiry`).
             loop {
-                let delete = format!(
-                    "DELETE FROM {table}_default WHERE ctid IN \
-                     (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
-                );
-                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
-                    .bind(before)
-                    .bind(super::retention::BATCH_ROWS)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+                let done = if table == "requests" {
+                    sqlx::query(super::request_expiry::POSTGRES_EXPIRED_DEFAULT_REQUESTS)
+                        .bind(super::retention::BATCH_ROWS)
+                        .execute(&self.pool)
+                        .await?
+                } else {
+                    let delete = format!(
+                        "DELETE FROM {table}_default WHERE ctid IN \
+                         (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(delete))
+                        .bind(before)
+                        .bind(super::retention::BATCH_ROWS)
+                        .execute(&self.pool)
+                        .await?
+                }
+                .rows_affected();
                 match table {
                     "span_blocks" => report.blocks += done,
                     "requests" => report.requests += done,

@@ -200,7 +200,9 @@ async fn endpoints_unseen_for_the_retention_period_free_their_places_under_the_c
     };
     assert_eq!(names(&before), ["GET /a", "GET /b", "other"], "{before:?}");
 
-    retention::apply(&app.store, &default_retention(), now)
+    // Eight days on: the requests, received now, are past the week of `spans` (they expire
+    // by receive time, not by their start).
+    retention::apply(&app.store, &default_retention(), now + 8 * DAY_NS)
         .await
         .unwrap();
     let left: Vec<String> = (app.store.endpoints().await.unwrap().into_iter())
@@ -283,7 +285,9 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         "past the cap, no selection finds it"
     );
 
-    retention::apply(&app.store, &default_retention(), now)
+    // Eight days on: the requests, received now, are past the week of `spans` (they expire
+    // by receive time, not by their start).
+    retention::apply(&app.store, &default_retention(), now + 8 * DAY_NS)
         .await
         .unwrap();
     assert!(app.store.resources().await.unwrap().is_empty());
@@ -302,5 +306,49 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
     // The rollups of the processes gone keep their requests for 90 days.
     requests_by_endpoint(&app, "shop", u64::from(pods) + 2).await;
     assert_eq!(selected("fresh-2").await, Some(Some(1)));
+    app.stop().await;
+}
+
+/// Requests expire by receive time, with the blocks they were analysed from, not by the clock of
+/// the exporter: a request whose span starts ten days ago (a slow clock) stays as long as its
+/// spans, and one that starts in the 22nd century goes ten days after it was received, like
+/// everything else (on PostgreSQL both sit in the DEFAULT partition, outside every day).
+#[tokio::test]
+async fn requests_expire_with_their_blocks_whatever_the_exporters_clock() {
+    let app = spawn_app_with(keep_everything).await;
+    let now = now_unix_ns();
+    let trace = |n: u8| [0xe3, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    export(
+        &app,
+        vec![
+            server_request(trace(1), "clocks", &[], "/slow", now - 10 * DAY_NS),
+            server_request(trace(2), "clocks", &[], "/ahead", now + 150 * 365 * DAY_NS),
+        ],
+    )
+    .await;
+    let requests = || async { app.store.stats().await.unwrap().n_requests };
+    // The API's windows end now; the request in the future is counted in the store.
+    app.eventually(Duration::from_secs(60), || async {
+        (requests().await == 2).then_some(())
+    })
+    .await;
+
+    retention::apply(&app.store, &default_retention(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests().await,
+        2,
+        "received now, both stay for the week their spans stay"
+    );
+
+    retention::apply(&app.store, &default_retention(), now + 10 * DAY_NS)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests().await,
+        0,
+        "ten days after they were received, both are gone with their spans"
+    );
     app.stop().await;
 }
