@@ -34,6 +34,7 @@ use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
 mod hot_trace;
+mod partition;
 mod regression;
 
 /// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
@@ -545,7 +546,7 @@ impl PgStore {
     pub(super) async fn maintain_partitions(&self, now_unix_ns: u64) -> Result<(), StoreError> {
         let today = ns(now_unix_ns).div_euclid(DAY_NS);
         for day in today..=today + DAYS_AHEAD {
-            for (table, _) in PARTITIONED {
+            for (table, column) in PARTITIONED {
                 if self
                     .table_exists(&format!("{table}_d{}", day_name(day)))
                     .await?
@@ -564,11 +565,25 @@ impl PgStore {
                     .await
                 {
                     // Another instance created it at the same moment, or the default partition
-                    // holds rows of that day: the rows stay in the default partition, which
-                    // retention cleans row by row.
+                    // holds rows of that day (a clock ahead): those move into the new partition.
                     let exists = format!("{table}_d{}", day_name(day));
-                    if !self.table_exists(&exists).await? {
-                        warn!(error = %err, partition = exists, "cannot create a day partition");
+                    if self.table_exists(&exists).await? {
+                        continue;
+                    }
+                    let (from, to) = (day * DAY_NS, (day + 1) * DAY_NS);
+                    match partition::attach_with_default_rows(
+                        &self.pool, table, column, &exists, from, to,
+                    )
+                    .await
+                    {
+                        Ok(moved) => info!(
+                            partition = exists,
+                            moved, "a day partition took its rows from the default partition"
+                        ),
+                        Err(moved_err) => warn!(
+                            error = %err, moved_error = %moved_err, partition = exists,
+                            "cannot create a day partition"
+                        ),
                     }
                 }
             }

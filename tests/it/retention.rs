@@ -352,3 +352,50 @@ async fn requests_expire_with_their_blocks_whatever_the_exporters_clock() {
     );
     app.stop().await;
 }
+
+/// A clock five days ahead puts a request in the DEFAULT partition (day partitions exist three
+/// days ahead). PostgreSQL refuses to create a day's partition while the default one holds rows
+/// of it, which left the whole day in the default partition; the partition is now created with
+/// those rows moved into it.
+#[cfg(feature = "pg-tests")]
+#[tokio::test]
+async fn a_day_whose_requests_came_early_gets_its_partition_with_them() {
+    use sqlx::Connection;
+
+    let db = crate::support::TestDatabase::postgres().await;
+    let url = db.url.clone();
+    let app = crate::support::spawn_app_on(&db.path, |config| {
+        config.database_url = url;
+        keep_everything(config);
+    })
+    .await;
+    let ahead = now_unix_ns() + 5 * DAY_NS;
+    let trace = [0xe4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    export(
+        &app,
+        vec![server_request(trace, "clocks", &[], "/ahead", ahead)],
+    )
+    .await;
+    app.eventually(Duration::from_secs(60), || async {
+        (app.store.stats().await.unwrap().n_requests == 1).then_some(())
+    })
+    .await;
+    let partition_of_request = || async {
+        let mut conn = sqlx::PgConnection::connect(&db.cli_url()).await.unwrap();
+        let name: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM requests")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        name
+    };
+    assert_eq!(partition_of_request().await, "requests_default");
+
+    app.store.maintain_partitions(ahead).await.unwrap();
+    let partition = partition_of_request().await;
+    assert!(
+        partition.starts_with("requests_d2"),
+        "the request moved into its day's partition: {partition}"
+    );
+    assert_eq!(app.store.stats().await.unwrap().n_requests, 1);
+    app.stop().await;
+}
