@@ -5,45 +5,24 @@
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use sqlx::Connection;
 
 use crate::ingest::login_request;
-use crate::support::{TestApp, http_client, spawn_app_on};
+use crate::support::{TestApp, json_at, spawn_app_on};
 
 async fn export(app: &TestApp, seed: u8) {
-    let res = http_client()
-        .post(format!("{}/v1/traces", app.otlp_http_url))
-        .header("content-type", "application/x-protobuf")
-        .body(prost::Message::encode_to_vec(&login_request(seed)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.export(prost::Message::encode_to_vec(&login_request(seed)))
+        .await;
 }
 
 /// The requests of `POST /login` of all time, once there are `n`.
 async fn logins(app: &TestApp, n: u64, limit: Duration) {
     app.eventually(limit, || async {
         let url = format!("{}/api/v1/endpoints?service=auth&from=0", app.ui_url);
-        let body: Json = http_client()
-            .get(url)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let body = json_at(url).await?;
         (body["endpoints"][0]["requests"].as_u64() == Some(n)).then_some(())
     })
     .await
-}
-
-fn analysis_commit_failures(metrics: &str) -> u64 {
-    (metrics.lines())
-        .find_map(|line| line.strip_prefix("bottleneck_analysis_commit_failures_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -67,7 +46,10 @@ async fn a_failed_analysis_commit_on_sqlite_is_analysed_again_without_a_restart(
         .await
         .unwrap();
     app.eventually(Duration::from_secs(60), || async {
-        (analysis_commit_failures(&app.metrics().await) > 0).then_some(())
+        (app.counter("bottleneck_analysis_commit_failures_total")
+            .await
+            > 0)
+        .then_some(())
     })
     .await;
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();

@@ -11,10 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use serde_json::Value as Json;
 
 use crate::ingest::kv;
-use crate::support::{TestApp, http_client, spawn_app};
+use crate::support::{TestApp, export_to, http_client, json_at, spawn_app};
 
 const HOT: [u8; 16] = [0x40; 16];
 
@@ -52,35 +51,10 @@ fn request(trace: [u8; 16], n: u32, route: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn export(url: &str, body: Vec<u8>) {
-    let res = http_client()
-        .post(format!("{url}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-}
-
-fn counter(metrics: &str, name: &str) -> u64 {
-    (metrics.lines())
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Requests of `GET route` of all time.
 async fn requests_of(app: &TestApp, route: &str) -> u64 {
     let url = format!("{}/api/v1/endpoints?service=reuser&from=0", app.ui_url);
-    let body: Json = http_client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_at(url).await.expect("the endpoints' JSON");
     (body["endpoints"].as_array().into_iter().flatten())
         .find(|e| e["endpoint"] == format!("GET {route}").as_str())
         .and_then(|e| e["requests"].as_u64())
@@ -96,7 +70,7 @@ async fn late_blocks_of_a_trace_past_the_block_cap_are_stored_and_served_but_not
             let url = app.otlp_http_url.clone();
             tokio::spawn(async move {
                 for n in (0..n_first).filter(|n| n % 8 == worker) {
-                    export(&url, request(HOT, n, "/reused")).await;
+                    export_to(&url, request(HOT, n, "/reused")).await;
                 }
             })
         })
@@ -109,16 +83,16 @@ async fn late_blocks_of_a_trace_past_the_block_cap_are_stored_and_served_but_not
     // after that is skipped already.
     let skips_before = app
         .eventually(Duration::from_secs(120), || async {
-            let skips = counter(&app.metrics().await, SKIPS);
+            let skips = app.counter(SKIPS).await;
             let analysed = requests_of(&app, "/reused").await;
             (analysed == u64::from(n_first) || skips > 0).then_some(skips)
         })
         .await;
 
-    export(&app.otlp_http_url, request(HOT, n_first, "/reused")).await;
-    export(&app.otlp_http_url, request([0x41; 16], 1, "/fresh")).await;
+    app.export(request(HOT, n_first, "/reused")).await;
+    app.export(request([0x41; 16], 1, "/fresh")).await;
     app.eventually(Duration::from_secs(60), || async {
-        let skipped = counter(&app.metrics().await, SKIPS) > skips_before;
+        let skipped = app.counter(SKIPS).await > skips_before;
         (skipped && requests_of(&app, "/fresh").await == 1).then_some(())
     })
     .await;

@@ -11,10 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use serde_json::Value as Json;
 
 use crate::ingest::kv;
-use crate::support::{TestApp, http_client, spawn_app};
+use crate::support::{TestApp, json_at, spawn_app};
 
 /// `n` characters no compressor shrinks much: letters and digits from a fixed-seed generator.
 fn incompressible(n: usize, seed: u64) -> String {
@@ -103,28 +102,15 @@ fn request(n: u8, names: &Names) -> ResourceSpans {
 }
 
 async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
-    let res = http_client()
-        .post(format!("{}/v1/traces", app.otlp_http_url))
-        .header("content-type", "application/x-protobuf")
-        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.export(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+        .await;
 }
 
 /// Every endpoint of all time as (service, endpoint, requests), once `total` requests are in.
 async fn endpoints_once(app: &TestApp, total: u64) -> Vec<(String, String, u64)> {
     app.eventually(Duration::from_secs(30), || async {
         let url = format!("{}/api/v1/endpoints?from=0", app.ui_url);
-        let body: Json = http_client()
-            .get(url)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let body = json_at(url).await?;
         let found: Vec<(String, String, u64)> = (body["endpoints"].as_array()?.iter())
             .map(|e| {
                 Some((
@@ -157,14 +143,7 @@ async fn a_statement_of_4000_incompressible_characters_beside_49_requests_leaves
         "{}/api/v1/endpoint?service=shop&endpoint=GET%20/items&from=0",
         app.ui_url
     );
-    let body: Json = http_client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_at(url).await.expect("the endpoint's JSON");
     let names: Vec<&str> = (body["operations"].as_array().expect("operations").iter())
         .filter(|op| op["category"] == "db")
         .filter_map(|op| op["name"].as_str())

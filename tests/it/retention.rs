@@ -79,14 +79,8 @@ fn server_request(
 }
 
 async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
-    let res = http_client()
-        .post(format!("{}/v1/traces", app.otlp_http_url))
-        .header("content-type", "application/x-protobuf")
-        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.export(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+        .await;
 }
 
 async fn get_json(url: String) -> (u16, Json) {
