@@ -2,6 +2,7 @@
 //!
 //! - `request`: which spans are requests, and their endpoint names (ids templated into `{id}`);
 //! - `critical_path`: attribution of every instant of a request to one span and its category;
+//! - `key_name`: the longest names handed on (they are the store's keys), and how they are cut;
 //! - `gap`: stretches of self time no span explains, placed between the operations around them;
 //! - `sql`: statement normalization (literals to `?`), the key of operations and N+1 detection;
 //! - `span_tree`: the spans of a trace indexed once (duplicates, orphans and cycles repaired);
@@ -20,6 +21,7 @@ pub mod compare;
 pub mod critical_path;
 pub mod findings;
 pub mod gap;
+pub mod key_name;
 pub mod operation;
 pub mod request;
 pub mod span_tree;
@@ -419,7 +421,22 @@ pub fn analyze_request(
             .map(|node| tree.spans[node.tree_idx].span_id)
             .collect(),
     };
-    (analysis, path.anomalies)
+    (key_names_cut(analysis), path.anomalies)
+}
+
+/// The analysis with every name that becomes part of a store key cut to its limit.
+fn key_names_cut(mut analysis: RequestAnalysis) -> RequestAnalysis {
+    use key_name::{MAX_ENDPOINT_BYTES, MAX_OPERATION_BYTES, MAX_SERVICE_BYTES, cut_in_place};
+    cut_in_place(&mut analysis.service, MAX_SERVICE_BYTES);
+    cut_in_place(&mut analysis.version, MAX_SERVICE_BYTES);
+    cut_in_place(&mut analysis.endpoint, MAX_ENDPOINT_BYTES);
+    for op in &mut analysis.operations {
+        cut_in_place(&mut op.name, MAX_OPERATION_BYTES);
+    }
+    for finding in &mut analysis.findings {
+        cut_in_place(&mut finding.name, MAX_OPERATION_BYTES);
+    }
+    analysis
 }
 
 #[cfg(test)]

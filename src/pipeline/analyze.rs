@@ -26,6 +26,7 @@ use tracing::{error, warn};
 
 use super::delay::DelayHistogram;
 use super::intern::Interned;
+use super::requeue::FailedBlocks;
 use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
@@ -58,8 +59,11 @@ pub struct AnalysisStats {
     pub reanalysed_traces: AtomicU64,
     /// Odd input worked around (orphans, skew, cycles, duplicate ids).
     pub anomalies: AtomicU64,
-    /// Analysis commits that failed (retried from the store on the next start).
+    /// Analysis commits that failed (their blocks are read back and analysed again).
     pub failed_commits: AtomicU64,
+    /// Late arrivals of hot traces not analysed (see `store::hot_trace`): each a batch of blocks
+    /// of a trace with more stored blocks than the cap, stored and served but not re-read.
+    pub hot_trace_skips: AtomicU64,
     /// Requests stored without their resource (id 0): the resource cap was reached.
     pub requests_without_resource: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
@@ -120,8 +124,11 @@ pub struct Analyzer {
     /// is done (SQLite).
     queued: Option<Queued>,
     /// The highest watermark a commit may still carry: below the blocks of a batch whose
-    /// analysis failed, so that the next start replays them (SQLite; `None` when none failed).
+    /// analysis failed and that the assembler does not hold again yet, so that a restart
+    /// meanwhile replays them (SQLite; `None` when none failed).
     watermark_cap: Option<i64>,
+    /// The floors of failed commits, for the assembler to read their blocks back.
+    failed: Arc<FailedBlocks>,
     /// Traces analysed while some of their spans waited for a parent (children exported before
     /// their root), with the newest block that analysis saw: when more of such a trace arrives,
     /// it is analysed again from all its stored spans, as a trace analysed before is (SQLite).
@@ -192,15 +199,33 @@ impl Analyzer {
             in_flight: None,
             queued: None,
             watermark_cap: None,
+            failed: Arc::default(),
             awaiting_parent: HashMap::new(),
         })
+    }
+
+    /// Where this analyzer notes the blocks of its failed commits (see [`Analyzer::requeued`]).
+    pub fn failed_blocks(&self) -> Arc<FailedBlocks> {
+        Arc::clone(&self.failed)
+    }
+
+    /// The assembler holds again every block after `after`: failed commits whose blocks those
+    /// are no longer hold the watermark back. Commits analysed before are written first, still
+    /// capped; failures not yet requeued keep capping it.
+    pub async fn requeued(&mut self, after: i64) {
+        self.flush().await;
+        self.watermark_cap = self.failed.pending();
+        tracing::info!(
+            after,
+            "the blocks of failed analysis commits are held again and analysed anew"
+        );
     }
 
     /// Analyses a batch of due traces and commits the results with `watermark`. The commit runs
     /// while the next batch is analysed, or, while the previous one still runs, is merged with
     /// the next batches' into one; an empty batch writes everything analysed. Errors are logged
-    /// and counted: the blocks stay behind the watermark and are analysed again on the next
-    /// start.
+    /// and counted: the blocks stay behind the watermark and the assembler reads them back from
+    /// the store ([`FailedBlocks`]).
     pub async fn process(&mut self, batch: Batch, watermark: i64) {
         let floor = batch_floor(&batch);
         if let Err(err) = self.try_process(batch, watermark, floor).await {
@@ -211,7 +236,8 @@ impl Analyzer {
     fn commit_failed(&mut self, err: &StoreError, floor: i64) {
         self.stats.failed_commits.fetch_add(1, Relaxed);
         self.watermark_cap = Some(self.watermark_cap.map_or(floor, |cap| cap.min(floor)));
-        error!(error = %err, "analysis commit failed; affected traces are re-analysed on restart");
+        self.failed.note(floor);
+        error!(error = %err, "analysis commit failed; its blocks are read back and analysed again");
     }
 
     /// `watermark`, held below the blocks of any batch whose analysis failed.
@@ -334,6 +360,10 @@ impl Analyzer {
             analysed.retain(|trace| !prior.contains_key(&trace.trace_id));
             let mut at_hand = Vec::new();
             for trace_id in ids.iter().filter(|id| prior.contains_key(id)) {
+                if self.store.trace_is_hot(*trace_id).await? {
+                    self.stats.hot_trace_skips.fetch_add(1, Relaxed);
+                    continue;
+                }
                 let Some(stored) = self.store.trace_spans(*trace_id).await? else {
                     continue;
                 };
@@ -388,6 +418,9 @@ impl Analyzer {
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
         for trace in claimed {
+            if trace.hot {
+                self.stats.hot_trace_skips.fetch_add(1, Relaxed);
+            }
             let new_blocks: std::collections::HashSet<i64> =
                 trace.new_blocks.iter().copied().collect();
             releases.push(ClaimRelease {

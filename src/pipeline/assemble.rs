@@ -7,7 +7,8 @@
 //! and each block is decoded once, when its traces fall due.
 //!
 //! On start it replays every block after the analysis watermark, so requests that were stored
-//! but not analysed before a crash or restart are analysed now.
+//! but not analysed before a crash or restart are analysed now. After an analysis commit failed,
+//! it reads the blocks after the failed batch's floor back the same way (`requeue`).
 //!
 //! Invariant: a trace leaves memory only through the analyzer, and the watermark only moves past
 //! a block once every trace with spans in it has been analysed and committed.
@@ -19,11 +20,12 @@ use std::time::Duration;
 use collector::model::TraceId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::CommittedBlock;
 use super::analyze::Analyzer;
 use super::held_bound::HeldBound;
+use super::requeue::{FailedBlocks, REQUEUE_INTERVAL};
 use super::work::{Batch, FreshTrace};
 use crate::store::{Store, StoreError, block};
 
@@ -174,6 +176,7 @@ impl Assembler {
         DueBatch {
             batch,
             watermark: self.watermark(),
+            requeued_after: None,
         }
     }
 
@@ -181,6 +184,9 @@ impl Assembler {
     /// empty one writes whatever the analysis still holds and the watermark; the same again would
     /// write nothing new, so it is not, and an idle server does not write every tick.
     fn worth_sending(&mut self, due: &DueBatch) -> bool {
+        if due.requeued_after.is_some() {
+            return true;
+        }
         let empty_with = due.batch.is_empty().then_some(due.watermark);
         let worth = empty_with.is_none() || empty_with != self.empty_sent_with;
         if worth {
@@ -207,6 +213,9 @@ const QUEUED_BATCHES: usize = 1;
 struct DueBatch {
     batch: Batch,
     watermark: i64,
+    /// Set when the blocks after this id were read back for failed analysis commits, before
+    /// this batch was taken: the analyzer may stop holding its watermark below them.
+    requeued_after: Option<i64>,
 }
 
 /// Runs until the writer is gone, then analyses everything still pending.
@@ -222,6 +231,8 @@ pub async fn run(
     grace_period: Duration,
 ) {
     let mut assembler = Assembler::new(grace_period);
+    let failed = analyzer.failed_blocks();
+    let mut last_requeue = Instant::now();
     if let Err(err) = replay(&store, &mut assembler).await {
         error!(error = %err, "replaying unanalysed blocks failed; they will be retried on the next start");
     }
@@ -241,8 +252,15 @@ pub async fn run(
             },
             permit = batches.reserve(), if look_for_due => {
                 let Ok(permit) = permit else { break };
+                let requeued_after = if failed.pending().is_some() && last_requeue.elapsed() >= REQUEUE_INTERVAL {
+                    last_requeue = Instant::now();
+                    requeue(&store, &mut assembler, &failed).await
+                } else {
+                    None
+                };
                 // An empty batch still commits the watermark, past blocks with nothing due.
-                let due = assembler.take_due_batch(Instant::now(), false);
+                let mut due = assembler.take_due_batch(Instant::now(), false);
+                due.requeued_after = requeued_after;
                 look_for_due = due.batch.len() >= MAX_TRACES_PER_BATCH;
                 if assembler.worth_sending(&due) {
                     permit.send(due);
@@ -268,24 +286,72 @@ pub async fn run(
 /// Analyses batches in the order they were taken, so each commit's watermark covers the batches
 /// before it.
 async fn analyse(mut batches: mpsc::Receiver<DueBatch>, mut analyzer: Analyzer) {
-    while let Some(DueBatch { batch, watermark }) = batches.recv().await {
+    while let Some(DueBatch {
+        batch,
+        watermark,
+        requeued_after,
+    }) = batches.recv().await
+    {
+        if let Some(after) = requeued_after {
+            analyzer.requeued(after).await;
+        }
         analyzer.process(batch, watermark).await;
     }
 }
 
 async fn replay(store: &Store, assembler: &mut Assembler) -> Result<(), StoreError> {
-    let mut after = store.analysis_watermark().await?;
+    let after = store.analysis_watermark().await?;
     assembler.last_block_id = after;
+    let n_blocks = hold_stored_blocks(store, assembler, after, i64::MAX).await?;
+    if n_blocks > 0 {
+        info!(n_blocks, "replaying blocks stored but not yet analysed");
+    }
+    Ok(())
+}
+
+/// Reads back the blocks of failed analysis commits: every block after the lowest failed floor
+/// up to the newest this assembler has taken (later ones are still on their way to it), except
+/// those it holds. Returns that floor once they are held; on an error it stays noted.
+async fn requeue(store: &Store, assembler: &mut Assembler, failed: &FailedBlocks) -> Option<i64> {
+    let after = failed.take()?;
+    let through = assembler.last_block_id;
+    match hold_stored_blocks(store, assembler, after, through).await {
+        Ok(n_blocks) => {
+            info!(
+                n_blocks,
+                after, "analysing again the blocks of failed analysis commits"
+            );
+            Some(after)
+        }
+        Err(err) => {
+            failed.note(after);
+            warn!(error = %err, "reading back the blocks of failed analysis commits failed; retrying");
+            None
+        }
+    }
+}
+
+/// Holds the stored blocks in (`after`, `through`] that are not held already, as if they had
+/// just been committed; returns how many.
+async fn hold_stored_blocks(
+    store: &Store,
+    assembler: &mut Assembler,
+    mut after: i64,
+    through: i64,
+) -> Result<usize, StoreError> {
     let mut n_blocks = 0;
-    loop {
+    while after < through {
         let blocks = store.blocks_after(after, REPLAY_BATCH).await?;
         let Some((last, _)) = blocks.last() else {
             break;
         };
         after = *last;
-        n_blocks += blocks.len();
         let now = Instant::now();
         for (block_id, data) in blocks {
+            if block_id > through || assembler.blocks.contains_key(&block_id) {
+                continue;
+            }
+            n_blocks += 1;
             let trace_ids = block::trace_ids(&data)?;
             assembler.add(
                 CommittedBlock {
@@ -297,10 +363,7 @@ async fn replay(store: &Store, assembler: &mut Assembler) -> Result<(), StoreErr
             );
         }
     }
-    if n_blocks > 0 {
-        info!(n_blocks, "replaying blocks stored but not yet analysed");
-    }
-    Ok(())
+    Ok(n_blocks)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! by trace and waits out the grace period, holding as many block bytes as `held_bound` allows;
 //! `analyze` runs the pure analysis (`work`: decoding and analysing a batch over the cores) and
 //! writes request rows and rollups under the endpoint and resource ids `intern` caches and caps,
-//! and `delay` counts how long each trace waited for that. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
+//! and `delay` counts how long each trace waited for that; `requeue` hands the blocks of a failed
+//! analysis commit back to the assembler. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
@@ -16,6 +17,7 @@ pub mod claim;
 pub mod delay;
 mod held_bound;
 pub mod intern;
+pub mod requeue;
 pub mod work;
 pub mod writer;
 

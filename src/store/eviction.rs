@@ -31,9 +31,16 @@ use super::{InternedNames, OTHER_ENDPOINT};
 pub(super) const INTERN_ENDPOINT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
      ON CONFLICT (service, endpoint) DO UPDATE SET service = excluded.service RETURNING id";
 
-/// Interns a resource by its canonical attributes, returning the id it has or gets.
+/// Interns a resource by its canonical attributes, returning the id it has or gets (SQLite: its
+/// index rows may be of any length).
 pub(super) const INTERN_RESOURCE: &str = "INSERT INTO resources (service, attributes) VALUES ($1, $2) \
      ON CONFLICT (attributes) DO UPDATE SET service = excluded.service RETURNING id";
+
+/// [`INTERN_RESOURCE`] on PostgreSQL, whose unique key is the attributes' MD5: a B-tree index row
+/// there is at most 2,704 bytes, and the attributes of one process can be longer.
+pub(super) const INTERN_RESOURCE_BY_HASH: &str = "INSERT INTO resources (service, attributes) \
+     VALUES ($1, $2) ON CONFLICT ((md5(attributes))) DO UPDATE SET service = excluded.service \
+     RETURNING id";
 
 /// Endpoints with ids in ($1, $2], other than $3, that no row refers to. The tables are those that
 /// keep an endpoint's id: requests, both rollup granularities (operations and findings go with

@@ -8,7 +8,9 @@
 //! and never leave as rows.
 
 mod eviction;
+pub mod hot_trace;
 mod postgres;
+mod request_expiry;
 pub mod retention;
 pub mod scratch;
 pub mod settings;
@@ -246,8 +248,11 @@ pub struct ClaimedTrace {
     /// The blocks of the trace not analysed yet; every other stored block of the trace was seen
     /// by a previous analysis.
     pub new_blocks: Vec<i64>,
-    /// Every stored span with the id of its block.
+    /// Every stored span with the id of its block; none for a hot trace.
     pub spans: Vec<(i64, Span)>,
+    /// Analysed before and past [`hot_trace::MAX_BLOCKS_PER_TRACE`] blocks: its spans were not
+    /// read, and its new blocks are not analysed.
+    pub hot: bool,
 }
 
 /// A claim given back by an analysis commit.

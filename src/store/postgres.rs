@@ -33,6 +33,8 @@ use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Roll
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod hot_trace;
+mod partition;
 mod regression;
 
 /// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
@@ -104,6 +106,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "eviction",
         include_str!("migrations/postgres/0004_eviction.sql"),
+    ),
+    (
+        5,
+        "resource key hash",
+        include_str!("migrations/postgres/0005_resource_key_hash.sql"),
     ),
 ];
 
@@ -494,7 +501,13 @@ impl PgStore {
         for (trace, new_blocks, first_seen) in rows {
             claimed.push((trace_id(&trace)?, new_blocks, first_seen));
         }
-        let ids: Vec<TraceId> = claimed.iter().map(|(trace, ..)| *trace).collect();
+        let new: Vec<(TraceId, usize)> = (claimed.iter())
+            .map(|(trace, new_blocks, _)| (*trace, new_blocks.len()))
+            .collect();
+        let hot = hot_trace::hot_among(&mut conn, &new).await?;
+        let ids: Vec<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
+            .filter(|trace| !hot.contains(trace))
+            .collect();
         let mut spans = traces_spans(&mut conn, &ids).await?;
         Ok(claimed
             .into_iter()
@@ -504,6 +517,7 @@ impl PgStore {
                 first_seen_unix_ns: unsigned(first_seen),
                 new_blocks,
                 spans: spans.remove(&trace_id).unwrap_or_default(),
+                hot: hot.contains(&trace_id),
             })
             .collect())
     }
@@ -570,7 +584,7 @@ impl PgStore {
     pub(super) async fn maintain_partitions(&self, now_unix_ns: u64) -> Result<(), StoreError> {
         let today = ns(now_unix_ns).div_euclid(DAY_NS);
         for day in today..=today + DAYS_AHEAD {
-            for (table, _) in PARTITIONED {
+            for (table, column) in PARTITIONED {
                 if self
                     .table_exists(&format!("{table}_d{}", day_name(day)))
                     .await?
@@ -589,11 +603,25 @@ impl PgStore {
                     .await
                 {
                     // Another instance created it at the same moment, or the default partition
-                    // holds rows of that day: the rows stay in the default partition, which
-                    // retention cleans row by row.
+                    // holds rows of that day (a clock ahead): those move into the new partition.
                     let exists = format!("{table}_d{}", day_name(day));
-                    if !self.table_exists(&exists).await? {
-                        warn!(error = %err, partition = exists, "cannot create a day partition");
+                    if self.table_exists(&exists).await? {
+                        continue;
+                    }
+                    let (from, to) = (day * DAY_NS, (day + 1) * DAY_NS);
+                    match partition::attach_with_default_rows(
+                        &self.pool, table, column, &exists, from, to,
+                    )
+                    .await
+                    {
+                        Ok(moved) => info!(
+                            partition = exists,
+                            moved, "a day partition took its rows from the default partition"
+                        ),
+                        Err(moved_err) => warn!(
+                            error = %err, moved_error = %moved_err, partition = exists,
+                            "cannot create a day partition"
+                        ),
                     }
                 }
             }
@@ -652,18 +680,26 @@ impl PgStore {
                 report.partitions += 1;
                 info!(partition, "retention dropped a partition");
             }
-            // Rows outside every day partition: deleted in batches.
+            // Rows outside every day partition: deleted in batches, requests once their blocks
+            // are gone (`request_expiry`).
             loop {
-                let delete = format!(
-                    "DELETE FROM {table}_default WHERE ctid IN \
-                     (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
-                );
-                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
-                    .bind(before)
-                    .bind(super::retention::BATCH_ROWS)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+                let done = if table == "requests" {
+                    sqlx::query(super::request_expiry::POSTGRES_EXPIRED_DEFAULT_REQUESTS)
+                        .bind(super::retention::BATCH_ROWS)
+                        .execute(&self.pool)
+                        .await?
+                } else {
+                    let delete = format!(
+                        "DELETE FROM {table}_default WHERE ctid IN \
+                         (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(delete))
+                        .bind(before)
+                        .bind(super::retention::BATCH_ROWS)
+                        .execute(&self.pool)
+                        .await?
+                }
+                .rows_affected();
                 match table {
                     "span_blocks" => report.blocks += done,
                     "requests" => report.requests += done,
@@ -1361,7 +1397,7 @@ impl PgStore {
         service: &str,
         canonical: &str,
     ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE)
+        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
             .bind(service)
             .bind(canonical)
             .fetch_one(&self.pool)
@@ -1437,7 +1473,7 @@ async fn resolve_evicted(
     for id in missing_ids(tx, "resources", &ids.resources).await? {
         let new = match commit.names.resources.get(&id) {
             Some((service, canonical)) => {
-                sqlx::query_scalar(eviction::INTERN_RESOURCE)
+                sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
                     .bind(service)
                     .bind(canonical)
                     .fetch_one(&mut **tx)

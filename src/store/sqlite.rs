@@ -33,6 +33,7 @@ use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Roll
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
+mod hot_trace;
 mod recent_traces;
 mod regression;
 
@@ -1286,11 +1287,8 @@ impl SqliteStore {
             }
             tokio::time::sleep(super::retention::BATCH_PAUSE).await;
         }
-        const OLD_REQUESTS: &str = "DELETE FROM requests WHERE rowid IN \
-             (SELECT rowid FROM requests WHERE start_unix_ns < $1 LIMIT $2)";
         loop {
-            let done = sqlx::query(OLD_REQUESTS)
-                .bind(before)
+            let done = sqlx::query(super::request_expiry::SQLITE_EXPIRED_REQUESTS)
                 .bind(batch)
                 .execute(&self.writer)
                 .await?

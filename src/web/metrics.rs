@@ -83,6 +83,11 @@ pub async fn render(state: &AppState) -> String {
             "Requests stored without their resource because the resource cap was reached.",
             analysis.requests_without_resource.load(Relaxed),
         ),
+        (
+            "bottleneck_hot_trace_skips_total",
+            "Late arrivals of traces past the cap of stored blocks per trace, stored but not analysed again.",
+            analysis.hot_trace_skips.load(Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(

@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod analysis_retry;
 mod analyze_cli;
 mod assets;
 mod bench;
@@ -20,8 +21,10 @@ mod crash;
 mod demo;
 mod fuzz;
 mod hostile;
+mod hot_trace;
 mod ingest;
 mod jaeger;
+mod long_names;
 mod outage;
 mod pages;
 mod pipeline;

@@ -79,14 +79,8 @@ fn server_request(
 }
 
 async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
-    let res = http_client()
-        .post(format!("{}/v1/traces", app.otlp_http_url))
-        .header("content-type", "application/x-protobuf")
-        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.export(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+        .await;
 }
 
 async fn get_json(url: String) -> (u16, Json) {
@@ -200,7 +194,9 @@ async fn endpoints_unseen_for_the_retention_period_free_their_places_under_the_c
     };
     assert_eq!(names(&before), ["GET /a", "GET /b", "other"], "{before:?}");
 
-    retention::apply(&app.store, &default_retention(), now)
+    // Eight days on: the requests, received now, are past the week of `spans` (they expire
+    // by receive time, not by their start).
+    retention::apply(&app.store, &default_retention(), now + 8 * DAY_NS)
         .await
         .unwrap();
     let left: Vec<String> = (app.store.endpoints().await.unwrap().into_iter())
@@ -283,7 +279,9 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         "past the cap, no selection finds it"
     );
 
-    retention::apply(&app.store, &default_retention(), now)
+    // Eight days on: the requests, received now, are past the week of `spans` (they expire
+    // by receive time, not by their start).
+    retention::apply(&app.store, &default_retention(), now + 8 * DAY_NS)
         .await
         .unwrap();
     assert!(app.store.resources().await.unwrap().is_empty());
@@ -302,5 +300,96 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
     // The rollups of the processes gone keep their requests for 90 days.
     requests_by_endpoint(&app, "shop", u64::from(pods) + 2).await;
     assert_eq!(selected("fresh-2").await, Some(Some(1)));
+    app.stop().await;
+}
+
+/// Requests expire by receive time, with the blocks they were analysed from, not by the clock of
+/// the exporter: a request whose span starts ten days ago (a slow clock) stays as long as its
+/// spans, and one that starts in the 22nd century goes ten days after it was received, like
+/// everything else (on PostgreSQL both sit in the DEFAULT partition, outside every day).
+#[tokio::test]
+async fn requests_expire_with_their_blocks_whatever_the_exporters_clock() {
+    let app = spawn_app_with(keep_everything).await;
+    let now = now_unix_ns();
+    let trace = |n: u8| [0xe3, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    export(
+        &app,
+        vec![
+            server_request(trace(1), "clocks", &[], "/slow", now - 10 * DAY_NS),
+            server_request(trace(2), "clocks", &[], "/ahead", now + 150 * 365 * DAY_NS),
+        ],
+    )
+    .await;
+    let requests = || async { app.store.stats().await.unwrap().n_requests };
+    // The API's windows end now; the request in the future is counted in the store.
+    app.eventually(Duration::from_secs(60), || async {
+        (requests().await == 2).then_some(())
+    })
+    .await;
+
+    retention::apply(&app.store, &default_retention(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests().await,
+        2,
+        "received now, both stay for the week their spans stay"
+    );
+
+    retention::apply(&app.store, &default_retention(), now + 10 * DAY_NS)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests().await,
+        0,
+        "ten days after they were received, both are gone with their spans"
+    );
+    app.stop().await;
+}
+
+/// A clock five days ahead puts a request in the DEFAULT partition (day partitions exist three
+/// days ahead). PostgreSQL refuses to create a day's partition while the default one holds rows
+/// of it, which left the whole day in the default partition; the partition is now created with
+/// those rows moved into it.
+#[cfg(feature = "pg-tests")]
+#[tokio::test]
+async fn a_day_whose_requests_came_early_gets_its_partition_with_them() {
+    use sqlx::Connection;
+
+    let db = crate::support::TestDatabase::postgres().await;
+    let url = db.url.clone();
+    let app = crate::support::spawn_app_on(&db.path, |config| {
+        config.database_url = url;
+        keep_everything(config);
+    })
+    .await;
+    let ahead = now_unix_ns() + 5 * DAY_NS;
+    let trace = [0xe4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    export(
+        &app,
+        vec![server_request(trace, "clocks", &[], "/ahead", ahead)],
+    )
+    .await;
+    app.eventually(Duration::from_secs(60), || async {
+        (app.store.stats().await.unwrap().n_requests == 1).then_some(())
+    })
+    .await;
+    let partition_of_request = || async {
+        let mut conn = sqlx::PgConnection::connect(&db.cli_url()).await.unwrap();
+        let name: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM requests")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        name
+    };
+    assert_eq!(partition_of_request().await, "requests_default");
+
+    app.store.maintain_partitions(ahead).await.unwrap();
+    let partition = partition_of_request().await;
+    assert!(
+        partition.starts_with("requests_d2"),
+        "the request moved into its day's partition: {partition}"
+    );
+    assert_eq!(app.store.stats().await.unwrap().n_requests, 1);
     app.stop().await;
 }

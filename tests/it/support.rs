@@ -245,6 +245,41 @@ impl TestApp {
             .await
             .expect("metrics are text")
     }
+
+    /// A counter of `/metrics`, 0 if absent.
+    pub async fn counter(&self, name: &str) -> u64 {
+        (self.metrics().await.lines())
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Sends one OTLP/HTTP protobuf export, which must be acknowledged.
+    pub async fn export(&self, body: Vec<u8>) {
+        export_to(&self.otlp_http_url, body).await;
+    }
+}
+
+/// Sends one OTLP/HTTP protobuf export to `otlp_http_url`, which must be acknowledged.
+pub async fn export_to(otlp_http_url: &str, body: Vec<u8>) {
+    let res = http_client()
+        .post(format!("{otlp_http_url}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(res.status(), 200);
+}
+
+/// The JSON a GET of `url` answers, if it answers JSON.
+pub async fn json_at(url: String) -> Option<serde_json::Value> {
+    http_client().get(url).send().await.ok()?.json().await.ok()
 }
 
 /// One gRPC call opened over plain h2 on `io` (TCP or TLS), without a gRPC client library, for
