@@ -51,6 +51,7 @@ use collector::model::{AttrValue, Span, SpanKind};
 
 use super::critical_path::CriticalPath;
 use super::gap::{Gap, gap_place};
+use super::location::{CodeLocation, LocationCounts};
 use super::operation::NodeNames;
 use super::request::template_name;
 use super::span_tree::SpanTree;
@@ -185,15 +186,24 @@ pub fn findings(
     out
 }
 
-fn span_ids(
+/// The spans of a finding's nodes, and the most frequent code location among them.
+fn involved(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
     nodes: impl IntoIterator<Item = usize>,
-) -> Vec<collector::model::SpanId> {
-    nodes
+) -> (Vec<collector::model::SpanId>, Option<CodeLocation>) {
+    let mut locations = LocationCounts::default();
+    let span_ids = nodes
         .into_iter()
-        .map(|node| tree.spans[path.nodes[node].tree_idx].span_id)
-        .collect()
+        .map(|node| {
+            let span = tree.spans[path.nodes[node].tree_idx];
+            if let Some(location) = CodeLocation::of(span) {
+                locations.record(location);
+            }
+            span.span_id
+        })
+        .collect();
+    (span_ids, locations.into_most_frequent())
 }
 
 /// Duplicate and N+1 queries, grouped by statement shape.
@@ -272,12 +282,14 @@ fn repeated_queries<'a>(
             for query in members {
                 reported[query.node] = true;
             }
+            let (span_ids, location) = involved(tree, path, members.iter().map(|q| q.node));
             out.push(Finding {
                 kind: FindingKind::DuplicateQuery,
                 name: shape.clone(),
                 count: u32::try_from(members.len()).unwrap_or(u32::MAX),
                 potential_saving_ns: saving,
-                span_ids: span_ids(tree, path, members.iter().map(|q| q.node)),
+                span_ids,
+                location,
             });
         }
         // Sentry's detector counts repeated spans, not distinct values, so we do too: enough
@@ -289,12 +301,14 @@ fn repeated_queries<'a>(
             for query in queries {
                 reported[query.node] = true;
             }
+            let (span_ids, location) = involved(tree, path, queries.iter().map(|q| q.node));
             out.push(Finding {
                 kind: FindingKind::NPlusOne,
                 name: shape.clone(),
                 count: u32::try_from(queries.len()).unwrap_or(u32::MAX),
                 potential_saving_ns: total - longest,
-                span_ids: span_ids(tree, path, queries.iter().map(|q| q.node)),
+                span_ids,
+                location,
             });
         }
     }
@@ -514,12 +528,14 @@ fn sequential_io(
         if saving < config.min_saving_ns || saving == 0 {
             continue;
         }
+        let (span_ids, location) = involved(tree, path, nodes.iter().copied());
         out.push(Finding {
             kind: FindingKind::SequentialIo,
             name,
             count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             potential_saving_ns: saving,
-            span_ids: span_ids(tree, path, nodes),
+            span_ids,
+            location,
         });
     }
 }
@@ -543,12 +559,14 @@ fn slow_queries(
         }
     }
     for (name, nodes) in by_name {
+        let (span_ids, location) = involved(tree, path, nodes.iter().copied());
         out.push(Finding {
             kind: FindingKind::SlowQuery,
             name,
             count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             potential_saving_ns: nodes.iter().map(|n| path.nodes[*n].critical_ns).sum(),
-            span_ids: span_ids(tree, path, nodes),
+            span_ids,
+            location,
         });
     }
 }
@@ -578,6 +596,7 @@ fn cpu_hotspots(
                 count: 1,
                 potential_saving_ns: node.cpu_critical_ns,
                 span_ids: vec![span.span_id],
+                location: CodeLocation::of(span),
             });
         }
     }
@@ -595,12 +614,14 @@ fn uninstrumented_wait(
         return;
     }
     let nodes = (0..path.nodes.len()).filter(|n| path.nodes[*n].wait_critical_ns > 0);
+    let (span_ids, location) = involved(tree, path, nodes);
     out.push(Finding {
         kind: FindingKind::UninstrumentedWait,
         name: template_name(&tree.spans[path.nodes[0].tree_idx].name),
         count: 1,
         potential_saving_ns: wait,
-        span_ids: span_ids(tree, path, nodes),
+        span_ids,
+        location,
     });
 }
 
@@ -624,6 +645,8 @@ fn untraced_time(
                 count: 1,
                 potential_saving_ns: gap.duration_ns,
                 span_ids: vec![gap.span_id],
+                // Time between spans: no span there says where in the code it is.
+                location: None,
             });
         }
     }
@@ -644,6 +667,7 @@ fn untraced_time(
                 count: 1,
                 potential_saving_ns: node.untraced_critical_ns,
                 span_ids: vec![span.span_id],
+                location: CodeLocation::of(span),
             });
         }
     }

@@ -25,9 +25,10 @@ use tracing::{info, warn};
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    Granularity, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError,
-    StoreStats, StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns,
-    parse_canonical, rollup_tables, unsigned,
+    Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport,
+    RollupKey, StoreError, StoreStats, StoredRequest, Window, block, count_and_breakdown,
+    detail_sums_selects, location_votes_select, ns, parse_canonical, rollup_tables,
+    stored_location, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -104,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "eviction",
         include_str!("migrations/postgres/0004_eviction.sql"),
+    ),
+    (
+        5,
+        "finding locations",
+        include_str!("migrations/postgres/0005_finding_locations.sql"),
     ),
 ];
 
@@ -856,10 +862,9 @@ impl PgStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, |column| {
-            // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
-            format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX)
-        });
+        // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
+        let saturating_sum = |column: &str| format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX);
+        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
         for (select_from, rows) in [
             (operations, &mut summed.operations),
             (findings, &mut summed.findings),
@@ -875,12 +880,39 @@ impl PgStore {
             select.push(" GROUP BY endpoint_id, version, 3, 4");
             *rows = select.build_query_as().fetch_all(&mut *conn).await?;
         }
+        let mut select =
+            QueryBuilder::<Postgres>::new(location_votes_select(granularity, saturating_sum));
+        push_rollup_filter(
+            &mut select,
+            first_minute,
+            last_minute,
+            endpoint_ids,
+            version,
+        );
+        select.push(LOCATION_VOTES_GROUP);
+        summed.locations = select.build_query_as().fetch_all(&mut *conn).await?;
         Ok(summed)
     }
 }
 
 /// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
 type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
+
+/// A finding row: a detail row, then its location's file, line, function and votes.
+type FindingRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
 
 /// The WHERE clause of a read of rollup, operation or finding rows.
 fn push_rollup_filter(
@@ -976,7 +1008,8 @@ async fn read_rollups(
         );
     }
     let mut select = QueryBuilder::<Postgres>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+         location_file, location_line, location_function, location_votes FROM {finding_table}"
     ));
     push_rollup_filter(
         &mut select,
@@ -985,8 +1018,22 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
+    for (
+        endpoint_id,
+        version,
+        minute,
+        kind,
+        name,
+        requests,
+        count,
+        saving,
+        file,
+        line,
+        function,
+        votes,
+    ) in rows
+    {
         let key = RollupKey {
             endpoint_id,
             version,
@@ -1002,6 +1049,8 @@ async fn read_rollups(
                 requests: unsigned(requests),
                 count: unsigned(count),
                 saving_ns: unsigned(saving),
+                location: stored_location(file, line, function),
+                location_votes: unsigned(votes),
             },
         );
     }
@@ -1522,7 +1571,8 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+             location_file, location_line, location_function, location_votes) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1533,6 +1583,11 @@ async fn write_rollup(
                 .push_bind(ns(sums.requests))
                 .push_bind(ns(sums.count))
                 .push_bind(ns(sums.saving_ns));
+            let location = sums.location.as_ref();
+            row.push_bind(location.map(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
         });
         insert.build().execute(&mut **tx).await?;
     }

@@ -24,9 +24,9 @@ use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
-    OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical,
-    rollup_tables, unsigned,
+    LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey,
+    StoreError, StoreStats, StoredRequest, Window, block, count_and_breakdown, detail_sums_selects,
+    location_votes_select, ns, parse_canonical, rollup_tables, stored_location, unsigned,
 };
 use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
@@ -208,6 +208,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "eviction",
         include_str!("migrations/sqlite/0013_eviction.sql"),
+    ),
+    (
+        14,
+        "finding locations",
+        include_str!("migrations/sqlite/0014_finding_locations.sql"),
     ),
 ];
 
@@ -689,10 +694,9 @@ impl SqliteStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, |column| {
-            // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
-            format!("CAST(TOTAL({column}) AS INTEGER)")
-        });
+        // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
+        let saturating_sum = |column: &str| format!("CAST(TOTAL({column}) AS INTEGER)");
+        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
         for (select_from, rows) in [
             (operations, &mut summed.operations),
             (findings, &mut summed.findings),
@@ -708,12 +712,39 @@ impl SqliteStore {
             select.push(" GROUP BY endpoint_id, version, 3, 4");
             *rows = select.build_query_as().fetch_all(&mut *conn).await?;
         }
+        let mut select =
+            QueryBuilder::<Sqlite>::new(location_votes_select(granularity, saturating_sum));
+        push_rollup_filter(
+            &mut select,
+            first_minute,
+            last_minute,
+            endpoint_ids,
+            version,
+        );
+        select.push(LOCATION_VOTES_GROUP);
+        summed.locations = select.build_query_as().fetch_all(&mut *conn).await?;
         Ok(summed)
     }
 }
 
 /// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
 type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
+
+/// A finding row: a detail row, then its location's file, line, function and votes.
+type FindingRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
 
 /// The WHERE clause of a read of rollup, operation or finding rows.
 fn push_rollup_filter(
@@ -803,7 +834,8 @@ async fn read_rollups(
         );
     }
     let mut select = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+         location_file, location_line, location_function, location_votes FROM {finding_table}"
     ));
     push_rollup_filter(
         &mut select,
@@ -812,8 +844,22 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
+    for (
+        endpoint_id,
+        version,
+        minute,
+        kind,
+        name,
+        requests,
+        count,
+        saving,
+        file,
+        line,
+        function,
+        votes,
+    ) in rows
+    {
         let key = RollupKey {
             endpoint_id,
             version,
@@ -829,6 +875,8 @@ async fn read_rollups(
                 requests: unsigned(requests),
                 count: unsigned(count),
                 saving_ns: unsigned(saving),
+                location: stored_location(file, line, function),
+                location_votes: unsigned(votes),
             },
         );
     }
@@ -1512,7 +1560,8 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+             location_file, location_line, location_function, location_votes) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1523,6 +1572,11 @@ async fn write_rollup(
                 .push_bind(ns(sums.requests))
                 .push_bind(ns(sums.count))
                 .push_bind(ns(sums.saving_ns));
+            let location = sums.location.as_ref();
+            row.push_bind(location.map(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
         });
         insert.build().execute(&mut **tx).await?;
     }

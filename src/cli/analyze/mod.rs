@@ -13,7 +13,7 @@ mod baseline;
 mod capture;
 mod endpoints;
 mod json;
-mod location;
+
 mod sarif;
 mod text;
 

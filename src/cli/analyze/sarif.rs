@@ -140,7 +140,7 @@ pub fn log(analysis: &CaptureAnalysis, source_root: Option<&Path>) -> Log {
     for (name, captured) in &analysis.endpoints {
         let (service, endpoint) = name;
         for finding in aggregate::findings(&captured.rollup) {
-            let Some(at) = analysis.location(name, finding.kind, &finding.name) else {
+            let Some(at) = &finding.location else {
                 continue;
             };
             let next = rule_of.len();

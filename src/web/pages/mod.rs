@@ -14,7 +14,7 @@ pub mod trace;
 use collector::category::Category;
 use serde::Deserialize;
 
-use super::api::dto::{BreakdownMs, RegressionEventDto};
+use super::api::dto::{BreakdownMs, CodeLocationDto, RegressionEventDto};
 use super::assets;
 use super::error::ApiError;
 use crate::store::Window;
@@ -284,6 +284,18 @@ pub fn fmt_ms(ms: f64) -> String {
 }
 
 /// `1,234,567`.
+/// Where a finding is in the code: `app/policies.py:88 in load_rules`.
+pub fn fmt_location(location: &CodeLocationDto) -> String {
+    let mut out = location.file.clone();
+    if let Some(line) = location.line {
+        out.push_str(&format!(":{line}"));
+    }
+    if let Some(function) = &location.function {
+        out.push_str(&format!(" in {function}"));
+    }
+    out
+}
+
 pub fn fmt_count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
