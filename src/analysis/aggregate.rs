@@ -1063,4 +1063,39 @@ POST /login 0..100 server http.request.method=POST http.route=/login
             &before
         ));
     }
+
+    #[test]
+    fn a_location_named_by_most_requests_wins_in_any_order_of_adding_and_merging() {
+        let at = |line| CodeLocation {
+            file: "app/policies.py".into(),
+            line: Some(line),
+            function: Some("load_rules".into()),
+        };
+        let votes = [Some(88), Some(12), None, Some(88), Some(40), Some(88)];
+        let mut one_by_one = FindingSums::default();
+        for line in votes {
+            one_by_one.vote(line.map(at).as_ref(), 1);
+        }
+        assert_eq!(one_by_one.location, Some(at(88)));
+        let (mut first, mut second) = (FindingSums::default(), FindingSums::default());
+        for line in [Some(12), Some(40), Some(12)] {
+            first.vote(line.map(at).as_ref(), 1);
+        }
+        for line in [Some(88), Some(88), Some(88), Some(88)] {
+            second.vote(line.map(at).as_ref(), 1);
+        }
+        assert_eq!(first.location, Some(at(12)));
+        first.vote(second.location.as_ref(), second.location_votes);
+        assert_eq!(first.location, Some(at(88)), "4 of 7 requests");
+        assert_eq!(first.location_votes, 3, "four against one left over");
+        first.unvote(Some(&at(88)), 1);
+        assert_eq!(
+            first.location,
+            Some(at(88)),
+            "a location stays while it has no rival"
+        );
+        let mut none = FindingSums::default();
+        none.vote(None, 3);
+        assert_eq!(none.location, None);
+    }
 }

@@ -682,7 +682,7 @@ pub fn noise_floor_ns(config: &AnalysisConfig, duration_ns: f64) -> f64 {
 mod tests {
     use expect_test::{Expect, expect};
 
-    use crate::analysis::{AnalysisConfig, analyze_trace, fixture};
+    use crate::analysis::{AnalysisConfig, FindingKind, analyze_trace, fixture};
 
     /// Renders each request's findings under its header line.
     #[track_caller]
@@ -1179,5 +1179,56 @@ GET /a 0..1000 server cpu.time_ns=1000000
                 #1 svc: GET /a 1000ms | db 12 network 988 | path 1 2 3 4
             "#]],
         );
+    }
+
+    #[test]
+    fn a_finding_carries_the_most_frequent_code_location_of_its_spans() {
+        // Four executions from the loader (current names, which win over the old ones on the
+        // same span), two from a helper named the old way; the loader is the location.
+        let mut text = String::from("auth: POST /login 0..100 server http.route=/login\n");
+        for n in 0..6 {
+            let at = 10 + n * 10;
+            let code = if n < 4 {
+                "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules \
+                 code.filepath=app/old.py code.lineno=1 code.function=old"
+            } else {
+                "code.filepath=app/rules.py code.lineno=12 code.function=get code.namespace=Rules"
+            };
+            text.push_str(&format!(
+                "  SELECT rules {at}..{} client db.system=postgresql \
+                 db.statement=\"SELECT * FROM rules WHERE id = {n}\" {code}\n",
+                at + 8
+            ));
+        }
+        text.push_str("  GET idp 75..95 client http.request.method=GET server.address=idp\n");
+        let (requests, _) = analyze_trace(&fixture::parse(&text), &AnalysisConfig::default());
+        let n_plus_one = requests[0]
+            .findings
+            .iter()
+            .find(|finding| finding.kind == FindingKind::NPlusOne)
+            .expect("an N+1");
+        let location = n_plus_one.location.as_ref().expect("located");
+        assert_eq!(location.describe(), "app/policies.py:88 in load_rules");
+        assert!(
+            requests[0]
+                .findings
+                .iter()
+                .filter(|finding| finding.kind != FindingKind::NPlusOne)
+                .all(|finding| finding.location.is_none()),
+            "spans without code attributes have no location"
+        );
+
+        let old_only = text.replace(
+            "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules ",
+            "",
+        );
+        let (requests, _) = analyze_trace(&fixture::parse(&old_only), &AnalysisConfig::default());
+        let n_plus_one = requests[0]
+            .findings
+            .iter()
+            .find(|finding| finding.kind == FindingKind::NPlusOne)
+            .expect("an N+1");
+        let location = n_plus_one.location.as_ref().expect("located");
+        assert_eq!(location.describe(), "app/old.py:1 in old");
     }
 }
