@@ -14,6 +14,7 @@ mod assets;
 mod bench;
 mod bounds;
 mod browser;
+mod code_location;
 mod compare;
 mod corpus;
 mod crash;
