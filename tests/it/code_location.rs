@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::analysis::get_json;
 use crate::pages::get;
-use crate::support::{TestApp, spawn_app};
+use crate::support::{TestApp, install_crypto, spawn_app};
 
 /// Executions of the policy loader's query per login: an N+1.
 const RULES_PER_LOGIN: u32 = 6;
@@ -21,6 +21,8 @@ const RULES_PER_LOGIN: u32 = 6;
 /// `app/policies.py:88` (current attribute names) and its user once from a helper named the old
 /// way; one login in four loads them from a second place, which must not win.
 async fn export_logins(app: &TestApp, logins: u32) {
+    // The exporter's HTTP client needs the process's TLS provider, even for plain HTTP.
+    install_crypto();
     let stats = Arc::new(ExportStats::default());
     let identity = Identity {
         name: "shop",
