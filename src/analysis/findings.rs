@@ -1201,13 +1201,16 @@ GET /a 0..1000 server cpu.time_ns=1000000
             ));
         }
         text.push_str("  GET idp 75..95 client http.request.method=GET server.address=idp\n");
-        let (requests, _) = analyze_trace(&fixture::parse(&text), &AnalysisConfig::default());
-        let n_plus_one = requests[0]
-            .findings
-            .iter()
-            .find(|finding| finding.kind == FindingKind::NPlusOne)
-            .expect("an N+1");
-        let location = n_plus_one.location.as_ref().expect("located");
+        let n_plus_one_location = |text: &str| {
+            let (requests, _) = analyze_trace(&fixture::parse(text), &AnalysisConfig::default());
+            let n_plus_one = requests[0]
+                .findings
+                .iter()
+                .find(|finding| finding.kind == FindingKind::NPlusOne)
+                .expect("an N+1");
+            (n_plus_one.location.clone().expect("located"), requests)
+        };
+        let (location, requests) = n_plus_one_location(&text);
         assert_eq!(location.describe(), "app/policies.py:88 in load_rules");
         assert!(
             requests[0]
@@ -1222,13 +1225,7 @@ GET /a 0..1000 server cpu.time_ns=1000000
             "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules ",
             "",
         );
-        let (requests, _) = analyze_trace(&fixture::parse(&old_only), &AnalysisConfig::default());
-        let n_plus_one = requests[0]
-            .findings
-            .iter()
-            .find(|finding| finding.kind == FindingKind::NPlusOne)
-            .expect("an N+1");
-        let location = n_plus_one.location.as_ref().expect("located");
+        let (location, _) = n_plus_one_location(&old_only);
         assert_eq!(location.describe(), "app/old.py:1 in old");
     }
 }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use collector::category::Category;
 use collector::model::{Span, SpanId, TraceId};
 
-use crate::analysis::aggregate::Rollup;
+use crate::analysis::aggregate::{FindingSums, Rollup};
 use crate::analysis::location::CodeLocation;
 use crate::analysis::{Breakdown, FindingKind};
 use crate::config::DatabaseUrl;
@@ -578,6 +578,49 @@ fn stored_location(
         line: line.and_then(|line| u32::try_from(line).ok()),
         function,
     })
+}
+
+/// A finding row of one rollup: endpoint id, version, minute, kind, name, its three sums, then
+/// its location's file, line, function and votes.
+type FindingRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
+/// A finding row as (endpoint id, version, minute, kind, name, sums).
+fn finding_of_row(row: FindingRow) -> (i64, String, i64, String, String, FindingSums) {
+    let (
+        endpoint_id,
+        version,
+        minute,
+        kind,
+        name,
+        requests,
+        count,
+        saving,
+        file,
+        line,
+        function,
+        votes,
+    ) = row;
+    let sums = FindingSums {
+        requests: unsigned(requests),
+        count: unsigned(count),
+        saving_ns: unsigned(saving),
+        location: stored_location(file, line, function),
+        location_votes: unsigned(votes),
+    };
+    (endpoint_id, version, minute, kind, name, sums)
 }
 
 /// One location's summed votes for a finding of an (endpoint, version): endpoint id, version,

@@ -25,12 +25,12 @@ use tracing::{info, warn};
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport,
-    RollupKey, StoreError, StoreStats, StoredRequest, Window, block, count_and_breakdown,
-    detail_sums_selects, location_votes_select, ns, parse_canonical, rollup_tables,
-    stored_location, unsigned,
+    FindingRow, Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef,
+    RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest, Window, block,
+    count_and_breakdown, detail_sums_selects, finding_of_row, location_votes_select, ns,
+    parse_canonical, rollup_tables, unsigned,
 };
-use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
+use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
@@ -865,10 +865,7 @@ impl PgStore {
         // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
         let saturating_sum = |column: &str| format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX);
         let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
-        for (select_from, rows) in [
-            (operations, &mut summed.operations),
-            (findings, &mut summed.findings),
-        ] {
+        let grouped = |select_from: String, group_by: &str| {
             let mut select = QueryBuilder::<Postgres>::new(select_from);
             push_rollup_filter(
                 &mut select,
@@ -877,42 +874,27 @@ impl PgStore {
                 endpoint_ids,
                 version,
             );
-            select.push(" GROUP BY endpoint_id, version, 3, 4");
+            select.push(group_by);
+            select
+        };
+        for (select_from, rows) in [
+            (operations, &mut summed.operations),
+            (findings, &mut summed.findings),
+        ] {
+            let mut select = grouped(select_from, " GROUP BY endpoint_id, version, 3, 4");
             *rows = select.build_query_as().fetch_all(&mut *conn).await?;
         }
-        let mut select =
-            QueryBuilder::<Postgres>::new(location_votes_select(granularity, saturating_sum));
-        push_rollup_filter(
-            &mut select,
-            first_minute,
-            last_minute,
-            endpoint_ids,
-            version,
-        );
-        select.push(LOCATION_VOTES_GROUP);
-        summed.locations = select.build_query_as().fetch_all(&mut *conn).await?;
+        let votes = location_votes_select(granularity, saturating_sum);
+        summed.locations = grouped(votes, LOCATION_VOTES_GROUP)
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(summed)
     }
 }
 
 /// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
 type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
-
-/// A finding row: a detail row, then its location's file, line, function and votes.
-type FindingRow = (
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    i64,
-);
 
 /// The WHERE clause of a read of rollup, operation or finding rows.
 fn push_rollup_filter(
@@ -1019,21 +1001,7 @@ async fn read_rollups(
         version,
     );
     let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (
-        endpoint_id,
-        version,
-        minute,
-        kind,
-        name,
-        requests,
-        count,
-        saving,
-        file,
-        line,
-        function,
-        votes,
-    ) in rows
-    {
+    for (endpoint_id, version, minute, kind, name, sums) in rows.into_iter().map(finding_of_row) {
         let key = RollupKey {
             endpoint_id,
             version,
@@ -1043,16 +1011,7 @@ async fn read_rollups(
         let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
             continue;
         };
-        rollups[*idx].1.findings.insert(
-            (kind, name),
-            FindingSums {
-                requests: unsigned(requests),
-                count: unsigned(count),
-                saving_ns: unsigned(saving),
-                location: stored_location(file, line, function),
-                location_votes: unsigned(votes),
-            },
-        );
+        rollups[*idx].1.findings.insert((kind, name), sums);
     }
     Ok(rollups)
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::api::dto::{BreakdownMs, CodeLocationDto, RegressionEventDto};
 use super::assets;
 use super::error::ApiError;
+use crate::analysis::location::CodeLocation;
 use crate::store::Window;
 
 pub use error::PageError;
@@ -286,14 +287,12 @@ pub fn fmt_ms(ms: f64) -> String {
 /// `1,234,567`.
 /// Where a finding is in the code: `app/policies.py:88 in load_rules`.
 pub fn fmt_location(location: &CodeLocationDto) -> String {
-    let mut out = location.file.clone();
-    if let Some(line) = location.line {
-        out.push_str(&format!(":{line}"));
+    CodeLocation {
+        file: location.file.clone(),
+        line: location.line,
+        function: location.function.clone(),
     }
-    if let Some(function) = &location.function {
-        out.push_str(&format!(" in {function}"));
-    }
-    out
+    .describe()
 }
 
 pub fn fmt_count(n: u64) -> String {
