@@ -24,9 +24,6 @@ fn hot(c: &mut Criterion) {
     group.bench_function("sparse decode 1000 spans (analysis)", |b| {
         b.iter(|| sparse::spans_keeping(black_box(&export), reads_attribute).unwrap())
     });
-    group.bench_function("sparse decode 1000 spans (findings keys only)", |b| {
-        b.iter(|| sparse::spans_keeping(black_box(&export), bottleneck::analysis::findings::is_read).unwrap())
-    });
     group.finish();
 
     let spans = decode::spans(decode::protobuf(&export).unwrap()).spans;
