@@ -13,6 +13,7 @@ use collector::category::Category;
 
 use super::findings::noise_floor_ns;
 use super::gap::Place;
+use super::location::CodeLocation;
 use super::{AnalysisConfig, Breakdown, FindingKind, RequestAnalysis};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -34,7 +35,7 @@ pub struct OperationSums {
 }
 
 /// Per-finding sums within a rollup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FindingSums {
     /// Requests that had the finding.
     pub requests: u64,
@@ -42,6 +43,37 @@ pub struct FindingSums {
     pub count: u64,
     /// Summed potential saving.
     pub saving_ns: u64,
+    /// Where in the code the finding is: the location most of its requests named.
+    pub location: Option<CodeLocation>,
+    /// The votes `location` leads by (see [`FindingSums::vote`]).
+    pub location_votes: u64,
+}
+
+impl FindingSums {
+    /// Counts `votes` requests naming `location`, by majority vote (Boyer and Moore): a
+    /// location named by most requests always wins, in any order of adding and merging, with
+    /// one location and one count kept instead of a count per location.
+    pub fn vote(&mut self, location: Option<&CodeLocation>, votes: u64) {
+        let Some(location) = location else {
+            return;
+        };
+        if self.location.as_ref() == Some(location) {
+            self.location_votes = self.location_votes.saturating_add(votes);
+        } else if self.location.is_none() || votes > self.location_votes {
+            self.location = Some(location.clone());
+            self.location_votes = votes - self.location_votes;
+        } else {
+            self.location_votes -= votes;
+        }
+    }
+
+    /// Takes back votes for `location`; votes for another location were spent against the
+    /// current one and cannot be given back, so the location stays.
+    pub fn unvote(&mut self, location: Option<&CodeLocation>, votes: u64) {
+        if location.is_some() && self.location.as_ref() == location {
+            self.location_votes = self.location_votes.saturating_sub(votes);
+        }
+    }
 }
 
 /// Everything a set of requests contributes to an endpoint's aggregates.
@@ -123,6 +155,8 @@ pub struct FindingStats {
     pub potential_saving_ns: f64,
     /// One sentence a person can act on.
     pub summary: String,
+    /// Where in the code it is, when its spans carry `code.*` attributes.
+    pub location: Option<CodeLocation>,
 }
 
 /// An endpoint's operation, averaged per request over a window.
@@ -329,6 +363,7 @@ impl Rollup {
             sums.requests += one.requests;
             sums.count += one.count;
             sums.saving_ns = sums.saving_ns.saturating_add(one.saving_ns);
+            sums.vote(one.location.as_ref(), one.location_votes);
         }
     }
 
@@ -382,6 +417,7 @@ impl Rollup {
                 sums.requests = sums.requests.saturating_sub(one.requests);
                 sums.count = sums.count.saturating_sub(one.count);
                 sums.saving_ns = sums.saving_ns.saturating_sub(one.saving_ns);
+                sums.unvote(one.location.as_ref(), one.location_votes);
                 if sums.requests == 0 {
                     self.findings.remove(&key);
                 }
@@ -411,6 +447,7 @@ impl Rollup {
             sums.requests += theirs.requests;
             sums.count += theirs.count;
             sums.saving_ns = sums.saving_ns.saturating_add(theirs.saving_ns);
+            sums.vote(theirs.location.as_ref(), theirs.location_votes);
         }
     }
 }
@@ -443,6 +480,7 @@ impl Rollup {
                 sums.requests = sums.requests.saturating_sub(theirs.requests);
                 sums.count = sums.count.saturating_sub(theirs.count);
                 sums.saving_ns = sums.saving_ns.saturating_sub(theirs.saving_ns);
+                sums.unvote(theirs.location.as_ref(), theirs.location_votes);
                 if sums.requests == 0 {
                     self.findings.remove(key);
                 }
@@ -470,6 +508,11 @@ fn request_findings(analysis: &RequestAnalysis) -> BTreeMap<(FindingKind, String
         sums.requests = 1;
         sums.count += u64::from(finding.count);
         sums.saving_ns = sums.saving_ns.saturating_add(finding.potential_saving_ns);
+        // One vote per request: the first located finding's (the largest saving).
+        if sums.location.is_none() && finding.location.is_some() {
+            sums.location = finding.location.clone();
+            sums.location_votes = 1;
+        }
     }
     out
 }
@@ -692,6 +735,7 @@ pub fn findings(rollup: &Rollup) -> Vec<FindingStats> {
                     potential_saving_ns,
                     request_share,
                 ),
+                location: sums.location.clone(),
             }
         })
         .collect();
@@ -1018,5 +1062,40 @@ POST /login 0..100 server http.request.method=POST http.route=/login
             },
             &before
         ));
+    }
+
+    #[test]
+    fn a_location_named_by_most_requests_wins_in_any_order_of_adding_and_merging() {
+        let at = |line| CodeLocation {
+            file: "app/policies.py".into(),
+            line: Some(line),
+            function: Some("load_rules".into()),
+        };
+        let votes = [Some(88), Some(12), None, Some(88), Some(40), Some(88)];
+        let mut one_by_one = FindingSums::default();
+        for line in votes {
+            one_by_one.vote(line.map(at).as_ref(), 1);
+        }
+        assert_eq!(one_by_one.location, Some(at(88)));
+        let (mut first, mut second) = (FindingSums::default(), FindingSums::default());
+        for line in [Some(12), Some(40), Some(12)] {
+            first.vote(line.map(at).as_ref(), 1);
+        }
+        for line in [Some(88), Some(88), Some(88), Some(88)] {
+            second.vote(line.map(at).as_ref(), 1);
+        }
+        assert_eq!(first.location, Some(at(12)));
+        first.vote(second.location.as_ref(), second.location_votes);
+        assert_eq!(first.location, Some(at(88)), "4 of 7 requests");
+        assert_eq!(first.location_votes, 3, "four against one left over");
+        first.unvote(Some(&at(88)), 1);
+        assert_eq!(
+            first.location,
+            Some(at(88)),
+            "a location stays while it has no rival"
+        );
+        let mut none = FindingSums::default();
+        none.vote(None, 3);
+        assert_eq!(none.location, None);
     }
 }

@@ -51,6 +51,7 @@ use collector::model::{AttrValue, Span, SpanKind};
 
 use super::critical_path::CriticalPath;
 use super::gap::{Gap, gap_place};
+use super::location::{CodeLocation, LocationCounts};
 use super::operation::NodeNames;
 use super::request::template_name;
 use super::span_tree::SpanTree;
@@ -185,15 +186,24 @@ pub fn findings(
     out
 }
 
-fn span_ids(
+/// The spans of a finding's nodes, and the most frequent code location among them.
+fn involved(
     tree: &SpanTree<'_>,
     path: &CriticalPath,
     nodes: impl IntoIterator<Item = usize>,
-) -> Vec<collector::model::SpanId> {
-    nodes
+) -> (Vec<collector::model::SpanId>, Option<CodeLocation>) {
+    let mut locations = LocationCounts::default();
+    let span_ids = nodes
         .into_iter()
-        .map(|node| tree.spans[path.nodes[node].tree_idx].span_id)
-        .collect()
+        .map(|node| {
+            let span = tree.spans[path.nodes[node].tree_idx];
+            if let Some(location) = CodeLocation::of(span) {
+                locations.record(location);
+            }
+            span.span_id
+        })
+        .collect();
+    (span_ids, locations.into_most_frequent())
 }
 
 /// Duplicate and N+1 queries, grouped by statement shape.
@@ -272,12 +282,14 @@ fn repeated_queries<'a>(
             for query in members {
                 reported[query.node] = true;
             }
+            let (span_ids, location) = involved(tree, path, members.iter().map(|q| q.node));
             out.push(Finding {
                 kind: FindingKind::DuplicateQuery,
                 name: shape.clone(),
                 count: u32::try_from(members.len()).unwrap_or(u32::MAX),
                 potential_saving_ns: saving,
-                span_ids: span_ids(tree, path, members.iter().map(|q| q.node)),
+                span_ids,
+                location,
             });
         }
         // Sentry's detector counts repeated spans, not distinct values, so we do too: enough
@@ -289,12 +301,14 @@ fn repeated_queries<'a>(
             for query in queries {
                 reported[query.node] = true;
             }
+            let (span_ids, location) = involved(tree, path, queries.iter().map(|q| q.node));
             out.push(Finding {
                 kind: FindingKind::NPlusOne,
                 name: shape.clone(),
                 count: u32::try_from(queries.len()).unwrap_or(u32::MAX),
                 potential_saving_ns: total - longest,
-                span_ids: span_ids(tree, path, queries.iter().map(|q| q.node)),
+                span_ids,
+                location,
             });
         }
     }
@@ -514,12 +528,14 @@ fn sequential_io(
         if saving < config.min_saving_ns || saving == 0 {
             continue;
         }
+        let (span_ids, location) = involved(tree, path, nodes.iter().copied());
         out.push(Finding {
             kind: FindingKind::SequentialIo,
             name,
             count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             potential_saving_ns: saving,
-            span_ids: span_ids(tree, path, nodes),
+            span_ids,
+            location,
         });
     }
 }
@@ -543,12 +559,14 @@ fn slow_queries(
         }
     }
     for (name, nodes) in by_name {
+        let (span_ids, location) = involved(tree, path, nodes.iter().copied());
         out.push(Finding {
             kind: FindingKind::SlowQuery,
             name,
             count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             potential_saving_ns: nodes.iter().map(|n| path.nodes[*n].critical_ns).sum(),
-            span_ids: span_ids(tree, path, nodes),
+            span_ids,
+            location,
         });
     }
 }
@@ -578,6 +596,7 @@ fn cpu_hotspots(
                 count: 1,
                 potential_saving_ns: node.cpu_critical_ns,
                 span_ids: vec![span.span_id],
+                location: CodeLocation::of(span),
             });
         }
     }
@@ -595,12 +614,14 @@ fn uninstrumented_wait(
         return;
     }
     let nodes = (0..path.nodes.len()).filter(|n| path.nodes[*n].wait_critical_ns > 0);
+    let (span_ids, location) = involved(tree, path, nodes);
     out.push(Finding {
         kind: FindingKind::UninstrumentedWait,
         name: template_name(&tree.spans[path.nodes[0].tree_idx].name),
         count: 1,
         potential_saving_ns: wait,
-        span_ids: span_ids(tree, path, nodes),
+        span_ids,
+        location,
     });
 }
 
@@ -624,6 +645,8 @@ fn untraced_time(
                 count: 1,
                 potential_saving_ns: gap.duration_ns,
                 span_ids: vec![gap.span_id],
+                // Time between spans: no span there says where in the code it is.
+                location: None,
             });
         }
     }
@@ -644,6 +667,7 @@ fn untraced_time(
                 count: 1,
                 potential_saving_ns: node.untraced_critical_ns,
                 span_ids: vec![span.span_id],
+                location: CodeLocation::of(span),
             });
         }
     }
@@ -658,7 +682,7 @@ pub fn noise_floor_ns(config: &AnalysisConfig, duration_ns: f64) -> f64 {
 mod tests {
     use expect_test::{Expect, expect};
 
-    use crate::analysis::{AnalysisConfig, analyze_trace, fixture};
+    use crate::analysis::{AnalysisConfig, FindingKind, analyze_trace, fixture};
 
     /// Renders each request's findings under its header line.
     #[track_caller]
@@ -1155,5 +1179,53 @@ GET /a 0..1000 server cpu.time_ns=1000000
                 #1 svc: GET /a 1000ms | db 12 network 988 | path 1 2 3 4
             "#]],
         );
+    }
+
+    #[test]
+    fn a_finding_carries_the_most_frequent_code_location_of_its_spans() {
+        // Four executions from the loader (current names, which win over the old ones on the
+        // same span), two from a helper named the old way; the loader is the location.
+        let mut text = String::from("auth: POST /login 0..100 server http.route=/login\n");
+        for n in 0..6 {
+            let at = 10 + n * 10;
+            let code = if n < 4 {
+                "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules \
+                 code.filepath=app/old.py code.lineno=1 code.function=old"
+            } else {
+                "code.filepath=app/rules.py code.lineno=12 code.function=get code.namespace=Rules"
+            };
+            text.push_str(&format!(
+                "  SELECT rules {at}..{} client db.system=postgresql \
+                 db.statement=\"SELECT * FROM rules WHERE id = {n}\" {code}\n",
+                at + 8
+            ));
+        }
+        text.push_str("  GET idp 75..95 client http.request.method=GET server.address=idp\n");
+        let n_plus_one_location = |text: &str| {
+            let (requests, _) = analyze_trace(&fixture::parse(text), &AnalysisConfig::default());
+            let n_plus_one = requests[0]
+                .findings
+                .iter()
+                .find(|finding| finding.kind == FindingKind::NPlusOne)
+                .expect("an N+1");
+            (n_plus_one.location.clone().expect("located"), requests)
+        };
+        let (location, requests) = n_plus_one_location(&text);
+        assert_eq!(location.describe(), "app/policies.py:88 in load_rules");
+        assert!(
+            requests[0]
+                .findings
+                .iter()
+                .filter(|finding| finding.kind != FindingKind::NPlusOne)
+                .all(|finding| finding.location.is_none()),
+            "spans without code attributes have no location"
+        );
+
+        let old_only = text.replace(
+            "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules ",
+            "",
+        );
+        let (location, _) = n_plus_one_location(&old_only);
+        assert_eq!(location.describe(), "app/old.py:1 in old");
     }
 }

@@ -7,6 +7,7 @@
 //! - `sql`: statement normalization (literals to `?`), the key of operations and N+1 detection;
 //! - `span_tree`: the spans of a trace indexed once (duplicates, orphans and cycles repaired);
 //! - `operation`: operation names (normalized statement, called host, span name) and their sums;
+//! - `location`: where in the code a span was made (`code.*` attributes);
 //! - `findings`: duplicate and N+1 queries, sequential I/O, slow queries, CPU hot spots, waits,
 //!   untraced time;
 //! - `aggregate`: mergeable per-endpoint rollups, the latency sketch, and endpoint summaries;
@@ -22,6 +23,7 @@ pub mod critical_path;
 pub mod findings;
 pub mod gap;
 pub mod key_name;
+pub mod location;
 pub mod operation;
 pub mod request;
 pub mod span_tree;
@@ -152,6 +154,8 @@ pub struct Finding {
     pub potential_saving_ns: u64,
     /// The spans involved, so the trace view can highlight them.
     pub span_ids: Vec<SpanId>,
+    /// The most frequent code location of those spans, when they carry `code.*` attributes.
+    pub location: Option<location::CodeLocation>,
 }
 
 /// Something odd about the input that the analysis worked around.
@@ -269,7 +273,7 @@ impl Default for AnalysisConfig {
 /// category (which every decoder derives, from the attributes `normalize::is_read` names):
 /// spans decoded with only those and these attributes analyse the same.
 pub fn reads_attribute(key: &[u8]) -> bool {
-    findings::is_read(key)
+    findings::is_read(key) || location::is_read(key)
 }
 
 /// Analyses every request in a trace's spans.

@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::call::{self, CallFailed, Naming, Query};
+use super::call::{self, CallFailed, CodeSite, Naming, Query};
 use super::cpu;
 use super::latency::log_normal;
 use super::report::{Counters, Endpoint};
@@ -118,18 +118,26 @@ async fn login_steps(
     // The tenant is loaded twice with the same literal: once by the login view and once more by a
     // helper that survived a refactoring, exactly the talk's duplicate. The two copies are
     // recorded by different instrumentations, hence different attribute names.
-    let tenant = |naming| Query {
+    let tenant = |naming, code| Query {
         text: format!("SELECT * FROM tenants WHERE id = {tenant_id}"),
         operation: "SELECT",
         table: "tenants",
         params: Vec::new(),
         naming,
+        code,
     };
     call::query(
         tracer,
         cx,
         "auth",
-        &tenant(Naming::Old),
+        &tenant(
+            Naming::Old,
+            CodeSite {
+                file: "app/views/login.py",
+                line: 24,
+                function: "login",
+            },
+        ),
         log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
         None,
     )
@@ -140,6 +148,11 @@ async fn login_steps(
         table: "users",
         params: vec![format!("user{user_id}@tenant{tenant_id}.example")],
         naming: Naming::Current,
+        code: CodeSite {
+            file: "app/accounts.py",
+            line: 52,
+            function: "find_user",
+        },
     };
     let timeout = (failure == Some(Failure::Database))
         .then_some("canceling statement due to statement timeout");
@@ -158,7 +171,14 @@ async fn login_steps(
         tracer,
         cx,
         "auth",
-        &tenant(Naming::Current),
+        &tenant(
+            Naming::Current,
+            CodeSite {
+                file: "app/tenants.py",
+                line: 17,
+                function: "current_tenant",
+            },
+        ),
         log_normal(rng, QUERY_MEAN, QUERY_SIGMA),
         None,
     )
@@ -169,6 +189,11 @@ async fn login_steps(
         table: "user_policies",
         params: vec![user_id.to_string()],
         naming: Naming::Current,
+        code: CodeSite {
+            file: "app/policies.py",
+            line: 61,
+            function: "user_policies",
+        },
     };
     call::query(
         tracer,
@@ -187,6 +212,11 @@ async fn login_steps(
             table: "policy_rules",
             params: Vec::new(),
             naming: Naming::Current,
+            code: CodeSite {
+                file: "app/policies.py",
+                line: 88,
+                function: "load_rules",
+            },
         };
         call::query(
             tracer,
@@ -308,6 +338,11 @@ pub async fn report(auth: &Service, peers: &Peers, rng: &mut SmallRng) {
         table: "login_events",
         params: vec![rng.random_range(1..=50_u32).to_string()],
         naming: Naming::Current,
+        code: CodeSite {
+            file: "app/reports.py",
+            line: 33,
+            function: "logins_per_hour",
+        },
     };
     let outcome = call::query(
         tracer,

@@ -34,6 +34,20 @@ pub struct Query {
     pub params: Vec<String>,
     /// Attribute names to use.
     pub naming: Naming,
+    /// Where in the service's code it is issued.
+    pub code: CodeSite,
+}
+
+/// A line of the simulated service's source, reported as `code.*` attributes (named by the
+/// query's [`Naming`]), so that its findings point at the code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeSite {
+    /// The file, relative to the repository.
+    pub file: &'static str,
+    /// The line (1-based).
+    pub line: u32,
+    /// The function.
+    pub function: &'static str,
 }
 
 /// A call that failed; the message goes into the span status.
@@ -68,6 +82,16 @@ pub async fn query(
         ],
     };
     attributes.push(KeyValue::new("server.port", 5432));
+    let code = query.code;
+    let [file, line, function] = match query.naming {
+        Naming::Current => ["code.file.path", "code.line.number", "code.function.name"],
+        Naming::Old => ["code.filepath", "code.lineno", "code.function"],
+    };
+    attributes.extend([
+        KeyValue::new(file, code.file),
+        KeyValue::new(line, i64::from(code.line)),
+        KeyValue::new(function, code.function),
+    ]);
     for (idx, value) in query.params.iter().enumerate() {
         attributes.push(KeyValue::new(
             format!("db.query.parameter.{idx}"),

@@ -19,7 +19,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use super::call::{self, Naming, Query};
+use super::call::{self, CodeSite, Naming, Query};
 use super::cpu;
 use super::latency::log_normal;
 use super::report::{Counters, Endpoint};
@@ -75,6 +75,11 @@ async fn handle(idp: &Service, cx: &Context, rng: &mut SmallRng, overloaded: boo
         table: "service_providers",
         params: vec!["https://auth.example/saml".to_owned()],
         naming: Naming::Current,
+        code: CodeSite {
+            file: "idp/providers.py",
+            line: 40,
+            function: "service_provider",
+        },
     };
     let latency = log_normal(rng, Duration::from_millis(3), 0.4);
     if call::query(
@@ -97,6 +102,11 @@ async fn handle(idp: &Service, cx: &Context, rng: &mut SmallRng, overloaded: boo
         table: "assertions",
         params: vec![rng.random_range(1..=5000_u32).to_string()],
         naming: Naming::Current,
+        code: CodeSite {
+            file: "idp/assertions.py",
+            line: 71,
+            function: "record_assertion",
+        },
     };
     let latency = log_normal(rng, Duration::from_millis(4), 0.4);
     match call::query(tracer, cx, "idp", &audit, latency, None).await {

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use collector::category::Category;
 use collector::model::{Event, Span, SpanId, TraceId};
 
-use crate::analysis::aggregate::Rollup;
+use crate::analysis::aggregate::{FindingSums, Rollup};
+use crate::analysis::location::CodeLocation;
 use crate::analysis::{Breakdown, FindingKind};
 use crate::config::DatabaseUrl;
 
@@ -557,6 +558,93 @@ fn detail_sums_selects(
     })
 }
 
+/// The select of finding locations' votes summed per (endpoint, version, kind, name, location),
+/// up to its WHERE clause, which [`LOCATION_VOTES_GROUP`] follows.
+fn location_votes_select(
+    granularity: Granularity,
+    saturating_sum: impl Fn(&str) -> String,
+) -> String {
+    let [_, _, finding_table] = rollup_tables(granularity);
+    let votes = saturating_sum("location_votes");
+    format!(
+        "SELECT endpoint_id, version, kind, name, location_file, location_line, \
+         location_function, {votes} FROM {finding_table}"
+    )
+}
+
+/// Ends [`location_votes_select`] after its WHERE clause.
+const LOCATION_VOTES_GROUP: &str =
+    " AND location_file IS NOT NULL GROUP BY endpoint_id, version, 3, 4, 5, 6, 7";
+
+/// A location as stored in a finding row; a row without a file has none.
+fn stored_location(
+    file: Option<String>,
+    line: Option<i64>,
+    function: Option<String>,
+) -> Option<CodeLocation> {
+    Some(CodeLocation {
+        file: file?,
+        line: line.and_then(|line| u32::try_from(line).ok()),
+        function,
+    })
+}
+
+/// A finding row of one rollup: endpoint id, version, minute, kind, name, its three sums, then
+/// its location's file, line, function and votes.
+type FindingRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
+/// A finding row as (endpoint id, version, minute, kind, name, sums).
+fn finding_of_row(row: FindingRow) -> (i64, String, i64, String, String, FindingSums) {
+    let (
+        endpoint_id,
+        version,
+        minute,
+        kind,
+        name,
+        requests,
+        count,
+        saving,
+        file,
+        line,
+        function,
+        votes,
+    ) = row;
+    let sums = FindingSums {
+        requests: unsigned(requests),
+        count: unsigned(count),
+        saving_ns: unsigned(saving),
+        location: stored_location(file, line, function),
+        location_votes: unsigned(votes),
+    };
+    (endpoint_id, version, minute, kind, name, sums)
+}
+
+/// One location's summed votes for a finding of an (endpoint, version): endpoint id, version,
+/// finding kind, name, file, line, function, votes.
+type LocationVotesRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
 /// One summed operation or finding of an (endpoint, version): endpoint id, version, category or
 /// finding kind, name, and its three sums in the order of [`OperationSums`] or [`FindingSums`].
 type SummedDetailRow = (i64, String, String, String, i64, i64, i64);
@@ -566,6 +654,7 @@ type SummedDetailRow = (i64, String, String, String, i64, i64, i64);
 pub(crate) struct DetailSums {
     operations: Vec<SummedDetailRow>,
     findings: Vec<SummedDetailRow>,
+    locations: Vec<LocationVotesRow>,
 }
 
 impl DetailSums {
@@ -595,6 +684,19 @@ impl DetailSums {
             sums.requests = sums.requests.saturating_add(unsigned(requests));
             sums.count = sums.count.saturating_add(unsigned(count));
             sums.saving_ns = sums.saving_ns.saturating_add(unsigned(saving));
+        }
+        // Each row's location is voted for with its votes, as `Rollup::merge` would.
+        for (endpoint_id, version, kind, name, file, line, function, votes) in self.locations {
+            let (Some(rollup), Some(kind)) = (
+                merged.get_mut(&(endpoint_id, version)),
+                FindingKind::parse(&kind),
+            ) else {
+                continue;
+            };
+            if let Some(sums) = rollup.findings.get_mut(&(kind, name)) {
+                let location = stored_location(file, line, function);
+                sums.vote(location.as_ref(), unsigned(votes));
+            }
         }
     }
 }

@@ -25,11 +25,12 @@ use tracing::{info, warn};
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    Granularity, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError,
-    StoreStats, StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns,
+    FindingRow, Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef,
+    RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest, Window, block,
+    count_and_breakdown, detail_sums_selects, finding_of_row, location_votes_select, ns,
     parse_canonical, rollup_tables, unsigned,
 };
-use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
+use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
@@ -111,6 +112,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "resource key hash",
         include_str!("migrations/postgres/0005_resource_key_hash.sql"),
+    ),
+    (
+        6,
+        "finding locations",
+        include_str!("migrations/postgres/0006_finding_locations.sql"),
     ),
 ];
 
@@ -930,14 +936,10 @@ impl PgStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, |column| {
-            // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
-            format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX)
-        });
-        for (select_from, rows) in [
-            (operations, &mut summed.operations),
-            (findings, &mut summed.findings),
-        ] {
+        // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
+        let saturating_sum = |column: &str| format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX);
+        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
+        let grouped = |select_from: String, group_by: &str| {
             let mut select = QueryBuilder::<Postgres>::new(select_from);
             push_rollup_filter(
                 &mut select,
@@ -946,9 +948,21 @@ impl PgStore {
                 endpoint_ids,
                 version,
             );
-            select.push(" GROUP BY endpoint_id, version, 3, 4");
+            select.push(group_by);
+            select
+        };
+        for (select_from, rows) in [
+            (operations, &mut summed.operations),
+            (findings, &mut summed.findings),
+        ] {
+            let mut select = grouped(select_from, " GROUP BY endpoint_id, version, 3, 4");
             *rows = select.build_query_as().fetch_all(&mut *conn).await?;
         }
+        let votes = location_votes_select(granularity, saturating_sum);
+        summed.locations = grouped(votes, LOCATION_VOTES_GROUP)
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(summed)
     }
 }
@@ -1050,7 +1064,8 @@ async fn read_rollups(
         );
     }
     let mut select = QueryBuilder::<Postgres>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+         location_file, location_line, location_function, location_votes FROM {finding_table}"
     ));
     push_rollup_filter(
         &mut select,
@@ -1059,8 +1074,8 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, kind, name, sums) in rows.into_iter().map(finding_of_row) {
         let key = RollupKey {
             endpoint_id,
             version,
@@ -1070,14 +1085,7 @@ async fn read_rollups(
         let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
             continue;
         };
-        rollups[*idx].1.findings.insert(
-            (kind, name),
-            FindingSums {
-                requests: unsigned(requests),
-                count: unsigned(count),
-                saving_ns: unsigned(saving),
-            },
-        );
+        rollups[*idx].1.findings.insert((kind, name), sums);
     }
     Ok(rollups)
 }
@@ -1627,7 +1635,8 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+             location_file, location_line, location_function, location_votes) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1638,6 +1647,11 @@ async fn write_rollup(
                 .push_bind(ns(sums.requests))
                 .push_bind(ns(sums.count))
                 .push_bind(ns(sums.saving_ns));
+            let location = sums.location.as_ref();
+            row.push_bind(location.map(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
         });
         insert.build().execute(&mut **tx).await?;
     }

@@ -24,12 +24,13 @@ use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
-    AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, Granularity,
-    OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport, RollupKey, StoreError, StoreStats,
-    StoredRequest, Window, block, count_and_breakdown, detail_sums_selects, ns, parse_canonical,
-    rollup_tables, unsigned,
+    AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, FindingRow,
+    Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport,
+    RollupKey, StoreError, StoreStats, StoredRequest, Window, block, count_and_breakdown,
+    detail_sums_selects, finding_of_row, location_votes_select, ns, parse_canonical, rollup_tables,
+    unsigned,
 };
-use crate::analysis::aggregate::{FindingSums, LatencySketch, OperationSums, Rollup};
+use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
 mod alert;
@@ -210,6 +211,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "eviction",
         include_str!("migrations/sqlite/0013_eviction.sql"),
+    ),
+    (
+        14,
+        "finding locations",
+        include_str!("migrations/sqlite/0014_finding_locations.sql"),
     ),
 ];
 
@@ -735,14 +741,10 @@ impl SqliteStore {
             return Ok(summed);
         }
         let mut conn = self.pool.acquire().await?;
-        let [operations, findings] = detail_sums_selects(granularity, |column| {
-            // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
-            format!("CAST(TOTAL({column}) AS INTEGER)")
-        });
-        for (select_from, rows) in [
-            (operations, &mut summed.operations),
-            (findings, &mut summed.findings),
-        ] {
+        // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
+        let saturating_sum = |column: &str| format!("CAST(TOTAL({column}) AS INTEGER)");
+        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
+        let grouped = |select_from: String, group_by: &str| {
             let mut select = QueryBuilder::<Sqlite>::new(select_from);
             push_rollup_filter(
                 &mut select,
@@ -751,9 +753,21 @@ impl SqliteStore {
                 endpoint_ids,
                 version,
             );
-            select.push(" GROUP BY endpoint_id, version, 3, 4");
+            select.push(group_by);
+            select
+        };
+        for (select_from, rows) in [
+            (operations, &mut summed.operations),
+            (findings, &mut summed.findings),
+        ] {
+            let mut select = grouped(select_from, " GROUP BY endpoint_id, version, 3, 4");
             *rows = select.build_query_as().fetch_all(&mut *conn).await?;
         }
+        let votes = location_votes_select(granularity, saturating_sum);
+        summed.locations = grouped(votes, LOCATION_VOTES_GROUP)
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(summed)
     }
 }
@@ -849,7 +863,8 @@ async fn read_rollups(
         );
     }
     let mut select = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns FROM {finding_table}"
+        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+         location_file, location_line, location_function, location_votes FROM {finding_table}"
     ));
     push_rollup_filter(
         &mut select,
@@ -858,8 +873,8 @@ async fn read_rollups(
         endpoint_ids,
         version,
     );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, requests, count, saving) in rows {
+    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
+    for (endpoint_id, version, minute, kind, name, sums) in rows.into_iter().map(finding_of_row) {
         let key = RollupKey {
             endpoint_id,
             version,
@@ -869,14 +884,7 @@ async fn read_rollups(
         let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
             continue;
         };
-        rollups[*idx].1.findings.insert(
-            (kind, name),
-            FindingSums {
-                requests: unsigned(requests),
-                count: unsigned(count),
-                saving_ns: unsigned(saving),
-            },
-        );
+        rollups[*idx].1.findings.insert((kind, name), sums);
     }
     Ok(rollups)
 }
@@ -1588,7 +1596,8 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns) "
+            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
+             location_file, location_line, location_function, location_votes) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1599,6 +1608,11 @@ async fn write_rollup(
                 .push_bind(ns(sums.requests))
                 .push_bind(ns(sums.count))
                 .push_bind(ns(sums.saving_ns));
+            let location = sums.location.as_ref();
+            row.push_bind(location.map(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
         });
         insert.build().execute(&mut **tx).await?;
     }

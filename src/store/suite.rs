@@ -9,8 +9,8 @@ use crate::analysis::fixture;
 use crate::analysis::{AnalysisConfig, analyze_trace};
 
 const LOGIN: &str = "auth: POST /login 0..300 server http.request.method=POST http.route=/login
-  SELECT tenants 10..30 client db.system=postgresql db.statement=\"SELECT * FROM tenants WHERE id = 42\"
-  SELECT tenants 30..50 client db.system=postgresql db.statement=\"SELECT * FROM tenants WHERE id = 42\"
+  SELECT tenants 10..30 client db.system=postgresql db.statement=\"SELECT * FROM tenants WHERE id = 42\" code.file.path=app/tenants.py code.line.number=12 code.function.name=tenant
+  SELECT tenants 30..50 client db.system=postgresql db.statement=\"SELECT * FROM tenants WHERE id = 42\" code.file.path=app/tenants.py code.line.number=12 code.function.name=tenant
   idp: POST /saml 60..160 client http.request.method=POST server.address=idp";
 
 /// Runs every check against one store.
@@ -682,6 +682,13 @@ async fn long_windows_read_hourly_rows(store: &Store) {
         expected.add(&requests[0]);
     }
     assert!(!expected.operations.is_empty() && !expected.findings.is_empty());
+    assert!(
+        expected
+            .findings
+            .values()
+            .any(|sums| sums.location.is_some()),
+        "the duplicate's code location is stored and merged too"
+    );
     let merged = store
         .merged_rollups(window, Some(&[endpoint_id]), None)
         .await

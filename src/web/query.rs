@@ -15,6 +15,7 @@ use crate::analysis::aggregate::{self, EndpointStats, LatencySketch, Rollup};
 use crate::analysis::compare::{self, Thresholds};
 use crate::analysis::critical_path;
 use crate::analysis::gap::Gap;
+use crate::analysis::location::CodeLocation;
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
 use crate::pipeline::analyze::OTHER_ENDPOINT;
 use crate::store::{EndpointRef, RegressionRecord, RequestRow, Store, StoreError, Window};
@@ -324,6 +325,16 @@ pub fn finding_dto(finding: aggregate::FindingStats) -> FindingDto {
         potential_saving_ms: ms(finding.potential_saving_ns),
         summary: finding.summary,
         request_share: (finding.request_share * 1000.0).round() / 1000.0,
+        location: finding.location.as_ref().map(location_dto),
+    }
+}
+
+/// A code location as the API shows it.
+pub fn location_dto(location: &CodeLocation) -> CodeLocationDto {
+    CodeLocationDto {
+        file: location.file.clone(),
+        line: location.line,
+        function: location.function.clone(),
     }
 }
 
@@ -544,6 +555,7 @@ fn trace_dto(trace_id: TraceId, spans: &[Span], config: &AnalysisConfig) -> Trac
                             finding.potential_saving_ns as f64,
                         ),
                         span_ids: finding.span_ids.iter().map(|id| id.to_hex()).collect(),
+                        location: finding.location.as_ref().map(location_dto),
                     })
                     .collect(),
                 critical_path: request.critical_path.iter().map(|id| id.to_hex()).collect(),

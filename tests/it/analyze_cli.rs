@@ -289,12 +289,19 @@ async fn analyze_finds_what_the_server_finds_on_the_same_exports() {
     let again: Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(again["endpoints"], json["endpoints"]);
 
-    // No span of the demo names its code: SARIF has nothing to point at.
+    // The demo names its code: SARIF points the login's N+1 at its policy loader.
     let sarif = analyze(args(&[&capture, &"--format", &"sarif"])).await;
     assert_eq!(sarif.code, 0, "{}", sarif.stderr);
     let sarif: Value = serde_json::from_str(&sarif.stdout).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
-    assert_eq!(sarif["runs"][0]["results"], serde_json::json!([]));
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    let n_plus_one = results
+        .iter()
+        .find(|r| r["ruleId"] == "n_plus_one")
+        .unwrap_or_else(|| panic!("an N+1 result: {results:?}"));
+    let location = &n_plus_one["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], "app/policies.py");
+    assert_eq!(location["region"]["startLine"], 88);
 }
 
 /// The OTLP protobuf the official Python and Node SDKs exported (one export per file, a

@@ -113,6 +113,20 @@ async fn demo_traffic_shows_the_built_in_bottlenecks() {
     };
     assert_eq!(count("duplicate_query"), 2.0, "{findings:?}");
     assert_eq!(count("n_plus_one"), 6.0, "{findings:?}");
+    // The demo names its code: the N+1 points at the policy loader, and the duplicate at the
+    // helper that survived a refactoring (its two copies tie; the first in file order wins).
+    let location = |kind: &str| {
+        findings
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .map(|f| f["location"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        location("n_plus_one"),
+        serde_json::json!({"file": "app/policies.py", "line": 88, "function": "load_rules"}),
+    );
+    assert_eq!(location("duplicate_query")["file"], "app/tenants.py");
 
     // A clean health check has nothing to fix: every finding would be under the noise floor.
     // The one exception is real: tests share two cores, and a request whose thread was

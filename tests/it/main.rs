@@ -15,6 +15,7 @@ mod assets;
 mod bench;
 mod bounds;
 mod browser;
+mod code_location;
 mod compare;
 mod corpus;
 mod crash;

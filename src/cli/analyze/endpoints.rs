@@ -3,18 +3,14 @@
 //! operations and findings then come from the same `aggregate` functions the API uses, so the
 //! numbers are the server's for the same spans.
 //!
-//! Beside the rollups it counts where in the code each finding's spans were made
-//! (`location`), for SARIF and the text report.
-//!
 //! Invariant: pure apart from the analysis' own work; nothing here reads files or prints.
 
 use std::collections::{BTreeMap, HashMap};
 
-use collector::model::{Span, SpanId, TraceId};
+use collector::model::{Span, TraceId};
 
-use super::location::{CodeLocation, LocationCounts};
 use crate::analysis::aggregate::Rollup;
-use crate::analysis::{AnalysisConfig, FindingKind, analyze_trace};
+use crate::analysis::{AnalysisConfig, analyze_trace};
 
 /// `service.name` and endpoint name.
 pub type EndpointName = (String, String);
@@ -24,8 +20,6 @@ pub type EndpointName = (String, String);
 pub struct CapturedEndpoint {
     /// Every request of the endpoint in the capture.
     pub rollup: Rollup,
-    /// Where the spans of each finding (kind, name) were made.
-    pub locations: HashMap<(FindingKind, String), LocationCounts>,
 }
 
 /// What a capture holds, analysed.
@@ -37,22 +31,6 @@ pub struct CaptureAnalysis {
     pub traces: u64,
     /// Odd input the analysis worked around (orphan spans, clock skew, duplicate ids).
     pub anomalies: u64,
-}
-
-impl CaptureAnalysis {
-    /// The most frequent code location of an endpoint's finding, if its spans name one.
-    pub fn location(
-        &self,
-        endpoint: &EndpointName,
-        kind: FindingKind,
-        name: &str,
-    ) -> Option<&CodeLocation> {
-        self.endpoints
-            .get(endpoint)?
-            .locations
-            .get(&(kind, name.to_owned()))?
-            .most_frequent()
-    }
 }
 
 /// Analyses every trace of `spans`.
@@ -71,27 +49,14 @@ pub fn analyse(spans: Vec<Span>, config: &AnalysisConfig) -> CaptureAnalysis {
         if requests.is_empty() {
             continue;
         }
-        let by_id: HashMap<SpanId, &Span> = spans.iter().map(|s| (s.span_id, s)).collect();
         for request in &requests {
             let endpoint = out
                 .endpoints
                 .entry((request.service.clone(), request.endpoint.clone()))
                 .or_insert_with(|| CapturedEndpoint {
                     rollup: Rollup::new(),
-                    locations: HashMap::new(),
                 });
             endpoint.rollup.add(request);
-            for finding in &request.findings {
-                let counts = endpoint
-                    .locations
-                    .entry((finding.kind, finding.name.clone()))
-                    .or_default();
-                for span_id in &finding.span_ids {
-                    if let Some(location) = by_id.get(span_id).and_then(|s| CodeLocation::of(s)) {
-                        counts.record(location);
-                    }
-                }
-            }
         }
     }
     out
@@ -100,7 +65,7 @@ pub fn analyse(spans: Vec<Span>, config: &AnalysisConfig) -> CaptureAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::fixture;
+    use crate::analysis::{FindingKind, fixture};
 
     #[test]
     fn requests_count_under_their_endpoint_and_findings_carry_their_code() {
@@ -120,14 +85,13 @@ mod tests {
         let endpoint = &analysis.endpoints[&key];
         assert_eq!(endpoint.rollup.requests, 1);
         assert_eq!(endpoint.rollup.db_calls, 6);
-        let (kind, name) = endpoint
+        let (_, sums) = endpoint
             .rollup
             .findings
-            .keys()
-            .find(|(kind, _)| *kind == FindingKind::NPlusOne)
-            .expect("an N+1 finding")
-            .clone();
-        let location = analysis.location(&key, kind, &name).expect("located");
+            .iter()
+            .find(|((kind, _), _)| *kind == FindingKind::NPlusOne)
+            .expect("an N+1 finding");
+        let location = sums.location.as_ref().expect("located");
         assert_eq!(location.describe(), "app/policies.py:88 in load_rules");
     }
 }

@@ -30,19 +30,7 @@ pub fn endpoints(analysis: &CaptureAnalysis, window: Window) -> Vec<CaptureEndpo
         .filter_map(|(name, captured)| {
             let (service, endpoint) = name;
             let stats = aggregate::summarize(&captured.rollup, endpoint)?;
-            let findings = query::finding_dtos(&captured.rollup)
-                .into_iter()
-                .map(|finding| {
-                    let location = crate::analysis::FindingKind::parse(finding.kind)
-                        .and_then(|kind| analysis.location(name, kind, &finding.name))
-                        .map(|at| CodeLocationDto {
-                            file: at.file.clone(),
-                            line: at.line,
-                            function: at.function.clone(),
-                        });
-                    CaptureFindingDto { finding, location }
-                })
-                .collect();
+            let findings = query::finding_dtos(&captured.rollup);
             Some(CaptureEndpointDto {
                 summary: query::summary_dto(&endpoint_ref(service, endpoint), &stats, window),
                 operations: query::operation_dtos(&captured.rollup),

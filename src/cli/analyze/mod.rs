@@ -13,7 +13,6 @@ mod baseline;
 mod capture;
 mod endpoints;
 mod json;
-mod location;
 mod sarif;
 mod text;
 

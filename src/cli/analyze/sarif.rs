@@ -1,6 +1,6 @@
-//! SARIF 2.1.0 for code scanning: one result per endpoint finding whose spans name a code
-//! location (the most frequent one), one rule per finding kind. Findings without a location
-//! have no place in a code view and are left out; the text and JSON reports keep them.
+//! SARIF 2.1.0 for code scanning: one result per endpoint finding with a code location (the
+//! analysis' own), one rule per finding kind. Findings without a location have no place in a
+//! code view and are left out; the text and JSON reports keep them.
 //!
 //! The minimal valid log: `version`, `$schema`, one run with the tool's driver and its rules,
 //! results with `ruleId`, `ruleIndex`, `level`, `message.text` and a physical location (GitHub
@@ -140,7 +140,7 @@ pub fn log(analysis: &CaptureAnalysis, source_root: Option<&Path>) -> Log {
     for (name, captured) in &analysis.endpoints {
         let (service, endpoint) = name;
         for finding in aggregate::findings(&captured.rollup) {
-            let Some(at) = analysis.location(name, finding.kind, &finding.name) else {
+            let Some(at) = &finding.location else {
                 continue;
             };
             let next = rule_of.len();

@@ -75,7 +75,7 @@ pub fn report(candidate: &Analysed, budgets: &[Row], diff: Option<&BaselineDiff>
         }
         for finding in findings {
             out.push_str(&format!("    - {}\n", finding.summary));
-            if let Some(at) = analysis.location(name, finding.kind, &finding.name) {
+            if let Some(at) = &finding.location {
                 out.push_str(&format!("      at {}\n", at.describe()));
             }
         }

@@ -102,6 +102,9 @@ pub struct FindingDto {
     pub summary: String,
     /// Share of requests that show it.
     pub request_share: f64,
+    /// Where in the code it is: the location most of its requests name (`code.*` attributes);
+    /// null when its spans carry none.
+    pub location: Option<CodeLocationDto>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +214,8 @@ pub struct RequestFindingDto {
     pub potential_saving_ms: f64,
     pub summary: String,
     pub span_ids: Vec<String>,
+    /// The most frequent code location of its spans (`code.*` attributes); null without one.
+    pub location: Option<CodeLocationDto>,
 }
 
 /// A stretch of a request's critical path that only an in-process span's self time covers.
@@ -535,18 +540,11 @@ pub struct CaptureEndpointDto {
     #[serde(flatten)]
     pub summary: EndpointSummaryDto,
     pub operations: Vec<OperationDto>,
-    pub findings: Vec<CaptureFindingDto>,
+    pub findings: Vec<FindingDto>,
     pub gaps: Vec<GapDto>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CaptureFindingDto {
-    #[serde(flatten)]
-    pub finding: FindingDto,
-    /// The most frequent code location of the finding's spans (`code.*` attributes).
-    pub location: Option<CodeLocationDto>,
-}
-
+/// A place in the source: file, line (1-based) and function, as the spans name them.
 #[derive(Debug, Clone, Serialize)]
 pub struct CodeLocationDto {
     pub file: String,

@@ -46,6 +46,8 @@ pub struct FindingRow {
     pub saving: String,
     pub share: String,
     pub summary: String,
+    /// Where in the code, when its spans say.
+    pub location: Option<String>,
 }
 
 /// Where untraced (or measured but unexplained) self time sits.
@@ -378,6 +380,7 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
                 saving: fmt_ms(f.potential_saving_ms),
                 share: fmt_pct(f.request_share),
                 summary: f.summary.clone(),
+                location: f.location.as_ref().map(super::fmt_location),
             })
             .collect(),
         gaps: detail

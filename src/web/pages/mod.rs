@@ -14,9 +14,10 @@ pub mod trace;
 use collector::category::Category;
 use serde::Deserialize;
 
-use super::api::dto::{BreakdownMs, RegressionEventDto};
+use super::api::dto::{BreakdownMs, CodeLocationDto, RegressionEventDto};
 use super::assets;
 use super::error::ApiError;
+use crate::analysis::location::CodeLocation;
 use crate::store::Window;
 
 pub use error::PageError;
@@ -284,6 +285,16 @@ pub fn fmt_ms(ms: f64) -> String {
 }
 
 /// `1,234,567`.
+/// Where a finding is in the code: `app/policies.py:88 in load_rules`.
+pub fn fmt_location(location: &CodeLocationDto) -> String {
+    CodeLocation {
+        file: location.file.clone(),
+        line: location.line,
+        function: location.function.clone(),
+    }
+    .describe()
+}
+
 pub fn fmt_count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();

@@ -91,6 +91,8 @@ pub struct FindingView {
     pub summary: String,
     pub count: String,
     pub saving: String,
+    /// Where in the code, when its spans say.
+    pub location: Option<String>,
 }
 
 pub struct RequestView {
@@ -666,6 +668,7 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
                     summary: f.summary.clone(),
                     count: fmt_calls(f.count_per_request),
                     saving: fmt_ms(f.potential_saving_ms),
+                    location: f.location.as_ref().map(super::fmt_location),
                 })
                 .collect(),
             critical_spans: fmt_count(r.critical_path.len() as u64),

@@ -2,11 +2,30 @@
 //! (`code.file.path`, `code.line.number`, `code.function.name`) before the older ones
 //! (`code.filepath`, `code.lineno`, `code.function` with `code.namespace`).
 //!
+//! Only findings ask (a few per request), never every span: a span without code attributes
+//! costs nothing here.
+//!
 //! Invariant: reads attributes only; a span without a file path has no location.
 
 use std::collections::HashMap;
 
 use collector::model::{Span, attr};
+
+/// The attributes a location is read from.
+const KEYS: [&str; 7] = [
+    "code.file.path",
+    "code.filepath",
+    "code.line.number",
+    "code.lineno",
+    "code.function.name",
+    "code.function",
+    "code.namespace",
+];
+
+/// Whether a location is read from the attribute `key`.
+pub fn is_read(key: &[u8]) -> bool {
+    key.starts_with(b"code.") && KEYS.iter().any(|name| name.as_bytes() == key)
+}
 
 /// A place in the source.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +87,12 @@ impl LocationCounts {
     /// Counts one sighting.
     pub fn record(&mut self, location: CodeLocation) {
         *self.0.entry(location).or_default() += 1;
+    }
+
+    /// The most frequent location, taken out.
+    pub fn into_most_frequent(mut self) -> Option<CodeLocation> {
+        let location = self.most_frequent()?.clone();
+        self.0.remove_entry(&location).map(|(location, _)| location)
     }
 
     /// The most frequent location; ties go to the first in sort order, so output is stable.

@@ -1,0 +1,144 @@
+//! Findings point at the code: spans with `code.*` attributes, exported by the OpenTelemetry SDK's
+//! own OTLP exporter, give each finding its most frequent location in the API (endpoint and
+//! trace) and on the endpoint and trace pages, escaped.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bottleneck::demo::telemetry::{self, CpuTime, ExportStats, Identity, Transport};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use serde_json::{Value, json};
+
+use crate::analysis::get_json;
+use crate::pages::get;
+use crate::support::{TestApp, install_crypto, spawn_app};
+
+/// Executions of the policy loader's query per login: an N+1.
+const RULES_PER_LOGIN: u32 = 6;
+
+/// Exports `logins` logins of `shop`, each loading its rules one query at a time from
+/// `app/policies.py:88` (current attribute names) and its user once from a helper named the old
+/// way; one login in four loads them from a second place, which must not win.
+async fn export_logins(app: &TestApp, logins: u32) {
+    // The exporter's HTTP client needs the process's TLS provider, even for plain HTTP.
+    install_crypto();
+    let stats = Arc::new(ExportStats::default());
+    let identity = Identity {
+        name: "shop",
+        version: "1.0",
+        instance_id: "shop-1".into(),
+    };
+    let provider = telemetry::provider(
+        &identity,
+        Transport::Http,
+        &app.otlp_http_url,
+        CpuTime::Unmeasured,
+        Arc::clone(&stats),
+    )
+    .expect("the exporter builds");
+    let tracer = telemetry::tracer(&provider);
+    let ms = Duration::from_millis;
+    let base = SystemTime::now() - Duration::from_secs(60);
+    for n in 0..logins {
+        let start = base + ms(u64::from(n) * 100);
+        let login = tracer
+            .span_builder("POST /login")
+            .with_kind(SpanKind::Server)
+            .with_start_time(start)
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", "/login"),
+                KeyValue::new("http.response.status_code", 200),
+            ])
+            .start(&tracer);
+        let cx = Context::new().with_span(login);
+        let mut at = start + ms(1);
+        let line: i64 = if n % 4 == 3 { 120 } else { 88 };
+        for rule in 0..RULES_PER_LOGIN {
+            let mut query = tracer
+                .span_builder("SELECT policy_rules")
+                .with_kind(SpanKind::Client)
+                .with_start_time(at)
+                .with_attributes([
+                    KeyValue::new("db.system.name", "postgresql"),
+                    KeyValue::new(
+                        "db.query.text",
+                        format!("SELECT * FROM policy_rules WHERE id = {rule}"),
+                    ),
+                    KeyValue::new("code.file.path", "app/policies.py"),
+                    KeyValue::new("code.line.number", line),
+                    KeyValue::new("code.function.name", "load_rules<all>"),
+                ])
+                .start_with_context(&tracer, &cx);
+            at += ms(3);
+            query.end_with_timestamp(at);
+        }
+        cx.span().end_with_timestamp(at + ms(1));
+    }
+    telemetry::shutdown(provider, "shop")
+        .await
+        .expect("every span is exported");
+    assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+fn n_plus_one(findings: &Value) -> &Value {
+    findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "n_plus_one")
+        .unwrap_or_else(|| panic!("an N+1 in {findings}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_shows_its_most_frequent_code_location_in_the_api_and_the_pages() {
+    let app = spawn_app().await;
+    export_logins(&app, 8).await;
+    let url = format!(
+        "{}/api/v1/endpoint?service=shop&endpoint=POST%20/login",
+        app.ui_url
+    );
+    let detail = app
+        .eventually(Duration::from_secs(20), || async {
+            get_json(url.clone())
+                .await
+                .filter(|d| d["requests"].as_u64() == Some(8))
+        })
+        .await;
+    let expected = json!({"file": "app/policies.py", "line": 88, "function": "load_rules<all>"});
+    assert_eq!(
+        n_plus_one(&detail["findings"])["location"],
+        expected,
+        "six logins of eight name line 88"
+    );
+
+    let trace_id = detail["slowest_traces"][0]["trace_id"].as_str().unwrap();
+    let trace = get_json(format!("{}/api/v1/traces/{trace_id}", app.ui_url))
+        .await
+        .expect("the trace");
+    let location = &n_plus_one(&trace["requests"][0]["findings"])["location"];
+    assert_eq!(location["file"], "app/policies.py");
+    assert!(
+        location["line"] == 88 || location["line"] == 120,
+        "{location}"
+    );
+
+    let shown = "app/policies.py:88 in load_rules&#60;all&#62;";
+    let page = get(
+        &app,
+        "/endpoint?service=shop&endpoint=POST%20/login&range=1h",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(shown), "{}", page.body);
+    assert!(!page.body.contains("load_rules<all>"), "escaped");
+    let page = get(&app, &format!("/trace/{trace_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("app/policies.py:") && page.body.contains("in load_rules&#60;all&#62;"),
+        "{}",
+        page.body
+    );
+    app.stop().await;
+}
