@@ -1067,7 +1067,7 @@ POST /login 0..100 server http.request.method=POST http.route=/login
     #[test]
     fn a_location_named_by_most_requests_wins_in_any_order_of_adding_and_merging() {
         let at = |line| CodeLocation {
-            file: "app/policies.py".into(),
+            file: Some("app/policies.py".into()),
             line: Some(line),
             function: Some("load_rules".into()),
         };

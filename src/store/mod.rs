@@ -573,17 +573,17 @@ fn location_votes_select(
 }
 
 /// Ends [`location_votes_select`] after its WHERE clause.
-const LOCATION_VOTES_GROUP: &str =
-    " AND location_file IS NOT NULL GROUP BY endpoint_id, version, 3, 4, 5, 6, 7";
+const LOCATION_VOTES_GROUP: &str = " AND (location_file IS NOT NULL OR location_function IS NOT NULL) \
+     GROUP BY endpoint_id, version, 3, 4, 5, 6, 7";
 
-/// A location as stored in a finding row; a row without a file has none.
+/// A location as stored in a finding row; a row without a file and a function has none.
 fn stored_location(
     file: Option<String>,
     line: Option<i64>,
     function: Option<String>,
 ) -> Option<CodeLocation> {
-    Some(CodeLocation {
-        file: file?,
+    (file.is_some() || function.is_some()).then(|| CodeLocation {
+        file,
         line: line.and_then(|line| u32::try_from(line).ok()),
         function,
     })

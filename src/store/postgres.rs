@@ -1648,7 +1648,7 @@ async fn write_rollup(
                 .push_bind(ns(sums.count))
                 .push_bind(ns(sums.saving_ns));
             let location = sums.location.as_ref();
-            row.push_bind(location.map(|at| at.file.clone()))
+            row.push_bind(location.and_then(|at| at.file.clone()))
                 .push_bind(location.and_then(|at| at.line).map(i64::from))
                 .push_bind(location.and_then(|at| at.function.clone()))
                 .push_bind(ns(sums.location_votes));

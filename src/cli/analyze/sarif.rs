@@ -4,7 +4,9 @@
 //!
 //! The minimal valid log: `version`, `$schema`, one run with the tool's driver and its rules,
 //! results with `ruleId`, `ruleIndex`, `level`, `message.text` and a physical location (GitHub
-//! requires `region.startLine`: a location without a line points at the file's first).
+//! requires `region.startLine`: a location without a line points at the file's first). A
+//! location whose spans name only their function has no physical location, only the logical
+//! one naming the function, as SARIF 2.1.0 allows (§3.28.2).
 //!
 //! Invariant: these are the only `Serialize` types outside `web::api::dto`: SARIF is not the
 //! API, and its field names are the standard's.
@@ -72,7 +74,8 @@ struct SarifResult {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Location {
-    physical_location: PhysicalLocation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    physical_location: Option<PhysicalLocation>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     logical_locations: Vec<LogicalLocation>,
 }
@@ -153,14 +156,14 @@ pub fn log(analysis: &CaptureAnalysis, source_root: Option<&Path>) -> Log {
                     text: format!("{service} {endpoint}: {}", finding.summary),
                 },
                 locations: vec![Location {
-                    physical_location: PhysicalLocation {
+                    physical_location: at.file.as_deref().map(|file| PhysicalLocation {
                         artifact_location: ArtifactLocation {
-                            uri: uri(&at.file, source_root),
+                            uri: uri(file, source_root),
                         },
                         region: Region {
                             start_line: at.line.unwrap_or(1),
                         },
-                    },
+                    }),
                     logical_locations: at
                         .function
                         .iter()
@@ -201,5 +204,52 @@ pub fn log(analysis: &CaptureAnalysis, source_root: Option<&Path>) -> Log {
             },
             results,
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::AnalysisConfig;
+    use crate::analysis::fixture;
+    use crate::cli::analyze::endpoints::analyse;
+
+    /// A capture of one request whose six identical-shape queries carry `code`.
+    fn n_plus_one_at(code: &str) -> serde_json::Value {
+        let mut text = String::from("auth: GET /rules 0..100 server http.route=/rules\n");
+        for n in 0..6 {
+            let at = 10 + n * 10;
+            text.push_str(&format!(
+                "  SELECT rules {at}..{} client db.system=postgresql \
+                 db.statement=\"SELECT * FROM rules WHERE id = {n}\" {code}\n",
+                at + 8
+            ));
+        }
+        let analysis = analyse(fixture::parse(&text), &AnalysisConfig::default());
+        let log = serde_json::to_value(log(&analysis, None)).expect("serializes");
+        let results = log["runs"][0]["results"].as_array().expect("results");
+        results
+            .iter()
+            .find(|result| result["ruleId"] == "n_plus_one")
+            .unwrap_or_else(|| panic!("an N+1 in {results:?}"))
+            .clone()
+    }
+
+    #[test]
+    fn a_location_with_a_file_is_physical_and_one_without_only_logical() {
+        let located = n_plus_one_at(
+            "code.file.path=app/policies.py code.line.number=88 code.function.name=load_rules",
+        );
+        assert_eq!(
+            located["locations"][0]["physicalLocation"],
+            serde_json::json!({"artifactLocation": {"uri": "app/policies.py"}, "region": {"startLine": 88}})
+        );
+        let function_only = n_plus_one_at("code.function=load_rules code.namespace=app.policies");
+        assert_eq!(
+            function_only["locations"][0],
+            serde_json::json!({"logicalLocations": [
+                {"fullyQualifiedName": "app.policies.load_rules", "kind": "function"}
+            ]})
+        );
     }
 }

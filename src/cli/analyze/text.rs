@@ -76,7 +76,8 @@ pub fn report(candidate: &Analysed, budgets: &[Row], diff: Option<&BaselineDiff>
         for finding in findings {
             out.push_str(&format!("    - {}\n", finding.summary));
             if let Some(at) = &finding.location {
-                out.push_str(&format!("      at {}\n", at.describe()));
+                let (preposition, place) = at.phrase();
+                out.push_str(&format!("      {preposition} {place}\n"));
             }
         }
     }

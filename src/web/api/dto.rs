@@ -544,10 +544,11 @@ pub struct CaptureEndpointDto {
     pub gaps: Vec<GapDto>,
 }
 
-/// A place in the source: file, line (1-based) and function, as the spans name them.
+/// A place in the source: file, line (1-based) and function, as the spans name them. A span
+/// that names only its function gives a location with a null file and line.
 #[derive(Debug, Clone, Serialize)]
 pub struct CodeLocationDto {
-    pub file: String,
+    pub file: Option<String>,
     pub line: Option<u32>,
     pub function: Option<String>,
 }

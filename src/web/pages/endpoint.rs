@@ -47,7 +47,7 @@ pub struct FindingRow {
     pub share: String,
     pub summary: String,
     /// Where in the code, when its spans say.
-    pub location: Option<String>,
+    pub location: Option<super::LocationView>,
 }
 
 /// Where untraced (or measured but unexplained) self time sits.

@@ -285,14 +285,21 @@ pub fn fmt_ms(ms: f64) -> String {
 }
 
 /// `1,234,567`.
-/// Where a finding is in the code: `app/policies.py:88 in load_rules`.
-pub fn fmt_location(location: &CodeLocationDto) -> String {
-    CodeLocation {
+/// Where a finding is in the code, as a page shows it: `at` `app/policies.py:88 in
+/// load_rules`, or `in` `load_rules` when its spans name no file.
+pub struct LocationView {
+    pub preposition: &'static str,
+    pub place: String,
+}
+
+pub fn fmt_location(location: &CodeLocationDto) -> LocationView {
+    let (preposition, place) = CodeLocation {
         file: location.file.clone(),
         line: location.line,
         function: location.function.clone(),
     }
-    .describe()
+    .phrase();
+    LocationView { preposition, place }
 }
 
 pub fn fmt_count(n: u64) -> String {

@@ -92,7 +92,7 @@ pub struct FindingView {
     pub count: String,
     pub saving: String,
     /// Where in the code, when its spans say.
-    pub location: Option<String>,
+    pub location: Option<super::LocationView>,
 }
 
 pub struct RequestView {
