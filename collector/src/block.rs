@@ -12,6 +12,7 @@
 //! `decode(encode(spans)) == spans`.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
@@ -153,23 +154,47 @@ pub fn decode(data: &[u8]) -> Result<Vec<Span>, BlockError> {
     Ok(decode::spans(request).spans)
 }
 
-/// Decodes the spans of one trace a block holds, with the events they recorded (which spans do
-/// not keep): for showing a trace whole.
+/// Spans of one trace, with the events they recorded (which spans do not keep).
+pub type SpansWithEvents = (Vec<Span>, Vec<Event>);
+
+/// Decodes the spans of one trace a block holds, with the events they recorded: for showing a
+/// trace whole.
 pub fn decode_trace_with_events(
     data: &[u8],
     trace: TraceId,
-) -> Result<(Vec<Span>, Vec<Event>), BlockError> {
+) -> Result<SpansWithEvents, BlockError> {
+    let mut found = decode_traces_with_events(data, &HashSet::from([trace]))?;
+    Ok(found.remove(&trace).unwrap_or_default())
+}
+
+/// [`decode_trace_with_events`] for several traces with one decode of the block, by trace;
+/// traces the block does not hold are absent.
+pub fn decode_traces_with_events(
+    data: &[u8],
+    traces: &HashSet<TraceId>,
+) -> Result<HashMap<TraceId, SpansWithEvents>, BlockError> {
     let mut request = with_protobuf(data, decode::protobuf)??;
-    // A block holds an export's traces; only this one's spans are worth building.
+    let wanted =
+        |raw: &[u8]| <[u8; 16]>::try_from(raw).is_ok_and(|id| traces.contains(&TraceId(id)));
+    // A block holds an export's traces; only the wanted ones' spans are worth building.
     for resource_spans in &mut request.resource_spans {
         for scope_spans in &mut resource_spans.scope_spans {
-            scope_spans
-                .spans
-                .retain(|span| span.trace_id.as_slice() == trace.0.as_slice());
+            scope_spans.spans.retain(|span| wanted(&span.trace_id));
         }
     }
-    let events = decode::events(&request, trace);
-    Ok((decode::spans(request).spans, events))
+    let mut out: HashMap<TraceId, SpansWithEvents> = HashMap::new();
+    for trace in traces {
+        let events = decode::events(&request, *trace);
+        if !events.is_empty() {
+            out.entry(*trace).or_default().1 = events;
+        }
+    }
+    for span in decode::spans(request).spans {
+        out.entry(span.trace_id).or_default().0.push(span);
+    }
+    // Events of a span the decoder dropped belong to no span: a trace with no span is absent.
+    out.retain(|_, (spans, _)| !spans.is_empty());
+    Ok(out)
 }
 
 /// Largest decompressed size taken from a frame's header in one allocation: 64 MiB, near the

@@ -17,7 +17,7 @@ pub mod settings;
 mod sqlite;
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use collector::category::Category;
 use collector::model::{Event, Span, SpanId, TraceId};
@@ -147,6 +147,15 @@ pub struct RequestRow {
     pub last_block_id: i64,
     /// Interned resource of the request span; 0 when unknown.
     pub resource_id: i64,
+}
+
+/// Traces read whole by [`Store::traces_with_events`].
+#[derive(Debug, Default)]
+pub struct TracesRead {
+    /// Each trace found: its spans ordered by start, and their events.
+    pub traces: HashMap<TraceId, block::SpansWithEvents>,
+    /// Bytes of the stored (compressed) blocks read for them.
+    pub block_bytes: u64,
 }
 
 /// The endpoint every endpoint past a service's cap is folded into. Retention never evicts it:
@@ -865,18 +874,39 @@ impl Store {
         &self,
         trace_id: TraceId,
     ) -> Result<Option<(Vec<Span>, Vec<Event>)>, StoreError> {
-        let blocks = dispatch!(self.trace_blocks(trace_id))?;
-        let (mut spans, mut events) = (Vec::new(), Vec::new());
-        for (_, data) in blocks {
-            let (block_spans, block_events) = block::decode_trace_with_events(&data, trace_id)?;
-            spans.extend(block_spans);
-            events.extend(block_events);
+        Ok(self
+            .traces_with_events(&[trace_id])
+            .await?
+            .traces
+            .remove(&trace_id))
+    }
+
+    /// [`Store::trace_with_events`] for several traces, each block decoded once however many
+    /// of them it holds; unknown traces are absent.
+    pub async fn traces_with_events(
+        &self,
+        trace_ids: &[TraceId],
+    ) -> Result<TracesRead, StoreError> {
+        let mut blocks = BTreeMap::new();
+        for trace_id in trace_ids {
+            for (id, data) in dispatch!(self.trace_blocks(*trace_id))? {
+                blocks.entry(id).or_insert(data);
+            }
         }
-        if spans.is_empty() {
-            return Ok(None);
+        let wanted: HashSet<TraceId> = trace_ids.iter().copied().collect();
+        let mut read = TracesRead::default();
+        for data in blocks.into_values() {
+            read.block_bytes += data.len() as u64;
+            for (trace_id, (spans, events)) in block::decode_traces_with_events(&data, &wanted)? {
+                let (all_spans, all_events) = read.traces.entry(trace_id).or_default();
+                all_spans.extend(spans);
+                all_events.extend(events);
+            }
         }
-        spans.sort_by_key(|span| span.start_unix_ns);
-        Ok(Some((spans, events)))
+        for (spans, _) in read.traces.values_mut() {
+            spans.sort_by_key(|span| span.start_unix_ns);
+        }
+        Ok(read)
     }
 
     /// The analysis watermark: every block up to it has been analysed.

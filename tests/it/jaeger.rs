@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
 use serde_json::Value as Json;
 
-use crate::analysis::{MS, fast_login, get_json, kv, kv_int, seed_login};
+use crate::analysis::{Builder, MS, fast_login, get_json, kv, kv_int, seed_login};
 use crate::hostile::auth;
 use crate::pipeline::export;
 use crate::support::{TestApp, http_client, spawn_app, spawn_app_with};
@@ -509,5 +509,87 @@ async fn the_jaeger_api_takes_the_tokens_the_rest_of_the_api_takes() {
     let body: Json = res.json().await.unwrap();
     assert_eq!(body["data"], serde_json::json!([]));
     assert_eq!(status(client.get(&url).bearer_auth("reader")).await, 200);
+    app.stop().await;
+}
+
+/// More logins of `auth` than one search reads, a millisecond apart and a few seconds old, in
+/// one export: each a single server span of its own trace.
+fn many_logins(n: u16, now: u64) -> ExportTraceServiceRequest {
+    let mut request = ExportTraceServiceRequest::default();
+    for i in 0..n {
+        let mut trace = [0x5e; 16];
+        trace[..2].copy_from_slice(&i.to_be_bytes());
+        let mut login = Builder::new(trace, now - (5_000 + u64::from(n - i)) * MS, None);
+        login.span(
+            "auth",
+            None,
+            "POST /login",
+            2,
+            0,
+            1,
+            vec![
+                kv("http.request.method", "POST"),
+                kv("http.route", "/login"),
+            ],
+        );
+        request
+            .resource_spans
+            .extend(login.request().resource_spans);
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_search_reads_a_bounded_number_of_traces_and_says_where_it_stopped() {
+    let app = spawn_app().await;
+    let now = now_ns();
+    let logins = u16::try_from(bottleneck::web::jaeger::search::CANDIDATES).unwrap() + 20;
+    export(&app, &many_logins(logins, now)).await;
+    let url = format!(
+        "{}/api/v1/endpoint?service=auth&endpoint=POST%20/login",
+        app.ui_url
+    );
+    app.eventually(Duration::from_secs(30), || async {
+        get_json(url.clone())
+            .await
+            .filter(|d| d["requests"].as_u64() == Some(u64::from(logins)))
+    })
+    .await;
+
+    let (status, found) = get(
+        &app,
+        &format!(
+            "/api/traces?service=auth&tags={}",
+            encoded(r#"{"no.such":"tag"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["data"], serde_json::json!([]));
+    let warnings = found["warnings"].as_array().expect("a warning");
+    assert_eq!(warnings.len(), 1, "{found}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.starts_with(&format!(
+            "search stopped after reading {} candidate traces",
+            bottleneck::web::jaeger::search::CANDIDATES
+        )),
+        "{warning}"
+    );
+
+    // A search that matches stops at its limit, and was not cut.
+    let (_, found) = get(
+        &app,
+        &format!(
+            "/api/traces?service=auth&limit=3&tags={}",
+            encoded(r#"{"http.route":"/login"}"#)
+        ),
+    )
+    .await;
+    let mut newest = [0x5e; 16];
+    newest[..2].copy_from_slice(&(logins - 1).to_be_bytes());
+    assert_eq!(ids(&found["data"]).first(), Some(&hex::encode(newest)));
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(3));
+    assert!(found.get("warnings").is_none(), "{found}");
     app.stop().await;
 }

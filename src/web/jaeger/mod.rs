@@ -66,17 +66,12 @@ impl IntoResponse for JaegerError {
                 )
             }
         };
-        let answer = Answer {
-            data: (),
-            total: 0,
-            limit: 0,
-            offset: 0,
-            errors: Some(vec![ErrorJson {
-                code: Some(status.as_u16()),
-                msg,
-                trace_id: None,
-            }]),
-        };
+        let mut answer = Answer::new((), 0);
+        answer.errors = Some(vec![ErrorJson {
+            code: Some(status.as_u16()),
+            msg,
+            trace_id: None,
+        }]);
         (status, Json(answer)).into_response()
     }
 }
@@ -148,8 +143,10 @@ pub async fn traces_search(
 ) -> Result<Response, JaegerError> {
     let search = params::search(&pairs, now_unix_ns()).map_err(JaegerError::BadRequest)?;
     if search.trace_ids.is_empty() {
-        let traces = search::find(&state.store, &search, &state.analysis).await?;
-        return Ok(answer(Answer::new(traces, 0)));
+        let found = search::find(&state.store, &search, &state.analysis).await?;
+        let mut traces = Answer::new(found.traces, 0);
+        traces.warnings = found.cut.map(|cut| vec![cut]);
+        return Ok(answer(traces));
     }
     let mut traces = Vec::new();
     let mut missing = Vec::new();

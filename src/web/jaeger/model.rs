@@ -23,6 +23,10 @@ pub struct Answer<T: Serialize> {
     pub limit: usize,
     pub offset: usize,
     pub errors: Option<Vec<ErrorJson>>,
+    /// Not Jaeger's: why a search stopped before its limit (see `search::find`); absent
+    /// otherwise, so answers are Jaeger's field for field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
 }
 
 impl<T: Serialize> Answer<T> {
@@ -34,6 +38,7 @@ impl<T: Serialize> Answer<T> {
             limit: 0,
             offset: 0,
             errors: None,
+            warnings: None,
         }
     }
 }
