@@ -143,7 +143,8 @@ pub async fn traces_search(
 ) -> Result<Response, JaegerError> {
     let search = params::search(&pairs, now_unix_ns()).map_err(JaegerError::BadRequest)?;
     if search.trace_ids.is_empty() {
-        let found = search::find(&state.store, &search, &state.analysis).await?;
+        let time = search::TIME.min(state.reads.timeout / 2);
+        let found = search::find(&state.store, &search, &state.analysis, time).await?;
         let mut traces = Answer::new(found.traces, 0);
         traces.warnings = found.cut.map(|cut| vec![cut]);
         return Ok(answer(traces));
