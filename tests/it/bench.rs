@@ -71,8 +71,8 @@ fn acceptance<'a>(report: &'a str, name: &str) -> &'a str {
 }
 
 /// A few seconds of the soak: every kind of hostile input goes out at least once beside the load
-/// and is refused, and every span acknowledged meanwhile is stored. (How long the server takes to
-/// refuse does not matter: the bench waits for every answer.)
+/// and is refused, and every span acknowledged meanwhile is stored. (Timing does not matter: each
+/// kind is sent once however short the run, and the bench waits for every answer.)
 #[test]
 fn a_short_soak_refuses_every_hostile_input_and_loses_nothing_acknowledged() {
     let report = bench(&[
@@ -97,10 +97,14 @@ fn a_short_soak_refuses_every_hostile_input_and_loses_nothing_acknowledged() {
         hostile.ends_with(&format!("{sent} sent, 0 accepted, 0 unanswered: met")),
         "{report}"
     );
+    let lost = acceptance(&report, "nothing acknowledged lost");
     assert!(
-        acceptance(&report, "nothing acknowledged lost")
-            .starts_with("0 acknowledged spans not stored"),
+        lost.starts_with("0 acknowledged spans not stored ("),
         "{report}"
     );
-    assert!(number(figure(&report, "spans stored")) >= 2_000, "{report}");
+    let of_the_load = number(lost.split_once('(').unwrap().1);
+    assert!(
+        of_the_load > 0,
+        "the load was acknowledged beside:\n{report}"
+    );
 }

@@ -238,13 +238,14 @@ fn now_unix_ns() -> u64 {
     crate::web::window::now_unix_ns()
 }
 
-/// Sends the inputs until `deadline`, then waits for the answers of those in flight.
+/// Sends the inputs until `deadline`, and every kind at least once however short the run, then
+/// waits for the answers of those in flight.
 pub(super) async fn run(inputs: Arc<Inputs>, deadline: Instant) -> Tally {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut ticks = tokio::time::interval(EVERY);
-    for &kind in Kind::ALL.iter().cycle() {
+    for (n_sent, &kind) in Kind::ALL.iter().cycle().enumerate() {
         ticks.tick().await;
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline && n_sent >= Kind::ALL.len() {
             break;
         }
         let inputs = Arc::clone(&inputs);
