@@ -998,7 +998,7 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
 }
 
 /// Checkpoints beside a writer that never pauses never rewind the log; the writing connection's
-/// own must, or the WAL grows by every byte ever written (a soak reached 78 GB).
+/// own must, or the WAL grows by every byte ever written.
 #[tokio::test]
 async fn sqlite_wal_starts_over_under_constant_writes() {
     let dir = tempfile::tempdir().unwrap();

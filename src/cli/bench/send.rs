@@ -174,8 +174,8 @@ pub(super) async fn export(
 }
 
 /// Sends a request's protobuf as it was encoded before the run, and reads no more of the answer
-/// than its status: a client that cloned and encoded the message for every send took a fifth of
-/// a core of the machine the server shares (docs/benchmarks-history.md).
+/// than its status: the client shares the machine with the server it measures, so every cycle it
+/// spends per send is taken from the server.
 #[derive(Debug, Clone, Copy, Default)]
 struct PreEncoded;
 
