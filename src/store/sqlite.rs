@@ -33,10 +33,9 @@ use super::{
 use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
-mod alert;
 mod hot_trace;
+mod portable;
 mod recent_traces;
-mod regression;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
 
@@ -218,6 +217,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "finding locations",
         include_str!("migrations/sqlite/0014_finding_locations.sql"),
+    ),
+    (
+        15,
+        "alert evaluation",
+        include_str!("migrations/sqlite/0015_alert_evaluation.sql"),
     ),
 ];
 
@@ -1967,13 +1971,21 @@ mod tests {
         pool.close().await;
 
         let store = SqliteStore::open(&path, Default::default()).await.unwrap();
-        let events = store.regressions(0, 10, None).await.unwrap();
+        let events = store.portable().regressions(0, 10, None).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].id, events[0].resolution.clone()), (7, None));
         assert_eq!(events[0].baseline_interval_ns, None);
-        let open = store.open_regressions("auth", "1.0", "1.1").await.unwrap();
+        let open = store
+            .portable()
+            .open_regressions("auth", "1.0", "1.1")
+            .await
+            .unwrap();
         assert_eq!(open.len(), 1, "the event is open");
-        let checks = store.regression_checks(&[3], "1.0", "1.1").await.unwrap();
+        let checks = store
+            .portable()
+            .regression_checks(&[3], "1.0", "1.1")
+            .await
+            .unwrap();
         assert_eq!(checks[&3].candidate_requests, 0, "due again on any traffic");
         store.close().await;
     }
