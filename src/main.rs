@@ -7,8 +7,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 /// The ingest and analysis paths allocate and free millions of small strings a second, across
-/// threads. glibc's allocator spent about a quarter of the server's time doing it (`perf record`,
-/// docs/benchmarks-history.md) and kept freed memory in per-thread arenas; mimalloc does both better.
+/// threads. glibc's allocator is slow at that and keeps freed memory in per-thread arenas;
+/// mimalloc does both better (docs/benchmarks-history.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -19,19 +19,17 @@ const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 #[cfg(target_os = "linux")]
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// How long freed memory stays committed before mimalloc gives it back, in milliseconds. Its
-/// default of one second kept about 20 MiB more in the server's RSS at full rate, at no CPU
-/// measurably saved; a tenth of a second kept 40 MiB less but cost about 8% more CPU per span
-/// (docs/benchmarks-history.md).
+/// How long freed memory stays committed before mimalloc gives it back, in milliseconds: a trade
+/// of memory for CPU. The default of one second holds more RSS at full rate for no CPU saved; a
+/// much shorter delay holds less but costs CPU on every span (docs/benchmarks-history.md).
 #[cfg(target_os = "linux")]
 const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
 /// On Linux mimalloc commits its arenas whole by default, and memory it frees is then not given
-/// back to the OS: at full rate with analysis on the server's RSS stood about 50 MiB above
-/// what it uses (docs/benchmarks-history.md). Committing on demand lets freed pages go, after
-/// [`PURGE_DELAY_MS`]. An allocator option is read when the first arena is reserved, so this
-/// runs as a constructor, before `main` and before anything is allocated. Set here, the two are
-/// no longer changed by `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY`.
+/// back to the OS, so the server's RSS stays well above what it uses. Committing on demand lets
+/// freed pages go, after [`PURGE_DELAY_MS`]. An allocator option is read when the first arena is
+/// reserved, so this runs as a constructor, before `main` and before anything is allocated. Set
+/// here, the two are no longer changed by `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY`.
 #[cfg(target_os = "linux")]
 extern "C" fn commit_allocator_arenas_on_demand() {
     // SAFETY: sets two of mimalloc's integer options to valid values; no allocation involved.

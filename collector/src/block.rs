@@ -3,9 +3,9 @@
 //! means the data outlives this code, and reading a block back reuses [`crate::otlp::decode`]
 //! (so normalization and validation are re-derived, never stored).
 //!
-//! A received protobuf export is packed as it came: turning decoded spans back into protobuf cost
-//! as much CPU as decoding them (docs/benchmarks-history.md), and the exporter's bytes are already that form.
-//! Packing happens in the receiver, so only compressed bytes wait in the queue.
+//! A received protobuf export is packed as it came: the exporter's bytes are already that form,
+//! and turning decoded spans back into protobuf costs about as much CPU as decoding them. Packing
+//! happens in the receiver, so only compressed bytes wait in the queue.
 //!
 //! Invariants: `decode(pack(p, decode::accept(p)))` gives back the spans decoding `p` keeps
 //! (decoding is a pure function of the bytes, so spans dropped at ingest are dropped again);
@@ -19,8 +19,8 @@ use prost::Message;
 use crate::model::{Event, Span, TraceId};
 use crate::otlp::{check, decode, encode, sparse};
 
-/// zstd level 1: on the bench's exports it packs a block in a tenth fewer instructions than
-/// level 3 (compressing in a quarter fewer) for 1% more bytes on disk (docs/benchmarks-history.md).
+/// zstd level 1 rather than the default 3: packing is on the ingest path, and the higher level
+/// saves only a little disk for noticeably more CPU per block (docs/benchmarks-history.md).
 const ZSTD_LEVEL: i32 = 1;
 
 /// A block ready for the store.
@@ -54,16 +54,16 @@ pub fn pack(protobuf: &[u8], accepted: decode::Accepted, received_unix_ns: u64) 
 const MAX_KEPT_BUFFER: usize = 4 << 20;
 
 thread_local! {
-    /// Each thread's zstd context and output buffer, reused: a context made for every export
-    /// allocated and cleared about a megabyte of tables each time (docs/benchmarks-history.md).
+    /// Each thread's zstd context and output buffer, reused: a new context allocates and clears
+    /// about a megabyte of tables, too much to pay for every export.
     static COMPRESSOR: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
         const { RefCell::new(None) };
 }
 
 /// zstd of `protobuf`, holding no more memory than its length. The compressor writes into room
 /// for the worst case (about the input's size, eight times what span blocks compress to), and
-/// blocks are held for the grace period, so the result is copied out at its own size: held
-/// at the worst case's size, 32 MiB of held blocks took 250 MiB of memory.
+/// blocks are held for the grace period, so the result is copied out at its own size: held at
+/// the worst case's size, the held blocks would take several times the memory their bound allows.
 fn compress(protobuf: &[u8]) -> Vec<u8> {
     COMPRESSOR.with_borrow_mut(|reused| {
         let (compressor, buffer) = reused.get_or_insert_with(|| {
@@ -204,16 +204,16 @@ const MAX_SIZED_BYTES: u64 = 64 * 1024 * 1024;
 
 thread_local! {
     /// Each thread's zstd decompression context and protobuf buffer, reused: the analysis reads
-    /// a few hundred blocks a second, and a context and a buffer made for each one were a third
-    /// of a megabyte allocated, touched and freed per block (docs/benchmarks-history.md).
+    /// hundreds of blocks a second, and a context and a buffer made for each one would be
+    /// allocated, touched and freed per block.
     static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
         const { RefCell::new(None) };
 }
 
 /// Runs `read` over the protobuf of a block, decompressed into this thread's buffer in one go
-/// at the size its frame header states (`compress` writes it). Stream decoding grows its buffer
-/// step by step, copying it each time: 2% of the server's time at full rate (docs/benchmarks-history.md). A
-/// frame without a size, or claiming more than `MAX_SIZED_BYTES`, is stream-decoded.
+/// at the size its frame header states (`compress` writes it), because stream decoding grows its
+/// buffer step by step, copying it each time. A frame without a size, or claiming more than
+/// `MAX_SIZED_BYTES`, is stream-decoded.
 ///
 /// `read` must not read another block: the buffer is this call's until it returns.
 fn with_protobuf<T>(data: &[u8], read: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {

@@ -1,15 +1,18 @@
-//! Latency budgets and SLOs: evaluated on a fixed interval from the rollups, with states kept in
-//! the store and transitions sent to webhooks.
+//! Latency budgets and SLOs: evaluated on a fixed interval from the rollups, with states and the
+//! last evaluation kept in the store and transitions sent to webhooks.
 //!
 //! - `budget`: the config tables (`[[budget]]`, `[[slo]]`, `[[webhook]]`, `[alerts]`), validated;
 //! - `burn`: error-budget burn rates (pure);
 //! - `evaluate`: the state machine and the sentences (pure);
 //! - `notify`: webhook payloads and the delivery task;
-//! - this module: the evaluation task and the [`AlertHandle`] the web layer reads and reloads.
+//! - this module: the evaluation task, [`last_evaluation`] (what every instance serves), and
+//!   the [`AlertHandle`] the web layer reloads.
 //!
 //! Invariant: reads aggregates only from rollups (never raw spans), and every state change is
 //! committed with its notifications before anything is sent. The rule set is swapped whole on
-//! reload, and a rule set that failed to parse never replaces the one in force.
+//! reload, and a rule set that failed to parse never replaces the one in force. With several
+//! instances on one database, only the holder of the alerts role evaluates and delivers, and
+//! every instance serves the evaluation it stored, so all of them answer alike.
 
 pub mod budget;
 pub mod burn;
@@ -18,7 +21,7 @@ pub mod notify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -30,8 +33,9 @@ use self::evaluate::{AlertState, Status};
 use self::notify::AlertEvent;
 use crate::analysis::aggregate::{Rollup, summarize};
 use crate::store::{
-    AlertCommit, AlertTransition, EndpointRef, LeaderRole, NewNotification, RegressionRecord,
-    RegressionResolution, RollupKey, Store, StoreError, StoredAlert, Window,
+    AlertCommit, AlertEvaluation, AlertTransition, EndpointRef, EvaluatedAlert, EvaluatedBurn,
+    LeaderRole, NewNotification, RegressionRecord, RegressionResolution, RollupKey, Store,
+    StoreError, StoredAlert, Window,
 };
 use crate::web::window::now_unix_ns;
 
@@ -55,6 +59,15 @@ impl RuleKind {
         match self {
             RuleKind::Budget => "budget",
             RuleKind::Slo => "slo",
+        }
+    }
+
+    /// The kind an API name stands for; a budget unless it names an SLO.
+    fn of(name: &str) -> Self {
+        if name == RuleKind::Slo.as_str() {
+            RuleKind::Slo
+        } else {
+            RuleKind::Budget
         }
     }
 }
@@ -115,7 +128,6 @@ pub struct ReloadSummary {
 pub struct AlertHandle {
     rules: watch::Sender<Arc<AlertRules>>,
     config_file: Option<PathBuf>,
-    snapshot: Arc<RwLock<Snapshot>>,
     wake_notifier: Arc<Notify>,
 }
 
@@ -125,7 +137,6 @@ impl AlertHandle {
         Self {
             rules: watch::Sender::new(Arc::new(rules)),
             config_file,
-            snapshot: Arc::new(RwLock::new(Snapshot::default())),
             wake_notifier: Arc::new(Notify::new()),
         }
     }
@@ -133,14 +144,6 @@ impl AlertHandle {
     /// The rules in force.
     pub fn rules(&self) -> Arc<AlertRules> {
         self.rules.borrow().clone()
-    }
-
-    /// The last evaluation.
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// Re-reads the config file and puts its rules in force; on any error the old rules stay.
@@ -163,12 +166,91 @@ impl AlertHandle {
         );
         Ok(summary)
     }
+}
 
-    fn publish(&self, snapshot: Snapshot) {
-        *self
-            .snapshot
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+/// The last evaluation stored by whichever instance evaluated it: what `/alerts`, the API and
+/// the badges show on every instance.
+pub async fn last_evaluation(store: &Store) -> Result<Snapshot, StoreError> {
+    let stored = store.alert_evaluation().await?;
+    Ok(Snapshot {
+        evaluated_at_unix_ns: stored.evaluated_at_unix_ns,
+        alerts: stored.alerts.into_iter().filter_map(view_of).collect(),
+    })
+}
+
+/// A stored alert as a view; `None` for a state this build does not know.
+fn view_of(evaluated: EvaluatedAlert) -> Option<AlertView> {
+    let stored = evaluated.alert;
+    Some(AlertView {
+        kind: RuleKind::of(&stored.kind),
+        status: Status {
+            state: AlertState::parse(&stored.state)?,
+            since_unix_ns: stored.since_unix_ns,
+        },
+        window: Duration::from_nanos(evaluated.window_ns),
+        burn: evaluated
+            .burn
+            .into_iter()
+            .map(|burn| BurnCheck {
+                severity: burn.severity,
+                long: Duration::from_nanos(burn.long_ns),
+                short: Duration::from_nanos(burn.short_ns),
+                factor: burn.factor,
+                long_burn: burn.long_burn,
+                short_burn: burn.short_burn,
+                short_requests: burn.short_requests,
+                firing: burn.firing,
+            })
+            .collect(),
+        rule_key: stored.rule_key,
+        service: stored.service,
+        endpoint: stored.endpoint,
+        metric: stored.metric,
+        budget: stored.budget,
+        observed: stored.observed,
+        requests: evaluated.requests,
+        summary: stored.summary,
+        slo: evaluated.slo,
+    })
+}
+
+/// A view's state as a state row holds it.
+fn state_row(view: &AlertView) -> StoredAlert {
+    StoredAlert {
+        rule_key: view.rule_key.clone(),
+        service: view.service.clone(),
+        endpoint: view.endpoint.clone(),
+        kind: view.kind.as_str().to_owned(),
+        metric: view.metric.clone(),
+        state: view.status.state.as_str().to_owned(),
+        since_unix_ns: view.status.since_unix_ns,
+        observed: view.observed,
+        budget: view.budget,
+        summary: view.summary.clone(),
+    }
+}
+
+/// A view as it is stored.
+fn stored_view(view: &AlertView) -> EvaluatedAlert {
+    EvaluatedAlert {
+        alert: state_row(view),
+        window_ns: view.window.as_nanos() as u64,
+        requests: view.requests,
+        slo: view.slo,
+        burn: view
+            .burn
+            .iter()
+            .map(|check| EvaluatedBurn {
+                severity: check.severity.clone(),
+                long_ns: check.long.as_nanos() as u64,
+                short_ns: check.short.as_nanos() as u64,
+                factor: check.factor,
+                long_burn: check.long_burn,
+                short_burn: check.short_burn,
+                short_requests: check.short_requests,
+                firing: check.firing,
+            })
+            .collect(),
     }
 }
 
@@ -188,28 +270,15 @@ async fn evaluate_loop(store: Store, handle: AlertHandle, mut stop: watch::Recei
     let mut rules_rx = handle.rules.subscribe();
     loop {
         let rules = rules_rx.borrow_and_update().clone();
-        let now = now_unix_ns();
-        let last = handle.snapshot();
         // With several instances on one database, one of them (the holder of the alerts role)
-        // evaluates and queues notifications; the others try to take the role each interval.
-        let leading = store.lead(LeaderRole::Alerts).await;
-        let evaluated = if leading {
-            evaluate(&store, &rules, &last, now).await.map(Some)
-        } else {
-            Ok(None)
-        };
-        match evaluated {
-            Ok(None) => {}
-            Ok(Some((alerts, queued))) => {
-                handle.publish(Snapshot {
-                    evaluated_at_unix_ns: Some(now),
-                    alerts,
-                });
-                if queued > 0 {
-                    handle.wake_notifier.notify_one();
-                }
+        // evaluates, stores the evaluation and queues notifications; the others serve what it
+        // stored and try to take the role each interval.
+        if store.lead(LeaderRole::Alerts).await {
+            match evaluate(&store, &rules, now_unix_ns()).await {
+                Ok(0) => {}
+                Ok(_) => handle.wake_notifier.notify_one(),
+                Err(err) => warn!(error = %err, "alert evaluation failed"),
             }
-            Err(err) => warn!(error = %err, "alert evaluation failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(rules.settings.interval) => {}
@@ -382,11 +451,7 @@ impl Tick<'_> {
         }
         let view = AlertView {
             rule_key: stored.rule_key.clone(),
-            kind: if stored.kind == RuleKind::Slo.as_str() {
-                RuleKind::Slo
-            } else {
-                RuleKind::Budget
-            },
+            kind: RuleKind::of(&stored.kind),
             service: stored.service.clone(),
             endpoint: stored.endpoint.clone(),
             metric: stored.metric.clone(),
@@ -525,18 +590,7 @@ impl Tick<'_> {
                 summary = view.summary,
                 "alert transition"
             );
-            self.commit.states.push(StoredAlert {
-                rule_key: view.rule_key.clone(),
-                service: view.service.clone(),
-                endpoint: view.endpoint.clone(),
-                kind: view.kind.as_str().to_owned(),
-                metric: view.metric.clone(),
-                state: view.status.state.as_str().to_owned(),
-                since_unix_ns: view.status.since_unix_ns,
-                observed: view.observed,
-                budget: view.budget,
-                summary: view.summary.clone(),
-            });
+            self.commit.states.push(state_row(view));
             self.commit.transitions.push(AlertTransition {
                 rule_key: view.rule_key.clone(),
                 service: view.service.clone(),
@@ -582,14 +636,11 @@ impl Tick<'_> {
     }
 }
 
-/// One evaluation: every rule on every matching endpoint. Returns the views and how many
-/// notifications were queued.
-async fn evaluate(
-    store: &Store,
-    rules: &AlertRules,
-    last: &Snapshot,
-    now: u64,
-) -> Result<(Vec<AlertView>, usize), StoreError> {
+/// One evaluation: every rule on every matching endpoint, committed with the views it made.
+/// Returns how many notifications were queued.
+async fn evaluate(store: &Store, rules: &AlertRules, now: u64) -> Result<usize, StoreError> {
+    // The evaluation before, whichever instance made it: `ok` since when.
+    let last = last_evaluation(store).await?;
     let stored: HashMap<InstanceKey, StoredAlert> = store
         .alert_states()
         .await?
@@ -607,7 +658,6 @@ async fn evaluate(
         .map(|b| b.key())
         .chain(rules.slos.iter().map(|s| s.key()))
         .collect();
-    let orphans = stored.keys().any(|(key, _, _)| !rule_keys.contains(key));
     let endpoints = if rule_keys.is_empty() {
         Vec::new()
     } else {
@@ -776,11 +826,7 @@ async fn evaluate(
         tick.retire(stored);
     }
     tick.regressions(store).await?;
-    let mut queued = 0;
-    if orphans || !tick.commit.transitions.is_empty() {
-        queued = store.commit_alerts(&tick.commit).await?.len();
-    }
-    let mut views = tick.views;
+    let mut views = std::mem::take(&mut tick.views);
     views.sort_by_key(|v| {
         let urgency = match v.status.state {
             AlertState::Firing => 0,
@@ -795,5 +841,9 @@ async fn evaluate(
             v.rule_key.clone(),
         )
     });
-    Ok((views, queued))
+    tick.commit.evaluation = Some(AlertEvaluation {
+        evaluated_at_unix_ns: Some(now),
+        alerts: views.iter().map(stored_view).collect(),
+    });
+    Ok(store.commit_alerts(&tick.commit).await?.len())
 }

@@ -286,7 +286,7 @@ pub fn critical_path(tree: &SpanTree<'_>, request: usize) -> CriticalPath {
     let service = &root_span.resource.service_name;
     let mut anomalies = Vec::new();
     // Sized for the whole trace, up to a bound: a request is usually most of its trace, and
-    // growing these one push at a time was a fifth of this function's work (docs/benchmarks-history.md).
+    // growing these one push at a time would be a large share of this function's work.
     let expected_nodes = tree.len().min(MAX_PRESIZED_NODES);
     let mut nodes = Vec::with_capacity(expected_nodes);
     nodes.push(Node {

@@ -149,9 +149,9 @@ struct InFlight {
 }
 
 /// Batches merged into one commit while the previous commit runs: the SQLite writer is shared
-/// with ingest, and at full rate the analysis spent a third of its time waiting for the previous
-/// batch's commit; merged, the analysis goes on meanwhile and the writer begins, reads and writes
-/// each touched rollup row and commits once for several batches (docs/benchmarks-history.md).
+/// with ingest, so waiting for each batch's commit would idle the analysis; merged, the analysis
+/// goes on meanwhile and the writer begins, reads and writes each touched rollup row and commits
+/// once for several batches (docs/benchmarks-history.md).
 struct Queued {
     traces: HashSet<TraceId>,
     /// When each fresh trace of its batches arrived, for the analysis delay.
@@ -342,8 +342,8 @@ impl Analyzer {
             self.flush().await;
         }
         // Which traces were analysed before is asked while the batch is analysed as if none were:
-        // almost always none were, and asking first took a sixth of a batch's time
-        // (docs/benchmarks-history.md). Those that were are analysed again below, with their stored spans.
+        // almost always none were, so the batch need not wait for the answer. Those that were
+        // are analysed again below, with their stored spans.
         let (prior, analysed) = tokio::join!(
             self.store.analysed_traces(&ids),
             analyse_parts(batch, &self.config)

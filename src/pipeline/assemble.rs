@@ -31,8 +31,8 @@ use crate::store::{Store, StoreError, block};
 
 /// How often due traces are looked for when the last batch left none due. Batches come back to
 /// back while more are due; at the held bound's target lateness the analysis catches up often,
-/// and a quarter second tick then left it idle with traces falling due: the analysed rate fell
-/// an eighth and commits merged fewer batches (docs/benchmarks-history.md).
+/// and a longer tick would then leave it idle with traces falling due, lowering the analysed rate
+/// and the batches each commit merges (docs/benchmarks-history.md).
 const TICK: Duration = Duration::from_millis(50);
 
 /// Blocks read per replay query after a restart.
@@ -40,9 +40,8 @@ const REPLAY_BATCH: i64 = 64;
 
 /// Traces analysed and committed at once (about 10,000 spans decoded at once), so one batch's
 /// memory and commit stay small; a batch goes past it only to finish the blocks it has taken.
-/// When more are due, the next batch follows at once.
-/// 5,000 analysed no faster and held 70 MiB more at full rate; 2,000 analysed 3% more than this
-/// and held 20-25 MiB more (docs/benchmarks-history.md).
+/// When more are due, the next batch follows at once. Larger batches gain little or no analysed
+/// rate for tens of MiB more memory at full rate (docs/benchmarks-history.md).
 const MAX_TRACES_PER_BATCH: usize = 1_000;
 
 struct Pending {
@@ -221,9 +220,8 @@ struct DueBatch {
 /// Runs until the writer is gone, then analyses everything still pending.
 ///
 /// The analysis runs as a task of its own, fed one batch ahead: while it decodes, analyses and
-/// commits, this task goes on taking committed blocks. When one task did both, the writer's small
-/// queue filled during every batch and ingest stopped until the batch was done; the server then
-/// used three quarters of the machine at saturation (docs/benchmarks-history.md).
+/// commits, this task goes on taking committed blocks. Were one task to do both, the writer's
+/// small queue would fill during every batch and ingest would stop until the batch was done.
 pub async fn run(
     mut committed: mpsc::Receiver<CommittedBlock>,
     store: Store,

@@ -19,29 +19,27 @@ use tokio::time::Instant;
 
 /// The most compressed block bytes held per second of the grace period (at least one second's
 /// worth): the ceiling of the bound. At 36 bytes a span it holds a grace period of 350,000
-/// spans/s, which caps the analysed rate there. At the default 2 s, 32 MiB held up to 3 s of
-/// backlog at saturation (visible in 5-6 s and 50 MiB more RSS), and 16 MiB capped the rate at
-/// 230,000 spans/s on a machine that analysed 270,000 with 24 (docs/benchmarks-history.md).
+/// spans/s, which caps the analysed rate there. A higher ceiling lets seconds of backlog build at
+/// saturation (later visibility, more RSS); a lower one caps the rate below what the analysis
+/// can reach (docs/benchmarks-history.md).
 const HELD_BYTES_PER_GRACE_SECOND: usize = 12 * 1024 * 1024;
 
 /// The share of the ceiling a new bound starts at. Until the first traces fall due the analysis
 /// is idle and ingest runs up to twice as fast as beside it; what it takes in then falls due at
-/// that rate. Starting at the ceiling those traces left up to 1.9 s late, at half 0.9-1.35 s;
-/// the first late batches measure the analysed rate, and the bound is up to that rate's worth
-/// as soon as batches leave on time (docs/benchmarks-history.md).
+/// that rate. Starting at half the ceiling keeps those traces less late than starting at the
+/// ceiling; the first late batches measure the analysed rate, and the bound is up to that rate's
+/// worth as soon as batches leave on time.
 const START: f64 = 0.5;
 
-/// How late the oldest due trace may be when a batch is taken. With the bound fixed at its
-/// ceiling traces waited 0.8-1.1 s past their grace period on a machine that analysed 260,000
-/// spans/s; exporters wait instead, each for its own export. Refusing every block while late was
-/// worse: the grace period's pipeline emptied, and two seconds later the analysis starved
-/// (docs/benchmarks-history.md).
+/// How late the oldest due trace may be when a batch is taken. Past it the bound holds intake
+/// back, so exporters wait, each for its own export, rather than every trace waiting past its
+/// grace period. Refusing every block while late is worse: the grace period's pipeline empties,
+/// and a grace period later the analysis starves (docs/benchmarks-history.md).
 const TARGET_LATENESS: Duration = Duration::from_millis(250);
 
 /// The share by which the bound grows per batch taken on time while it holds intake back: about
-/// 5% a second at full rate.
-/// The effect of a move shows a grace period later, so a faster step overshoots: at 1% a batch
-/// the bound swung between 9 and 24 MiB and the analysed rate fell a fifth (docs/benchmarks-history.md). Late
+/// 5% a second at full rate. The effect of a move shows a grace period later, so a faster step
+/// overshoots: the bound swings and the analysed rate falls (docs/benchmarks-history.md). Late
 /// batches bring it down at once to what the analysis takes in a grace period and the target
 /// lateness, and on-time ones back up to it at once; until that rate is known, by the same step.
 const STEP: f64 = 0.002;

@@ -222,7 +222,7 @@ fn decode_fresh(fresh: Vec<FreshTrace>, blocks: &HashMap<i64, Arc<Vec<u8>>>) -> 
         .iter()
         .flat_map(|trace| trace.block_ids.iter().copied())
         .collect();
-    // foldhash rather than SipHash: trace ids are looked up once per span (docs/benchmarks-history.md).
+    // foldhash rather than SipHash: trace ids are looked up once per span, on the hot path.
     let mut traces: HashMap<TraceId, Work, RandomState> = fresh
         .into_iter()
         .map(|trace| {

@@ -710,12 +710,14 @@ impl DetailSums {
     }
 }
 
+#[macro_use]
+mod portable;
 mod alert;
 mod regression;
 
 pub use alert::{
-    AlertCommit, AlertTransition, DeliveryAttempt, DeliveryRecord, DueNotification,
-    NewNotification, StoredAlert,
+    AlertCommit, AlertEvaluation, AlertTransition, DeliveryAttempt, DeliveryRecord,
+    DueNotification, EvaluatedAlert, EvaluatedBurn, NewNotification, StoredAlert,
 };
 pub use regression::{
     NewResolution, RegressionCheck, RegressionEvaluation, RegressionRecord, RegressionResolution,

@@ -9,7 +9,10 @@
 
 use std::collections::HashMap;
 
-use super::{Backend, Store, StoreError, unsigned};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+
+use super::portable::{Portable, ROWS_PER_STATEMENT};
+use super::{Backend, Store, StoreError, ns, unsigned};
 
 /// Requests of one endpoint in one version of its service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +142,7 @@ macro_rules! select_regressions {
 
 /// Stores a new event unless its endpoint has an open one for the pair (`regressions_open`).
 /// Portable: SQLite's upsert takes `ON CONFLICT DO NOTHING` without a target too.
-pub(super) const INSERT_REGRESSION: &str = "INSERT INTO regressions (detected_unix_ns, \
+const INSERT_REGRESSION: &str = "INSERT INTO regressions (detected_unix_ns, \
      endpoint_id, baseline, candidate, metric, baseline_ns, candidate_ns, baseline_requests, \
      candidate_requests, mean_delta_ns, mean_delta_low_ns, mean_delta_high_ns, summary, \
      baseline_low_ns, baseline_high_ns, candidate_low_ns, candidate_high_ns) \
@@ -150,33 +153,33 @@ pub(super) const INSERT_REGRESSION: &str = "INSERT INTO regressions (detected_un
 /// numbers are then taken in commit order (two writers that took the same one fail on the
 /// unique index, and the later retries), so a sender's cursor never passes a resolution that
 /// commits after a larger one.
-pub(super) const RESOLVE_REGRESSION: &str = "UPDATE regressions SET resolved_unix_ns = $1, \
+const RESOLVE_REGRESSION: &str = "UPDATE regressions SET resolved_unix_ns = $1, \
      resolved_candidate_ns = $2, resolved_summary = $3, \
      resolution_seq = (SELECT COALESCE(MAX(resolution_seq), 0) + 1 FROM regressions) \
      WHERE id = $4 AND resolved_unix_ns IS NULL";
 
 /// Records the evaluation of endpoints: their candidate requests and when.
-pub(super) const UPSERT_CHECK_SUFFIX: &str = " ON CONFLICT (endpoint_id, baseline, candidate) \
+const UPSERT_CHECK_SUFFIX: &str = " ON CONFLICT (endpoint_id, baseline, candidate) \
      DO UPDATE SET checked_unix_ns = excluded.checked_unix_ns, \
      candidate_requests = excluded.candidate_requests";
 
 /// Events after an id, oldest first, optionally of one service.
-pub(super) const SELECT_REGRESSIONS: &str = select_regressions!(
+const SELECT_REGRESSIONS: &str = select_regressions!(
     "WHERE r.id > $1 AND (CAST($2 AS TEXT) IS NULL OR e.service = $2) ORDER BY r.id LIMIT $3"
 );
 
 /// Resolved events after a resolution sequence number, in resolution order.
-pub(super) const SELECT_RESOLUTIONS: &str =
+const SELECT_RESOLUTIONS: &str =
     select_regressions!("WHERE r.resolution_seq > $1 ORDER BY r.resolution_seq LIMIT $2");
 
 /// The open events of a version pair on a service's endpoints.
-pub(super) const SELECT_OPEN: &str = select_regressions!(
+const SELECT_OPEN: &str = select_regressions!(
     "WHERE e.service = $1 AND r.baseline = $2 AND r.candidate = $3 AND r.resolved_unix_ns IS NULL ORDER BY r.id"
 );
 
 /// A regression row as both backends select it ([`select_regressions`]), read by position:
 /// twenty-four columns are more than sqlx decodes into a tuple.
-pub(super) struct StoredRegression {
+struct StoredRegression {
     ints: [i64; 3],
     names: [String; 5],
     counts: [i64; 5],
@@ -230,7 +233,7 @@ where
 
 impl StoredRegression {
     /// The row as the finder and its readers use it.
-    pub(super) fn decode(self) -> RegressionRecord {
+    fn decode(self) -> RegressionRecord {
         let [id, detected, endpoint_id] = self.ints;
         let [service, endpoint, baseline, candidate, metric] = self.names;
         let [
@@ -282,7 +285,7 @@ impl Store {
         &self,
         first_minute: i64,
     ) -> Result<Vec<VersionTraffic>, StoreError> {
-        dispatch!(self.version_traffic(first_minute))
+        portable!(self.version_traffic(first_minute))
     }
 
     /// What the finder last did for these endpoints of a version pair; endpoints never
@@ -293,7 +296,7 @@ impl Store {
         baseline: &str,
         candidate: &str,
     ) -> Result<HashMap<i64, RegressionCheck>, StoreError> {
-        dispatch!(self.regression_checks(endpoint_ids, baseline, candidate))
+        portable!(self.regression_checks(endpoint_ids, baseline, candidate))
     }
 
     /// The open events of a version pair on a service's endpoints.
@@ -303,7 +306,7 @@ impl Store {
         baseline: &str,
         candidate: &str,
     ) -> Result<Vec<RegressionRecord>, StoreError> {
-        dispatch!(self.open_regressions(service, baseline, candidate))
+        portable!(self.open_regressions(service, baseline, candidate))
     }
 
     /// Commits one evaluation: the checks, the events raised and the events resolved, in one
@@ -312,7 +315,7 @@ impl Store {
         &self,
         evaluation: &RegressionEvaluation,
     ) -> Result<(), StoreError> {
-        dispatch!(self.record_regression_evaluation(evaluation))
+        portable!(self.record_regression_evaluation(evaluation))
     }
 
     /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
@@ -324,7 +327,7 @@ impl Store {
         limit: i64,
         service: Option<&str>,
     ) -> Result<Vec<RegressionRecord>, StoreError> {
-        dispatch!(self.regressions(after_id, limit, service))
+        portable!(self.regressions(after_id, limit, service))
     }
 
     /// Resolved regressions whose resolution sequence is above `after_seq`, in resolution order,
@@ -334,6 +337,186 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<RegressionRecord>, StoreError> {
-        dispatch!(self.regression_resolutions(after_seq, limit))
+        portable!(self.regression_resolutions(after_seq, limit))
+    }
+}
+
+impl<DB> Portable<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+{
+    pub(in crate::store) async fn version_traffic(
+        &self,
+        first_minute: i64,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        const SELECT: &str = "SELECT e.service, r.endpoint_id, r.version, MIN(r.minute), \
+             CAST(SUM(r.requests) AS BIGINT) FROM rollups r JOIN endpoints e ON e.id = r.endpoint_id \
+             WHERE r.minute >= $1 AND r.requests > 0 AND r.version <> '' \
+             GROUP BY e.service, r.endpoint_id, r.version";
+        let rows: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(SELECT)
+            .bind(first_minute)
+            .fetch_all(self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(service, endpoint_id, version, first_minute, requests)| VersionTraffic {
+                    service,
+                    endpoint_id,
+                    version,
+                    first_minute,
+                    requests: unsigned(requests),
+                },
+            )
+            .collect())
+    }
+
+    pub(in crate::store) async fn regression_checks(
+        &self,
+        endpoint_ids: &[i64],
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<HashMap<i64, RegressionCheck>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT endpoint_id, checked_unix_ns, candidate_requests FROM regression_checks \
+                 WHERE baseline = ",
+            );
+            select
+                .push_bind(baseline.to_owned())
+                .push(" AND candidate = ")
+                .push_bind(candidate.to_owned())
+                .push(" AND endpoint_id IN (");
+            let mut separated = select.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            select.push(")");
+            let rows: Vec<(i64, i64, i64)> = select.build_query_as().fetch_all(self.reader).await?;
+            out.extend(rows.into_iter().map(|(id, checked, requests)| {
+                (
+                    id,
+                    RegressionCheck {
+                        checked_unix_ns: unsigned(checked),
+                        candidate_requests: unsigned(requests),
+                    },
+                )
+            }));
+        }
+        Ok(out)
+    }
+
+    pub(in crate::store) async fn open_regressions(
+        &self,
+        service: &str,
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        let rows: Vec<StoredRegression> = sqlx::query_as(SELECT_OPEN)
+            .bind(service.to_owned())
+            .bind(baseline.to_owned())
+            .bind(candidate.to_owned())
+            .fetch_all(self.reader)
+            .await?;
+        Ok(rows.into_iter().map(StoredRegression::decode).collect())
+    }
+
+    pub(in crate::store) async fn record_regression_evaluation(
+        &self,
+        evaluation: &RegressionEvaluation,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in evaluation.checked.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = QueryBuilder::<DB>::new(
+                "INSERT INTO regression_checks (endpoint_id, baseline, candidate, \
+                 checked_unix_ns, candidate_requests) ",
+            );
+            upsert.push_values(chunk, |mut row, (id, requests)| {
+                row.push_bind(*id)
+                    .push_bind(evaluation.baseline.clone())
+                    .push_bind(evaluation.candidate.clone())
+                    .push_bind(ns(evaluation.checked_unix_ns))
+                    .push_bind(ns(*requests));
+            });
+            upsert.push(UPSERT_CHECK_SUFFIX);
+            upsert.build().execute(&mut *tx).await?;
+        }
+        for resolution in &evaluation.resolved {
+            sqlx::query(RESOLVE_REGRESSION)
+                .bind(ns(resolution.resolved_unix_ns))
+                .bind(ns(resolution.candidate_ns))
+                .bind(&resolution.summary)
+                .bind(resolution.regression_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for event in &evaluation.raised {
+            let interval = |bounds: Option<(u64, u64)>| {
+                (
+                    bounds.map(|(low, _)| ns(low)),
+                    bounds.map(|(_, high)| ns(high)),
+                )
+            };
+            let (baseline_low, baseline_high) = interval(event.baseline_interval_ns);
+            let (candidate_low, candidate_high) = interval(event.candidate_interval_ns);
+            sqlx::query(INSERT_REGRESSION)
+                .bind(ns(event.detected_unix_ns))
+                .bind(event.endpoint_id)
+                .bind(&event.baseline)
+                .bind(&event.candidate)
+                .bind(&event.metric)
+                .bind(ns(event.baseline_ns))
+                .bind(ns(event.candidate_ns))
+                .bind(ns(event.baseline_requests))
+                .bind(ns(event.candidate_requests))
+                .bind(event.mean_delta_ns)
+                .bind(event.mean_delta_ci_ns.map(|(low, _)| low))
+                .bind(event.mean_delta_ci_ns.map(|(_, high)| high))
+                .bind(&event.summary)
+                .bind(baseline_low)
+                .bind(baseline_high)
+                .bind(candidate_low)
+                .bind(candidate_high)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn regressions(
+        &self,
+        after_id: i64,
+        limit: i64,
+        service: Option<&str>,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        let rows: Vec<StoredRegression> = sqlx::query_as(SELECT_REGRESSIONS)
+            .bind(after_id)
+            .bind(service.map(str::to_owned))
+            .bind(limit)
+            .fetch_all(self.reader)
+            .await?;
+        Ok(rows.into_iter().map(StoredRegression::decode).collect())
+    }
+
+    pub(in crate::store) async fn regression_resolutions(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<RegressionRecord>, StoreError> {
+        let rows: Vec<StoredRegression> = sqlx::query_as(SELECT_RESOLUTIONS)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(self.reader)
+            .await?;
+        Ok(rows.into_iter().map(StoredRegression::decode).collect())
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Writes are few and large: one statement per block, multi-row statements for index and request
 //! rows (sqlx hands every statement to the connection's worker thread, so per-row statements
-//! would cost a thread round trip each; see crates.md).
+//! would cost a thread round trip each).
 //!
 //! Invariant: every multi-row write runs inside one transaction.
 
@@ -33,10 +33,9 @@ use super::{
 use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::analysis::{Breakdown, FindingKind};
 
-mod alert;
 mod hot_trace;
+mod portable;
 mod recent_traces;
-mod regression;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
 
@@ -48,9 +47,9 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// statement of many rows that may abort midway (a plain INSERT, whose constraint failure undoes
 /// that statement alone): every existing page the statement changes is copied there first, 16 KiB
 /// at a time into a temporary file. For the request rows, whose indexes take them on hundreds of
-/// pages, that was 6.6% of the server's CPU at full rate (docs/benchmarks-history.md). OR FAIL keeps the rows
-/// before a failure instead and needs no journal; here a failed statement fails its transaction,
-/// which is then rolled back whole.
+/// pages, that copying is a real share of the server's CPU at full rate
+/// (docs/benchmarks-history.md). OR FAIL keeps the rows before a failure instead and needs no
+/// journal; here a failed statement fails its transaction, which is then rolled back whole.
 const INSERT_ROWS: &str = "INSERT OR FAIL INTO";
 
 #[derive(Debug, Clone)]
@@ -71,9 +70,10 @@ pub(super) struct SqliteStore {
     merging: Arc<AtomicBool>,
 }
 
-/// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`). Since the
-/// request indexes grow at their ends, 8 MiB wrote as fast as 32 MiB (the size before) and
-/// 16 MiB, and 2 MiB was a tenth slower; each MiB more is a MiB of RSS (docs/benchmarks-history.md).
+/// Page cache of the writing connection, in KiB (SQLite's negative `cache_size`). The request
+/// indexes grow at their ends, so a small cache holds the pages writes touch: a larger one writes
+/// no faster and each MiB more is a MiB of RSS, a much smaller one writes slower
+/// (docs/benchmarks-history.md).
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// Pool settings shared by the writer and the readers. A connection whose transaction is still
@@ -98,8 +98,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// WAL frames (pages) past which the writing connection checkpoints after its commit, as SQLite
 /// does by itself past 1,000. The checkpointer task's PASSIVE checkpoints copy pages but never
 /// rewind the log: SQLite rewinds it only when a write begins after a checkpoint that copied every
-/// frame, which a task beside a writer that never pauses does not see (a ten-minute soak with
-/// that task alone grew the WAL to 78 GB). The writer's own checkpoint, right after its commit,
+/// frame, which a task beside a writer that never pauses does not see (with that task alone the
+/// WAL grows without bound under steady load). The writer's own checkpoint, right after its commit,
 /// finds most pages copied already and lets the next write start the log over: 64 MiB of pages
 /// in a new file, 16 MiB in one made with 4 KiB pages.
 const WRITER_CHECKPOINT_FRAMES: u32 = 64 * 1024 * 1024 / PAGE_SIZE;
@@ -108,8 +108,8 @@ const WRITER_CHECKPOINT_FRAMES: u32 = 64 * 1024 * 1024 / PAGE_SIZE;
 /// it was made with). A block of spans is 40 KB compressed, which on 4 KiB pages is a chain of
 /// ten overflow pages, each its own WAL frame with its own header and checksum, written again at
 /// the checkpoint; and the tail pages of the append-only request indexes are rewritten whole at
-/// every commit however few rows it adds. 16 KiB pages stored and analysed 8% more spans a second
-/// than 4 KiB, side by side, and 32 KiB no more than 16 (docs/benchmarks-history.md, twelfth round).
+/// every commit however few rows it adds. 16 KiB pages store and analyse clearly more spans a
+/// second than 4 KiB, and 32 KiB no more than 16 (docs/benchmarks-history.md).
 const PAGE_SIZE: u32 = 16 * 1024;
 
 /// The checkpoint task, stopped when the last handle to the store is dropped.
@@ -122,9 +122,10 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Checkpoints the WAL beside the writers until the pool closes. PASSIVE never waits for a lock:
-/// what a busy moment leaves behind, the next round copies. Measured: moving checkpoints out of
-/// the commits took spans stored with analysis on from 175k to 217k a second (docs/benchmarks-history.md).
+/// Checkpoints the WAL beside the writers until the pool closes, so that commits never wait for
+/// a checkpoint, which inside the commits costs a large part of the stored rate
+/// (docs/benchmarks-history.md). PASSIVE never waits for a lock: what a busy moment leaves
+/// behind, the next checkpoint copies.
 async fn checkpoint_until_closed(pool: SqlitePool) {
     const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -216,6 +217,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "finding locations",
         include_str!("migrations/sqlite/0014_finding_locations.sql"),
+    ),
+    (
+        15,
+        "alert evaluation",
+        include_str!("migrations/sqlite/0015_alert_evaluation.sql"),
     ),
 ];
 
@@ -473,9 +479,8 @@ impl SqliteStore {
     /// Writes every held trace index row to `trace_index`, sorted, the last transaction with
     /// the newest block they cover. Each transaction takes the next range of trace keys, so its
     /// rows share pages as those of one large transaction would, while the writes of blocks
-    /// wait for one range at a time: in one transaction, a ten-minute soak's exports waited up
-    /// to half a second behind a merge (docs/benchmarks-history.md). Rows written before a crash are written
-    /// again after it; the table ignores them.
+    /// wait for one range at a time: in one transaction, exports would wait behind the whole
+    /// merge. Rows written before a crash are written again after it; the table ignores them.
     async fn merge_recent_traces(&self) -> Result<(), StoreError> {
         const THROUGH: &str = "INSERT INTO meta (key, value) VALUES ('trace_index_through', $1) \
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
@@ -1966,13 +1971,21 @@ mod tests {
         pool.close().await;
 
         let store = SqliteStore::open(&path, Default::default()).await.unwrap();
-        let events = store.regressions(0, 10, None).await.unwrap();
+        let events = store.portable().regressions(0, 10, None).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].id, events[0].resolution.clone()), (7, None));
         assert_eq!(events[0].baseline_interval_ns, None);
-        let open = store.open_regressions("auth", "1.0", "1.1").await.unwrap();
+        let open = store
+            .portable()
+            .open_regressions("auth", "1.0", "1.1")
+            .await
+            .unwrap();
         assert_eq!(open.len(), 1, "the event is open");
-        let checks = store.regression_checks(&[3], "1.0", "1.1").await.unwrap();
+        let checks = store
+            .portable()
+            .regression_checks(&[3], "1.0", "1.1")
+            .await
+            .unwrap();
         assert_eq!(checks[&3].candidate_requests, 0, "due again on any traffic");
         store.close().await;
     }

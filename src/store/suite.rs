@@ -18,6 +18,7 @@ pub async fn run_all(store: &Store) {
     blocks_round_trip_and_index_traces(store).await;
     analysis_commit_round_trips(store).await;
     alert_outbox_round_trips(store).await;
+    alert_evaluation_round_trips(store).await;
     comparison_reads_round_trip(store).await;
     long_windows_read_hourly_rows(store).await;
     merged_rollups_keep_versions_apart_and_saturate(store).await;
@@ -852,6 +853,95 @@ async fn analysis_commit_round_trips(store: &Store) {
     assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
 }
 
+/// The last evaluation is replaced whole by each commit that carries one, read back as it was
+/// written (order, window pairs, absent values), and left alone by a commit without one.
+async fn alert_evaluation_round_trips(store: &Store) {
+    assert_eq!(
+        store.alert_evaluation().await.unwrap(),
+        AlertEvaluation::default()
+    );
+    let burn = |severity: &str, long_s: u64, firing: bool| EvaluatedBurn {
+        severity: severity.into(),
+        long_ns: long_s * 1_000_000_000,
+        short_ns: long_s * 1_000_000_000 / 12,
+        factor: 14.4,
+        long_burn: 20.5,
+        short_burn: 3.25,
+        short_requests: 17,
+        firing,
+    };
+    let budget = EvaluatedAlert {
+        alert: StoredAlert {
+            rule_key: "budget auth POST /*".into(),
+            service: "auth".into(),
+            endpoint: "POST /login".into(),
+            kind: "budget".into(),
+            metric: "p50_ms".into(),
+            state: "firing".into(),
+            since_unix_ns: 1_000,
+            observed: Some(301.5),
+            budget: 200.0,
+            summary: "p50 301.5 ms > 200 ms budget".into(),
+        },
+        window_ns: 300_000_000_000,
+        requests: 10,
+        slo: None,
+        burn: Vec::new(),
+    };
+    let slo = EvaluatedAlert {
+        alert: StoredAlert {
+            rule_key: "slo auth *".into(),
+            endpoint: "GET /health".into(),
+            kind: "slo".into(),
+            metric: "burn_rate".into(),
+            state: "ok".into(),
+            observed: None,
+            budget: 14.4,
+            ..budget.alert.clone()
+        },
+        slo: Some((0.999, 250.0)),
+        burn: vec![burn("page", 3600, true), burn("ticket", 21_600, false)],
+        ..budget.clone()
+    };
+    let evaluation = |at: u64, alerts: Vec<EvaluatedAlert>| AlertCommit {
+        rule_keys: vec!["r1".into()],
+        queue_capacity: 10,
+        evaluation: Some(AlertEvaluation {
+            evaluated_at_unix_ns: Some(at),
+            alerts,
+        }),
+        ..AlertCommit::default()
+    };
+    let first = evaluation(5_000, vec![budget.clone(), slo.clone(), budget.clone()]);
+    store.commit_alerts(&first).await.unwrap();
+    assert_eq!(
+        Some(store.alert_evaluation().await.unwrap()),
+        first.evaluation
+    );
+    let second = evaluation(6_000, vec![slo]);
+    store.commit_alerts(&second).await.unwrap();
+    assert_eq!(
+        Some(store.alert_evaluation().await.unwrap()),
+        second.evaluation
+    );
+    let without = AlertCommit {
+        rule_keys: vec!["r1".into()],
+        queue_capacity: 10,
+        ..AlertCommit::default()
+    };
+    store.commit_alerts(&without).await.unwrap();
+    assert_eq!(
+        Some(store.alert_evaluation().await.unwrap()),
+        second.evaluation
+    );
+    let empty = evaluation(7_000, Vec::new());
+    store.commit_alerts(&empty).await.unwrap();
+    assert_eq!(
+        Some(store.alert_evaluation().await.unwrap()),
+        empty.evaluation
+    );
+}
+
 async fn alert_outbox_round_trips(store: &Store) {
     let state = |rule: &str, state: &str, since: u64| StoredAlert {
         rule_key: rule.into(),
@@ -890,6 +980,7 @@ async fn alert_outbox_round_trips(store: &Store) {
             queue_capacity: 1,
             regressions_notified_through: Some(4),
             regression_resolutions_notified_through: Some(2),
+            evaluation: None,
         })
         .await
         .unwrap();
@@ -998,7 +1089,7 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
 }
 
 /// Checkpoints beside a writer that never pauses never rewind the log; the writing connection's
-/// own must, or the WAL grows by every byte ever written (a soak reached 78 GB).
+/// own must, or the WAL grows by every byte ever written.
 #[tokio::test]
 async fn sqlite_wal_starts_over_under_constant_writes() {
     let dir = tempfile::tempdir().unwrap();

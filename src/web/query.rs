@@ -985,7 +985,7 @@ const HISTORY_SCAN: i64 = 2000;
 
 /// `GET /api/v1/alerts`: the last evaluation, with each alert's newest transitions.
 pub async fn alerts(store: &Store, handle: &AlertHandle) -> Result<AlertsDto, StoreError> {
-    let snapshot = handle.snapshot();
+    let snapshot = crate::alert::last_evaluation(store).await?;
     let mut history: HashMap<(String, String, String), Vec<AlertTransitionDto>> = HashMap::new();
     for transition in store.alert_transitions(HISTORY_SCAN).await? {
         let list = history

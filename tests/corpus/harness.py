@@ -304,6 +304,7 @@ def arguments(description, default_out):
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument("--mariadb", default="mysql://root@127.0.0.1:3306", help="MariaDB (the Node shop's stock)")
     return parser.parse_args()
 
 
@@ -332,12 +333,15 @@ ROUND = [
 ]
 
 
-def drive(app, args, intent, start):
+def drive(app, args, intent, start, extra_round=(), databases=None):
     """The run both drivers make. `start(run)` starts the app's processes and returns them as
     [(name, process)], the web app last, and the web app's port; then `args.requests` rounds of
-    ROUND are sent, one request at a time, each round publishing one message that a consumer
-    handles. Once every record is written the processes are stopped,
-    the web app first, and the fixtures are written to args.out. Returns the exit status."""
+    ROUND and the app's `extra_round` are sent, one request at a time, each round publishing one
+    message that a consumer handles. Once every record is written the processes are stopped,
+    the web app first, and the fixtures are written to args.out. `databases`, when given, is a
+    pair of callables that make and remove the run's databases beyond PostgreSQL's schema
+    (`databases[0](run)` before the app starts, `databases[1](run)` on every way out). Returns
+    the exit status."""
     import psycopg2
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
@@ -354,17 +358,20 @@ def drive(app, args, intent, start):
         stub = serve(Stub(STUB_DELAYS_S))
         run = Run(args, truth_dir, capture, stub)
         procs = []
+        round_ = ROUND + list(extra_round)
         try:
             with admin.cursor() as cursor:
                 cursor.execute(f"CREATE SCHEMA {run.schema}")
+            if databases is not None:
+                databases[0](run)
             procs, port = start(run)
             for n in range(args.requests):
-                for method, path in ROUND:
+                for method, path in round_:
                     request(port, method, path(n))
 
             def settled():
                 kinds = [record["kind"] for record in run.records()]
-                return kinds.count("request") == args.requests * len(ROUND) and kinds.count("consumer") == args.requests
+                return kinds.count("request") == args.requests * len(round_) and kinds.count("consumer") == args.requests
 
             wait_until(settled, SETTLE_TIMEOUT_S, "every request's and message's record")
             while procs:
@@ -380,6 +387,8 @@ def drive(app, args, intent, start):
             with admin.cursor() as cursor:
                 cursor.execute(f"DROP SCHEMA IF EXISTS {run.schema} CASCADE")
             admin.close()
+            if databases is not None:
+                databases[1](run)
         spans = expect.captured_spans(capture_dir)
         records = expect.name_endpoints(run.records(), spans)
         expected = expect.expectations(app, records, spans, intent)

@@ -1,12 +1,12 @@
 //! The corpus: the OTLP that real applications exported under the official auto-instrumentation
 //! (`tests/corpus`: Flask, SQLAlchemy over psycopg2, Redis and Celery in Python; express, pg,
-//! ioredis, amqplib and fetch in Node), replayed export by export through OTLP/HTTP, and judged
+//! mysql2 on MariaDB, ioredis, amqplib and fetch in Node), replayed export by export through OTLP/HTTP, and judged
 //! against what each application recorded of itself (`expect.json`, derived from its own
 //! `truth.jsonl`). Offline: the captures are in the repository, so a plain `cargo test` checks
 //! every span shape they hold.
 //!
 //! The live half runs the applications themselves (`drive.py` of each, against this machine's
-//! PostgreSQL, Redis and RabbitMQ) and judges the exports of that run the same way. It needs a
+//! PostgreSQL, MariaDB, Redis and RabbitMQ) and judges the exports of that run the same way. It needs a
 //! Python with `tests/corpus/python/requirements.txt` (`BOTTLENECK_CORPUS_PYTHON`) and
 //! `npm ci` done in `tests/corpus/node`; without them it says it is skipped, unless
 //! `BOTTLENECK_PYTHON_TESTS=1` demands it (as CI does).
@@ -226,11 +226,11 @@ async fn python_flask_sqlalchemy_redis_celery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_express_pg_ioredis_amqplib() {
+async fn node_express_pg_mysql2_ioredis_amqplib() {
     check(&Path::new(FIXTURES).join("node")).await;
 }
 
-/// The driver's exit status when PostgreSQL, Redis or RabbitMQ does not answer.
+/// The driver's exit status when PostgreSQL, MariaDB, Redis or RabbitMQ does not answer.
 const EXIT_NO_SERVICES: i32 = 77;
 
 /// Runs one application's driver into a fresh folder and judges what it exported; says so and

@@ -10,10 +10,12 @@ use collector::model::TraceId;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::alerts::{BUDGET, MS, Receiver, now_ns, send, slow, with_config, write_config};
+use crate::alerts::{BUDGET, MS, Receiver, now_ns, send, slow, state, with_config, write_config};
+use crate::analysis::get_json;
 use crate::crash::start_server_with;
 use crate::ingest::login_request;
-use crate::support::{TestDatabase, http_client, spawn_app_on};
+use crate::pages::get;
+use crate::support::{TestApp, TestDatabase, http_client, spawn_app_on};
 
 /// Traces sent; each is one request (a SERVER span) with one query below it.
 const N_TRACES: usize = 240;
@@ -174,15 +176,8 @@ async fn two_instances_deliver_each_alert_once() {
         dir.path(),
         &format!("{BUDGET}\n[[webhook]]\nurl = \"{}\"\n", hook.url),
     );
-    let on_db = |config: std::path::PathBuf| {
-        let url = db.url.clone();
-        move |c: &mut bottleneck::config::Config| {
-            with_config(config)(c);
-            c.database_url = url;
-        }
-    };
-    let first = spawn_app_on(&db.path, on_db(config.clone())).await;
-    let second = spawn_app_on(&db.path, on_db(config)).await;
+    let first = spawn_instance(&db, config.clone()).await;
+    let second = spawn_instance(&db, config).await;
     // Slow logins through both instances: the budget breaks.
     send(&first, slow(1..=5, now_ns() - 2_000 * MS)).await;
     send(&second, slow(6..=10, now_ns() - 2_000 * MS)).await;
@@ -198,6 +193,83 @@ async fn two_instances_deliver_each_alert_once() {
     assert_eq!(bodies[0]["status"], "firing");
     let transitions = first.store.alert_transitions(10).await.unwrap();
     assert_eq!(transitions.len(), 1, "{transitions:?}");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// An instance on `db` with the alert rules of `config`.
+async fn spawn_instance(db: &TestDatabase, config: std::path::PathBuf) -> TestApp {
+    let url = db.url.clone();
+    spawn_app_on(&db.path, move |c: &mut bottleneck::config::Config| {
+        with_config(config)(c);
+        c.database_url = url;
+    })
+    .await
+}
+
+/// The login budget's alert as `app` serves it in `/api/v1/alerts`.
+async fn login_budget(app: &TestApp) -> Option<serde_json::Value> {
+    let body = get_json(format!("{}/api/v1/alerts", app.ui_url)).await?;
+    body["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["endpoint"] == "POST /login" && a["kind"] == "budget")
+        .cloned()
+}
+
+/// Two instances behind a load balancer answer alike: only the holder of the alerts role
+/// evaluates, and both serve what it stored, so the broken login budget shows as firing on the
+/// API, `/alerts` and the overview's Budget column whichever instance answers.
+#[tokio::test]
+async fn every_instance_serves_the_same_alerts() {
+    let db = TestDatabase::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), BUDGET);
+    let instances = [
+        spawn_instance(&db, config.clone()).await,
+        spawn_instance(&db, config).await,
+    ];
+    send(&instances[0], slow(1..=5, now_ns() - 2_000 * MS)).await;
+    send(&instances[1], slow(6..=10, now_ns() - 2_000 * MS)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let firing = 'firing: loop {
+        for app in &instances {
+            if let Some(alert) = login_budget(app).await
+                && state(&alert) == "firing"
+            {
+                break 'firing alert;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no instance fires");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A load balancer's view: requests alternate between the instances, and each answer shows
+    // the same alert in the same state since the same moment.
+    for round in 0..8 {
+        let app = &instances[round % 2];
+        let alert = login_budget(app).await;
+        let alert =
+            alert.unwrap_or_else(|| panic!("no login alert through instance {}", round % 2));
+        assert_eq!(
+            (&alert["rule"], state(&alert), &alert["since"]),
+            (&firing["rule"], "firing", &firing["since"]),
+            "instance {}",
+            round % 2
+        );
+        let alerts_page = get(app, "/alerts").await.body;
+        assert!(
+            alerts_page.contains("panel alert state-firing") && alerts_page.contains("POST /login"),
+            "instance {}: {alerts_page}",
+            round % 2
+        );
+        let overview = get(app, "/").await.body;
+        assert!(
+            overview.contains("state-badge state-firing"),
+            "instance {}: {overview}",
+            round % 2
+        );
+    }
+    let [first, second] = instances;
     first.stop().await;
     second.stop().await;
 }

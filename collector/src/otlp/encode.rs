@@ -14,8 +14,8 @@ use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 use crate::model::{AttrValue, KeyValue, Span};
 
 /// Groups spans by resource and scope (shared `Arc`s, as decoding produced them) into a request.
-/// Takes the spans by value: their strings move into the request rather than being copied, which
-/// halved the cost of encoding a block on the ingest path (docs/benchmarks-history.md).
+/// Takes the spans by value, so that their strings move into the request rather than being
+/// copied: copying them would be most of the cost of encoding a block on the ingest path.
 pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     let mut resource_spans: Vec<otlp_trace::ResourceSpans> = Vec::new();
     let mut last_resource = None;

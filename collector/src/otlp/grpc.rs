@@ -42,9 +42,9 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 
 /// The gRPC trace receiver: `TraceService/Export` served with tonic's own gRPC machinery
 /// (framing, gzip, message size limit, status trailers) but a codec that hands over the message
-/// as received. The generated `TraceServiceServer` decodes it into an
-/// `ExportTraceServiceRequest`, which then had to be encoded again for the block: 40% more
-/// instructions per export than OTLP/HTTP, whose bytes are stored as they came (docs/benchmarks-history.md).
+/// as received, so that its bytes are stored as they came, as OTLP/HTTP's are. The generated
+/// `TraceServiceServer` would decode it into an `ExportTraceServiceRequest` that must then be
+/// encoded again for the block, a large extra cost per export (docs/benchmarks-history.md).
 #[derive(Debug, Clone)]
 pub struct GrpcReceiver {
     sink: SpanSink,

@@ -3,14 +3,14 @@
 //! derived from (so they are always the whole decoder's).
 //!
 //! The analysis reads a few semantic-convention attributes of every span, and decoding all of
-//! them (a string allocated and checked for each key and value, events too) was the larger part
-//! of its cost (docs/benchmarks-history.md). Here the body is walked field by field with prost's wire-format
-//! functions, borrowing every length-delimited field from the body: an attribute is looked at
-//! only by its key's bytes, and decoded only when the key is kept (a value of one string, bool,
-//! integer or double field read in place, any other by prost's own `AnyValue`); events are only
-//! counted. Mirroring the messages with prost's derive instead took each skipped field
-//! as a reference-counted slice in a vector grown one push at a time: a sixth more
-//! instructions for the benchmark's spans, a third more with unread attributes (docs/benchmarks-history.md).
+//! them (a string allocated and checked for each key and value, events too) would be the larger
+//! part of its cost. Here the body is walked field by field with prost's wire-format functions,
+//! borrowing every length-delimited field from the body: an attribute is looked at only by its
+//! key's bytes, and decoded only when the key is kept (a value of one string, bool, integer or
+//! double field read in place, any other by prost's own `AnyValue`); events are only counted.
+//! Mirroring the messages with prost's derive instead would take each skipped field as a
+//! reference-counted slice in a vector grown one push at a time, costing more the more
+//! attributes go unread (docs/benchmarks-history.md).
 //! Resources, scopes and statuses are few or small and are decoded whole by prost. Which spans
 //! are kept is decided by `decode::Header::check`, the rule every decoder of this crate applies.
 //!
@@ -43,8 +43,7 @@ pub fn spans_keeping(body: &[u8], keep: impl Fn(&[u8]) -> bool) -> Result<Decode
 
 /// [`spans_keeping`], handing each span to `take` as it is decoded rather than gathering them:
 /// a reader that sorts the spans into traces moves each once instead of twice, and no vector of
-/// the body's spans is grown (docs/benchmarks-history.md). The returned `Decoded` counts what was dropped and
-/// holds no span.
+/// the body's spans is grown. The returned `Decoded` counts what was dropped and holds no span.
 pub fn each_span_keeping(
     body: &[u8],
     keep: impl Fn(&[u8]) -> bool,

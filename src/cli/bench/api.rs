@@ -141,7 +141,13 @@ pub async fn run(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     let filled = Instant::now();
     fill(&db, args.api_spans).await?;
     let fill_secs = filled.elapsed().as_secs_f64();
-    let server = start_server(&db.display().to_string(), &dir.join("bench-api.toml"), true).await?;
+    let server = start_server(
+        &db.display().to_string(),
+        &dir.join("bench-api.toml"),
+        true,
+        None,
+    )
+    .await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;

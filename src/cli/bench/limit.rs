@@ -37,7 +37,7 @@ use super::process;
 const PHASE: Duration = Duration::from_secs(4);
 
 /// Rows per INSERT: with 7 columns, 700 parameters, well under SQLite's limit of 32,766, and
-/// where crates.md measured multi-row inserts to level off.
+/// about where larger multi-row inserts stop gaining.
 const ROWS_PER_STATEMENT: usize = 100;
 
 const COLUMNS: usize = 7;

@@ -8,7 +8,9 @@
 //! latency, the server's CPU (cores used, CPU-seconds per million spans) and the load generator's,
 //! peak RSS, bytes per stored span, and the server's RSS, open files, threads and tokio tasks
 //! sampled every `--sample-every`. With `--limit` it first measures this machine's raw limit
-//! (see [`limit`]) and shows each rate as a share of it.
+//! (see [`limit`]) and shows each rate as a share of it. With `--hostile` the run is a soak:
+//! hostile inputs, idle connections and heavy reads beside the load, judged at the end
+//! (see [`soak`]).
 //!
 //! Invariant: a figure counts what the store holds, not what was answered 200.
 
@@ -31,14 +33,19 @@ use crate::store::Store;
 use crate::store::scratch::ScratchDatabase;
 
 mod api;
+mod heavy_read;
 mod histogram;
+mod hostile;
+mod idle;
 mod limit;
 mod pacing;
 mod payload;
 mod process;
+mod refusal;
 mod report;
 mod sample;
 mod send;
+mod soak;
 mod trace_page;
 mod visibility;
 
@@ -106,6 +113,18 @@ pub struct BenchArgs {
     /// insert) for a few seconds, and show the server's rates as a share of it.
     #[arg(long)]
     pub limit: bool,
+    /// A soak: beside the load, for the whole run, a trickle of hostile inputs (gzip bombs over
+    /// chunked HTTP/1.1 and gRPC, broken protobuf and JSON, bodies too large or stalled, wrong
+    /// tokens: the server checks an ingest token), idle HTTP/2 connections to both OTLP
+    /// listeners, and clients looping over the heaviest pages and API calls. The report adds
+    /// how each was answered and judges the run; it exits non-zero when a hostile input was
+    /// accepted or unanswered, a read got a 5xx other than 503, or acknowledged spans are
+    /// missing.
+    #[arg(long)]
+    pub hostile: bool,
+    /// With --hostile: idle HTTP/2 connections held on each OTLP listener.
+    #[arg(long, default_value_t = 200)]
+    pub idle_connections: usize,
 }
 
 /// Where one run's servers keep their data.
@@ -253,14 +272,19 @@ impl Drop for Server {
     }
 }
 
+/// Starts `bottleneck serve` on `db`, checking `ingest_token` on OTLP when given.
 async fn start_server(
     db: &str,
     config: &std::path::Path,
     analysis: bool,
+    ingest_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let (ui, http, grpc) = (free_port()?, free_port()?, free_port()?);
-    std::fs::write(config, format!("[analysis]\nenabled = {analysis}\n"))
-        .with_context(|| format!("writing {}", config.display()))?;
+    let mut text = format!("[analysis]\nenabled = {analysis}\n");
+    if let Some(token) = ingest_token {
+        text.push_str(&format!("\n[auth]\ningest_tokens = [\"{token}\"]\n"));
+    }
+    std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
     let child = Command::new(std::env::current_exe().context("finding this executable")?)
         .arg("serve")
         .arg("--config")
@@ -305,6 +329,9 @@ async fn start_server(
 /// Runs the benchmark and prints a report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.api && args.hostile {
+        bail!("--hostile soaks the ingest load; it does not go with --api");
+    }
     let dir = tempfile_dir()?;
     if args.api {
         let result = api::run(&args, &dir).await;
@@ -313,10 +340,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
     let result = run_ingest(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
-    result.map(|()| Outcome::Ok)
+    let failures = result?;
+    if !failures.is_empty() {
+        bail!("the soak failed: {}", failures.join("; "));
+    }
+    Ok(Outcome::Ok)
 }
 
-async fn run_ingest(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+/// Runs the load and prints the report; returns what failed a soak.
+async fn run_ingest(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let modes: &[bool] = match args.analysis {
         AnalysisMode::On => &[true],
         AnalysisMode::Off => &[false],
@@ -384,7 +416,7 @@ async fn run_ingest(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<(
         load_average.as_deref(),
         &results,
     );
-    Ok(())
+    Ok(results.iter().flat_map(soak::failures).collect())
 }
 
 /// What the servers' `/metrics` say, summed over the instances.
@@ -458,14 +490,30 @@ async fn run_once(
     config: &std::path::Path,
     analysis: bool,
 ) -> anyhow::Result<Measured> {
+    let token = args.hostile.then_some(soak::TOKEN);
     let mut servers = Vec::new();
     for _ in 0..args.instances.max(1) {
-        servers.push(start_server(&db.cli_url(), config, analysis).await?);
+        servers.push(start_server(&db.cli_url(), config, analysis, token).await?);
     }
     let server_pids: Vec<u32> = servers.iter().map(|server| server.child.id()).collect();
     let me = std::process::id();
     let rss = || process::sum(&server_pids, process::rss_bytes).unwrap_or(0);
-    let client = reqwest::Client::new();
+    // The probes export through this client too: it carries the token the server checks.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse()?,
+        );
+    }
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
+    let soak = if args.hostile {
+        Some(soak::prepare(&servers[0]).await?)
+    } else {
+        None
+    };
 
     let shared = Arc::new(send::Shared {
         traffic: Arc::clone(traffic),
@@ -487,16 +535,18 @@ async fn run_once(
             http_url: server.otlp_http.clone(),
             grpc_url: server.otlp_grpc.clone(),
             worker,
+            started,
             pacing: args.rate.map(|rate| {
                 (
                     pacing::Pacing::new(rate, args.spans_per_export, args.connections, worker),
-                    started,
                     deadline,
                 )
             }),
+            token: token.map(str::to_owned),
         };
         workers.spawn(send::run(connection, Arc::clone(&shared)));
     }
+    let soak = soak.map(|prepared| prepared.launch(args.idle_connections, deadline));
     // With analysis on, probes time export to visible while the load runs.
     let probes_stop = Arc::new(AtomicBool::new(false));
     let probes = analysis.then(|| {
@@ -530,8 +580,11 @@ async fn run_once(
     let server_cpu_sent = process::cpu_secs_sum(&server_pids);
     let bench_cpu_sent = process::cpu_secs(me);
     let mut latencies = Vec::new();
+    let mut answers = Vec::new();
     while let Some(result) = workers.join_next().await {
-        latencies.extend(result??);
+        let sent = result??;
+        latencies.extend(sent.latencies);
+        answers.extend(sent.answers);
     }
     latencies.sort_unstable();
     let accepted = shared.accepted.load(Relaxed);
@@ -571,6 +624,10 @@ async fn run_once(
     };
     let visible = sorted(|probe| probe.visible);
     let acknowledged = sorted(|probe| probe.acknowledged);
+    let soak = match soak {
+        Some(running) => Some(running.finish().await?),
+        None => None,
+    };
     // The state once caught up ends the curve, in place of a sample taken just before it.
     if samples.last().is_some_and(|last: &Sample| {
         last.catching_up && started.elapsed() - last.at < Duration::from_secs(1)
@@ -611,6 +668,8 @@ async fn run_once(
         visible,
         acknowledged,
         analysis_delay,
+        refusals: refusal::summarize(answers),
+        soak,
     })
 }
 

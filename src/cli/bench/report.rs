@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::histogram::Histogram;
 use super::limit::RawLimit;
+use super::refusal::Refusals;
 use super::sample::{self, Sample};
-use super::{BenchArgs, Protocol, Traffic};
+use super::{BenchArgs, Protocol, Traffic, soak};
 
 /// What one run measured.
 pub(super) struct Measured {
@@ -39,6 +40,10 @@ pub(super) struct Measured {
     pub(super) acknowledged: Vec<Duration>,
     /// The servers' analysis delay (spans committed to analysis committed) over every trace.
     pub(super) analysis_delay: Histogram,
+    /// How the normal exports were refused, and for how long at a stretch.
+    pub(super) refusals: Refusals,
+    /// With `--hostile`: what the soak's own clients measured.
+    pub(super) soak: Option<soak::Figures>,
 }
 
 impl Measured {
@@ -143,6 +148,7 @@ pub(super) fn print(
     print_table(args, limit, results);
     for measured in results {
         print_samples(args, measured);
+        soak::print(measured);
     }
 }
 
@@ -245,6 +251,17 @@ fn print_table(args: &BenchArgs, limit: Option<&RawLimit>, results: &[Measured])
     row("spans refused (told to retry)", &|m| {
         thousands(m.refused as f64)
     });
+    row(
+        "longest stretch from a refused export to the next acknowledged",
+        &|m| {
+            m.refusals
+                .longest
+                .as_ref()
+                .map_or("-".to_owned(), |stretch| {
+                    format!("{:.1} s", stretch.length().as_secs_f64())
+                })
+        },
+    );
     row("spans stored", &|m| thousands(m.stored));
     row(
         "spans stored per second (until the last is committed)",

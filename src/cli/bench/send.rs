@@ -16,6 +16,7 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::{Channel, Endpoint};
 
 use super::pacing::Pacing;
+use super::refusal::{Answer, Answered};
 use super::{Protocol, Traffic};
 
 /// The OTLP trace export method.
@@ -40,18 +41,25 @@ pub(super) struct Connection {
     pub(super) grpc_url: String,
     /// Which of the connections this is: where it starts in the payloads, and its stagger.
     pub(super) worker: usize,
+    /// When sending started: the schedule and the answers' times count from it.
+    pub(super) started: Instant,
     /// With `--rate`: when exports are due, and the end of sending.
-    pub(super) pacing: Option<(Pacing, Instant, Instant)>,
+    pub(super) pacing: Option<(Pacing, Instant)>,
+    /// The bearer token the server checks, if it checks one.
+    pub(super) token: Option<String>,
+}
+
+/// What one connection saw.
+pub(super) struct Sent {
+    pub(super) latencies: Vec<Duration>,
+    pub(super) answers: Vec<Answered>,
 }
 
 /// How long a refused export waits before the next, as an exporter told to retry would.
 const BACK_OFF: Duration = Duration::from_millis(100);
 
-/// Sends until stopped; returns each export's latency.
-pub(super) async fn run(
-    connection: Connection,
-    shared: Arc<Shared>,
-) -> anyhow::Result<Vec<Duration>> {
+/// Sends until stopped; returns each export's latency and answer.
+pub(super) async fn run(connection: Connection, shared: Arc<Shared>) -> anyhow::Result<Sent> {
     let traffic = &shared.traffic;
     let n_payloads = traffic.requests.len();
     let n_spans = traffic.spans_per_export as u64;
@@ -76,14 +84,17 @@ pub(super) async fn run(
         "application/x-protobuf"
     };
     let url = format!("{}/v1/traces", connection.http_url);
-    let mut latencies = Vec::new();
+    let mut sent = Sent {
+        latencies: Vec::new(),
+        answers: Vec::new(),
+    };
     let mut idx = connection.worker;
     for n_sent in 0.. {
         if shared.stop.load(Relaxed) {
             break;
         }
-        if let Some((pacing, started, deadline)) = &connection.pacing {
-            let due = *started + pacing.due(n_sent);
+        if let Some((pacing, deadline)) = &connection.pacing {
+            let due = connection.started + pacing.due(n_sent);
             if due >= *deadline {
                 break;
             }
@@ -91,10 +102,13 @@ pub(super) async fn run(
         }
         let seq = shared.sequence.fetch_add(1, Relaxed);
         let shift_ns = crate::web::window::now_unix_ns().saturating_sub(traffic.built_unix_ns);
-        let sent = Instant::now();
+        let sent_at = Instant::now();
         let body = traffic.bodies[idx % n_payloads].stamped(seq, shift_ns);
-        let ok = match &mut grpc {
-            Some(client) => export(client, body).await.is_ok(),
+        let answer = match &mut grpc {
+            Some(client) => match export(client, body, connection.token.as_deref()).await {
+                Ok(()) => Answer::Acknowledged,
+                Err(status) => Answer::grpc(status.code()),
+            },
             None => {
                 let mut request = http
                     .post(&url)
@@ -103,10 +117,27 @@ pub(super) async fn run(
                 if connection.gzip {
                     request = request.header("content-encoding", "gzip");
                 }
-                request.send().await.is_ok_and(|r| r.status().is_success())
+                if let Some(token) = &connection.token {
+                    request = request.bearer_auth(token);
+                }
+                match request.send().await {
+                    Ok(response) => Answer::http(
+                        response.status().as_u16(),
+                        response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|value| value.to_str().ok()?.parse().ok()),
+                    ),
+                    Err(_) => Answer::Other,
+                }
             }
         };
-        latencies.push(sent.elapsed());
+        sent.latencies.push(sent_at.elapsed());
+        sent.answers.push(Answered {
+            at: connection.started.elapsed(),
+            answer,
+        });
+        let ok = answer == Answer::Acknowledged;
         let counter = if ok {
             &shared.accepted
         } else {
@@ -118,25 +149,33 @@ pub(super) async fn run(
         }
         idx += 7;
     }
-    Ok(latencies)
+    Ok(sent)
 }
 
-/// One gRPC `Export` of an already encoded request.
-async fn export(client: &mut tonic::client::Grpc<Channel>, body: Vec<u8>) -> Result<(), Status> {
+/// One gRPC `Export` of an already encoded request, with `token` as its bearer token.
+pub(super) async fn export(
+    client: &mut tonic::client::Grpc<Channel>,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> Result<(), Status> {
     client
         .ready()
         .await
-        .map_err(|err| Status::unavailable(err.to_string()))?;
+        .map_err(|err| Status::unknown(format!("not connected: {err}")))?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    client
-        .unary(tonic::Request::new(body), path, PreEncoded)
-        .await
-        .map(drop)
+    let mut request = tonic::Request::new(body);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::invalid_argument("a token that cannot be a header"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    client.unary(request, path, PreEncoded).await.map(drop)
 }
 
 /// Sends a request's protobuf as it was encoded before the run, and reads no more of the answer
-/// than its status: a client that cloned and encoded the message for every send took a fifth of
-/// a core of the machine the server shares (docs/benchmarks-history.md).
+/// than its status: the client shares the machine with the server it measures, so every cycle it
+/// spends per send is taken from the server.
 #[derive(Debug, Clone, Copy, Default)]
 struct PreEncoded;
 

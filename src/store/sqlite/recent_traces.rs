@@ -3,9 +3,9 @@
 //!
 //! `trace_index` maps a trace's [`trace_key`] to the blocks holding its spans. Keys are random, so
 //! the rows of one commit land on as many pages of that B-tree as there are rows, once the tree has
-//! more pages than a commit has rows: each row then rewrote a whole page, 4 KiB of WAL and 4 KiB
-//! more at the checkpoint per trace, most of what the server wrote to disk at full rate
-//! (docs/benchmarks-history.md). Written [`MERGE_ROWS`] at a time and sorted, rows share pages instead.
+//! more pages than a commit has rows: each row then rewrites a whole page, a page of WAL and
+//! another at the checkpoint per trace, most of what the server would write to disk at full rate.
+//! Written [`MERGE_ROWS`] at a time and sorted, rows share pages instead.
 //!
 //! The rows held here are not durable. The `trace_index_through` meta row names the newest block
 //! whose rows are in `trace_index`; on open, the rows of later blocks are read back from the
@@ -25,11 +25,11 @@ pub(super) const MERGE_ROWS: usize = 50_000;
 pub(super) const MERGE_TRANSACTION_ROWS: usize = 5_000;
 
 /// The key of a trace in `trace_index`: the trace id's two 8-byte halves XORed, big-endian. An
-/// integer key costs less per row than the 16-byte id, to compare, to bind and to store (the
-/// eleventh round of docs/benchmarks-history.md found the index rows a tenth of the rate). Both halves count:
-/// 64-bit trace ids have an upper half of zeros, and X-Ray's begin with a time. Two traces may
-/// share a key; readers match the full id in the rows or spans the key leads to. Migration 10
-/// computes the same in SQL for rows stored before it.
+/// integer key costs less per row than the 16-byte id, to compare, to bind and to store, and
+/// every stored trace writes rows. Both halves count: 64-bit trace ids have an upper half of
+/// zeros, and X-Ray's begin with a time. Two traces may share a key; readers match the full id in
+/// the rows or spans the key leads to. Migration 10 computes the same in SQL for rows stored
+/// before it.
 pub(super) fn trace_key(trace: &TraceId) -> i64 {
     let (high, low) = trace.0.split_at(8);
     let half = |bytes: &[u8]| i64::from_be_bytes(bytes.try_into().expect("8 bytes"));

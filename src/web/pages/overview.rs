@@ -86,8 +86,8 @@ pub async fn overview_get(
 ) -> Result<OverviewPage, PageError> {
     let window = params.window()?;
     let endpoints = query::endpoints(&state.store, window, params.service()).await?;
-    // Unfiltered, the endpoints list names every service with traffic in the window: reading
-    // the rollups again for the filter's choices took a third of the page's time.
+    // Unfiltered, the endpoints list names every service with traffic in the window, so the
+    // rollups are not read a second time for the filter's choices.
     let service_names: BTreeSet<String> = match params.service() {
         None => endpoints
             .endpoints

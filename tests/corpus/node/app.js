@@ -1,4 +1,4 @@
-// The shop's web app in Node: express 5, a pg Pool (PostgreSQL), ioredis, amqplib and fetch, run
+// The shop's web app in Node: express 5, a pg Pool (PostgreSQL), mysql2 (MariaDB), ioredis, amqplib and fetch, run
 // under the official auto-instrumentation (`node --require
 // @opentelemetry/auto-instrumentations-node/register`, see drive.py) with no span or attribute of
 // its own. It counts what each request does (see shop.js) and appends one JSON line
@@ -16,6 +16,8 @@
 // - `POST /orders/:id/ship`: SELECT and UPDATE of the order, an awaited fetch to the carrier
 //   (slow), then a message published on a confirm channel, the broker's confirmation not
 //   awaited; consumer.js consumes it.
+// - `GET /products/:id/stock`: the product's stock rows on MariaDB, then each row's warehouse:
+//   six prepared loads of one row by primary key (an N+1 with `?` placeholders), seven statements.
 // - `GET /health`: nothing.
 //
 // Configuration, from the environment (besides shop.js's): CORPUS_REDIS_URL, CORPUS_KEY_PREFIX
@@ -164,6 +166,19 @@ route("POST", "/orders/:id/ship", async (req, res) => {
   res.status(202).json({ shipping: orderId });
 });
 
+route("GET", "/products/:id/stock", async (req, res) => {
+  const rows = await shop.stockQuery(
+    "SELECT warehouse_id, quantity FROM stock WHERE product_id = ? ORDER BY warehouse_id",
+    [Number(req.params.id)],
+  );
+  const body = [];
+  for (const row of rows) {
+    const [warehouse] = await shop.stockQuery("SELECT id, name FROM warehouses WHERE id = ?", [row.warehouse_id]);
+    body.push({ warehouse: warehouse.name, quantity: row.quantity });
+  }
+  res.json({ product: Number(req.params.id), stock: body });
+});
+
 route("GET", "/health", (req, res) => {
   res.json({ ok: true });
 });
@@ -183,6 +198,7 @@ function handle(req, res) {
 
 async function main() {
   await shop.seed();
+  await shop.seedStock();
   await cache.connect();
   await cache.ping();
   const connection = await amqp.connect(process.env.CORPUS_BROKER_URL);
@@ -202,6 +218,7 @@ async function main() {
     await connection.close();
     cache.disconnect();
     await shop.pool.end();
+    await shop.stock.end();
     shop.atExit();
   };
   // The SDK's own SIGTERM handler exports what it holds; this one lets the process end.

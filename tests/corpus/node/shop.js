@@ -1,15 +1,17 @@
 // The shop's data and its ground truth, shared by the web app (app.js) and the RabbitMQ consumer
-// (consumer.js): the PostgreSQL pool, the schema and its rows, and the `Record` each request or
-// message keeps of what it did.
+// (consumer.js): the PostgreSQL pool, the MariaDB pool of the warehouse's stock, the schema and
+// its rows, and the `Record` each request or message keeps of what it did.
 //
-// What is counted, and where: statements by `query`, the one function that sends SQL (each call
-// is one `pool.query`, one statement); pool checkouts by the pool's `acquire` event (each is a
-// `pg-pool.connect` span, not a statement); cache operations, outgoing calls and published
+// What is counted, and where: statements by `query` and `stockQuery`, the two functions that send
+// SQL (each call is one `pool.query` or one prepared `execute` on MariaDB, one statement); pool
+// checkouts by the pg pool's `acquire` event (each is a `pg-pool.connect` span, not a statement;
+// mysql2's pool makes no span of its own); cache operations, outgoing calls and published
 // messages by the app around each call.
 //
-// Configuration, all from the environment: CORPUS_DSN, CORPUS_SCHEMA (the tables' schema, made by
-// the driver), CORPUS_TRUTH (the JSON-lines file records are appended to), CORPUS_PROCESS (`web`
-// or `consumer`), OTEL_SERVICE_NAME.
+// Configuration, all from the environment: CORPUS_DSN, CORPUS_SCHEMA (the tables' schema in
+// PostgreSQL and database in MariaDB, both made by the driver), CORPUS_MARIADB_URL, CORPUS_TRUTH
+// (the JSON-lines file records are appended to), CORPUS_PROCESS (`web` or `consumer`),
+// OTEL_SERVICE_NAME.
 //
 // Invariant: a record is written once, after the span it describes has ended and after every call
 // it started has finished; nothing here creates a span or an attribute.
@@ -18,6 +20,7 @@
 
 const fs = require("node:fs");
 const { AsyncLocalStorage } = require("node:async_hooks");
+const mysql = require("mysql2/promise");
 const { Pool } = require("pg");
 
 const SCHEMA = process.env.CORPUS_SCHEMA;
@@ -131,6 +134,27 @@ async function query(sql, params = []) {
   return result.rows;
 }
 
+// The warehouse's stock, on MariaDB. One connection: requests come one at a time, and the
+// connection made at start-up is the one every request reuses, so no request opens one.
+const stock = mysql.createPool({
+  uri: process.env.CORPUS_MARIADB_URL,
+  database: SCHEMA,
+  connectionLimit: 1,
+  connectTimeout: CALL_TIMEOUT_MS,
+});
+
+// One statement on MariaDB, prepared (`?` placeholders), as mysql2's `execute` sends it.
+async function stockQuery(sql, params = []) {
+  recording().statements.push({ sql, params: params.length > 0 ? JSON.stringify(params) : null });
+  const [rows] = await stock.execute(sql, params);
+  return rows;
+}
+
+const STOCK_TABLES = [
+  "CREATE TABLE warehouses (id integer PRIMARY KEY, name varchar(64) NOT NULL)",
+  "CREATE TABLE stock (product_id integer NOT NULL, warehouse_id integer NOT NULL, quantity integer NOT NULL, PRIMARY KEY (product_id, warehouse_id))",
+];
+
 const TABLES = [
   "CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, price_cents integer NOT NULL)",
   "CREATE TABLE orders (id integer PRIMARY KEY, customer text NOT NULL, status text NOT NULL, touched integer NOT NULL DEFAULT 0)",
@@ -153,6 +177,16 @@ async function seed() {
   );
 }
 
+// The web app's MariaDB tables and rows: six warehouses, each holding every one of the 30
+// products.
+async function seedStock() {
+  for (const statement of STOCK_TABLES) await stockQuery(statement);
+  await stockQuery("INSERT INTO warehouses (id, name) SELECT seq, CONCAT('warehouse ', seq) FROM seq_1_to_6");
+  await stockQuery(
+    "INSERT INTO stock (product_id, warehouse_id, quantity) SELECT p.seq, w.seq, p.seq * w.seq FROM seq_1_to_30 AS p CROSS JOIN seq_1_to_6 AS w",
+  );
+}
+
 module.exports = {
   CALL_TIMEOUT_MS,
   Record,
@@ -164,4 +198,7 @@ module.exports = {
   ready,
   recording,
   seed,
+  seedStock,
+  stock,
+  stockQuery,
 };
