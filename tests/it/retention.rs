@@ -343,26 +343,23 @@ pub(crate) async fn requests_by_version(
     .await
 }
 
-/// A service at the service cap and a version at its service's version cap, both unseen for
-/// longer than rollups are kept: retention removes their rollups (and the service's endpoints),
-/// and a new service and a new version then count under their own names instead of `other`.
+/// A service at the service cap, unseen for longer than rollups are kept: retention evicts its
+/// endpoints, and a new service then counts under its own name instead of `other`.
 #[tokio::test]
-async fn services_and_versions_unseen_for_the_retention_period_free_their_places() {
+async fn services_unseen_for_the_retention_period_free_their_places() {
     let app = spawn_app_with(|config| {
         keep_everything(config);
         config.pipeline.max_services = 2;
-        config.pipeline.max_versions_per_service = 1;
     })
     .await;
     let now = now_unix_ns();
     let long_ago = now - 100 * DAY_NS;
     let trace = |n: u8| [0xe5, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
-    let version = |v| [("service.version", v)];
     export(
         &app,
         vec![
-            server_request(trace(1), "gone", &version("1"), "/a", long_ago),
-            server_request(trace(2), "kept", &version("1"), "/k", long_ago),
+            server_request(trace(1), "gone", &[], "/a", long_ago),
+            server_request(trace(2), "kept", &[], "/k", now),
         ],
     )
     .await;
@@ -370,21 +367,13 @@ async fn services_and_versions_unseen_for_the_retention_period_free_their_places
     requests_by_endpoint(&app, "kept", 1).await;
     export(
         &app,
-        vec![
-            server_request(trace(3), "third", &version("1"), "/t", now),
-            server_request(trace(4), "kept", &version("2"), "/k", now),
-        ],
+        vec![server_request(trace(3), "third", &[], "/t", now)],
     )
     .await;
     assert_eq!(
         requests_by_endpoint(&app, "other", 1).await,
         [("GET /t".to_owned(), 1)],
         "a third service counts as `other`"
-    );
-    assert_eq!(
-        requests_by_version(&app, "kept", 2).await,
-        [("1".to_owned(), 1), ("other".to_owned(), 1)],
-        "a second version counts as `other`"
     );
 
     // Eight days on, the rollups of 100 days ago are past the 90 days they are kept.
@@ -393,10 +382,7 @@ async fn services_and_versions_unseen_for_the_retention_period_free_their_places
         .unwrap();
     export(
         &app,
-        vec![
-            server_request(trace(5), "fourth", &version("1"), "/f", now),
-            server_request(trace(6), "kept", &version("3"), "/k", now),
-        ],
+        vec![server_request(trace(4), "fourth", &[], "/f", now)],
     )
     .await;
     assert_eq!(
@@ -404,6 +390,50 @@ async fn services_and_versions_unseen_for_the_retention_period_free_their_places
         [("GET /f".to_owned(), 1)],
         "the place of the service gone is free"
     );
+    app.stop().await;
+}
+
+/// A version at its service's version cap, unseen for longer than rollups are kept: retention
+/// removes its rollups, and a new version then counts under its own name instead of `other`.
+/// Spans are kept for a month here, so that no request, endpoint or resource goes with them:
+/// the rollups alone free the place.
+#[tokio::test]
+async fn versions_unseen_for_the_retention_period_free_their_places() {
+    let app = spawn_app_with(|config| {
+        keep_everything(config);
+        config.pipeline.max_versions_per_service = 1;
+    })
+    .await;
+    let now = now_unix_ns();
+    let long_ago = now - 100 * DAY_NS;
+    let trace = |n: u8| [0xe7, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    let version = |v| [("service.version", v)];
+    let old = server_request(trace(1), "kept", &version("1"), "/k", long_ago);
+    export(&app, vec![old]).await;
+    requests_by_version(&app, "kept", 1).await;
+    let second = server_request(trace(2), "kept", &version("2"), "/k", now);
+    export(&app, vec![second]).await;
+    assert_eq!(
+        requests_by_version(&app, "kept", 2).await,
+        [("1".to_owned(), 1), ("other".to_owned(), 1)],
+        "a second version counts as `other`"
+    );
+
+    // Eight days on, the rollups of 100 days ago are past the 90 days they are kept.
+    let month_of_spans = RetentionConfig {
+        spans: Duration::from_secs(30 * 86_400),
+        ..default_retention()
+    };
+    let report = retention::apply(&app.store, &month_of_spans, now + 8 * DAY_NS)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.requests, report.endpoints, report.resources),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    let third = server_request(trace(3), "kept", &version("3"), "/k", now);
+    export(&app, vec![third]).await;
     assert_eq!(
         requests_by_version(&app, "kept", 2).await,
         [("3".to_owned(), 1), ("other".to_owned(), 1)],
