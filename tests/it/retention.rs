@@ -88,13 +88,14 @@ pub(crate) async fn get_json(url: String) -> (u16, Json) {
     (status, res.json().await.unwrap_or(Json::Null))
 }
 
-/// Requests per endpoint name of `service`, of all time, once they add up to `total`.
+/// Requests per endpoint name of `service`, of all time, once they add up to `total` (10,000
+/// requests take a while on a busy PostgreSQL).
 pub(crate) async fn requests_by_endpoint(
     app: &TestApp,
     service: &str,
     total: u64,
 ) -> Vec<(String, u64)> {
-    app.eventually(Duration::from_secs(60), || async {
+    app.eventually(Duration::from_secs(180), || async {
         let url = format!("{}/api/v1/endpoints?service={service}&from=0", app.ui_url);
         let (_, body) = get_json(url).await;
         let mut found: Vec<(String, u64)> = (body["endpoints"].as_array()?.iter())
