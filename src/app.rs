@@ -22,6 +22,7 @@ use crate::alert::{self, AlertHandle};
 use crate::config::Config;
 use crate::listener::{self, ListenOptions};
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
+use crate::pipeline::intern::Caps;
 use crate::pipeline::{assemble, claim, writer};
 use crate::regress;
 use crate::store::{Store, retention};
@@ -216,7 +217,14 @@ impl App {
             let analyzer = Analyzer::load(
                 store.clone(),
                 config.pipeline.analysis.clone(),
-                config.pipeline.max_endpoints_per_service,
+                Caps {
+                    endpoints_per_service: config.pipeline.max_endpoints_per_service,
+                    services: config.pipeline.max_services,
+                    versions_per_service: config.pipeline.max_versions_per_service,
+                    resources: config.pipeline.max_resources,
+                    operations_per_rollup: config.pipeline.max_operations_per_rollup,
+                },
+                config.pipeline.max_clock_skew,
                 Arc::clone(&analysis_stats),
             )
             .await

@@ -18,6 +18,8 @@ use crate::alert::budget::{AlertRules, AlertSettings, Budget, Slo, Webhook};
 use crate::analysis::AnalysisConfig;
 use crate::analysis::compare::Thresholds;
 use crate::listener::ConnectionConfig;
+use crate::pipeline::{intern, skew};
+use crate::store::operation_cap;
 use crate::store::settings::StoreSettings;
 use crate::web::read_limits::ReadLimits;
 
@@ -142,6 +144,21 @@ pub struct PipelineConfig {
     /// Distinct endpoints kept per service; the rest fold into `other`, so a service sending raw
     /// paths cannot blow up the rollups.
     pub max_endpoints_per_service: usize,
+    /// Distinct services kept; the rest fold into the service `other`, so a sender minting a
+    /// service name per process cannot blow up the endpoints.
+    pub max_services: usize,
+    /// Distinct versions kept per service (as long as their rollups are); the rest fold into
+    /// the version `other`.
+    pub max_versions_per_service: usize,
+    /// Distinct resources (processes) kept while their requests are; requests of the rest are
+    /// stored without their resource, which only attribute selections miss.
+    pub max_resources: usize,
+    /// Distinct operation names kept per rollup row (an endpoint and version, a minute or an
+    /// hour); the rest count as the operation `other` of their category.
+    pub max_operations_per_rollup: usize,
+    /// How far ahead of the analysis a request may start and still be counted at its own
+    /// start; past it, it is counted when it is analysed (its spans keep the times sent).
+    pub max_clock_skew: Duration,
     /// With a shared (PostgreSQL) store: how long an instance holds the traces it claimed before
     /// another may take them over. 60 s is far above one analysis commit (milliseconds to a
     /// second), so only a dead or stuck instance loses its claims.
@@ -406,6 +423,11 @@ struct FileAnalysis {
     grace_period: Option<String>,
     max_lateness: Option<String>,
     max_endpoints_per_service: Option<usize>,
+    max_services: Option<usize>,
+    max_versions_per_service: Option<usize>,
+    max_resources: Option<usize>,
+    max_operations_per_rollup: Option<usize>,
+    max_clock_skew: Option<String>,
     claim_lease: Option<String>,
     n_plus_one_min_calls: Option<u32>,
     min_saving_ms: Option<f64>,
@@ -620,6 +642,16 @@ impl Config {
                 .transpose()?
                 .unwrap_or(Duration::from_secs(300)),
             max_endpoints_per_service: analysis_file.max_endpoints_per_service.unwrap_or(1000),
+            max_services: (analysis_file.max_services).unwrap_or(intern::DEFAULT_MAX_SERVICES),
+            max_versions_per_service: (analysis_file.max_versions_per_service)
+                .unwrap_or(intern::DEFAULT_MAX_VERSIONS_PER_SERVICE),
+            max_resources: (analysis_file.max_resources).unwrap_or(intern::DEFAULT_MAX_RESOURCES),
+            max_operations_per_rollup: (analysis_file.max_operations_per_rollup)
+                .unwrap_or(operation_cap::DEFAULT_MAX_OPERATIONS_PER_ROLLUP),
+            max_clock_skew: (analysis_file.max_clock_skew)
+                .map(|text| duration(&text, "analysis.max_clock_skew"))
+                .transpose()?
+                .unwrap_or(skew::DEFAULT_MAX_CLOCK_SKEW),
             claim_lease: analysis_file
                 .claim_lease
                 .map(|text| duration(&text, "analysis.claim_lease"))

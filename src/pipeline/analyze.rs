@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::delay::DelayHistogram;
-use super::intern::Interned;
+use super::intern::{Caps, Folded, Interned};
 use super::requeue::FailedBlocks;
 use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::aggregate::Rollup;
@@ -37,15 +37,25 @@ use crate::store::{
 
 pub use crate::store::OTHER_ENDPOINT;
 
-/// The rollup rows a request counts in: its minute and its hour.
-fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
-    let minute = minute_of(request.start_unix_ns);
-    [Granularity::Minute, Granularity::Hour].map(|granularity| RollupKey {
-        endpoint_id,
-        version: request.version.clone(),
-        minute: granularity.row_start(minute),
-        granularity,
-    })
+/// Where a request is counted: under which endpoint and version, and at which start (the
+/// request's own, or the time it was analysed when its clock is far ahead).
+struct CountedAs<'a> {
+    endpoint_id: i64,
+    version: &'a str,
+    start_unix_ns: u64,
+}
+
+impl CountedAs<'_> {
+    /// The rollup rows a request counts in: its minute and its hour.
+    fn rollup_keys(&self) -> [RollupKey; 2] {
+        let minute = minute_of(self.start_unix_ns);
+        [Granularity::Minute, Granularity::Hour].map(|granularity| RollupKey {
+            endpoint_id: self.endpoint_id,
+            version: self.version.to_owned(),
+            minute: granularity.row_start(minute),
+            granularity,
+        })
+    }
 }
 
 /// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
@@ -64,8 +74,11 @@ pub struct AnalysisStats {
     /// Late arrivals of hot traces not analysed (see `store::hot_trace`): each a batch of blocks
     /// of a trace with more stored blocks than the cap, stored and served but not re-read.
     pub hot_trace_skips: AtomicU64,
-    /// Requests stored without their resource (id 0): the resource cap was reached.
-    pub requests_without_resource: AtomicU64,
+    /// Requests whose service, version or resource was past its cap.
+    pub folded: Folded,
+    /// Requests that started more than `max_clock_skew` ahead of their analysis, counted at its
+    /// time.
+    pub clock_skew_clamped: AtomicU64,
     /// From each trace's spans committed to its analysis committed.
     pub delay: DelayHistogram,
     /// Per service, then endpoint: requests, errors, latency buckets and breakdown sums. Sorted,
@@ -117,6 +130,10 @@ pub struct Analyzer {
     store: Store,
     config: Arc<AnalysisConfig>,
     interned: Interned,
+    /// How far ahead of the analysis a request may start and be counted at its own start.
+    max_clock_skew: Duration,
+    /// Operation names kept per rollup row, which the store applies.
+    max_operations_per_rollup: usize,
     stats: Arc<AnalysisStats>,
     /// The last commit, still running while the next batch is analysed.
     in_flight: Option<InFlight>,
@@ -187,14 +204,17 @@ impl Analyzer {
     pub async fn load(
         store: Store,
         config: AnalysisConfig,
-        max_endpoints_per_service: usize,
+        caps: Caps,
+        max_clock_skew: Duration,
         stats: Arc<AnalysisStats>,
     ) -> Result<Analyzer, StoreError> {
-        let interned = Interned::load(&store, max_endpoints_per_service).await?;
+        let interned = Interned::load(&store, caps).await?;
         Ok(Analyzer {
             store,
             config: Arc::new(config),
             interned,
+            max_clock_skew,
+            max_operations_per_rollup: caps.operations_per_rollup,
             stats,
             in_flight: None,
             queued: None,
@@ -273,7 +293,8 @@ impl Analyzer {
             traces,
             floor,
             commit: tokio::spawn(async move {
-                store.commit_analysis(&commit).await?;
+                let operations_folded = store.commit_analysis(&commit).await?;
+                (stats.folded.operations).fetch_add(operations_folded, Relaxed);
                 let committed = Instant::now();
                 stats.delay.record(
                     arrivals
@@ -462,7 +483,8 @@ impl Analyzer {
         };
         let analysed = analyse_parts(batch, &self.config).await?;
         let commit = self.commit_of(analysed, releases).await?;
-        self.store.commit_analysis(&commit).await?;
+        let operations_folded = self.store.commit_analysis(&commit).await?;
+        (self.stats.folded.operations).fetch_add(operations_folded, Relaxed);
         let committed_unix_ns = super::claim::now_unix_ns();
         self.stats.delay.record(
             first_seen
@@ -478,15 +500,17 @@ impl Analyzer {
         analysed: Vec<AnalysedTrace>,
         claims: Vec<ClaimRelease>,
     ) -> Result<AnalysisCommit, StoreError> {
-        // The endpoint each previously analysed request was counted under, from its stored row:
-        // another instance may have interned it, so this instance's map may not know it.
-        let mut counted_under: HashMap<(TraceId, collector::model::SpanId), i64> = HashMap::new();
+        // Where each previously analysed request was counted, from its stored row: another
+        // instance may have interned its endpoint, and its version and start may have been
+        // folded or clamped by a cache or a clock that have moved since.
+        let mut counted_under: HashMap<(TraceId, collector::model::SpanId), RequestRow> =
+            HashMap::new();
         let mut replace_traces = Vec::new();
         for trace in analysed.iter().filter(|trace| trace.reanalysed) {
             replace_traces.push(trace.trace_id);
             self.stats.reanalysed_traces.fetch_add(1, Relaxed);
             for row in self.store.trace_requests(trace.trace_id).await? {
-                counted_under.insert((row.trace_id, row.span_id), row.endpoint_id);
+                counted_under.insert((row.trace_id, row.span_id), row);
             }
         }
         let anomalies = analysed.iter().map(|trace| trace.anomalies).sum();
@@ -499,6 +523,7 @@ impl Analyzer {
         // of its rendered text, which the requests of one resource share (the map holds the text,
         // so no address is freed and reused while it is in use as a key).
         let mut resource_ids: HashMap<usize, (Arc<str>, i64)> = HashMap::new();
+        let analysed_unix_ns = super::claim::now_unix_ns();
         for analysed_trace in analysed {
             let AnalysedTrace {
                 new,
@@ -508,20 +533,52 @@ impl Analyzer {
                 ..
             } = analysed_trace;
             for request in &old {
-                let endpoint_id = counted_under
-                    .get(&(request.trace_id, request.span_id))
-                    .copied()
-                    .or_else(|| self.known_endpoint_id(&request.service, &request.endpoint));
-                if let Some(endpoint_id) = endpoint_id {
-                    for key in rollup_keys(endpoint_id, request) {
-                        change_of(&mut changes, key).removed.add(request);
+                let counted = match counted_under.get(&(request.trace_id, request.span_id)) {
+                    Some(row) => Some(CountedAs {
+                        endpoint_id: row.endpoint_id,
+                        version: &row.version,
+                        start_unix_ns: row.start_unix_ns,
+                    }),
+                    None => {
+                        let service = self.interned.known_service(&request.service);
+                        (self.known_endpoint_id(service, &request.endpoint)).map(|endpoint_id| {
+                            CountedAs {
+                                endpoint_id,
+                                version: self.interned.known_version(service, &request.version),
+                                start_unix_ns: request.start_unix_ns,
+                            }
+                        })
                     }
+                };
+                for key in counted.iter().flat_map(CountedAs::rollup_keys) {
+                    change_of(&mut changes, key).removed.add(request);
                 }
             }
             for (request, resource) in new.iter().zip(&resources) {
-                let endpoint_id = self
-                    .endpoint_id(&request.service, &request.endpoint)
+                let service = self.interned.service(&self.store, &request.service).await?;
+                if service != request.service {
+                    self.stats.folded.services.fetch_add(1, Relaxed);
+                }
+                let endpoint_id = self.endpoint_id(service, &request.endpoint).await?;
+                let version = (self.interned)
+                    .version(&self.store, service, &request.version)
                     .await?;
+                if version != request.version {
+                    self.stats.folded.versions.fetch_add(1, Relaxed);
+                }
+                let clamped = super::skew::clamped_start(
+                    request.start_unix_ns,
+                    analysed_unix_ns,
+                    self.max_clock_skew,
+                );
+                if clamped.is_some() {
+                    self.stats.clock_skew_clamped.fetch_add(1, Relaxed);
+                }
+                let counted = CountedAs {
+                    endpoint_id,
+                    version,
+                    start_unix_ns: clamped.unwrap_or(request.start_unix_ns),
+                };
                 let address = Arc::as_ptr(resource).cast::<u8>() as usize;
                 let resource_id = match resource_ids.get(&address) {
                     Some((_, id)) => *id,
@@ -532,17 +589,17 @@ impl Analyzer {
                     }
                 };
                 if resource_id == 0 && !resource.is_empty() {
-                    self.stats.requests_without_resource.fetch_add(1, Relaxed);
+                    self.stats.folded.resources.fetch_add(1, Relaxed);
                 }
-                for key in rollup_keys(endpoint_id, request) {
+                for key in counted.rollup_keys() {
                     change_of(&mut changes, key).added.add(request);
                 }
                 requests.push(RequestRow {
                     trace_id: request.trace_id,
                     span_id: request.span_id,
                     endpoint_id,
-                    version: request.version.clone(),
-                    start_unix_ns: request.start_unix_ns,
+                    version: version.to_owned(),
+                    start_unix_ns: counted.start_unix_ns,
                     duration_ns: request.duration_ns,
                     error: request.error,
                     breakdown: request.breakdown,
@@ -550,7 +607,7 @@ impl Analyzer {
                     last_block_id,
                     resource_id,
                 });
-                self.record_counters(request);
+                self.record_counters(service, request);
             }
         }
         self.stats
@@ -563,19 +620,21 @@ impl Analyzer {
             watermark: None,
             claims,
             names: self.interned.take_names(),
+            max_operations_per_rollup: Some(self.max_operations_per_rollup),
         })
     }
 
-    fn record_counters(&self, request: &RequestAnalysis) {
-        let name = self.capped_name(&request.service, &request.endpoint);
+    /// Counts `request` under the (possibly folded) `service` it was counted under.
+    fn record_counters(&self, service: &str, request: &RequestAnalysis) {
+        let name = self.capped_name(service, &request.endpoint);
         let mut endpoints = self
             .stats
             .endpoints
             .lock()
             .expect("no panics while holding the counters lock");
-        let per_service = match endpoints.get_mut(request.service.as_str()) {
+        let per_service = match endpoints.get_mut(service) {
             Some(per_service) => per_service,
-            None => endpoints.entry(request.service.clone()).or_default(),
+            None => endpoints.entry(service.to_owned()).or_default(),
         };
         match per_service.get_mut(name) {
             Some(counters) => counters.record(request),
@@ -728,9 +787,22 @@ mod tests {
             .await
             .unwrap();
         let stats = Arc::new(AnalysisStats::default());
-        let mut analyzer = Analyzer::load(store.clone(), AnalysisConfig::default(), 100, stats)
-            .await
-            .unwrap();
+        let caps = Caps {
+            endpoints_per_service: 100,
+            services: 100,
+            versions_per_service: 100,
+            resources: 100,
+            operations_per_rollup: 100,
+        };
+        let mut analyzer = Analyzer::load(
+            store.clone(),
+            AnalysisConfig::default(),
+            caps,
+            Duration::from_secs(900),
+            stats,
+        )
+        .await
+        .unwrap();
         let request = "auth: GET /users 0..10 server http.route=/users version=1.0\n  \
                        SELECT users 1..3 client db.system=postgresql";
         let mut watermark = 0;

@@ -3,6 +3,7 @@
 //! by trace and waits out the grace period, holding as many block bytes as `held_bound` allows;
 //! `analyze` runs the pure analysis (`work`: decoding and analysing a batch over the cores) and
 //! writes request rows and rollups under the endpoint and resource ids `intern` caches and caps,
+//! (a request starting far ahead of our clock counted when it is analysed: `skew`),
 //! and `delay` counts how long each trace waited for that; `requeue` hands the blocks of a failed
 //! analysis commit back to the assembler. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
 //! traces wait in the database and any instance claims them.
@@ -18,6 +19,7 @@ pub mod delay;
 mod held_bound;
 pub mod intern;
 pub mod requeue;
+pub mod skew;
 pub mod work;
 pub mod writer;
 

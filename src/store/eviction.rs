@@ -42,6 +42,12 @@ pub(super) const INTERN_RESOURCE_BY_HASH: &str = "INSERT INTO resources (service
      VALUES ($1, $2) ON CONFLICT ((md5(attributes))) DO UPDATE SET service = excluded.service \
      RETURNING id";
 
+/// The versions of each service that hourly rollups hold (every request counts in an hourly
+/// row): the key's leading columns give the pairs without reading the rows' sums.
+pub(super) const SERVICE_VERSIONS: &str = "SELECT DISTINCT endpoints.service, versions.version \
+     FROM (SELECT DISTINCT endpoint_id, version FROM hourly_rollups) AS versions \
+     JOIN endpoints ON endpoints.id = versions.endpoint_id";
+
 /// Endpoints with ids in ($1, $2], other than $3, that no row refers to. The tables are those that
 /// keep an endpoint's id: requests, both rollup granularities (operations and findings go with
 /// their rollup row), and regressions, which have no retention and keep their endpoint named.
@@ -71,7 +77,8 @@ pub(super) const OLDEST_REQUEST: &str = "SELECT MIN(start_unix_ns) FROM requests
 pub(super) const EVICT_RESOURCES: &str = "DELETE FROM resources WHERE id IN \
      (SELECT id FROM resources WHERE seen_until_unix_ns <= $1 ORDER BY id LIMIT $2)";
 
-/// Counts a pass that evicted something, in the transaction that did.
+/// Counts a pass that evicted something, in the transaction that did, or removed rollups (and
+/// with them, perhaps, a service's version).
 pub(super) const BUMP_GENERATION: &str = "INSERT INTO meta (key, value) \
      VALUES ('eviction_generation', 1) \
      ON CONFLICT (key) DO UPDATE SET value = meta.value + 1";

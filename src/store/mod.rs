@@ -9,6 +9,7 @@
 
 mod eviction;
 pub mod hot_trace;
+pub mod operation_cap;
 mod postgres;
 mod request_expiry;
 pub mod retention;
@@ -306,6 +307,9 @@ pub struct AnalysisCommit {
     /// The names of the endpoints the new requests are counted under and of their resources.
     /// Ids without a name here (those only taken back from) are not interned again if evicted.
     pub names: InternedNames,
+    /// Operation names kept per rollup row; the rest count as `other` (`operation_cap`).
+    /// `None`: every name is kept.
+    pub max_operations_per_rollup: Option<usize>,
 }
 
 impl AnalysisCommit {
@@ -333,6 +337,8 @@ impl AnalysisCommit {
         self.claims.extend(later.claims);
         self.names.endpoints.extend(later.names.endpoints);
         self.names.resources.extend(later.names.resources);
+        self.max_operations_per_rollup =
+            (self.max_operations_per_rollup).or(later.max_operations_per_rollup);
     }
 }
 
@@ -924,8 +930,9 @@ impl Store {
         dispatch!(self.analysed_traces(trace_ids))
     }
 
-    /// How many retention passes evicted endpoints or resources: a cache of the interned ids
-    /// that was read at another generation may hold evicted ids and count evicted rows.
+    /// How many retention passes evicted endpoints or resources, or removed rollups: a cache of
+    /// the interned ids (and of the versions rollups hold) that was read at another generation
+    /// may hold evicted ids and count evicted rows.
     pub async fn eviction_generation(&self) -> Result<i64, StoreError> {
         dispatch!(self.eviction_generation())
     }
@@ -933,6 +940,12 @@ impl Store {
     /// Every interned endpoint.
     pub async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
         dispatch!(self.endpoints())
+    }
+
+    /// Every (service, version) the hourly rollups hold: the versions the analyzer's cap counts,
+    /// which leave with their rollups.
+    pub async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self.service_versions())
     }
 
     /// The id of (service, endpoint), interning it if new.
@@ -953,7 +966,7 @@ impl Store {
     }
 
     /// Writes one analysis tick atomically.
-    pub async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+    pub async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<u64, StoreError> {
         dispatch!(self.commit_analysis(commit))
     }
 

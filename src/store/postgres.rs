@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::operation_cap;
 use super::{
     AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
     FindingRow, Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef,
@@ -755,6 +756,12 @@ impl PgStore {
                 tokio::time::sleep(super::retention::BATCH_PAUSE).await;
             }
         }
+        if report.rollups > 0 {
+            // Versions leave with their rollups: the analyzers read their caps' counts again.
+            sqlx::query(eviction::BUMP_GENERATION)
+                .execute(&self.pool)
+                .await?;
+        }
         self.evict_unreferenced(before, &mut report).await?;
         Ok(report)
     }
@@ -873,6 +880,12 @@ impl PgStore {
                 endpoint,
             })
             .collect())
+    }
+
+    pub(super) async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(eviction::SERVICE_VERSIONS)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub(super) async fn intern_endpoint(
@@ -1094,7 +1107,7 @@ async fn read_rollups(
 }
 
 impl PgStore {
-    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<u64, StoreError> {
         const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
              WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
         // A trace whose pending blocks were all analysed is done. The blocks each analysis saw are
@@ -1183,6 +1196,7 @@ impl PgStore {
         // Rows locked in key order: two commits touching the same rows wait, never deadlock.
         let mut changes: Vec<_> = commit.rollups.iter().collect();
         changes.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut operations_folded = 0;
         for change in changes {
             let key = &change.key;
             lock_rollup(&mut tx, key).await?;
@@ -1197,8 +1211,8 @@ impl PgStore {
             .await?
             .pop()
             .map_or_else(Rollup::new, |(_, rollup)| rollup);
-            rollup.subtract(&change.removed);
-            rollup.merge(&change.added);
+            operations_folded +=
+                operation_cap::apply(&mut rollup, change, commit.max_operations_per_rollup);
             write_rollup(&mut tx, key, &rollup).await?;
         }
         if let Some(watermark) = commit.watermark {
@@ -1231,7 +1245,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(operations_folded)
     }
 
     pub(super) async fn requests(

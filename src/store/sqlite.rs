@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::operation_cap;
 use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
     AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, FindingRow,
@@ -682,6 +683,12 @@ impl SqliteStore {
             .collect())
     }
 
+    pub(super) async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(eviction::SERVICE_VERSIONS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     pub(super) async fn intern_endpoint(
         &self,
         service: &str,
@@ -895,7 +902,7 @@ async fn read_rollups(
 }
 
 impl SqliteStore {
-    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<(), StoreError> {
+    pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<u64, StoreError> {
         // IMMEDIATE: the rollup rows are read and written back in this transaction; taking the
         // write lock first means no other writer commits between the read and the write, and no
         // retention pass evicts an interned id between its check here and the commit.
@@ -933,6 +940,7 @@ impl SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         mark_resources_seen(&mut tx, commit).await?;
+        let mut operations_folded = 0;
         for change in &commit.rollups {
             let key = &change.key;
             let mut rollup = read_rollups(
@@ -946,8 +954,8 @@ impl SqliteStore {
             .await?
             .pop()
             .map_or_else(Rollup::new, |(_, rollup)| rollup);
-            rollup.subtract(&change.removed);
-            rollup.merge(&change.added);
+            operations_folded +=
+                operation_cap::apply(&mut rollup, change, commit.max_operations_per_rollup);
             write_rollup(&mut tx, key, &rollup).await?;
         }
         if let Some(watermark) = commit.watermark {
@@ -959,7 +967,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(operations_folded)
     }
 
     pub(super) async fn requests(
@@ -1340,6 +1348,12 @@ impl SqliteStore {
                 }
                 tokio::time::sleep(super::retention::BATCH_PAUSE).await;
             }
+        }
+        if report.rollups > 0 {
+            // Versions leave with their rollups: the analyzers read their caps' counts again.
+            sqlx::query(eviction::BUMP_GENERATION)
+                .execute(&self.writer)
+                .await?;
         }
         self.evict_unreferenced(before, &mut report).await?;
         // Give the freed pages back to the file system, a bounded number at a time.

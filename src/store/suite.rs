@@ -804,6 +804,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         watermark: Some(block_id),
         claims: vec![],
         names: InternedNames::default(),
+        max_operations_per_rollup: None,
     };
     store.commit_analysis(&commit).await.unwrap();
     assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
@@ -843,6 +844,7 @@ async fn analysis_commit_round_trips(store: &Store) {
         watermark: Some(block_id - 1),
         claims: vec![],
         names: InternedNames::default(),
+        max_operations_per_rollup: None,
     };
     store.commit_analysis(&commit).await.unwrap();
     let rows = store.trace_requests(login.trace_id).await.unwrap();

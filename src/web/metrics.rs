@@ -81,7 +81,12 @@ pub async fn render(state: &AppState) -> String {
         (
             "bottleneck_requests_without_resource_total",
             "Requests stored without their resource because the resource cap was reached.",
-            analysis.requests_without_resource.load(Relaxed),
+            analysis.folded.resources.load(Relaxed),
+        ),
+        (
+            "bottleneck_clock_skew_clamped_total",
+            "Requests that started more than max_clock_skew ahead of their analysis, counted at its time.",
+            analysis.clock_skew_clamped.load(Relaxed),
         ),
         (
             "bottleneck_hot_trace_skips_total",
@@ -95,6 +100,7 @@ pub async fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    analysis.folded.write_prometheus(&mut out);
     let name = "bottleneck_analysis_delay_seconds";
     let _ = writeln!(
         out,

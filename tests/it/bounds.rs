@@ -1,7 +1,8 @@
-//! Memory and descriptors bounded by design (issue #31, items 1, 3, 10 and 11): gzip bombs on
+//! Memory and descriptors bounded by design (issue #31, items 1, 3, 4, 10 and 11): gzip bombs on
 //! every transport stop inflating at the ratio to their wire bytes, a global budget of body bytes
 //! in flight turns exports away before reading, whole bodies have a deadline, idle connections
-//! are closed, each listener has a connection cap, and the UI answers only to hosts it knows.
+//! are closed, each listener has a connection cap, the UI answers only to hosts it knows, and
+//! services, versions, operation names and resources are capped, the excess counted as `other`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -18,8 +19,13 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
 use crate::crash::start_server_with;
+use crate::hostile::{export, letters, span};
 use crate::ingest::{assert_login_stored, kv, login_request, post};
-use crate::support::{TestApp, TestDatabase, http_client, spawn_app_with};
+use crate::retention::{
+    export as send, now_unix_ns, requests_by_endpoint, requests_by_version, selected_by_host,
+    server_request,
+};
+use crate::support::{TestApp, TestDatabase, http_client, spawn_app, spawn_app_with};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -631,5 +637,177 @@ async fn the_ui_answers_only_to_known_hosts() {
         .unwrap();
     let (status, _, _) = h2_request(&app.ui_url, request).await;
     assert_eq!(status, 421);
+    app.stop().await;
+}
+
+/// Services past `max_services` count as the service `other`, versions past
+/// `max_versions_per_service` as the version `other`, each request counted in
+/// `bottleneck_cardinality_folded_total`; nothing is lost.
+#[tokio::test]
+async fn services_and_versions_past_their_caps_fold_into_other_and_are_counted() {
+    let app = spawn_app_with(|config| {
+        config.pipeline.max_services = 2;
+        config.pipeline.max_versions_per_service = 2;
+    })
+    .await;
+    let now = now_unix_ns();
+    let trace = |n: u8| [0x3d, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    let version = |v| [("service.version", v)];
+    // One export after another: within one, the order requests are interned in is not fixed.
+    let exports = [
+        ("first", "1", "/a"),
+        ("second", "1", "/b"),
+        ("third", "1", "/c"),
+        ("fourth", "1", "/d"),
+        ("first", "2", "/a"),
+        ("first", "3", "/a"),
+        ("first", "4", "/a"),
+    ];
+    for (n, (service, v, route)) in (1u8..).zip(exports) {
+        send(
+            &app,
+            vec![server_request(trace(n), service, &version(v), route, now)],
+        )
+        .await;
+        app.eventually(Duration::from_secs(60), || async {
+            (app.store.stats().await.unwrap().n_requests == u64::from(n)).then_some(())
+        })
+        .await;
+    }
+    let mut services: Vec<String> = (app.store.endpoints().await.unwrap().into_iter())
+        .map(|e| e.service)
+        .collect();
+    services.dedup();
+    assert_eq!(services, ["first", "second", "other"]);
+    assert_eq!(
+        requests_by_endpoint(&app, "other", 2).await,
+        [("GET /c".to_owned(), 1), ("GET /d".to_owned(), 1)]
+    );
+    assert_eq!(
+        requests_by_version(&app, "first", 4).await,
+        [
+            ("1".to_owned(), 1),
+            ("2".to_owned(), 1),
+            ("other".to_owned(), 2)
+        ]
+    );
+    let folded = |kind: &str| format!("bottleneck_cardinality_folded_total{{kind=\"{kind}\"}}");
+    assert_eq!(app.counter(&folded("service")).await, 2);
+    assert_eq!(app.counter(&folded("version")).await, 2);
+    assert_eq!(app.counter(&folded("resource")).await, 0);
+    app.stop().await;
+}
+
+/// Six requests of one endpoint, each running a statement of its own: past
+/// `max_operations_per_rollup` (3 here), a rollup row's new operation names count as `other` of
+/// their category, every call counted, each name folded counted once per row written.
+#[tokio::test]
+async fn operation_names_past_the_cap_of_a_rollup_row_fold_into_other() {
+    let app = spawn_app_with(|config| config.pipeline.max_operations_per_rollup = 3).await;
+    let start = now_unix_ns() - 600_000_000_000;
+    let spans = (0..6u64)
+        .flat_map(|n| {
+            let trace = [
+                0x3f, n as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n as u8,
+            ];
+            let end = start + 10_000_000;
+            let mut server = span(trace, 1, None, "GET /ops", start, end);
+            server.attributes = vec![kv("http.request.method", "GET"), kv("http.route", "/ops")];
+            // The query covers the request, so that no gap between spans adds a name.
+            let mut query = span(trace, 2, Some(1), "SELECT", start, end);
+            query.kind = 3;
+            let statement = format!("SELECT * FROM table_{}", letters(n));
+            query.attributes = vec![
+                kv("db.system", "postgresql"),
+                kv("db.statement", &statement),
+            ];
+            [server, query]
+        })
+        .collect();
+    let res = post(
+        &app.otlp_http_url,
+        PROTOBUF,
+        export("ops", spans).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let operations = app
+        .eventually(Duration::from_secs(60), || async {
+            let url = format!(
+                "{}/api/v1/endpoint?service=ops&endpoint=GET%20/ops&from=0",
+                app.ui_url
+            );
+            let (_, body) = crate::retention::get_json(url).await;
+            (body["requests"].as_u64() == Some(6)).then(|| body["operations"].clone())
+        })
+        .await;
+    let mut names: Vec<(String, f64)> = (operations.as_array().unwrap().iter())
+        .filter(|op| op["category"] == "db")
+        .map(|op| {
+            let name = op["name"].as_str().unwrap().to_owned();
+            (name, op["calls_per_request"].as_f64().unwrap())
+        })
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|(name, calls)| name == "other" && *calls == 0.5),
+        "{names:?}"
+    );
+    let total: f64 = names.iter().map(|(_, calls)| calls).sum();
+    assert!((total - 1.0).abs() < 0.02, "every query counted: {names:?}");
+    let folded = r#"bottleneck_cardinality_folded_total{kind="operation"}"#;
+    // Each row (the minute's and the hour's) held 7 names: the six statements and the request's
+    // own untraced time, named after it. The names are taken in order, statements first.
+    assert_eq!(app.counter(folded).await, 8);
+    app.stop().await;
+}
+
+/// Ordinary churn: 10,000 processes (a pod each) have sent requests within the retention
+/// period; the next process's requests are still selected by its resource attributes. Before,
+/// a fixed cap of 10,000 resources stored them without their process, so every selection of a
+/// new process came back empty.
+#[tokio::test]
+async fn a_new_process_after_ten_thousand_is_still_selected_by_its_attributes() {
+    const PODS: u32 = 10_000;
+    let app = spawn_app().await;
+    let now = now_unix_ns();
+    let hour_ago = now - 3_600_000_000_000;
+    let trace = |n: u32| {
+        let mut id = [0x3e; 16];
+        id[12..].copy_from_slice(&n.to_be_bytes());
+        id
+    };
+    for first in (0..PODS).step_by(1_000) {
+        let requests = (first..first + 1_000)
+            .map(|n| {
+                let pod = format!("pod-{n}");
+                let start = hour_ago - u64::from(n) * 1_000_000;
+                server_request(trace(n), "churn", &[("host.name", &pod)], "/items", start)
+            })
+            .collect();
+        send(&app, requests).await;
+    }
+    requests_by_endpoint(&app, "churn", u64::from(PODS)).await;
+    send(
+        &app,
+        vec![server_request(
+            trace(PODS),
+            "churn",
+            &[("host.name", "fresh")],
+            "/items",
+            now,
+        )],
+    )
+    .await;
+    requests_by_endpoint(&app, "churn", u64::from(PODS) + 1).await;
+    assert_eq!(
+        selected_by_host(&app, "churn", "GET /items", "fresh").await,
+        Some(Some(1))
+    );
+    let folded = r#"bottleneck_cardinality_folded_total{kind="resource"}"#;
+    assert_eq!(app.counter(folded).await, 0);
     app.stop().await;
 }

@@ -51,7 +51,7 @@ async fn store_login(app: &TestApp, seed: u8) {
     assert_eq!(res.status(), 200);
 }
 
-fn export(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+pub(crate) fn export(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -67,7 +67,14 @@ fn export(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
-fn span(trace: [u8; 16], id: u64, parent: Option<u64>, name: &str, start: u64, end: u64) -> Span {
+pub(crate) fn span(
+    trace: [u8; 16],
+    id: u64,
+    parent: Option<u64>,
+    name: &str,
+    start: u64,
+    end: u64,
+) -> Span {
     Span {
         trace_id: trace.to_vec(),
         span_id: id.to_be_bytes().to_vec(),
@@ -392,7 +399,7 @@ async fn megabyte_attribute_values_are_truncated_and_counted() {
 }
 
 /// `n` in base 26, as letters: a path segment that is not taken for an id.
-fn letters(mut n: u64) -> String {
+pub(crate) fn letters(mut n: u64) -> String {
     let mut out = Vec::new();
     loop {
         out.push(b'a' + (n % 26) as u8);

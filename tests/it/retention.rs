@@ -1,12 +1,11 @@
 //! Retention on a running app: blocks received before the retention window go (on PostgreSQL,
 //! as whole day partitions), recent ones stay, and exports keep being acknowledged meanwhile.
-//! Endpoints and resources nothing refers to any more go too, and free their places under the
-//! caps.
+//! Endpoints and resources nothing refers to any more go too, and so do versions with their
+//! rollups, freeing their places under the caps.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bottleneck::config::{Config, RetentionConfig};
-use bottleneck::pipeline::intern::MAX_RESOURCES;
 use bottleneck::store::{block, retention};
 use collector::model::TraceId;
 use collector::otlp::decode;
@@ -19,7 +18,7 @@ use serde_json::Value as Json;
 use crate::ingest::{kv, login_request};
 use crate::support::{TestApp, http_client, spawn_app_with};
 
-const DAY_NS: u64 = 86_400_000_000_000;
+pub(crate) const DAY_NS: u64 = 86_400_000_000_000;
 
 /// The retention a pass applies: the defaults (a week of spans and requests, 90 days of
 /// rollups).
@@ -37,7 +36,7 @@ fn keep_everything(config: &mut Config) {
     config.retention.rollups = Duration::from_secs(3_650 * 86_400);
 }
 
-fn now_unix_ns() -> u64 {
+pub(crate) fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -46,7 +45,7 @@ fn now_unix_ns() -> u64 {
 
 /// One 5 ms request of `route` at `start_unix_ns`, by a process of `service` with `resource`
 /// attributes, in trace `trace`.
-fn server_request(
+pub(crate) fn server_request(
     trace: [u8; 16],
     service: &str,
     resource: &[(&str, &str)],
@@ -78,20 +77,25 @@ fn server_request(
     }
 }
 
-async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
+pub(crate) async fn export(app: &TestApp, resource_spans: Vec<ResourceSpans>) {
     app.export(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
         .await;
 }
 
-async fn get_json(url: String) -> (u16, Json) {
+pub(crate) async fn get_json(url: String) -> (u16, Json) {
     let res = http_client().get(url).send().await.unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Json::Null))
 }
 
-/// Requests per endpoint name of `service`, of all time, once they add up to `total`.
-async fn requests_by_endpoint(app: &TestApp, service: &str, total: u64) -> Vec<(String, u64)> {
-    app.eventually(Duration::from_secs(60), || async {
+/// Requests per endpoint name of `service`, of all time, once they add up to `total` (10,000
+/// requests take a while on a busy PostgreSQL).
+pub(crate) async fn requests_by_endpoint(
+    app: &TestApp,
+    service: &str,
+    total: u64,
+) -> Vec<(String, u64)> {
+    app.eventually(Duration::from_secs(180), || async {
         let url = format!("{}/api/v1/endpoints?service={service}&from=0", app.ui_url);
         let (_, body) = get_json(url).await;
         let mut found: Vec<(String, u64)> = (body["endpoints"].as_array()?.iter())
@@ -223,7 +227,12 @@ async fn endpoints_unseen_for_the_retention_period_free_their_places_under_the_c
 /// its requests by a resource attribute finds them (past the cap it could not).
 #[tokio::test]
 async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() {
-    let app = spawn_app_with(keep_everything).await;
+    const MAX_RESOURCES: usize = 300;
+    let app = spawn_app_with(|config| {
+        keep_everything(config);
+        config.pipeline.max_resources = MAX_RESOURCES;
+    })
+    .await;
     let now = now_unix_ns();
     let ten_days_ago = now - 10 * DAY_NS;
     let trace = |n: u32| {
@@ -232,8 +241,8 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         id
     };
     let pods = MAX_RESOURCES as u32;
-    for first in (0..pods).step_by(1_000) {
-        let requests = (first..(first + 1_000).min(pods))
+    for first in (0..pods).step_by(100) {
+        let requests = (first..(first + 100).min(pods))
             .map(|n| {
                 let pod = format!("pod-{n}");
                 let start = ten_days_ago + u64::from(n) * 1_000_000;
@@ -243,17 +252,6 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         export(&app, requests).await;
     }
     requests_by_endpoint(&app, "shop", u64::from(pods)).await;
-    let selected = |host: &str| {
-        let url = format!(
-            "{}/api/v1/compare?service=shop&endpoint=GET%20/items&range=1h\
-             &baseline=attr:host.name={host}&candidate=attr:host.name={host}",
-            app.ui_url
-        );
-        async move {
-            let (status, body) = get_json(url).await;
-            (status == 200).then(|| body["baseline"]["requests"].as_u64())
-        }
-    };
 
     // At the cap: a new process's request is stored without its resource, and counted.
     export(
@@ -273,8 +271,12 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
         metrics.contains("bottleneck_requests_without_resource_total 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("bottleneck_cardinality_folded_total{kind=\"resource\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(
-        selected("fresh-1").await,
+        selected_by_host(&app, "shop", "GET /items", "fresh-1").await,
         None,
         "past the cap, no selection finds it"
     );
@@ -299,14 +301,192 @@ async fn resources_no_request_refers_to_are_evicted_and_new_processes_get_ids() 
     .await;
     // The rollups of the processes gone keep their requests for 90 days.
     requests_by_endpoint(&app, "shop", u64::from(pods) + 2).await;
-    assert_eq!(selected("fresh-2").await, Some(Some(1)));
+    assert_eq!(
+        selected_by_host(&app, "shop", "GET /items", "fresh-2").await,
+        Some(Some(1))
+    );
+    app.stop().await;
+}
+
+/// The requests of `endpoint` of `service` in the last hour whose process has `host.name`
+/// `host`, as a comparison selects them; `None` when the selection finds none.
+pub(crate) async fn selected_by_host(
+    app: &TestApp,
+    service: &str,
+    endpoint: &str,
+    host: &str,
+) -> Option<Option<u64>> {
+    let url = format!(
+        "{}/api/v1/compare?service={service}&endpoint={}&range=1h\
+         &baseline=attr:host.name={host}&candidate=attr:host.name={host}",
+        app.ui_url,
+        endpoint.replace(' ', "%20"),
+    );
+    let (status, body) = get_json(url).await;
+    (status == 200).then(|| body["baseline"]["requests"].as_u64())
+}
+
+/// Requests of `service` per version, of all time, once they add up to `total`.
+pub(crate) async fn requests_by_version(
+    app: &TestApp,
+    service: &str,
+    total: u64,
+) -> Vec<(String, u64)> {
+    app.eventually(Duration::from_secs(60), || async {
+        let url = format!("{}/api/v1/versions?service={service}&from=0", app.ui_url);
+        let (_, body) = get_json(url).await;
+        let mut found: Vec<(String, u64)> = (body["versions"].as_array()?.iter())
+            .map(|v| Some((v["version"].as_str()?.to_owned(), v["requests"].as_u64()?)))
+            .collect::<Option<_>>()?;
+        found.sort();
+        (found.iter().map(|(_, n)| n).sum::<u64>() == total).then_some(found)
+    })
+    .await
+}
+
+/// A service at the service cap, unseen for longer than rollups are kept: retention evicts its
+/// endpoints, and a new service then counts under its own name instead of `other`.
+#[tokio::test]
+async fn services_unseen_for_the_retention_period_free_their_places() {
+    let app = spawn_app_with(|config| {
+        keep_everything(config);
+        config.pipeline.max_services = 2;
+    })
+    .await;
+    let now = now_unix_ns();
+    let long_ago = now - 100 * DAY_NS;
+    let trace = |n: u8| [0xe5, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    export(
+        &app,
+        vec![
+            server_request(trace(1), "gone", &[], "/a", long_ago),
+            server_request(trace(2), "kept", &[], "/k", now),
+        ],
+    )
+    .await;
+    requests_by_endpoint(&app, "gone", 1).await;
+    requests_by_endpoint(&app, "kept", 1).await;
+    export(
+        &app,
+        vec![server_request(trace(3), "third", &[], "/t", now)],
+    )
+    .await;
+    assert_eq!(
+        requests_by_endpoint(&app, "other", 1).await,
+        [("GET /t".to_owned(), 1)],
+        "a third service counts as `other`"
+    );
+
+    // Eight days on, the rollups of 100 days ago are past the 90 days they are kept.
+    retention::apply(&app.store, &default_retention(), now + 8 * DAY_NS)
+        .await
+        .unwrap();
+    export(
+        &app,
+        vec![server_request(trace(4), "fourth", &[], "/f", now)],
+    )
+    .await;
+    assert_eq!(
+        requests_by_endpoint(&app, "fourth", 1).await,
+        [("GET /f".to_owned(), 1)],
+        "the place of the service gone is free"
+    );
+    app.stop().await;
+}
+
+/// A version at its service's version cap, unseen for longer than rollups are kept: retention
+/// removes its rollups, and a new version then counts under its own name instead of `other`.
+/// Spans are kept for a month here, so that no request, endpoint or resource goes with them:
+/// the rollups alone free the place.
+#[tokio::test]
+async fn versions_unseen_for_the_retention_period_free_their_places() {
+    let app = spawn_app_with(|config| {
+        keep_everything(config);
+        config.pipeline.max_versions_per_service = 1;
+    })
+    .await;
+    let now = now_unix_ns();
+    let long_ago = now - 100 * DAY_NS;
+    let trace = |n: u8| [0xe7, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+    let version = |v| [("service.version", v)];
+    let old = server_request(trace(1), "kept", &version("1"), "/k", long_ago);
+    export(&app, vec![old]).await;
+    requests_by_version(&app, "kept", 1).await;
+    let second = server_request(trace(2), "kept", &version("2"), "/k", now);
+    export(&app, vec![second]).await;
+    assert_eq!(
+        requests_by_version(&app, "kept", 2).await,
+        [("1".to_owned(), 1), ("other".to_owned(), 1)],
+        "a second version counts as `other`"
+    );
+
+    // Eight days on, the rollups of 100 days ago are past the 90 days they are kept.
+    let month_of_spans = RetentionConfig {
+        spans: Duration::from_secs(30 * 86_400),
+        ..default_retention()
+    };
+    let report = retention::apply(&app.store, &month_of_spans, now + 8 * DAY_NS)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.requests, report.endpoints, report.resources),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    let third = server_request(trace(3), "kept", &version("3"), "/k", now);
+    export(&app, vec![third]).await;
+    assert_eq!(
+        requests_by_version(&app, "kept", 2).await,
+        [("3".to_owned(), 1), ("other".to_owned(), 1)],
+        "the place of the version gone is free"
+    );
+    app.stop().await;
+}
+
+/// A request whose exporter's clock is five days ahead is counted now: it is in the current
+/// window's endpoint figures (on PostgreSQL, in today's partition, not the DEFAULT one), and
+/// counted as clamped, while its stored span keeps the time that was sent.
+#[tokio::test]
+async fn a_request_five_days_ahead_is_counted_now_and_its_span_keeps_the_time_sent() {
+    let app = spawn_app_with(keep_everything).await;
+    let before = now_unix_ns();
+    let ahead = before + 5 * DAY_NS;
+    let trace = [0xe6, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    export(
+        &app,
+        vec![server_request(trace, "ahead", &[], "/soon", ahead)],
+    )
+    .await;
+    let current = app
+        .eventually(Duration::from_secs(60), || async {
+            let url = format!("{}/api/v1/endpoints?service=ahead", app.ui_url);
+            let (_, body) = get_json(url).await;
+            let endpoints = body["endpoints"].as_array()?.clone();
+            (!endpoints.is_empty()).then_some(endpoints)
+        })
+        .await;
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["endpoint"], "GET /soon");
+    assert_eq!(current[0]["requests"], 1);
+    assert_eq!(app.counter("bottleneck_clock_skew_clamped_total").await, 1);
+    let requests = app.store.trace_requests(TraceId(trace)).await.unwrap();
+    assert!(
+        (before..now_unix_ns()).contains(&requests[0].start_unix_ns),
+        "the request row starts when it was analysed"
+    );
+    let spans = app.store.trace(TraceId(trace)).await.unwrap().unwrap();
+    assert_eq!(
+        spans[0].start_unix_ns, ahead,
+        "the span keeps the time sent"
+    );
     app.stop().await;
 }
 
 /// Requests expire by receive time, with the blocks they were analysed from, not by the clock of
 /// the exporter: a request whose span starts ten days ago (a slow clock) stays as long as its
 /// spans, and one that starts in the 22nd century goes ten days after it was received, like
-/// everything else (on PostgreSQL both sit in the DEFAULT partition, outside every day).
+/// everything else (on PostgreSQL the slow one sits in the DEFAULT partition, outside every day;
+/// the one ahead is counted at its analysis, today).
 #[tokio::test]
 async fn requests_expire_with_their_blocks_whatever_the_exporters_clock() {
     let app = spawn_app_with(keep_everything).await;
@@ -347,8 +527,8 @@ async fn requests_expire_with_their_blocks_whatever_the_exporters_clock() {
     app.stop().await;
 }
 
-/// A clock five days ahead puts a request in the DEFAULT partition (day partitions exist three
-/// days ahead). PostgreSQL refuses to create a day's partition while the default one holds rows
+/// A clock five days ahead, allowed by `max_clock_skew`, puts a request in the DEFAULT partition
+/// (day partitions exist three days ahead). PostgreSQL refuses to create a day's partition while the default one holds rows
 /// of it, which left the whole day in the default partition; the partition is now created with
 /// those rows moved into it.
 #[cfg(feature = "pg-tests")]
@@ -361,6 +541,7 @@ async fn a_day_whose_requests_came_early_gets_its_partition_with_them() {
     let app = crate::support::spawn_app_on(&db.path, |config| {
         config.database_url = url;
         keep_everything(config);
+        config.pipeline.max_clock_skew = Duration::from_secs(10 * 86_400);
     })
     .await;
     let ahead = now_unix_ns() + 5 * DAY_NS;
