@@ -35,8 +35,6 @@ use crate::store::{
     Store, StoreError, minute_of,
 };
 
-pub use crate::store::OTHER_ENDPOINT;
-
 /// The rollup rows a request counts in: its minute and its hour.
 fn rollup_keys(endpoint_id: i64, request: &RequestAnalysis) -> [RollupKey; 2] {
     let minute = minute_of(request.start_unix_ns);

@@ -18,6 +18,7 @@ pub mod delay;
 mod held_bound;
 pub mod intern;
 pub mod requeue;
+pub mod settings;
 pub mod work;
 pub mod writer;
 
