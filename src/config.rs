@@ -100,8 +100,8 @@ pub struct ServeFlags {
 }
 
 /// The TOML file's shape: every key is optional, and an unknown key is an error naming its line.
-/// A key that a flag or a variable can also set is an `Option` here, so the layering can tell
-/// whether the file set it.
+/// A key that a flag or a variable can also set is an `Option` (here, or in its section), so
+/// the layering can tell whether the file set it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
