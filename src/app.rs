@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::{info, warn};
 
-use crate::alert::{self, AlertHandle};
+use crate::alert::{self, AlertHandle, RulesFile};
 use crate::config::Config;
 use crate::listener::{self, ListenOptions};
 use crate::pipeline::analyze::{AnalysisStats, Analyzer};
@@ -292,10 +292,11 @@ impl App {
             listen.clone(),
             stopped(stop_rx.clone()),
         );
-        let alerts = AlertHandle::new(
-            config.alerts.rules.clone(),
-            config.alerts.config_file.clone(),
-        );
+        let rules_file = config.alerts.config_file.clone().map(|path| RulesFile {
+            path,
+            read: crate::config::read_alert_rules,
+        });
+        let alerts = AlertHandle::new(config.alerts.rules.clone(), rules_file);
         let alert_task = tokio::spawn(alert::run(store.clone(), alerts.clone(), stop_rx.clone()));
         let hangup_task = tokio::spawn(reload_on_hangup(
             alerts.clone(),

@@ -1,7 +1,8 @@
 //! Bottleneck: an OTLP collector that tells where a request's time really goes.
 //!
 //! Reading order, which is also the pipeline order:
-//! - `config`: every setting, from flags, a TOML file and `BOTTLENECK_*` variables;
+//! - `config`: flags and `BOTTLENECK_*` variables layered over the TOML file, whose sections
+//!   each subsystem owns (`settings` modules);
 //! - `app`: binds every listener and wires the pipeline together;
 //! - `listener`: the accept loop of every listener: TLS, client timeouts, graceful stop;
 //! - `pipeline`: the store writer (group commit, acknowledgements), the assembler (recent traces,
@@ -12,7 +13,8 @@
 //! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
 //! - `alert`: latency budgets and SLOs evaluated on the rollups, alert states, webhooks;
 //! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;
-//! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`).
+//! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`);
+//! - `time`: the wall clock and the text forms of time, shared by alerting, the web and the CLI.
 //!
 //! The OTLP receivers and the span model live in the `collector` crate.
 
@@ -26,4 +28,5 @@ pub mod listener;
 pub mod pipeline;
 pub mod regress;
 pub mod store;
+pub mod time;
 pub mod web;

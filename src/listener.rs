@@ -14,6 +14,8 @@
 //! connection; every connection is its own task, and the loop never awaits a client (only a
 //! free connection slot).
 
+pub mod settings;
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +27,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -36,7 +37,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::config::{TimeoutConfig, TlsConfig};
+use self::settings::{ConnectionConfig, TimeoutConfig, TlsConfig};
 
 /// How long a stop waits for requests in flight (an export waiting for its commit) before the
 /// remaining connections are dropped.
@@ -49,46 +50,6 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How often reaching the connection cap is logged while it lasts.
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Connections each listener serves at once: far more than the exporters and browsers of one
-/// deployment keep open, and three listeners' worth stays well under the common 1024-descriptor
-/// limit, leaving room for the store and outgoing webhooks.
-pub const DEFAULT_MAX_CONNECTIONS_PER_LISTENER: usize = 256;
-
-/// How long a connection may stay open with no request in flight. Longer than the export
-/// interval of the OpenTelemetry SDKs' batch processors (1 to 5 s), so a steady exporter keeps its
-/// connection; short enough that abandoned ones give their descriptors back within a minute.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Connection limits of every listener (`[connections]` in the config file).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConnectionConfig {
-    /// Connections one listener serves at once; new ones wait for a free slot.
-    pub max_per_listener: usize,
-    /// A connection with no request in flight for this long is closed.
-    #[serde(deserialize_with = "duration_text")]
-    pub idle_timeout: Duration,
-}
-
-impl Default for ConnectionConfig {
-    fn default() -> Self {
-        ConnectionConfig {
-            max_per_listener: DEFAULT_MAX_CONNECTIONS_PER_LISTENER,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-        }
-    }
-}
-
-/// A duration written as text in a config file (`"60s"`, `"7d"`).
-pub(crate) fn duration_text<'de, D: serde::Deserializer<'de>>(
-    text: D,
-) -> Result<Duration, D::Error> {
-    let text = String::deserialize(text)?;
-    humantime::parse_duration(&text).map_err(|err| {
-        serde::de::Error::custom(format!("{text:?} is not a duration (e.g. \"60s\"): {err}"))
-    })
-}
 
 /// Warns when `n_listeners` full of connections would not fit in the process's descriptor limit
 /// with room left for the store: the caps are then no protection, and the limit should be raised

@@ -48,7 +48,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("BOTTLENECK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            bottleneck::config::log_filter()
+                .and_then(|directives| EnvFilter::try_new(directives).ok())
+                .unwrap_or_else(|| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

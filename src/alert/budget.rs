@@ -622,4 +622,197 @@ mod tests {
             );
         }
     }
+
+    /// The alerting tables of a config file, as the file parser reads them (other keys ignored).
+    #[derive(Deserialize)]
+    struct Tables {
+        #[serde(default)]
+        alerts: AlertSettings,
+        #[serde(default)]
+        budget: Vec<Budget>,
+        #[serde(default)]
+        slo: Vec<Slo>,
+        #[serde(default)]
+        webhook: Vec<Webhook>,
+    }
+
+    fn parse(text: &str) -> Result<AlertRules, toml::de::Error> {
+        let tables: Tables = toml::from_str(text)?;
+        Ok(AlertRules {
+            settings: tables.alerts,
+            budgets: tables.budget,
+            slos: tables.slo,
+            webhooks: tables.webhook,
+        })
+    }
+
+    fn rules(text: &str) -> AlertRules {
+        parse(text).expect("valid config")
+    }
+
+    #[track_caller]
+    fn error(text: &str) -> String {
+        parse(text).expect_err("invalid config").to_string()
+    }
+
+    #[test]
+    fn budget_tables_with_defaults_and_globs() {
+        let rules = rules(
+            r#"
+[alerts]
+interval = "30s"
+
+[[budget]]
+service = "auth"
+endpoint = "POST /login"
+p95_ms = 200
+
+[[budget]]
+service = "auth"
+endpoint = "GET /users/*"
+db_calls_per_request = 8
+window = "10m"
+for = "2m"
+min_requests = 50
+"#,
+        );
+        assert_eq!(rules.settings.interval, Duration::from_secs(30));
+        assert_eq!(rules.budgets.len(), 2);
+        let login = &rules.budgets[0];
+        assert_eq!(login.metric, Metric::P95);
+        assert_eq!(login.limit, 200.0);
+        assert_eq!(login.window, Duration::from_secs(300));
+        assert_eq!(login.hold, Duration::ZERO);
+        assert_eq!(login.min_requests, 20);
+        let users = &rules.budgets[1];
+        assert_eq!(users.metric, Metric::DbCallsPerRequest);
+        assert_eq!(users.window, Duration::from_secs(600));
+        assert_eq!(users.hold, Duration::from_secs(120));
+        assert_eq!(users.min_requests, 50);
+        assert!(users.endpoint.matches("GET /users/{id}"));
+        assert!(!users.endpoint.matches("POST /users"));
+    }
+
+    #[test]
+    fn every_metric_key_is_accepted() {
+        for metric in Metric::ALL {
+            let text = format!(
+                "[[budget]]\nservice = \"a\"\nendpoint = \"b\"\n{} = 1.5\n",
+                metric.key()
+            );
+            assert_eq!(rules(&text).budgets[0].metric, metric, "{text}");
+        }
+    }
+
+    #[test]
+    fn slo_tables_default_to_the_workbook_windows() {
+        let rules = rules(
+            r#"
+[[slo]]
+service = "auth"
+endpoint = "POST /login"
+objective = 0.99
+threshold_ms = 300
+
+[[slo]]
+service = "*"
+endpoint = "*"
+objective = 0.999
+threshold_ms = 1000
+period = "7d"
+
+[[slo.burn]]
+severity = "page"
+long_window = "30m"
+short_window = "2m"
+factor = 10
+"#,
+        );
+        let login = &rules.slos[0];
+        assert_eq!(login.period, Duration::from_secs(30 * 86_400));
+        let pairs: Vec<_> = login
+            .burn
+            .iter()
+            .map(|b| {
+                (
+                    b.severity.as_str(),
+                    b.long.as_secs(),
+                    b.short.as_secs(),
+                    b.factor,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [("page", 3600, 300, 14.4), ("ticket", 21_600, 1800, 6.0)]
+        );
+        let custom = &rules.slos[1];
+        assert_eq!(custom.burn.len(), 1);
+        assert_eq!(custom.burn[0].long, Duration::from_secs(1800));
+        assert_eq!(custom.burn[0].factor, 10.0);
+    }
+
+    #[test]
+    fn webhook_tables() {
+        let rules = rules(
+            r#"
+[[webhook]]
+url = "http://127.0.0.1:9093/api/hook"
+
+[[webhook]]
+url = "https://alerts.example.com/x"
+format = "alertmanager"
+"#,
+        );
+        assert_eq!(rules.webhooks[0].format, WebhookFormat::Json);
+        assert_eq!(rules.webhooks[1].format, WebhookFormat::Alertmanager);
+    }
+
+    #[test]
+    fn alert_config_errors_name_the_line() {
+        let cases = [
+            (
+                "[[budget]]\nservice = \"auth\"\nendpoint = \"POST /login\"\n",
+                "names no metric",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\n\n[[budget]]\nservice = \"auth\"\nendpoint = \"x\"\np95_ms = 1\np99_ms = 2\n",
+                "names 2 metrics (p95_ms, p99_ms)",
+            ),
+            (
+                "[[budget]]\nservice = \"auth\"\nendpoint = \"x\"\np95_ms = 200\nwindow = \"five minutes\"\n",
+                "window \"five minutes\" is not a duration",
+            ),
+            (
+                "[[budget]]\nservice = \"auth\"\nendpoint = \"x\"\np95_ms = 200\nwindo = \"5m\"\n",
+                "unknown field `windo`",
+            ),
+            (
+                "[[slo]]\nservice = \"auth\"\nendpoint = \"x\"\nobjective = 99\nthreshold_ms = 300\n",
+                "objective must be between 0 and 1",
+            ),
+            (
+                "[[webhook]]\nurl = \"ftp://x\"\n",
+                "must be an http:// or https:// URL",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nformat = \"slack\"\n",
+                "unknown variant `slack`",
+            ),
+            (
+                "[alerts]\ninterval = \"0s\"\n",
+                "interval must be longer than zero",
+            ),
+        ];
+        for (text, message) in cases {
+            let err = error(text);
+            assert!(err.contains(message), "{message:?} not in:\n{err}");
+            assert!(err.contains("line "), "no line in:\n{err}");
+        }
+        // The error points at the offending table's line.
+        let err = error(
+            "listen = \"127.0.0.1:1\"\n\n[[budget]]\nservice = \"auth\"\nendpoint = \"x\"\np95_ms = 1\np99_ms = 2\n",
+        );
+        assert!(err.contains("line 3"), "{err}");
+    }
 }

@@ -20,7 +20,7 @@ pub mod evaluate;
 pub mod notify;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ use crate::store::{
     LeaderRole, NewNotification, RegressionRecord, RegressionResolution, RollupKey, Store,
     StoreError, StoredAlert, Window,
 };
-use crate::web::window::now_unix_ns;
+use crate::time::now_unix_ns;
 
 /// Previous-hour comparisons look this far back from the start of the window.
 const COMPARE_WITH: Duration = Duration::from_secs(3600);
@@ -123,17 +123,27 @@ pub struct ReloadSummary {
     pub webhooks: usize,
 }
 
+/// The file a reload reads again, and the reader: the config file's own, which checks the whole
+/// file as start-up did, while alerting knows only its tables.
+#[derive(Debug, Clone)]
+pub struct RulesFile {
+    /// The config file.
+    pub path: PathBuf,
+    /// Reads the rules from it.
+    pub read: fn(&Path) -> anyhow::Result<AlertRules>,
+}
+
 /// Shared between the evaluation task, the notifier and the web layer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertHandle {
     rules: watch::Sender<Arc<AlertRules>>,
-    config_file: Option<PathBuf>,
+    config_file: Option<RulesFile>,
     wake_notifier: Arc<Notify>,
 }
 
 impl AlertHandle {
     /// A handle with `rules` in force, reloadable from `config_file`.
-    pub fn new(rules: AlertRules, config_file: Option<PathBuf>) -> Self {
+    pub fn new(rules: AlertRules, config_file: Option<RulesFile>) -> Self {
         Self {
             rules: watch::Sender::new(Arc::new(rules)),
             config_file,
@@ -148,10 +158,10 @@ impl AlertHandle {
 
     /// Re-reads the config file and puts its rules in force; on any error the old rules stay.
     pub fn reload(&self) -> anyhow::Result<ReloadSummary> {
-        let Some(path) = &self.config_file else {
+        let Some(file) = &self.config_file else {
             anyhow::bail!("the server was started without --config: there is no file to reload");
         };
-        let rules = crate::config::read_alert_rules(path)?;
+        let rules = (file.read)(&file.path)?;
         let summary = ReloadSummary {
             budgets: rules.budgets.len(),
             slos: rules.slos.len(),

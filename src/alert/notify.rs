@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::budget::{AlertRules, WebhookFormat};
 use super::evaluate::AlertState;
 use crate::store::{DeliveryAttempt, DueNotification, LeaderRole, Store};
-use crate::web::window::{now_unix_ns, rfc3339};
+use crate::time::{now_unix_ns, rfc3339};
 
 /// One transition that is sent to receivers.
 #[derive(Debug, Clone, PartialEq)]

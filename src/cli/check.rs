@@ -20,7 +20,7 @@ use crate::alert::observed_endpoints;
 use crate::cli::Outcome;
 use crate::config::{DatabaseUrl, read_alert_rules};
 use crate::store::{Store, Window};
-use crate::web::window::now_unix_ns;
+use crate::time::now_unix_ns;
 
 /// `check`'s flags.
 #[derive(Debug, Clone, clap::Args)]

@@ -35,8 +35,6 @@ use crate::store::{
     Store, StoreError, minute_of,
 };
 
-pub use crate::store::OTHER_ENDPOINT;
-
 /// Where a request is counted: under which endpoint and version, and at which start (the
 /// request's own, or the time it was analysed when its clock is far ahead).
 struct CountedAs<'a> {

@@ -19,6 +19,7 @@ pub mod delay;
 mod held_bound;
 pub mod intern;
 pub mod requeue;
+pub mod settings;
 pub mod skew;
 pub mod work;
 pub mod writer;

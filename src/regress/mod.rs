@@ -18,6 +18,7 @@
 //! Invariant: reads rollups and writes only its own tables (`regression_checks`,
 //! `regressions`); it never touches requests or rollups.
 
+pub mod settings;
 pub mod significance;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,11 +29,12 @@ use tracing::{info, warn};
 
 use crate::analysis::aggregate::{Rollup, format_ms};
 use crate::analysis::compare::{self, Comparison, Metric};
-use crate::config::RegressionConfig;
 use crate::store::{
     LeaderRole, NewResolution, RegressionCheck, RegressionEvaluation, RegressionRecord, Store,
     StoreError, VersionTraffic, Window, minute_of,
 };
+use crate::time::now_unix_ns;
+use settings::RegressionConfig;
 use significance::{Slowdown, quantile_of, significant_slowdown, still_slower};
 
 /// An endpoint is evaluated again once the candidate's requests have grown by this share since
@@ -101,12 +103,6 @@ impl Outcome {
     pub fn is_empty(&self) -> bool {
         self.raised.is_empty() && self.resolved.is_empty()
     }
-}
-
-fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Runs [`find`] every `config.interval` until `stop` turns true.

@@ -23,10 +23,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use collector::category::Category;
 use collector::model::{Event, Span, SpanId, TraceId};
 
+use self::settings::DatabaseUrl;
 use crate::analysis::aggregate::{FindingSums, Rollup};
 use crate::analysis::location::CodeLocation;
 use crate::analysis::{Breakdown, FindingKind};
-use crate::config::DatabaseUrl;
 
 /// Spans are stored in the collector's block form: compressed OTLP, as the receivers packed it.
 pub use collector::block::{self, EncodedBlock};

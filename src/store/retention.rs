@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::settings::RetentionConfig;
 use super::{LeaderRole, RetentionReport, Store, StoreError};
-use crate::config::RetentionConfig;
 
 /// Rows per delete statement. 5,000 rows take a few milliseconds in SQLite, so an ingest commit
 /// waiting for the write lock waits no longer than that.

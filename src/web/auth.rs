@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use collector::auth::bearer_token;
 
-use crate::config::AuthConfig;
+use crate::listener::settings::AuthConfig;
 
 /// Paths open to anyone: liveness and readiness probes.
 const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];

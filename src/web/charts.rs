@@ -114,7 +114,7 @@ impl Clock {
 
 /// An axis label (UTC) from unix milliseconds.
 fn clock(t_ms: f64, precision: Clock) -> String {
-    let text = crate::web::window::rfc3339((t_ms.max(0.0) * 1e6) as u64);
+    let text = crate::time::rfc3339((t_ms.max(0.0) * 1e6) as u64);
     match precision {
         Clock::Seconds => text[11..19].to_owned(),
         Clock::Minutes => text[11..16].to_owned(),

@@ -17,11 +17,12 @@ use crate::analysis::critical_path;
 use crate::analysis::gap::Gap;
 use crate::analysis::location::CodeLocation;
 use crate::analysis::{AnalysisConfig, Breakdown, analyze_trace};
-use crate::pipeline::analyze::OTHER_ENDPOINT;
-use crate::store::{EndpointRef, RegressionRecord, RequestRow, Store, StoreError, Window};
+use crate::store::{
+    EndpointRef, OTHER_ENDPOINT, RegressionRecord, RequestRow, Store, StoreError, Window,
+};
+use crate::time::rfc3339;
 use crate::web::read_limits::ReadLimits;
 use crate::web::selector::Selector;
-use crate::web::window::rfc3339;
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -142,7 +143,7 @@ pub async fn services(store: &Store, window: Window) -> Result<ServicesDto, Stor
         entry.0.insert(key.endpoint_id);
         entry.1 += rollup.requests;
     }
-    let data_since = store.data_since().await?.map(crate::web::window::rfc3339);
+    let data_since = store.data_since().await?.map(rfc3339);
     Ok(ServicesDto {
         data_since,
         services: by_service

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::pages::PageError;
-use crate::listener::duration_text;
 use crate::store::{StoreError, Window};
+use crate::time::duration_text;
 
 /// A page or API call still running after this is answered 503: long enough for a day of
 /// rollups on a loaded machine, short enough that nobody waits on a read that will not end.

@@ -3,20 +3,14 @@
 //!
 //! Invariant: a parsed window is never empty or inverted.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::store::Window;
+use crate::time::now_unix_ns;
 use crate::web::error::ApiError;
 
 /// The default window: the last hour.
 pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
-
-/// Nanoseconds since the epoch, now.
-pub fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// Parses one instant: unix milliseconds, or RFC 3339.
 pub fn parse_instant(text: &str) -> Result<u64, ApiError> {
@@ -75,11 +69,6 @@ pub fn parse(
         from_unix_ns,
         to_unix_ns,
     })
-}
-
-/// RFC 3339 with milliseconds, as the API writes timestamps.
-pub fn rfc3339(unix_ns: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
 }
 
 #[cfg(test)]

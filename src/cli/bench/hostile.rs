@@ -23,6 +23,7 @@ use tonic::transport::Endpoint;
 
 use super::payload::{self, kv, text};
 use super::send;
+use crate::time::now_unix_ns;
 
 /// How often a hostile input goes out: a trickle beside the load, not a flood.
 pub(super) const EVERY: Duration = Duration::from_millis(200);
@@ -233,10 +234,6 @@ fn garbage() -> Vec<u8> {
 }
 
 const JSON_WRONG_TYPES: &str = r#"{"resourceSpans": 7}"#;
-
-fn now_unix_ns() -> u64 {
-    crate::web::window::now_unix_ns()
-}
 
 /// Sends the inputs until `deadline`, and every kind at least once however short the run, then
 /// waits for the answers of those in flight.

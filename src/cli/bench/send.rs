@@ -101,7 +101,7 @@ pub(super) async fn run(connection: Connection, shared: Arc<Shared>) -> anyhow::
             tokio::time::sleep_until(due).await;
         }
         let seq = shared.sequence.fetch_add(1, Relaxed);
-        let shift_ns = crate::web::window::now_unix_ns().saturating_sub(traffic.built_unix_ns);
+        let shift_ns = crate::time::now_unix_ns().saturating_sub(traffic.built_unix_ns);
         let sent_at = Instant::now();
         let body = traffic.bodies[idx % n_payloads].stamped(seq, shift_ns);
         let answer = match &mut grpc {

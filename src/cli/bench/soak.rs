@@ -24,7 +24,7 @@ use super::report::{Measured, thousands};
 use super::sample::{self, Growth};
 use super::trace_page::{self, Shape};
 use super::{Server, heavy_read, payload};
-use crate::listener::ConnectionConfig;
+use crate::listener::settings::ConnectionConfig;
 
 /// The ingest token the soak's server checks; the normal load and the probes send it.
 pub(super) const TOKEN: &str = "bench-soak-token";
@@ -48,7 +48,7 @@ pub(super) async fn prepare(server: &Server) -> anyhow::Result<Prepared> {
     let inputs = tokio::task::spawn_blocking(move || Inputs::build(&http_url, &grpc_url, TOKEN))
         .await
         .context("building the hostile inputs")??;
-    let now_ns = crate::web::window::now_unix_ns();
+    let now_ns = crate::time::now_unix_ns();
     let trace = trace_page::export(Shape::Folding, now_ns);
     let big_trace_spans = collector::otlp::check::accept(&trace)
         .map(|accepted| accepted.n_spans)

@@ -22,6 +22,7 @@ use tracing::error;
 use self::model::{Answer, ErrorJson, OperationJson};
 use super::AppState;
 use crate::store::StoreError;
+use crate::time::now_unix_ns;
 
 /// The Jaeger API's routes.
 pub fn routes() -> Router<AppState> {
@@ -78,12 +79,6 @@ impl IntoResponse for JaegerError {
 
 fn answer<T: Serialize>(answer: Answer<T>) -> Response {
     Json(answer).into_response()
-}
-
-fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// `GET /api/services`.

@@ -210,7 +210,7 @@ pub struct Chrome {
 
 /// `2024-05-01T10:00:00` in UTC, the form a `datetime-local` input shows.
 fn local_value(unix_ns: u64) -> String {
-    let text = super::window::rfc3339(unix_ns);
+    let text = crate::time::rfc3339(unix_ns);
     text[..19].to_owned()
 }
 
