@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bottleneck::demo::telemetry::{self, CpuTime, ExportStats, Identity, Transport};
+use bottleneck::demo::telemetry;
 use bottleneck::demo::{self, WorkloadConfig};
 use collector::otlp::body::{BodyLimits, Intake};
 use collector::sink::{CommitError, ExportReceiver, IngestStats, SpanSink};
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::analysis::get_json;
 use crate::corpus::{self, endpoint_url};
-use crate::support::{TestApp, http_client, install_crypto, spawn_app};
+use crate::support::{TestApp, http_client, install_crypto, shop_exporter, spawn_app};
 
 /// An OTLP receiver that writes every export it acknowledges as a line of OTLP JSON.
 struct CaptureReceiver {
@@ -390,20 +390,8 @@ const CHECKOUT: &str = "/srv/shop";
 /// statement per login.
 async fn capture_logins(path: &Path, extra_query: bool) {
     let receiver = capture_receiver(path, None).await;
-    let stats = Arc::new(ExportStats::default());
-    let identity = Identity {
-        name: "shop",
-        version: if extra_query { "2.0" } else { "1.0" },
-        instance_id: "shop-1".into(),
-    };
-    let provider = telemetry::provider(
-        &identity,
-        Transport::Http,
-        &receiver.http_url,
-        CpuTime::Unmeasured,
-        Arc::clone(&stats),
-    )
-    .expect("the exporter builds");
+    let version = if extra_query { "2.0" } else { "1.0" };
+    let (provider, stats) = shop_exporter(version, &receiver.http_url);
     let tracer = telemetry::tracer(&provider);
     let ms = Duration::from_millis;
     let base = SystemTime::now() - Duration::from_secs(120);

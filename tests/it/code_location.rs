@@ -3,17 +3,16 @@
 //! trace) and on the endpoint and trace pages, escaped; a span without a file is placed by its
 //! stack trace's first application frame, or by its function alone.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bottleneck::demo::telemetry::{self, CpuTime, ExportStats, Identity, Transport};
+use bottleneck::demo::telemetry;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use serde_json::{Value, json};
 
 use crate::analysis::get_json;
 use crate::pages::get;
-use crate::support::{TestApp, install_crypto, spawn_app};
+use crate::support::{TestApp, install_crypto, shop_exporter, spawn_app};
 
 /// Executions of the policy loader's query per login: an N+1.
 const RULES_PER_LOGIN: u32 = 6;
@@ -28,20 +27,7 @@ async fn export_logins(
 ) {
     // The exporter's HTTP client needs the process's TLS provider, even for plain HTTP.
     install_crypto();
-    let stats = Arc::new(ExportStats::default());
-    let identity = Identity {
-        name: "shop",
-        version: "1.0",
-        instance_id: "shop-1".into(),
-    };
-    let provider = telemetry::provider(
-        &identity,
-        Transport::Http,
-        &app.otlp_http_url,
-        CpuTime::Unmeasured,
-        Arc::clone(&stats),
-    )
-    .expect("the exporter builds");
+    let (provider, stats) = shop_exporter("1.0", &app.otlp_http_url);
     let tracer = telemetry::tracer(&provider);
     let ms = Duration::from_millis;
     let base = SystemTime::now() - Duration::from_secs(60);

@@ -322,3 +322,31 @@ pub fn grpc_frame(declared_len: usize, payload: &[u8]) -> hyper::body::Bytes {
     frame.extend_from_slice(payload);
     frame.into()
 }
+
+/// The demo's SDK pipeline (batch processor, OTLP/HTTP protobuf exporter to `otlp_http_url`) for
+/// a service `shop` at `version` without CPU measurement, and the exporter's counters: for tests
+/// that build the spans of a shop by hand.
+pub fn shop_exporter(
+    version: &'static str,
+    otlp_http_url: &str,
+) -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    std::sync::Arc<bottleneck::demo::telemetry::ExportStats>,
+) {
+    use bottleneck::demo::telemetry::{self, CpuTime, ExportStats, Identity, Transport};
+    let stats = std::sync::Arc::new(ExportStats::default());
+    let identity = Identity {
+        name: "shop",
+        version,
+        instance_id: "shop-1".into(),
+    };
+    let provider = telemetry::provider(
+        &identity,
+        Transport::Http,
+        otlp_http_url,
+        CpuTime::Unmeasured,
+        std::sync::Arc::clone(&stats),
+    )
+    .expect("the exporter builds");
+    (provider, stats)
+}
