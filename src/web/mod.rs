@@ -12,9 +12,9 @@ pub mod host;
 pub mod jaeger;
 pub mod metrics;
 pub mod pages;
-pub mod query;
 pub mod read_limits;
 pub mod selector;
+pub mod units;
 pub mod window;
 
 use std::sync::Arc;

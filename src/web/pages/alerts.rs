@@ -2,8 +2,8 @@
 //! observed value against the limit, what moved, the history of transitions, and the webhook
 //! deliveries with each attempt. Also the budget badges of the overview and endpoint pages.
 //!
-//! Invariant: shows only what `query::alerts` (the evaluation `GET /api/v1/alerts` serves) and
-//! `query::deliveries` return.
+//! Invariant: shows only what `read::alerts` returns (the evaluation and deliveries
+//! `GET /api/v1/alerts` serves).
 
 use std::collections::HashMap;
 
@@ -12,9 +12,10 @@ use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 
 use super::{Chrome, PageError, PageParams, encode, endpoint_href, fmt_calls, fmt_count, fmt_ms};
+use crate::read;
 use crate::web::AppState;
 use crate::web::api::dto::{AlertDto, AlertsDto};
-use crate::web::query;
+use crate::web::api::{self, present};
 
 /// Deliveries the page lists, newest first.
 const DELIVERIES_SHOWN: i64 = 50;
@@ -293,8 +294,9 @@ pub async fn alerts_get(
     // Validated like every page's window, though alerts have their own windows.
     params.window()?;
     let window_query = params.window_query();
-    let alerts = query::alerts(&state.store, &state.alerts).await?;
-    let deliveries = query::deliveries(&state.store, DELIVERIES_SHOWN).await?;
+    let alerts = api::alerts_now(&state).await?;
+    let deliveries =
+        present::deliveries_dto(read::alerts::deliveries(&state.store, DELIVERIES_SHOWN).await?);
     let (service, endpoint) = (params.service(), params.endpoint());
     let wanted = |s: &str, e: &str| {
         service.is_none_or(|want| want == s) && endpoint.is_none_or(|want| want == e)
