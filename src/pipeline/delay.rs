@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::histogram::DELAY_BUCKETS;
 
-
 /// Analysis delays since the process started: counts per [`DELAY_BUCKETS`] bucket, then +Inf.
 #[derive(Debug, Default)]
 pub struct DelayHistogram {

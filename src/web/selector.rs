@@ -18,7 +18,6 @@ use crate::store::Window;
 use crate::web::error::ApiError;
 use crate::web::window::parse_instant;
 
-
 fn bad(text: &str, why: &str) -> ApiError {
     ApiError::BadRequest(format!("selector {text:?}: {why}"))
 }

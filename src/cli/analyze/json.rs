@@ -101,11 +101,7 @@ pub fn baseline(diff: &BaselineDiff, baseline: &Analysed, candidate: &Analysed) 
                         candidate_calls_per_request: round2(c.candidate),
                     })
                     .collect(),
-                new_findings: it
-                    .new_findings
-                    .iter()
-                    .map(present::finding_dto)
-                    .collect(),
+                new_findings: it.new_findings.iter().map(present::finding_dto).collect(),
                 gone_findings: it
                     .gone_findings
                     .iter()

@@ -16,8 +16,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::{selector, units, window};
 use crate::read;
-use crate::store::StoreError;
 use crate::read::compare::{CompareAnswer, CompareMissing};
+use crate::store::StoreError;
 
 /// The window and filter parameters every aggregate call takes.
 #[derive(Debug, Default, Deserialize)]
@@ -248,7 +248,8 @@ pub async fn regressions_list(
             "`limit` must be between 1 and 1000".into(),
         ));
     }
-    let records = read::regressions::regressions(&state.store, after, limit, params.service()).await?;
+    let records =
+        read::regressions::regressions(&state.store, after, limit, params.service()).await?;
     Ok(Json(present::regressions_dto(records)).into_response())
 }
 

@@ -213,7 +213,11 @@ pub fn endpoint_detail_dto(view: &EndpointDetail) -> EndpointDetailDto {
                 breakdown_ms: breakdown_ms(split.stats.breakdown_mean_ns),
             })
             .collect(),
-        latency_histogram: view.latency_histogram.iter().map(latency_bucket_dto).collect(),
+        latency_histogram: view
+            .latency_histogram
+            .iter()
+            .map(latency_bucket_dto)
+            .collect(),
     }
 }
 

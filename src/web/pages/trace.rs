@@ -20,8 +20,8 @@ use collector::category::Category;
 use collector::model::{SpanId, SpanKind, StatusCode, TraceId};
 
 use super::{
-    CategoryValue, Chrome, PageError, PageParams, category_values, encode, fmt_calls,
-    fmt_count, fmt_ms,
+    CategoryValue, Chrome, PageError, PageParams, category_values, encode, fmt_calls, fmt_count,
+    fmt_ms,
 };
 use crate::analysis::FindingKind;
 use crate::analysis::gap::{Gap, gap_place};
@@ -308,7 +308,12 @@ fn attributes_of(shown: &Shown) -> Vec<Attribute> {
             value: rfc3339(span.start_unix_ns),
         },
     ];
-    if let Some(version) = span.resource.service_version.as_ref().filter(|v| !v.is_empty()) {
+    if let Some(version) = span
+        .resource
+        .service_version
+        .as_ref()
+        .filter(|v| !v.is_empty())
+    {
         out.push(Attribute {
             key: "service.version".into(),
             value: version.clone(),
