@@ -17,7 +17,6 @@ use super::error::ApiError;
 use super::{selector, units, window};
 use crate::read;
 use crate::read::compare::{CompareAnswer, CompareMissing};
-use crate::store::StoreError;
 
 /// The window and filter parameters every aggregate call takes.
 #[derive(Debug, Default, Deserialize)]
@@ -138,14 +137,9 @@ pub async fn trace_get(
 }
 
 pub async fn alerts_list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(alerts_now(&state).await?).into_response())
-}
-
-/// The last evaluation as `GET /api/v1/alerts` serves it, with the interval in force.
-pub async fn alerts_now(state: &AppState) -> Result<dto::AlertsDto, StoreError> {
     let view = read::alerts::alerts(&state.store).await?;
     let interval_s = state.alerts.rules().settings.interval.as_secs_f64();
-    Ok(present::alerts_dto(view, interval_s))
+    Ok(Json(present::alerts_dto(view, interval_s)).into_response())
 }
 
 pub async fn deliveries_list(

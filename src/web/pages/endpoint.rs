@@ -22,7 +22,6 @@ use crate::read::endpoint::{EndpointDetail, RequestSummary};
 use crate::read::endpoints::EndpointSummary;
 use crate::time::rfc3339;
 use crate::web::AppState;
-use crate::web::api;
 use crate::web::charts::{self, BarSegment, BreakdownPoint, HistogramBar, LatencyPoint};
 use crate::web::error::ApiError;
 use crate::web::units::{ms, ms_of, ms_per_category, round2, round3};
@@ -461,7 +460,7 @@ pub async fn endpoint_get(
         ("endpoint", endpoint.to_owned()),
     ];
     let chrome = Chrome::new("endpoint", "/endpoint", &params, Some(window), keep);
-    let alerts = api::alerts_now(&state).await?;
+    let alerts = read::alerts::alerts(&state.store).await?;
     let regressions = read::regressions::recent_regressions(
         &state.store,
         window,

@@ -17,7 +17,6 @@ use super::{
 };
 use crate::read;
 use crate::web::AppState;
-use crate::web::api;
 use crate::web::charts::{BarSegment, bar_segments};
 use crate::web::units::{ms, ms_per_category, round2};
 
@@ -103,7 +102,7 @@ pub async fn overview_get(
             .map(|s| s.name)
             .collect(),
     };
-    let alerts = api::alerts_now(&state).await?;
+    let alerts = read::alerts::alerts(&state.store).await?;
     let mut badges = budget_badges(&alerts);
     let regressions = read::regressions::recent_regressions(
         &state.store,
