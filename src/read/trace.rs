@@ -152,3 +152,45 @@ pub fn finding_sentence(finding: &Finding) -> String {
         finding.potential_saving_ns as f64,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use collector::model::SpanKind;
+
+    use super::*;
+    use crate::analysis::fixture::{make_span, span_id, trace_id};
+
+    fn span(id: u64, parent: Option<u64>, start_ms: u64) -> Span {
+        let ms = 1_000_000;
+        make_span(
+            id,
+            parent,
+            "auth",
+            None,
+            "step",
+            SpanKind::Internal,
+            start_ms * ms,
+            10 * ms,
+            Vec::new(),
+            false,
+        )
+    }
+
+    #[test]
+    fn the_tree_is_by_position_and_odd_links_make_roots() {
+        let spans = vec![
+            span(1, None, 100),
+            span(2, Some(1), 105),
+            span(3, Some(3), 106), // its own parent
+            span(4, Some(9), 107), // parent not stored
+            span(2, Some(1), 108), // the same id again
+        ];
+        let view = TraceView::new(trace_id(), spans, Vec::new());
+        assert_eq!(view.roots, [0, 2, 3]);
+        assert_eq!(view.children[0], [1, 4]);
+        assert_eq!(view.spans[4].parent, Some(0));
+        assert_eq!(view.position(span_id(2)), Some(4), "the last copy");
+        assert_eq!(view.duration_ns(), 18_000_000);
+        assert_eq!(view.offset_ns(105_000_000), 5_000_000);
+    }
+}

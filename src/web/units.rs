@@ -37,3 +37,18 @@ pub fn round2(value: f64) -> f64 {
 pub fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_to_the_microsecond() {
+        assert_eq!(ms(1_234_567.0), 1.235);
+        assert_eq!(ms_of(250_000_000), 250.0);
+        assert_eq!(ns_from_ms(-3.0), 0);
+        assert_eq!(ns_from_ms(1.5), 1_500_000);
+        assert_eq!(round2(9.876), 9.88);
+        assert_eq!(round3(0.12345), 0.123);
+    }
+}
