@@ -69,15 +69,19 @@ impl ReadLimits {
 
 /// Answers a call still running after `timeout` with 503, as JSON under `/api` and as a page
 /// elsewhere; dropping the handler drops its reads (PostgreSQL also stops them itself).
+///
+/// A call that finishes past its deadline but before the timer wheel's next tick (1 ms) is
+/// too slow as well: the answer depends on how long the call took, not on when the timer ran.
 pub async fn within_timeout(
     State(timeout): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
     let api = request.uri().path().starts_with("/api/");
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
+        Ok(response) if tokio::time::Instant::now() <= deadline => response,
+        _ => {
             let err = ApiError::TooSlow(format!(
                 "this took longer than {}; narrow the window or the selection",
                 humantime::format_duration(timeout)
