@@ -1,7 +1,7 @@
 //! The statements both backends run from one text: a backend lends its pools and names the few
 //! words where the dialects differ, and the use-case code of each table family (`blocks`,
-//! `catalog`, `requests`, `rollups`, `alert`, `regression`) is written once, generic over
-//! `sqlx::Database`.
+//! `catalog`, `requests`, `rollups`, `alert`, `regression`, and the eviction of `eviction`) is
+//! written once, generic over `sqlx::Database`.
 //!
 //! Invariant: nothing here or in the generic code names a backend; what differs between SQLite
 //! and PostgreSQL is a [`Dialect`] field, set in `sqlite/portable.rs` and `postgres/portable.rs`.

@@ -3,7 +3,7 @@
 //! backend's commit, which reads its rows back here inside its transaction.
 //!
 //! Invariant: a read never returns a row with no requests (PostgreSQL keeps rows at zero, see
-//! its `lock_rollup`), and a window's rows are hourly only for hours it covers whole.
+//! its `lock_rollup`); nothing here changes a row's sums, retention only deletes whole rows.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
