@@ -11,7 +11,7 @@ use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type,
 };
 
-use super::portable::{Portable, ROWS_PER_STATEMENT};
+use super::portable::ROWS_PER_STATEMENT;
 use super::{Backend, Store, StoreError, ns, unsigned};
 
 /// The stored state of one alert instance: a rule applied to one endpoint.
@@ -379,20 +379,7 @@ const SELECT_EVALUATION: &str = "SELECT m.value, a.seq, a.rule_key, a.kind, a.se
      LEFT JOIN alert_evaluation_burn b ON b.seq = a.seq \
      WHERE m.key = $1 ORDER BY a.seq, b.pair";
 
-impl<DB> Portable<'_, DB>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<f64>: Encode<'q, DB>,
-    for<'q> Option<i64>: Encode<'q, DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-{
+portable_impl! {
     async fn alert_states(&self) -> Result<Vec<StoredAlert>, StoreError> {
         const SELECT: &str = "SELECT rule_key, service, endpoint, kind, metric, state, since_unix_ns, \
              observed, budget, summary FROM alert_states";

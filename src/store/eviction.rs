@@ -21,11 +21,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{AnalysisCommit, RollupChange, StoreError, ns};
+use super::portable::RowsAffected;
+use super::{AnalysisCommit, OTHER_ENDPOINT, RetentionReport, RollupChange, StoreError, ns};
 use crate::analysis::aggregate::Rollup;
 
 #[cfg(doc)]
-use super::{InternedNames, OTHER_ENDPOINT};
+use super::InternedNames;
 
 /// Interns (service, endpoint), returning the id it has or gets.
 pub(super) const INTERN_ENDPOINT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
@@ -210,6 +211,78 @@ pub(super) fn remap(
         rollups: rollups.rollups,
         ..commit.clone()
     })
+}
+
+portable_impl! {
+    /// Evicts the endpoints (other than [`OTHER_ENDPOINT`]) no row refers to, a range of ids a
+    /// transaction, then the resources unseen since `spans_before` none of whose requests is
+    /// left, a batch a transaction, pausing between transactions so ingest never waits long.
+    pub(in crate::store) async fn evict_unreferenced(
+        &self,
+        spans_before: i64,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        let last_id: i64 = sqlx::query_scalar(LAST_ENDPOINT_ID)
+            .fetch_one(self.reader)
+            .await?;
+        let mut after = 0;
+        while after < last_id {
+            let through = after + ENDPOINT_IDS_PER_PASS;
+            let mut tx = self.begin_eviction().await?;
+            let evicted: Vec<i64> = sqlx::query_scalar(EVICT_ENDPOINTS)
+                .bind(after)
+                .bind(through)
+                .bind(OTHER_ENDPOINT.to_owned())
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(DELETE_GONE_CHECKS)
+                .bind(after)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            if !evicted.is_empty() {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            report.endpoints += evicted.len() as u64;
+            after = through;
+            if after < last_id {
+                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+            }
+        }
+        let batch = super::retention::BATCH_ROWS;
+        loop {
+            let mut tx = self.begin_eviction().await?;
+            // Read once the transaction excludes commits: every request committed before counts.
+            let oldest: Option<i64> = sqlx::query_scalar(OLDEST_REQUEST)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(EVICT_RESOURCES)
+                .bind(spans_before.min(oldest.unwrap_or(i64::MAX)))
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done > 0 {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            report.resources += done;
+            if done < batch as u64 {
+                return Ok(());
+            }
+            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
+        }
+    }
+
+    /// A transaction no analysis commit interleaves with (see the module's doc).
+    async fn begin_eviction(&self) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
+        let mut tx = self.writer.begin_with(self.dialect.begin_eviction).await?;
+        if let Some((lock, key)) = self.dialect.lock_eviction {
+            sqlx::query(lock).bind(key).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
 }
 
 #[cfg(test)]

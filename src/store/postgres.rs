@@ -14,33 +14,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use collector::category::Category;
 use collector::model::{Span, TraceId};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, QueryBuilder, SqlSafeStr};
+use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::migrator::{Migrations, migrator};
 use super::operation_cap;
-use super::{
-    AnalysisCommit, ClaimedTrace, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef,
-    FindingRow, Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef,
-    RetentionReport, RollupKey, StoreError, StoreStats, StoredRequest, Window, block,
-    count_and_breakdown, detail_sums_selects, finding_of_row, location_votes_select, ns,
-    parse_canonical, rollup_tables, unsigned,
+use super::portable::ROWS_PER_STATEMENT;
+use super::rollups::{read_rollups, rollup_tables};
+use super::rows::{
+    CountAndBreakdown, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, count_and_breakdown,
+    trace_id,
 };
-use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
-use crate::analysis::{Breakdown, FindingKind};
+use super::{
+    AnalysisCommit, ClaimedTrace, EncodedBlock, RequestRow, RetentionReport, RollupKey, StoreError,
+    StoreStats, Window, block, ns, unsigned,
+};
+use crate::analysis::Breakdown;
+use crate::analysis::aggregate::{LatencySketch, Rollup};
 
 mod hot_trace;
 mod partition;
 mod portable;
-
-/// Rows per multi-row statement: PostgreSQL allows 65,535 bound parameters; 16 columns × 500
-/// stays well under.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// The day partitions created ahead of today, so a write near midnight never waits for one.
 const DAYS_AHEAD: i64 = 2;
@@ -91,61 +89,20 @@ pub(super) struct PgStore {
 }
 
 /// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("migrations/postgres/0001_init.sql")),
-    (
-        2,
-        "untraced",
-        include_str!("migrations/postgres/0002_untraced.sql"),
-    ),
-    (
-        3,
-        "regression episodes",
-        include_str!("migrations/postgres/0003_regression_episodes.sql"),
-    ),
-    (
-        4,
-        "eviction",
-        include_str!("migrations/postgres/0004_eviction.sql"),
-    ),
-    (
-        5,
-        "resource key hash",
-        include_str!("migrations/postgres/0005_resource_key_hash.sql"),
-    ),
-    (
-        6,
-        "finding locations",
-        include_str!("migrations/postgres/0006_finding_locations.sql"),
-    ),
-    (
-        7,
-        "alert evaluation",
-        include_str!("migrations/postgres/0007_alert_evaluation.sql"),
-    ),
-];
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
+const MIGRATIONS: &Migrations = migrations!("postgres":
+    1 "init" "0001_init",
+    2 "untraced" "0002_untraced",
+    3 "regression episodes" "0003_regression_episodes",
+    4 "eviction" "0004_eviction",
+    5 "resource key hash" "0005_resource_key_hash",
+    6 "finding locations" "0006_finding_locations",
+    7 "alert evaluation" "0007_alert_evaluation",
+);
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     // The migrator holds an advisory lock while it runs: instances starting together apply
     // each migration once.
-    migrator().run(pool).await?;
+    migrator(MIGRATIONS, i64::MAX).run(pool).await?;
     Ok(())
 }
 
@@ -218,80 +175,6 @@ async fn blocks_of(
         .bind(ids)
         .fetch_all(&mut *conn)
         .await?)
-}
-
-fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
-    TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
-}
-
-const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, n_db_calls, last_block_id, resource_id";
-
-type RollupTuple = (
-    i64,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    Vec<u8>,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-);
-
-const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, db_calls, duration_sq_sum::text";
-
-fn rollup_row(
-    granularity: Granularity,
-    row: RollupTuple,
-) -> Result<(RollupKey, Rollup), StoreError> {
-    let (
-        endpoint_id,
-        version,
-        minute,
-        requests,
-        errors,
-        duration_sum,
-        sketch,
-        db,
-        cache,
-        network,
-        messaging,
-        cpu,
-        wait,
-        untraced,
-        db_calls,
-        sq_sum,
-    ) = row;
-    let sketch = LatencySketch::from_bytes(&sketch)
-        .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
-    let mut rollup = Rollup::with_sketch(sketch);
-    rollup.requests = unsigned(requests);
-    rollup.errors = unsigned(errors);
-    rollup.duration_sum_ns = unsigned(duration_sum);
-    rollup.breakdown_sum =
-        Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned));
-    rollup.db_calls = unsigned(db_calls);
-    rollup.duration_sq_sum = sq_sum
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("sum of squares {sq_sum:?}")))?;
-    Ok((
-        RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        },
-        rollup,
-    ))
 }
 
 /// Block rows and their index rows as multi-row INSERTs, which store spans about three times as
@@ -448,24 +331,6 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(ids)
-    }
-
-    pub(super) async fn blocks_after(
-        &self,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
-        Ok(sqlx::query_as(SELECT)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
-        const SELECT: &str = "SELECT COALESCE(MAX(id), 0) FROM span_blocks";
-        Ok(sqlx::query_scalar(SELECT).fetch_one(&self.pool).await?)
     }
 
     pub(super) async fn trace_spans(
@@ -727,124 +592,10 @@ impl PgStore {
             .bind(before)
             .execute(&self.pool)
             .await?;
-        let minute = super::minute_of(rollups_before_unix_ns);
-        for table in [
-            "rollups",
-            "rollup_operations",
-            "rollup_findings",
-            "hourly_rollups",
-            "hourly_rollup_operations",
-            "hourly_rollup_findings",
-        ] {
-            loop {
-                let delete = format!(
-                    "DELETE FROM {table} WHERE ctid IN \
-                     (SELECT ctid FROM {table} WHERE minute < $1 LIMIT $2)"
-                );
-                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
-                    .bind(minute)
-                    .bind(super::retention::BATCH_ROWS)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                if !table.contains("operations") && !table.contains("findings") {
-                    report.rollups += done;
-                }
-                if done < super::retention::BATCH_ROWS as u64 {
-                    break;
-                }
-                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-            }
-        }
-        if report.rollups > 0 {
-            // Versions leave with their rollups: the analyzers read their caps' counts again.
-            sqlx::query(eviction::BUMP_GENERATION)
-                .execute(&self.pool)
-                .await?;
-        }
-        self.evict_unreferenced(before, &mut report).await?;
+        let portable = self.portable();
+        (portable.remove_rollups(rollups_before_unix_ns, &mut report)).await?;
+        (portable.evict_unreferenced(before, &mut report)).await?;
         Ok(report)
-    }
-
-    /// Deletes the endpoints nothing refers to and the resources none of whose requests is
-    /// left (see `eviction`), a range of ids or a batch of rows per transaction, each holding
-    /// the eviction lock.
-    async fn evict_unreferenced(
-        &self,
-        spans_before: i64,
-        report: &mut RetentionReport,
-    ) -> Result<(), StoreError> {
-        let last_id: i64 = sqlx::query_scalar(eviction::LAST_ENDPOINT_ID)
-            .fetch_one(&self.pool)
-            .await?;
-        let mut after = 0;
-        while after < last_id {
-            let through = after + eviction::ENDPOINT_IDS_PER_PASS;
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(LOCK_EVICTION)
-                .bind(EVICTION_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-            let evicted: Vec<i64> = sqlx::query_scalar(eviction::EVICT_ENDPOINTS)
-                .bind(after)
-                .bind(through)
-                .bind(OTHER_ENDPOINT)
-                .fetch_all(&mut *tx)
-                .await?;
-            sqlx::query(eviction::DELETE_GONE_CHECKS)
-                .bind(after)
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            if !evicted.is_empty() {
-                sqlx::query(eviction::BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            report.endpoints += evicted.len() as u64;
-            after = through;
-            if after < last_id {
-                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-            }
-        }
-        let batch = super::retention::BATCH_ROWS;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(LOCK_EVICTION)
-                .bind(EVICTION_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-            // Read after the lock is held: every request committed before it counts.
-            let oldest: Option<i64> = sqlx::query_scalar(eviction::OLDEST_REQUEST)
-                .fetch_one(&mut *tx)
-                .await?;
-            let done = sqlx::query(eviction::EVICT_RESOURCES)
-                .bind(spans_before.min(oldest.unwrap_or(i64::MAX)))
-                .bind(batch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if done > 0 {
-                sqlx::query(eviction::BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            report.resources += done;
-            if done < batch as u64 {
-                return Ok(());
-            }
-            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-        }
-    }
-
-    pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
-        const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
-        Ok(sqlx::query_scalar(SELECT)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
     }
 
     pub(super) async fn analysed_traces(
@@ -868,242 +619,6 @@ impl PgStore {
         }
         Ok(found)
     }
-
-    pub(super) async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
-        const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, service, endpoint)| EndpointRef {
-                id,
-                service,
-                endpoint,
-            })
-            .collect())
-    }
-
-    pub(super) async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(eviction::SERVICE_VERSIONS)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn intern_endpoint(
-        &self,
-        service: &str,
-        endpoint: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_ENDPOINT)
-            .bind(service)
-            .bind(endpoint)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn eviction_generation(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::GENERATION)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
-    }
-
-    pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
-        let rows = self
-            .rollup_rows(
-                key.granularity,
-                [key.minute, key.minute],
-                Some(&[key.endpoint_id]),
-                Some(&key.version),
-                true,
-            )
-            .await?;
-        Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
-    }
-
-    pub(super) async fn rollup_rows(
-        &self,
-        granularity: Granularity,
-        minutes: [i64; 2],
-        endpoint_ids: Option<&[i64]>,
-        version: Option<&str>,
-        with_details: bool,
-    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read_rollups(
-            &mut conn,
-            granularity,
-            minutes,
-            endpoint_ids,
-            version,
-            with_details,
-        )
-        .await
-    }
-
-    pub(super) async fn detail_sums(
-        &self,
-        granularity: Granularity,
-        [first_minute, last_minute]: [i64; 2],
-        endpoint_ids: Option<&[i64]>,
-        version: Option<&str>,
-    ) -> Result<DetailSums, StoreError> {
-        let mut summed = DetailSums::default();
-        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-            return Ok(summed);
-        }
-        let mut conn = self.pool.acquire().await?;
-        // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
-        let saturating_sum = |column: &str| format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX);
-        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
-        let grouped = |select_from: String, group_by: &str| {
-            let mut select = QueryBuilder::<Postgres>::new(select_from);
-            push_rollup_filter(
-                &mut select,
-                first_minute,
-                last_minute,
-                endpoint_ids,
-                version,
-            );
-            select.push(group_by);
-            select
-        };
-        for (select_from, rows) in [
-            (operations, &mut summed.operations),
-            (findings, &mut summed.findings),
-        ] {
-            let mut select = grouped(select_from, " GROUP BY endpoint_id, version, 3, 4");
-            *rows = select.build_query_as().fetch_all(&mut *conn).await?;
-        }
-        let votes = location_votes_select(granularity, saturating_sum);
-        summed.locations = grouped(votes, LOCATION_VOTES_GROUP)
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(summed)
-    }
-}
-
-/// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
-type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
-
-/// The WHERE clause of a read of rollup, operation or finding rows.
-fn push_rollup_filter(
-    query: &mut QueryBuilder<Postgres>,
-    first: i64,
-    last: i64,
-    ids: Option<&[i64]>,
-    version: Option<&str>,
-) {
-    query
-        .push(" WHERE minute >= ")
-        .push_bind(first)
-        .push(" AND minute <= ")
-        .push_bind(last);
-    if let Some(ids) = ids {
-        query.push(" AND endpoint_id IN (");
-        let mut separated = query.separated(", ");
-        for id in ids {
-            separated.push_bind(*id);
-        }
-        query.push(")");
-    }
-    if let Some(version) = version {
-        query.push(" AND version = ").push_bind(version.to_owned());
-    }
-}
-
-/// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
-async fn read_rollups(
-    conn: &mut PgConnection,
-    granularity: Granularity,
-    [first_minute, last_minute]: [i64; 2],
-    endpoint_ids: Option<&[i64]>,
-    version: Option<&str>,
-    with_details: bool,
-) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-    if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-        return Ok(Vec::new());
-    }
-    let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
-    let mut select =
-        QueryBuilder::<Postgres>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&mut *conn).await?;
-    let mut rollups = rows
-        .into_iter()
-        .map(|row| rollup_row(granularity, row))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Rows are kept (at zero) when their last request is taken back: see `lock_rollup`.
-    rollups.retain(|(_, rollup)| rollup.requests > 0);
-    if !with_details || rollups.is_empty() {
-        return Ok(rollups);
-    }
-    let position: HashMap<RollupKey, usize> = rollups
-        .iter()
-        .enumerate()
-        .map(|(idx, (key, _))| (key.clone(), idx))
-        .collect();
-    let mut select = QueryBuilder::<Postgres>::new(format!(
-        "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
-    ));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
-        let key = RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        };
-        let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else {
-            continue;
-        };
-        rollups[*idx].1.operations.insert(
-            (category, name),
-            OperationSums {
-                calls: unsigned(calls),
-                total_ns: unsigned(total),
-                critical_ns: unsigned(critical),
-            },
-        );
-    }
-    let mut select = QueryBuilder::<Postgres>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
-         location_file, location_line, location_function, location_votes FROM {finding_table}"
-    ));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, sums) in rows.into_iter().map(finding_of_row) {
-        let key = RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        };
-        let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
-            continue;
-        };
-        rollups[*idx].1.findings.insert((kind, name), sums);
-    }
-    Ok(rollups)
 }
 
 impl PgStore {
@@ -1248,41 +763,6 @@ impl PgStore {
         Ok(operations_folded)
     }
 
-    pub(super) async fn requests(
-        &self,
-        window: Window,
-        endpoint_ids: Option<&[i64]>,
-        min_duration_ns: u64,
-        limit: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-            return Ok(Vec::new());
-        }
-        let mut select = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
-        ));
-        select
-            .push_bind(ns(window.from_unix_ns))
-            .push(" AND start_unix_ns < ")
-            .push_bind(ns(window.to_unix_ns));
-        select
-            .push(" AND duration_ns >= ")
-            .push_bind(ns(min_duration_ns));
-        if let Some(ids) = endpoint_ids {
-            select.push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in ids {
-                separated.push_bind(*id);
-            }
-            select.push(")");
-        }
-        select
-            .push(" ORDER BY duration_ns DESC LIMIT ")
-            .push_bind(limit);
-        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(StoredRequest::decode).collect()
-    }
-
     pub(super) async fn trace_requests(
         &self,
         trace: TraceId,
@@ -1341,94 +821,6 @@ impl PgStore {
         row.map(StoredRequest::decode).transpose()
     }
 
-    pub(super) async fn newest_requests(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        durations_ns: (u64, u64),
-        limit: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests {}",
-            super::Store::NEWEST_REQUESTS
-        );
-        // The text is made of constants only; every value is bound.
-        let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-            .bind(endpoint_id)
-            .bind(ns(window.from_unix_ns))
-            .bind(ns(window.to_unix_ns))
-            .bind(ns(durations_ns.0))
-            .bind(ns(durations_ns.1))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(StoredRequest::decode).collect()
-    }
-
-    pub(super) async fn selected_requests(
-        &self,
-        window: Window,
-        endpoint_ids: &[i64],
-        version: Option<&str>,
-        max_rows: usize,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            if out.len() > max_rows {
-                break;
-            }
-            let mut select = QueryBuilder::<Postgres>::new(format!(
-                "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
-            ));
-            select
-                .push_bind(ns(window.from_unix_ns))
-                .push(" AND start_unix_ns < ")
-                .push_bind(ns(window.to_unix_ns))
-                .push(" AND endpoint_id IN (");
-            let mut separated = select.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            select.push(")");
-            if let Some(version) = version {
-                select.push(" AND version = ").push_bind(version.to_owned());
-            }
-            select
-                .push(" LIMIT ")
-                .push_bind(ns((max_rows + 1 - out.len()) as u64));
-            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
-            for row in rows {
-                out.push(row.decode()?);
-            }
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
-        const SELECT: &str = "SELECT id, service, attributes FROM resources ORDER BY id";
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, service, attributes)| ResourceRef {
-                id,
-                service,
-                attributes: parse_canonical(&attributes),
-            })
-            .collect())
-    }
-
-    pub(super) async fn intern_resource(
-        &self,
-        service: &str,
-        canonical: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
-            .bind(service)
-            .bind(canonical)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0)::bigint, MIN(min_start_unix_ns) FROM span_blocks";
         const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
@@ -1441,16 +833,6 @@ impl PgStore {
             n_requests: unsigned(n_requests),
             oldest_unix_ns: oldest.map(unsigned),
         })
-    }
-
-    pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
-        // The first block by id is the oldest one received (ids grow with time): an index
-        // lookup, where MIN over a time column would scan.
-        const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";
-        let oldest: Option<i64> = sqlx::query_scalar(SELECT)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(oldest.map(unsigned))
     }
 
     pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::portable::{Portable, ROWS_PER_STATEMENT};
+use super::portable::ROWS_PER_STATEMENT;
 use super::{Backend, Store, StoreError, ns, unsigned};
 
 /// Requests of one endpoint in one version of its service.
@@ -341,17 +341,7 @@ impl Store {
     }
 }
 
-impl<DB> Portable<'_, DB>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-{
+portable_impl! {
     pub(in crate::store) async fn version_traffic(
         &self,
         first_minute: i64,

@@ -13,36 +13,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use collector::category::Category;
 use collector::model::{Span, TraceId};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, SqlSafeStr, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::eviction::{self, Reinterned, WrittenIds};
+use super::migrator::Migrations;
 use super::operation_cap;
+use super::portable::{ROWS_PER_STATEMENT, push_integers};
+use super::requests::push_starts_in;
+use super::rollups::{read_rollups, rollup_tables};
+use super::rows::{
+    CountAndBreakdown, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, count_and_breakdown,
+    trace_id,
+};
 use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
-    AnalysisCommit, CountAndBreakdown, DetailSums, EncodedBlock, EndpointRef, FindingRow,
-    Granularity, LOCATION_VOTES_GROUP, OTHER_ENDPOINT, RequestRow, ResourceRef, RetentionReport,
-    RollupKey, StoreError, StoreStats, StoredRequest, Window, block, count_and_breakdown,
-    detail_sums_selects, finding_of_row, location_votes_select, ns, parse_canonical, rollup_tables,
-    unsigned,
+    AnalysisCommit, EncodedBlock, RequestRow, RetentionReport, RollupKey, StoreError, StoreStats,
+    Window, block, ns, unsigned,
 };
-use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
-use crate::analysis::{Breakdown, FindingKind};
+use crate::analysis::Breakdown;
+use crate::analysis::aggregate::Rollup;
 
 mod hot_trace;
 mod portable;
 mod recent_traces;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
-
-/// Rows per multi-row INSERT: SQLite allows 32,766 bound parameters; 14 columns × 500 stays well
-/// under, and larger statements gain nothing measurable.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// How a multi-row INSERT of analysis results begins. SQLite keeps a statement journal for a
 /// statement of many rows that may abort midway (a plain INSERT, whose constraint failure undoes
@@ -152,109 +151,28 @@ async fn checkpoint_until_closed(pool: SqlitePool) {
 }
 
 /// The migrations, in order: (version, description, SQL). Never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        "alerts",
-        include_str!("migrations/sqlite/0002_alerts.sql"),
-    ),
-    (
-        3,
-        "regressions",
-        include_str!("migrations/sqlite/0003_regressions.sql"),
-    ),
-    (
-        4,
-        "request indexes",
-        include_str!("migrations/sqlite/0004_request_indexes.sql"),
-    ),
-    (
-        5,
-        "hourly rollups",
-        include_str!("migrations/sqlite/0005_hourly_rollups.sql"),
-    ),
-    (
-        6,
-        "retention",
-        include_str!("migrations/sqlite/0006_retention.sql"),
-    ),
-    (
-        7,
-        "requests by rowid",
-        include_str!("migrations/sqlite/0007_requests_rowid.sql"),
-    ),
-    (
-        8,
-        "append-only request indexes",
-        include_str!("migrations/sqlite/0008_append_only_request_indexes.sql"),
-    ),
-    (
-        9,
-        "recent trace index",
-        include_str!("migrations/sqlite/0009_recent_trace_index.sql"),
-    ),
-    (
-        10,
-        "integer trace index",
-        include_str!("migrations/sqlite/0010_integer_trace_index.sql"),
-    ),
-    (
-        11,
-        "untraced",
-        include_str!("migrations/sqlite/0011_untraced.sql"),
-    ),
-    (
-        12,
-        "regression episodes",
-        include_str!("migrations/sqlite/0012_regression_episodes.sql"),
-    ),
-    (
-        13,
-        "eviction",
-        include_str!("migrations/sqlite/0013_eviction.sql"),
-    ),
-    (
-        14,
-        "finding locations",
-        include_str!("migrations/sqlite/0014_finding_locations.sql"),
-    ),
-    (
-        15,
-        "alert evaluation",
-        include_str!("migrations/sqlite/0015_alert_evaluation.sql"),
-    ),
-];
+const MIGRATIONS: &Migrations = migrations!("sqlite":
+    1 "init" "0001_init",
+    2 "alerts" "0002_alerts",
+    3 "regressions" "0003_regressions",
+    4 "request indexes" "0004_request_indexes",
+    5 "hourly rollups" "0005_hourly_rollups",
+    6 "retention" "0006_retention",
+    7 "requests by rowid" "0007_requests_rowid",
+    8 "append-only request indexes" "0008_append_only_request_indexes",
+    9 "recent trace index" "0009_recent_trace_index",
+    10 "integer trace index" "0010_integer_trace_index",
+    11 "untraced" "0011_untraced",
+    12 "regression episodes" "0012_regression_episodes",
+    13 "eviction" "0013_eviction",
+    14 "finding locations" "0014_finding_locations",
+    15 "alert evaluation" "0015_alert_evaluation",
+);
 
-fn migrator() -> Migrator {
-    migrator_through(i64::MAX)
+/// The migrations up to version `last`.
+fn migrator_through(last: i64) -> sqlx::migrate::Migrator {
+    super::migrator::migrator(MIGRATIONS, last)
 }
-
-/// The migrations up to version `last`: tests make stores as an older release left them.
-fn migrator_through(last: i64) -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .filter(|(version, ..)| *version <= last)
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
-
-fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
-    TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
-}
-
-const REQUEST_COLUMNS: &str = "trace_id, span_id, endpoint_id, version, start_unix_ns, duration_ns, error, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, n_db_calls, last_block_id, resource_id";
 
 /// Pushes the join from traces to their request rows: `FROM t CROSS JOIN requests r`, with `t`
 /// the (trace, block) rows of `trace_ids`, those of `trace_index` and those `recent` holds. A
@@ -297,91 +215,6 @@ fn duration_band(duration_ns: u64) -> i64 {
 /// The bands that hold durations from `min_ns` to `max_ns`, lowest first.
 fn duration_bands(min_ns: u64, max_ns: u64) -> std::ops::RangeInclusive<i64> {
     duration_band(min_ns)..=duration_band(max_ns.min(i64::MAX as u64))
-}
-
-/// Pushes the condition that a request row starts in `window`.
-fn push_starts_in(query: &mut QueryBuilder<Sqlite>, window: Window) {
-    query
-        .push(" AND start_unix_ns >= ")
-        .push_bind(ns(window.from_unix_ns))
-        .push(" AND start_unix_ns < ")
-        .push_bind(ns(window.to_unix_ns));
-}
-
-/// Pushes `values` as the bound values of an `IN (` list, and closes it.
-fn push_integers(query: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = i64>) {
-    let mut separated = query.separated(", ");
-    for value in values {
-        separated.push_bind(value);
-    }
-    query.push(")");
-}
-
-type RollupTuple = (
-    i64,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    Vec<u8>,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-);
-
-const ROLLUP_COLUMNS: &str = "endpoint_id, version, minute, requests, errors, duration_sum_ns, sketch, \
-     db_ns, cache_ns, network_ns, messaging_ns, cpu_ns, wait_ns, untraced_ns, db_calls, duration_sq_sum";
-
-fn rollup_row(
-    granularity: Granularity,
-    row: RollupTuple,
-) -> Result<(RollupKey, Rollup), StoreError> {
-    let (
-        endpoint_id,
-        version,
-        minute,
-        requests,
-        errors,
-        duration_sum,
-        sketch,
-        db,
-        cache,
-        network,
-        messaging,
-        cpu,
-        wait,
-        untraced,
-        db_calls,
-        sq_sum,
-    ) = row;
-    let sketch = LatencySketch::from_bytes(&sketch)
-        .ok_or_else(|| StoreError::Corrupt("latency sketch".into()))?;
-    let mut rollup = Rollup::with_sketch(sketch);
-    rollup.requests = unsigned(requests);
-    rollup.errors = unsigned(errors);
-    rollup.duration_sum_ns = unsigned(duration_sum);
-    rollup.breakdown_sum =
-        Breakdown([db, cache, network, messaging, cpu, wait, untraced].map(unsigned));
-    rollup.db_calls = unsigned(db_calls);
-    rollup.duration_sq_sum = sq_sum
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("sum of squares {sq_sum:?}")))?;
-    Ok((
-        RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        },
-        rollup,
-    ))
 }
 
 /// Read connections of one store (pool), and of the web's own pool.
@@ -428,7 +261,7 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES.to_string()),
             )
             .await?;
-        migrator().run(&writer).await?;
+        migrator_through(i64::MAX).run(&writer).await?;
         let pool = pool_options()
             .max_connections(READER_CONNECTIONS)
             .connect_with(options)
@@ -461,7 +294,7 @@ impl SqliteStore {
             .await?
             .unwrap_or(0);
         loop {
-            let blocks = self.blocks_after(after, 64).await?;
+            let blocks = self.portable().blocks_after(after, 64).await?;
             let Some((last, _)) = blocks.last() else {
                 break;
             };
@@ -585,24 +418,6 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub(super) async fn blocks_after(
-        &self,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id > $1 ORDER BY id LIMIT $2";
-        Ok(sqlx::query_as(SELECT)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn last_block_id(&self) -> Result<i64, StoreError> {
-        const SELECT: &str = "SELECT COALESCE(MAX(id), 0) FROM span_blocks";
-        Ok(sqlx::query_scalar(SELECT).fetch_one(&self.pool).await?)
-    }
-
     pub(super) async fn trace_spans(
         &self,
         trace: TraceId,
@@ -643,14 +458,6 @@ impl SqliteStore {
         Ok(select.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn analysis_watermark(&self) -> Result<i64, StoreError> {
-        const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
-        Ok(sqlx::query_scalar(SELECT)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
-    }
-
     pub(super) async fn analysed_traces(
         &self,
         trace_ids: &[TraceId],
@@ -669,236 +476,6 @@ impl SqliteStore {
         }
         Ok(found)
     }
-
-    pub(super) async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
-        const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, service, endpoint)| EndpointRef {
-                id,
-                service,
-                endpoint,
-            })
-            .collect())
-    }
-
-    pub(super) async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(eviction::SERVICE_VERSIONS)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn intern_endpoint(
-        &self,
-        service: &str,
-        endpoint: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_ENDPOINT)
-            .bind(service)
-            .bind(endpoint)
-            .fetch_one(&self.writer)
-            .await?)
-    }
-
-    pub(super) async fn eviction_generation(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::GENERATION)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
-    }
-
-    pub(super) async fn rollup(&self, key: &RollupKey) -> Result<Option<Rollup>, StoreError> {
-        let rows = self
-            .rollup_rows(
-                key.granularity,
-                [key.minute, key.minute],
-                Some(&[key.endpoint_id]),
-                Some(&key.version),
-                true,
-            )
-            .await?;
-        Ok(rows.into_iter().next().map(|(_, rollup)| rollup))
-    }
-
-    pub(super) async fn rollup_rows(
-        &self,
-        granularity: Granularity,
-        minutes: [i64; 2],
-        endpoint_ids: Option<&[i64]>,
-        version: Option<&str>,
-        with_details: bool,
-    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read_rollups(
-            &mut conn,
-            granularity,
-            minutes,
-            endpoint_ids,
-            version,
-            with_details,
-        )
-        .await
-    }
-
-    pub(super) async fn detail_sums(
-        &self,
-        granularity: Granularity,
-        [first_minute, last_minute]: [i64; 2],
-        endpoint_ids: Option<&[i64]>,
-        version: Option<&str>,
-    ) -> Result<DetailSums, StoreError> {
-        let mut summed = DetailSums::default();
-        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-            return Ok(summed);
-        }
-        let mut conn = self.pool.acquire().await?;
-        // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
-        let saturating_sum = |column: &str| format!("CAST(TOTAL({column}) AS INTEGER)");
-        let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
-        let grouped = |select_from: String, group_by: &str| {
-            let mut select = QueryBuilder::<Sqlite>::new(select_from);
-            push_rollup_filter(
-                &mut select,
-                first_minute,
-                last_minute,
-                endpoint_ids,
-                version,
-            );
-            select.push(group_by);
-            select
-        };
-        for (select_from, rows) in [
-            (operations, &mut summed.operations),
-            (findings, &mut summed.findings),
-        ] {
-            let mut select = grouped(select_from, " GROUP BY endpoint_id, version, 3, 4");
-            *rows = select.build_query_as().fetch_all(&mut *conn).await?;
-        }
-        let votes = location_votes_select(granularity, saturating_sum);
-        summed.locations = grouped(votes, LOCATION_VOTES_GROUP)
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(summed)
-    }
-}
-
-/// An operation or finding row: (endpoint, version, minute, category or kind, name, three sums).
-type DetailRow = (i64, String, i64, String, String, i64, i64, i64);
-
-/// The WHERE clause of a read of rollup, operation or finding rows.
-fn push_rollup_filter(
-    query: &mut QueryBuilder<Sqlite>,
-    first: i64,
-    last: i64,
-    ids: Option<&[i64]>,
-    version: Option<&str>,
-) {
-    query
-        .push(" WHERE minute >= ")
-        .push_bind(first)
-        .push(" AND minute <= ")
-        .push_bind(last);
-    if let Some(ids) = ids {
-        query.push(" AND endpoint_id IN (");
-        push_integers(query, ids.iter().copied());
-    }
-    if let Some(version) = version {
-        query.push(" AND version = ").push_bind(version.to_owned());
-    }
-}
-
-/// Rollup rows of one granularity, read on `conn` (inside a transaction, for an update).
-async fn read_rollups(
-    conn: &mut SqliteConnection,
-    granularity: Granularity,
-    [first_minute, last_minute]: [i64; 2],
-    endpoint_ids: Option<&[i64]>,
-    version: Option<&str>,
-    with_details: bool,
-) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-    if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-        return Ok(Vec::new());
-    }
-    let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
-    let mut select =
-        QueryBuilder::<Sqlite>::new(format!("SELECT {ROLLUP_COLUMNS} FROM {rollup_table}"));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<RollupTuple> = select.build_query_as().fetch_all(&mut *conn).await?;
-    let mut rollups = rows
-        .into_iter()
-        .map(|row| rollup_row(granularity, row))
-        .collect::<Result<Vec<_>, _>>()?;
-    if !with_details || rollups.is_empty() {
-        return Ok(rollups);
-    }
-    let position: HashMap<RollupKey, usize> = rollups
-        .iter()
-        .enumerate()
-        .map(|(idx, (key, _))| (key.clone(), idx))
-        .collect();
-    let mut select = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns FROM {operation_table}"
-    ));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<DetailRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, category, name, calls, total, critical) in rows {
-        let key = RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        };
-        let (Some(idx), Some(category)) = (position.get(&key), Category::parse(&category)) else {
-            continue;
-        };
-        rollups[*idx].1.operations.insert(
-            (category, name),
-            OperationSums {
-                calls: unsigned(calls),
-                total_ns: unsigned(total),
-                critical_ns: unsigned(critical),
-            },
-        );
-    }
-    let mut select = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
-         location_file, location_line, location_function, location_votes FROM {finding_table}"
-    ));
-    push_rollup_filter(
-        &mut select,
-        first_minute,
-        last_minute,
-        endpoint_ids,
-        version,
-    );
-    let rows: Vec<FindingRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-    for (endpoint_id, version, minute, kind, name, sums) in rows.into_iter().map(finding_of_row) {
-        let key = RollupKey {
-            endpoint_id,
-            version,
-            minute,
-            granularity,
-        };
-        let (Some(idx), Some(kind)) = (position.get(&key), FindingKind::parse(&kind)) else {
-            continue;
-        };
-        rollups[*idx].1.findings.insert((kind, name), sums);
-    }
-    Ok(rollups)
 }
 
 impl SqliteStore {
@@ -998,31 +575,9 @@ impl SqliteStore {
                 .slowest_by_band(window, ids, min_duration_ns, limit)
                 .await;
         }
-        // One endpoint's requests of a short window, not every request of it filtered by
-        // endpoint: a quiet endpoint beside a busy one was read in seconds, not milliseconds.
-        let index = match endpoint_ids {
-            None => "requests_by_start",
-            Some(_) => "requests_by_endpoint",
-        };
-        let mut select = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY {index} WHERE start_unix_ns >= "
-        ));
-        select
-            .push_bind(ns(window.from_unix_ns))
-            .push(" AND start_unix_ns < ")
-            .push_bind(ns(window.to_unix_ns));
-        select
-            .push(" AND duration_ns >= ")
-            .push_bind(ns(min_duration_ns));
-        if let Some(ids) = endpoint_ids {
-            select.push(" AND endpoint_id IN (");
-            push_integers(&mut select, ids.iter().copied());
-        }
-        select
-            .push(" ORDER BY duration_ns DESC LIMIT ")
-            .push_bind(limit);
-        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(StoredRequest::decode).collect()
+        (self.portable())
+            .slowest_requests(window, endpoint_ids, min_duration_ns, limit)
+            .await
     }
 
     /// The `limit` slowest requests of the endpoints `ids` in `window`, at least
@@ -1169,92 +724,6 @@ impl SqliteStore {
         Ok(None)
     }
 
-    pub(super) async fn newest_requests(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        durations_ns: (u64, u64),
-        limit: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        // Read backwards along (endpoint, start), which stops after `limit` rows; the band index
-        // would read every row of the window first.
-        let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_endpoint {}",
-            super::Store::NEWEST_REQUESTS
-        );
-        // The text is made of constants only; every value is bound.
-        let rows: Vec<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-            .bind(endpoint_id)
-            .bind(ns(window.from_unix_ns))
-            .bind(ns(window.to_unix_ns))
-            .bind(ns(durations_ns.0))
-            .bind(ns(durations_ns.1))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(StoredRequest::decode).collect()
-    }
-
-    pub(super) async fn selected_requests(
-        &self,
-        window: Window,
-        endpoint_ids: &[i64],
-        version: Option<&str>,
-        max_rows: usize,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            if out.len() > max_rows {
-                break;
-            }
-            let mut select = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {REQUEST_COLUMNS} FROM requests WHERE start_unix_ns >= "
-            ));
-            select
-                .push_bind(ns(window.from_unix_ns))
-                .push(" AND start_unix_ns < ")
-                .push_bind(ns(window.to_unix_ns))
-                .push(" AND endpoint_id IN (");
-            push_integers(&mut select, chunk.iter().copied());
-            if let Some(version) = version {
-                select.push(" AND version = ").push_bind(version.to_owned());
-            }
-            select
-                .push(" LIMIT ")
-                .push_bind(ns((max_rows + 1 - out.len()) as u64));
-            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
-            for row in rows {
-                out.push(row.decode()?);
-            }
-        }
-        Ok(out)
-    }
-
-    pub(super) async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
-        const SELECT: &str = "SELECT id, service, attributes FROM resources ORDER BY id";
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, service, attributes)| ResourceRef {
-                id,
-                service,
-                attributes: parse_canonical(&attributes),
-            })
-            .collect())
-    }
-
-    pub(super) async fn intern_resource(
-        &self,
-        service: &str,
-        canonical: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(eviction::INTERN_RESOURCE)
-            .bind(service)
-            .bind(canonical)
-            .fetch_one(&self.writer)
-            .await?)
-    }
-
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         const BLOCKS: &str =
             "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
@@ -1320,119 +789,13 @@ impl SqliteStore {
             }
             tokio::time::sleep(super::retention::BATCH_PAUSE).await;
         }
-        let minute = super::minute_of(rollups_before_unix_ns);
-        for table in [
-            "rollups",
-            "rollup_operations",
-            "rollup_findings",
-            "hourly_rollups",
-            "hourly_rollup_operations",
-            "hourly_rollup_findings",
-        ] {
-            loop {
-                let delete = format!(
-                    "DELETE FROM {table} WHERE (endpoint_id, version, minute) IN \
-                     (SELECT endpoint_id, version, minute FROM {table} WHERE minute < $1 LIMIT $2)"
-                );
-                let done = sqlx::query(sqlx::AssertSqlSafe(delete))
-                    .bind(minute)
-                    .bind(batch)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected();
-                if !table.contains("operations") && !table.contains("findings") {
-                    report.rollups += done;
-                }
-                if done < batch as u64 {
-                    break;
-                }
-                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-            }
-        }
-        if report.rollups > 0 {
-            // Versions leave with their rollups: the analyzers read their caps' counts again.
-            sqlx::query(eviction::BUMP_GENERATION)
-                .execute(&self.writer)
-                .await?;
-        }
-        self.evict_unreferenced(before, &mut report).await?;
+        let portable = self.portable();
+        (portable.remove_rollups(rollups_before_unix_ns, &mut report)).await?;
+        (portable.evict_unreferenced(before, &mut report)).await?;
         // Give the freed pages back to the file system, a bounded number at a time.
         const VACUUM: &str = "PRAGMA incremental_vacuum(2000)";
         sqlx::query(VACUUM).execute(&self.writer).await?;
         Ok(report)
-    }
-
-    /// Deletes the endpoints nothing refers to and the resources none of whose requests is
-    /// left (see `eviction`), a range of ids or a batch of rows per write transaction.
-    async fn evict_unreferenced(
-        &self,
-        spans_before: i64,
-        report: &mut RetentionReport,
-    ) -> Result<(), StoreError> {
-        let last_id: i64 = sqlx::query_scalar(eviction::LAST_ENDPOINT_ID)
-            .fetch_one(&self.pool)
-            .await?;
-        let mut after = 0;
-        while after < last_id {
-            let through = after + eviction::ENDPOINT_IDS_PER_PASS;
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let evicted: Vec<i64> = sqlx::query_scalar(eviction::EVICT_ENDPOINTS)
-                .bind(after)
-                .bind(through)
-                .bind(OTHER_ENDPOINT)
-                .fetch_all(&mut *tx)
-                .await?;
-            sqlx::query(eviction::DELETE_GONE_CHECKS)
-                .bind(after)
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            if !evicted.is_empty() {
-                sqlx::query(eviction::BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            report.endpoints += evicted.len() as u64;
-            after = through;
-            if after < last_id {
-                tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-            }
-        }
-        let batch = super::retention::BATCH_ROWS;
-        loop {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let oldest: Option<i64> = sqlx::query_scalar(eviction::OLDEST_REQUEST)
-                .fetch_one(&mut *tx)
-                .await?;
-            let done = sqlx::query(eviction::EVICT_RESOURCES)
-                .bind(spans_before.min(oldest.unwrap_or(i64::MAX)))
-                .bind(batch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if done > 0 {
-                sqlx::query(eviction::BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            report.resources += done;
-            if done < batch as u64 {
-                return Ok(());
-            }
-            tokio::time::sleep(super::retention::BATCH_PAUSE).await;
-        }
-    }
-
-    pub(super) async fn data_since(&self) -> Result<Option<u64>, StoreError> {
-        // The first block by id is the oldest one received (ids grow with time): an index
-        // lookup, where MIN over a time column would scan.
-        const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";
-        let oldest: Option<i64> = sqlx::query_scalar(SELECT)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(oldest.map(unsigned))
     }
 
     pub(super) async fn disk_bytes(&self) -> Result<u64, StoreError> {
@@ -1666,7 +1029,11 @@ mod tests {
 
     /// Commits the analysis of one request of `trace_id` that saw blocks up to `last_block_id`.
     async fn commit_request(store: &SqliteStore, trace_id: TraceId, last_block_id: i64) {
-        let endpoint_id = store.intern_endpoint("auth", "POST /login").await.unwrap();
+        let endpoint_id = store
+            .portable()
+            .intern_endpoint("auth", "POST /login")
+            .await
+            .unwrap();
         store
             .commit_analysis(&AnalysisCommit {
                 requests: vec![request_row(trace_id, endpoint_id, last_block_id)],
@@ -1952,13 +1319,20 @@ mod tests {
             .unwrap();
         assert_eq!(seen, 5001);
         let mut report = RetentionReport::default();
-        store.evict_unreferenced(0, &mut report).await.unwrap();
+        (store.portable())
+            .evict_unreferenced(0, &mut report)
+            .await
+            .unwrap();
         assert_eq!(
             (report.endpoints, report.resources),
             (1, 0),
             "GET /b had no rows"
         );
-        let id = store.intern_endpoint("auth", "GET /c").await.unwrap();
+        let id = store
+            .portable()
+            .intern_endpoint("auth", "GET /c")
+            .await
+            .unwrap();
         assert_eq!(id, 3, "2 was evicted, and is not handed out again");
         store.close().await;
     }
