@@ -350,13 +350,19 @@ impl Rollup {
             analysis.n_db_calls,
         );
         for op in &analysis.operations {
-            let sums = self
-                .operations
-                .entry((op.category, op.name.clone()))
-                .or_default();
-            sums.calls += u64::from(op.calls);
-            sums.total_ns = sums.total_ns.saturating_add(op.total_ns);
-            sums.critical_ns = sums.critical_ns.saturating_add(op.critical_ns);
+            let add = |sums: &mut OperationSums| {
+                sums.calls += u64::from(op.calls);
+                sums.total_ns = sums.total_ns.saturating_add(op.total_ns);
+                sums.critical_ns = sums.critical_ns.saturating_add(op.critical_ns);
+            };
+            // Nearly every name is in the row already: found by reference, it is not copied.
+            let key: &dyn OperationKey = &(op.category, op.name.as_str());
+            match self.operations.get_mut(key) {
+                Some(sums) => add(sums),
+                None => add((self.operations)
+                    .entry((op.category, op.name.clone()))
+                    .or_default()),
+            }
         }
         for ((kind, name), one) in request_findings(analysis) {
             let sums = self.findings.entry((kind, name)).or_default();
@@ -402,13 +408,13 @@ impl Rollup {
         }
         self.db_calls = self.db_calls.saturating_sub(u64::from(analysis.n_db_calls));
         for op in &analysis.operations {
-            let key = (op.category, op.name.clone());
-            if let Some(sums) = self.operations.get_mut(&key) {
+            let key: &dyn OperationKey = &(op.category, op.name.as_str());
+            if let Some(sums) = self.operations.get_mut(key) {
                 sums.calls = sums.calls.saturating_sub(u64::from(op.calls));
                 sums.total_ns = sums.total_ns.saturating_sub(op.total_ns);
                 sums.critical_ns = sums.critical_ns.saturating_sub(op.critical_ns);
                 if sums.calls == 0 {
-                    self.operations.remove(&key);
+                    self.operations.remove(key);
                 }
             }
         }
@@ -496,6 +502,52 @@ fn square(ns: u64) -> u128 {
 impl Default for Rollup {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// An operation key, owned as the rollups hold it or borrowed from a request's operation, so
+/// that a rollup's operations can be looked up without allocating the name (the
+/// `Borrow<dyn Trait>` pattern: `BTreeMap` looks up by anything its key borrows as). Ordered as
+/// the owned key is, by category and then name.
+trait OperationKey {
+    fn parts(&self) -> (Category, &str);
+}
+
+impl OperationKey for (Category, String) {
+    fn parts(&self) -> (Category, &str) {
+        (self.0, self.1.as_str())
+    }
+}
+
+impl OperationKey for (Category, &str) {
+    fn parts(&self) -> (Category, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn OperationKey + 'a> for (Category, String) {
+    fn borrow(&self) -> &(dyn OperationKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn OperationKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn OperationKey + '_ {}
+
+impl PartialOrd for dyn OperationKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn OperationKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
     }
 }
 

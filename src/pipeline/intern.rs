@@ -26,6 +26,12 @@ use tracing::{info, warn};
 
 use crate::store::{InternedNames, OTHER_ENDPOINT, Store, StoreError, canonical_attributes};
 
+/// The cache's maps hash with foldhash rather than SipHash: every request looks its service,
+/// endpoint and version up in them several times. foldhash is seeded per process, and the caps
+/// bound how many names a sender can add.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// The service new services count as past `max_services`.
 pub const OTHER_SERVICE: &str = "other";
 
@@ -86,7 +92,7 @@ const GENERATION_READ_INTERVAL: Duration = Duration::from_secs(60);
 /// Interned endpoint ids by service, then endpoint: looked up by `&str` on every request, so
 /// without allocating a key.
 #[derive(Debug, Default)]
-struct EndpointIds(HashMap<String, HashMap<String, i64>>);
+struct EndpointIds(Map<String, Map<String, i64>>);
 
 impl EndpointIds {
     fn get(&self, service: &str, endpoint: &str) -> Option<i64> {
@@ -126,11 +132,11 @@ impl Folded {
 #[derive(Debug, Default)]
 struct Cache {
     endpoint_ids: EndpointIds,
-    endpoints_per_service: HashMap<String, usize>,
+    endpoints_per_service: Map<String, usize>,
     /// By canonical attributes.
-    resource_ids: HashMap<String, i64>,
+    resource_ids: Map<String, i64>,
     /// The versions of each service that rollups hold.
-    versions: HashMap<String, HashSet<String>>,
+    versions: Map<String, Set<String>>,
 }
 
 impl Cache {
@@ -164,8 +170,8 @@ impl Cache {
     }
 }
 
-async fn read_versions(store: &Store) -> Result<HashMap<String, HashSet<String>>, StoreError> {
-    let mut versions: HashMap<String, HashSet<String>> = HashMap::new();
+async fn read_versions(store: &Store) -> Result<Map<String, Set<String>>, StoreError> {
+    let mut versions: Map<String, Set<String>> = Map::default();
     for (service, version) in store.service_versions().await? {
         versions.entry(service).or_default().insert(version);
     }
@@ -273,7 +279,7 @@ impl Interned {
                     known.insert(version.to_owned());
                 }
                 None => {
-                    let known = HashSet::from([version.to_owned()]);
+                    let known = Set::from_iter([version.to_owned()]);
                     self.cache.versions.insert(service.to_owned(), known);
                 }
             }

@@ -271,8 +271,15 @@ where
     }
     let first = declared.map_or(FIRST_RESERVATION, |len| len.min(limits.max_wire_bytes));
     let permit = intake.budget.reserve(first)?;
+    // A plain body with a declared length is read into a buffer of that length, which the
+    // permit already covers: grown as it arrives, it would be copied at every doubling.
+    let capacity = match coding {
+        Coding::Identity if declared.is_some() => first,
+        _ => 0,
+    };
     let deadline = limits.deadline;
-    match tokio::time::timeout(deadline, read_all(body, coding, limits, permit)).await {
+    let read = read_all(body, coding, limits, permit, capacity);
+    match tokio::time::timeout(deadline, read).await {
         Ok(result) => result,
         Err(_) => Err(BodyError::Deadline {
             secs: deadline.as_secs(),
@@ -285,12 +292,13 @@ async fn read_all<B>(
     coding: Coding,
     limits: BodyLimits,
     permit: BodyPermit,
+    capacity: usize,
 ) -> Result<ReadBody, BodyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let mut decoded = Decoded::new(coding, limits, permit);
+    let mut decoded = Decoded::new(coding, limits, permit, capacity);
     let mut body = std::pin::pin!(body);
     let stalled = BodyError::Stalled {
         paused: limits.max_pause,
@@ -315,7 +323,7 @@ pub(crate) fn inflate(
     limits: BodyLimits,
     permit: BodyPermit,
 ) -> Result<ReadBody, BodyError> {
-    let mut decoded = Decoded::new(Coding::Gzip, limits, permit);
+    let mut decoded = Decoded::new(Coding::Gzip, limits, permit, 0);
     decoded.accumulator().held_elsewhere = compressed.len();
     decoded.push(compressed)?;
     decoded.finish()
@@ -378,9 +386,10 @@ enum Decoded {
 }
 
 impl Decoded {
-    fn new(coding: Coding, limits: BodyLimits, permit: BodyPermit) -> Self {
+    /// `capacity`: the decoded bytes expected, held by `permit` already (0 when unknown).
+    fn new(coding: Coding, limits: BodyLimits, permit: BodyPermit, capacity: usize) -> Self {
         let accumulator = Accumulator {
-            out: BytesMut::new(),
+            out: BytesMut::with_capacity(capacity),
             limits,
             compressed: coding == Coding::Gzip,
             wire_bytes: 0,
