@@ -103,7 +103,6 @@ impl EndpointCounters {
     }
 }
 
-
 /// The analysis task's state: the configuration and the interned ids.
 pub struct Analyzer {
     store: Store,

@@ -228,7 +228,8 @@ impl Claims {
         let arrivals = claimed
             .iter()
             .map(|trace| {
-                let since = Duration::from_nanos(now_unix_ns.saturating_sub(trace.first_seen_unix_ns));
+                let since =
+                    Duration::from_nanos(now_unix_ns.saturating_sub(trace.first_seen_unix_ns));
                 now.checked_sub(since).unwrap_or(now)
             })
             .collect();
