@@ -241,7 +241,10 @@ impl Analyzer {
         &mut self,
         analysed: &'a [AnalysedTrace],
     ) -> Result<Counted<'a>, StoreError> {
-        let mut counted = Counted::default();
+        let mut counted = Counted {
+            new: Vec::with_capacity(analysed.iter().map(|trace| trace.new.len()).sum()),
+            ..Counted::default()
+        };
         // Where each previously analysed request was counted, from its stored row: another
         // instance may have interned its endpoint, and its version and start may have been
         // folded or clamped by a cache or a clock that have moved since.

@@ -1,6 +1,7 @@
-//! The shared-database analysis loop: with PostgreSQL, traces wait for their grace period in the
-//! database (`pending_traces`, written with their blocks), and every instance's loop claims due
-//! ones, analyses them from the stored spans and releases the claims in the analysis commit.
+//! The shared-database source of due traces: with PostgreSQL, traces wait for their grace period
+//! in the database (`pending_traces`, written with their blocks), and every instance claims due
+//! ones and hands them to the analysis (`analyze`) whole, read from the stored spans, with the
+//! releases of their claims for the analysis commit.
 //!
 //! Any instance may receive any span of any trace; the claim makes one instance analyse the whole
 //! trace once, and a claim of an instance that died expires and is taken by another.
