@@ -264,16 +264,17 @@ impl App {
                 max_decoded_bytes: config.ingest.max_decoded_body_bytes,
                 max_inflation_ratio: config.ingest.max_inflation_ratio,
                 deadline: config.timeouts.body_total,
+                max_pause: config.timeouts.body_read,
             },
             config.ingest.max_bytes_in_flight,
         );
-        // A client that stops sending its body is cut off after `body_read` of silence.
+        // A client that stops sending its body is cut off after `body_read` of silence, by the
+        // body reader itself (`BodyLimits::max_pause`), which answers it 408.
         let http_router = http::router(
             sink.clone(),
             intake.clone(),
             config.auth.ingest_tokens.clone(),
-        )
-        .layer(RequestBodyTimeoutLayer::new(config.timeouts.body_read));
+        );
         let http_server = listener::serve(
             otlp_http,
             http_router,

@@ -12,6 +12,8 @@
 //!   traffic grows, raising and resolving events on confidence intervals;
 //! - `store`: SQLite (the default) and PostgreSQL behind one `Store`; the only place with SQL;
 //! - `alert`: latency budgets and SLOs evaluated on the rollups, alert states, webhooks;
+//! - `read`: the read model: stored rollups, requests and spans as typed views (nanoseconds,
+//!   the analysis' enums) that the API and the pages both render;
 //! - `web`: the JSON API, the HTML pages, charts, static assets and `/metrics`;
 //! - `cli`: the subcommands (`serve`, `demo`, `check`, `bench`);
 //! - `time`: the wall clock and the text forms of time, shared by alerting, the web and the CLI.
@@ -24,8 +26,10 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod histogram;
 pub mod listener;
 pub mod pipeline;
+pub mod read;
 pub mod regress;
 pub mod store;
 pub mod time;

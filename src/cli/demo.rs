@@ -43,9 +43,7 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let mut flags = args.serve.clone();
     let db = args.db.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let stamp = crate::time::now_unix_ns() / 1_000_000_000;
         std::env::temp_dir().join(format!("bottleneck-demo-{stamp}.db"))
     });
     flags.database_url = Some(db.display().to_string());

@@ -49,6 +49,7 @@ async fn loopback() -> Loopback {
             max_decoded_bytes: 64 << 20,
             max_inflation_ratio: 100,
             deadline: Duration::from_secs(60),
+            max_pause: Duration::from_secs(30),
         },
         128 << 20,
     );

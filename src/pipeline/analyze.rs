@@ -34,6 +34,7 @@ use super::rows::{self, Counted, CountedAs};
 use super::scheduler::CommitScheduler;
 use super::work::{self, AnalysedTrace, Batch, Work};
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
+use crate::histogram::LATENCY_BUCKETS;
 use crate::store::{AnalysisCommit, RequestRow, Store, StoreError};
 
 /// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
@@ -63,11 +64,6 @@ pub struct AnalysisStats {
     /// so that `/metrics` renders one service at a time in order, under the lock, copying none.
     pub endpoints: Mutex<BTreeMap<String, BTreeMap<String, EndpointCounters>>>,
 }
-
-/// Upper bounds (seconds) of the per-endpoint latency histogram exported at `/metrics`.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 /// Cumulative figures of one endpoint since the process started.
 #[derive(Debug, Clone, Default)]

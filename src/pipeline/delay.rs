@@ -8,11 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the histogram: fine around the default grace period of 2 s and the
-/// 3 s goal for a request to be visible, coarse beyond.
-pub const DELAY_BUCKETS: [f64; 14] = [
-    0.25, 0.5, 1.0, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 10.0, 60.0, 300.0,
-];
+use crate::histogram::DELAY_BUCKETS;
 
 /// Analysis delays since the process started: counts per [`DELAY_BUCKETS`] bucket, then +Inf.
 #[derive(Debug, Default)]

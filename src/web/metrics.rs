@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use collector::category::Category;
 
 use super::AppState;
-use crate::pipeline::analyze::{EndpointCounters, LATENCY_BUCKETS};
-use crate::pipeline::delay::DELAY_BUCKETS;
+use crate::histogram::{DELAY_BUCKETS, LATENCY_BUCKETS};
+use crate::pipeline::analyze::EndpointCounters;
 
 fn label(value: &str) -> String {
     value

@@ -1,6 +1,7 @@
 //! The web edge: the JSON API v1, `/metrics`, health checks, and the HTML pages.
 //!
-//! Invariant: reads only through `Store`; the only place in `src/` that knows HTTP status codes,
+//! Invariant: the API and the pages read only through the read model (`crate::read`), the Jaeger
+//! API and `/metrics` only through `Store`; the only place in `src/` that knows HTTP status codes,
 //! JSON and HTML.
 
 pub mod api;
@@ -12,9 +13,9 @@ pub mod host;
 pub mod jaeger;
 pub mod metrics;
 pub mod pages;
-pub mod query;
 pub mod read_limits;
 pub mod selector;
+pub mod units;
 pub mod window;
 
 use std::sync::Arc;

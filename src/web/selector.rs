@@ -13,34 +13,10 @@
 //!
 //! Invariant: parsing only; a parsed selector names at least one term.
 
+pub use crate::read::compare::Selector;
 use crate::store::Window;
 use crate::web::error::ApiError;
 use crate::web::window::parse_instant;
-
-/// A parsed selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selector {
-    /// The text as given, for labels.
-    pub text: String,
-    /// `service.version`.
-    pub version: Option<String>,
-    /// A time range replacing the request's window.
-    pub window: Option<Window>,
-    /// Resource attributes that must all match.
-    pub attributes: Vec<(String, String)>,
-}
-
-impl Selector {
-    /// What to call this side in a sentence: the version when it names one.
-    pub fn label(&self) -> &str {
-        self.version.as_deref().unwrap_or(&self.text)
-    }
-
-    /// Whether rollups can answer it (no resource attributes).
-    pub fn from_rollups(&self) -> bool {
-        self.attributes.is_empty()
-    }
-}
 
 fn bad(text: &str, why: &str) -> ApiError {
     ApiError::BadRequest(format!("selector {text:?}: {why}"))

@@ -86,6 +86,7 @@ async fn capture_receiver(path: &Path, forward_to: Option<String>) -> CaptureRec
             max_decoded_bytes: 64 << 20,
             max_inflation_ratio: 100,
             deadline: Duration::from_secs(60),
+            max_pause: Duration::from_secs(30),
         },
         128 << 20,
     );

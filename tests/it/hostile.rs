@@ -510,7 +510,6 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
     body.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n0123456789")
         .await
         .unwrap();
-    stalled.push(body);
 
     // Meanwhile, a well-behaved exporter is served.
     store_login(&app, 34).await;
@@ -522,6 +521,18 @@ async fn slow_loris_clients_are_disconnected_while_others_are_served() {
         assert!(took < Duration::from_secs(5), "closed after {took:?}");
         slowest = slowest.max(took);
     }
+    // The stalled body is answered as late, not as malformed, before its connection closes.
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, body.read_to_end(&mut answer))
+        .await
+        .expect("the server kept a stalled body's connection open")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("no part of the request body arrived for 600ms"),
+        "{answer}"
+    );
     eprintln!("7 stalled connections closed, the last after {slowest:?} (timeouts 600 ms)");
 
     // gRPC: a stream that sends half a message and stalls is ended with DEADLINE_EXCEEDED.

@@ -48,6 +48,9 @@ pub struct BodyLimits {
     pub max_inflation_ratio: usize,
     /// Longest the whole body may take to arrive, however steadily it trickles.
     pub deadline: Duration,
+    /// Longest pause between two pieces of the body. Timed here, not by a layer around the
+    /// service, so that a stalled client is answered 408 like a late one, not 400 as broken.
+    pub max_pause: Duration,
 }
 
 /// Body bytes all receivers together may hold while reading and decoding exports: a semaphore
@@ -167,6 +170,12 @@ pub enum BodyError {
         /// The deadline, in seconds.
         secs: u64,
     },
+    /// The client stopped sending its body for longer than the pause allowed.
+    #[error("no part of the request body arrived for {paused:?}")]
+    Stalled {
+        /// The pause allowed.
+        paused: Duration,
+    },
     /// A content encoding other than gzip.
     #[error("content encoding {0:?} is not supported; send gzip or no encoding")]
     UnsupportedEncoding(String),
@@ -197,7 +206,7 @@ impl BodyError {
             | Self::DecodedTooLarge { .. }
             | Self::InflationRatio { .. } => "too_large",
             Self::Busy => "body_budget",
-            Self::Deadline { .. } | Self::Read(_) => "body_incomplete",
+            Self::Deadline { .. } | Self::Stalled { .. } | Self::Read(_) => "body_incomplete",
             Self::UnsupportedEncoding(_) => "unsupported_media_type",
             Self::Corrupt | Self::Malformed(_) => "undecodable",
         }
@@ -283,7 +292,13 @@ where
 {
     let mut decoded = Decoded::new(coding, limits, permit);
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    let stalled = BodyError::Stalled {
+        paused: limits.max_pause,
+    };
+    while let Some(frame) = tokio::time::timeout(limits.max_pause, body.frame())
+        .await
+        .map_err(|_| stalled.clone())?
+    {
         let frame = frame.map_err(|err| BodyError::Read(err.to_string()))?;
         let Ok(chunk) = frame.into_data() else {
             continue;

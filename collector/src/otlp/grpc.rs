@@ -130,7 +130,9 @@ fn body_status(err: &BodyError) -> Status {
             err.to_string(),
             ErrorDetails::with_retry_info(Some(err.retry_after())),
         ),
-        BodyError::Deadline { .. } => Status::deadline_exceeded(err.to_string()),
+        BodyError::Deadline { .. } | BodyError::Stalled { .. } => {
+            Status::deadline_exceeded(err.to_string())
+        }
         BodyError::UnsupportedEncoding(_) => Status::unimplemented(err.to_string()),
         BodyError::Corrupt | BodyError::Read(_) | BodyError::Malformed(_) => {
             Status::invalid_argument(err.to_string())

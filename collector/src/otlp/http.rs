@@ -205,7 +205,7 @@ async fn read_body(
 }
 
 /// The answer to a body that was not read: 413 over a size limit, 429 when the budget of bytes
-/// in flight is spent, 408 past the deadline, 415 for an unknown encoding, 400 otherwise.
+/// in flight is spent, 408 past the deadline or after too long a pause, 415 for an unknown encoding, 400 otherwise.
 fn body_error_response(encoding: Encoding, err: &BodyError) -> Response {
     let (status, code, retry_after) = match err {
         BodyError::WireTooLarge { .. }
@@ -220,7 +220,7 @@ fn body_error_response(encoding: Encoding, err: &BodyError) -> Response {
             tonic::Code::ResourceExhausted,
             Some(err.retry_after().as_secs()),
         ),
-        BodyError::Deadline { .. } => (
+        BodyError::Deadline { .. } | BodyError::Stalled { .. } => (
             StatusCode::REQUEST_TIMEOUT,
             tonic::Code::DeadlineExceeded,
             None,
@@ -336,6 +336,7 @@ mod tests {
         max_decoded_bytes: 1 << 20,
         max_inflation_ratio: 100,
         deadline: std::time::Duration::from_secs(10),
+        max_pause: std::time::Duration::from_secs(10),
     };
 
     fn intake(limits: BodyLimits) -> Intake {

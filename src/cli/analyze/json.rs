@@ -10,9 +10,13 @@ use super::endpoints::CaptureAnalysis;
 use crate::analysis::aggregate;
 use crate::analysis::compare::Thresholds;
 use crate::cli::check::Row;
+use crate::read::compare::EndpointComparison;
+use crate::read::endpoint::RollupDetail;
+use crate::read::endpoints::EndpointSummary;
 use crate::store::{EndpointRef, Window};
 use crate::web::api::dto::*;
-use crate::web::query;
+use crate::web::api::present;
+use crate::web::units::round2;
 
 fn endpoint_ref(service: &str, endpoint: &str) -> EndpointRef {
     EndpointRef {
@@ -29,13 +33,17 @@ pub fn endpoints(analysis: &CaptureAnalysis, window: Window) -> Vec<CaptureEndpo
         .iter()
         .filter_map(|(name, captured)| {
             let (service, endpoint) = name;
-            let stats = aggregate::summarize(&captured.rollup, endpoint)?;
-            let findings = query::finding_dtos(&captured.rollup);
+            let summary = EndpointSummary {
+                stats: aggregate::summarize(&captured.rollup, endpoint)?,
+                endpoint: endpoint_ref(service, endpoint),
+                window,
+            };
+            let detail = RollupDetail::of(&captured.rollup);
             Some(CaptureEndpointDto {
-                summary: query::summary_dto(&endpoint_ref(service, endpoint), &stats, window),
-                operations: query::operation_dtos(&captured.rollup),
-                findings,
-                gaps: query::gap_dtos(&captured.rollup),
+                summary: present::summary_dto(&summary),
+                operations: present::operation_dtos(&detail.operations),
+                findings: detail.findings.iter().map(present::finding_dto).collect(),
+                gaps: present::gap_dtos(&detail.gaps),
             })
         })
         .collect();
@@ -72,15 +80,13 @@ pub fn baseline(diff: &BaselineDiff, baseline: &Analysed, candidate: &Analysed) 
             let (service, endpoint) = &it.endpoint;
             let before = &baseline.analysis.endpoints.get(&it.endpoint)?.rollup;
             let after = &candidate.analysis.endpoints.get(&it.endpoint)?.rollup;
-            let comparison = query::comparison_dto(
+            let comparison = present::comparison_dto(&EndpointComparison::of(
                 &endpoint_ref(service, endpoint),
-                before,
-                baseline.window,
-                after,
-                candidate.window,
+                (before, baseline.window),
+                (after, candidate.window),
                 "this change",
                 &Thresholds::default(),
-            )?;
+            )?);
             Some(EndpointDiffDto {
                 service: service.clone(),
                 endpoint: endpoint.clone(),
@@ -91,16 +97,11 @@ pub fn baseline(diff: &BaselineDiff, baseline: &Analysed, candidate: &Analysed) 
                     .iter()
                     .map(|c| CallsChangeDto {
                         category: c.category.as_str(),
-                        baseline_calls_per_request: (c.baseline * 100.0).round() / 100.0,
-                        candidate_calls_per_request: (c.candidate * 100.0).round() / 100.0,
+                        baseline_calls_per_request: round2(c.baseline),
+                        candidate_calls_per_request: round2(c.candidate),
                     })
                     .collect(),
-                new_findings: it
-                    .new_findings
-                    .iter()
-                    .cloned()
-                    .map(query::finding_dto)
-                    .collect(),
+                new_findings: it.new_findings.iter().map(present::finding_dto).collect(),
                 gone_findings: it
                     .gone_findings
                     .iter()

@@ -32,9 +32,7 @@ const N_CALLS: usize = 50;
 async fn fill(db: &std::path::Path, n_spans: u64) -> anyhow::Result<()> {
     let store = Store::open(&DatabaseUrl::Sqlite(db.to_owned())).await?;
     let mut rng = SmallRng::seed_from_u64(11);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64;
+    let now = crate::time::now_unix_ns();
     let day_start = now - 24 * 3600 * 1_000_000_000;
     let sample = payload(&mut rng, 10, day_start);
     let spans =

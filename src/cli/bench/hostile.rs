@@ -43,8 +43,9 @@ const GRPC_BOMB_BYTES: usize = 4 << 20;
 const OVERSIZED_DECLARED: u64 = 1 << 30;
 const STALLED_DECLARED: u64 = 1 << 20;
 
-/// The longest any input may wait for its answer: the server's whole-body deadline is 60 s by
-/// default, and the stalled inputs wait for it; past this the input counts as unanswered.
+/// The longest any input may wait for its answer: the server answers a silent body after its
+/// 30 s pause limit and a trickling one at its 60 s deadline by default; past this the input
+/// counts as unanswered.
 const ANSWER_WITHIN: Duration = Duration::from_secs(90);
 
 /// What a hostile client sends.

@@ -210,9 +210,7 @@ impl Traffic {
     /// Builds the payloads.
     fn build(args: &BenchArgs) -> anyhow::Result<Traffic> {
         let mut rng = SmallRng::seed_from_u64(7);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos() as u64;
+        let now = crate::time::now_unix_ns();
         let requests: Vec<ExportTraceServiceRequest> = (0..N_PAYLOADS)
             .map(|_| payload(&mut rng, args.spans_per_export, now))
             .collect();

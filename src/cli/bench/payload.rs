@@ -351,9 +351,7 @@ pub(super) fn gzipped(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
 
 /// The benchmark payload, for the micro-benchmarks: `n_spans` spans of 10-span web requests.
 pub fn payload_for_benchmarks(n_spans: usize) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = crate::time::now_unix_ns();
     payload(&mut SmallRng::seed_from_u64(7), n_spans, now)
 }
 

@@ -168,9 +168,7 @@ pub(super) fn export(shape: Shape, end_ns: u64) -> Vec<u8> {
 
 /// Exports both traces to the server's OTLP/HTTP receiver; each is stored when answered.
 pub(super) async fn send_both(client: &reqwest::Client, otlp_http: &str) -> anyhow::Result<()> {
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64;
+    let now_ns = crate::time::now_unix_ns();
     for shape in [Shape::Folding, Shape::Distinct] {
         let response = http_export(client, otlp_http, export(shape, now_ns))
             .send()

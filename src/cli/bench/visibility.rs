@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, spa
 use prost::Message;
 
 use super::payload::{http_export, kv, text};
+use crate::time::now_unix_ns;
 
 const SERVICE: &str = "bench-probe";
 const ROUTE: &str = "/probe";
@@ -26,9 +27,7 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// The export of probe number `n`: one SERVER span that ended just now.
 fn probe_export(n: u64) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = now_unix_ns();
     let mut trace_id = [0xb7; 16];
     trace_id[8..].copy_from_slice(&n.to_be_bytes());
     let span = Span {

@@ -1,8 +1,10 @@
-//! JSON API v1 handlers: parse parameters, call the shared queries, answer JSON.
+//! JSON API v1 handlers: parse parameters, read the views of `crate::read`, answer them as the
+//! DTOs `present` maps them to.
 //!
 //! Invariant: no computation of its own; bad parameters are 400 with a message, unknown ids 404.
 
 pub mod dto;
+pub mod present;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -12,8 +14,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::query::{CompareAnswer, CompareMissing};
-use super::{query, selector, window};
+use super::{selector, units, window};
+use crate::read;
+use crate::read::compare::{CompareAnswer, CompareMissing};
 
 /// The window and filter parameters every aggregate call takes.
 #[derive(Debug, Default, Deserialize)]
@@ -67,17 +70,16 @@ pub async fn services_list(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(query::services(&state.store, params.window()?).await?).into_response())
+    let view = read::endpoints::services(&state.store, params.window()?).await?;
+    Ok(Json(present::services_dto(view)).into_response())
 }
 
 pub async fn endpoints_list(
     State(state): State<AppState>,
     Query(params): Query<WindowParams>,
 ) -> Result<Response, ApiError> {
-    Ok(
-        Json(query::endpoints(&state.store, params.window()?, params.service()).await?)
-            .into_response(),
-    )
+    let view = read::endpoints::endpoints(&state.store, params.window()?, params.service()).await?;
+    Ok(Json(present::endpoints_dto(&view)).into_response())
 }
 
 pub async fn endpoint_get(
@@ -90,8 +92,8 @@ pub async fn endpoint_get(
             "`service` and `endpoint` are required".into(),
         ));
     };
-    match query::endpoint_detail(&state.store, window, service, endpoint).await? {
-        Some(detail) => Ok(Json(detail).into_response()),
+    match read::endpoint::endpoint_detail(&state.store, window, service, endpoint).await? {
+        Some(detail) => Ok(Json(present::endpoint_detail_dto(&detail)).into_response()),
         None => Err(ApiError::NotFound(format!(
             "no requests of {service} {endpoint} in this window"
         ))),
@@ -110,18 +112,16 @@ pub async fn traces_list(
             "`limit` must be between 1 and 1000".into(),
         ));
     }
-    Ok(Json(
-        query::traces(
-            &state.store,
-            window,
-            params.service(),
-            params.endpoint(),
-            min_ms,
-            limit,
-        )
-        .await?,
+    let view = read::endpoint::requests(
+        &state.store,
+        window,
+        params.service(),
+        params.endpoint(),
+        units::ns_from_ms(min_ms),
+        limit,
     )
-    .into_response())
+    .await?;
+    Ok(Json(present::traces_dto(&view)).into_response())
 }
 
 pub async fn trace_get(
@@ -130,14 +130,16 @@ pub async fn trace_get(
 ) -> Result<Response, ApiError> {
     let trace_id = TraceId::parse_hex(&trace_id)
         .map_err(|e| ApiError::BadRequest(format!("trace id must be 32 hex digits: {e}")))?;
-    match query::trace(&state.store, trace_id, &state.analysis).await? {
-        Some(trace) => Ok(Json(trace).into_response()),
+    match read::trace::trace(&state.store, trace_id, &state.analysis).await? {
+        Some(trace) => Ok(Json(present::trace_dto(&trace)).into_response()),
         None => Err(ApiError::NotFound(format!("trace {trace_id} not found"))),
     }
 }
 
 pub async fn alerts_list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(query::alerts(&state.store, &state.alerts).await?).into_response())
+    let view = read::alerts::alerts(&state.store).await?;
+    let interval_s = state.alerts.rules().settings.interval.as_secs_f64();
+    Ok(Json(present::alerts_dto(view, interval_s)).into_response())
 }
 
 pub async fn deliveries_list(
@@ -150,7 +152,8 @@ pub async fn deliveries_list(
             "`limit` must be between 1 and 1000".into(),
         ));
     }
-    Ok(Json(query::deliveries(&state.store, limit).await?).into_response())
+    let records = read::alerts::deliveries(&state.store, limit).await?;
+    Ok(Json(present::deliveries_dto(records)).into_response())
 }
 
 /// Re-reads the config file's budgets, SLOs and webhooks; a file that does not parse is a 400
@@ -189,7 +192,7 @@ pub async fn compare_get(
     };
     let baseline = selector::parse(baseline)?;
     let candidate = selector::parse(candidate)?;
-    let answer = query::compare(
+    let answer = read::compare::compare(
         &state.store,
         window,
         service,
@@ -205,8 +208,10 @@ pub async fn compare_get(
         None => service.to_owned(),
     };
     match answer {
-        Ok(CompareAnswer::Endpoint(dto)) => Ok(Json(dto).into_response()),
-        Ok(CompareAnswer::Service(dto)) => Ok(Json(dto).into_response()),
+        Ok(CompareAnswer::Endpoint(view)) => Ok(Json(present::compare_dto(&view)).into_response()),
+        Ok(CompareAnswer::Service(view)) => {
+            Ok(Json(present::service_compare_dto(&view)).into_response())
+        }
         Err(CompareMissing::Unknown) => Err(ApiError::NotFound(format!("no endpoint {what}"))),
         Err(CompareMissing::NoData(side)) => Err(ApiError::NotFound(format!(
             "no requests of {what} match the {side} selector in this window"
@@ -222,10 +227,8 @@ pub async fn versions_list(
     let Some(service) = params.service() else {
         return Err(ApiError::BadRequest("`service` is required".into()));
     };
-    Ok(
-        Json(query::versions(&state.store, window, service, params.endpoint()).await?)
-            .into_response(),
-    )
+    let view = read::endpoints::versions(&state.store, window, service, params.endpoint()).await?;
+    Ok(Json(present::versions_dto(view)).into_response())
 }
 
 pub async fn regressions_list(
@@ -239,10 +242,9 @@ pub async fn regressions_list(
             "`limit` must be between 1 and 1000".into(),
         ));
     }
-    Ok(
-        Json(query::regressions(&state.store, after, limit, params.service()).await?)
-            .into_response(),
-    )
+    let records =
+        read::regressions::regressions(&state.store, after, limit, params.service()).await?;
+    Ok(Json(present::regressions_dto(records)).into_response())
 }
 
 pub async fn openapi_get() -> Response {

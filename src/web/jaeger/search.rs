@@ -16,8 +16,8 @@ use super::model::{self, TraceJson};
 use super::params::Search;
 use super::verdict;
 use crate::analysis::AnalysisConfig;
+use crate::read::EndpointIndex;
 use crate::store::{RequestRow, Store, StoreError, Window};
-use crate::web::query::EndpointIndex;
 
 /// Traces one search reads at most. Tags are not indexed, so a tag search reads each
 /// candidate whole; this bounds it to a few hundred traces.

@@ -2,8 +2,8 @@
 //! observed value against the limit, what moved, the history of transitions, and the webhook
 //! deliveries with each attempt. Also the budget badges of the overview and endpoint pages.
 //!
-//! Invariant: shows only what `query::alerts` (the evaluation `GET /api/v1/alerts` serves) and
-//! `query::deliveries` return.
+//! Invariant: shows only what `read::alerts` returns (the evaluation and deliveries
+//! `GET /api/v1/alerts` serves).
 
 use std::collections::HashMap;
 
@@ -12,9 +12,13 @@ use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 
 use super::{Chrome, PageError, PageParams, encode, endpoint_href, fmt_calls, fmt_count, fmt_ms};
+use crate::alert::AlertView;
+use crate::read;
+use crate::read::alerts::{AlertWithHistory, Alerts};
+use crate::time::rfc3339;
 use crate::web::AppState;
-use crate::web::api::dto::{AlertDto, AlertsDto};
-use crate::web::query;
+use crate::web::api::present::redact_url;
+use crate::web::units::round3;
 
 /// Deliveries the page lists, newest first.
 const DELIVERIES_SHOWN: i64 = 50;
@@ -74,16 +78,16 @@ pub struct AlertBadge {
     pub href: String,
 }
 
-fn alert_line(alert: &AlertDto) -> String {
-    let observed = alert
-        .observed
-        .map_or("no data".to_owned(), |v| metric_value(&alert.metric, v));
+fn alert_line(alert: &AlertView) -> String {
+    let observed = alert.observed.map_or("no data".to_owned(), |v| {
+        metric_value(&alert.metric, round3(v))
+    });
     format!(
         "{} {} / {}: {}",
         metric_label(&alert.metric),
         observed,
         metric_value(&alert.metric, alert.budget),
-        alert.state
+        alert.status.state.as_str()
     )
 }
 
@@ -96,15 +100,16 @@ fn alerts_href(service: &str, endpoint: &str) -> String {
 }
 
 /// The worst state per (service, endpoint) that has a budget or SLO.
-pub fn budget_badges(alerts: &AlertsDto) -> HashMap<(String, String), BudgetBadge> {
+pub fn budget_badges(alerts: &Alerts) -> HashMap<(String, String), BudgetBadge> {
     let mut badges: HashMap<(String, String), BudgetBadge> = HashMap::new();
-    for alert in &alerts.alerts {
+    for AlertWithHistory { alert, .. } in &alerts.alerts {
         let key = (alert.service.clone(), alert.endpoint.clone());
         let line = alert_line(alert);
+        let state = alert.status.state.as_str();
         match badges.get_mut(&key) {
             Some(badge) => {
-                if urgency(alert.state) > urgency(badge.state) {
-                    badge.state = alert.state;
+                if urgency(state) > urgency(badge.state) {
+                    badge.state = state;
                 }
                 badge.title.push_str("; ");
                 badge.title.push_str(&line);
@@ -113,7 +118,7 @@ pub fn budget_badges(alerts: &AlertsDto) -> HashMap<(String, String), BudgetBadg
                 badges.insert(
                     key,
                     BudgetBadge {
-                        state: alert.state,
+                        state,
                         title: line,
                         href: alerts_href(&alert.service, &alert.endpoint),
                     },
@@ -125,13 +130,14 @@ pub fn budget_badges(alerts: &AlertsDto) -> HashMap<(String, String), BudgetBadg
 }
 
 /// The alerts of one endpoint as badges.
-pub fn endpoint_badges(alerts: &AlertsDto, service: &str, endpoint: &str) -> Vec<AlertBadge> {
+pub fn endpoint_badges(alerts: &Alerts, service: &str, endpoint: &str) -> Vec<AlertBadge> {
     alerts
         .alerts
         .iter()
+        .map(|with_history| &with_history.alert)
         .filter(|a| a.service == service && a.endpoint == endpoint)
         .map(|a| AlertBadge {
-            state: a.state,
+            state: a.status.state.as_str(),
             label: alert_line(a),
             href: alerts_href(service, endpoint),
         })
@@ -183,63 +189,64 @@ pub struct AlertRow {
 /// to 1.5× the budget fits.
 pub const METER_BUDGET_X: f64 = 666.7;
 
-fn alert_row(alert: &AlertDto, window_query: &str) -> AlertRow {
-    let ratio = alert
-        .observed
+fn alert_row(with_history: &AlertWithHistory, window_query: &str) -> AlertRow {
+    let (alert, history) = (&with_history.alert, &with_history.history);
+    let observed = alert.observed.map(round3);
+    let ratio = observed
         .filter(|_| alert.budget > 0.0)
         .map_or(0.0, |v| v / alert.budget);
     AlertRow {
-        history_label: match alert.history.len() {
+        history_label: match history.len() {
             1 => "1 transition".to_owned(),
             n => format!("{n} transitions"),
         },
-        state: alert.state,
-        kind: alert.kind,
-        rule: alert.rule.clone(),
+        state: alert.status.state.as_str(),
+        kind: alert.kind.as_str(),
+        rule: alert.rule_key.clone(),
         service: alert.service.clone(),
         endpoint: alert.endpoint.clone(),
         endpoint_href: endpoint_href(&alert.service, &alert.endpoint, window_query),
         metric: metric_label(&alert.metric),
-        observed: alert
-            .observed
-            .map_or("no data".to_owned(), |v| metric_value(&alert.metric, v)),
+        observed: observed.map_or("no data".to_owned(), |v| metric_value(&alert.metric, v)),
         budget: metric_value(&alert.metric, alert.budget),
         over: ratio > 1.0,
         meter_width: format!("{:.1}", (ratio * METER_BUDGET_X).clamp(0.0, 1000.0)),
-        window: alert.window.clone(),
+        window: humantime::format_duration(alert.window).to_string(),
         requests: fmt_count(alert.requests),
-        since: short_time(&alert.since),
+        since: short_time(&rfc3339(alert.status.since_unix_ns)),
         summary: alert.summary.clone(),
-        slo: match (alert.objective, alert.threshold_ms) {
-            (Some(objective), Some(threshold)) => Some(format!(
+        slo: alert.slo.map(|(objective, threshold)| {
+            format!(
                 "{}% of requests within {}",
                 (objective * 1000.0).round() / 10.0,
                 fmt_ms(threshold)
-            )),
-            _ => None,
-        },
+            )
+        }),
         burn: alert
             .burn
             .iter()
             .map(|b| BurnRow {
                 severity: b.severity.clone(),
-                windows: format!("{} / {}", b.long_window, b.short_window),
-                factor: format!("{:.1}×", b.factor),
-                long_burn: format!("{:.2}×", b.long_burn),
-                short_burn: format!("{:.2}×", b.short_burn),
+                windows: format!(
+                    "{} / {}",
+                    humantime::format_duration(b.long),
+                    humantime::format_duration(b.short)
+                ),
+                factor: format!("{:.1}×", round3(b.factor)),
+                long_burn: format!("{:.2}×", round3(b.long_burn)),
+                short_burn: format!("{:.2}×", round3(b.short_burn)),
                 firing: b.firing,
             })
             .collect(),
-        history: alert
-            .history
+        history: history
             .iter()
             .map(|t| TransitionRow {
-                at: short_time(&t.at),
-                from: t.from.clone(),
-                to: t.to.clone(),
+                at: short_time(&rfc3339(t.at_unix_ns)),
+                from: t.from_state.clone(),
+                to: t.to_state.clone(),
                 observed: t
                     .observed
-                    .map_or(String::new(), |v| metric_value(&alert.metric, v)),
+                    .map_or(String::new(), |v| metric_value(&alert.metric, round3(v))),
                 summary: t.summary.clone(),
             })
             .collect(),
@@ -293,29 +300,31 @@ pub async fn alerts_get(
     // Validated like every page's window, though alerts have their own windows.
     params.window()?;
     let window_query = params.window_query();
-    let alerts = query::alerts(&state.store, &state.alerts).await?;
-    let deliveries = query::deliveries(&state.store, DELIVERIES_SHOWN).await?;
+    let alerts = read::alerts::alerts(&state.store).await?;
+    let deliveries = read::alerts::deliveries(&state.store, DELIVERIES_SHOWN).await?;
     let (service, endpoint) = (params.service(), params.endpoint());
     let wanted = |s: &str, e: &str| {
         service.is_none_or(|want| want == s) && endpoint.is_none_or(|want| want == e)
     };
-    let mut alert_list: Vec<&AlertDto> = alerts
+    let mut alert_list: Vec<&AlertWithHistory> = alerts
         .alerts
         .iter()
-        .filter(|a| wanted(&a.service, &a.endpoint))
+        .filter(|a| wanted(&a.alert.service, &a.alert.endpoint))
         .collect();
+    let state_of = |a: &AlertWithHistory| a.alert.status.state.as_str();
     alert_list.sort_by(|a, b| {
-        urgency(b.state)
-            .cmp(&urgency(a.state))
+        let (a, b) = (&a.alert, &b.alert);
+        urgency(b.status.state.as_str())
+            .cmp(&urgency(a.status.state.as_str()))
             .then_with(|| a.service.cmp(&b.service))
             .then_with(|| a.endpoint.cmp(&b.endpoint))
-            .then_with(|| a.rule.cmp(&b.rule))
+            .then_with(|| a.rule_key.cmp(&b.rule_key))
     });
     let counts = ["firing", "pending", "resolved", "ok"]
         .into_iter()
         .map(|state| StateCount {
             state,
-            count: alert_list.iter().filter(|a| a.state == state).count(),
+            count: alert_list.iter().filter(|a| state_of(a) == state).count(),
         })
         .collect();
     let filter = match (service, endpoint) {
@@ -336,22 +345,20 @@ pub async fn alerts_get(
             .map(|a| alert_row(a, &window_query))
             .collect(),
         counts,
-        evaluated_at: alerts.evaluated_at.as_deref().map(short_time),
-        interval: humantime::format_duration(std::time::Duration::from_secs_f64(
-            alerts.interval_s.max(0.0),
-        ))
-        .to_string(),
+        evaluated_at: alerts
+            .evaluated_at_unix_ns
+            .map(|at| short_time(&rfc3339(at))),
+        interval: humantime::format_duration(state.alerts.rules().settings.interval).to_string(),
         deliveries: deliveries
-            .deliveries
             .into_iter()
             .filter(|d| wanted(&d.service, &d.endpoint))
             .map(|d| DeliveryRow {
                 id: d.id,
-                created: short_time(&d.created),
+                created: short_time(&rfc3339(d.created_unix_ns)),
+                url: redact_url(&d.url),
                 service: d.service,
                 endpoint: d.endpoint,
-                state: d.state,
-                url: d.url,
+                state: d.to_state,
                 format: d.format,
                 status: d.status,
                 attempts: d
@@ -359,7 +366,7 @@ pub async fn alerts_get(
                     .into_iter()
                     .map(|a| AttemptRow {
                         attempt: a.attempt,
-                        at: short_time(&a.at),
+                        at: short_time(&rfc3339(a.at_unix_ns)),
                         outcome: a.outcome,
                         http_status: a.http_status.map_or(String::new(), |s| s.to_string()),
                         error: a.error.unwrap_or_default(),

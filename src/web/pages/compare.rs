@@ -4,8 +4,8 @@
 //! deltas by category and by operation, and the changes that explain them. Without an endpoint:
 //! every endpoint of the service, regressions first, each linking to its own comparison.
 //!
-//! Invariant: shows only what `query::compare`, `query::versions`, `query::services` and
-//! `query::endpoints` return; a bad selector or an empty side is said on the page, with the form.
+//! Invariant: shows only what `read::compare` and `read::endpoints` return; a bad selector or an
+//! empty side is said on the page, with the form.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -14,15 +14,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use collector::category::Category;
+
 use super::{
-    CategoryValue, Chrome, PageError, PageParams, breakdown_array, category_values, encode,
-    endpoint_href, fmt_calls, fmt_count, fmt_ms, fmt_pct,
+    CategoryValue, Chrome, PageError, PageParams, category_values, encode, endpoint_href,
+    fmt_calls, fmt_count, fmt_ms, fmt_pct,
 };
+use crate::analysis::compare::{OperationChangeKind, Verdict as Outcome};
+use crate::read;
+use crate::read::compare::{
+    CompareAnswer, CompareMissing, EndpointCompare, EndpointComparison, ServiceCompare, Source,
+};
+use crate::time::rfc3339;
 use crate::web::AppState;
-use crate::web::api::dto::{CompareDto, EndpointComparisonDto, ServiceCompareDto};
 use crate::web::charts::{self, BarSegment, CompareBar};
-use crate::web::query::{self, CompareAnswer, CompareMissing};
 use crate::web::selector;
+use crate::web::units::{ms, ms_per_category, round2};
 
 /// The page's parameters: the window and filters of every page, and the two selectors.
 #[derive(Debug, Default, Deserialize)]
@@ -180,31 +187,31 @@ pub struct Verdict {
     pub regression: Option<String>,
 }
 
-fn verdict(cmp: &EndpointComparisonDto) -> Verdict {
-    let mean_delta = cmp.delta_ms.get("total").copied().unwrap_or(0.0);
+fn verdict(compared: &EndpointComparison) -> Verdict {
+    let cmp = &compared.comparison;
     Verdict {
-        verdict: cmp.verdict,
-        significant: cmp.significant,
-        mean_delta: fmt_delta_ms(mean_delta),
-        class: match cmp.verdict {
-            "slower" => "up",
-            "faster" => "down",
-            _ => "flat",
+        verdict: compared.verdict.as_str(),
+        significant: cmp.significant(),
+        mean_delta: fmt_delta_ms(ms(cmp.mean_delta_ns())),
+        class: match compared.verdict {
+            Outcome::Slower => "up",
+            Outcome::Faster => "down",
+            Outcome::Unchanged => "flat",
         },
-        interval: match &cmp.mean_delta_ci_ms {
+        interval: match &cmp.mean_delta_ci {
             Some(ci) => format!(
                 "95% CI {} … {}",
-                fmt_delta_ms(ci.low),
-                fmt_delta_ms(ci.high)
+                fmt_delta_ms(ms(ci.low_ns)),
+                fmt_delta_ms(ms(ci.high_ns))
             ),
             None => "no confidence interval (a side has fewer than two requests)".to_owned(),
         },
-        regression: cmp.regression.as_ref().map(|r| {
+        regression: compared.regression.as_ref().map(|r| {
             format!(
                 "{} {} → {}",
-                r.metric,
-                fmt_ms(r.baseline_ms),
-                fmt_ms(r.candidate_ms)
+                r.metric.as_str(),
+                fmt_ms(ms(r.baseline_ns)),
+                fmt_ms(ms(r.candidate_ns))
             )
         }),
     }
@@ -259,9 +266,11 @@ fn error_share(requests: u64, errors: u64) -> f64 {
     }
 }
 
-fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
-    let cmp = &dto.comparison;
-    let (before, after) = (&cmp.baseline, &cmp.candidate);
+fn endpoint_view(view: &EndpointCompare, window_query: &str) -> EndpointView {
+    let compared = &view.comparison;
+    let cmp = &compared.comparison;
+    let (before, after) = (&compared.baseline.stats, &compared.candidate.stats);
+    let endpoint = &compared.baseline.endpoint;
     let metrics = vec![
         MetricRow {
             name: "requests",
@@ -270,14 +279,14 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
             delta: String::new(),
             class: "flat",
         },
-        metric("mean", before.mean_ms, after.mean_ms, fmt_ms),
-        metric("p50", before.p50_ms, after.p50_ms, fmt_ms),
-        metric("p95", before.p95_ms, after.p95_ms, fmt_ms),
-        metric("p99", before.p99_ms, after.p99_ms, fmt_ms),
+        metric("mean", ms(before.mean_ns), ms(after.mean_ns), fmt_ms),
+        metric("p50", ms(before.p50_ns), ms(after.p50_ns), fmt_ms),
+        metric("p95", ms(before.p95_ns), ms(after.p95_ns), fmt_ms),
+        metric("p99", ms(before.p99_ns), ms(after.p99_ns), fmt_ms),
         metric(
             "DB calls / request",
-            before.db_calls_per_request,
-            after.db_calls_per_request,
+            round2(before.db_calls_per_request),
+            round2(after.db_calls_per_request),
             fmt_calls,
         ),
         metric(
@@ -287,35 +296,34 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
             fmt_pct,
         ),
     ];
-    let scale = breakdown_array(&before.breakdown_ms)
+    let (before_ms, after_ms) = (
+        ms_per_category(before.breakdown_mean_ns),
+        ms_per_category(after.breakdown_mean_ns),
+    );
+    let scale = before_ms
         .iter()
         .sum::<f64>()
-        .max(breakdown_array(&after.breakdown_ms).iter().sum::<f64>());
+        .max(after_ms.iter().sum::<f64>());
     let sides = [
-        ("Baseline", &dto.baseline_selector, before),
-        ("Candidate", &dto.candidate_selector, after),
+        ("Baseline", &view.baseline_selector, before_ms),
+        ("Candidate", &view.candidate_selector, after_ms),
     ]
     .into_iter()
-    .map(|(role, selector, summary)| {
-        let values = breakdown_array(&summary.breakdown_ms);
-        SideBar {
-            role,
-            selector: selector.clone(),
-            total: fmt_ms(values.iter().sum()),
-            segments: charts::bar_segments(&values, scale),
-            values: category_values(&summary.breakdown_ms),
-        }
+    .map(|(role, selector, values)| SideBar {
+        role,
+        selector: selector.clone(),
+        total: fmt_ms(values.iter().sum()),
+        segments: charts::bar_segments(&values, scale),
+        values: category_values(values),
     })
     .collect();
-    let categories = collector::category::Category::ALL
+    let categories = Category::ALL
         .iter()
         .map(|category| {
-            let name = category.as_str();
-            let b = before.breakdown_ms.get(name).copied().unwrap_or(0.0);
-            let a = after.breakdown_ms.get(name).copied().unwrap_or(0.0);
-            let delta = cmp.delta_ms.get(name).copied().unwrap_or(a - b);
+            let (b, a) = (before_ms[category.index()], after_ms[category.index()]);
+            let delta = ms(cmp.category_delta_ns[category.index()]);
             CategoryRow {
-                category: name,
+                category: category.as_str(),
                 baseline: fmt_ms(b),
                 candidate: fmt_ms(a),
                 delta: fmt_delta_ms(delta),
@@ -323,12 +331,12 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
             }
         })
         .collect();
-    let bars: Vec<CompareBar> = dto
+    let bars: Vec<CompareBar> = view
         .latency_histogram
         .iter()
         .map(|b| CompareBar {
-            from_ms: b.from_ms,
-            to_ms: b.to_ms,
+            from_ms: ms(b.from_ns),
+            to_ms: ms(b.to_ns),
             baseline: b.baseline_requests,
             candidate: b.candidate_requests,
         })
@@ -336,56 +344,58 @@ fn endpoint_view(dto: &CompareDto, window_query: &str) -> EndpointView {
     let mut operations: Vec<OperationRow> = cmp
         .operations
         .iter()
-        .map(|op| OperationRow {
-            change: op.change,
-            category: op.category,
-            name: op.name.clone(),
-            calls: match op.change {
-                "appeared" => format!("new → {}", fmt_calls(op.candidate_calls_per_request)),
-                "vanished" => format!("{} → gone", fmt_calls(op.baseline_calls_per_request)),
-                _ => format!(
-                    "{} → {}",
-                    fmt_calls(op.baseline_calls_per_request),
-                    fmt_calls(op.candidate_calls_per_request)
-                ),
-            },
-            mean: match op.change {
-                "appeared" => fmt_ms(op.candidate_mean_ms),
-                "vanished" => fmt_ms(op.baseline_mean_ms),
-                _ => format!(
-                    "{} → {}",
-                    fmt_ms(op.baseline_mean_ms),
-                    fmt_ms(op.candidate_mean_ms)
-                ),
-            },
-            critical_delta: fmt_delta_ms(op.critical_delta_ms),
-            class: delta_class(op.critical_delta_ms, noise_ms(op.baseline_mean_ms)),
-            critical_sort: op.critical_delta_ms,
+        .map(|op| {
+            let (calls_before, calls_after) = (
+                fmt_calls(round2(op.baseline_calls_per_request)),
+                fmt_calls(round2(op.candidate_calls_per_request)),
+            );
+            let (mean_before, mean_after) = (ms(op.baseline_mean_ns), ms(op.candidate_mean_ns));
+            let critical_delta = ms(op.critical_delta_ns);
+            OperationRow {
+                change: op.kind.as_str(),
+                category: op.category.as_str(),
+                name: op.name.clone(),
+                calls: match op.kind {
+                    OperationChangeKind::Appeared => format!("new → {calls_after}"),
+                    OperationChangeKind::Vanished => format!("{calls_before} → gone"),
+                    OperationChangeKind::Changed => format!("{calls_before} → {calls_after}"),
+                },
+                mean: match op.kind {
+                    OperationChangeKind::Appeared => fmt_ms(mean_after),
+                    OperationChangeKind::Vanished => fmt_ms(mean_before),
+                    OperationChangeKind::Changed => {
+                        format!("{} → {}", fmt_ms(mean_before), fmt_ms(mean_after))
+                    }
+                },
+                critical_delta: fmt_delta_ms(critical_delta),
+                class: delta_class(critical_delta, noise_ms(mean_before)),
+                critical_sort: critical_delta,
+            }
         })
         .collect();
     operations.sort_by(|a, b| b.critical_sort.abs().total_cmp(&a.critical_sort.abs()));
     EndpointView {
-        endpoint: before.endpoint.clone(),
-        endpoint_href: endpoint_href(&before.service, &before.endpoint, window_query),
+        endpoint: endpoint.endpoint.clone(),
+        endpoint_href: endpoint_href(&endpoint.service, &endpoint.endpoint, window_query),
         summary: cmp.summary.clone(),
-        verdict: verdict(cmp),
-        from_requests: dto.source == "requests",
+        verdict: verdict(compared),
+        from_requests: view.source == Source::Requests,
         metrics,
         sides,
         histogram_chart: charts::compare_histogram(
             &bars,
-            &dto.baseline_selector,
-            &dto.candidate_selector,
+            &view.baseline_selector,
+            &view.candidate_selector,
         ),
         categories,
         changes: cmp
             .top_changes
             .iter()
             .map(|change| ChangeRow {
-                category: change.category,
+                category: change.category.as_str(),
                 name: change.name.clone(),
-                delta: fmt_delta_ms(change.delta_ms),
-                class: delta_class(change.delta_ms, 0.05),
+                delta: fmt_delta_ms(ms(change.delta_ns)),
+                class: delta_class(ms(change.delta_ns), 0.05),
                 summary: change.summary.clone(),
             })
             .collect(),
@@ -416,52 +426,58 @@ pub struct ServiceView {
     pub from_requests: bool,
 }
 
-fn service_view(dto: &ServiceCompareDto, window_query: &str) -> ServiceView {
-    let rows: Vec<ServiceRow> = dto
+fn service_view(view: &ServiceCompare, window_query: &str) -> ServiceView {
+    let rows: Vec<ServiceRow> = view
         .endpoints
         .iter()
-        .map(|cmp| {
-            let (before, after) = (&cmp.baseline, &cmp.candidate);
-            let p95_delta = cmp.delta_ms.get("p95").copied().unwrap_or(0.0);
-            let scale = before.mean_ms.max(after.mean_ms);
+        .map(|compared| {
+            let (before, after) = (&compared.baseline.stats, &compared.candidate.stats);
+            let endpoint = &compared.baseline.endpoint.endpoint;
+            let p95_delta = ms(compared.comparison.p95_delta_ns());
+            let (before_mean, after_mean) = (ms(before.mean_ns), ms(after.mean_ns));
+            let (before_p95, after_p95) = (ms(before.p95_ns), ms(after.p95_ns));
+            let scale = before_mean.max(after_mean);
             ServiceRow {
-                endpoint: before.endpoint.clone(),
+                endpoint: endpoint.clone(),
                 compare_href: compare_href(
-                    &dto.service,
-                    Some(&before.endpoint),
-                    &dto.baseline_selector,
-                    &dto.candidate_selector,
+                    &view.service,
+                    Some(endpoint),
+                    &view.baseline_selector,
+                    &view.candidate_selector,
                     window_query,
                 ),
-                verdict: verdict(cmp),
+                verdict: verdict(compared),
                 requests: format!(
                     "{} → {}",
                     fmt_count(before.requests),
                     fmt_count(after.requests)
                 ),
-                mean: format!("{} → {}", fmt_ms(before.mean_ms), fmt_ms(after.mean_ms)),
-                p95: format!("{} → {}", fmt_ms(before.p95_ms), fmt_ms(after.p95_ms)),
+                mean: format!("{} → {}", fmt_ms(before_mean), fmt_ms(after_mean)),
+                p95: format!("{} → {}", fmt_ms(before_p95), fmt_ms(after_p95)),
                 p95_delta: fmt_delta_ms(p95_delta),
-                p95_class: delta_class(p95_delta, noise_ms(before.p95_ms)),
-                summary: cmp.summary.clone(),
+                p95_class: delta_class(p95_delta, noise_ms(before_p95)),
+                summary: compared.comparison.summary.clone(),
                 segments_before: charts::bar_segments(
-                    &breakdown_array(&before.breakdown_ms),
+                    &ms_per_category(before.breakdown_mean_ns),
                     scale,
                 ),
-                segments_after: charts::bar_segments(&breakdown_array(&after.breakdown_ms), scale),
+                segments_after: charts::bar_segments(
+                    &ms_per_category(after.breakdown_mean_ns),
+                    scale,
+                ),
             }
         })
         .collect();
     ServiceView {
-        n_slower: dto
+        n_slower: view
             .endpoints
             .iter()
-            .filter(|e| e.verdict == "slower")
+            .filter(|e| e.verdict == Outcome::Slower)
             .count(),
         rows,
-        only_in_baseline: dto.only_in_baseline.clone(),
-        only_in_candidate: dto.only_in_candidate.clone(),
-        from_requests: dto.source == "requests",
+        only_in_baseline: view.only_in_baseline.clone(),
+        only_in_candidate: view.only_in_candidate.clone(),
+        from_requests: view.source == Source::Requests,
     }
 }
 
@@ -498,15 +514,13 @@ pub async fn compare_get(
     let window_query = page_params.window_query();
     let service = page_params.service().map(str::to_owned);
     let endpoint = page_params.endpoint().map(str::to_owned);
-    let services = query::services(&state.store, window).await?;
+    let services = read::endpoints::services(&state.store, window).await?;
     let (endpoints, versions) = match &service {
         Some(service) => (
-            query::endpoints(&state.store, window, Some(service))
+            read::endpoints::endpoints(&state.store, window, Some(service))
                 .await?
                 .endpoints,
-            query::versions(&state.store, window, service, endpoint.as_deref())
-                .await?
-                .versions,
+            read::endpoints::versions(&state.store, window, service, endpoint.as_deref()).await?,
         ),
         None => (Vec::new(), Vec::new()),
     };
@@ -541,7 +555,7 @@ pub async fn compare_get(
                     problem = Some(err.to_string());
                 }
                 Ok((baseline_sel, candidate_sel)) => {
-                    let answer = query::compare(
+                    let answer = read::compare::compare(
                         &state.store,
                         window,
                         service,
@@ -557,11 +571,11 @@ pub async fn compare_get(
                         None => service.clone(),
                     };
                     match answer {
-                        Ok(CompareAnswer::Endpoint(dto)) => {
-                            one = Some(endpoint_view(&dto, &window_query));
+                        Ok(CompareAnswer::Endpoint(view)) => {
+                            one = Some(endpoint_view(&view, &window_query));
                         }
-                        Ok(CompareAnswer::Service(dto)) => {
-                            all = Some(service_view(&dto, &window_query));
+                        Ok(CompareAnswer::Service(view)) => {
+                            all = Some(service_view(&view, &window_query));
                         }
                         Err(CompareMissing::Unknown) => {
                             status = StatusCode::NOT_FOUND;
@@ -643,8 +657,8 @@ pub async fn compare_get(
         endpoints: endpoints
             .iter()
             .map(|e| Choice {
-                selected: endpoint.as_deref() == Some(e.endpoint.as_str()),
-                value: e.endpoint.clone(),
+                selected: endpoint.as_deref() == Some(e.endpoint.endpoint.as_str()),
+                value: e.endpoint.endpoint.clone(),
             })
             .collect(),
         versions: versions
@@ -661,8 +675,7 @@ pub async fn compare_get(
                     v.version.clone()
                 },
                 requests: fmt_count(v.requests),
-                first_seen: v
-                    .first_seen
+                first_seen: rfc3339(v.first_seen_unix_ns)
                     .get(5..16)
                     .unwrap_or_default()
                     .replace('T', " "),

@@ -2,22 +2,29 @@
 //! latency over time, the distribution, the slow tail beside the median, operations, findings,
 //! example traces and the split per version.
 //!
-//! Invariant: shows only what `query::endpoint_detail` returns.
+//! Invariant: shows only what `read::endpoint::endpoint_detail` returns, rounded as the API
+//! rounds it.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
+use collector::category::Category;
 
 use super::alerts::{AlertBadge, endpoint_badges};
 use super::{
-    CategoryValue, Chrome, PageError, PageParams, RegressionRow, breakdown_array, category_values,
-    encode, fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
+    CategoryValue, Chrome, PageError, PageParams, RegressionRow, category_values, encode,
+    fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
 };
+use crate::analysis::FindingKind;
+use crate::analysis::aggregate::GapStats;
+use crate::read;
+use crate::read::endpoint::{EndpointDetail, RequestSummary};
+use crate::read::endpoints::EndpointSummary;
+use crate::time::rfc3339;
 use crate::web::AppState;
-use crate::web::api::dto::{EndpointDetailDto, EndpointSummaryDto, GapDto, TraceSummaryDto};
 use crate::web::charts::{self, BarSegment, BreakdownPoint, HistogramBar, LatencyPoint};
 use crate::web::error::ApiError;
-use crate::web::query;
+use crate::web::units::{ms, ms_of, ms_per_category, round2, round3};
 
 /// A row of the slowest-5%-beside-the-median comparison.
 pub struct TailRow {
@@ -60,12 +67,13 @@ pub struct GapRow {
     pub split: String,
 }
 
-/// The category a gap is mostly in.
-fn dominant_gap_category(gap: &GapDto) -> &'static str {
+/// The category a gap is mostly in, by its figures as shown.
+fn dominant_gap_category(gap: &GapStats) -> &'static str {
+    let shown = |category: Category| ms(gap.mean_ns[category.index()]);
     [
-        ("untraced", gap.untraced_ms),
-        ("wait", gap.wait_ms),
-        ("cpu", gap.cpu_ms),
+        ("untraced", shown(Category::Untraced)),
+        ("wait", shown(Category::Wait)),
+        ("cpu", shown(Category::Cpu)),
     ]
     .into_iter()
     .fold(("untraced", f64::MIN), |best, this| {
@@ -75,15 +83,16 @@ fn dominant_gap_category(gap: &GapDto) -> &'static str {
 }
 
 /// What a gap's time is, in words: untraced, or measured on and off the CPU.
-fn gap_split(gap: &GapDto) -> String {
+fn gap_split(gap: &GapStats) -> String {
     let mut parts = Vec::new();
-    for (label, ms) in [
-        ("on CPU", gap.cpu_ms),
-        ("off CPU", gap.wait_ms),
-        ("not measured", gap.untraced_ms),
+    for (label, category) in [
+        ("on CPU", Category::Cpu),
+        ("off CPU", Category::Wait),
+        ("not measured", Category::Untraced),
     ] {
-        if ms > 0.0 {
-            parts.push(format!("{} {label}", fmt_ms(ms)));
+        let shown = ms(gap.mean_ns[category.index()]);
+        if shown > 0.0 {
+            parts.push(format!("{} {label}", fmt_ms(shown)));
         }
     }
     parts.join(", ")
@@ -154,13 +163,37 @@ pub struct EndpointPage {
 /// Regression events the endpoint page lists.
 const REGRESSIONS_SHOWN: usize = 10;
 
+/// The figures the speedup is told from, as the API shows them.
+struct Speedup {
+    mean_ms: f64,
+    cpu_ms: f64,
+    io_ms: f64,
+    untraced_ms: f64,
+    speedup: f64,
+    speedup_max: f64,
+}
+
+impl Speedup {
+    fn of(summary: &EndpointSummary) -> Self {
+        let stats = &summary.stats;
+        Self {
+            mean_ms: ms(stats.mean_ns),
+            cpu_ms: ms(stats.cpu_ns),
+            io_ms: ms(stats.io_ns),
+            untraced_ms: ms(stats.breakdown_mean_ns[Category::Untraced.index()]),
+            speedup: round3(stats.speedup_if_cpu_free),
+            speedup_max: round3(stats.speedup_if_cpu_free_max),
+        }
+    }
+}
+
 /// What `speedup_if_cpu_free` means for this endpoint, in words: Amdahl's law on measured CPU,
 /// and where untraced time makes it a range, the range; never advice to profile CPU that
 /// nobody measured.
-fn speedup_sentence(summary: &EndpointSummaryDto) -> String {
-    let (mean_ms, cpu_ms, io_ms) = (summary.mean_ms, summary.cpu_ms, summary.io_ms);
-    let untraced_ms = summary.breakdown_ms.get("untraced").copied().unwrap_or(0.0);
-    let speedup = summary.speedup_if_cpu_free;
+fn speedup_sentence(figures: &Speedup) -> String {
+    let (mean_ms, cpu_ms, io_ms) = (figures.mean_ms, figures.cpu_ms, figures.io_ms);
+    let untraced_ms = figures.untraced_ms;
+    let speedup = figures.speedup;
     let rest = (mean_ms - cpu_ms).max(0.0);
     let measured = if cpu_ms > 0.0 {
         format!(
@@ -179,12 +212,12 @@ fn speedup_sentence(summary: &EndpointSummaryDto) -> String {
              I/O. Were it all CPU and free, a request would be at most {:.2}× faster; add spans \
              there, or measure CPU, to know which.",
             fmt_ms(untraced_ms),
-            summary.speedup_if_cpu_free_max
+            figures.speedup_max
         )
     } else {
         String::new()
     };
-    let advice = if speedup < 1.25 && summary.speedup_if_cpu_free_max < 1.25 {
+    let advice = if speedup < 1.25 && figures.speedup_max < 1.25 {
         format!(
             " The rest is I/O ({}) and waiting, so faster code alone cannot fix this endpoint: \
              cut calls and round trips first.",
@@ -201,29 +234,24 @@ fn speedup_sentence(summary: &EndpointSummaryDto) -> String {
 }
 
 /// The speedup headline: one figure, or the honest range where untraced time could be CPU.
-fn speedup_figure(summary: &EndpointSummaryDto) -> String {
-    if summary.speedup_if_cpu_free_max > summary.speedup_if_cpu_free + 0.005 {
-        format!(
-            "{:.2}–{:.2}×",
-            summary.speedup_if_cpu_free, summary.speedup_if_cpu_free_max
-        )
+fn speedup_figure(figures: &Speedup) -> String {
+    if figures.speedup_max > figures.speedup + 0.005 {
+        format!("{:.2}–{:.2}×", figures.speedup, figures.speedup_max)
     } else {
-        format!("{:.2}×", summary.speedup_if_cpu_free)
+        format!("{:.2}×", figures.speedup)
     }
 }
 
-fn finding_kind(kind: &str) -> String {
+fn finding_kind(kind: FindingKind) -> &'static str {
     match kind {
-        "duplicate_query" => "Duplicate query",
-        "n_plus_one" => "N+1 query",
-        "sequential_io" => "Sequential I/O",
-        "slow_query" => "Slow query",
-        "cpu_hotspot" => "CPU hot spot",
-        "uninstrumented_wait" => "Uninstrumented wait",
-        "untraced_time" => "Untraced time",
-        other => other,
+        FindingKind::DuplicateQuery => "Duplicate query",
+        FindingKind::NPlusOne => "N+1 query",
+        FindingKind::SequentialIo => "Sequential I/O",
+        FindingKind::SlowQuery => "Slow query",
+        FindingKind::CpuHotspot => "CPU hot spot",
+        FindingKind::UninstrumentedWait => "Uninstrumented wait",
+        FindingKind::UntracedTime => "Untraced time",
     }
-    .to_owned()
 }
 
 /// `2024-05-01T14:05:30.123Z` as `05-01 14:05:30`.
@@ -234,70 +262,74 @@ fn short_start(start: &str) -> String {
     }
 }
 
-fn trace_link(trace: &TraceSummaryDto) -> TraceLink {
+fn trace_link(summary: &RequestSummary) -> TraceLink {
+    let request = &summary.request;
+    let trace_id = request.trace_id.to_hex();
     TraceLink {
-        href: format!("/trace/{}", encode(&trace.trace_id)),
-        short_id: trace.trace_id.chars().take(12).collect(),
-        trace_id: trace.trace_id.clone(),
-        start: short_start(&trace.start),
-        duration: fmt_ms(trace.duration_ms),
-        version: trace.version.clone(),
-        error: trace.error,
-        segments: charts::bar_segments(&breakdown_array(&trace.breakdown_ms), 0.0),
+        href: format!("/trace/{}", encode(&trace_id)),
+        short_id: trace_id.chars().take(12).collect(),
+        trace_id,
+        start: short_start(&rfc3339(request.start_unix_ns)),
+        duration: fmt_ms(ms_of(request.duration_ns)),
+        version: request.version.clone(),
+        error: request.error,
+        segments: charts::bar_segments(
+            &ms_per_category(request.breakdown.0.map(|ns| ns as f64)),
+            0.0,
+        ),
     }
 }
 
-fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> EndpointPage {
+fn build(detail: &EndpointDetail, chrome: Chrome, window_query: &str) -> EndpointPage {
     let summary = &detail.summary;
+    let stats = &summary.stats;
+    let (service, endpoint) = (&summary.endpoint.service, &summary.endpoint.endpoint);
     let breakdown_points: Vec<BreakdownPoint> = detail
         .timeseries
         .iter()
         .map(|p| BreakdownPoint {
-            t_ms: p.t,
-            ms: breakdown_array(&p.breakdown_ms),
+            t_ms: (p.minute * 60_000) as f64,
+            ms: ms_per_category(p.stats.breakdown_mean_ns),
         })
         .collect();
     let latency_points: Vec<LatencyPoint> = detail
         .timeseries
         .iter()
         .map(|p| LatencyPoint {
-            t_ms: p.t,
-            p50_ms: p.p50_ms,
-            p95_ms: p.p95_ms,
-            p99_ms: p.p99_ms,
+            t_ms: (p.minute * 60_000) as f64,
+            p50_ms: ms(p.stats.p50_ns),
+            p95_ms: ms(p.stats.p95_ns),
+            p99_ms: ms(p.stats.p99_ns),
         })
         .collect();
     let bars: Vec<HistogramBar> = detail
         .latency_histogram
         .iter()
         .map(|b| HistogramBar {
-            from_ms: b.from_ms,
-            to_ms: b.to_ms,
+            from_ms: ms(b.from_ns),
+            to_ms: ms(b.to_ns),
             requests: b.requests,
         })
         .collect();
     let tail_sets = [
-        ("Around the median", &detail.tail_breakdown_ms.p50),
-        ("Slowest 5%", &detail.tail_breakdown_ms.slowest_5pct),
+        ("Around the median", ms_per_category(detail.tail.median_ns)),
+        ("Slowest 5%", ms_per_category(detail.tail.slowest_5pct_ns)),
     ];
     let tail_max = tail_sets
         .iter()
-        .map(|(_, b)| breakdown_array(b).iter().sum::<f64>())
+        .map(|(_, values)| values.iter().sum::<f64>())
         .fold(0.0f64, f64::max);
     let tail = tail_sets
         .iter()
-        .map(|(label, breakdown)| {
-            let values = breakdown_array(breakdown);
-            TailRow {
-                label,
-                total: fmt_ms(values.iter().sum()),
-                segments: charts::bar_segments(&values, tail_max),
-                values: category_values(breakdown),
-            }
+        .map(|(label, values)| TailRow {
+            label,
+            total: fmt_ms(values.iter().sum()),
+            segments: charts::bar_segments(values, tail_max),
+            values: category_values(*values),
         })
         .collect();
     let mut findings: Vec<_> = detail.findings.iter().collect();
-    findings.sort_by(|a, b| b.potential_saving_ms.total_cmp(&a.potential_saving_ms));
+    findings.sort_by(|a, b| ms(b.potential_saving_ns).total_cmp(&ms(a.potential_saving_ns)));
     let versions: Vec<VersionRow> = detail
         .versions
         .iter()
@@ -307,50 +339,52 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
             } else {
                 v.version.clone()
             },
-            requests: fmt_count(v.requests),
-            mean: fmt_ms(v.mean_ms),
-            p50: fmt_ms(v.p50_ms),
-            p95: fmt_ms(v.p95_ms),
-            segments: charts::bar_segments(&breakdown_array(&v.breakdown_ms), 0.0),
+            requests: fmt_count(v.stats.requests),
+            mean: fmt_ms(ms(v.stats.mean_ns)),
+            p50: fmt_ms(ms(v.stats.p50_ns)),
+            p95: fmt_ms(ms(v.stats.p95_ns)),
+            segments: charts::bar_segments(&ms_per_category(v.stats.breakdown_mean_ns), 0.0),
         })
         .collect();
     let compare_href = match detail.versions.as_slice() {
         [.., baseline, candidate] if detail.versions.len() >= 2 => Some(format!(
             "/compare?service={}&endpoint={}&baseline={}&candidate={}&{window_query}",
-            encode(&summary.service),
-            encode(&summary.endpoint),
+            encode(service),
+            encode(endpoint),
             encode(&format!("version:{}", baseline.version)),
             encode(&format!("version:{}", candidate.version)),
         )),
         _ => None,
     };
+    let breakdown = ms_per_category(stats.breakdown_mean_ns);
+    let speedup = Speedup::of(summary);
     EndpointPage {
         chrome,
-        service: summary.service.clone(),
-        service_href: format!("/?service={}&{window_query}", encode(&summary.service)),
-        endpoint: summary.endpoint.clone(),
-        folded: summary.folded,
-        requests: fmt_count(summary.requests),
-        rate: fmt_rate(summary.rate_per_sec),
-        errors: fmt_count(summary.errors),
-        error_pct: fmt_pct(if summary.requests > 0 {
-            summary.errors as f64 / summary.requests as f64
+        service: service.clone(),
+        service_href: format!("/?service={}&{window_query}", encode(service)),
+        endpoint: endpoint.clone(),
+        folded: summary.folded(),
+        requests: fmt_count(stats.requests),
+        rate: fmt_rate(summary.rate_per_sec()),
+        errors: fmt_count(stats.errors),
+        error_pct: fmt_pct(if stats.requests > 0 {
+            stats.errors as f64 / stats.requests as f64
         } else {
             0.0
         }),
-        has_errors: summary.errors > 0,
-        mean: fmt_ms(summary.mean_ms),
-        p50: fmt_ms(summary.p50_ms),
-        p90: fmt_ms(summary.p90_ms),
-        p95: fmt_ms(summary.p95_ms),
-        p99: fmt_ms(summary.p99_ms),
-        db_calls: fmt_calls(summary.db_calls_per_request),
-        bottleneck_category: summary.bottleneck.category,
-        bottleneck: summary.bottleneck.summary.clone(),
-        speedup: speedup_figure(summary),
-        speedup_sentence: speedup_sentence(summary),
-        segments: charts::bar_segments(&breakdown_array(&summary.breakdown_ms), 0.0),
-        breakdown: category_values(&summary.breakdown_ms),
+        has_errors: stats.errors > 0,
+        mean: fmt_ms(ms(stats.mean_ns)),
+        p50: fmt_ms(ms(stats.p50_ns)),
+        p90: fmt_ms(ms(stats.p90_ns)),
+        p95: fmt_ms(ms(stats.p95_ns)),
+        p99: fmt_ms(ms(stats.p99_ns)),
+        db_calls: fmt_calls(round2(stats.db_calls_per_request)),
+        bottleneck_category: stats.bottleneck.as_str(),
+        bottleneck: stats.bottleneck_summary.clone(),
+        speedup: speedup_figure(&speedup),
+        speedup_sentence: speedup_sentence(&speedup),
+        segments: charts::bar_segments(&breakdown, 0.0),
+        breakdown: category_values(breakdown),
         breakdown_chart: charts::breakdown_area_chart(&breakdown_points),
         percentile_chart: charts::percentile_chart(&latency_points),
         histogram_chart: charts::latency_histogram(&bars),
@@ -359,14 +393,14 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
             .operations
             .iter()
             .map(|op| OperationRow {
-                category: op.category,
+                category: op.category.as_str(),
                 name: op.name.clone(),
-                calls: fmt_calls(op.calls_per_request),
-                calls_sort: op.calls_per_request,
-                mean: fmt_ms(op.mean_ms),
-                mean_sort: op.mean_ms,
-                critical: fmt_ms(op.critical_ms_per_request),
-                critical_sort: op.critical_ms_per_request,
+                calls: fmt_calls(round2(op.calls_per_request)),
+                calls_sort: round2(op.calls_per_request),
+                mean: fmt_ms(ms(op.mean_ns)),
+                mean_sort: ms(op.mean_ns),
+                critical: fmt_ms(ms(op.critical_ns_per_request)),
+                critical_sort: ms(op.critical_ns_per_request),
             })
             .collect(),
         findings: findings
@@ -374,11 +408,11 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
             .enumerate()
             .map(|(idx, f)| FindingRow {
                 rank: idx + 1,
-                kind: finding_kind(f.kind),
+                kind: finding_kind(f.kind).to_owned(),
                 name: f.name.clone(),
-                count: fmt_calls(f.count_per_request),
-                saving: fmt_ms(f.potential_saving_ms),
-                share: fmt_pct(f.request_share),
+                count: fmt_calls(round2(f.count_per_request)),
+                saving: fmt_ms(ms(f.potential_saving_ns)),
+                share: fmt_pct(round3(f.request_share)),
                 summary: f.summary.clone(),
                 location: f.location.as_ref().map(super::fmt_location),
             })
@@ -388,15 +422,15 @@ fn build(detail: &EndpointDetailDto, chrome: Chrome, window_query: &str) -> Endp
             .iter()
             .map(|gap| GapRow {
                 category: dominant_gap_category(gap),
-                place: gap.place.clone(),
-                mean: fmt_ms(gap.mean_ms),
-                mean_sort: gap.mean_ms,
-                share: fmt_pct(gap.request_share),
+                place: gap.place.describe(),
+                mean: fmt_ms(ms(gap.total_mean_ns())),
+                mean_sort: ms(gap.total_mean_ns()),
+                share: fmt_pct(round3(gap.request_share)),
                 split: gap_split(gap),
             })
             .collect(),
-        slowest: detail.slowest_traces.iter().map(trace_link).collect(),
-        typical: detail.typical_trace.as_ref().map(trace_link),
+        slowest: detail.slowest.iter().map(trace_link).collect(),
+        typical: detail.typical.as_ref().map(trace_link),
         versions,
         compare_href,
         alerts: Vec::new(),
@@ -413,7 +447,7 @@ pub async fn endpoint_get(
     let (Some(service), Some(endpoint)) = (params.service(), params.endpoint()) else {
         return Err(ApiError::BadRequest("`service` and `endpoint` are required".into()).into());
     };
-    let detail = query::endpoint_detail(&state.store, window, service, endpoint)
+    let detail = read::endpoint::endpoint_detail(&state.store, window, service, endpoint)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
@@ -426,8 +460,8 @@ pub async fn endpoint_get(
         ("endpoint", endpoint.to_owned()),
     ];
     let chrome = Chrome::new("endpoint", "/endpoint", &params, Some(window), keep);
-    let alerts = query::alerts(&state.store, &state.alerts).await?;
-    let regressions = query::recent_regressions(
+    let alerts = read::alerts::alerts(&state.store).await?;
+    let regressions = read::regressions::recent_regressions(
         &state.store,
         window,
         Some(service),
@@ -447,35 +481,13 @@ mod tests {
 
     #[test]
     fn speedup_in_words() {
-        let breakdown = |cpu: f64, untraced: f64| {
-            [("db", 245.0), ("cpu", cpu), ("untraced", untraced)]
-                .into_iter()
-                .collect()
-        };
-        let summary = |cpu: f64, untraced: f64, speedup: f64, max: f64| EndpointSummaryDto {
-            service: "auth".into(),
-            endpoint: "POST /login".into(),
-            requests: 10,
-            errors: 0,
-            rate_per_sec: 1.0,
+        let summary = |cpu: f64, untraced: f64, speedup: f64, max: f64| Speedup {
             mean_ms: 300.0,
-            p50_ms: 300.0,
-            p90_ms: 300.0,
-            p95_ms: 300.0,
-            p99_ms: 300.0,
-            breakdown_ms: breakdown(cpu, untraced),
-            io_ms: 245.0,
             cpu_ms: cpu,
-            db_calls_per_request: 10.0,
-            speedup_if_cpu_free: speedup,
-            speedup_if_cpu_free_max: max,
-            bottleneck: crate::web::api::dto::BottleneckDto {
-                category: "db",
-                share: 0.8,
-                summary: String::new(),
-            },
-            total_ms: 3000.0,
-            folded: false,
+            io_ms: 245.0,
+            untraced_ms: untraced,
+            speedup: round3(speedup),
+            speedup_max: round3(max),
         };
         let measured = summary(55.0, 0.0, 300.0 / 245.0, 300.0 / 245.0);
         let text = speedup_sentence(&measured);

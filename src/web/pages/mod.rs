@@ -1,5 +1,6 @@
 //! The HTML pages: one module per page, each with one askama template struct of display-ready
-//! strings, built from what the `query` functions return (the same values the JSON API gives).
+//! strings, built from the read model's views (the values the JSON API gives, rounded by
+//! `web::units` as the API rounds them).
 //!
 //! Invariant: no store access and no numbers of their own beyond formatting and layout; every
 //! untrusted string reaches HTML through askama's escaping. Pages work without JavaScript.
@@ -14,11 +15,13 @@ pub mod trace;
 use collector::category::Category;
 use serde::Deserialize;
 
-use super::api::dto::{BreakdownMs, CodeLocationDto, RegressionEventDto};
+use super::api::present::regression_state;
 use super::assets;
 use super::error::ApiError;
+use super::units::{ms, ms_of};
 use crate::analysis::location::CodeLocation;
-use crate::store::Window;
+use crate::store::{RegressionRecord, Window};
+use crate::time::rfc3339;
 
 pub use error::PageError;
 
@@ -138,11 +141,11 @@ pub struct RegressionRow {
 }
 
 /// The display form of regression events; links keep the window.
-pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec<RegressionRow> {
+pub fn regression_rows(events: &[RegressionRecord], window_query: &str) -> Vec<RegressionRow> {
     events
         .iter()
         .map(|event| RegressionRow {
-            detected: short_time(&event.detected_at),
+            detected: short_time(&rfc3339(event.detected_unix_ns)),
             service: event.service.clone(),
             endpoint: event.endpoint.clone(),
             endpoint_href: endpoint_href(&event.service, &event.endpoint, window_query),
@@ -151,10 +154,10 @@ pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec
             change: format!(
                 "{} {} → {}",
                 event.metric,
-                fmt_ms(event.baseline_ms),
-                fmt_ms(event.candidate_ms)
+                fmt_ms(ms_of(event.baseline_ns)),
+                fmt_ms(ms_of(event.candidate_ns))
             ),
-            mean_delta: compare::fmt_delta_ms(event.mean_delta_ms),
+            mean_delta: compare::fmt_delta_ms(ms(event.mean_delta_ns as f64)),
             summary: event.summary.clone(),
             compare_href: compare::compare_href(
                 &event.service,
@@ -163,13 +166,18 @@ pub fn regression_rows(events: &[RegressionEventDto], window_query: &str) -> Vec
                 &format!("version:{}", event.candidate),
                 window_query,
             ),
-            state: event.state,
-            resolution: match (&event.resolved_at, &event.resolved_summary) {
-                (Some(at), Some(summary)) => {
-                    format!("resolved {} UTC: {summary}", short_time(at))
-                }
-                _ => String::new(),
-            },
+            state: regression_state(event),
+            resolution: event
+                .resolution
+                .as_ref()
+                .map(|resolution| {
+                    format!(
+                        "resolved {} UTC: {}",
+                        short_time(&rfc3339(resolution.resolved_unix_ns)),
+                        resolution.summary
+                    )
+                })
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -292,13 +300,8 @@ pub struct LocationView {
     pub place: String,
 }
 
-pub fn fmt_location(location: &CodeLocationDto) -> LocationView {
-    let (preposition, place) = CodeLocation {
-        file: location.file.clone(),
-        line: location.line,
-        function: location.function.clone(),
-    }
-    .phrase();
+pub fn fmt_location(location: &CodeLocation) -> LocationView {
+    let (preposition, place) = location.phrase();
     LocationView { preposition, place }
 }
 
@@ -348,11 +351,6 @@ pub fn fmt_calls(x: f64) -> String {
     }
 }
 
-/// The breakdown in `Category::ALL` order.
-pub fn breakdown_array(breakdown: &BreakdownMs) -> [f64; Category::COUNT] {
-    Category::ALL.map(|c| breakdown.get(c.as_str()).copied().unwrap_or(0.0))
-}
-
 /// One category's value in a legend or table.
 pub struct CategoryValue {
     pub category: &'static str,
@@ -360,9 +358,8 @@ pub struct CategoryValue {
     pub share: String,
 }
 
-/// Every category with time, largest first.
-pub fn category_values(breakdown: &BreakdownMs) -> Vec<CategoryValue> {
-    let values = breakdown_array(breakdown);
+/// Every category with time, largest first, from milliseconds in `Category::ALL` order.
+pub fn category_values(values: [f64; Category::COUNT]) -> Vec<CategoryValue> {
     let total: f64 = values.iter().sum();
     let mut order: Vec<usize> = (0..6).filter(|idx| values[*idx] > 0.0).collect();
     order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));

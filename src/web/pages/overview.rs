@@ -1,7 +1,7 @@
 //! `/`: every endpoint of every service in the window, most total time first, with its breakdown
 //! and bottleneck; or, with no traffic, how to send some.
 //!
-//! Invariant: shows only what `query::endpoints` and `query::services` return (the service
+//! Invariant: shows only what `read::endpoints` returns (the service
 //! choices of an unfiltered page are the services of its endpoints, which is the same list).
 
 use std::collections::BTreeSet;
@@ -12,12 +12,13 @@ use axum::extract::{Query, State};
 
 use super::alerts::{BudgetBadge, budget_badges};
 use super::{
-    Chrome, PageError, PageParams, RegressionRow, breakdown_array, encode, endpoint_href,
-    fmt_calls, fmt_count, fmt_ms, fmt_pct, fmt_rate, regression_rows,
+    Chrome, PageError, PageParams, RegressionRow, encode, endpoint_href, fmt_calls, fmt_count,
+    fmt_ms, fmt_pct, fmt_rate, regression_rows,
 };
+use crate::read;
 use crate::web::AppState;
 use crate::web::charts::{BarSegment, bar_segments};
-use crate::web::query;
+use crate::web::units::{ms, ms_per_category, round2};
 
 /// One endpoint's row. `*_sort` values are raw numbers for the table sorter.
 pub struct OverviewRow {
@@ -85,25 +86,25 @@ pub async fn overview_get(
     Query(params): Query<PageParams>,
 ) -> Result<OverviewPage, PageError> {
     let window = params.window()?;
-    let endpoints = query::endpoints(&state.store, window, params.service()).await?;
+    let endpoints = read::endpoints::endpoints(&state.store, window, params.service()).await?;
     // Unfiltered, the endpoints list names every service with traffic in the window, so the
     // rollups are not read a second time for the filter's choices.
     let service_names: BTreeSet<String> = match params.service() {
         None => endpoints
             .endpoints
             .iter()
-            .map(|e| e.service.clone())
+            .map(|e| e.endpoint.service.clone())
             .collect(),
-        Some(_) => query::services(&state.store, window)
+        Some(_) => read::endpoints::services(&state.store, window)
             .await?
             .services
             .into_iter()
             .map(|s| s.name)
             .collect(),
     };
-    let alerts = query::alerts(&state.store, &state.alerts).await?;
+    let alerts = read::alerts::alerts(&state.store).await?;
     let mut badges = budget_badges(&alerts);
-    let regressions = query::recent_regressions(
+    let regressions = read::regressions::recent_regressions(
         &state.store,
         window,
         params.service(),
@@ -118,17 +119,21 @@ pub async fn overview_get(
         .map(|s| ("service", s.clone()))
         .collect::<Vec<_>>();
     let chrome = Chrome::new("overview", "/", &params, Some(window), keep);
-    let total_requests = endpoints.endpoints.iter().map(|e| e.requests).sum();
+    let total_requests = endpoints.endpoints.iter().map(|e| e.stats.requests).sum();
     let rows: Vec<OverviewRow> = endpoints
         .endpoints
         .iter()
-        .map(|e| {
+        .map(|summary| {
+            let e = &summary.stats;
+            let (service, endpoint) = (&summary.endpoint.service, &summary.endpoint.endpoint);
             let error_share = if e.requests > 0 {
                 e.errors as f64 / e.requests as f64
             } else {
                 0.0
             };
-            let budget = badges.remove(&(e.service.clone(), e.endpoint.clone()));
+            let rate_per_sec = summary.rate_per_sec();
+            let db_calls = round2(e.db_calls_per_request);
+            let budget = badges.remove(&(service.clone(), endpoint.clone()));
             OverviewRow {
                 budget_sort: budget.as_ref().map_or(-1, |b| match b.state {
                     "firing" => 3,
@@ -137,31 +142,31 @@ pub async fn overview_get(
                     _ => 0,
                 }),
                 budget,
-                service: e.service.clone(),
-                service_href: format!("/?service={}&{window_query}", encode(&e.service)),
-                endpoint: e.endpoint.clone(),
-                href: endpoint_href(&e.service, &e.endpoint, &window_query),
-                folded: e.folded,
+                service: service.clone(),
+                service_href: format!("/?service={}&{window_query}", encode(service)),
+                endpoint: endpoint.clone(),
+                href: endpoint_href(service, endpoint, &window_query),
+                folded: summary.folded(),
                 requests: fmt_count(e.requests),
                 requests_sort: e.requests,
-                rate: fmt_rate(e.rate_per_sec),
-                rate_sort: e.rate_per_sec,
+                rate: fmt_rate(rate_per_sec),
+                rate_sort: rate_per_sec,
                 error_pct: fmt_pct(error_share),
                 error_sort: error_share,
                 has_errors: e.errors > 0,
-                p50: fmt_ms(e.p50_ms),
-                p50_sort: e.p50_ms,
-                p95: fmt_ms(e.p95_ms),
-                p95_sort: e.p95_ms,
-                p99: fmt_ms(e.p99_ms),
-                p99_sort: e.p99_ms,
-                segments: bar_segments(&breakdown_array(&e.breakdown_ms), 0.0),
-                mean: fmt_ms(e.mean_ms),
-                db_calls: fmt_calls(e.db_calls_per_request),
-                db_calls_sort: e.db_calls_per_request,
-                bottleneck_category: e.bottleneck.category,
-                bottleneck: e.bottleneck.summary.clone(),
-                total_sort: e.total_ms,
+                p50: fmt_ms(ms(e.p50_ns)),
+                p50_sort: ms(e.p50_ns),
+                p95: fmt_ms(ms(e.p95_ns)),
+                p95_sort: ms(e.p95_ns),
+                p99: fmt_ms(ms(e.p99_ns)),
+                p99_sort: ms(e.p99_ns),
+                segments: bar_segments(&ms_per_category(e.breakdown_mean_ns), 0.0),
+                mean: fmt_ms(ms(e.mean_ns)),
+                db_calls: fmt_calls(db_calls),
+                db_calls_sort: db_calls,
+                bottleneck_category: e.bottleneck.as_str(),
+                bottleneck: e.bottleneck_summary.clone(),
+                total_sort: ms(summary.total_ns()),
             }
         })
         .collect();

@@ -5,27 +5,34 @@
 //! repeated leaf siblings (same parent, service, name and normalized statement) fold into one
 //! row, and at most [`MAX_ROWS`] rows are rendered.
 //!
-//! Invariant: shows only what `query::trace` returns; layout arithmetic only.
+//! The span tree is the view's (`read::trace`): rows follow its positions, ids are never looked
+//! up again.
+//!
+//! Invariant: shows only what `read::trace::trace` returns, rounded as the API rounds it; layout
+//! arithmetic only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
-use collector::model::TraceId;
+use collector::category::Category;
+use collector::model::{SpanId, SpanKind, StatusCode, TraceId};
 
 use super::{
-    CategoryValue, Chrome, PageError, PageParams, breakdown_array, category_values, encode,
-    fmt_calls, fmt_count, fmt_ms,
+    CategoryValue, Chrome, PageError, PageParams, category_values, encode, fmt_calls, fmt_count,
+    fmt_ms,
 };
-use crate::analysis::gap::gap_place;
+use crate::analysis::FindingKind;
+use crate::analysis::gap::{Gap, gap_place};
 use crate::analysis::sql;
+use crate::read;
+use crate::read::trace::{TraceSpan, TraceView, finding_sentence, gap_category};
+use crate::time::rfc3339;
 use crate::web::AppState;
-use crate::web::api::dto::{SpanDto, TraceDto, TraceGapDto};
 use crate::web::charts::{self, BarSegment};
 use crate::web::error::ApiError;
-use crate::web::query;
-use crate::web::window::parse_instant;
+use crate::web::units::{ms_of, ms_per_category};
 
 /// Rows rendered at most. A row is ~1 KB of HTML; 2,000 rows keep a page under ~2 MB and the
 /// browser responsive. The full trace stays available from the JSON API.
@@ -131,14 +138,51 @@ pub struct TracePage {
     pub json_href: String,
 }
 
-fn statement(span: &SpanDto) -> Option<&str> {
+/// A span's figures and attributes as the page shows them (and the API gives them).
+struct Shown<'a> {
+    traced: &'a TraceSpan,
+    offset_ms: f64,
+    duration_ms: f64,
+    /// By key; of a key given twice, the last value.
+    attributes: BTreeMap<String, String>,
+}
+
+impl<'a> Shown<'a> {
+    fn of(trace: &TraceView, traced: &'a TraceSpan) -> Self {
+        let span = &traced.span;
+        Self {
+            traced,
+            offset_ms: ms_of(trace.offset_ns(span.start_unix_ns)),
+            duration_ms: ms_of(span.duration_ns),
+            attributes: span
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.to_string()))
+                .collect(),
+        }
+    }
+
+    fn service(&self) -> &'a str {
+        &self.traced.span.resource.service_name
+    }
+
+    fn name(&self) -> &'a str {
+        &self.traced.span.name
+    }
+
+    fn is_error(&self) -> bool {
+        self.traced.span.status.code == StatusCode::Error
+    }
+}
+
+fn statement<'s>(span: &'s Shown) -> Option<&'s str> {
     ["db.query.text", "db.statement"]
         .iter()
         .find_map(|key| span.attributes.get(*key))
         .map(String::as_str)
 }
 
-fn detail_of(span: &SpanDto) -> String {
+fn detail_of(span: &Shown) -> String {
     statement(span)
         .or_else(|| span.attributes.get("url.full").map(String::as_str))
         .or_else(|| span.attributes.get("http.url").map(String::as_str))
@@ -152,10 +196,10 @@ fn detail_of(span: &SpanDto) -> String {
 }
 
 /// What makes siblings "the same" for folding.
-fn fold_key(span: &SpanDto) -> (String, String, String) {
+fn fold_key(span: &Shown) -> (String, String, String) {
     (
-        span.service.clone(),
-        span.name.clone(),
+        span.service().to_owned(),
+        span.name().to_owned(),
         statement(span).map(sql::normalize).unwrap_or_default(),
     )
 }
@@ -172,10 +216,10 @@ enum Item {
 /// place among them.
 fn items_with_gaps(
     children: &[usize],
-    spans: &[SpanDto],
+    spans: &[Shown],
     has_children: &[bool],
     gaps: &[(usize, usize)],
-    trace: &TraceDto,
+    trace: &TraceView,
 ) -> Vec<Item> {
     let mut out = items(children, spans, has_children);
     if gaps.is_empty() {
@@ -184,7 +228,9 @@ fn items_with_gaps(
     let offset = |item: &Item| match item {
         Item::Span(idx) => spans[*idx].offset_ms,
         Item::Fold(members) => spans[members[0]].offset_ms,
-        Item::Gap(request, gap) => trace.requests[*request].gaps[*gap].offset_ms,
+        Item::Gap(request, gap) => {
+            ms_of(trace.offset_ns(trace.requests[*request].gaps[*gap].start_unix_ns))
+        }
     };
     out.extend(gaps.iter().map(|(request, gap)| Item::Gap(*request, *gap)));
     out.sort_by(|a, b| offset(a).total_cmp(&offset(b)));
@@ -193,7 +239,7 @@ fn items_with_gaps(
 
 /// Groups a parent's children (sorted by start) into items: repeated leaves fold together at
 /// the position of their first member.
-fn items(children: &[usize], spans: &[SpanDto], has_children: &[bool]) -> Vec<Item> {
+fn items(children: &[usize], spans: &[Shown], has_children: &[bool]) -> Vec<Item> {
     let mut groups: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
     for idx in children {
         if !has_children[*idx] {
@@ -219,7 +265,7 @@ fn items(children: &[usize], spans: &[SpanDto], has_children: &[bool]) -> Vec<It
     out
 }
 
-fn bar(span: &SpanDto, total_ms: f64) -> Bar {
+fn bar(span: &Shown, total_ms: f64) -> Bar {
     bar_at(span.offset_ms, span.duration_ms, total_ms)
 }
 
@@ -237,36 +283,43 @@ fn bar_at(offset_ms: f64, duration_ms: f64, total_ms: f64) -> Bar {
     }
 }
 
-fn attributes_of(span: &SpanDto) -> Vec<Attribute> {
+fn attributes_of(shown: &Shown) -> Vec<Attribute> {
+    let span = &shown.traced.span;
+    let status = span.status.code.as_str();
     let mut out = vec![
         Attribute {
             key: "span.kind".into(),
-            value: span.kind.to_owned(),
+            value: span.kind.as_str().to_owned(),
         },
         Attribute {
             key: "status".into(),
-            value: if span.status_message.is_empty() {
-                span.status.to_owned()
+            value: if span.status.message.is_empty() {
+                status.to_owned()
             } else {
-                format!("{}: {}", span.status, span.status_message)
+                format!("{status}: {}", span.status.message)
             },
         },
         Attribute {
             key: "span_id".into(),
-            value: span.span_id.clone(),
+            value: span.span_id.to_hex(),
         },
         Attribute {
             key: "start".into(),
-            value: span.start.clone(),
+            value: rfc3339(span.start_unix_ns),
         },
     ];
-    if !span.version.is_empty() {
+    if let Some(version) = span
+        .resource
+        .service_version
+        .as_ref()
+        .filter(|v| !v.is_empty())
+    {
         out.push(Attribute {
             key: "service.version".into(),
-            value: span.version.clone(),
+            value: version.clone(),
         });
     }
-    out.extend(span.attributes.iter().map(|(key, value)| Attribute {
+    out.extend(shown.attributes.iter().map(|(key, value)| Attribute {
         key: key.clone(),
         value: value.clone(),
     }));
@@ -275,32 +328,22 @@ fn attributes_of(span: &SpanDto) -> Vec<Attribute> {
 
 /// The waterfall rows, their count cut at `max_rows`, and how many spans were left out.
 fn waterfall(
-    trace: &TraceDto,
-    critical: &HashSet<&str>,
-    detached: &HashSet<&str>,
-    requests: &HashSet<&str>,
+    trace: &TraceView,
+    critical: &HashSet<SpanId>,
+    detached: &HashSet<SpanId>,
+    requests: &HashSet<SpanId>,
     service_class: &HashMap<&str, usize>,
     max_rows: usize,
 ) -> (Vec<WaterfallRow>, usize, usize) {
-    let spans = &trace.spans;
-    let by_id: HashMap<&str, usize> = spans
+    let spans: Vec<Shown> = trace
+        .spans
         .iter()
-        .enumerate()
-        .map(|(idx, s)| (s.span_id.as_str(), idx))
+        .map(|traced| Shown::of(trace, traced))
         .collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
-    let mut roots = Vec::new();
-    for (idx, span) in spans.iter().enumerate() {
-        match span
-            .parent_span_id
-            .as_deref()
-            .and_then(|p| by_id.get(p))
-            .filter(|p| **p != idx)
-        {
-            Some(parent) => children[*parent].push(idx),
-            None => roots.push(idx),
-        }
-    }
+    let spans = spans.as_slice();
+    let id_of = |idx: usize| spans[idx].traced.span.span_id;
+    let mut roots = trace.roots.clone();
+    let mut children = trace.children.clone();
     let by_start = |a: &usize, b: &usize| {
         spans[*a]
             .offset_ms
@@ -315,8 +358,8 @@ fn waterfall(
     let mut gaps: Vec<Vec<(usize, usize)>> = vec![Vec::new(); spans.len()];
     for (request_idx, request) in trace.requests.iter().enumerate() {
         for (gap_idx, gap) in request.gaps.iter().enumerate() {
-            if let Some(span_idx) = by_id.get(gap.span_id.as_str()) {
-                gaps[*span_idx].push((request_idx, gap_idx));
+            if let Some(span_idx) = trace.position(gap.span_id) {
+                gaps[span_idx].push((request_idx, gap_idx));
             }
         }
     }
@@ -325,7 +368,7 @@ fn waterfall(
         .zip(&gaps)
         .map(|(c, g)| !c.is_empty() || !g.is_empty())
         .collect();
-    let total_ms = trace.duration_ms;
+    let total_ms = ms_of(trace.duration_ns());
 
     let mut rows: Vec<WaterfallRow> = Vec::new();
     let mut n_folded = 0;
@@ -358,9 +401,9 @@ fn waterfall(
                 shown += 1;
                 let span = &spans[idx];
                 let opens = has_children[idx];
-                let is_detached = detached.contains(span.span_id.as_str());
+                let is_detached = detached.contains(&id_of(idx));
                 let mut attributes = attributes_of(span);
-                let queued = queue_time_ms(span, &by_id, spans);
+                let queued = queue_time_ms(span, spans);
                 if let Some(queued) = queued {
                     attributes.insert(
                         0,
@@ -390,22 +433,19 @@ fn waterfall(
                     closes: 0,
                     indent: depth.min(MAX_INDENT),
                     name: match (is_detached, queued) {
-                        (true, _) => format!("{} (detached)", span.name),
+                        (true, _) => format!("{} (detached)", span.name()),
                         (false, Some(queued)) => {
-                            format!("{} (queued {})", span.name, fmt_ms(queued))
+                            format!("{} (queued {})", span.name(), fmt_ms(queued))
                         }
-                        (false, None) => span.name.clone(),
+                        (false, None) => span.name().to_owned(),
                     },
                     detail: detail_of(span),
-                    service: span.service.clone(),
-                    service_class: service_class
-                        .get(span.service.as_str())
-                        .copied()
-                        .unwrap_or(0),
-                    category: span.category,
-                    error: span.status == "error",
-                    critical: critical.contains(span.span_id.as_str()),
-                    is_request: requests.contains(span.span_id.as_str()),
+                    service: span.service().to_owned(),
+                    service_class: service_class.get(span.service()).copied().unwrap_or(0),
+                    category: span.traced.category.as_str(),
+                    error: span.is_error(),
+                    critical: critical.contains(&id_of(idx)),
+                    is_request: requests.contains(&id_of(idx)),
                     offset: fmt_ms(span.offset_ms),
                     duration: fmt_ms(span.duration_ms),
                     bars: vec![bar(span, total_ms)],
@@ -429,9 +469,8 @@ fn waterfall(
             }
             Item::Gap(request_idx, gap_idx) => {
                 let gap = &trace.requests[request_idx].gaps[gap_idx];
-                let owner = by_id.get(gap.span_id.as_str()).map(|idx| &spans[*idx]);
-                let service = owner.map(|span| span.service.clone()).unwrap_or_default();
-                rows.push(gap_row(gap, owner, service, service_class, depth, total_ms));
+                let owner = trace.position(gap.span_id).map(|idx| &spans[idx]);
+                rows.push(gap_row(trace, gap, owner, service_class, depth, total_ms));
             }
             Item::Fold(members) => {
                 for idx in &members {
@@ -443,13 +482,13 @@ fn waterfall(
                 let on_path: Vec<usize> = members
                     .iter()
                     .copied()
-                    .filter(|idx| critical.contains(spans[*idx].span_id.as_str()))
+                    .filter(|idx| critical.contains(&id_of(*idx)))
                     .collect();
                 let total: f64 = members.iter().map(|idx| spans[*idx].duration_ms).sum();
                 let critical_ms: f64 = on_path.iter().map(|idx| spans[*idx].duration_ms).sum();
                 let label = statement(first)
                     .map(sql::normalize)
-                    .unwrap_or_else(|| first.name.clone());
+                    .unwrap_or_else(|| first.name().to_owned());
                 let mut attributes = attributes_of(first);
                 attributes.insert(
                     0,
@@ -464,13 +503,10 @@ fn waterfall(
                     indent: depth.min(MAX_INDENT),
                     name: format!("×{} {}", members.len(), label),
                     detail: String::new(),
-                    service: first.service.clone(),
-                    service_class: service_class
-                        .get(first.service.as_str())
-                        .copied()
-                        .unwrap_or(0),
-                    category: first.category,
-                    error: members.iter().any(|idx| spans[*idx].status == "error"),
+                    service: first.service().to_owned(),
+                    service_class: service_class.get(first.service()).copied().unwrap_or(0),
+                    category: first.traced.category.as_str(),
+                    error: members.iter().any(|idx| spans[*idx].is_error()),
                     critical: !on_path.is_empty(),
                     is_request: false,
                     offset: fmt_ms(first.offset_ms),
@@ -490,7 +526,7 @@ fn waterfall(
                         .map(|idx| FoldMember {
                             offset: fmt_ms(spans[*idx].offset_ms),
                             duration: fmt_ms(spans[*idx].duration_ms),
-                            critical: critical.contains(spans[*idx].span_id.as_str()),
+                            critical: critical.contains(&id_of(*idx)),
                         })
                         .collect(),
                 });
@@ -505,12 +541,12 @@ fn waterfall(
 
 /// How long a consumed message waited in its queue: from its producer's span (its end, where
 /// the publish ended before the processing began; else its start) to the consumer's start.
-fn queue_time_ms(span: &SpanDto, by_id: &HashMap<&str, usize>, spans: &[SpanDto]) -> Option<f64> {
-    if span.kind != "consumer" {
+fn queue_time_ms(span: &Shown, spans: &[Shown]) -> Option<f64> {
+    if span.traced.span.kind != SpanKind::Consumer {
         return None;
     }
-    let producer = &spans[*by_id.get(span.parent_span_id.as_deref()?)?];
-    if producer.kind != "producer" {
+    let producer = &spans[span.traced.parent?];
+    if producer.traced.span.kind != SpanKind::Producer {
         return None;
     }
     let published = producer.offset_ms + producer.duration_ms;
@@ -524,18 +560,20 @@ fn queue_time_ms(span: &SpanDto, by_id: &HashMap<&str, usize>, spans: &[SpanDto]
 
 /// A gap as a waterfall row: where it sits, how long, and what is known of it.
 fn gap_row(
-    gap: &TraceGapDto,
-    owner: Option<&SpanDto>,
-    service: String,
+    trace: &TraceView,
+    gap: &Gap,
+    owner: Option<&Shown>,
     service_class: &HashMap<&str, usize>,
     depth: usize,
     total_ms: f64,
 ) -> WaterfallRow {
-    let what = match gap.cpu_ms {
+    let offset_ms = ms_of(trace.offset_ns(gap.start_unix_ns));
+    let duration_ms = ms_of(gap.duration_ns);
+    let what = match gap.cpu_ns.map(ms_of) {
         Some(cpu_ms) => format!(
             "{} on a CPU and {} off it, measured (cpu.time_ns); no span covers it",
             fmt_ms(cpu_ms),
-            fmt_ms((gap.duration_ms - cpu_ms).max(0.0))
+            fmt_ms((duration_ms - cpu_ms).max(0.0))
         ),
         None => "no span covers it and no CPU was measured: it may be CPU or I/O; add a span \
                  there, or measure CPU, to find out"
@@ -548,35 +586,37 @@ fn gap_row(
         },
         Attribute {
             key: "start".into(),
-            value: gap.start.clone(),
+            value: rfc3339(gap.start_unix_ns),
         },
     ];
     if let Some(owner) = owner {
         attributes.push(Attribute {
             key: "self time of".into(),
-            value: owner.name.clone(),
+            value: owner.name().to_owned(),
         });
     }
-    let label = match gap.category {
-        "untraced" => "untraced",
-        "cpu" => "self time on CPU",
+    let category = gap_category(gap);
+    let label = match category {
+        Category::Untraced => "untraced",
+        Category::Cpu => "self time on CPU",
         _ => "self time off CPU",
     };
+    let service = owner.map(|span| span.service()).unwrap_or_default();
     WaterfallRow {
         opens: false,
         closes: 0,
         indent: depth.min(MAX_INDENT),
         name: format!("({label})"),
         detail: gap_place(gap.after.as_deref(), gap.before.as_deref()),
-        service_class: service_class.get(service.as_str()).copied().unwrap_or(0),
-        service,
-        category: gap.category,
+        service_class: service_class.get(service).copied().unwrap_or(0),
+        service: service.to_owned(),
+        category: category.as_str(),
         error: false,
         critical: true,
         is_request: false,
-        offset: fmt_ms(gap.offset_ms),
-        duration: fmt_ms(gap.duration_ms),
-        bars: vec![bar_at(gap.offset_ms, gap.duration_ms, total_ms)],
+        offset: fmt_ms(offset_ms),
+        duration: fmt_ms(duration_ms),
+        bars: vec![bar_at(offset_ms, duration_ms, total_ms)],
         attributes,
         count: 1,
         fold_total: String::new(),
@@ -587,9 +627,10 @@ fn gap_row(
 }
 
 /// The endpoint page of a request, with a window of an hour around it.
-fn request_href(service: &str, endpoint: &str, start: &str) -> String {
-    let window = match parse_instant(start) {
-        Ok(ns) => {
+fn request_href(service: &str, endpoint: &str, start_unix_ns: Option<u64>) -> String {
+    let window = match start_unix_ns {
+        Some(ns) => {
+            // To the millisecond, as the RFC 3339 start the API gives it.
             let ms = ns / 1_000_000;
             format!(
                 "from={}&to={}",
@@ -597,40 +638,42 @@ fn request_href(service: &str, endpoint: &str, start: &str) -> String {
                 ms.saturating_add(1_800_000)
             )
         }
-        Err(_) => "range=24h".to_owned(),
+        None => "range=24h".to_owned(),
     };
     super::endpoint_href(service, endpoint, &window)
 }
 
-fn finding_kind(kind: &str) -> String {
-    kind.replace('_', " ")
+fn finding_kind(kind: FindingKind) -> String {
+    kind.as_str().replace('_', " ")
 }
 
-fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
-    let critical: HashSet<&str> = trace
+fn build(trace: &TraceView, chrome: Chrome) -> TracePage {
+    let critical: HashSet<SpanId> = trace
         .requests
         .iter()
-        .flat_map(|r| r.critical_path.iter().map(String::as_str))
+        .flat_map(|r| r.critical_path.iter().copied())
         .collect();
-    let request_ids: HashSet<&str> = trace.requests.iter().map(|r| r.span_id.as_str()).collect();
+    let request_ids: HashSet<SpanId> = trace.requests.iter().map(|r| r.span_id).collect();
     let mut service_class: HashMap<&str, usize> = HashMap::new();
     let mut services = Vec::new();
-    let mut ordered: Vec<&SpanDto> = trace.spans.iter().collect();
-    ordered.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));
-    for span in ordered {
-        if !service_class.contains_key(span.service.as_str()) {
+    let mut ordered: Vec<&TraceSpan> = trace.spans.iter().collect();
+    let offset_ms = |traced: &TraceSpan| ms_of(trace.offset_ns(traced.span.start_unix_ns));
+    ordered.sort_by(|a, b| offset_ms(a).total_cmp(&offset_ms(b)));
+    for traced in ordered {
+        let service = traced.span.resource.service_name.as_str();
+        if !service_class.contains_key(service) {
             let class = service_class.len() % SERVICE_COLORS;
-            service_class.insert(&span.service, class);
+            service_class.insert(service, class);
             services.push(ServiceChip {
-                name: span.service.clone(),
+                name: service.to_owned(),
                 class,
             });
         }
     }
-    let detached: HashSet<&str> = trace
+    let detached: HashSet<SpanId> = trace
         .requests
         .iter()
-        .flat_map(|r| r.detached.iter().map(String::as_str))
+        .flat_map(|r| r.detached.iter().copied())
         .collect();
     let (rows, hidden, n_folded) = waterfall(
         trace,
@@ -640,44 +683,45 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
         &service_class,
         MAX_ROWS,
     );
-    let starts: HashMap<&str, &str> = trace
-        .spans
-        .iter()
-        .map(|s| (s.span_id.as_str(), s.start.as_str()))
-        .collect();
     let requests = trace
         .requests
         .iter()
-        .map(|r| RequestView {
-            service: r.service.clone(),
-            endpoint: r.endpoint.clone(),
-            href: request_href(
-                &r.service,
-                &r.endpoint,
-                starts.get(r.span_id.as_str()).copied().unwrap_or_default(),
-            ),
-            duration: fmt_ms(r.duration_ms),
-            db_calls: fmt_count(u64::from(r.db_calls)),
-            segments: charts::bar_segments(&breakdown_array(&r.breakdown_ms), 0.0),
-            values: category_values(&r.breakdown_ms),
-            findings: r
-                .findings
-                .iter()
-                .map(|f| FindingView {
-                    kind: finding_kind(f.kind),
-                    summary: f.summary.clone(),
-                    count: fmt_calls(f.count_per_request),
-                    saving: fmt_ms(f.potential_saving_ms),
-                    location: f.location.as_ref().map(super::fmt_location),
-                })
-                .collect(),
-            critical_spans: fmt_count(r.critical_path.len() as u64),
+        .map(|r| {
+            let breakdown = ms_per_category(r.breakdown.0.map(|ns| ns as f64));
+            RequestView {
+                service: r.service.clone(),
+                endpoint: r.endpoint.clone(),
+                href: request_href(
+                    &r.service,
+                    &r.endpoint,
+                    trace
+                        .position(r.span_id)
+                        .map(|idx| trace.spans[idx].span.start_unix_ns),
+                ),
+                duration: fmt_ms(ms_of(r.duration_ns)),
+                db_calls: fmt_count(u64::from(r.n_db_calls)),
+                segments: charts::bar_segments(&breakdown, 0.0),
+                values: category_values(breakdown),
+                findings: r
+                    .findings
+                    .iter()
+                    .map(|f| FindingView {
+                        kind: finding_kind(f.kind),
+                        summary: finding_sentence(f),
+                        count: fmt_calls(f64::from(f.count)),
+                        saving: fmt_ms(ms_of(f.potential_saving_ns)),
+                        location: f.location.as_ref().map(super::fmt_location),
+                    })
+                    .collect(),
+                critical_spans: fmt_count(r.critical_path.len() as u64),
+            }
         })
         .collect();
+    let duration_ms = ms_of(trace.duration_ns());
+    let trace_id = trace.trace_id.to_hex();
     TracePage {
         chrome,
-        trace_id: trace.trace_id.clone(),
-        duration: fmt_ms(trace.duration_ms),
+        duration: fmt_ms(duration_ms),
         n_spans: fmt_count(trace.spans.len() as u64),
         n_requests: match trace.requests.len() {
             1 => "1 request".to_owned(),
@@ -686,7 +730,7 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
         services,
         requests,
         ticks: (0..=4)
-            .map(|q| fmt_ms(trace.duration_ms * f64::from(q) / 4.0))
+            .map(|q| fmt_ms(duration_ms * f64::from(q) / 4.0))
             .collect(),
         truncated: (hidden > 0).then(|| {
             format!(
@@ -697,7 +741,8 @@ fn build(trace: &TraceDto, chrome: Chrome) -> TracePage {
         }),
         rows,
         n_folded,
-        json_href: format!("/api/v1/traces/{}", encode(&trace.trace_id)),
+        json_href: format!("/api/v1/traces/{}", encode(&trace_id)),
+        trace_id,
     }
 }
 
@@ -709,7 +754,7 @@ pub async fn trace_get(
 ) -> Result<TracePage, PageError> {
     let parsed = TraceId::parse_hex(&trace_id)
         .map_err(|e| ApiError::BadRequest(format!("trace id must be 32 hex digits: {e}")))?;
-    let trace = query::trace(&state.store, parsed, &state.analysis)
+    let trace = read::trace::trace(&state.store, parsed, &state.analysis)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("trace {parsed} not found")))?;
     let chrome = Chrome::new("trace", "/", &params, None, Vec::new());
@@ -722,40 +767,58 @@ pub async fn trace_get(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use collector::model::{AttrValue, KeyValue};
 
     use super::*;
+    use crate::analysis::fixture::make_span;
 
-    fn span(id: usize, parent: Option<usize>, name: &str, offset: f64, duration: f64) -> SpanDto {
-        SpanDto {
-            span_id: format!("{id:016x}"),
-            parent_span_id: parent.map(|p| format!("{p:016x}")),
-            service: "auth".into(),
-            version: String::new(),
-            name: name.into(),
-            kind: "internal",
-            start: "2024-05-01T10:00:00.000Z".into(),
+    /// Where the test trace starts.
+    const START_NS: u64 = 1_714_557_600_000_000_000;
+
+    struct TestSpan {
+        id: u64,
+        parent: Option<u64>,
+        name: String,
+        kind: SpanKind,
+        offset_ms: f64,
+        duration_ms: f64,
+        attributes: Vec<KeyValue>,
+    }
+
+    fn span(id: usize, parent: Option<usize>, name: &str, offset: f64, duration: f64) -> TestSpan {
+        TestSpan {
+            id: id as u64,
+            parent: parent.map(|p| p as u64),
+            name: name.to_owned(),
+            kind: SpanKind::Internal,
             offset_ms: offset,
             duration_ms: duration,
-            category: "cpu",
-            attributes: BTreeMap::new(),
-            resource: BTreeMap::new(),
-            status: "unset",
-            status_message: String::new(),
-            events: 0,
+            attributes: Vec::new(),
         }
     }
 
-    fn trace(spans: Vec<SpanDto>) -> TraceDto {
-        TraceDto {
-            trace_id: "0".repeat(32),
-            duration_ms: 100.0,
-            spans,
-            requests: Vec::new(),
-        }
+    fn trace(spans: Vec<TestSpan>) -> TraceView {
+        let spans = spans
+            .into_iter()
+            .map(|s| {
+                make_span(
+                    s.id,
+                    s.parent,
+                    "auth",
+                    None,
+                    &s.name,
+                    s.kind,
+                    START_NS + (s.offset_ms * 1e6) as u64,
+                    (s.duration_ms * 1e6) as u64,
+                    s.attributes,
+                    false,
+                )
+            })
+            .collect();
+        TraceView::new(TraceId([0; 16]), spans, Vec::new())
     }
 
-    fn rows(trace: &TraceDto, max: usize) -> (Vec<WaterfallRow>, usize, usize) {
+    fn rows(trace: &TraceView, max: usize) -> (Vec<WaterfallRow>, usize, usize) {
         waterfall(
             trace,
             &HashSet::new(),
@@ -769,9 +832,9 @@ mod tests {
     #[test]
     fn a_consumer_row_says_how_long_its_message_was_queued() {
         let mut producer = span(2, Some(1), "publish orders", 10.0, 5.0);
-        producer.kind = "producer";
+        producer.kind = SpanKind::Producer;
         let mut consumer = span(3, Some(2), "orders process", 40.0, 20.0);
-        consumer.kind = "consumer";
+        consumer.kind = SpanKind::Consumer;
         let trace = trace(vec![
             span(1, None, "POST /order", 0.0, 30.0),
             producer,
@@ -791,10 +854,10 @@ mod tests {
         let mut spans = vec![span(1, None, "GET /", 0.0, 100.0)];
         for n in 0..12 {
             let mut query = span(10 + n, Some(1), "SELECT users", 1.0 + n as f64, 1.0);
-            query.attributes.insert(
-                "db.statement".into(),
-                format!("SELECT * FROM users WHERE id = {n}"),
-            );
+            query.attributes.push(KeyValue {
+                key: "db.statement".into(),
+                value: AttrValue::Str(format!("SELECT * FROM users WHERE id = {n}")),
+            });
             spans.push(query);
         }
         spans.push(span(2, Some(1), "render", 50.0, 10.0));
@@ -822,7 +885,7 @@ mod tests {
     #[test]
     fn a_huge_deep_trace_is_bounded_without_recursion() {
         // A chain 20,000 deep: recursion would overflow the stack.
-        let spans: Vec<SpanDto> = (0..20_000)
+        let spans: Vec<TestSpan> = (0..20_000)
             .map(|n| span(n + 1, (n > 0).then_some(n), &format!("step {n}"), 0.0, 1.0))
             .collect();
         let (rows, hidden, _) = rows(&trace(spans), MAX_ROWS);

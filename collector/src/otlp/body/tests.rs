@@ -45,6 +45,7 @@ const LIMITS: BodyLimits = BodyLimits {
     max_decoded_bytes: 64 << 20,
     max_inflation_ratio: 100,
     deadline: Duration::from_secs(10),
+    max_pause: Duration::from_secs(10),
 };
 
 fn intake(budget: usize) -> Intake {
@@ -256,4 +257,29 @@ fn codings() {
         Coding::parse(Some("br")),
         Err(BodyError::UnsupportedEncoding("br".into()))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_cut_off_after_the_pause() {
+    let limits = BodyLimits {
+        max_pause: Duration::from_secs(3),
+        ..LIMITS
+    };
+    let intake = Intake::new(limits, 1 << 20);
+    let (tx, rx) = mpsc::channel(1);
+    // Two pieces, then silence with the body still open.
+    tx.send(Bytes::from_static(b"xx")).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = read(Chunks(rx), Some(1000), Coding::Identity, &intake)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BodyError::Stalled {
+            paused: Duration::from_secs(3)
+        }
+    );
+    assert_eq!(err.reason(), "body_incomplete");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    drop(tx);
 }
