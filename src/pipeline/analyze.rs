@@ -1,61 +1,41 @@
-//! The analyzer: turns due traces into request rows and rollup updates, committed together with
-//! the watermark in one transaction.
+//! The analysis, whichever store it runs on: takes due batches from a source (`due`), decodes
+//! and analyses them (`work`), decides where each request is counted (its endpoint and
+//! resource ids, interned and capped by `intern`; its start, clamped by `skew`), builds the
+//! commit (`rows`) and hands it, completed as the source says, to the commit scheduler
+//! (`scheduler`).
 //!
-//! A trace that was analysed before (late spans, or a replay after a restart) is re-read whole
-//! from the store; its previous analysis is recomputed from the blocks that analysis saw and
-//! taken back from the rollups as the new one is added, so a request is never counted twice.
+//! A fresh trace (spans from held blocks) that was analysed before (late spans, or a replay
+//! after a restart) is re-read whole from the store; its previous analysis is recomputed from
+//! the blocks that analysis saw and taken back from the rollups as the new one is added, so a
+//! request is never counted twice. Traces at hand (claimed) come whole, with what their previous
+//! analysis saw.
 //!
 //! Rollups are not cached here: each commit carries changes (requests added, requests taken
 //! back) that the store applies to the rows as stored, under their locks. That is what lets
-//! several instances on one PostgreSQL database update the same rows: with a shared store the
-//! traces come from claims in the database ([`Analyzer::process_claimed`]), not from memory.
+//! several instances on one PostgreSQL database update the same rows.
 //!
 //! Invariant: only analyzers write requests and rollups, each trace is analysed by the one
 //! instance holding its claim (or the single SQLite instance), and no lock is held across an
 //! await.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use collector::model::{Span, TraceId};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tracing::{error, warn};
+use collector::model::{Span, SpanId, TraceId};
 
 use super::delay::DelayHistogram;
+use super::due::{DueBatch, DueTraces};
+use super::error::PipelineError;
 use super::intern::{Caps, Folded, Interned};
-use super::requeue::FailedBlocks;
+use super::rows::{self, Counted, CountedAs};
+use super::scheduler::CommitScheduler;
 use super::work::{self, AnalysedTrace, Batch, Work};
-use crate::analysis::aggregate::Rollup;
 use crate::analysis::{AnalysisConfig, RequestAnalysis};
 use crate::histogram::LATENCY_BUCKETS;
-use crate::store::{
-    AnalysisCommit, ClaimRelease, ClaimedTrace, Granularity, RequestRow, RollupChange, RollupKey,
-    Store, StoreError, minute_of,
-};
-
-/// Where a request is counted: under which endpoint and version, and at which start (the
-/// request's own, or the time it was analysed when its clock is far ahead).
-struct CountedAs<'a> {
-    endpoint_id: i64,
-    version: &'a str,
-    start_unix_ns: u64,
-}
-
-impl CountedAs<'_> {
-    /// The rollup rows a request counts in: its minute and its hour.
-    fn rollup_keys(&self) -> [RollupKey; 2] {
-        let minute = minute_of(self.start_unix_ns);
-        [Granularity::Minute, Granularity::Hour].map(|granularity| RollupKey {
-            endpoint_id: self.endpoint_id,
-            version: self.version.to_owned(),
-            minute: granularity.row_start(minute),
-            granularity,
-        })
-    }
-}
+use crate::store::{AnalysisCommit, RequestRow, Store, StoreError};
 
 /// Counters of the analysis, for `/metrics`, plus per-endpoint figures since start.
 #[derive(Debug, Default)]
@@ -119,7 +99,7 @@ impl EndpointCounters {
     }
 }
 
-/// The analysis task's state: endpoint ids and the rollups being updated.
+/// The analysis task's state: the configuration and the interned ids.
 pub struct Analyzer {
     store: Store,
     config: Arc<AnalysisConfig>,
@@ -129,68 +109,40 @@ pub struct Analyzer {
     /// Operation names kept per rollup row, which the store applies.
     max_operations_per_rollup: usize,
     stats: Arc<AnalysisStats>,
-    /// The last commit, still running while the next batch is analysed.
-    in_flight: Option<InFlight>,
-    /// Commits of batches analysed while `in_flight` ran, merged into one that starts when it
-    /// is done (SQLite).
-    queued: Option<Queued>,
-    /// The highest watermark a commit may still carry: below the blocks of a batch whose
-    /// analysis failed and that the assembler does not hold again yet, so that a restart
-    /// meanwhile replays them (SQLite; `None` when none failed).
-    watermark_cap: Option<i64>,
-    /// The floors of failed commits, for the assembler to read their blocks back.
-    failed: Arc<FailedBlocks>,
-    /// Traces analysed while some of their spans waited for a parent (children exported before
-    /// their root), with the newest block that analysis saw: when more of such a trace arrives,
-    /// it is analysed again from all its stored spans, as a trace analysed before is (SQLite).
-    awaiting_parent: HashMap<TraceId, i64>,
 }
 
-/// Traces remembered as awaiting a parent, at most: roots that never come must not grow the map
-/// without bound (past it, it starts over, and a late root of a forgotten trace is analysed with
-/// the spans of its own batch).
-const MAX_AWAITING_PARENT: usize = 100_000;
-
-/// A commit running in the background, and the traces it writes.
-struct InFlight {
-    traces: HashSet<TraceId>,
-    /// Below the oldest block of its batches.
-    floor: i64,
-    commit: JoinHandle<Result<(), StoreError>>,
-}
-
-/// Batches merged into one commit while the previous commit runs: the SQLite writer is shared
-/// with ingest, so waiting for each batch's commit would idle the analysis; merged, the analysis
-/// goes on meanwhile and the writer begins, reads and writes each touched rollup row and commits
-/// once for several batches (docs/benchmarks-history.md).
-struct Queued {
-    traces: HashSet<TraceId>,
-    /// When each fresh trace of its batches arrived, for the analysis delay.
-    arrivals: Vec<Instant>,
-    /// Below the oldest block of its batches.
-    floor: i64,
-    commit: AnalysisCommit,
-    batches: usize,
-}
-
-/// Batches merged into one commit at most: past this the analysis waits for the writer, so that
-/// analysed results waiting to be written stay bounded.
-const MAX_BATCHES_PER_COMMIT: usize = 4;
-
-impl Queued {
-    fn absorb(
-        &mut self,
-        traces: Vec<TraceId>,
-        arrivals: Vec<Instant>,
-        floor: i64,
-        commit: AnalysisCommit,
-    ) {
-        self.traces.extend(traces);
-        self.arrivals.extend(arrivals);
-        self.floor = self.floor.min(floor);
-        self.commit.absorb(commit);
-        self.batches += 1;
+/// Analyses the batches `source` yields, in order, until it yields no more; then writes
+/// everything analysed. Failures are counted and reported to the source, which has the traces
+/// analysed again.
+pub async fn run<S: DueTraces>(mut source: S, mut analyzer: Analyzer) {
+    let mut commits = CommitScheduler::new(analyzer.store.clone(), Arc::clone(&analyzer.stats));
+    while let Some(due) = source.next(&mut commits).await {
+        let DueBatch {
+            batch,
+            completion,
+            arrivals,
+            redo,
+        } = due;
+        let traces = trace_ids(&batch);
+        // An empty batch writes everything analysed before it, then what it completes.
+        let empty = batch.is_empty();
+        if empty {
+            commits.flush(&mut source).await;
+        } else {
+            commits.flush_if_writing(&mut source, &traces).await;
+        }
+        match analyzer.commit_of(batch, &traces, &mut source).await {
+            Ok(mut commit) => {
+                completion.complete(&mut commit);
+                (commits.submit(&mut source, traces, arrivals, redo, commit)).await;
+            }
+            Err(err) => commits.failed(&mut source, redo, &err),
+        }
+        if empty {
+            commits.flush(&mut source).await;
+        }
     }
+    commits.flush(&mut source).await;
 }
 
 impl Analyzer {
@@ -210,171 +162,56 @@ impl Analyzer {
             max_clock_skew,
             max_operations_per_rollup: caps.operations_per_rollup,
             stats,
-            in_flight: None,
-            queued: None,
-            watermark_cap: None,
-            failed: Arc::default(),
-            awaiting_parent: HashMap::new(),
         })
     }
 
-    /// Where this analyzer notes the blocks of its failed commits (see [`Analyzer::requeued`]).
-    pub fn failed_blocks(&self) -> Arc<FailedBlocks> {
-        Arc::clone(&self.failed)
-    }
-
-    /// The assembler holds again every block after `after`: failed commits whose blocks those
-    /// are no longer hold the watermark back. Commits analysed before are written first, still
-    /// capped; failures not yet requeued keep capping it.
-    pub async fn requeued(&mut self, after: i64) {
-        self.flush().await;
-        self.watermark_cap = self.failed.pending();
-        tracing::info!(
-            after,
-            "the blocks of failed analysis commits are held again and analysed anew"
-        );
-    }
-
-    /// Analyses a batch of due traces and commits the results with `watermark`. The commit runs
-    /// while the next batch is analysed, or, while the previous one still runs, is merged with
-    /// the next batches' into one; an empty batch writes everything analysed. Errors are logged
-    /// and counted: the blocks stay behind the watermark and the assembler reads them back from
-    /// the store ([`FailedBlocks`]).
-    pub async fn process(&mut self, batch: Batch, watermark: i64) {
-        let floor = batch_floor(&batch);
-        if let Err(err) = self.try_process(batch, watermark, floor).await {
-            self.commit_failed(&err, floor);
-        }
-    }
-
-    fn commit_failed(&mut self, err: &StoreError, floor: i64) {
-        self.stats.failed_commits.fetch_add(1, Relaxed);
-        self.watermark_cap = Some(self.watermark_cap.map_or(floor, |cap| cap.min(floor)));
-        self.failed.note(floor);
-        error!(error = %err, "analysis commit failed; its blocks are read back and analysed again");
-    }
-
-    /// `watermark`, held below the blocks of any batch whose analysis failed.
-    fn capped(&self, watermark: i64) -> i64 {
-        self.watermark_cap
-            .map_or(watermark, |cap| watermark.min(cap))
-    }
-
-    /// Writes everything analysed: waits for the commit running in the background, then starts
-    /// the queued one and waits for it too.
-    async fn flush(&mut self) {
-        self.finish_in_flight().await;
-        if let Some(queued) = self.queued.take() {
-            self.start_commit(queued);
-            self.finish_in_flight().await;
-        }
-    }
-
-    /// Starts writing `queued` in the background; the previous commit must be finished, so that
-    /// a failure of it has capped the watermark this one carries.
-    fn start_commit(&mut self, queued: Queued) {
-        let Queued {
-            traces,
-            arrivals,
-            floor,
-            mut commit,
-            ..
-        } = queued;
-        commit.watermark = commit.watermark.map(|watermark| self.capped(watermark));
-        let store = self.store.clone();
-        let stats = Arc::clone(&self.stats);
-        self.in_flight = Some(InFlight {
-            traces,
-            floor,
-            commit: tokio::spawn(async move {
-                let operations_folded = store.commit_analysis(&commit).await?;
-                (stats.folded.operations).fetch_add(operations_folded, Relaxed);
-                let committed = Instant::now();
-                stats.delay.record(
-                    arrivals
-                        .into_iter()
-                        .map(|arrived| committed.saturating_duration_since(arrived)),
-                );
-                Ok(())
-            }),
-        });
-    }
-
-    /// Waits for the commit running in the background, if any.
-    async fn finish_in_flight(&mut self) {
-        let Some(in_flight) = self.in_flight.take() else {
-            return;
-        };
-        match in_flight.commit.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => self.commit_failed(&err, in_flight.floor),
-            Err(err) => self.commit_failed(
-                &StoreError::Corrupt(format!("analysis commit task failed: {err}")),
-                in_flight.floor,
-            ),
-        }
-    }
-
-    /// Analyses traces claimed in a shared store and releases the claims in the same commit.
-    /// On an error nothing is written; the claims expire and the traces are analysed again, by
-    /// this instance or another.
-    pub async fn process_claimed(&mut self, claimed: Vec<ClaimedTrace>) {
-        if claimed.is_empty() {
-            return;
-        }
-        if let Err(err) = self.try_process_claimed(claimed).await {
-            self.stats.failed_commits.fetch_add(1, Relaxed);
-            warn!(error = %err, "analysis commit failed; the claimed traces are analysed again once their claims are given back");
-        }
-    }
-
-    async fn try_process(
+    /// The analysis of `batch` (whose traces are `traces`) as one commit, not yet completed.
+    async fn commit_of<S: DueTraces>(
         &mut self,
         batch: Batch,
-        watermark: i64,
-        floor: i64,
-    ) -> Result<(), StoreError> {
+        traces: &[TraceId],
+        source: &mut S,
+    ) -> Result<AnalysisCommit, PipelineError> {
         if batch.is_empty() {
-            self.flush().await;
-            self.store
-                .commit_analysis(&AnalysisCommit {
-                    watermark: Some(self.capped(watermark)),
-                    ..Default::default()
-                })
-                .await?;
-            return Ok(());
+            return Ok(AnalysisCommit::default());
         }
-        let ids: Vec<TraceId> = batch.fresh.iter().map(|trace| trace.trace_id).collect();
-        let arrivals: Vec<Instant> = batch.fresh.iter().map(|trace| trace.arrived).collect();
-        // Whether a trace was analysed before is read from the store: the commits still running
-        // or queued must be in it when they write one of these traces (spans that arrived late).
-        let in_flight = self.in_flight.iter().map(|in_flight| &in_flight.traces);
-        let queued = self.queued.iter().map(|queued| &queued.traces);
-        let overlaps = in_flight
-            .chain(queued)
-            .any(|traces| ids.iter().any(|id| traces.contains(id)));
-        if overlaps {
-            self.flush().await;
+        let analysed = self.analyse(batch, traces, source).await?;
+        let counted = self.count(&analysed).await?;
+        let mut commit = rows::commit_of(&analysed, counted);
+        commit.names = self.interned.take_names();
+        commit.max_operations_per_rollup = Some(self.max_operations_per_rollup);
+        Ok(commit)
+    }
+
+    /// Decodes and analyses `batch`. Fresh traces analysed before are analysed again from all
+    /// their stored spans (hot ones excepted, see `store::hot_trace`).
+    async fn analyse<S: DueTraces>(
+        &mut self,
+        batch: Batch,
+        traces: &[TraceId],
+        source: &mut S,
+    ) -> Result<Vec<AnalysedTrace>, PipelineError> {
+        if batch.fresh.is_empty() {
+            return analyse_parts(batch, &self.config).await;
         }
+        let fresh: Cow<[TraceId]> = if batch.at_hand.is_empty() {
+            Cow::Borrowed(traces)
+        } else {
+            Cow::Owned(batch.fresh.iter().map(|trace| trace.trace_id).collect())
+        };
         // Which traces were analysed before is asked while the batch is analysed as if none were:
         // almost always none were, so the batch need not wait for the answer. Those that were
         // are analysed again below, with their stored spans.
         let (prior, analysed) = tokio::join!(
-            self.store.analysed_traces(&ids),
+            self.store.analysed_traces(&fresh),
             analyse_parts(batch, &self.config)
         );
         let (mut prior, mut analysed) = (prior?, analysed?);
-        if !self.awaiting_parent.is_empty() {
-            for trace_id in &ids {
-                if let Some(seen_through) = self.awaiting_parent.remove(trace_id) {
-                    prior.entry(*trace_id).or_insert(seen_through);
-                }
-            }
-        }
+        source.seen_before(&fresh, &mut prior);
         if !prior.is_empty() {
             analysed.retain(|trace| !prior.contains_key(&trace.trace_id));
             let mut at_hand = Vec::new();
-            for trace_id in ids.iter().filter(|id| prior.contains_key(id)) {
+            for trace_id in fresh.iter().filter(|id| prior.contains_key(id)) {
                 if self.store.trace_is_hot(*trace_id).await? {
                     self.stats.hot_trace_skips.fetch_add(1, Relaxed);
                     continue;
@@ -390,118 +227,26 @@ impl Analyzer {
             };
             analysed.extend(analyse_parts(batch, &self.config).await?);
         }
-        for trace in analysed.iter().filter(|trace| trace.awaits_parent) {
-            if self.awaiting_parent.len() >= MAX_AWAITING_PARENT {
-                self.awaiting_parent.clear();
-            }
-            self.awaiting_parent
-                .insert(trace.trace_id, trace.last_block_id);
-        }
-        let mut commit = self.commit_of(analysed, Vec::new()).await?;
-        commit.watermark = Some(watermark);
-        let queued = match self.queued.take() {
-            Some(mut queued) => {
-                queued.absorb(ids, arrivals, floor, commit);
-                queued
-            }
-            None => Queued {
-                traces: ids.into_iter().collect(),
-                arrivals,
-                floor,
-                commit,
-                batches: 1,
-            },
-        };
-        let writing =
-            (self.in_flight.as_ref()).is_some_and(|in_flight| !in_flight.commit.is_finished());
-        if writing && queued.batches < MAX_BATCHES_PER_COMMIT {
-            self.queued = Some(queued);
-            return Ok(());
-        }
-        self.finish_in_flight().await;
-        self.start_commit(queued);
-        Ok(())
+        source.analysed(&analysed);
+        Ok(analysed)
     }
 
-    async fn try_process_claimed(&mut self, claimed: Vec<ClaimedTrace>) -> Result<(), StoreError> {
-        let ids: Vec<TraceId> = claimed.iter().map(|trace| trace.trace_id).collect();
-        let first_seen: Vec<u64> = claimed
-            .iter()
-            .map(|trace| trace.first_seen_unix_ns)
-            .collect();
-        let prior = self.store.analysed_traces(&ids).await?;
-        let mut work = Vec::with_capacity(claimed.len());
-        let mut releases = Vec::with_capacity(claimed.len());
-        for trace in claimed {
-            if trace.hot {
-                self.stats.hot_trace_skips.fetch_add(1, Relaxed);
-            }
-            let new_blocks: std::collections::HashSet<i64> =
-                trace.new_blocks.iter().copied().collect();
-            releases.push(ClaimRelease {
-                trace_id: trace.trace_id,
-                claim: trace.claim,
-                analysed_blocks: trace.new_blocks,
-            });
-            let newest = trace
-                .spans
-                .iter()
-                .map(|(block, _)| *block)
-                .max()
-                .unwrap_or(0);
-            let has_new = trace
-                .spans
-                .iter()
-                .any(|(block, _)| new_blocks.contains(block));
-            if !has_new {
-                continue; // its new blocks are gone (retention), or were analysed already
-            }
-            let old_spans = prior.contains_key(&trace.trace_id).then(|| {
-                trace
-                    .spans
-                    .iter()
-                    .filter(|(block, _)| !new_blocks.contains(block))
-                    .map(|(_, span)| span.clone())
-                    .collect()
-            });
-            work.push(Work {
-                trace_id: trace.trace_id,
-                spans: trace.spans.into_iter().map(|(_, span)| span).collect(),
-                old_spans,
-                last_block_id: newest,
-            });
-        }
-        let batch = Batch {
-            at_hand: work,
-            ..Batch::default()
-        };
-        let analysed = analyse_parts(batch, &self.config).await?;
-        let commit = self.commit_of(analysed, releases).await?;
-        let operations_folded = self.store.commit_analysis(&commit).await?;
-        (self.stats.folded.operations).fetch_add(operations_folded, Relaxed);
-        let committed_unix_ns = super::claim::now_unix_ns();
-        self.stats.delay.record(
-            first_seen
-                .into_iter()
-                .map(|seen| Duration::from_nanos(committed_unix_ns.saturating_sub(seen))),
-        );
-        Ok(())
-    }
-
-    /// Turns a batch's analyses into a commit (not yet applied).
-    async fn commit_of(
+    /// Where each request of `analysed` is counted, interning the names of those analysed now;
+    /// counts the traces, the folds and clamps, and each request in its endpoint's figures.
+    async fn count<'a>(
         &mut self,
-        analysed: Vec<AnalysedTrace>,
-        claims: Vec<ClaimRelease>,
-    ) -> Result<AnalysisCommit, StoreError> {
+        analysed: &'a [AnalysedTrace],
+    ) -> Result<Counted<'a>, StoreError> {
+        let mut counted = Counted {
+            new: Vec::with_capacity(analysed.iter().map(|trace| trace.new.len()).sum()),
+            ..Counted::default()
+        };
         // Where each previously analysed request was counted, from its stored row: another
         // instance may have interned its endpoint, and its version and start may have been
         // folded or clamped by a cache or a clock that have moved since.
-        let mut counted_under: HashMap<(TraceId, collector::model::SpanId), RequestRow> =
-            HashMap::new();
-        let mut replace_traces = Vec::new();
+        let mut counted_under: HashMap<(TraceId, SpanId), RequestRow> = HashMap::new();
         for trace in analysed.iter().filter(|trace| trace.reanalysed) {
-            replace_traces.push(trace.trace_id);
+            counted.replace_traces.push(trace.trace_id);
             self.stats.reanalysed_traces.fetch_add(1, Relaxed);
             for row in self.store.trace_requests(trace.trace_id).await? {
                 counted_under.insert((row.trace_id, row.span_id), row);
@@ -511,28 +256,22 @@ impl Analyzer {
         self.stats.traces.fetch_add(analysed.len() as u64, Relaxed);
         self.stats.anomalies.fetch_add(anomalies, Relaxed);
 
-        let mut changes: HashMap<RollupKey, RollupChange> = HashMap::new();
-        let mut requests = Vec::new();
         // Resources of one batch are few: look each up once, not once per request, by the address
         // of its rendered text, which the requests of one resource share (the map holds the text,
         // so no address is freed and reused while it is in use as a key).
         let mut resource_ids: HashMap<usize, (Arc<str>, i64)> = HashMap::new();
         let analysed_unix_ns = super::claim::now_unix_ns();
-        for analysed_trace in analysed {
-            let AnalysedTrace {
-                new,
-                resources,
-                old,
-                last_block_id,
-                ..
-            } = analysed_trace;
-            for request in &old {
-                let counted = match counted_under.get(&(request.trace_id, request.span_id)) {
-                    Some(row) => Some(CountedAs {
-                        endpoint_id: row.endpoint_id,
-                        version: &row.version,
-                        start_unix_ns: row.start_unix_ns,
-                    }),
+        for trace in analysed {
+            for request in &trace.old {
+                let keys = match counted_under.get(&(request.trace_id, request.span_id)) {
+                    Some(row) => Some(
+                        CountedAs {
+                            endpoint_id: row.endpoint_id,
+                            version: &row.version,
+                            start_unix_ns: row.start_unix_ns,
+                        }
+                        .rollup_keys(),
+                    ),
                     None => {
                         let service = self.interned.known_service(&request.service);
                         (self.known_endpoint_id(service, &request.endpoint)).map(|endpoint_id| {
@@ -541,14 +280,13 @@ impl Analyzer {
                                 version: self.interned.known_version(service, &request.version),
                                 start_unix_ns: request.start_unix_ns,
                             }
+                            .rollup_keys()
                         })
                     }
                 };
-                for key in counted.iter().flat_map(CountedAs::rollup_keys) {
-                    change_of(&mut changes, key).removed.add(request);
-                }
+                counted.old.push(keys);
             }
-            for (request, resource) in new.iter().zip(&resources) {
+            for (request, resource) in trace.new.iter().zip(&trace.resources) {
                 let service = self.interned.service(&self.store, &request.service).await?;
                 if service != request.service {
                     self.stats.folded.services.fetch_add(1, Relaxed);
@@ -568,11 +306,6 @@ impl Analyzer {
                 if clamped.is_some() {
                     self.stats.clock_skew_clamped.fetch_add(1, Relaxed);
                 }
-                let counted = CountedAs {
-                    endpoint_id,
-                    version,
-                    start_unix_ns: clamped.unwrap_or(request.start_unix_ns),
-                };
                 let address = Arc::as_ptr(resource).cast::<u8>() as usize;
                 let resource_id = match resource_ids.get(&address) {
                     Some((_, id)) => *id,
@@ -585,37 +318,19 @@ impl Analyzer {
                 if resource_id == 0 && !resource.is_empty() {
                     self.stats.folded.resources.fetch_add(1, Relaxed);
                 }
-                for key in counted.rollup_keys() {
-                    change_of(&mut changes, key).added.add(request);
-                }
-                requests.push(RequestRow {
-                    trace_id: request.trace_id,
-                    span_id: request.span_id,
-                    endpoint_id,
-                    version: version.to_owned(),
-                    start_unix_ns: counted.start_unix_ns,
-                    duration_ns: request.duration_ns,
-                    error: request.error,
-                    breakdown: request.breakdown,
-                    n_db_calls: request.n_db_calls,
-                    last_block_id,
-                    resource_id,
-                });
                 self.record_counters(service, request);
+                let counted_as = CountedAs {
+                    endpoint_id,
+                    version,
+                    start_unix_ns: clamped.unwrap_or(request.start_unix_ns),
+                };
+                counted.new.push((counted_as, resource_id));
             }
         }
         self.stats
             .requests
-            .fetch_add(requests.len() as u64, Relaxed);
-        Ok(AnalysisCommit {
-            replace_traces,
-            requests,
-            rollups: changes.into_values().collect(),
-            watermark: None,
-            claims,
-            names: self.interned.take_names(),
-            max_operations_per_rollup: Some(self.max_operations_per_rollup),
-        })
+            .fetch_add(counted.new.len() as u64, Relaxed);
+        Ok(counted)
     }
 
     /// Counts `request` under the (possibly folded) `service` it was counted under.
@@ -662,12 +377,19 @@ impl Analyzer {
     }
 }
 
+/// The traces of a batch, fresh and at hand.
+fn trace_ids(batch: &Batch) -> Vec<TraceId> {
+    let fresh = batch.fresh.iter().map(|trace| trace.trace_id);
+    let at_hand = batch.at_hand.iter().map(|work| work.trace_id);
+    fresh.chain(at_hand).collect()
+}
+
 /// Decodes and analyses a batch on blocking threads, one part per core: pure CPU work, kept off
 /// the async workers.
 async fn analyse_parts(
     batch: Batch,
     config: &Arc<AnalysisConfig>,
-) -> Result<Vec<AnalysedTrace>, StoreError> {
+) -> Result<Vec<AnalysedTrace>, PipelineError> {
     let parts: Vec<_> = work::split(batch)
         .into_iter()
         .map(|part| {
@@ -677,31 +399,9 @@ async fn analyse_parts(
         .collect();
     let mut analysed = Vec::new();
     for part in parts {
-        let part = part
-            .await
-            .map_err(|err| StoreError::Corrupt(format!("analysis task failed: {err}")))?;
-        analysed.extend(part);
+        analysed.extend(part.await?);
     }
     Ok(analysed)
-}
-
-/// The watermark below every block of a batch's fresh traces.
-fn batch_floor(batch: &Batch) -> i64 {
-    batch
-        .fresh
-        .iter()
-        .flat_map(|trace| trace.block_ids.iter().copied())
-        .min()
-        .map_or(i64::MAX, |oldest| oldest - 1)
-}
-
-/// The change to one rollup row, started empty.
-fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> &mut RollupChange {
-    changes.entry(key.clone()).or_insert_with(|| RollupChange {
-        key,
-        added: Rollup::new(),
-        removed: Rollup::new(),
-    })
 }
 
 /// The work of re-analysing a trace whose previous analysis saw blocks up to `seen_through`;
@@ -733,8 +433,11 @@ mod tests {
     use super::*;
     use crate::analysis::fixture;
     use crate::config::DatabaseUrl;
+    use crate::pipeline::assemble::TakenBatch;
+    use crate::pipeline::assembled::AssembledTraces;
     use crate::pipeline::work::FreshTrace;
-    use crate::store::block;
+    use crate::store::{Granularity, RollupKey, block, minute_of};
+    use tokio::sync::mpsc;
 
     /// Stores a block of `spans` and the batch that analyses the traces in it.
     async fn stored_batch(store: &Store, spans: Vec<Span>) -> (Batch, i64) {
@@ -788,7 +491,7 @@ mod tests {
             resources: 100,
             operations_per_rollup: 100,
         };
-        let mut analyzer = Analyzer::load(
+        let analyzer = Analyzer::load(
             store.clone(),
             AnalysisConfig::default(),
             caps,
@@ -797,21 +500,38 @@ mod tests {
         )
         .await
         .unwrap();
+        // Fed as the assembler feeds it: one batch queued while one is analysed.
+        let (batches, taken) = mpsc::channel(1);
+        let source = AssembledTraces::new(taken, Arc::default());
+        let analysis = tokio::spawn(run(source, analyzer));
+        let send = |batch, watermark| {
+            let batches = batches.clone();
+            async move {
+                let taken = TakenBatch {
+                    batch,
+                    watermark,
+                    requeued_after: None,
+                };
+                batches.send(taken).await.unwrap();
+            }
+        };
         let request = "auth: GET /users 0..10 server http.route=/users version=1.0\n  \
                        SELECT users 1..3 client db.system=postgresql";
         let mut watermark = 0;
         for n in 1..=40 {
             let spans = (0..25).flat_map(|i| trace(n * 25 + i, request)).collect();
             let (batch, block_id) = stored_batch(&store, spans).await;
-            analyzer.process(batch, block_id).await;
+            send(batch, block_id).await;
             watermark = block_id;
         }
         // Late spans of a trace of the last batch, whose commit may still be queued.
         let late = "auth: SELECT late 5..8 client db.system=postgresql version=1.0 id=5 parent=1";
         let (batch, block_id) = stored_batch(&store, trace(40 * 25, late)).await;
-        analyzer.process(batch, block_id).await;
-        analyzer.process(Batch::default(), block_id).await;
+        send(batch, block_id).await;
+        send(Batch::default(), block_id).await;
         watermark = watermark.max(block_id);
+        drop(batches);
+        analysis.await.unwrap();
 
         assert_eq!(store.analysis_watermark().await.unwrap(), watermark);
         assert_eq!(store.stats().await.unwrap().n_requests, 1_000);

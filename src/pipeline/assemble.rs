@@ -1,6 +1,6 @@
 //! The assembler: one task, no locks. It gathers committed blocks by trace, waits out the grace
 //! period after a trace's first spans arrive, then decodes the trace's spans from the blocks and
-//! hands the trace to the analyzer.
+//! hands the trace to the analysis (through `assembled`, its source of due traces).
 //!
 //! Blocks are held in their stored, compressed form (about 40 bytes a span rather than about a
 //! kilobyte decoded), so a grace period's worth of traffic at full rate fits in a few megabytes,
@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::CommittedBlock;
-use super::analyze::Analyzer;
+use super::analyze::{self, Analyzer};
+use super::assembled::AssembledTraces;
 use super::held_bound::HeldBound;
 use super::requeue::{FailedBlocks, REQUEUE_INTERVAL};
 use super::work::{Batch, FreshTrace};
@@ -162,7 +163,7 @@ impl Assembler {
 
     /// The due traces, at most about [`MAX_TRACES_PER_BATCH`] (every one with `everything`), with
     /// the watermark their commit may carry.
-    fn take_due_batch(&mut self, now: Instant, everything: bool) -> DueBatch {
+    fn take_due_batch(&mut self, now: Instant, everything: bool) -> TakenBatch {
         let lateness = self
             .due
             .front()
@@ -172,7 +173,7 @@ impl Assembler {
         let released = held_before - self.held_bytes;
         self.held_bound
             .batch_taken(now, lateness, held_before, released);
-        DueBatch {
+        TakenBatch {
             batch,
             watermark: self.watermark(),
             requeued_after: None,
@@ -182,7 +183,7 @@ impl Assembler {
     /// Whether `due` is worth sending, noting it as sent if so. A batch with traces always is. An
     /// empty one writes whatever the analysis still holds and the watermark; the same again would
     /// write nothing new, so it is not, and an idle server does not write every tick.
-    fn worth_sending(&mut self, due: &DueBatch) -> bool {
+    fn worth_sending(&mut self, due: &TakenBatch) -> bool {
         if due.requeued_after.is_some() {
             return true;
         }
@@ -209,12 +210,12 @@ impl Assembler {
 const QUEUED_BATCHES: usize = 1;
 
 /// Due traces taken together, with the watermark to commit with their analysis.
-struct DueBatch {
-    batch: Batch,
-    watermark: i64,
+pub(super) struct TakenBatch {
+    pub(super) batch: Batch,
+    pub(super) watermark: i64,
     /// Set when the blocks after this id were read back for failed analysis commits, before
-    /// this batch was taken: the analyzer may stop holding its watermark below them.
-    requeued_after: Option<i64>,
+    /// this batch was taken: the analysis may stop holding its watermark below them.
+    pub(super) requeued_after: Option<i64>,
 }
 
 /// Runs until the writer is gone, then analyses everything still pending.
@@ -229,13 +230,14 @@ pub async fn run(
     grace_period: Duration,
 ) {
     let mut assembler = Assembler::new(grace_period);
-    let failed = analyzer.failed_blocks();
+    let failed = Arc::new(FailedBlocks::default());
     let mut last_requeue = Instant::now();
     if let Err(err) = replay(&store, &mut assembler).await {
         error!(error = %err, "replaying unanalysed blocks failed; they will be retried on the next start");
     }
     let (batches, to_analyse) = mpsc::channel(QUEUED_BATCHES);
-    let analysis = tokio::spawn(analyse(to_analyse, analyzer));
+    let source = AssembledTraces::new(to_analyse, Arc::clone(&failed));
+    let analysis = tokio::spawn(analyze::run(source, analyzer));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set by the tick, and kept while full batches show that more are due: then the next batch is
@@ -278,22 +280,6 @@ pub async fn run(
     drop(batches);
     if let Err(err) = analysis.await {
         error!(error = %err, "the analysis task failed; unanalysed blocks are replayed on the next start");
-    }
-}
-
-/// Analyses batches in the order they were taken, so each commit's watermark covers the batches
-/// before it.
-async fn analyse(mut batches: mpsc::Receiver<DueBatch>, mut analyzer: Analyzer) {
-    while let Some(DueBatch {
-        batch,
-        watermark,
-        requeued_after,
-    }) = batches.recv().await
-    {
-        if let Some(after) = requeued_after {
-            analyzer.requeued(after).await;
-        }
-        analyzer.process(batch, watermark).await;
     }
 }
 

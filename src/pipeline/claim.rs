@@ -1,6 +1,7 @@
-//! The shared-database analysis loop: with PostgreSQL, traces wait for their grace period in the
-//! database (`pending_traces`, written with their blocks), and every instance's loop claims due
-//! ones, analyses them from the stored spans and releases the claims in the analysis commit.
+//! The shared-database source of due traces: with PostgreSQL, traces wait for their grace period
+//! in the database (`pending_traces`, written with their blocks), and every instance claims due
+//! ones and hands them to the analysis (`analyze`) whole, read from the stored spans, with the
+//! releases of their claims for the analysis commit.
 //!
 //! Any instance may receive any span of any trace; the claim makes one instance analyse the whole
 //! trace once, and a claim of an instance that died expires and is taken by another.
@@ -13,15 +14,21 @@
 //! Invariant: nothing is analysed from memory here; a trace is analysed only while its claim is
 //! held, and a commit whose claim was lost writes nothing.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+use tokio::time::Interval;
 use tracing::{debug, info, warn};
 
-use super::analyze::{AnalysisStats, Analyzer};
-use crate::store::Store;
+use super::analyze::{self, AnalysisStats, Analyzer};
+use super::due::{Completion, DueBatch, DueTraces, Redo};
+use super::error::PipelineError;
+use super::scheduler::CommitScheduler;
+use super::work::{Batch, Work};
+use crate::store::{ClaimRelease, ClaimedTrace, Store, StoreError};
 
 /// How often due traces are claimed: as often as the in-memory assembler looks for them.
 const TICK: Duration = Duration::from_millis(250);
@@ -81,41 +88,90 @@ pub(super) fn now_unix_ns() -> u64 {
 /// database for this or another instance.
 pub async fn run(
     store: Store,
-    mut analyzer: Analyzer,
+    analyzer: Analyzer,
     stats: Arc<AnalysisStats>,
     grace_period: Duration,
     claim_lease: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failed = FailedClaims::default();
-    // Since when claiming fails: logged when it starts and when it ends, not every tick.
-    let mut failing_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        if !failed.release(&store).await {
-            continue;
-        }
+    let claims = Claims {
+        store,
+        stats,
+        grace_period,
+        claim_lease,
+        stop,
+        tick,
+        failed: FailedClaims::default(),
+        failing_since: None,
+        more_due: false,
+    };
+    analyze::run(claims, analyzer).await;
+}
+
+/// Due traces claimed in the shared store, as a source for the analysis.
+struct Claims {
+    store: Store,
+    stats: Arc<AnalysisStats>,
+    grace_period: Duration,
+    claim_lease: Duration,
+    stop: watch::Receiver<bool>,
+    tick: Interval,
+    failed: FailedClaims,
+    /// Since when claiming fails: logged when it starts and when it ends, not every tick.
+    failing_since: Option<Instant>,
+    /// Whether the last claim was full: more are due, and the next is claimed without waiting.
+    more_due: bool,
+}
+
+/// The tokens of claims whose analysis was not committed, to give back.
+pub struct ClaimTokens(Vec<i64>);
+
+impl Redo for ClaimTokens {
+    fn absorb(&mut self, later: Self) {
+        self.0.extend(later.0);
+    }
+}
+
+impl DueTraces for Claims {
+    type Redo = ClaimTokens;
+
+    /// A commit whose claim was lost writes nothing: merged with others, it would lose their
+    /// analyses too.
+    const OVERLAPPING_COMMITS: bool = false;
+
+    async fn next(
+        &mut self,
+        commits: &mut CommitScheduler<ClaimTokens>,
+    ) -> Option<DueBatch<ClaimTokens>> {
         loop {
+            if !self.more_due {
+                tokio::select! {
+                    _ = self.tick.tick() => {}
+                    _ = self.stop.wait_for(|stop| *stop) => return None,
+                }
+                if !self.failed.release(&self.store).await {
+                    continue;
+                }
+            }
+            self.more_due = false;
             let now = now_unix_ns();
             // A token per claim: a commit proves it still holds exactly this claim.
             let claim = rand::random::<i64>();
-            let claimed = match store
+            let claimed = match self
+                .store
                 .claim_due_traces(
                     claim,
-                    now.saturating_sub(grace_period.as_nanos() as u64),
+                    now.saturating_sub(self.grace_period.as_nanos() as u64),
                     now,
-                    now + claim_lease.as_nanos() as u64,
+                    now + self.claim_lease.as_nanos() as u64,
                     MAX_TRACES_PER_CLAIM,
                 )
                 .await
             {
                 Ok(claimed) => {
-                    if let Some(since) = failing_since.take() {
+                    if let Some(since) = self.failing_since.take() {
                         let down_for = Duration::from_secs(since.elapsed().as_secs());
                         info!(?down_for, "claiming due traces works again");
                     }
@@ -123,25 +179,106 @@ pub async fn run(
                 }
                 Err(err) => {
                     // The claim may have been taken before loading the spans failed.
-                    failed.push(claim);
-                    if failing_since.is_none() {
+                    self.failed.push(claim);
+                    if self.failing_since.is_none() {
                         warn!(error = %err, "claiming due traces failed; retrying every tick");
-                        failing_since = Some(Instant::now());
+                        self.failing_since = Some(Instant::now());
                     } else {
                         debug!(error = %err, "claiming due traces failed again");
                     }
-                    break;
+                    continue;
                 }
             };
-            let full = claimed.len() as i64 >= MAX_TRACES_PER_CLAIM;
-            let failures_before = stats.failed_commits.load(Relaxed);
-            analyzer.process_claimed(claimed).await;
-            if stats.failed_commits.load(Relaxed) != failures_before {
-                failed.push(claim);
+            self.more_due = claimed.len() as i64 >= MAX_TRACES_PER_CLAIM && !*self.stop.borrow();
+            if claimed.is_empty() {
+                continue;
             }
-            if !full || *stop.borrow() {
-                break;
+            match self.batch_of(claimed).await {
+                Ok((batch, releases, arrivals)) => {
+                    return Some(DueBatch {
+                        batch,
+                        completion: Completion::Claims(releases),
+                        arrivals,
+                        redo: ClaimTokens(vec![claim]),
+                    });
+                }
+                Err(err) => commits.failed(self, ClaimTokens(vec![claim]), &err.into()),
             }
         }
+    }
+
+    fn failed(&mut self, redo: ClaimTokens, err: &PipelineError) {
+        for claim in redo.0 {
+            self.failed.push(claim);
+        }
+        warn!(error = %err, "analysis commit failed; the claimed traces are analysed again once their claims are given back");
+    }
+}
+
+impl Claims {
+    /// The claimed traces as a batch of whole traces, each with the spans its previous analysis
+    /// saw, the releases of their claims, and when each trace's spans were first stored.
+    async fn batch_of(
+        &self,
+        claimed: Vec<ClaimedTrace>,
+    ) -> Result<(Batch, Vec<ClaimRelease>, Vec<tokio::time::Instant>), StoreError> {
+        let ids: Vec<_> = claimed.iter().map(|trace| trace.trace_id).collect();
+        // The delay counts from when the spans were first stored, by the wall clock any
+        // instance may have read: taken back from now onto this process's monotonic clock.
+        let (now, now_unix_ns) = (tokio::time::Instant::now(), now_unix_ns());
+        let arrivals = claimed
+            .iter()
+            .map(|trace| {
+                let since =
+                    Duration::from_nanos(now_unix_ns.saturating_sub(trace.first_seen_unix_ns));
+                now.checked_sub(since).unwrap_or(now)
+            })
+            .collect();
+        let prior = self.store.analysed_traces(&ids).await?;
+        let mut work = Vec::with_capacity(claimed.len());
+        let mut releases = Vec::with_capacity(claimed.len());
+        for trace in claimed {
+            if trace.hot {
+                self.stats.hot_trace_skips.fetch_add(1, Relaxed);
+            }
+            let new_blocks: HashSet<i64> = trace.new_blocks.iter().copied().collect();
+            releases.push(ClaimRelease {
+                trace_id: trace.trace_id,
+                claim: trace.claim,
+                analysed_blocks: trace.new_blocks,
+            });
+            let newest = trace
+                .spans
+                .iter()
+                .map(|(block, _)| *block)
+                .max()
+                .unwrap_or(0);
+            let has_new = trace
+                .spans
+                .iter()
+                .any(|(block, _)| new_blocks.contains(block));
+            if !has_new {
+                continue; // its new blocks are gone (retention), or were analysed already
+            }
+            let old_spans = prior.contains_key(&trace.trace_id).then(|| {
+                trace
+                    .spans
+                    .iter()
+                    .filter(|(block, _)| !new_blocks.contains(block))
+                    .map(|(_, span)| span.clone())
+                    .collect()
+            });
+            work.push(Work {
+                trace_id: trace.trace_id,
+                spans: trace.spans.into_iter().map(|(_, span)| span).collect(),
+                old_spans,
+                last_block_id: newest,
+            });
+        }
+        let batch = Batch {
+            at_hand: work,
+            ..Batch::default()
+        };
+        Ok((batch, releases, arrivals))
     }
 }

@@ -1,12 +1,15 @@
-//! From accepted exports to analysed requests:
-//! `writer` commits exports in groups and acknowledges them; `assemble` gathers committed spans
-//! by trace and waits out the grace period, holding as many block bytes as `held_bound` allows;
-//! `analyze` runs the pure analysis (`work`: decoding and analysing a batch over the cores) and
-//! writes request rows and rollups under the endpoint and resource ids `intern` caches and caps,
-//! (a request starting far ahead of our clock counted when it is analysed: `skew`),
-//! and `delay` counts how long each trace waited for that; `requeue` hands the blocks of a failed
-//! analysis commit back to the assembler. With a shared (PostgreSQL) store, `claim` takes the assembler's place:
-//! traces wait in the database and any instance claims them.
+//! From accepted exports to analysed requests, in one shape whichever the store:
+//! `writer` commits exports in groups and acknowledges them. A source of due traces (`due`)
+//! feeds the analysis: with one process (SQLite), `assemble` gathers committed spans by trace
+//! and waits out the grace period, holding as many block bytes as `held_bound` allows, and
+//! `assembled` hands its batches on with the watermark to commit (`requeue`: the blocks of a
+//! failed commit read back); with a shared (PostgreSQL) store, traces wait in the database and
+//! `claim` hands on those this instance claimed, with the claims to release. `analyze` runs the
+//! pure analysis (`work`: decoding and analysing a batch over the cores), decides where each
+//! request counts (ids `intern` caches and caps; a request starting far ahead of our clock
+//! counted when it is analysed: `skew`), builds the commit (`rows`) and hands it to
+//! `scheduler`, which merges and writes commits in order; `delay` counts how long each trace
+//! waited for that, and `error` says what failed.
 //!
 //! Invariant: the store is the truth and memory is a cache. Anything held here can be rebuilt
 //! from stored blocks (the analysis watermark says from where), so a crash loses nothing
@@ -14,11 +17,16 @@
 
 pub mod analyze;
 pub mod assemble;
+mod assembled;
 pub mod claim;
 pub mod delay;
+pub mod due;
+pub mod error;
 mod held_bound;
 pub mod intern;
 pub mod requeue;
+mod rows;
+pub mod scheduler;
 pub mod settings;
 pub mod skew;
 pub mod work;

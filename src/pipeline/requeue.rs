@@ -1,14 +1,14 @@
 //! The blocks of failed analysis commits, to be analysed again without a restart (SQLite; with
 //! PostgreSQL a failed commit leaves its claims to expire instead).
 //!
-//! A failed commit loses its analysis, not its spans: the analyzer notes the floor below the
-//! failed batch's blocks, and the assembler, once a [`REQUEUE_INTERVAL`] has passed, reads the
-//! blocks after that floor back from the store and holds their traces again, as it does on
-//! start. Traces among them that a later commit did analyse are recognised by the store and
+//! A failed commit loses its analysis, not its spans: the assembler's source of due traces
+//! (`assembled`) notes the floor below the failed batch's blocks, and the assembler, once a
+//! [`REQUEUE_INTERVAL`] has passed, reads the blocks after that floor back from the store and
+//! holds their traces again, as it does on start. Traces among them that a later commit did analyse are recognised by the store and
 //! re-analysed in place, so nothing is counted twice.
 //!
 //! Invariant: a floor leaves here only when the assembler holds the blocks after it again; until
-//! then the analyzer keeps the watermark below it.
+//! then `assembled` keeps the watermark below it.
 
 use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
 use std::time::Duration;
