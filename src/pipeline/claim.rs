@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::analyze::{AnalysisStats, Analyzer};
-use crate::store::Store;
+use crate::store::{ClaimedTrace, Store, StoreError};
 
 /// How often due traces are claimed: as often as the in-memory assembler looks for them.
 const TICK: Duration = Duration::from_millis(250);
@@ -100,26 +100,16 @@ pub async fn run(
         if !failed.release(&store).await {
             continue;
         }
+        let mut claimed = claim_due(&store, grace_period, claim_lease).await;
         loop {
-            let now = now_unix_ns();
-            // A token per claim: a commit proves it still holds exactly this claim.
-            let claim = rand::random::<i64>();
-            let claimed = match store
-                .claim_due_traces(
-                    claim,
-                    now.saturating_sub(grace_period.as_nanos() as u64),
-                    now,
-                    now + claim_lease.as_nanos() as u64,
-                    MAX_TRACES_PER_CLAIM,
-                )
-                .await
-            {
-                Ok(claimed) => {
+            let (claim, traces) = claimed;
+            let traces = match traces {
+                Ok(traces) => {
                     if let Some(since) = failing_since.take() {
                         let down_for = Duration::from_secs(since.elapsed().as_secs());
                         info!(?down_for, "claiming due traces works again");
                     }
-                    claimed
+                    traces
                 }
                 Err(err) => {
                     // The claim may have been taken before loading the spans failed.
@@ -133,15 +123,48 @@ pub async fn run(
                     break;
                 }
             };
-            let full = claimed.len() as i64 >= MAX_TRACES_PER_CLAIM;
+            let full = traces.len() as i64 >= MAX_TRACES_PER_CLAIM;
             let failures_before = stats.failed_commits.load(Relaxed);
-            analyzer.process_claimed(claimed).await;
+            // More are due: the next claim is taken and its spans read while this one is
+            // analysed and committed, so the database and the analysis work at the same time.
+            let next = if full && !*stop.borrow() {
+                let (_, next) = tokio::join!(
+                    analyzer.process_claimed(traces),
+                    claim_due(&store, grace_period, claim_lease)
+                );
+                Some(next)
+            } else {
+                analyzer.process_claimed(traces).await;
+                None
+            };
             if stats.failed_commits.load(Relaxed) != failures_before {
                 failed.push(claim);
             }
-            if !full || *stop.borrow() {
-                break;
+            match next {
+                Some(next) => claimed = next,
+                None => break,
             }
         }
     }
+}
+
+/// Claims the traces due now under a new token (a commit proves it still holds exactly this
+/// claim); returns the token with the traces.
+async fn claim_due(
+    store: &Store,
+    grace_period: Duration,
+    claim_lease: Duration,
+) -> (i64, Result<Vec<ClaimedTrace>, StoreError>) {
+    let now = now_unix_ns();
+    let claim = rand::random::<i64>();
+    let claimed = store
+        .claim_due_traces(
+            claim,
+            now.saturating_sub(grace_period.as_nanos() as u64),
+            now,
+            now + claim_lease.as_nanos() as u64,
+            MAX_TRACES_PER_CLAIM,
+        )
+        .await;
+    (claim, claimed)
 }
