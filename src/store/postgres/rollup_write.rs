@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use collector::category::Category;
 use sqlx::Postgres;
 
-use super::{ROLLUP_COLUMNS, RollupTuple, rollup_row};
+use super::{DetailRow, ROLLUP_COLUMNS, RollupTuple, rollup_row};
 use crate::analysis::FindingKind;
 use crate::analysis::aggregate::{LatencySketch, OperationSums, Rollup};
 use crate::store::{
@@ -122,13 +122,12 @@ async fn lock_and_read(
         "SELECT endpoint_id, version, minute, category, name, calls, total_ns, critical_ns \
          FROM {operation_table} WHERE (endpoint_id, version, minute) IN ({KEYS})"
     );
-    let operations: Vec<(i64, String, i64, String, String, i64, i64, i64)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(operations))
-            .bind(&keys.endpoint_ids)
-            .bind(&keys.versions)
-            .bind(&keys.minutes)
-            .fetch_all(&mut **tx)
-            .await?;
+    let operations: Vec<DetailRow> = sqlx::query_as(sqlx::AssertSqlSafe(operations))
+        .bind(&keys.endpoint_ids)
+        .bind(&keys.versions)
+        .bind(&keys.minutes)
+        .fetch_all(&mut **tx)
+        .await?;
     for (endpoint_id, version, minute, category, name, calls, total, critical) in operations {
         let key = RollupKey {
             endpoint_id,
