@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Interval;
 use tracing::{debug, info, warn};
 
@@ -105,7 +106,7 @@ pub async fn run(
         tick,
         failed: FailedClaims::default(),
         failing_since: None,
-        more_due: false,
+        ahead: None,
     };
     analyze::run(claims, analyzer).await;
 }
@@ -121,8 +122,31 @@ struct Claims {
     failed: FailedClaims,
     /// Since when claiming fails: logged when it starts and when it ends, not every tick.
     failing_since: Option<Instant>,
-    /// Whether the last claim was full: more are due, and the next is claimed without waiting.
-    more_due: bool,
+    /// The next claim, taken and its spans read while this one is analysed and committed, so
+    /// the database and the analysis work at the same time: set when the last claim was full
+    /// (more are due), and taken without waiting for the tick.
+    ahead: Option<(i64, JoinHandle<Result<Vec<ClaimedTrace>, StoreError>>)>,
+}
+
+/// What a claim needs: the store, and how long traces wait and claims last.
+struct Claiming {
+    store: Store,
+    grace_period: Duration,
+    claim_lease: Duration,
+}
+
+/// Claims the traces due now under the token `claim`, with their spans.
+async fn claim_due(claiming: Claiming, claim: i64) -> Result<Vec<ClaimedTrace>, StoreError> {
+    let now = now_unix_ns();
+    (claiming.store)
+        .claim_due_traces(
+            claim,
+            now.saturating_sub(claiming.grace_period.as_nanos() as u64),
+            now,
+            now + claiming.claim_lease.as_nanos() as u64,
+            MAX_TRACES_PER_CLAIM,
+        )
+        .await
 }
 
 /// The tokens of claims whose analysis was not committed, to give back.
@@ -146,30 +170,23 @@ impl DueTraces for Claims {
         commits: &mut CommitScheduler<ClaimTokens>,
     ) -> Option<DueBatch<ClaimTokens>> {
         loop {
-            if !self.more_due {
-                tokio::select! {
-                    _ = self.tick.tick() => {}
-                    _ = self.stop.wait_for(|stop| *stop) => return None,
+            let (claim, claimed) = match self.ahead.take() {
+                Some((claim, ahead)) => (claim, ahead.await.map_err(PipelineError::from)),
+                None => {
+                    tokio::select! {
+                        _ = self.tick.tick() => {}
+                        _ = self.stop.wait_for(|stop| *stop) => return None,
+                    }
+                    if !self.failed.release(&self.store).await {
+                        continue;
+                    }
+                    // A token per claim: a commit proves it still holds exactly this claim.
+                    let claim = rand::random::<i64>();
+                    let claimed = claim_due(self.claiming(), claim).await;
+                    (claim, Ok(claimed))
                 }
-                if !self.failed.release(&self.store).await {
-                    continue;
-                }
-            }
-            self.more_due = false;
-            let now = now_unix_ns();
-            // A token per claim: a commit proves it still holds exactly this claim.
-            let claim = rand::random::<i64>();
-            let claimed = match self
-                .store
-                .claim_due_traces(
-                    claim,
-                    now.saturating_sub(self.grace_period.as_nanos() as u64),
-                    now,
-                    now + self.claim_lease.as_nanos() as u64,
-                    MAX_TRACES_PER_CLAIM,
-                )
-                .await
-            {
+            };
+            let claimed = match claimed.and_then(|claimed| Ok(claimed?)) {
                 Ok(claimed) => {
                     if let Some(since) = self.failing_since.take() {
                         let down_for = Duration::from_secs(since.elapsed().as_secs());
@@ -189,7 +206,11 @@ impl DueTraces for Claims {
                     continue;
                 }
             };
-            self.more_due = claimed.len() as i64 >= MAX_TRACES_PER_CLAIM && !*self.stop.borrow();
+            if claimed.len() as i64 >= MAX_TRACES_PER_CLAIM && !*self.stop.borrow() {
+                let claim = rand::random::<i64>();
+                let next = tokio::spawn(claim_due(self.claiming(), claim));
+                self.ahead = Some((claim, next));
+            }
             if claimed.is_empty() {
                 continue;
             }
@@ -216,6 +237,14 @@ impl DueTraces for Claims {
 }
 
 impl Claims {
+    fn claiming(&self) -> Claiming {
+        Claiming {
+            store: self.store.clone(),
+            grace_period: self.grace_period,
+            claim_lease: self.claim_lease,
+        }
+    }
+
     /// The claimed traces as a batch of whole traces, each with the spans its previous analysis
     /// saw, the releases of their claims, and when each trace's spans were first stored.
     async fn batch_of(

@@ -306,8 +306,6 @@ pub struct StoreStats {
     pub n_blocks: u64,
     /// Requests analysed.
     pub n_requests: u64,
-    /// Earliest span start stored.
-    pub oldest_unix_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //! Invariant: every multi-row write runs inside one transaction, and rows are locked in key
 //! order (pending traces by trace id, rollups by key) so concurrent commits cannot deadlock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -22,23 +22,22 @@ use tracing::{info, warn};
 
 use super::eviction::{self, Reinterned, WrittenIds};
 use super::migrator::{Migrations, migrator};
-use super::operation_cap;
 use super::portable::ROWS_PER_STATEMENT;
-use super::rollups::{read_rollups, rollup_tables};
 use super::rows::{
-    CountAndBreakdown, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, count_and_breakdown,
-    trace_id,
+    CountAndBreakdown, REQUEST_COLUMNS, StoredRequest, count_and_breakdown, trace_id,
 };
 use super::{
-    AnalysisCommit, ClaimedTrace, EncodedBlock, RequestRow, RetentionReport, RollupKey, StoreError,
+    AnalysisCommit, ClaimedTrace, EncodedBlock, RequestRow, RetentionReport, StoreError,
     StoreStats, Window, block, ns, unsigned,
 };
 use crate::analysis::Breakdown;
-use crate::analysis::aggregate::{LatencySketch, Rollup};
 
+mod counts;
 mod hot_trace;
 mod partition;
 mod portable;
+mod request_write;
+mod rollup_write;
 
 /// The day partitions created ahead of today, so a write near midnight never waits for one.
 const DAYS_AHEAD: i64 = 2;
@@ -58,8 +57,14 @@ const DAY_NS: i64 = 86_400_000_000_000;
 /// from the leader roles'.
 const EVICTION_LOCK_KEY: i64 = 0x424e_0000_0010;
 
-/// Takes [`EVICTION_LOCK_KEY`] shared until the transaction ends.
-const LOCK_EVICTION_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+/// Starts an analysis commit: takes [`EVICTION_LOCK_KEY`] shared until the transaction ends, and
+/// lets the transaction commit without waiting for its WAL to reach the disk. That is safe for an
+/// analysis commit alone: everything it writes is derived from committed blocks and goes together
+/// with its claims' release, so a server crash that loses it loses the release too and the traces
+/// are analysed again; the WAL is flushed in order, so no later commit survives without it. Span
+/// blocks, whose commit is what an export's acknowledgement promises, are written durably.
+const BEGIN_ANALYSIS_COMMIT: &str = "SELECT pg_advisory_xact_lock_shared($1), \
+     set_config('synchronous_commit', 'off', true)";
 
 /// Takes [`EVICTION_LOCK_KEY`] exclusively until the transaction ends.
 const LOCK_EVICTION: &str = "SELECT pg_advisory_xact_lock($1)";
@@ -97,6 +102,7 @@ const MIGRATIONS: &Migrations = migrations!("postgres":
     5 "resource key hash" "0005_resource_key_hash",
     6 "finding locations" "0006_finding_locations",
     7 "alert evaluation" "0007_alert_evaluation",
+    8 "store counts" "0008_store_counts",
 );
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
@@ -140,21 +146,42 @@ async fn traces_spans(
     conn: &mut PgConnection,
     traces: &[TraceId],
 ) -> Result<HashMap<TraceId, Vec<(i64, Span)>>, StoreError> {
-    let mut out: HashMap<TraceId, Vec<(i64, Span)>> = HashMap::new();
-    if traces.is_empty() {
-        return Ok(out);
-    }
-    let wanted: std::collections::HashSet<TraceId> = traces.iter().copied().collect();
+    let mut out = HashMap::new();
+    let wanted: HashSet<TraceId> = traces.iter().copied().collect();
     for chunk in traces.chunks(ROWS_PER_STATEMENT * 4) {
-        for (id, data) in blocks_of(conn, chunk).await? {
-            for span in block::decode(&data)? {
-                if wanted.contains(&span.trace_id) {
-                    out.entry(span.trace_id).or_default().push((id, span));
-                }
+        keep_spans(blocks_of(conn, chunk).await?, &wanted, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The spans of the `wanted` traces in the blocks `ids`, with the ids of their blocks.
+async fn spans_in_blocks(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    wanted: &HashSet<TraceId>,
+) -> Result<HashMap<TraceId, Vec<(i64, Span)>>, StoreError> {
+    let mut out = HashMap::new();
+    // Blocks are large: a bounded number per read keeps each result small.
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        keep_spans(blocks_by_id(conn, chunk).await?, wanted, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Adds the spans of the `wanted` traces in `blocks` to `out`.
+fn keep_spans(
+    blocks: Vec<(i64, Vec<u8>)>,
+    wanted: &HashSet<TraceId>,
+    out: &mut HashMap<TraceId, Vec<(i64, Span)>>,
+) -> Result<(), StoreError> {
+    for (id, data) in blocks {
+        for span in block::decode(&data)? {
+            if wanted.contains(&span.trace_id) {
+                out.entry(span.trace_id).or_default().push((id, span));
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The stored blocks that hold spans of `traces`, by id.
@@ -165,12 +192,19 @@ async fn blocks_of(
     // Two steps, so each is an index lookup: the blocks of the traces from the trace index, then
     // those blocks by id (the primary key of every day partition).
     const BLOCK_IDS: &str = "SELECT DISTINCT block_id FROM trace_blocks WHERE trace_id = ANY($1)";
-    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
     let keys: Vec<Vec<u8>> = traces.iter().map(|trace| trace.0.to_vec()).collect();
     let ids: Vec<i64> = sqlx::query_scalar(BLOCK_IDS)
         .bind(keys)
         .fetch_all(&mut *conn)
         .await?;
+    blocks_by_id(conn, &ids).await
+}
+
+async fn blocks_by_id(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    const SELECT: &str = "SELECT id, data FROM span_blocks WHERE id = ANY($1) ORDER BY id";
     Ok(sqlx::query_as(SELECT)
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -329,6 +363,14 @@ impl PgStore {
             );
             upsert.build().execute(&mut *tx).await?;
         }
+        // Last: the counts' rows are shared with other writers, so they are held the least.
+        let spans: u64 = blocks.iter().map(|block| u64::from(block.n_spans)).sum();
+        let added = counts::Counts {
+            blocks: blocks.len() as i64,
+            spans: ns(spans),
+            ..counts::Counts::default()
+        };
+        counts::add(&mut tx, added).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -379,11 +421,11 @@ impl PgStore {
         let new: Vec<(TraceId, usize)> = (claimed.iter())
             .map(|(trace, new_blocks, _)| (*trace, new_blocks.len()))
             .collect();
-        let hot = hot_trace::hot_among(&mut conn, &new).await?;
-        let ids: Vec<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
+        let (blocks, hot) = hot_trace::blocks_and_hot(&mut conn, &new).await?;
+        let wanted: HashSet<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
             .filter(|trace| !hot.contains(trace))
             .collect();
-        let mut spans = traces_spans(&mut conn, &ids).await?;
+        let mut spans = spans_in_blocks(&mut conn, &blocks, &wanted).await?;
         Ok(claimed
             .into_iter()
             .map(|(trace_id, new_blocks, first_seen)| ClaimedTrace {
@@ -512,6 +554,87 @@ impl PgStore {
             .await?)
     }
 
+    /// Drops a day partition of `table` and takes its rows out of the counts, in one
+    /// transaction; returns the rows it held.
+    async fn drop_partition(
+        &self,
+        table: &str,
+        partition: &str,
+    ) -> Result<counts::Counts, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut dropped = counts::Counts::default();
+        if table == "span_blocks" {
+            let count =
+                format!("SELECT COUNT(*), COALESCE(SUM(n_spans), 0)::bigint FROM {partition}");
+            (dropped.blocks, dropped.spans) = sqlx::query_as(sqlx::AssertSqlSafe(count))
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        if table == "requests" {
+            let count = format!("SELECT COUNT(*) FROM {partition}");
+            dropped.requests = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        let drop = format!("DROP TABLE IF EXISTS {partition}");
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut *tx)
+            .await?;
+        counts::add(&mut tx, dropped.negated()).await?;
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
+    /// Deletes a batch of the rows of `table` outside every day partition that retention
+    /// removes (requests once their blocks are gone: `request_expiry`), taking them out of the
+    /// counts in the same transaction; returns how many it deleted.
+    async fn delete_default_rows(
+        &self,
+        table: &str,
+        column: &str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = counts::Counts::default();
+        let done = match table {
+            "requests" => {
+                deleted.requests =
+                    sqlx::query(super::request_expiry::POSTGRES_EXPIRED_DEFAULT_REQUESTS)
+                        .bind(super::retention::BATCH_ROWS)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected() as i64;
+                deleted.requests
+            }
+            "span_blocks" => {
+                const DELETE: &str = "WITH gone AS (DELETE FROM span_blocks_default WHERE ctid IN \
+                     (SELECT ctid FROM span_blocks_default WHERE received_unix_ns < $1 LIMIT $2) \
+                     RETURNING n_spans) SELECT COUNT(*), COALESCE(SUM(n_spans), 0)::bigint FROM gone";
+                (deleted.blocks, deleted.spans) = sqlx::query_as(DELETE)
+                    .bind(before)
+                    .bind(super::retention::BATCH_ROWS)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                deleted.blocks
+            }
+            _ => {
+                let delete = format!(
+                    "DELETE FROM {table}_default WHERE ctid IN \
+                     (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(delete))
+                    .bind(before)
+                    .bind(super::retention::BATCH_ROWS)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64
+            }
+        };
+        counts::add(&mut tx, deleted.negated()).await?;
+        tx.commit().await?;
+        Ok(unsigned(done))
+    }
+
     pub(super) async fn apply_retention(
         &self,
         spans_before_unix_ns: u64,
@@ -534,47 +657,16 @@ impl PgStore {
                 if upper > before {
                     continue;
                 }
-                if table == "span_blocks" {
-                    let count = format!("SELECT COUNT(*) FROM {partition}");
-                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
-                        .fetch_one(&self.pool)
-                        .await?;
-                    report.blocks += unsigned(n);
-                }
-                if table == "requests" {
-                    let count = format!("SELECT COUNT(*) FROM {partition}");
-                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
-                        .fetch_one(&self.pool)
-                        .await?;
-                    report.requests += unsigned(n);
-                }
-                let drop = format!("DROP TABLE IF EXISTS {partition}");
-                sqlx::query(sqlx::AssertSqlSafe(drop))
-                    .execute(&self.pool)
-                    .await?;
+                let dropped = self.drop_partition(table, &partition).await?;
+                report.blocks += unsigned(dropped.blocks);
+                report.requests += unsigned(dropped.requests);
                 report.partitions += 1;
                 info!(partition, "retention dropped a partition");
             }
             // Rows outside every day partition: deleted in batches, requests once their blocks
             // are gone (`request_expiry`).
             loop {
-                let done = if table == "requests" {
-                    sqlx::query(super::request_expiry::POSTGRES_EXPIRED_DEFAULT_REQUESTS)
-                        .bind(super::retention::BATCH_ROWS)
-                        .execute(&self.pool)
-                        .await?
-                } else {
-                    let delete = format!(
-                        "DELETE FROM {table}_default WHERE ctid IN \
-                         (SELECT ctid FROM {table}_default WHERE {column} < $1 LIMIT $2)"
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(delete))
-                        .bind(before)
-                        .bind(super::retention::BATCH_ROWS)
-                        .execute(&self.pool)
-                        .await?
-                }
-                .rows_affected();
+                let done = self.delete_default_rows(table, column, before).await?;
                 match table {
                     "span_blocks" => report.blocks += done,
                     "requests" => report.requests += done,
@@ -602,20 +694,20 @@ impl PgStore {
         &self,
         trace_ids: &[TraceId],
     ) -> Result<HashMap<TraceId, i64>, StoreError> {
-        let mut found = HashMap::new();
-        for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Postgres>::new(
-                "SELECT trace_id, MAX(last_block_id) FROM requests WHERE trace_id IN (",
-            );
-            let mut separated = select.separated(", ");
-            for trace in chunk {
-                separated.push_bind(trace.0.to_vec());
-            }
-            select.push(") GROUP BY trace_id");
-            let rows: Vec<(Vec<u8>, i64)> = select.build_query_as().fetch_all(&self.pool).await?;
-            for (trace, last) in rows {
-                found.insert(trace_id(&trace)?, last);
-            }
+        // One array parameter: one round trip and one prepared statement for any number.
+        const SELECT: &str = "SELECT trace_id, MAX(last_block_id) FROM requests \
+             WHERE trace_id = ANY($1) GROUP BY trace_id";
+        if trace_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<Vec<u8>> = trace_ids.iter().map(|trace| trace.0.to_vec()).collect();
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(SELECT)
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for (trace, last) in rows {
+            found.insert(trace_id(&trace)?, last);
         }
         Ok(found)
     }
@@ -645,7 +737,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         // First, before any row lock: an eviction waiting for the lock holds nothing else, so
         // no commit waits for it while holding what it needs.
-        sqlx::query(LOCK_EVICTION_SHARED)
+        sqlx::query(BEGIN_ANALYSIS_COMMIT)
             .bind(EVICTION_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
@@ -667,69 +759,24 @@ impl PgStore {
                 }
             }
         }
+        let mut replaced = 0;
         if !commit.replace_traces.is_empty() {
             let keys: Vec<Vec<u8>> = commit
                 .replace_traces
                 .iter()
                 .map(|trace| trace.0.to_vec())
                 .collect();
-            sqlx::query(DELETE_REQUESTS)
+            replaced = sqlx::query(DELETE_REQUESTS)
                 .bind(keys)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected() as i64;
         }
-        for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
-            let mut insert =
-                QueryBuilder::<Postgres>::new(format!("INSERT INTO requests ({REQUEST_COLUMNS}) "));
-            insert.push_values(chunk, |mut row, request| {
-                row.push_bind(request.trace_id.0.to_vec())
-                    .push_bind(request.span_id.0.to_vec())
-                    .push_bind(request.endpoint_id)
-                    .push_bind(request.version.clone())
-                    .push_bind(ns(request.start_unix_ns))
-                    .push_bind(ns(request.duration_ns))
-                    .push_bind(request.error);
-                for value in request.breakdown.0 {
-                    row.push_bind(ns(value));
-                }
-                row.push_bind(i64::from(request.n_db_calls))
-                    .push_bind(request.last_block_id)
-                    .push_bind(request.resource_id);
-            });
-            insert.push(
-                " ON CONFLICT (trace_id, span_id, start_unix_ns) DO UPDATE SET \
-                 endpoint_id = EXCLUDED.endpoint_id, version = EXCLUDED.version, \
-                 duration_ns = EXCLUDED.duration_ns, error = EXCLUDED.error, db_ns = EXCLUDED.db_ns, \
-                 cache_ns = EXCLUDED.cache_ns, network_ns = EXCLUDED.network_ns, \
-                 messaging_ns = EXCLUDED.messaging_ns, cpu_ns = EXCLUDED.cpu_ns, \
-                 wait_ns = EXCLUDED.wait_ns, untraced_ns = EXCLUDED.untraced_ns, n_db_calls = EXCLUDED.n_db_calls, \
-                 last_block_id = EXCLUDED.last_block_id, resource_id = EXCLUDED.resource_id",
-            );
-            insert.build().execute(&mut *tx).await?;
-        }
+        let added = request_write::upsert(&mut tx, &commit.requests).await?;
         mark_resources_seen(&mut tx, commit).await?;
         // Rows locked in key order: two commits touching the same rows wait, never deadlock.
-        let mut changes: Vec<_> = commit.rollups.iter().collect();
-        changes.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut operations_folded = 0;
-        for change in changes {
-            let key = &change.key;
-            lock_rollup(&mut tx, key).await?;
-            let mut rollup = read_rollups(
-                &mut tx,
-                key.granularity,
-                [key.minute, key.minute],
-                Some(&[key.endpoint_id]),
-                Some(&key.version),
-                true,
-            )
-            .await?
-            .pop()
-            .map_or_else(Rollup::new, |(_, rollup)| rollup);
-            operations_folded +=
-                operation_cap::apply(&mut rollup, change, commit.max_operations_per_rollup);
-            write_rollup(&mut tx, key, &rollup).await?;
-        }
+        let operations_folded =
+            rollup_write::apply(&mut tx, &commit.rollups, commit.max_operations_per_rollup).await?;
         if let Some(watermark) = commit.watermark {
             sqlx::query(UPSERT_WATERMARK)
                 .bind(watermark)
@@ -759,6 +806,16 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Last: the counts' rows are shared with other writers, so they are held the least.
+        let requests = added - replaced;
+        counts::add(
+            &mut tx,
+            counts::Counts {
+                requests,
+                ..counts::Counts::default()
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(operations_folded)
     }
@@ -822,16 +879,12 @@ impl PgStore {
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
-        const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0)::bigint, MIN(min_start_unix_ns) FROM span_blocks";
-        const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
-        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) =
-            sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
-        let n_requests: i64 = sqlx::query_scalar(REQUESTS).fetch_one(&self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        let (n_blocks, n_spans, n_requests) = counts::read(&mut conn).await?;
         Ok(StoreStats {
-            n_spans: unsigned(n_spans),
-            n_blocks: unsigned(n_blocks),
-            n_requests: unsigned(n_requests),
-            oldest_unix_ns: oldest.map(unsigned),
+            n_spans,
+            n_blocks,
+            n_requests,
         })
     }
 
@@ -933,126 +986,5 @@ async fn mark_resources_seen(
         .bind(until)
         .execute(&mut **tx)
         .await?;
-    Ok(())
-}
-
-/// Makes sure the rollup row exists and locks it until the transaction ends. Rows are updated in
-/// place, never deleted and re-inserted, so a commit waiting for the lock finds the row.
-async fn lock_rollup(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    key: &RollupKey,
-) -> Result<(), StoreError> {
-    let [rollup_table, ..] = rollup_tables(key.granularity);
-    let ensure = format!(
-        "INSERT INTO {rollup_table} ({}) VALUES ($1, $2, $3, 0, 0, 0, $4, 0, 0, 0, 0, 0, 0, 0, 0, 0) \
-         ON CONFLICT DO NOTHING",
-        ROLLUP_COLUMNS.trim_end_matches("::text")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(ensure))
-        .bind(key.endpoint_id)
-        .bind(&key.version)
-        .bind(key.minute)
-        .bind(LatencySketch::new().to_bytes())
-        .execute(&mut **tx)
-        .await?;
-    let lock = format!(
-        "SELECT 1 FROM {rollup_table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3 FOR UPDATE"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(lock))
-        .bind(key.endpoint_id)
-        .bind(&key.version)
-        .bind(key.minute)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Writes a locked rollup row back with its operations and findings.
-async fn write_rollup(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    key: &RollupKey,
-    rollup: &Rollup,
-) -> Result<(), StoreError> {
-    let [rollup_table, operation_table, finding_table] = rollup_tables(key.granularity);
-    for table in [operation_table, finding_table] {
-        let delete =
-            format!("DELETE FROM {table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3");
-        sqlx::query(sqlx::AssertSqlSafe(delete))
-            .bind(key.endpoint_id)
-            .bind(&key.version)
-            .bind(key.minute)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let update = format!(
-        "UPDATE {rollup_table} SET requests = $4, errors = $5, duration_sum_ns = $6, sketch = $7, \
-         db_ns = $8, cache_ns = $9, network_ns = $10, messaging_ns = $11, cpu_ns = $12, \
-         wait_ns = $13, untraced_ns = $14, db_calls = $15, duration_sq_sum = $16::numeric \
-         WHERE endpoint_id = $1 AND version = $2 AND minute = $3"
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(update))
-        .bind(key.endpoint_id)
-        .bind(&key.version)
-        .bind(key.minute)
-        .bind(ns(rollup.requests))
-        .bind(ns(rollup.errors))
-        .bind(ns(rollup.duration_sum_ns))
-        .bind(rollup.sketch.to_bytes());
-    for value in rollup.breakdown_sum.0 {
-        query = query.bind(ns(value));
-    }
-    query
-        .bind(ns(rollup.db_calls))
-        .bind(rollup.duration_sq_sum.to_string())
-        .execute(&mut **tx)
-        .await?;
-    let operations: Vec<_> = rollup
-        .operations
-        .iter()
-        .filter(|(_, sums)| sums.calls > 0)
-        .collect();
-    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
-        ));
-        insert.push_values(chunk, |mut row, ((category, name), sums)| {
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
-                .push_bind(category.as_str())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.calls))
-                .push_bind(ns(sums.total_ns))
-                .push_bind(ns(sums.critical_ns));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
-    let findings: Vec<_> = rollup
-        .findings
-        .iter()
-        .filter(|(_, sums)| sums.requests > 0)
-        .collect();
-    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
-             location_file, location_line, location_function, location_votes) "
-        ));
-        insert.push_values(chunk, |mut row, ((kind, name), sums)| {
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
-                .push_bind(kind.as_str())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.requests))
-                .push_bind(ns(sums.count))
-                .push_bind(ns(sums.saving_ns));
-            let location = sums.location.as_ref();
-            row.push_bind(location.and_then(|at| at.file.clone()))
-                .push_bind(location.and_then(|at| at.line).map(i64::from))
-                .push_bind(location.and_then(|at| at.function.clone()))
-                .push_bind(ns(sums.location_votes));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
     Ok(())
 }

@@ -725,17 +725,14 @@ impl SqliteStore {
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
-        const BLOCKS: &str =
-            "SELECT COUNT(*), COALESCE(SUM(n_spans), 0), MIN(min_start_unix_ns) FROM span_blocks";
+        const BLOCKS: &str = "SELECT COUNT(*), COALESCE(SUM(n_spans), 0) FROM span_blocks";
         const REQUESTS: &str = "SELECT COUNT(*) FROM requests";
-        let (n_blocks, n_spans, oldest): (i64, i64, Option<i64>) =
-            sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
+        let (n_blocks, n_spans): (i64, i64) = sqlx::query_as(BLOCKS).fetch_one(&self.pool).await?;
         let n_requests: i64 = sqlx::query_scalar(REQUESTS).fetch_one(&self.pool).await?;
         Ok(StoreStats {
             n_spans: unsigned(n_spans),
             n_blocks: unsigned(n_blocks),
             n_requests: unsigned(n_requests),
-            oldest_unix_ns: oldest.map(unsigned),
         })
     }
 

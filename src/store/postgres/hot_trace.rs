@@ -40,20 +40,38 @@ async fn stored_blocks(
     Ok(rows.into_iter().map(|(id, n)| (id, n as usize)).collect())
 }
 
-/// Those of the claimed traces (id, blocks not analysed yet) that were analysed before and have
-/// more than [`MAX_BLOCKS_PER_TRACE`] blocks: their spans are not read.
-pub(super) async fn hot_among(
+/// The stored blocks of each claimed trace, up to $2 per trace: one bounded index scan each.
+const BLOCKS: &str = "SELECT t.id, b.block_id FROM unnest($1::bytea[]) AS t(id) \
+     CROSS JOIN LATERAL (SELECT block_id FROM trace_blocks WHERE trace_id = t.id LIMIT $2) b";
+
+/// The claimed traces (id, blocks not analysed yet) split in one read of the trace index: the
+/// blocks to read for those to analyse, and the hot ones, analysed before and with more than
+/// [`MAX_BLOCKS_PER_TRACE`] blocks, whose spans are not read.
+pub(super) async fn blocks_and_hot(
     conn: &mut PgConnection,
     claimed: &[(TraceId, usize)],
-) -> Result<HashSet<TraceId>, StoreError> {
-    let traces: Vec<TraceId> = claimed.iter().map(|(trace, _)| *trace).collect();
-    let counts = stored_blocks(conn, &traces, MAX_BLOCKS_PER_TRACE + 1).await?;
-    Ok(claimed
-        .iter()
-        .filter(|(trace, n_new)| {
-            let stored = counts.get(trace.0.as_slice()).copied().unwrap_or(0);
-            stored > MAX_BLOCKS_PER_TRACE && stored > *n_new
-        })
-        .map(|(trace, _)| *trace)
-        .collect())
+) -> Result<(Vec<i64>, HashSet<TraceId>), StoreError> {
+    let keys: Vec<Vec<u8>> = claimed.iter().map(|(trace, _)| trace.0.to_vec()).collect();
+    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(BLOCKS)
+        .bind(keys)
+        .bind((MAX_BLOCKS_PER_TRACE + 1) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut blocks_of: HashMap<Vec<u8>, Vec<i64>> = HashMap::new();
+    for (trace, block) in rows {
+        blocks_of.entry(trace).or_default().push(block);
+    }
+    let mut hot = HashSet::new();
+    let mut wanted = HashSet::new();
+    for (trace, n_new) in claimed {
+        let blocks = blocks_of.remove(trace.0.as_slice()).unwrap_or_default();
+        if blocks.len() > MAX_BLOCKS_PER_TRACE && blocks.len() > *n_new {
+            hot.insert(*trace);
+        } else {
+            wanted.extend(blocks);
+        }
+    }
+    let mut wanted: Vec<i64> = wanted.into_iter().collect();
+    wanted.sort_unstable();
+    Ok((wanted, hot))
 }
