@@ -364,12 +364,18 @@ impl Rollup {
                     .or_default()),
             }
         }
-        for ((kind, name), one) in request_findings(analysis) {
-            let sums = self.findings.entry((kind, name)).or_default();
-            sums.requests += one.requests;
+        for one in request_findings(analysis) {
+            let key: &dyn FindingKey = &(one.kind, one.name);
+            let sums = match self.findings.get_mut(key) {
+                Some(sums) => sums,
+                None => (self.findings)
+                    .entry((one.kind, one.name.to_owned()))
+                    .or_default(),
+            };
+            sums.requests += 1;
             sums.count += one.count;
             sums.saving_ns = sums.saving_ns.saturating_add(one.saving_ns);
-            sums.vote(one.location.as_ref(), one.location_votes);
+            sums.vote(one.location, 1);
         }
     }
 
@@ -418,14 +424,15 @@ impl Rollup {
                 }
             }
         }
-        for (key, one) in request_findings(analysis) {
-            if let Some(sums) = self.findings.get_mut(&key) {
-                sums.requests = sums.requests.saturating_sub(one.requests);
+        for one in request_findings(analysis) {
+            let key: &dyn FindingKey = &(one.kind, one.name);
+            if let Some(sums) = self.findings.get_mut(key) {
+                sums.requests = sums.requests.saturating_sub(1);
                 sums.count = sums.count.saturating_sub(one.count);
                 sums.saving_ns = sums.saving_ns.saturating_sub(one.saving_ns);
-                sums.unvote(one.location.as_ref(), one.location_votes);
+                sums.unvote(one.location, 1);
                 if sums.requests == 0 {
-                    self.findings.remove(&key);
+                    self.findings.remove(key);
                 }
             }
         }
@@ -505,65 +512,96 @@ impl Default for Rollup {
     }
 }
 
-/// An operation key, owned as the rollups hold it or borrowed from a request's operation, so
-/// that a rollup's operations can be looked up without allocating the name (the
+/// A rollup key of a kind and a name, owned as the rollups hold it or borrowed from a request,
+/// so that a rollup's rows can be looked up without allocating the name (the
 /// `Borrow<dyn Trait>` pattern: `BTreeMap` looks up by anything its key borrows as). Ordered as
-/// the owned key is, by category and then name.
-trait OperationKey {
-    fn parts(&self) -> (Category, &str);
+/// the owned key is, by kind and then name. A macro, not a generic trait: `Borrow` for a tuple
+/// of a type parameter would be an orphan.
+macro_rules! named_key {
+    ($trait:ident, $kind:ty) => {
+        trait $trait {
+            fn parts(&self) -> ($kind, &str);
+        }
+
+        impl $trait for ($kind, String) {
+            fn parts(&self) -> ($kind, &str) {
+                (self.0, self.1.as_str())
+            }
+        }
+
+        impl $trait for ($kind, &str) {
+            fn parts(&self) -> ($kind, &str) {
+                (self.0, self.1)
+            }
+        }
+
+        impl<'a> std::borrow::Borrow<dyn $trait + 'a> for ($kind, String) {
+            fn borrow(&self) -> &(dyn $trait + 'a) {
+                self
+            }
+        }
+
+        impl PartialEq for dyn $trait + '_ {
+            fn eq(&self, other: &Self) -> bool {
+                self.parts() == other.parts()
+            }
+        }
+
+        impl Eq for dyn $trait + '_ {}
+
+        impl PartialOrd for dyn $trait + '_ {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for dyn $trait + '_ {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.parts().cmp(&other.parts())
+            }
+        }
+    };
 }
 
-impl OperationKey for (Category, String) {
-    fn parts(&self) -> (Category, &str) {
-        (self.0, self.1.as_str())
-    }
-}
+named_key!(OperationKey, Category);
+named_key!(FindingKey, FindingKind);
 
-impl OperationKey for (Category, &str) {
-    fn parts(&self) -> (Category, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn OperationKey + 'a> for (Category, String) {
-    fn borrow(&self) -> &(dyn OperationKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn OperationKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn OperationKey + '_ {}
-
-impl PartialOrd for dyn OperationKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn OperationKey + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
+/// One request's share of a rollup row's finding, borrowed from its analysis.
+struct RequestFinding<'a> {
+    kind: FindingKind,
+    name: &'a str,
+    count: u64,
+    saving_ns: u64,
+    /// The request's one vote: its first located finding's location (the largest saving).
+    location: Option<&'a CodeLocation>,
 }
 
 /// One request's findings keyed like the rollup: a (kind, name) found twice in one request (two
 /// duplicate groups of one statement shape) counts once as a request, with summed count and saving.
-fn request_findings(analysis: &RequestAnalysis) -> BTreeMap<(FindingKind, String), FindingSums> {
-    let mut out: BTreeMap<(FindingKind, String), FindingSums> = BTreeMap::new();
+/// A request has a handful of findings, so a scan finds the twice-found ones; nothing is copied.
+fn request_findings(analysis: &RequestAnalysis) -> Vec<RequestFinding<'_>> {
+    let mut out: Vec<RequestFinding<'_>> = Vec::with_capacity(analysis.findings.len());
     for finding in &analysis.findings {
-        let sums = out.entry((finding.kind, finding.name.clone())).or_default();
-        sums.requests = 1;
+        let index = match (out.iter())
+            .position(|seen| seen.kind == finding.kind && seen.name == finding.name.as_str())
+        {
+            Some(index) => index,
+            None => {
+                out.push(RequestFinding {
+                    kind: finding.kind,
+                    name: &finding.name,
+                    count: 0,
+                    saving_ns: 0,
+                    location: None,
+                });
+                out.len() - 1
+            }
+        };
+        let sums = &mut out[index];
         sums.count += u64::from(finding.count);
         sums.saving_ns = sums.saving_ns.saturating_add(finding.potential_saving_ns);
-        // One vote per request: the first located finding's (the largest saving).
-        if sums.location.is_none() && finding.location.is_some() {
-            sums.location = finding.location.clone();
-            sums.location_votes = 1;
+        if sums.location.is_none() {
+            sums.location = finding.location.as_ref();
         }
     }
     out

@@ -12,9 +12,9 @@ mod stacktrace;
 
 use std::collections::HashMap;
 
-use collector::model::{Span, attr};
+use collector::model::{AttrValue, Span};
 
-/// The attributes a location is read from.
+/// The attributes a location is read from, in the order of the indexes below.
 const KEYS: [&str; 8] = [
     "code.file.path",
     "code.filepath",
@@ -25,6 +25,30 @@ const KEYS: [&str; 8] = [
     "code.namespace",
     "code.stacktrace",
 ];
+
+const FILE_PATH: usize = 0;
+const FILEPATH: usize = 1;
+const LINE_NUMBER: usize = 2;
+const LINENO: usize = 3;
+const FUNCTION_NAME: usize = 4;
+const FUNCTION: usize = 5;
+const NAMESPACE: usize = 6;
+const STACKTRACE: usize = 7;
+
+/// The first value of each of [`KEYS`] on the span, found in one pass over its attributes: a
+/// finding asks for every span it involves (an N+1's every load).
+fn code_attributes(span: &Span) -> [Option<&AttrValue>; KEYS.len()] {
+    let mut found = [None; KEYS.len()];
+    for kv in &span.attributes {
+        if !kv.key.starts_with("code.") {
+            continue;
+        }
+        if let Some(index) = KEYS.iter().position(|key| *key == kv.key) {
+            found[index].get_or_insert(&kv.value);
+        }
+    }
+    found
+}
 
 /// Whether a location is read from the attribute `key`.
 pub fn is_read(key: &[u8]) -> bool {
@@ -46,24 +70,23 @@ impl CodeLocation {
     /// The span's location: its file attributes, else its stack trace's first application
     /// frame, else its function attributes alone; `None` when it names none of them.
     pub fn of(span: &Span) -> Option<CodeLocation> {
-        let text = |keys: &[&str]| {
+        let found = code_attributes(span);
+        let text = |keys: &[usize]| {
             keys.iter()
-                .find_map(|key| attr(&span.attributes, key)?.as_str())
+                .find_map(|key| found[*key]?.as_str())
                 .filter(|value| !value.is_empty())
         };
-        let function = text(&["code.function.name"])
-            .map(str::to_owned)
-            .or_else(|| {
-                let function = text(&["code.function"])?;
-                Some(match text(&["code.namespace"]) {
-                    Some(namespace) => format!("{namespace}.{function}"),
-                    None => function.to_owned(),
-                })
-            });
-        if let Some(file) = text(&["code.file.path", "code.filepath"]) {
-            let line = ["code.line.number", "code.lineno"]
+        let function = text(&[FUNCTION_NAME]).map(str::to_owned).or_else(|| {
+            let function = text(&[FUNCTION])?;
+            Some(match text(&[NAMESPACE]) {
+                Some(namespace) => format!("{namespace}.{function}"),
+                None => function.to_owned(),
+            })
+        });
+        if let Some(file) = text(&[FILE_PATH, FILEPATH]) {
+            let line = [LINE_NUMBER, LINENO]
                 .iter()
-                .find_map(|key| attr(&span.attributes, key)?.as_i64())
+                .find_map(|key| found[*key]?.as_i64())
                 .and_then(|line| u32::try_from(line).ok())
                 .filter(|line| *line > 0);
             return Some(CodeLocation {
@@ -72,9 +95,7 @@ impl CodeLocation {
                 function,
             });
         }
-        if let Some(mut frame) =
-            text(&["code.stacktrace"]).and_then(stacktrace::first_application_frame)
-        {
+        if let Some(mut frame) = text(&[STACKTRACE]).and_then(stacktrace::first_application_frame) {
             // The span's own name for its function is more exact than a frame's.
             if function.is_some() {
                 frame.function = function;

@@ -125,8 +125,11 @@ struct Claims {
     /// The next claim, taken and its spans read while this one is analysed and committed, so
     /// the database and the analysis work at the same time: set when the last claim was full
     /// (more are due), and taken without waiting for the tick.
-    ahead: Option<(i64, JoinHandle<Result<Vec<ClaimedTrace>, StoreError>>)>,
+    ahead: Option<(i64, ClaimTask)>,
 }
+
+/// A claim taken in the background: its traces with their spans.
+type ClaimTask = JoinHandle<Result<Vec<ClaimedTrace>, StoreError>>;
 
 /// What a claim needs: the store, and how long traces wait and claims last.
 struct Claiming {

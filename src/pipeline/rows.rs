@@ -7,6 +7,7 @@
 //! taken back under the row its previous analysis counted it in.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use collector::model::TraceId;
 
@@ -99,9 +100,17 @@ pub fn commit_of(analysed: &[AnalysedTrace], counted: Counted<'_>) -> AnalysisCo
 
 /// The change to one rollup row, started empty.
 fn change_of(changes: &mut HashMap<RollupKey, RollupChange>, key: RollupKey) -> &mut RollupChange {
-    changes.entry(key.clone()).or_insert_with(|| RollupChange {
-        key,
-        added: Rollup::new(),
-        removed: Rollup::new(),
-    })
+    // Nearly every request counts in a row the batch has already: the key is cloned only for a
+    // new one.
+    match changes.entry(key) {
+        Entry::Occupied(change) => change.into_mut(),
+        Entry::Vacant(vacant) => {
+            let key = vacant.key().clone();
+            vacant.insert(RollupChange {
+                key,
+                added: Rollup::new(),
+                removed: Rollup::new(),
+            })
+        }
+    }
 }
