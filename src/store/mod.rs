@@ -77,12 +77,6 @@ impl Window {
 /// Windows at least this long (in minutes) are aligned to the hour at their start.
 pub const LONG_WINDOW_MINUTES: i64 = 6 * 60;
 
-fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The minute (since the epoch) an instant falls in: the rollup bucket.
 pub fn minute_of(unix_ns: u64) -> i64 {
     (unix_ns / 60_000_000_000) as i64
@@ -523,58 +517,5 @@ impl Store {
             Backend::Sqlite(store) => store.close().await,
             Backend::Postgres(store) => store.close().await,
         }
-    }
-}
-
-#[cfg(test)]
-mod suite;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(minute: i64, durations_ns: &[u64], removed_ns: &[u64]) -> RollupChange {
-        let rollup_of = |durations_ns: &[u64]| {
-            let mut rollup = Rollup::new();
-            for duration_ns in durations_ns {
-                rollup.add_headline(*duration_ns, false, &Breakdown::default(), 1);
-            }
-            rollup
-        };
-        RollupChange {
-            key: RollupKey {
-                endpoint_id: 1,
-                version: "1.0".to_owned(),
-                minute,
-                granularity: Granularity::Minute,
-            },
-            added: rollup_of(durations_ns),
-            removed: rollup_of(removed_ns),
-        }
-    }
-
-    #[test]
-    fn an_absorbed_commit_sums_changes_to_one_row_and_keeps_the_later_watermark() {
-        let mut first = AnalysisCommit {
-            replace_traces: vec![TraceId([1; 16])],
-            rollups: vec![change(10, &[5, 7], &[3])],
-            watermark: Some(4),
-            ..Default::default()
-        };
-        let later = AnalysisCommit {
-            replace_traces: vec![TraceId([2; 16])],
-            rollups: vec![change(11, &[1], &[]), change(10, &[9], &[2, 4])],
-            watermark: Some(9),
-            ..Default::default()
-        };
-        first.absorb(later);
-        assert_eq!(first.replace_traces, [TraceId([1; 16]), TraceId([2; 16])]);
-        assert_eq!(first.watermark, Some(9));
-        assert_eq!(first.rollups.len(), 2, "one change per row");
-        let minute_10 = &first.rollups[0];
-        assert_eq!(minute_10.key.minute, 10);
-        assert_eq!(minute_10.added, change(10, &[5, 7, 9], &[]).added);
-        assert_eq!(minute_10.removed, change(10, &[], &[3, 2, 4]).removed);
-        assert_eq!(first.rollups[1].added.requests, 1);
     }
 }

@@ -256,5 +256,13 @@ pub(super) fn rollup_row(
     ))
 }
 
+/// The columns of an operation row, in the order of [`OperationRow`].
+pub(super) const OPERATION_COLUMNS: &str =
+    "endpoint_id, version, minute, category, name, calls, total_ns, critical_ns";
+
+/// The columns of a finding row, in the order of [`FindingRow`].
+pub(super) const FINDING_COLUMNS: &str = "endpoint_id, version, minute, kind, name, requests, \
+     count, saving_ns, location_file, location_line, location_function, location_votes";
+
 /// An operation row: (endpoint, version, minute, category, name, calls, total, critical).
 pub(super) type OperationRow = (i64, String, i64, String, String, i64, i64, i64);
