@@ -29,7 +29,7 @@ use super::due::{Completion, DueBatch, DueTraces, Redo};
 use super::error::PipelineError;
 use super::scheduler::CommitScheduler;
 use super::work::{Batch, Work};
-use crate::store::{ClaimRelease, ClaimedTrace, Store, StoreError};
+use crate::store::{ClaimLease, ClaimRelease, ClaimedTrace, Store, StoreError};
 
 /// How often due traces are claimed: as often as the in-memory assembler looks for them.
 const TICK: Duration = Duration::from_millis(250);
@@ -141,14 +141,13 @@ struct Claiming {
 /// Claims the traces due now under the token `claim`, with their spans.
 async fn claim_due(claiming: Claiming, claim: i64) -> Result<Vec<ClaimedTrace>, StoreError> {
     let now = now_unix_ns();
+    let lease = ClaimLease {
+        cutoff_unix_ns: now.saturating_sub(claiming.grace_period.as_nanos() as u64),
+        now_unix_ns: now,
+        until_unix_ns: now + claiming.claim_lease.as_nanos() as u64,
+    };
     (claiming.store)
-        .claim_due_traces(
-            claim,
-            now.saturating_sub(claiming.grace_period.as_nanos() as u64),
-            now,
-            now + claiming.claim_lease.as_nanos() as u64,
-            MAX_TRACES_PER_CLAIM,
-        )
+        .claim_due_traces(claim, lease, MAX_TRACES_PER_CLAIM)
         .await
 }
 

@@ -174,6 +174,17 @@ pub struct ClaimedTrace {
     pub hot: bool,
 }
 
+/// Which traces a claim takes and for how long (see [`Store::claim_due_traces`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLease {
+    /// Traces whose first spans were stored at or before this are due.
+    pub cutoff_unix_ns: u64,
+    /// Now: a claim that expired before it may be taken over.
+    pub now_unix_ns: u64,
+    /// The claim holds until this.
+    pub until_unix_ns: u64,
+}
+
 /// A claim given back by an analysis commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRelease {
@@ -385,29 +396,24 @@ impl Store {
         matches!(self.backend, Backend::Postgres(_))
     }
 
-    /// Claims up to `limit` traces whose first spans were stored at or before `cutoff_unix_ns`
-    /// and that nobody holds (or whose claim expired before `now_unix_ns`), until
-    /// `lease_until_unix_ns`, and loads their spans. Only a shared store has claims; SQLite
-    /// returns nothing (its analysis follows the watermark).
+    /// Claims up to `limit` traces due under `lease` that nobody holds, and loads their spans.
+    /// Only a shared store has claims; SQLite returns nothing (its analysis follows the
+    /// watermark).
     pub async fn claim_due_traces(
         &self,
         claim: i64,
-        cutoff_unix_ns: u64,
-        now_unix_ns: u64,
-        lease_until_unix_ns: u64,
+        lease: ClaimLease,
         limit: i64,
     ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        let ClaimLease {
+            cutoff_unix_ns,
+            now_unix_ns,
+            until_unix_ns,
+        } = lease;
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
             Backend::Postgres(store) => {
-                store
-                    .claim_due_traces(
-                        claim,
-                        cutoff_unix_ns,
-                        now_unix_ns,
-                        lease_until_unix_ns,
-                        limit,
-                    )
+                (store.claim_due_traces(claim, cutoff_unix_ns, now_unix_ns, until_unix_ns, limit))
                     .await
             }
         }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 
 use super::portable::ROWS_PER_STATEMENT;
+use super::rows::columns;
 use super::{Backend, StoreError, ns, unsigned};
 
 /// Requests of one endpoint in one version of its service.
@@ -198,29 +199,12 @@ where
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            ints: [row.try_get(0)?, row.try_get(1)?, row.try_get(2)?],
-            names: [
-                row.try_get(3)?,
-                row.try_get(4)?,
-                row.try_get(5)?,
-                row.try_get(6)?,
-                row.try_get(7)?,
-            ],
-            counts: [
-                row.try_get(8)?,
-                row.try_get(9)?,
-                row.try_get(10)?,
-                row.try_get(11)?,
-                row.try_get(12)?,
-            ],
-            mean_ci: [row.try_get(13)?, row.try_get(14)?],
+            ints: columns(row, 0)?,
+            names: columns(row, 3)?,
+            counts: columns(row, 8)?,
+            mean_ci: columns(row, 13)?,
             summary: row.try_get(15)?,
-            intervals: [
-                row.try_get(16)?,
-                row.try_get(17)?,
-                row.try_get(18)?,
-                row.try_get(19)?,
-            ],
+            intervals: columns(row, 16)?,
             resolution: (
                 row.try_get(20)?,
                 row.try_get(21)?,

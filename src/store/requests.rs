@@ -53,58 +53,9 @@ impl Store {
     pub async fn trace_requests(&self, trace_id: TraceId) -> Result<Vec<RequestRow>, StoreError> {
         dispatch!(self.trace_requests(trace_id))
     }
-
-    /// Every request of some endpoints in a window, optionally of one version, unordered: for
-    /// selections by resource attribute, which rollups do not record. More than `max_rows` rows
-    /// is [`StoreError::ReadTooLarge`]: at most `max_rows + 1` are read.
-    pub async fn selected_requests(
-        &self,
-        window: Window,
-        endpoint_ids: &[i64],
-        version: Option<&str>,
-        max_rows: usize,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let rows = portable!(self.selected_requests(window, endpoint_ids, version, max_rows))?;
-        if rows.len() > max_rows {
-            return Err(StoreError::ReadTooLarge(format!(
-                "more than {max_rows} requests match this selection; narrow its window or \
-                 select fewer endpoints"
-            )));
-        }
-        Ok(rows)
-    }
 }
 
 portable_impl! {
-    async fn selected_requests(
-        &self,
-        window: Window,
-        endpoint_ids: &[i64],
-        version: Option<&str>,
-        max_rows: usize,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
-            if out.len() > max_rows {
-                break;
-            }
-            let mut select = self.requests_where(REQUEST_COLUMNS, None, window, 0);
-            select.push(" AND endpoint_id IN (");
-            push_integers(&mut select, chunk.iter().copied());
-            if let Some(version) = version {
-                select.push(" AND version = ").push_bind(version.to_owned());
-            }
-            select
-                .push(" LIMIT ")
-                .push_bind(ns((max_rows + 1 - out.len()) as u64));
-            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(self.reader).await?;
-            for row in rows {
-                out.push(row.decode()?);
-            }
-        }
-        Ok(out)
-    }
-
     /// `SELECT {columns} FROM requests`, read by `index` where the dialect takes a hint, of the
     /// rows that started in `window` and took at least `min_duration_ns`; more conditions follow.
     fn requests_where(
@@ -198,6 +149,44 @@ portable_impl! {
 }
 
 portable_api! {
+    /// Every request of some endpoints in a window, optionally of one version, unordered: for
+    /// selections by resource attribute, which rollups do not record. More than `max_rows` rows
+    /// is [`StoreError::ReadTooLarge`]: at most `max_rows + 1` are read.
+    pub async fn selected_requests(
+        &self,
+        window: Window,
+        endpoint_ids: &[i64],
+        version: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in endpoint_ids.chunks(ROWS_PER_STATEMENT) {
+            if out.len() > max_rows {
+                break;
+            }
+            let mut select = self.requests_where(REQUEST_COLUMNS, None, window, 0);
+            select.push(" AND endpoint_id IN (");
+            push_integers(&mut select, chunk.iter().copied());
+            if let Some(version) = version {
+                select.push(" AND version = ").push_bind(version.to_owned());
+            }
+            select
+                .push(" LIMIT ")
+                .push_bind(ns((max_rows + 1 - out.len()) as u64));
+            let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(self.reader).await?;
+            for row in rows {
+                out.push(row.decode()?);
+            }
+        }
+        if out.len() > max_rows {
+            return Err(StoreError::ReadTooLarge(format!(
+                "more than {max_rows} requests match this selection; narrow its window or \
+                 select fewer endpoints"
+            )));
+        }
+        Ok(out)
+    }
+
     /// Requests of some endpoints in a window, slowest first, at least `min_duration_ns` long.
     ///
     /// The slowest requests of some endpoints in a window: by start time and sorted, but for a

@@ -201,7 +201,15 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
     }
     let claim = |token: i64, now: u64| async move {
         store
-            .claim_due_traces(token, now, now, now + 1_000, 1_000)
+            .claim_due_traces(
+                token,
+                ClaimLease {
+                    cutoff_unix_ns: now,
+                    now_unix_ns: now,
+                    until_unix_ns: now + 1_000,
+                },
+                1_000,
+            )
             .await
             .unwrap()
             .into_iter()
