@@ -241,6 +241,36 @@ type TransitionTuple = (
     String,
 );
 
+fn stored_alert(row: StateTuple) -> StoredAlert {
+    let (rule_key, service, endpoint, kind, metric, state, since, observed, budget, summary) = row;
+    StoredAlert {
+        rule_key,
+        service,
+        endpoint,
+        kind,
+        metric,
+        state,
+        since_unix_ns: unsigned(since),
+        observed,
+        budget,
+        summary,
+    }
+}
+
+fn alert_transition(row: TransitionTuple) -> AlertTransition {
+    let (rule_key, service, endpoint, from_state, to_state, at, observed, summary) = row;
+    AlertTransition {
+        rule_key,
+        service,
+        endpoint,
+        from_state,
+        to_state,
+        at_unix_ns: unsigned(at),
+        observed,
+        summary,
+    }
+}
+
 type AttemptTuple = (i64, i64, i64, String, Option<i64>, Option<String>);
 
 fn attempt_row(
@@ -437,36 +467,7 @@ portable_api! {
         const SELECT: &str = "SELECT rule_key, service, endpoint, kind, metric, state, since_unix_ns, \
              observed, budget, summary FROM alert_states";
         let rows: Vec<StateTuple> = sqlx::query_as(SELECT).fetch_all(self.reader).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    rule_key,
-                    service,
-                    endpoint,
-                    kind,
-                    metric,
-                    state,
-                    since,
-                    observed,
-                    budget,
-                    summary,
-                )| {
-                    StoredAlert {
-                        rule_key,
-                        service,
-                        endpoint,
-                        kind,
-                        metric,
-                        state,
-                        since_unix_ns: unsigned(since),
-                        observed,
-                        budget,
-                        summary,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(stored_alert).collect())
     }
 
     /// Commits one evaluation's states, transitions, notifications and (when it carries one) the
@@ -620,23 +621,7 @@ portable_api! {
             .bind(limit)
             .fetch_all(self.reader)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(rule_key, service, endpoint, from_state, to_state, at, observed, summary)| {
-                    AlertTransition {
-                        rule_key,
-                        service,
-                        endpoint,
-                        from_state,
-                        to_state,
-                        at_unix_ns: unsigned(at),
-                        observed,
-                        summary,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(alert_transition).collect())
     }
 
     /// Pending notifications due at `now`, oldest first, at most `limit`.
