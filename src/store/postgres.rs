@@ -402,10 +402,13 @@ impl PgStore {
         lease_until_unix_ns: u64,
         limit: i64,
     ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        // The rows locked are updated by their address, not found again through the key: a
+        // lock returns the address of the version it locked. (A version committed after this
+        // statement began is not visible to it and is left unclaimed, for the next claim.)
         const CLAIM: &str = "UPDATE pending_traces SET claim = $1, claimed_until = $2 \
-             WHERE trace_id IN (SELECT trace_id FROM pending_traces \
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM pending_traces \
                  WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
-                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED)) \
              RETURNING trace_id, block_ids, first_seen_unix_ns";
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<(Vec<u8>, Vec<i64>, i64)> = sqlx::query_as(CLAIM)
