@@ -28,6 +28,9 @@ const REOPEN: &str = "UPDATE pending_traces p SET block_ids = u.blocks::bigint[]
      FROM unnest($1::text[]::tid[], $2::text[]) AS u(row_address, blocks) \
      WHERE p.ctid = u.row_address";
 
+/// A row as [`LOCK`] reads it: trace id, claim token, pending blocks, row address.
+type LockedRow = (Vec<u8>, Option<i64>, Vec<i64>, String);
+
 /// The claimed rows, locked, with what their release will do to them.
 pub(super) struct Held {
     /// Row addresses of the traces whose pending blocks were all analysed.
@@ -50,7 +53,7 @@ pub(super) async fn lock(
     }
     let mut keys: Vec<Vec<u8>> = claims.iter().map(|c| c.trace_id.0.to_vec()).collect();
     keys.sort_unstable();
-    let rows: Vec<(Vec<u8>, Option<i64>, Vec<i64>, String)> = sqlx::query_as(LOCK)
+    let rows: Vec<LockedRow> = sqlx::query_as(LOCK)
         .bind(&keys)
         .fetch_all(&mut *conn)
         .await?;

@@ -56,7 +56,7 @@ const ANY_RECEIVED_FROM: &str =
 /// the partitions of the days ahead, created early and empty, are then not searched per trace.
 /// A block stored after this look is one that arrived after the claim, analysed next time.
 async fn received_bound(conn: &mut PgConnection, now_unix_ns: i64) -> Result<i64, StoreError> {
-    let tomorrow = (now_unix_ns.div_euclid(DAY_NS) + 1) * DAY_NS;
+    let tomorrow = (now_unix_ns.div_euclid(DAY_NS) + 1).saturating_mul(DAY_NS);
     let later: bool = sqlx::query_scalar(ANY_RECEIVED_FROM)
         .bind(tomorrow)
         .fetch_one(&mut *conn)
