@@ -30,6 +30,7 @@ use super::{
 };
 use crate::time::now_unix_ns;
 
+mod claim_release;
 mod counts;
 mod hot_trace;
 mod partition;
@@ -91,6 +92,7 @@ const MIGRATIONS: &Migrations = migrations!("postgres":
     6 "finding locations" "0006_finding_locations",
     7 "alert evaluation" "0007_alert_evaluation",
     8 "store counts" "0008_store_counts",
+    9 "pending fillfactor" "0009_pending_fillfactor",
 );
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
@@ -386,10 +388,13 @@ impl PgStore {
         lease_until_unix_ns: u64,
         limit: i64,
     ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        // The rows locked are updated by their address, not found again through the key: a
+        // lock returns the address of the version it locked. (A version committed after this
+        // statement began is not visible to it and is left unclaimed, for the next claim.)
         const CLAIM: &str = "UPDATE pending_traces SET claim = $1, claimed_until = $2 \
-             WHERE trace_id IN (SELECT trace_id FROM pending_traces \
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM pending_traces \
                  WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
-                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED)) \
              RETURNING trace_id, block_ids, first_seen_unix_ns";
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<(Vec<u8>, Vec<i64>, i64)> = sqlx::query_as(CLAIM)
@@ -407,7 +412,7 @@ impl PgStore {
         let new: Vec<(TraceId, usize)> = (claimed.iter())
             .map(|(trace, new_blocks, _)| (*trace, new_blocks.len()))
             .collect();
-        let (blocks, hot) = hot_trace::blocks_and_hot(&mut conn, &new).await?;
+        let (blocks, hot) = hot_trace::blocks_and_hot(&mut conn, &new, ns(now_unix_ns)).await?;
         let wanted: HashSet<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
             .filter(|trace| !hot.contains(trace))
             .collect();
@@ -701,22 +706,6 @@ impl PgStore {
 
 impl PgStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<u64, StoreError> {
-        const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
-             WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
-        // A trace whose pending blocks were all analysed is done. The blocks each analysis saw are
-        // grouped per trace first, so both statements are one hash join against the pending rows.
-        const DONE: &str = "DELETE FROM pending_traces p USING \
-             (SELECT trace_id, array_agg(block_id) AS blocks \
-              FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
-             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3) AND p.block_ids <@ r.blocks";
-        // Blocks arrived while the trace was analysed: it stays pending with those blocks only,
-        // unclaimed, and waits a grace period again from now.
-        const REOPEN: &str = "UPDATE pending_traces p SET \
-             block_ids = ARRAY(SELECT x FROM unnest(p.block_ids) x WHERE x <> ALL(r.blocks)), \
-             claim = NULL, claimed_until = NULL, first_seen_unix_ns = $4 \
-             FROM (SELECT trace_id, array_agg(block_id) AS blocks \
-                   FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
-             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3)";
         const DELETE_REQUESTS: &str = "DELETE FROM requests WHERE trace_id = ANY($1)";
         let mut tx = self.pool.begin().await?;
         // First, before any row lock: an eviction waiting for the lock holds nothing else, so
@@ -727,22 +716,7 @@ impl PgStore {
             .await?;
         let remapped = self.portable().resolve_evicted(&mut tx, commit).await?;
         let commit = remapped.as_ref().unwrap_or(commit);
-        let mut claims = commit.claims.clone();
-        claims.sort_by_key(|release| release.trace_id);
-        let claim_keys: Vec<Vec<u8>> = claims.iter().map(|c| c.trace_id.0.to_vec()).collect();
-        if !claims.is_empty() {
-            let held: HashMap<Vec<u8>, Option<i64>> = sqlx::query_as(LOCK_CLAIMS)
-                .bind(&claim_keys)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            for release in &claims {
-                if held.get(release.trace_id.0.as_slice()) != Some(&Some(release.claim)) {
-                    return Err(StoreError::ClaimLost);
-                }
-            }
-        }
+        let held = claim_release::lock(&mut tx, &commit.claims).await?;
         let mut replaced = 0;
         if !commit.replace_traces.is_empty() {
             let keys: Vec<Vec<u8>> = commit
@@ -766,29 +740,7 @@ impl PgStore {
                 .raise_meta(&mut tx, "analysis_watermark", watermark)
                 .await?;
         }
-        if !claims.is_empty() {
-            let tokens: Vec<i64> = claims.iter().map(|c| c.claim).collect();
-            let (mut seen_traces, mut seen_blocks) = (Vec::new(), Vec::new());
-            for release in &claims {
-                for block in &release.analysed_blocks {
-                    seen_traces.push(release.trace_id.0.to_vec());
-                    seen_blocks.push(*block);
-                }
-            }
-            sqlx::query(DONE)
-                .bind(&seen_traces)
-                .bind(&seen_blocks)
-                .bind(&tokens)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(REOPEN)
-                .bind(&seen_traces)
-                .bind(&seen_blocks)
-                .bind(&tokens)
-                .bind(ns(now_unix_ns()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        claim_release::release(&mut tx, held, ns(now_unix_ns())).await?;
         // Last: the counts' rows are shared with other writers, so they are held the least.
         let requests = added - replaced;
         counts::add(
