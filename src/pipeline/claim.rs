@@ -14,7 +14,7 @@
 //! Invariant: nothing is analysed from memory here; a trace is analysed only while its claim is
 //! held, and a commit whose claim was lost writes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -253,17 +253,9 @@ impl Claims {
         &self,
         claimed: Vec<ClaimedTrace>,
     ) -> Result<(Batch, Vec<ClaimRelease>, Vec<tokio::time::Instant>), StoreError> {
-        // Only a trace with a stored block that is not new can have been analysed before: every
-        // analysis saw at least one block, and a block leaves a trace's new ones only through an
-        // analysis. (Requests whose blocks retention dropped count as gone: `request_expiry`.)
-        // A trace seen for the first time, nearly every one, needs no look at its request rows.
-        let seen_before: Vec<_> = (claimed.iter())
-            .filter(|trace| {
-                let new_blocks: HashSet<i64> = trace.new_blocks.iter().copied().collect();
-                (trace.spans.iter()).any(|(block, _)| !new_blocks.contains(block))
-            })
-            .map(|trace| trace.trace_id)
-            .collect();
+        // Every claimed trace is looked up, even one whose stored blocks all look new: skipping
+        // those was seen to count requests twice when late spans came in.
+        let ids: Vec<_> = claimed.iter().map(|trace| trace.trace_id).collect();
         // The delay counts from when the spans were first stored, by the wall clock any
         // instance may have read: taken back from now onto this process's monotonic clock.
         let (now, now_unix_ns) = (tokio::time::Instant::now(), now_unix_ns());
@@ -275,11 +267,7 @@ impl Claims {
                 now.checked_sub(since).unwrap_or(now)
             })
             .collect();
-        let prior = if seen_before.is_empty() {
-            HashMap::new()
-        } else {
-            self.store.analysed_traces(&seen_before).await?
-        };
+        let prior = self.store.analysed_traces(&ids).await?;
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
         for trace in claimed {
