@@ -1,8 +1,8 @@
 //! Clocks and the text forms of time: now in unix nanoseconds, RFC 3339 as the API and webhooks
 //! write it, and durations as the config file writes them (`"60s"`, `"7d"`, milliseconds).
 //!
-//! Invariant: the one wall clock outside the store and the pipeline; a clock before the epoch
-//! reads as 0 rather than failing.
+//! Invariant: the one wall clock outside the pipeline's claims; a clock before the epoch reads
+//! as 0 rather than failing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -15,39 +15,47 @@
 //! indentation; `parent=none` for a root), `version=V`, `scope=NAME` (the instrumentation scope)
 //! and `status=error`.
 //!
-//! Invariant: test-only; it panics on a malformed fixture, which is a bug in the test.
+//! This is the text the unit tests, the store conformance suite (`tests/it/store.rs`) and other
+//! integration tests write traces in.
+//!
+//! Invariant: for tests only; it panics on a malformed fixture, which is a bug in the test. The
+//! renderings below (`render_*`) exist in test builds of this crate only.
 
 use std::sync::Arc;
 
-use collector::category::{Category, classify};
+#[cfg(test)]
+use collector::category::Category;
+use collector::category::classify;
 use collector::model::{
     AttrValue, KeyValue, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
 };
 use collector::otlp::normalize::semantics;
 
+#[cfg(test)]
 use super::{Anomaly, RequestAnalysis, gap};
 
 /// Nanoseconds added to every fixture time, so that skewed children may start "before zero".
 const BASE_NS: i64 = 1_000_000_000_000;
 
 /// The trace id every fixture span gets.
-pub(crate) fn trace_id() -> TraceId {
+pub fn trace_id() -> TraceId {
     TraceId([7; 16])
 }
 
 /// A span id from a small number, the way fixtures name spans.
-pub(crate) fn span_id(n: u64) -> SpanId {
+pub fn span_id(n: u64) -> SpanId {
     SpanId(n.to_be_bytes())
 }
 
 /// The fixture number of a span id, for rendering results compactly.
+#[cfg(test)]
 pub(crate) fn span_no(id: SpanId) -> u64 {
     u64::from_be_bytes(id.0)
 }
 
 /// Builds one span from already-decided parts; the parser and property tests share it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn make_span(
+pub fn make_span(
     id: u64,
     parent: Option<u64>,
     service: &str,
@@ -141,7 +149,11 @@ fn parse_times(token: &str) -> Option<(i64, i64)> {
 }
 
 /// Parses a fixture into spans, in line order.
-pub(crate) fn parse(fixture: &str) -> Vec<Span> {
+///
+/// # Panics
+///
+/// On a malformed fixture: a bug in the test that wrote it.
+pub fn parse(fixture: &str) -> Vec<Span> {
     // (indent, id, service) of the open ancestors of the current line.
     let mut ancestors: Vec<(usize, u64, String)> = Vec::new();
     let mut spans = Vec::new();
@@ -242,6 +254,7 @@ pub(crate) fn parse(fixture: &str) -> Vec<Span> {
 }
 
 /// Formats nanoseconds as fixture milliseconds: `12`, `12.5`, `0.001`.
+#[cfg(test)]
 pub(crate) fn ms(ns: u64) -> String {
     let whole = ns / 1_000_000;
     let frac = ns % 1_000_000;
@@ -254,6 +267,7 @@ pub(crate) fn ms(ns: u64) -> String {
 }
 
 /// `db 20 cpu 5`: the non-zero categories of a breakdown, in milliseconds.
+#[cfg(test)]
 pub(crate) fn render_categories(values: [u64; Category::COUNT]) -> String {
     let parts: Vec<String> = Category::ALL
         .iter()
@@ -268,6 +282,7 @@ pub(crate) fn render_categories(values: [u64; Category::COUNT]) -> String {
 }
 
 /// A request's header, breakdown and critical path.
+#[cfg(test)]
 pub(crate) fn render_request(req: &RequestAnalysis) -> String {
     let path: Vec<String> = req
         .critical_path
@@ -287,6 +302,7 @@ pub(crate) fn render_request(req: &RequestAnalysis) -> String {
 }
 
 /// Counts, totals and operations of a request.
+#[cfg(test)]
 pub(crate) fn render_details(req: &RequestAnalysis) -> String {
     let mut out = format!(
         "  db_calls {} io_parallelism {:.2}\n",
@@ -319,6 +335,7 @@ pub(crate) fn render_details(req: &RequestAnalysis) -> String {
 }
 
 /// A request's findings.
+#[cfg(test)]
 pub(crate) fn render_findings(req: &RequestAnalysis) -> String {
     let mut out = String::new();
     for f in &req.findings {
@@ -340,6 +357,7 @@ pub(crate) fn render_findings(req: &RequestAnalysis) -> String {
 }
 
 /// A request's gaps, one per line.
+#[cfg(test)]
 pub(crate) fn render_gaps(req: &RequestAnalysis) -> String {
     let mut out = String::new();
     for g in &req.gaps {
@@ -358,6 +376,7 @@ pub(crate) fn render_gaps(req: &RequestAnalysis) -> String {
 }
 
 /// Anomalies, one per line.
+#[cfg(test)]
 pub(crate) fn render_anomalies(anomalies: &[Anomaly]) -> String {
     anomalies
         .iter()

@@ -29,8 +29,7 @@ pub mod request;
 pub mod span_tree;
 pub mod sql;
 
-#[cfg(test)]
-pub(crate) mod fixture;
+pub mod fixture;
 
 use std::collections::HashSet;
 

@@ -14,7 +14,7 @@
 //! Invariant: nothing is analysed from memory here; a trace is analysed only while its claim is
 //! held, and a commit whose claim was lost writes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,7 +29,7 @@ use super::due::{Completion, DueBatch, DueTraces, Redo};
 use super::error::PipelineError;
 use super::scheduler::CommitScheduler;
 use super::work::{Batch, Work};
-use crate::store::{ClaimRelease, ClaimedTrace, Store, StoreError};
+use crate::store::{ClaimLease, ClaimRelease, ClaimedTrace, Store, StoreError};
 
 /// How often due traces are claimed: as often as the in-memory assembler looks for them.
 const TICK: Duration = Duration::from_millis(250);
@@ -141,14 +141,13 @@ struct Claiming {
 /// Claims the traces due now under the token `claim`, with their spans.
 async fn claim_due(claiming: Claiming, claim: i64) -> Result<Vec<ClaimedTrace>, StoreError> {
     let now = now_unix_ns();
+    let lease = ClaimLease {
+        cutoff_unix_ns: now.saturating_sub(claiming.grace_period.as_nanos() as u64),
+        now_unix_ns: now,
+        until_unix_ns: now + claiming.claim_lease.as_nanos() as u64,
+    };
     (claiming.store)
-        .claim_due_traces(
-            claim,
-            now.saturating_sub(claiming.grace_period.as_nanos() as u64),
-            now,
-            now + claiming.claim_lease.as_nanos() as u64,
-            MAX_TRACES_PER_CLAIM,
-        )
+        .claim_due_traces(claim, lease, MAX_TRACES_PER_CLAIM)
         .await
 }
 
@@ -254,7 +253,17 @@ impl Claims {
         &self,
         claimed: Vec<ClaimedTrace>,
     ) -> Result<(Batch, Vec<ClaimRelease>, Vec<tokio::time::Instant>), StoreError> {
-        let ids: Vec<_> = claimed.iter().map(|trace| trace.trace_id).collect();
+        // Only a trace with a stored block that is not new can have been analysed before: every
+        // analysis saw at least one block, and a block leaves a trace's new ones only through an
+        // analysis. (Requests whose blocks retention dropped count as gone: `request_expiry`.)
+        // A trace seen for the first time, nearly every one, needs no look at its request rows.
+        let seen_before: Vec<_> = (claimed.iter())
+            .filter(|trace| {
+                let new_blocks: HashSet<i64> = trace.new_blocks.iter().copied().collect();
+                (trace.spans.iter()).any(|(block, _)| !new_blocks.contains(block))
+            })
+            .map(|trace| trace.trace_id)
+            .collect();
         // The delay counts from when the spans were first stored, by the wall clock any
         // instance may have read: taken back from now onto this process's monotonic clock.
         let (now, now_unix_ns) = (tokio::time::Instant::now(), now_unix_ns());
@@ -266,7 +275,11 @@ impl Claims {
                 now.checked_sub(since).unwrap_or(now)
             })
             .collect();
-        let prior = self.store.analysed_traces(&ids).await?;
+        let prior = if seen_before.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.analysed_traces(&seen_before).await?
+        };
         let mut work = Vec::with_capacity(claimed.len());
         let mut releases = Vec::with_capacity(claimed.len());
         for trace in claimed {

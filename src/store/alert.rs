@@ -200,22 +200,6 @@ pub struct AlertEvaluation {
 }
 
 impl Store {
-    /// Every stored alert state.
-    pub async fn alert_states(&self) -> Result<Vec<StoredAlert>, StoreError> {
-        portable!(self.alert_states())
-    }
-
-    /// Commits one evaluation's states, transitions, notifications and (when it carries one) the
-    /// evaluation itself atomically; returns the ids of the notifications queued as pending.
-    pub async fn commit_alerts(&self, commit: &AlertCommit) -> Result<Vec<i64>, StoreError> {
-        portable!(self.commit_alerts(commit))
-    }
-
-    /// The last evaluation committed by any instance on this database.
-    pub async fn alert_evaluation(&self) -> Result<AlertEvaluation, StoreError> {
-        portable!(self.alert_evaluation())
-    }
-
     /// The id of the last regression event already turned into notifications; 0 before any.
     pub async fn regressions_notified_through(&self) -> Result<i64, StoreError> {
         portable!(self.meta_value(REGRESSIONS_NOTIFIED_THROUGH))
@@ -225,35 +209,6 @@ impl Store {
     /// notifications; 0 before any.
     pub async fn regression_resolutions_notified_through(&self) -> Result<i64, StoreError> {
         portable!(self.meta_value(RESOLUTIONS_NOTIFIED_THROUGH))
-    }
-
-    /// The newest transitions, newest first, at most `limit`.
-    pub async fn alert_transitions(&self, limit: i64) -> Result<Vec<AlertTransition>, StoreError> {
-        portable!(self.alert_transitions(limit))
-    }
-
-    /// Pending notifications due at `now`, oldest first, at most `limit`.
-    pub async fn due_notifications(
-        &self,
-        now_unix_ns: u64,
-        limit: i64,
-    ) -> Result<Vec<DueNotification>, StoreError> {
-        portable!(self.due_notifications(now_unix_ns, limit))
-    }
-
-    /// When the next pending notification is due, if any is.
-    pub async fn next_notification_due(&self) -> Result<Option<u64>, StoreError> {
-        portable!(self.next_notification_due())
-    }
-
-    /// Records an attempt and moves its notification on (delivered, retry later, or failed).
-    pub async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
-        portable!(self.record_delivery(attempt))
-    }
-
-    /// The newest notifications with their attempts, newest first, at most `limit`.
-    pub async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
-        portable!(self.deliveries(limit))
     }
 }
 
@@ -285,6 +240,36 @@ type TransitionTuple = (
     Option<f64>,
     String,
 );
+
+fn stored_alert(row: StateTuple) -> StoredAlert {
+    let (rule_key, service, endpoint, kind, metric, state, since, observed, budget, summary) = row;
+    StoredAlert {
+        rule_key,
+        service,
+        endpoint,
+        kind,
+        metric,
+        state,
+        since_unix_ns: unsigned(since),
+        observed,
+        budget,
+        summary,
+    }
+}
+
+fn alert_transition(row: TransitionTuple) -> AlertTransition {
+    let (rule_key, service, endpoint, from_state, to_state, at, observed, summary) = row;
+    AlertTransition {
+        rule_key,
+        service,
+        endpoint,
+        from_state,
+        to_state,
+        at_unix_ns: unsigned(at),
+        observed,
+        summary,
+    }
+}
 
 type AttemptTuple = (i64, i64, i64, String, Option<i64>, Option<String>);
 
@@ -380,42 +365,6 @@ const SELECT_EVALUATION: &str = "SELECT m.value, a.seq, a.rule_key, a.kind, a.se
      WHERE m.key = $1 ORDER BY a.seq, b.pair";
 
 portable_impl! {
-    async fn alert_states(&self) -> Result<Vec<StoredAlert>, StoreError> {
-        const SELECT: &str = "SELECT rule_key, service, endpoint, kind, metric, state, since_unix_ns, \
-             observed, budget, summary FROM alert_states";
-        let rows: Vec<StateTuple> = sqlx::query_as(SELECT).fetch_all(self.reader).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    rule_key,
-                    service,
-                    endpoint,
-                    kind,
-                    metric,
-                    state,
-                    since,
-                    observed,
-                    budget,
-                    summary,
-                )| {
-                    StoredAlert {
-                        rule_key,
-                        service,
-                        endpoint,
-                        kind,
-                        metric,
-                        state,
-                        since_unix_ns: unsigned(since),
-                        observed,
-                        budget,
-                        summary,
-                    }
-                },
-            )
-            .collect())
-    }
-
     /// A cursor kept in `meta`; 0 before it is first set.
     async fn meta_value(&self, key: &'static str) -> Result<i64, StoreError> {
         const SELECT: &str = "SELECT value FROM meta WHERE key = $1";
@@ -425,30 +374,105 @@ portable_impl! {
             .await?
             .unwrap_or(0))
     }
+}
 
-    async fn alert_evaluation(&self) -> Result<AlertEvaluation, StoreError> {
-        let rows: Vec<EvaluationRow> = sqlx::query_as(SELECT_EVALUATION)
-            .bind(EVALUATED_AT.to_owned())
-            .fetch_all(self.reader)
-            .await?;
-        let mut evaluation = AlertEvaluation::default();
-        let mut last_seq = None;
-        for row in rows {
-            evaluation.evaluated_at_unix_ns = Some(unsigned(row.evaluated_at));
-            if let Some((seq, alert)) = row.alert
-                && last_seq != Some(seq)
-            {
-                last_seq = Some(seq);
-                evaluation.alerts.push(alert);
-            }
-            if let (Some(burn), Some(alert)) = (row.burn, evaluation.alerts.last_mut()) {
-                alert.burn.push(burn);
-            }
-        }
-        Ok(evaluation)
+/// Replaces the stored evaluation with `evaluation`, inside the commit's transaction.
+async fn replace_evaluation<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    evaluation: &AlertEvaluation,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<f64>: Encode<'q, DB>,
+{
+    const UPSERT_EVALUATED_AT: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    sqlx::query("DELETE FROM alert_evaluation_burn")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM alert_evaluation")
+        .execute(&mut **tx)
+        .await?;
+    let numbered: Vec<(i64, &EvaluatedAlert)> = (0i64..).zip(&evaluation.alerts).collect();
+    for chunk in numbered.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<DB>::new(
+            "INSERT INTO alert_evaluation (seq, rule_key, kind, service, endpoint, metric, budget, \
+             observed, window_ns, requests, state, since_unix_ns, summary, slo_objective, \
+             slo_threshold_ms) ",
+        );
+        insert.push_values(chunk, |mut row, (seq, evaluated)| {
+            let alert = &evaluated.alert;
+            row.push_bind(*seq)
+                .push_bind(alert.rule_key.clone())
+                .push_bind(alert.kind.clone())
+                .push_bind(alert.service.clone())
+                .push_bind(alert.endpoint.clone())
+                .push_bind(alert.metric.clone())
+                .push_bind(alert.budget)
+                .push_bind(alert.observed)
+                .push_bind(ns(evaluated.window_ns))
+                .push_bind(ns(evaluated.requests))
+                .push_bind(alert.state.clone())
+                .push_bind(ns(alert.since_unix_ns))
+                .push_bind(alert.summary.clone())
+                .push_bind(evaluated.slo.map(|(objective, _)| objective))
+                .push_bind(evaluated.slo.map(|(_, threshold_ms)| threshold_ms));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let pairs: Vec<(i64, i64, &EvaluatedBurn)> = numbered
+        .iter()
+        .flat_map(|(seq, alert)| {
+            (0i64..)
+                .zip(&alert.burn)
+                .map(|(pair, burn)| (*seq, pair, burn))
+        })
+        .collect();
+    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<DB>::new(
+            "INSERT INTO alert_evaluation_burn (seq, pair, severity, long_ns, short_ns, factor, \
+             long_burn, short_burn, short_requests, firing) ",
+        );
+        insert.push_values(chunk, |mut row, (seq, pair, burn)| {
+            row.push_bind(*seq)
+                .push_bind(*pair)
+                .push_bind(burn.severity.clone())
+                .push_bind(ns(burn.long_ns))
+                .push_bind(ns(burn.short_ns))
+                .push_bind(burn.factor)
+                .push_bind(burn.long_burn)
+                .push_bind(burn.short_burn)
+                .push_bind(ns(burn.short_requests))
+                .push_bind(burn.firing);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    sqlx::query(UPSERT_EVALUATED_AT)
+        .bind(EVALUATED_AT.to_owned())
+        .bind(ns(evaluation.evaluated_at_unix_ns.unwrap_or(0)))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+portable_api! {
+    /// Every stored alert state.
+    pub async fn alert_states(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        const SELECT: &str = "SELECT rule_key, service, endpoint, kind, metric, state, since_unix_ns, \
+             observed, budget, summary FROM alert_states";
+        let rows: Vec<StateTuple> = sqlx::query_as(SELECT).fetch_all(self.reader).await?;
+        Ok(rows.into_iter().map(stored_alert).collect())
     }
 
-    async fn commit_alerts(&self, commit: &AlertCommit) -> Result<Vec<i64>, StoreError> {
+    /// Commits one evaluation's states, transitions, notifications and (when it carries one) the
+    /// evaluation itself atomically; returns the ids of the notifications queued as pending.
+    pub async fn commit_alerts(&self, commit: &AlertCommit) -> Result<Vec<i64>, StoreError> {
         const UPSERT_STATE: &str = "INSERT INTO alert_states (rule_key, service, endpoint, kind, metric, state, \
              since_unix_ns, observed, budget, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (rule_key, service, endpoint) DO UPDATE SET kind = excluded.kind, \
@@ -556,17 +580,7 @@ portable_impl! {
             ),
         ] {
             if let Some(through) = through {
-                // Cursors only move forward: a commit computed from an older read cannot take
-                // one back.
-                let mut upsert = QueryBuilder::<DB>::new("INSERT INTO meta (key, value) VALUES (");
-                upsert
-                    .push_bind(key.to_owned())
-                    .push(", ")
-                    .push_bind(through)
-                    .push(") ON CONFLICT (key) DO UPDATE SET value = ")
-                    .push(self.dialect.greatest)
-                    .push("(meta.value, excluded.value)");
-                upsert.build().execute(&mut *tx).await?;
+                self.raise_meta(&mut tx, key, through).await?;
             }
         }
         if let Some(evaluation) = &commit.evaluation {
@@ -576,33 +590,42 @@ portable_impl! {
         Ok(queued)
     }
 
-    async fn alert_transitions(&self, limit: i64) -> Result<Vec<AlertTransition>, StoreError> {
+    /// The last evaluation committed by any instance on this database.
+    pub async fn alert_evaluation(&self) -> Result<AlertEvaluation, StoreError> {
+        let rows: Vec<EvaluationRow> = sqlx::query_as(SELECT_EVALUATION)
+            .bind(EVALUATED_AT.to_owned())
+            .fetch_all(self.reader)
+            .await?;
+        let mut evaluation = AlertEvaluation::default();
+        let mut last_seq = None;
+        for row in rows {
+            evaluation.evaluated_at_unix_ns = Some(unsigned(row.evaluated_at));
+            if let Some((seq, alert)) = row.alert
+                && last_seq != Some(seq)
+            {
+                last_seq = Some(seq);
+                evaluation.alerts.push(alert);
+            }
+            if let (Some(burn), Some(alert)) = (row.burn, evaluation.alerts.last_mut()) {
+                alert.burn.push(burn);
+            }
+        }
+        Ok(evaluation)
+    }
+
+    /// The newest transitions, newest first, at most `limit`.
+    pub async fn alert_transitions(&self, limit: i64) -> Result<Vec<AlertTransition>, StoreError> {
         const SELECT: &str = "SELECT rule_key, service, endpoint, from_state, to_state, at_unix_ns, observed, \
              summary FROM alert_transitions ORDER BY id DESC LIMIT $1";
         let rows: Vec<TransitionTuple> = sqlx::query_as(SELECT)
             .bind(limit)
             .fetch_all(self.reader)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(rule_key, service, endpoint, from_state, to_state, at, observed, summary)| {
-                    AlertTransition {
-                        rule_key,
-                        service,
-                        endpoint,
-                        from_state,
-                        to_state,
-                        at_unix_ns: unsigned(at),
-                        observed,
-                        summary,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(alert_transition).collect())
     }
 
-    async fn due_notifications(
+    /// Pending notifications due at `now`, oldest first, at most `limit`.
+    pub async fn due_notifications(
         &self,
         now_unix_ns: u64,
         limit: i64,
@@ -625,14 +648,16 @@ portable_impl! {
             .collect())
     }
 
-    async fn next_notification_due(&self) -> Result<Option<u64>, StoreError> {
+    /// When the next pending notification is due, if any is.
+    pub async fn next_notification_due(&self) -> Result<Option<u64>, StoreError> {
         const SELECT: &str =
             "SELECT MIN(next_attempt_unix_ns) FROM alert_notifications WHERE status = 'pending'";
         let next: Option<i64> = sqlx::query_scalar(SELECT).fetch_one(self.reader).await?;
         Ok(next.map(unsigned))
     }
 
-    async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+    /// Records an attempt and moves its notification on (delivered, retry later, or failed).
+    pub async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
         const INSERT: &str = "INSERT INTO alert_delivery_attempts (notification_id, attempt, at_unix_ns, outcome, \
              http_status, error) VALUES ($1, $2, $3, $4, $5, $6)";
         const UPDATE: &str = "UPDATE alert_notifications SET attempts = $2, next_attempt_unix_ns = $3, \
@@ -659,7 +684,8 @@ portable_impl! {
         Ok(())
     }
 
-    async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
+    /// The newest notifications with their attempts, newest first, at most `limit`.
+    pub async fn deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
         const SELECT: &str = "SELECT n.id, t.rule_key, t.service, t.endpoint, t.to_state, n.url, n.format, \
              n.status, n.created_unix_ns FROM alert_notifications n \
              JOIN alert_transitions t ON t.id = n.transition_id ORDER BY n.id DESC LIMIT $1";
@@ -715,89 +741,4 @@ portable_impl! {
             )
             .collect())
     }
-}
-
-/// Replaces the stored evaluation with `evaluation`, inside the commit's transaction.
-async fn replace_evaluation<DB>(
-    tx: &mut sqlx::Transaction<'static, DB>,
-    evaluation: &AlertEvaluation,
-) -> Result<(), StoreError>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<f64>: Encode<'q, DB>,
-{
-    const UPSERT_EVALUATED_AT: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-    sqlx::query("DELETE FROM alert_evaluation_burn")
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM alert_evaluation")
-        .execute(&mut **tx)
-        .await?;
-    let numbered: Vec<(i64, &EvaluatedAlert)> = (0i64..).zip(&evaluation.alerts).collect();
-    for chunk in numbered.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO alert_evaluation (seq, rule_key, kind, service, endpoint, metric, budget, \
-             observed, window_ns, requests, state, since_unix_ns, summary, slo_objective, \
-             slo_threshold_ms) ",
-        );
-        insert.push_values(chunk, |mut row, (seq, evaluated)| {
-            let alert = &evaluated.alert;
-            row.push_bind(*seq)
-                .push_bind(alert.rule_key.clone())
-                .push_bind(alert.kind.clone())
-                .push_bind(alert.service.clone())
-                .push_bind(alert.endpoint.clone())
-                .push_bind(alert.metric.clone())
-                .push_bind(alert.budget)
-                .push_bind(alert.observed)
-                .push_bind(ns(evaluated.window_ns))
-                .push_bind(ns(evaluated.requests))
-                .push_bind(alert.state.clone())
-                .push_bind(ns(alert.since_unix_ns))
-                .push_bind(alert.summary.clone())
-                .push_bind(evaluated.slo.map(|(objective, _)| objective))
-                .push_bind(evaluated.slo.map(|(_, threshold_ms)| threshold_ms));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
-    let pairs: Vec<(i64, i64, &EvaluatedBurn)> = numbered
-        .iter()
-        .flat_map(|(seq, alert)| {
-            (0i64..)
-                .zip(&alert.burn)
-                .map(|(pair, burn)| (*seq, pair, burn))
-        })
-        .collect();
-    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO alert_evaluation_burn (seq, pair, severity, long_ns, short_ns, factor, \
-             long_burn, short_burn, short_requests, firing) ",
-        );
-        insert.push_values(chunk, |mut row, (seq, pair, burn)| {
-            row.push_bind(*seq)
-                .push_bind(*pair)
-                .push_bind(burn.severity.clone())
-                .push_bind(ns(burn.long_ns))
-                .push_bind(ns(burn.short_ns))
-                .push_bind(burn.factor)
-                .push_bind(burn.long_burn)
-                .push_bind(burn.short_burn)
-                .push_bind(ns(burn.short_requests))
-                .push_bind(burn.firing);
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
-    sqlx::query(UPSERT_EVALUATED_AT)
-        .bind(EVALUATED_AT.to_owned())
-        .bind(ns(evaluation.evaluated_at_unix_ns.unwrap_or(0)))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }

@@ -26,21 +26,6 @@ impl Store {
         dispatch!(self.insert_blocks(blocks))
     }
 
-    /// Blocks with an id above `after_id`, oldest first, at most `limit`, as stored (see
-    /// [`block::decode`]): replay after a restart.
-    pub async fn blocks_after(
-        &self,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        portable!(self.blocks_after(after_id, limit))
-    }
-
-    /// The newest block id, 0 for an empty store.
-    pub async fn last_block_id(&self) -> Result<i64, StoreError> {
-        portable!(self.last_block_id())
-    }
-
     /// Every stored span of a trace with the id of the block it came in; `None` if unknown.
     pub async fn trace_spans(
         &self,
@@ -98,20 +83,35 @@ impl Store {
         }
         Ok(read)
     }
-
-    /// The analysis watermark: every block up to it has been analysed.
-    pub async fn analysis_watermark(&self) -> Result<i64, StoreError> {
-        portable!(self.analysis_watermark())
-    }
-
-    /// When the oldest stored span arrived: how far back span data goes after retention.
-    pub async fn data_since(&self) -> Result<Option<u64>, StoreError> {
-        portable!(self.data_since())
-    }
 }
 
 portable_impl! {
-    pub(in crate::store) async fn blocks_after(
+    /// Raises the `meta` value of `key` to `value` in `tx`, never lowering it: the watermarks and
+    /// cursors kept there only move forward, whatever order commits computed them in.
+    pub(in crate::store) async fn raise_meta(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        key: &str,
+        value: i64,
+    ) -> Result<(), StoreError> {
+        let upsert = format!(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = {}(meta.value, excluded.value)",
+            self.dialect.greatest
+        );
+        sqlx::query(sqlx::AssertSqlSafe(upsert))
+            .bind(key.to_owned())
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+portable_api! {
+    /// Blocks with an id above `after_id`, oldest first, at most `limit`, as stored (see
+    /// [`block::decode`]): replay after a restart.
+    pub async fn blocks_after(
         &self,
         after_id: i64,
         limit: i64,
@@ -124,12 +124,14 @@ portable_impl! {
             .await?)
     }
 
-    async fn last_block_id(&self) -> Result<i64, StoreError> {
+    /// The newest block id, 0 for an empty store.
+    pub async fn last_block_id(&self) -> Result<i64, StoreError> {
         const SELECT: &str = "SELECT COALESCE(MAX(id), 0) FROM span_blocks";
         Ok(sqlx::query_scalar(SELECT).fetch_one(self.reader).await?)
     }
 
-    async fn analysis_watermark(&self) -> Result<i64, StoreError> {
+    /// The analysis watermark: every block up to it has been analysed.
+    pub async fn analysis_watermark(&self) -> Result<i64, StoreError> {
         const SELECT: &str = "SELECT value FROM meta WHERE key = 'analysis_watermark'";
         Ok(sqlx::query_scalar(SELECT)
             .fetch_optional(self.reader)
@@ -137,7 +139,8 @@ portable_impl! {
             .unwrap_or(0))
     }
 
-    async fn data_since(&self) -> Result<Option<u64>, StoreError> {
+    /// When the oldest stored span arrived: how far back span data goes after retention.
+    pub async fn data_since(&self) -> Result<Option<u64>, StoreError> {
         // The first block by id is the oldest one received (ids grow with time): an index
         // lookup, where MIN over a time column would scan.
         const SELECT: &str = "SELECT received_unix_ns FROM span_blocks ORDER BY id LIMIT 1";

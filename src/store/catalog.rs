@@ -4,7 +4,7 @@
 //! Invariant: an id, once handed out, always names what it was interned for; retention may
 //! evict it (`eviction`), and it is never handed out again.
 
-use super::{Backend, Store, StoreError, eviction};
+use super::{Backend, StoreError, eviction};
 
 /// The endpoint every endpoint past a service's cap is folded into. Retention never evicts it:
 /// it holds the requests of every endpoint that found its service at the cap.
@@ -81,50 +81,19 @@ pub struct EndpointRef {
     pub endpoint: String,
 }
 
-impl Store {
+portable_api! {
     /// How many retention passes evicted endpoints or resources, or removed rollups: a cache of
     /// the interned ids (and of the versions rollups hold) that was read at another generation
     /// may hold evicted ids and count evicted rows.
     pub async fn eviction_generation(&self) -> Result<i64, StoreError> {
-        portable!(self.eviction_generation())
-    }
-
-    /// Every interned endpoint.
-    pub async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
-        portable!(self.endpoints())
-    }
-
-    /// Every (service, version) the hourly rollups hold: the versions the analyzer's cap counts,
-    /// which leave with their rollups.
-    pub async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        portable!(self.service_versions())
-    }
-
-    /// The id of (service, endpoint), interning it if new.
-    pub async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
-        portable!(self.intern_endpoint(service, endpoint))
-    }
-
-    /// Every interned resource.
-    pub async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
-        portable!(self.resources())
-    }
-
-    /// The id of a resource given in [`canonical_attributes`] form, interning it if new.
-    pub async fn intern_resource(&self, service: &str, canonical: &str) -> Result<i64, StoreError> {
-        portable!(self.intern_resource(service, canonical))
-    }
-}
-
-portable_impl! {
-    async fn eviction_generation(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(eviction::GENERATION)
             .fetch_optional(self.reader)
             .await?
             .unwrap_or(0))
     }
 
-    async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
+    /// Every interned endpoint.
+    pub async fn endpoints(&self) -> Result<Vec<EndpointRef>, StoreError> {
         const SELECT: &str = "SELECT id, service, endpoint FROM endpoints ORDER BY id";
         let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(self.reader).await?;
         Ok(rows
@@ -137,13 +106,16 @@ portable_impl! {
             .collect())
     }
 
-    async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Every (service, version) the hourly rollups hold: the versions the analyzer's cap counts,
+    /// which leave with their rollups.
+    pub async fn service_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(eviction::SERVICE_VERSIONS)
             .fetch_all(self.reader)
             .await?)
     }
 
-    pub(in crate::store) async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
+    /// The id of (service, endpoint), interning it if new.
+    pub async fn intern_endpoint(&self, service: &str, endpoint: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(eviction::INTERN_ENDPOINT)
             .bind(service.to_owned())
             .bind(endpoint.to_owned())
@@ -151,7 +123,8 @@ portable_impl! {
             .await?)
     }
 
-    async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
+    /// Every interned resource.
+    pub async fn resources(&self) -> Result<Vec<ResourceRef>, StoreError> {
         const SELECT: &str = "SELECT id, service, attributes FROM resources ORDER BY id";
         let rows: Vec<(i64, String, String)> = sqlx::query_as(SELECT).fetch_all(self.reader).await?;
         Ok(rows
@@ -164,7 +137,8 @@ portable_impl! {
             .collect())
     }
 
-    async fn intern_resource(&self, service: &str, canonical: &str) -> Result<i64, StoreError> {
+    /// The id of a resource given in [`canonical_attributes`] form, interning it if new.
+    pub async fn intern_resource(&self, service: &str, canonical: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(self.dialect.intern_resource)
             .bind(service.to_owned())
             .bind(canonical.to_owned())

@@ -19,7 +19,7 @@
 //! Invariant: deletes only rows nothing refers to, and rewrites only commits naming an id that
 //! is gone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::portable::RowsAffected;
 use super::{AnalysisCommit, OTHER_ENDPOINT, RetentionReport, RollupChange, StoreError, ns};
@@ -27,6 +27,14 @@ use crate::analysis::aggregate::Rollup;
 
 #[cfg(doc)]
 use super::InternedNames;
+
+/// PostgreSQL's advisory lock every analysis commit holds shared and retention holds exclusively
+/// while it evicts interned ids. In this application's keys ("BN" in the high bytes), apart from
+/// the leader roles'.
+pub(super) const EVICTION_LOCK_KEY: i64 = 0x424e_0000_0010;
+
+/// Takes [`EVICTION_LOCK_KEY`] exclusively until the transaction ends.
+pub(super) const LOCK_EVICTION: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// Interns (service, endpoint), returning the id it has or gets.
 pub(super) const INTERN_ENDPOINT: &str = "INSERT INTO endpoints (service, endpoint) VALUES ($1, $2) \
@@ -103,7 +111,7 @@ fn seen_until(start_unix_ns: u64) -> i64 {
 
 /// Per resource of a commit's requests, in id order (the order PostgreSQL locks the rows in),
 /// the `seen_until_unix_ns` they need.
-pub(super) fn resources_seen(commit: &AnalysisCommit) -> Vec<(i64, i64)> {
+fn resources_seen(commit: &AnalysisCommit) -> Vec<(i64, i64)> {
     let mut seen: BTreeMap<i64, i64> = BTreeMap::new();
     for request in &commit.requests {
         if request.resource_id != 0 {
@@ -116,7 +124,7 @@ pub(super) fn resources_seen(commit: &AnalysisCommit) -> Vec<(i64, i64)> {
 }
 
 /// The interned ids a commit writes under, each once, in order.
-pub(super) struct WrittenIds {
+struct WrittenIds {
     /// Of the request rows and the rollup rows.
     pub endpoints: Vec<i64>,
     /// Of the request rows; 0 (unknown) is not an id.
@@ -124,7 +132,7 @@ pub(super) struct WrittenIds {
 }
 
 impl WrittenIds {
-    pub(super) fn of(commit: &AnalysisCommit) -> Self {
+    fn of(commit: &AnalysisCommit) -> Self {
         let endpoints: BTreeSet<i64> = (commit.requests.iter().map(|r| r.endpoint_id))
             .chain(commit.rollups.iter().map(|change| change.key.endpoint_id))
             .collect();
@@ -137,14 +145,14 @@ impl WrittenIds {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.endpoints.is_empty() && self.resources.is_empty()
     }
 }
 
 /// What the evicted ids of a commit become, once their names are interned again.
 #[derive(Debug, Default)]
-pub(super) struct Reinterned {
+struct Reinterned {
     /// The new id of each evicted endpoint; `None` for one the commit has no name for, which it
     /// only takes requests back from.
     pub endpoints: HashMap<i64, Option<i64>>,
@@ -155,10 +163,7 @@ pub(super) struct Reinterned {
 /// `commit` written under the ids its evicted ones were interned again under. A rollup change of
 /// an evicted endpoint takes nothing back: no row of that endpoint is left to take from, and the
 /// rows of the new id never counted those requests.
-pub(super) fn remap(
-    commit: &AnalysisCommit,
-    reinterned: &Reinterned,
-) -> Result<AnalysisCommit, StoreError> {
+fn remap(commit: &AnalysisCommit, reinterned: &Reinterned) -> Result<AnalysisCommit, StoreError> {
     let endpoint = |id: i64| -> Result<Option<i64>, StoreError> {
         match reinterned.endpoints.get(&id) {
             None => Ok(Some(id)),
@@ -214,6 +219,107 @@ pub(super) fn remap(
 }
 
 portable_impl! {
+    /// `commit` rewritten for the interned ids it writes under that retention evicted since the
+    /// analyzer looked them up; `None` when all of them exist, as they almost always do. Runs in
+    /// the commit's transaction, which no eviction interleaves with (see the module's doc).
+    pub(in crate::store) async fn resolve_evicted(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        commit: &AnalysisCommit,
+    ) -> Result<Option<AnalysisCommit>, StoreError> {
+        let ids = WrittenIds::of(commit);
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let in_integers = self.dialect.in_integers;
+        let count = format!(
+            "SELECT (SELECT COUNT(*) FROM endpoints WHERE id {}), \
+             (SELECT COUNT(*) FROM resources WHERE id {})",
+            in_integers("$1"),
+            in_integers("$2")
+        );
+        let (endpoints, resources): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(count))
+            .bind((self.dialect.integers)(&ids.endpoints))
+            .bind((self.dialect.integers)(&ids.resources))
+            .fetch_one(&mut **tx)
+            .await?;
+        if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
+            return Ok(None);
+        }
+        let mut reinterned = Reinterned::default();
+        for id in self.missing_ids(tx, "endpoints", &ids.endpoints).await? {
+            let name = commit.names.endpoints.get(&id);
+            let new = match name {
+                Some(name) => Some(self.intern_again(tx, INTERN_ENDPOINT, name).await?),
+                None => None,
+            };
+            reinterned.endpoints.insert(id, new);
+        }
+        for id in self.missing_ids(tx, "resources", &ids.resources).await? {
+            let new = match commit.names.resources.get(&id) {
+                Some(name) => self.intern_again(tx, self.dialect.intern_resource, name).await?,
+                None => 0,
+            };
+            reinterned.resources.insert(id, new);
+        }
+        remap(commit, &reinterned).map(Some)
+    }
+
+    /// Interns `(service, name)` with `statement`, in `tx`.
+    async fn intern_again(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        statement: &'static str,
+        (service, name): &(String, String),
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(statement)
+            .bind(service.clone())
+            .bind(name.clone())
+            .fetch_one(&mut **tx)
+            .await?)
+    }
+
+    /// Those of `ids` (in order) that `table` has no row of.
+    async fn missing_ids(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        table: &str,
+        ids: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        let select = format!("SELECT id FROM {table} WHERE id {}", (self.dialect.in_integers)("$1"));
+        let present: HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+            .bind((self.dialect.integers)(ids))
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(ids.iter().copied().filter(|id| !present.contains(id)).collect())
+    }
+
+    /// Raises `seen_until_unix_ns` of the resources of a commit's requests, never lowering it.
+    pub(in crate::store) async fn mark_resources_seen(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        commit: &AnalysisCommit,
+    ) -> Result<(), StoreError> {
+        let (ids, until): (Vec<i64>, Vec<i64>) = resources_seen(commit).into_iter().unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let update = format!(
+            "WITH seen (id, until_ns) AS ({}) \
+             UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
+             WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns",
+            self.dialect.zipped_integers
+        );
+        sqlx::query(sqlx::AssertSqlSafe(update))
+            .bind((self.dialect.integers)(&ids))
+            .bind((self.dialect.integers)(&until))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Evicts the endpoints (other than [`OTHER_ENDPOINT`]) no row refers to, a range of ids a
     /// transaction, then the resources unseen since `spans_before` none of whose requests is
     /// left, a batch a transaction, pausing between transactions so ingest never waits long.

@@ -77,12 +77,6 @@ impl Window {
 /// Windows at least this long (in minutes) are aligned to the hour at their start.
 pub const LONG_WINDOW_MINUTES: i64 = 6 * 60;
 
-fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The minute (since the epoch) an instant falls in: the rollup bucket.
 pub fn minute_of(unix_ns: u64) -> i64 {
     (unix_ns / 60_000_000_000) as i64
@@ -178,6 +172,17 @@ pub struct ClaimedTrace {
     /// Analysed before and past [`hot_trace::MAX_BLOCKS_PER_TRACE`] blocks: its spans were not
     /// read, and its new blocks are not analysed.
     pub hot: bool,
+}
+
+/// Which traces a claim takes and for how long (see [`Store::claim_due_traces`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLease {
+    /// Traces whose first spans were stored at or before this are due.
+    pub cutoff_unix_ns: u64,
+    /// Now: a claim that expired before it may be taken over.
+    pub now_unix_ns: u64,
+    /// The claim holds until this.
+    pub until_unix_ns: u64,
 }
 
 /// A claim given back by an analysis commit.
@@ -391,29 +396,24 @@ impl Store {
         matches!(self.backend, Backend::Postgres(_))
     }
 
-    /// Claims up to `limit` traces whose first spans were stored at or before `cutoff_unix_ns`
-    /// and that nobody holds (or whose claim expired before `now_unix_ns`), until
-    /// `lease_until_unix_ns`, and loads their spans. Only a shared store has claims; SQLite
-    /// returns nothing (its analysis follows the watermark).
+    /// Claims up to `limit` traces due under `lease` that nobody holds, and loads their spans.
+    /// Only a shared store has claims; SQLite returns nothing (its analysis follows the
+    /// watermark).
     pub async fn claim_due_traces(
         &self,
         claim: i64,
-        cutoff_unix_ns: u64,
-        now_unix_ns: u64,
-        lease_until_unix_ns: u64,
+        lease: ClaimLease,
         limit: i64,
     ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        let ClaimLease {
+            cutoff_unix_ns,
+            now_unix_ns,
+            until_unix_ns,
+        } = lease;
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
             Backend::Postgres(store) => {
-                store
-                    .claim_due_traces(
-                        claim,
-                        cutoff_unix_ns,
-                        now_unix_ns,
-                        lease_until_unix_ns,
-                        limit,
-                    )
+                (store.claim_due_traces(claim, cutoff_unix_ns, now_unix_ns, until_unix_ns, limit))
                     .await
             }
         }
@@ -523,58 +523,5 @@ impl Store {
             Backend::Sqlite(store) => store.close().await,
             Backend::Postgres(store) => store.close().await,
         }
-    }
-}
-
-#[cfg(test)]
-mod suite;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(minute: i64, durations_ns: &[u64], removed_ns: &[u64]) -> RollupChange {
-        let rollup_of = |durations_ns: &[u64]| {
-            let mut rollup = Rollup::new();
-            for duration_ns in durations_ns {
-                rollup.add_headline(*duration_ns, false, &Breakdown::default(), 1);
-            }
-            rollup
-        };
-        RollupChange {
-            key: RollupKey {
-                endpoint_id: 1,
-                version: "1.0".to_owned(),
-                minute,
-                granularity: Granularity::Minute,
-            },
-            added: rollup_of(durations_ns),
-            removed: rollup_of(removed_ns),
-        }
-    }
-
-    #[test]
-    fn an_absorbed_commit_sums_changes_to_one_row_and_keeps_the_later_watermark() {
-        let mut first = AnalysisCommit {
-            replace_traces: vec![TraceId([1; 16])],
-            rollups: vec![change(10, &[5, 7], &[3])],
-            watermark: Some(4),
-            ..Default::default()
-        };
-        let later = AnalysisCommit {
-            replace_traces: vec![TraceId([2; 16])],
-            rollups: vec![change(11, &[1], &[]), change(10, &[9], &[2, 4])],
-            watermark: Some(9),
-            ..Default::default()
-        };
-        first.absorb(later);
-        assert_eq!(first.replace_traces, [TraceId([1; 16]), TraceId([2; 16])]);
-        assert_eq!(first.watermark, Some(9));
-        assert_eq!(first.rollups.len(), 2, "one change per row");
-        let minute_10 = &first.rollups[0];
-        assert_eq!(minute_10.key.minute, 10);
-        assert_eq!(minute_10.added, change(10, &[5, 7, 9], &[]).added);
-        assert_eq!(minute_10.removed, change(10, &[], &[3, 2, 4]).removed);
-        assert_eq!(first.rollups[1].added.requests, 1);
     }
 }

@@ -3,10 +3,14 @@
 //! `catalog`, `requests`, `rollups`, `alert`, `regression`, and the eviction of `eviction`) is
 //! written once, generic over `sqlx::Database`.
 //!
-//! Invariant: nothing here or in the generic code names a backend; what differs between SQLite
-//! and PostgreSQL is a [`Dialect`] field, set in `sqlite/portable.rs` and `postgres/portable.rs`.
+//! Invariant: the generic code names no backend; what differs between SQLite and PostgreSQL is a
+//! [`Dialect`] field, and the two dialects, side by side below, are the one place that says how.
 
+use sqlx::postgres::PgQueryResult;
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{Database, Encode, Pool, QueryBuilder, Type};
+
+use super::eviction;
 
 /// Rows per multi-row statement: 15 columns × 500 stays well under both backends' limits on
 /// bound parameters (SQLite 32,766, PostgreSQL 65,535).
@@ -37,7 +41,58 @@ pub(in crate::store) struct Dialect {
     /// What names the rows of a rollup table in a delete of a batch of them: PostgreSQL's
     /// `ctid`; SQLite's key, as the tables have no rowid.
     pub rollup_row_id: &'static str,
+    /// Integers as one bound text value, which [`Dialect::in_integers`] and
+    /// [`Dialect::zipped_integers`] read back: a statement then has one text, and one prepared
+    /// form, whatever the number of integers. SQLite reads a JSON array, PostgreSQL an array.
+    pub integers: fn(&[i64]) -> String,
+    /// The condition that a column is one of the [`Dialect::integers`] bound as the parameter
+    /// given (`$1`), written after the column.
+    pub in_integers: fn(&str) -> String,
+    /// Rows of two columns: the [`Dialect::integers`] bound as `$1` and `$2`, paired in order.
+    pub zipped_integers: &'static str,
+    /// Whether request rows carry a duration band (`requests::duration_band`, SQLite), indexed
+    /// by endpoint: without statistics, SQLite finds the slowest requests of a long window and
+    /// counts between two durations fastest band by band.
+    pub duration_bands: bool,
 }
+
+/// Integers separated by commas, for [`Dialect::integers`].
+fn comma_separated(values: &[i64]) -> String {
+    let items: Vec<String> = values.iter().map(i64::to_string).collect();
+    items.join(",")
+}
+
+/// SQLite's words.
+pub(in crate::store) const SQLITE: Dialect = Dialect {
+    greatest: "MAX",
+    indexed_by: "INDEXED BY",
+    // TOTAL sums as a float, which never fails, and CAST saturates at the BIGINT bounds.
+    saturating_sum: |column| format!("CAST(TOTAL({column}) AS INTEGER)"),
+    intern_resource: eviction::INTERN_RESOURCE,
+    begin_eviction: "BEGIN IMMEDIATE",
+    lock_eviction: None,
+    rollup_row_id: "(endpoint_id, version, minute)",
+    integers: |values| format!("[{}]", comma_separated(values)),
+    in_integers: |param| format!("IN (SELECT value FROM json_each({param}))"),
+    zipped_integers: "SELECT a.value, b.value FROM json_each($1) a JOIN json_each($2) b ON b.key = a.key",
+    duration_bands: true,
+};
+
+/// PostgreSQL's words.
+pub(in crate::store) const POSTGRES: Dialect = Dialect {
+    greatest: "GREATEST",
+    indexed_by: "",
+    // SUM of BIGINTs is NUMERIC, which never overflows; the cast back would.
+    saturating_sum: |column| format!("LEAST(SUM({column}), {})::BIGINT", i64::MAX),
+    intern_resource: eviction::INTERN_RESOURCE_BY_HASH,
+    begin_eviction: "BEGIN",
+    lock_eviction: Some((eviction::LOCK_EVICTION, eviction::EVICTION_LOCK_KEY)),
+    rollup_row_id: "ctid",
+    integers: |values| format!("{{{}}}", comma_separated(values)),
+    in_integers: |param| format!("= ANY(CAST({param} AS BIGINT[]))"),
+    zipped_integers: "SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS BIGINT[]))",
+    duration_bands: false,
+};
 
 impl Dialect {
     /// The hint that a statement reads `requests` by `index`, or nothing where the planner
@@ -62,9 +117,31 @@ pub(in crate::store) struct Portable<'a, DB: Database> {
     pub dialect: Dialect,
 }
 
+impl<'a, DB: Database> Portable<'a, DB> {
+    pub fn new(reader: &'a Pool<DB>, writer: &'a Pool<DB>, dialect: Dialect) -> Self {
+        Self {
+            reader,
+            writer,
+            dialect,
+        }
+    }
+}
+
 /// How many rows a statement changed: both backends' results say it, under no common trait.
 pub(in crate::store) trait RowsAffected {
     fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
 }
 
 /// Pushes `values` as the bound values of an `IN (` list, and closes it.
@@ -104,6 +181,32 @@ macro_rules! portable_impl {
             DB::QueryResult: $crate::store::portable::RowsAffected,
         {
             $($body)*
+        }
+    };
+}
+
+/// Public [`Store`](super::Store) methods whose body is portable, each written once: the body
+/// becomes a method of [`Portable`] (see `portable_impl!`, where `self` is the backend's
+/// `Portable`), and `Store` gets a method of the same signature and documentation that runs it
+/// on whichever backend the store has.
+macro_rules! portable_api {
+    ($(
+        $(#[$meta:meta])*
+        pub async fn $name:ident(&$self:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty $body:block
+    )*) => {
+        impl $crate::store::Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&$self $(, $arg: $ty)*) -> $ret {
+                    portable!($self.$name($($arg),*))
+                }
+            )*
+        }
+
+        portable_impl! {
+            $(
+                pub(in crate::store) async fn $name(&$self $(, $arg: $ty)*) -> $ret $body
+            )*
         }
     };
 }

@@ -20,22 +20,20 @@ use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::eviction::{self, Reinterned, WrittenIds};
+use super::eviction::EVICTION_LOCK_KEY;
 use super::migrator::{Migrations, migrator};
-use super::portable::ROWS_PER_STATEMENT;
-use super::rows::{
-    CountAndBreakdown, REQUEST_COLUMNS, StoredRequest, count_and_breakdown, trace_id,
-};
+use super::portable::{POSTGRES, Portable, ROWS_PER_STATEMENT};
+use super::rows::{REQUEST_COLUMNS, StoredRequest, trace_id};
 use super::{
     AnalysisCommit, ClaimedTrace, EncodedBlock, RequestRow, RetentionReport, StoreError,
-    StoreStats, Window, block, ns, unsigned,
+    StoreStats, block, ns, unsigned,
 };
-use crate::analysis::Breakdown;
+use crate::time::now_unix_ns;
 
+mod claim_release;
 mod counts;
 mod hot_trace;
 mod partition;
-mod portable;
 mod request_write;
 mod rollup_write;
 
@@ -51,13 +49,7 @@ const PARTITIONED: [(&str, &str); 3] = [
 
 const DAY_NS: i64 = 86_400_000_000_000;
 
-/// The advisory lock every analysis commit holds shared and retention holds exclusively while it
-/// evicts interned ids (see `eviction`): a commit's check that its ids exist and its writes are
-/// never interleaved with an eviction. In this application's keys ("BN" in the high bytes), apart
-/// from the leader roles'.
-const EVICTION_LOCK_KEY: i64 = 0x424e_0000_0010;
-
-/// Starts an analysis commit: takes [`EVICTION_LOCK_KEY`] shared until the transaction ends, and
+/// Starts an analysis commit: takes `eviction::EVICTION_LOCK_KEY` shared until the transaction ends, and
 /// lets the transaction commit without waiting for its WAL to reach the disk. That is safe for an
 /// analysis commit alone: everything it writes is derived from committed blocks and goes together
 /// with its claims' release, so a server crash that loses it loses the release too and the traces
@@ -65,9 +57,6 @@ const EVICTION_LOCK_KEY: i64 = 0x424e_0000_0010;
 /// blocks, whose commit is what an export's acknowledgement promises, are written durably.
 const BEGIN_ANALYSIS_COMMIT: &str = "SELECT pg_advisory_xact_lock_shared($1), \
      set_config('synchronous_commit', 'off', true)";
-
-/// Takes [`EVICTION_LOCK_KEY`] exclusively until the transaction ends.
-const LOCK_EVICTION: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// How long a query waits for a pooled connection, connecting included. While the server is down
 /// or unreachable, a group commit gives up after this and its exports are refused as unavailable:
@@ -103,6 +92,7 @@ const MIGRATIONS: &Migrations = migrations!("postgres":
     6 "finding locations" "0006_finding_locations",
     7 "alert evaluation" "0007_alert_evaluation",
     8 "store counts" "0008_store_counts",
+    9 "pending fillfactor" "0009_pending_fillfactor",
 );
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
@@ -110,12 +100,6 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     // each migration once.
     migrator(MIGRATIONS, i64::MAX).run(pool).await?;
     Ok(())
-}
-
-fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// `YYYYMMDD` of a day since the epoch (proleptic Gregorian, UTC): the partition name suffix.
@@ -263,6 +247,10 @@ async fn wait_for_server(pool: &PgPool) -> Result<(), StoreError> {
 }
 
 impl PgStore {
+    pub(super) fn portable(&self) -> Portable<'_, Postgres> {
+        Portable::new(&self.pool, &self.pool, POSTGRES)
+    }
+
     pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
@@ -400,10 +388,13 @@ impl PgStore {
         lease_until_unix_ns: u64,
         limit: i64,
     ) -> Result<Vec<ClaimedTrace>, StoreError> {
+        // The rows locked are updated by their address, not found again through the key: a
+        // lock returns the address of the version it locked. (A version committed after this
+        // statement began is not visible to it and is left unclaimed, for the next claim.)
         const CLAIM: &str = "UPDATE pending_traces SET claim = $1, claimed_until = $2 \
-             WHERE trace_id IN (SELECT trace_id FROM pending_traces \
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM pending_traces \
                  WHERE first_seen_unix_ns <= $3 AND (claimed_until IS NULL OR claimed_until < $4) \
-                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 ORDER BY first_seen_unix_ns LIMIT $5 FOR UPDATE SKIP LOCKED)) \
              RETURNING trace_id, block_ids, first_seen_unix_ns";
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<(Vec<u8>, Vec<i64>, i64)> = sqlx::query_as(CLAIM)
@@ -421,7 +412,7 @@ impl PgStore {
         let new: Vec<(TraceId, usize)> = (claimed.iter())
             .map(|(trace, new_blocks, _)| (*trace, new_blocks.len()))
             .collect();
-        let (blocks, hot) = hot_trace::blocks_and_hot(&mut conn, &new).await?;
+        let (blocks, hot) = hot_trace::blocks_and_hot(&mut conn, &new, ns(now_unix_ns)).await?;
         let wanted: HashSet<TraceId> = (claimed.iter().map(|(trace, ..)| *trace))
             .filter(|trace| !hot.contains(trace))
             .collect();
@@ -715,25 +706,7 @@ impl PgStore {
 
 impl PgStore {
     pub(super) async fn commit_analysis(&self, commit: &AnalysisCommit) -> Result<u64, StoreError> {
-        const LOCK_CLAIMS: &str = "SELECT trace_id, claim FROM pending_traces \
-             WHERE trace_id = ANY($1) ORDER BY trace_id FOR UPDATE";
-        // A trace whose pending blocks were all analysed is done. The blocks each analysis saw are
-        // grouped per trace first, so both statements are one hash join against the pending rows.
-        const DONE: &str = "DELETE FROM pending_traces p USING \
-             (SELECT trace_id, array_agg(block_id) AS blocks \
-              FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
-             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3) AND p.block_ids <@ r.blocks";
-        // Blocks arrived while the trace was analysed: it stays pending with those blocks only,
-        // unclaimed, and waits a grace period again from now.
-        const REOPEN: &str = "UPDATE pending_traces p SET \
-             block_ids = ARRAY(SELECT x FROM unnest(p.block_ids) x WHERE x <> ALL(r.blocks)), \
-             claim = NULL, claimed_until = NULL, first_seen_unix_ns = $4 \
-             FROM (SELECT trace_id, array_agg(block_id) AS blocks \
-                   FROM unnest($1::bytea[], $2::bigint[]) AS u(trace_id, block_id) GROUP BY trace_id) r \
-             WHERE p.trace_id = r.trace_id AND p.claim = ANY($3)";
         const DELETE_REQUESTS: &str = "DELETE FROM requests WHERE trace_id = ANY($1)";
-        const UPSERT_WATERMARK: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
-             ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)";
         let mut tx = self.pool.begin().await?;
         // First, before any row lock: an eviction waiting for the lock holds nothing else, so
         // no commit waits for it while holding what it needs.
@@ -741,24 +714,9 @@ impl PgStore {
             .bind(EVICTION_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        let remapped = resolve_evicted(&mut tx, commit).await?;
+        let remapped = self.portable().resolve_evicted(&mut tx, commit).await?;
         let commit = remapped.as_ref().unwrap_or(commit);
-        let mut claims = commit.claims.clone();
-        claims.sort_by_key(|release| release.trace_id);
-        let claim_keys: Vec<Vec<u8>> = claims.iter().map(|c| c.trace_id.0.to_vec()).collect();
-        if !claims.is_empty() {
-            let held: HashMap<Vec<u8>, Option<i64>> = sqlx::query_as(LOCK_CLAIMS)
-                .bind(&claim_keys)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            for release in &claims {
-                if held.get(release.trace_id.0.as_slice()) != Some(&Some(release.claim)) {
-                    return Err(StoreError::ClaimLost);
-                }
-            }
-        }
+        let held = claim_release::lock(&mut tx, &commit.claims).await?;
         let mut replaced = 0;
         if !commit.replace_traces.is_empty() {
             let keys: Vec<Vec<u8>> = commit
@@ -773,39 +731,16 @@ impl PgStore {
                 .rows_affected() as i64;
         }
         let added = request_write::upsert(&mut tx, &commit.requests).await?;
-        mark_resources_seen(&mut tx, commit).await?;
+        self.portable().mark_resources_seen(&mut tx, commit).await?;
         // Rows locked in key order: two commits touching the same rows wait, never deadlock.
         let operations_folded =
             rollup_write::apply(&mut tx, &commit.rollups, commit.max_operations_per_rollup).await?;
         if let Some(watermark) = commit.watermark {
-            sqlx::query(UPSERT_WATERMARK)
-                .bind(watermark)
-                .execute(&mut *tx)
+            (self.portable())
+                .raise_meta(&mut tx, "analysis_watermark", watermark)
                 .await?;
         }
-        if !claims.is_empty() {
-            let tokens: Vec<i64> = claims.iter().map(|c| c.claim).collect();
-            let (mut seen_traces, mut seen_blocks) = (Vec::new(), Vec::new());
-            for release in &claims {
-                for block in &release.analysed_blocks {
-                    seen_traces.push(release.trace_id.0.to_vec());
-                    seen_blocks.push(*block);
-                }
-            }
-            sqlx::query(DONE)
-                .bind(&seen_traces)
-                .bind(&seen_blocks)
-                .bind(&tokens)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(REOPEN)
-                .bind(&seen_traces)
-                .bind(&seen_blocks)
-                .bind(&tokens)
-                .bind(ns(now_unix_ns()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        claim_release::release(&mut tx, held, ns(now_unix_ns())).await?;
         // Last: the counts' rows are shared with other writers, so they are held the least.
         let requests = added - replaced;
         counts::add(
@@ -834,50 +769,6 @@ impl PgStore {
         rows.into_iter().map(StoredRequest::decode).collect()
     }
 
-    pub(super) async fn breakdown_between(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        min_ns: u64,
-        max_ns: u64,
-    ) -> Result<(u64, Breakdown), StoreError> {
-        const SELECT: &str = "SELECT COUNT(*)::BIGINT, COALESCE(SUM(db_ns), 0)::BIGINT, \
-             COALESCE(SUM(cache_ns), 0)::BIGINT, COALESCE(SUM(network_ns), 0)::BIGINT, \
-             COALESCE(SUM(messaging_ns), 0)::BIGINT, COALESCE(SUM(cpu_ns), 0)::BIGINT, \
-             COALESCE(SUM(wait_ns), 0)::BIGINT, COALESCE(SUM(untraced_ns), 0)::BIGINT FROM requests \
-             WHERE endpoint_id = $1 AND duration_ns >= $2 AND duration_ns <= $3 \
-             AND start_unix_ns >= $4 AND start_unix_ns < $5";
-        let row: CountAndBreakdown = sqlx::query_as(SELECT)
-            .bind(endpoint_id)
-            .bind(ns(min_ns))
-            .bind(ns(max_ns))
-            .bind(ns(window.from_unix_ns))
-            .bind(ns(window.to_unix_ns))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count_and_breakdown(row))
-    }
-
-    pub(super) async fn request_at_least(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        min_ns: u64,
-    ) -> Result<Option<RequestRow>, StoreError> {
-        let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE endpoint_id = $1 AND duration_ns >= $2 \
-             AND start_unix_ns >= $3 AND start_unix_ns < $4 ORDER BY duration_ns LIMIT 1"
-        );
-        let row: Option<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-            .bind(endpoint_id)
-            .bind(ns(min_ns))
-            .bind(ns(window.from_unix_ns))
-            .bind(ns(window.to_unix_ns))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(StoredRequest::decode).transpose()
-    }
-
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let (n_blocks, n_spans, n_requests) = counts::read(&mut conn).await?;
@@ -893,98 +784,4 @@ impl PgStore {
         let bytes: i64 = sqlx::query_scalar(SIZE).fetch_one(&self.pool).await?;
         Ok(unsigned(bytes))
     }
-}
-
-/// `commit` rewritten for the interned ids it writes under that retention evicted since the
-/// analyzer looked them up (see `eviction`); `None` when all of them exist, as they almost always
-/// do. Runs in the commit's transaction, which holds the eviction lock shared.
-async fn resolve_evicted(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    commit: &AnalysisCommit,
-) -> Result<Option<AnalysisCommit>, StoreError> {
-    const COUNT: &str = "SELECT (SELECT COUNT(*) FROM endpoints WHERE id = ANY($1)), \
-         (SELECT COUNT(*) FROM resources WHERE id = ANY($2))";
-    let ids = WrittenIds::of(commit);
-    if ids.is_empty() {
-        return Ok(None);
-    }
-    let (endpoints, resources): (i64, i64) = sqlx::query_as(COUNT)
-        .bind(&ids.endpoints)
-        .bind(&ids.resources)
-        .fetch_one(&mut **tx)
-        .await?;
-    if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
-        return Ok(None);
-    }
-    let mut reinterned = Reinterned::default();
-    for id in missing_ids(tx, "endpoints", &ids.endpoints).await? {
-        let new = match commit.names.endpoints.get(&id) {
-            Some((service, endpoint)) => Some(
-                sqlx::query_scalar(eviction::INTERN_ENDPOINT)
-                    .bind(service)
-                    .bind(endpoint)
-                    .fetch_one(&mut **tx)
-                    .await?,
-            ),
-            None => None,
-        };
-        reinterned.endpoints.insert(id, new);
-    }
-    for id in missing_ids(tx, "resources", &ids.resources).await? {
-        let new = match commit.names.resources.get(&id) {
-            Some((service, canonical)) => {
-                sqlx::query_scalar(eviction::INTERN_RESOURCE_BY_HASH)
-                    .bind(service)
-                    .bind(canonical)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
-            None => 0,
-        };
-        reinterned.resources.insert(id, new);
-    }
-    eviction::remap(commit, &reinterned).map(Some)
-}
-
-/// Those of `ids` (in order) that `table` has no row of.
-async fn missing_ids(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    table: &str,
-    ids: &[i64],
-) -> Result<Vec<i64>, StoreError> {
-    let select = format!("SELECT id FROM {table} WHERE id = ANY($1)");
-    let present: std::collections::HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(ids
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect())
-}
-
-/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
-/// lowering it, in id order.
-async fn mark_resources_seen(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    commit: &AnalysisCommit,
-) -> Result<(), StoreError> {
-    // Arrays: one text whatever the number of resources, so one prepared statement.
-    const UPDATE: &str = "WITH seen (id, until_ns) AS \
-         (SELECT * FROM unnest($1::bigint[], $2::bigint[])) \
-         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
-         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
-    let (ids, until): (Vec<i64>, Vec<i64>) = eviction::resources_seen(commit).into_iter().unzip();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(UPDATE)
-        .bind(ids)
-        .bind(until)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }

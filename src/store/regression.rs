@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 
 use super::portable::ROWS_PER_STATEMENT;
-use super::{Backend, Store, StoreError, ns, unsigned};
+use super::rows::columns;
+use super::{Backend, StoreError, ns, unsigned};
 
 /// Requests of one endpoint in one version of its service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,29 +199,12 @@ where
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            ints: [row.try_get(0)?, row.try_get(1)?, row.try_get(2)?],
-            names: [
-                row.try_get(3)?,
-                row.try_get(4)?,
-                row.try_get(5)?,
-                row.try_get(6)?,
-                row.try_get(7)?,
-            ],
-            counts: [
-                row.try_get(8)?,
-                row.try_get(9)?,
-                row.try_get(10)?,
-                row.try_get(11)?,
-                row.try_get(12)?,
-            ],
-            mean_ci: [row.try_get(13)?, row.try_get(14)?],
+            ints: columns(row, 0)?,
+            names: columns(row, 3)?,
+            counts: columns(row, 8)?,
+            mean_ci: columns(row, 13)?,
             summary: row.try_get(15)?,
-            intervals: [
-                row.try_get(16)?,
-                row.try_get(17)?,
-                row.try_get(18)?,
-                row.try_get(19)?,
-            ],
+            intervals: columns(row, 16)?,
             resolution: (
                 row.try_get(20)?,
                 row.try_get(21)?,
@@ -279,70 +263,9 @@ impl StoredRegression {
     }
 }
 
-impl Store {
+portable_api! {
     /// Requests per (endpoint, version) with traffic from `first_minute` on.
     pub async fn version_traffic(
-        &self,
-        first_minute: i64,
-    ) -> Result<Vec<VersionTraffic>, StoreError> {
-        portable!(self.version_traffic(first_minute))
-    }
-
-    /// What the finder last did for these endpoints of a version pair; endpoints never
-    /// evaluated are absent.
-    pub async fn regression_checks(
-        &self,
-        endpoint_ids: &[i64],
-        baseline: &str,
-        candidate: &str,
-    ) -> Result<HashMap<i64, RegressionCheck>, StoreError> {
-        portable!(self.regression_checks(endpoint_ids, baseline, candidate))
-    }
-
-    /// The open events of a version pair on a service's endpoints.
-    pub async fn open_regressions(
-        &self,
-        service: &str,
-        baseline: &str,
-        candidate: &str,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        portable!(self.open_regressions(service, baseline, candidate))
-    }
-
-    /// Commits one evaluation: the checks, the events raised and the events resolved, in one
-    /// transaction; committing the same evaluation twice stores nothing twice.
-    pub async fn record_regression_evaluation(
-        &self,
-        evaluation: &RegressionEvaluation,
-    ) -> Result<(), StoreError> {
-        portable!(self.record_regression_evaluation(evaluation))
-    }
-
-    /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
-    /// service: the feed alert senders page through with the last id they sent. Each carries
-    /// its resolution once it has one.
-    pub async fn regressions(
-        &self,
-        after_id: i64,
-        limit: i64,
-        service: Option<&str>,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        portable!(self.regressions(after_id, limit, service))
-    }
-
-    /// Resolved regressions whose resolution sequence is above `after_seq`, in resolution order,
-    /// at most `limit`: the feed of resolutions alert senders page through.
-    pub async fn regression_resolutions(
-        &self,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<RegressionRecord>, StoreError> {
-        portable!(self.regression_resolutions(after_seq, limit))
-    }
-}
-
-portable_impl! {
-    pub(in crate::store) async fn version_traffic(
         &self,
         first_minute: i64,
     ) -> Result<Vec<VersionTraffic>, StoreError> {
@@ -368,7 +291,9 @@ portable_impl! {
             .collect())
     }
 
-    pub(in crate::store) async fn regression_checks(
+    /// What the finder last did for these endpoints of a version pair; endpoints never
+    /// evaluated are absent.
+    pub async fn regression_checks(
         &self,
         endpoint_ids: &[i64],
         baseline: &str,
@@ -404,7 +329,8 @@ portable_impl! {
         Ok(out)
     }
 
-    pub(in crate::store) async fn open_regressions(
+    /// The open events of a version pair on a service's endpoints.
+    pub async fn open_regressions(
         &self,
         service: &str,
         baseline: &str,
@@ -419,7 +345,9 @@ portable_impl! {
         Ok(rows.into_iter().map(StoredRegression::decode).collect())
     }
 
-    pub(in crate::store) async fn record_regression_evaluation(
+    /// Commits one evaluation: the checks, the events raised and the events resolved, in one
+    /// transaction; committing the same evaluation twice stores nothing twice.
+    pub async fn record_regression_evaluation(
         &self,
         evaluation: &RegressionEvaluation,
     ) -> Result<(), StoreError> {
@@ -482,7 +410,10 @@ portable_impl! {
         Ok(())
     }
 
-    pub(in crate::store) async fn regressions(
+    /// Regressions with an id above `after_id`, oldest first, at most `limit`, optionally of one
+    /// service: the feed alert senders page through with the last id they sent. Each carries
+    /// its resolution once it has one.
+    pub async fn regressions(
         &self,
         after_id: i64,
         limit: i64,
@@ -497,7 +428,9 @@ portable_impl! {
         Ok(rows.into_iter().map(StoredRegression::decode).collect())
     }
 
-    pub(in crate::store) async fn regression_resolutions(
+    /// Resolved regressions whose resolution sequence is above `after_seq`, in resolution order,
+    /// at most `limit`: the feed of resolutions alert senders page through.
+    pub async fn regression_resolutions(
         &self,
         after_seq: i64,
         limit: i64,

@@ -6,13 +6,14 @@
 //! database for long: PostgreSQL drops whole partitions, SQLite deletes in bounded batches with
 //! a pause between them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::settings::RetentionConfig;
 use super::{LeaderRole, RetentionReport, Store, StoreError};
+use crate::time::now_unix_ns;
 
 /// Rows per delete statement. 5,000 rows take a few milliseconds in SQLite, so an ingest commit
 /// waiting for the write lock waits no longer than that.
@@ -20,12 +21,6 @@ pub const BATCH_ROWS: i64 = 5_000;
 
 /// The pause between two delete batches, in which ingest takes the write lock.
 pub const BATCH_PAUSE: Duration = Duration::from_millis(20);
-
-fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// One pass at `now_unix_ns`: partitions ahead, then retention.
 pub async fn apply(

@@ -13,15 +13,16 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Query
 
 use super::portable::{RowsAffected, push_integers};
 use super::rows::{
-    FindingRow, LocationVotesRow, OperationRow, ROLLUP_SELECT, RollupTuple, SummedDetailRow,
-    finding_of_row, rollup_row, stored_location,
+    FINDING_COLUMNS, FindingRow, LocationVotesRow, OPERATION_COLUMNS, OperationRow, ROLLUP_SELECT,
+    RollupTuple, SummedDetailRow, finding_of_row, rollup_row, stored_location,
 };
 use super::{
     Backend, Granularity, LONG_WINDOW_MINUTES, RetentionReport, RollupKey, Store, StoreError,
-    Window, eviction, minute_of, now_unix_ns, unsigned,
+    Window, eviction, minute_of, unsigned,
 };
 use crate::analysis::FindingKind;
 use crate::analysis::aggregate::{OperationSums, Rollup};
+use crate::time::now_unix_ns;
 
 /// The rollup rows that cover a window, as (granularity, first and last minute) ranges: hourly
 /// rows for its whole hours and minute rows for the rest.
@@ -354,9 +355,7 @@ where
         minute,
         granularity,
     };
-    const OPERATIONS: &str =
-        "endpoint_id, version, minute, category, name, calls, total_ns, critical_ns";
-    let rows: Vec<OperationRow> = select_from(OPERATIONS, operation_table)
+    let rows: Vec<OperationRow> = select_from(OPERATION_COLUMNS, operation_table)
         .build_query_as()
         .fetch_all(&mut *conn)
         .await?;
@@ -374,9 +373,7 @@ where
             },
         );
     }
-    const FINDINGS: &str = "endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
-         location_file, location_line, location_function, location_votes";
-    let rows: Vec<FindingRow> = select_from(FINDINGS, finding_table)
+    let rows: Vec<FindingRow> = select_from(FINDING_COLUMNS, finding_table)
         .build_query_as()
         .fetch_all(&mut *conn)
         .await?;

@@ -37,6 +37,26 @@ pub(super) fn trace_id(bytes: &[u8]) -> Result<TraceId, StoreError> {
     TraceId::parse(bytes).map_err(|e| StoreError::Corrupt(format!("trace id: {e}")))
 }
 
+/// `N` consecutive columns of `row`, from the one at `first`.
+pub(super) fn columns<'r, R, T, const N: usize>(
+    row: &'r R,
+    first: usize,
+) -> Result<[T; N], sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut values = Vec::with_capacity(N);
+    for idx in first..first + N {
+        values.push(row.try_get(idx)?);
+    }
+    let mut values = values.into_iter();
+    Ok(std::array::from_fn(|_| {
+        values.next().expect("N columns read")
+    }))
+}
+
 /// A request row as both backends select it ([`REQUEST_COLUMNS`]), read by position: seventeen
 /// columns are more than sqlx decodes into a tuple.
 pub(super) struct StoredRequest {
@@ -63,10 +83,7 @@ where
     bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        let mut breakdown = [0i64; Category::COUNT];
-        for (idx, value) in breakdown.iter_mut().enumerate() {
-            *value = row.try_get(7 + idx)?;
-        }
+        let breakdown = columns(row, 7)?;
         let after = 7 + Category::COUNT;
         Ok(Self {
             trace_id: row.try_get(0)?,
@@ -255,6 +272,14 @@ pub(super) fn rollup_row(
         rollup,
     ))
 }
+
+/// The columns of an operation row, in the order of [`OperationRow`].
+pub(super) const OPERATION_COLUMNS: &str =
+    "endpoint_id, version, minute, category, name, calls, total_ns, critical_ns";
+
+/// The columns of a finding row, in the order of [`FindingRow`].
+pub(super) const FINDING_COLUMNS: &str = "endpoint_id, version, minute, kind, name, requests, \
+     count, saving_ns, location_file, location_line, location_function, location_votes";
 
 /// An operation row: (endpoint, version, minute, category, name, calls, total, critical).
 pub(super) type OperationRow = (i64, String, i64, String, String, i64, i64, i64);

@@ -19,26 +19,22 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Sqlite};
 
-use super::eviction::{self, Reinterned, WrittenIds};
 use super::migrator::Migrations;
 use super::operation_cap;
-use super::portable::{ROWS_PER_STATEMENT, push_integers};
-use super::requests::push_starts_in;
+use super::portable::{Portable, ROWS_PER_STATEMENT, SQLITE};
+use super::requests::duration_band;
 use super::rollups::{read_rollups, rollup_tables};
 use super::rows::{
-    CountAndBreakdown, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, count_and_breakdown,
-    trace_id,
+    FINDING_COLUMNS, OPERATION_COLUMNS, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, trace_id,
 };
 use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
     AnalysisCommit, EncodedBlock, RequestRow, RetentionReport, RollupKey, StoreError, StoreStats,
-    Window, block, ns, unsigned,
+    block, ns, unsigned,
 };
-use crate::analysis::Breakdown;
 use crate::analysis::aggregate::Rollup;
 
 mod hot_trace;
-mod portable;
 mod recent_traces;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
@@ -204,19 +200,6 @@ fn push_trace_requests_join(
     );
 }
 
-/// The duration band of a request row: its number of decimal digits, then its first digit (nine
-/// bands a decade; 10 for 0). Migration 8 computes the same in SQL for rows stored before it.
-fn duration_band(duration_ns: u64) -> i64 {
-    let digits = duration_ns.checked_ilog10().map_or(1, |log| log + 1);
-    let first_digit = duration_ns / 10u64.pow(digits - 1);
-    i64::from(digits) * 10 + first_digit as i64
-}
-
-/// The bands that hold durations from `min_ns` to `max_ns`, lowest first.
-fn duration_bands(min_ns: u64, max_ns: u64) -> std::ops::RangeInclusive<i64> {
-    duration_band(min_ns)..=duration_band(max_ns.min(i64::MAX as u64))
-}
-
 /// Read connections of one store (pool), and of the web's own pool.
 const READER_CONNECTIONS: u32 = 4;
 
@@ -247,6 +230,10 @@ fn connect_options(
 }
 
 impl SqliteStore {
+    pub(super) fn portable(&self) -> Portable<'_, Sqlite> {
+        Portable::new(&self.pool, &self.writer, SQLITE)
+    }
+
     pub(super) async fn open(
         path: &Path,
         synchronous: SqliteSynchronousSetting,
@@ -316,8 +303,6 @@ impl SqliteStore {
     /// wait for one range at a time: in one transaction, exports would wait behind the whole
     /// merge. Rows written before a crash are written again after it; the table ignores them.
     async fn merge_recent_traces(&self) -> Result<(), StoreError> {
-        const THROUGH: &str = "INSERT INTO meta (key, value) VALUES ('trace_index_through', $1) \
-             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
         let (rows, Some(through)) = self.recent_traces().sorted_rows() else {
             return Ok(());
         };
@@ -334,7 +319,9 @@ impl SqliteStore {
                 insert.build().execute(&mut *tx).await?;
             }
             if n + 1 == ranges.len() {
-                sqlx::query(THROUGH).bind(through).execute(&mut *tx).await?;
+                (self.portable())
+                    .raise_meta(&mut tx, "trace_index_through", through)
+                    .await?;
             }
             tx.commit().await?;
         }
@@ -458,6 +445,20 @@ impl SqliteStore {
         Ok(select.build_query_as().fetch_all(&self.pool).await?)
     }
 
+    pub(super) async fn trace_requests(
+        &self,
+        trace: TraceId,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let recent = self.recent_traces().rows_of(&[trace]);
+        let mut select = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE rowid IN (SELECT r.rowid "
+        ));
+        push_trace_requests_join(&mut select, &[trace], &recent);
+        select.push(") ORDER BY start_unix_ns");
+        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredRequest::decode).collect()
+    }
+
     pub(super) async fn analysed_traces(
         &self,
         trace_ids: &[TraceId],
@@ -484,7 +485,7 @@ impl SqliteStore {
         // write lock first means no other writer commits between the read and the write, and no
         // retention pass evicts an interned id between its check here and the commit.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let remapped = resolve_evicted(&mut tx, commit).await?;
+        let remapped = self.portable().resolve_evicted(&mut tx, commit).await?;
         let commit = remapped.as_ref().unwrap_or(commit);
         for chunk in commit.replace_traces.chunks(ROWS_PER_STATEMENT) {
             let recent = self.recent_traces().rows_of(chunk);
@@ -516,7 +517,7 @@ impl SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        mark_resources_seen(&mut tx, commit).await?;
+        self.portable().mark_resources_seen(&mut tx, commit).await?;
         let mut operations_folded = 0;
         for change in &commit.rollups {
             let key = &change.key;
@@ -536,192 +537,12 @@ impl SqliteStore {
             write_rollup(&mut tx, key, &rollup).await?;
         }
         if let Some(watermark) = commit.watermark {
-            const UPSERT: &str = "INSERT INTO meta (key, value) VALUES ('analysis_watermark', $1) \
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
-            sqlx::query(UPSERT)
-                .bind(watermark)
-                .execute(&mut *tx)
+            (self.portable())
+                .raise_meta(&mut tx, "analysis_watermark", watermark)
                 .await?;
         }
         tx.commit().await?;
         Ok(operations_folded)
-    }
-
-    pub(super) async fn requests(
-        &self,
-        window: Window,
-        endpoint_ids: Option<&[i64]>,
-        min_duration_ns: u64,
-        limit: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
-            return Ok(Vec::new());
-        }
-        // The slowest of a long window are found fastest from the top duration bands down until
-        // `limit` rows fall in the window; a short window is faster read by start time and
-        // sorted. SQLite cannot tell the two apart without statistics, so we say which.
-        let long_window = window.to_unix_ns - window.from_unix_ns >= 6 * 3_600_000_000_000;
-        if long_window {
-            let all_endpoints;
-            let ids = match endpoint_ids {
-                Some(ids) => ids,
-                None => {
-                    const SELECT: &str = "SELECT id FROM endpoints";
-                    all_endpoints = sqlx::query_scalar(SELECT).fetch_all(&self.pool).await?;
-                    &all_endpoints
-                }
-            };
-            return self
-                .slowest_by_band(window, ids, min_duration_ns, limit)
-                .await;
-        }
-        (self.portable())
-            .slowest_requests(window, endpoint_ids, min_duration_ns, limit)
-            .await
-    }
-
-    /// The `limit` slowest requests of the endpoints `ids` in `window`, at least
-    /// `min_duration_ns` long: the rows of each duration band in the window, highest band
-    /// first, until a band brings the count to `limit`. Exact: every row of a lower band is
-    /// faster than every row read.
-    async fn slowest_by_band(
-        &self,
-        window: Window,
-        ids: &[i64],
-        min_duration_ns: u64,
-        limit: i64,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let Some(top) = self.highest_band(ids).await? else {
-            return Ok(Vec::new());
-        };
-        let limit_rows = usize::try_from(limit).unwrap_or(0);
-        let mut slowest = Vec::new();
-        for band in (duration_band(min_duration_ns)..=top).rev() {
-            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let mut select = QueryBuilder::<Sqlite>::new(format!(
-                    "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_band \
-                     WHERE duration_band = "
-                ));
-                select.push_bind(band);
-                push_starts_in(&mut select, window);
-                select
-                    .push(" AND duration_ns >= ")
-                    .push_bind(ns(min_duration_ns))
-                    .push(" AND endpoint_id IN (");
-                push_integers(&mut select, chunk.iter().copied());
-                select
-                    .push(" ORDER BY duration_ns DESC LIMIT ")
-                    .push_bind(limit);
-                let rows: Vec<StoredRequest> =
-                    select.build_query_as().fetch_all(&self.pool).await?;
-                for row in rows {
-                    slowest.push(row.decode()?);
-                }
-            }
-            if slowest.len() >= limit_rows {
-                break;
-            }
-        }
-        slowest.sort_by_key(|row| std::cmp::Reverse(row.duration_ns));
-        slowest.truncate(limit_rows);
-        Ok(slowest)
-    }
-
-    /// The highest duration band any request of the endpoints `ids` was ever in (one index
-    /// seek per endpoint), or `None` when they have no requests.
-    async fn highest_band(&self, ids: &[i64]) -> Result<Option<i64>, StoreError> {
-        // SQLite allows 500 terms in a compound SELECT.
-        const ENDPOINTS_PER_STATEMENT: usize = 400;
-        let mut highest = None;
-        for chunk in ids.chunks(ENDPOINTS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new("SELECT MAX(band) FROM (");
-            for (n, id) in chunk.iter().enumerate() {
-                if n > 0 {
-                    select.push(" UNION ALL ");
-                }
-                select
-                    .push(
-                        "SELECT (SELECT MAX(duration_band) FROM requests \
-                         INDEXED BY requests_by_band WHERE endpoint_id = ",
-                    )
-                    .push_bind(*id)
-                    .push(") AS band");
-            }
-            select.push(")");
-            let band: Option<i64> = select.build_query_scalar().fetch_one(&self.pool).await?;
-            highest = highest.max(band);
-        }
-        Ok(highest)
-    }
-
-    pub(super) async fn trace_requests(
-        &self,
-        trace: TraceId,
-    ) -> Result<Vec<RequestRow>, StoreError> {
-        let recent = self.recent_traces().rows_of(&[trace]);
-        let mut select = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE rowid IN (SELECT r.rowid "
-        ));
-        push_trace_requests_join(&mut select, &[trace], &recent);
-        select.push(") ORDER BY start_unix_ns");
-        let rows: Vec<StoredRequest> = select.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(StoredRequest::decode).collect()
-    }
-
-    pub(super) async fn breakdown_between(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        min_ns: u64,
-        max_ns: u64,
-    ) -> Result<(u64, Breakdown), StoreError> {
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT COUNT(*), COALESCE(SUM(db_ns), 0), COALESCE(SUM(cache_ns), 0), \
-             COALESCE(SUM(network_ns), 0), COALESCE(SUM(messaging_ns), 0), COALESCE(SUM(cpu_ns), 0), \
-             COALESCE(SUM(wait_ns), 0), COALESCE(SUM(untraced_ns), 0) FROM requests INDEXED BY requests_by_band WHERE endpoint_id = ",
-        );
-        select.push_bind(endpoint_id);
-        push_starts_in(&mut select, window);
-        select
-            .push(" AND duration_ns >= ")
-            .push_bind(ns(min_ns))
-            .push(" AND duration_ns <= ")
-            .push_bind(ns(max_ns))
-            .push(" AND duration_band IN (");
-        push_integers(&mut select, duration_bands(min_ns, max_ns));
-        let row: CountAndBreakdown = select.build_query_as().fetch_one(&self.pool).await?;
-        Ok(count_and_breakdown(row))
-    }
-
-    pub(super) async fn request_at_least(
-        &self,
-        window: Window,
-        endpoint_id: i64,
-        min_ns: u64,
-    ) -> Result<Option<RequestRow>, StoreError> {
-        let Some(top) = self.highest_band(&[endpoint_id]).await? else {
-            return Ok(None);
-        };
-        // The first band from `min_ns` up that has a row in the window holds the shortest one.
-        let select = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_by_band \
-             WHERE endpoint_id = $1 AND duration_band = $2 AND start_unix_ns >= $3 \
-             AND start_unix_ns < $4 AND duration_ns >= $5 ORDER BY duration_ns LIMIT 1"
-        );
-        for band in duration_band(min_ns)..=top {
-            let row: Option<StoredRequest> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
-                .bind(endpoint_id)
-                .bind(band)
-                .bind(ns(window.from_unix_ns))
-                .bind(ns(window.to_unix_ns))
-                .bind(ns(min_ns))
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(row) = row {
-                return row.decode().map(Some);
-            }
-        }
-        Ok(None)
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -809,108 +630,6 @@ impl SqliteStore {
     }
 }
 
-/// Values as one JSON array, read back by `json_each`: every analysis commit runs the statements
-/// that take these, and with one bound value instead of one per id their text, and so their
-/// prepared form in the connection's cache, is the same whatever the number of ids.
-fn json_array(values: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
-    let items: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
-    format!("[{}]", items.join(","))
-}
-
-/// `commit` rewritten for the interned ids it writes under that retention evicted since the
-/// analyzer looked them up (see `eviction`); `None` when all of them exist, as they almost always
-/// do. Runs in the commit's transaction, under the write lock.
-async fn resolve_evicted(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    commit: &AnalysisCommit,
-) -> Result<Option<AnalysisCommit>, StoreError> {
-    let ids = WrittenIds::of(commit);
-    if ids.is_empty() {
-        return Ok(None);
-    }
-    const COUNT: &str = "SELECT \
-         (SELECT COUNT(*) FROM endpoints WHERE id IN (SELECT value FROM json_each($1))), \
-         (SELECT COUNT(*) FROM resources WHERE id IN (SELECT value FROM json_each($2)))";
-    let (endpoints, resources): (i64, i64) = sqlx::query_as(COUNT)
-        .bind(json_array(&ids.endpoints))
-        .bind(json_array(&ids.resources))
-        .fetch_one(&mut **tx)
-        .await?;
-    if endpoints as usize == ids.endpoints.len() && resources as usize == ids.resources.len() {
-        return Ok(None);
-    }
-    let mut reinterned = Reinterned::default();
-    for id in missing_ids(tx, "endpoints", &ids.endpoints).await? {
-        let new = match commit.names.endpoints.get(&id) {
-            Some((service, endpoint)) => Some(
-                sqlx::query_scalar(eviction::INTERN_ENDPOINT)
-                    .bind(service)
-                    .bind(endpoint)
-                    .fetch_one(&mut **tx)
-                    .await?,
-            ),
-            None => None,
-        };
-        reinterned.endpoints.insert(id, new);
-    }
-    for id in missing_ids(tx, "resources", &ids.resources).await? {
-        let new = match commit.names.resources.get(&id) {
-            Some((service, canonical)) => {
-                sqlx::query_scalar(eviction::INTERN_RESOURCE)
-                    .bind(service)
-                    .bind(canonical)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
-            None => 0,
-        };
-        reinterned.resources.insert(id, new);
-    }
-    eviction::remap(commit, &reinterned).map(Some)
-}
-
-/// Those of `ids` (in order) that `table` has no row of.
-async fn missing_ids(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    table: &str,
-    ids: &[i64],
-) -> Result<Vec<i64>, StoreError> {
-    let select = format!("SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each($1))");
-    let present: std::collections::HashSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
-        .bind(json_array(ids))
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(ids
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect())
-}
-
-/// Raises `seen_until_unix_ns` of the resources of a commit's requests (see `eviction`), never
-/// lowering it.
-async fn mark_resources_seen(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    commit: &AnalysisCommit,
-) -> Result<(), StoreError> {
-    const UPDATE: &str = "WITH seen (id, until_ns) AS \
-         (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
-         UPDATE resources SET seen_until_unix_ns = seen.until_ns FROM seen \
-         WHERE resources.id = seen.id AND resources.seen_until_unix_ns < seen.until_ns";
-    let seen = eviction::resources_seen(commit);
-    if seen.is_empty() {
-        return Ok(());
-    }
-    let pairs = seen.iter().map(|(id, until)| format!("[{id},{until}]"));
-    sqlx::query(UPDATE)
-        .bind(json_array(pairs))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 async fn write_rollup(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     key: &RollupKey,
@@ -954,7 +673,7 @@ async fn write_rollup(
         .collect();
     for chunk in operations.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {operation_table} (endpoint_id, version, minute, category, name, calls, total_ns, critical_ns) "
+            "{INSERT_ROWS} {operation_table} ({OPERATION_COLUMNS}) "
         ));
         insert.push_values(chunk, |mut row, ((category, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -975,8 +694,7 @@ async fn write_rollup(
         .collect();
     for chunk in findings.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {finding_table} (endpoint_id, version, minute, kind, name, requests, count, saving_ns, \
-             location_file, location_line, location_function, location_votes) "
+            "{INSERT_ROWS} {finding_table} ({FINDING_COLUMNS}) "
         ));
         insert.push_values(chunk, |mut row, ((kind, name), sums)| {
             row.push_bind(key.endpoint_id)
@@ -1001,7 +719,7 @@ async fn write_rollup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::fixture;
+    use crate::analysis::{Breakdown, fixture};
     use crate::store::{AnalysisCommit, RequestRow};
 
     const TRACE: &str = "auth: POST /login 0..300 server http.route=/login
@@ -1458,17 +1176,6 @@ mod tests {
             "{details:?}"
         );
         store.close().await;
-    }
-
-    #[test]
-    fn duration_bands_are_digits_then_first_digit() {
-        assert_eq!(duration_band(0), 10);
-        assert_eq!(duration_band(7), 17);
-        assert_eq!(duration_band(10), 21);
-        assert_eq!(duration_band(399_999_999), 93);
-        assert_eq!(duration_band(400_000_000), 94);
-        assert_eq!(duration_band(i64::MAX as u64), 199);
-        assert_eq!(duration_bands(15, u64::MAX), 21..=199);
     }
 
     #[tokio::test]

@@ -467,7 +467,7 @@ async fn check_exits_0_when_budgets_hold_1_when_broken_2_when_it_cannot_tell() {
     assert!(stdout.contains("OVER BUDGET"), "{stdout}");
     assert!(stdout.contains("1 of 2 budget checks broken"), "{stdout}");
 
-    let db = app.db_path.display().to_string();
+    let db = app.cli_database_url();
     let out = bottleneck(args(&["check", "--database-url", &db, "--config", &broken])).await;
     assert_eq!(
         out.status.code(),

@@ -1,8 +1,8 @@
 //! The integration tests: one crate, so one link. Every test starts the real application on
 //! ephemeral ports with a fresh database (a SQLite file, or a scratch PostgreSQL database with
-//! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `scale` and
-//! the PostgreSQL half of `outage` (with `proxy`) need PostgreSQL and run with the `pg-tests`
-//! feature. `python` and `truth` run real Python services under the official OpenTelemetry SDK
+//! `BOTTLENECK_TEST_STORE=postgres`) and talks to it through its public interfaces. `store` is the
+//! store conformance suite, run on both stores. `scale`, the PostgreSQL halves of `store` and
+//! `outage` (with `proxy`) need PostgreSQL and run with the `pg-tests` feature. `python` and `truth` run real Python services under the official OpenTelemetry SDK
 //! (`truth` against PostgreSQL as well) and skip, saying so, where those are missing.
 
 mod support;
@@ -37,4 +37,5 @@ mod regress;
 mod retention;
 #[cfg(feature = "pg-tests")]
 mod scale;
+mod store;
 mod truth;

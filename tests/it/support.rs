@@ -190,6 +190,17 @@ pub async fn spawn_app_on(db_path: &Path, adjust: impl FnOnce(&mut Config)) -> T
     }
 }
 
+impl TestApp {
+    /// The app's database as `--database-url` takes it: the scratch PostgreSQL database the app
+    /// runs on, or its SQLite file.
+    pub fn cli_database_url(&self) -> String {
+        match &self.scratch {
+            Some(scratch) => scratch.url.clone(),
+            None => self.db_path.display().to_string(),
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(scratch) = self.scratch.take() {

@@ -1,12 +1,14 @@
-//! The store conformance suite: every backend must pass it.
+//! The store conformance suite: every backend must pass it, through the public `Store` API
+//! only. SQLite always runs; the PostgreSQL twin runs with the `pg-tests` feature against
+//! `DATABASE_URL`, and says it was skipped otherwise.
 
 use std::time::{Duration, Instant};
 
-use collector::model::SpanId;
-
-use super::*;
-use crate::analysis::fixture;
-use crate::analysis::{AnalysisConfig, analyze_trace};
+use bottleneck::analysis::aggregate::Rollup;
+use bottleneck::analysis::{AnalysisConfig, Breakdown, analyze_trace, fixture};
+use bottleneck::store::settings::DatabaseUrl;
+use bottleneck::store::*;
+use collector::model::{SpanId, TraceId};
 
 const LOGIN: &str = "auth: POST /login 0..300 server http.request.method=POST http.route=/login
   SELECT tenants 10..30 client db.system=postgresql db.statement=\"SELECT * FROM tenants WHERE id = 42\" code.file.path=app/tenants.py code.line.number=12 code.function.name=tenant
@@ -43,7 +45,7 @@ async fn commit_requests_a_second_apart(
         .iter()
         .enumerate()
         .map(|(n, &(endpoint_id, duration_ms))| RequestRow {
-            trace_id: collector::model::TraceId([first_trace + n as u8; 16]),
+            trace_id: TraceId([first_trace + n as u8; 16]),
             span_id: SpanId([1; 8]),
             endpoint_id,
             version: String::new(),
@@ -192,14 +194,22 @@ async fn rollup_changes_add_and_take_back(store: &Store) {
 /// A shared store hands a due trace to one claimant until the claim is released or expires, and a
 /// commit whose claim expired and was taken over writes nothing.
 async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
-    let trace = collector::model::TraceId([0x42; 16]);
+    let trace = TraceId([0x42; 16]);
     let mut spans = fixture::parse(LOGIN);
     for span in &mut spans {
         span.trace_id = trace;
     }
     let claim = |token: i64, now: u64| async move {
         store
-            .claim_due_traces(token, now, now, now + 1_000, 1_000)
+            .claim_due_traces(
+                token,
+                ClaimLease {
+                    cutoff_unix_ns: now,
+                    now_unix_ns: now,
+                    until_unix_ns: now + 1_000,
+                },
+                1_000,
+            )
             .await
             .unwrap()
             .into_iter()
@@ -343,8 +353,8 @@ async fn evicted_ids_are_interned_again_by_the_commit(store: &Store) {
     );
 
     // Request rows are found through their trace's blocks: each trace gets one.
-    let traces: Vec<collector::model::TraceId> = (0..41u8)
-        .map(|n| collector::model::TraceId([0x70, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))
+    let traces: Vec<TraceId> = (0..41u8)
+        .map(|n| TraceId([0x70, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))
         .collect();
     let blocks: Vec<EncodedBlock> = (traces.iter())
         .map(|trace_id| {
@@ -474,10 +484,7 @@ async fn retention_removes_only_expired_data(store: &Store) {
     store.maintain_partitions(old).await.unwrap();
     store.maintain_partitions(now).await.unwrap();
     let mut spans = fixture::parse(LOGIN);
-    let (old_trace, new_trace) = (
-        collector::model::TraceId([0x51; 16]),
-        collector::model::TraceId([0x52; 16]),
-    );
+    let (old_trace, new_trace) = (TraceId([0x51; 16]), TraceId([0x52; 16]));
     for span in &mut spans {
         span.trace_id = old_trace;
     }
@@ -741,13 +748,7 @@ async fn blocks_round_trip_and_index_traces(store: &Store) {
         with_blocks.iter().filter(|(id, _)| *id == ids[1]).count(),
         2
     );
-    assert!(
-        store
-            .trace(collector::model::TraceId([9; 16]))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.trace(TraceId([9; 16])).await.unwrap().is_none());
     assert_eq!(store.last_block_id().await.unwrap(), ids[1]);
     assert_eq!(store.blocks_after(ids[0], 10).await.unwrap().len(), 1);
     assert_eq!(store.stats().await.unwrap().n_spans, spans.len() as u64);
@@ -809,7 +810,7 @@ async fn analysis_commit_round_trips(store: &Store) {
     store.commit_analysis(&commit).await.unwrap();
     assert_eq!(store.analysis_watermark().await.unwrap(), block_id);
     let analysed = store
-        .analysed_traces(&[login.trace_id, collector::model::TraceId([5; 16])])
+        .analysed_traces(&[login.trace_id, TraceId([5; 16])])
         .await
         .unwrap();
     assert_eq!(analysed.get(&login.trace_id), Some(&block_id));
@@ -1127,19 +1128,10 @@ async fn sqlite_wal_starts_over_under_constant_writes() {
     store.close().await;
 }
 
-/// The server the PostgreSQL twins run against: `DATABASE_URL`, required once the feature is on.
-#[cfg(feature = "pg-tests")]
-pub fn pg_admin_url() -> String {
-    std::env::var("DATABASE_URL").expect(
-        "the pg-tests feature runs the PostgreSQL store suite: set DATABASE_URL to a server \
-         where databases may be created, e.g. postgres://postgres@127.0.0.1:5432/test",
-    )
-}
-
 /// Runs `check` against a store on a fresh database of its own, dropped afterwards.
 #[cfg(feature = "pg-tests")]
 async fn with_pg_store<F: std::future::Future<Output = ()>>(check: impl FnOnce(Store) -> F) {
-    let scratch = scratch::ScratchDatabase::create(&pg_admin_url())
+    let scratch = scratch::ScratchDatabase::create(&crate::support::pg_admin_url())
         .await
         .expect("creating a scratch database");
     let store = Store::open(&DatabaseUrl::Postgres(scratch.url.clone()))
@@ -1202,7 +1194,7 @@ async fn comparison_reads_round_trip(store: &Store) {
             removed: Rollup::new(),
         });
         commit.requests.push(RequestRow {
-            trace_id: collector::model::TraceId([if version == "1.0" { 21 } else { 22 }; 16]),
+            trace_id: TraceId([if version == "1.0" { 21 } else { 22 }; 16]),
             span_id: login.span_id,
             endpoint_id,
             version: version.into(),
@@ -1438,4 +1430,51 @@ async fn regression_events_round_trip(store: &Store, endpoint_id: i64) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A change to one minute row of endpoint 1, version 1.0, adding and taking back requests of
+/// these durations.
+fn change(minute: i64, durations_ns: &[u64], removed_ns: &[u64]) -> RollupChange {
+    let rollup_of = |durations_ns: &[u64]| {
+        let mut rollup = Rollup::new();
+        for duration_ns in durations_ns {
+            rollup.add_headline(*duration_ns, false, &Breakdown::default(), 1);
+        }
+        rollup
+    };
+    RollupChange {
+        key: RollupKey {
+            endpoint_id: 1,
+            version: "1.0".to_owned(),
+            minute,
+            granularity: Granularity::Minute,
+        },
+        added: rollup_of(durations_ns),
+        removed: rollup_of(removed_ns),
+    }
+}
+
+#[test]
+fn an_absorbed_commit_sums_changes_to_one_row_and_keeps_the_later_watermark() {
+    let mut first = AnalysisCommit {
+        replace_traces: vec![TraceId([1; 16])],
+        rollups: vec![change(10, &[5, 7], &[3])],
+        watermark: Some(4),
+        ..Default::default()
+    };
+    let later = AnalysisCommit {
+        replace_traces: vec![TraceId([2; 16])],
+        rollups: vec![change(11, &[1], &[]), change(10, &[9], &[2, 4])],
+        watermark: Some(9),
+        ..Default::default()
+    };
+    first.absorb(later);
+    assert_eq!(first.replace_traces, [TraceId([1; 16]), TraceId([2; 16])]);
+    assert_eq!(first.watermark, Some(9));
+    assert_eq!(first.rollups.len(), 2, "one change per row");
+    let minute_10 = &first.rollups[0];
+    assert_eq!(minute_10.key.minute, 10);
+    assert_eq!(minute_10.added, change(10, &[5, 7, 9], &[]).added);
+    assert_eq!(minute_10.removed, change(10, &[], &[3, 2, 4]).removed);
+    assert_eq!(first.rollups[1].added.requests, 1);
 }
