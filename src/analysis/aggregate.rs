@@ -7,14 +7,15 @@
 //!
 //! Invariant: pure; the sketch's byte form is the only encoding here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use collector::category::Category;
+use foldhash::fast::RandomState;
 
 use super::findings::noise_floor_ns;
 use super::gap::Place;
 use super::location::CodeLocation;
-use super::{AnalysisConfig, Breakdown, FindingKind, RequestAnalysis};
+use super::{AnalysisConfig, Breakdown, FindingKind, OperationStat, RequestAnalysis};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
@@ -32,6 +33,15 @@ pub struct OperationSums {
     pub total_ns: u64,
     /// Summed critical-path time.
     pub critical_ns: u64,
+}
+
+impl OperationSums {
+    /// Adds one request's executions of the operation.
+    fn add(&mut self, op: &OperationStat) {
+        self.calls += u64::from(op.calls);
+        self.total_ns = self.total_ns.saturating_add(op.total_ns);
+        self.critical_ns = self.critical_ns.saturating_add(op.critical_ns);
+    }
 }
 
 /// Per-finding sums within a rollup.
@@ -65,6 +75,14 @@ impl FindingSums {
         } else {
             self.location_votes -= votes;
         }
+    }
+
+    /// Adds one request that had the finding, with its vote for a location.
+    fn add(&mut self, one: &RequestFinding<'_>) {
+        self.requests += 1;
+        self.count += one.count;
+        self.saving_ns = self.saving_ns.saturating_add(one.saving_ns);
+        self.vote(one.location, 1);
     }
 
     /// Takes back votes for `location`; votes for another location were spent against the
@@ -350,32 +368,25 @@ impl Rollup {
             analysis.n_db_calls,
         );
         for op in &analysis.operations {
-            let add = |sums: &mut OperationSums| {
-                sums.calls += u64::from(op.calls);
-                sums.total_ns = sums.total_ns.saturating_add(op.total_ns);
-                sums.critical_ns = sums.critical_ns.saturating_add(op.critical_ns);
-            };
             // Nearly every name is in the row already: found by reference, it is not copied.
             let key: &dyn OperationKey = &(op.category, op.name.as_str());
             match self.operations.get_mut(key) {
-                Some(sums) => add(sums),
-                None => add((self.operations)
+                Some(sums) => sums.add(op),
+                None => (self.operations)
                     .entry((op.category, op.name.clone()))
-                    .or_default()),
+                    .or_default()
+                    .add(op),
             }
         }
         for one in request_findings(analysis) {
             let key: &dyn FindingKey = &(one.kind, one.name);
-            let sums = match self.findings.get_mut(key) {
-                Some(sums) => sums,
+            match self.findings.get_mut(key) {
+                Some(sums) => sums.add(&one),
                 None => (self.findings)
                     .entry((one.kind, one.name.to_owned()))
-                    .or_default(),
-            };
-            sums.requests += 1;
-            sums.count += one.count;
-            sums.saving_ns = sums.saving_ns.saturating_add(one.saving_ns);
-            sums.vote(one.location, 1);
+                    .or_default()
+                    .add(&one),
+            }
         }
     }
 
@@ -449,14 +460,21 @@ impl Rollup {
             *sum = sum.saturating_add(ns);
         }
         self.db_calls += other.db_calls;
+        // Most names are in this rollup already: found by reference, they are not copied.
         for (key, theirs) in &other.operations {
-            let sums = self.operations.entry(key.clone()).or_default();
+            let sums = match self.operations.get_mut(key) {
+                Some(sums) => sums,
+                None => self.operations.entry(key.clone()).or_default(),
+            };
             sums.calls += theirs.calls;
             sums.total_ns = sums.total_ns.saturating_add(theirs.total_ns);
             sums.critical_ns = sums.critical_ns.saturating_add(theirs.critical_ns);
         }
         for (key, theirs) in &other.findings {
-            let sums = self.findings.entry(key.clone()).or_default();
+            let sums = match self.findings.get_mut(key) {
+                Some(sums) => sums,
+                None => self.findings.entry(key.clone()).or_default(),
+            };
             sums.requests += theirs.requests;
             sums.count += theirs.count;
             sums.saving_ns = sums.saving_ns.saturating_add(theirs.saving_ns);
@@ -499,6 +517,69 @@ impl Rollup {
                 }
             }
         }
+    }
+}
+
+/// Requests added up for one rollup row, keyed by names borrowed from their analyses and found
+/// by hash: what [`Rollup::add`] makes of the same requests, at a lookup per operation instead
+/// of a walk down a tree of names compared in full, and with no name copied until
+/// [`Tally::into_rollup`], once per row. For a batch's rows, whose analyses outlive them.
+pub struct Tally<'a> {
+    /// Everything but the operations and findings.
+    headline: Rollup,
+    operations: HashMap<(Category, &'a str), OperationSums, RandomState>,
+    findings: HashMap<(FindingKind, &'a str), FindingSums, RandomState>,
+}
+
+impl<'a> Tally<'a> {
+    /// Nothing added yet.
+    pub fn new() -> Self {
+        Self {
+            headline: Rollup::new(),
+            operations: HashMap::default(),
+            findings: HashMap::default(),
+        }
+    }
+
+    /// Adds one request, as [`Rollup::add`] does.
+    pub fn add(&mut self, analysis: &'a RequestAnalysis) {
+        self.headline.add_headline(
+            analysis.duration_ns,
+            analysis.error,
+            &analysis.breakdown,
+            analysis.n_db_calls,
+        );
+        for op in &analysis.operations {
+            let key = (op.category, op.name.as_str());
+            self.operations.entry(key).or_default().add(op);
+        }
+        for one in request_findings(analysis) {
+            self.findings
+                .entry((one.kind, one.name))
+                .or_default()
+                .add(&one);
+        }
+    }
+
+    /// The rollup of the requests added: equal to adding each to a [`Rollup`] in the same order.
+    pub fn into_rollup(self) -> Rollup {
+        let operations = self.operations.into_iter();
+        let findings = self.findings.into_iter();
+        Rollup {
+            operations: operations
+                .map(|((category, name), sums)| ((category, name.to_owned()), sums))
+                .collect(),
+            findings: findings
+                .map(|((kind, name), sums)| ((kind, name.to_owned()), sums))
+                .collect(),
+            ..self.headline
+        }
+    }
+}
+
+impl Default for Tally<'_> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -1060,6 +1141,44 @@ POST /login 0..100 server http.request.method=POST http.route=/login
         assert_eq!(removed, only_fast);
         removed.remove(&requests[1]);
         assert_eq!(removed, Rollup::new());
+    }
+
+    /// A login whose N+1 of six loads is made at `file`.
+    fn n_plus_one_at(file: &str) -> String {
+        let mut text = String::from("POST /login 0..100 server http.route=/login\n");
+        for n in 0..6 {
+            let at = 10 + n * 10;
+            text.push_str(&format!(
+                "  SELECT {at}..{} client db.system=postgresql \
+                 db.statement=\"SELECT * FROM rules WHERE id = {n}\" code.file.path={file}\n",
+                at + 8
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn a_tally_equals_adding_each_request() {
+        // Votes for three locations, none with a majority: the order of the votes decides.
+        let [a, b, c] = ["app/a.py", "app/b.py", "app/c.py"].map(n_plus_one_at);
+        let (added, requests) = rollup_of(&[
+            crate::analysis::tests::SEED_LOGIN,
+            &a,
+            FAST,
+            &b,
+            &b,
+            &c,
+            &a,
+            crate::analysis::tests::SEED_LOGIN,
+        ]);
+        assert!(
+            (added.findings.values()).any(|sums| sums.location.is_some()),
+            "the requests vote"
+        );
+        let mut tally = Tally::new();
+        requests.iter().for_each(|request| tally.add(request));
+        assert_eq!(tally.into_rollup(), added);
+        assert_eq!(Tally::new().into_rollup(), Rollup::new());
     }
 
     #[test]

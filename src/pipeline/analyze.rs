@@ -270,7 +270,7 @@ impl Analyzer {
                             version: &row.version,
                             start_unix_ns: row.start_unix_ns,
                         }
-                        .rollup_keys(),
+                        .rollup_key(),
                     ),
                     None => {
                         let service = self.interned.known_service(&request.service);
@@ -280,7 +280,7 @@ impl Analyzer {
                                 version: self.interned.known_version(service, &request.version),
                                 start_unix_ns: request.start_unix_ns,
                             }
-                            .rollup_keys()
+                            .rollup_key()
                         })
                     }
                 };
