@@ -631,6 +631,16 @@ async fn long_windows_read_hourly_rows(store: &Store) {
     let first_hour = 1_000 * 60; // an hour-aligned minute
     let mut commit = AnalysisCommit::default();
     let mut hours: std::collections::BTreeMap<i64, Rollup> = Default::default();
+    let added = |minute, granularity, rollup| RollupChange {
+        key: RollupKey {
+            endpoint_id,
+            version: "1".into(),
+            minute,
+            granularity,
+        },
+        added: rollup,
+        removed: Rollup::new(),
+    };
     // One request a minute for three hours.
     for minute in first_hour..first_hour + 180 {
         let mut rollup = Rollup::new();
@@ -639,30 +649,14 @@ async fn long_windows_read_hourly_rows(store: &Store) {
             .entry(Granularity::Hour.row_start(minute))
             .or_default()
             .add(&requests[0]);
-        let granularity = Granularity::Minute;
-        commit.rollups.push(RollupChange {
-            key: RollupKey {
-                endpoint_id,
-                version: "1".into(),
-                minute,
-                granularity,
-            },
-            added: rollup,
-            removed: Rollup::new(),
-        });
+        commit
+            .rollups
+            .push(added(minute, Granularity::Minute, rollup));
     }
     for (minute, rollup) in hours {
-        let granularity = Granularity::Hour;
-        commit.rollups.push(RollupChange {
-            key: RollupKey {
-                endpoint_id,
-                version: "1".into(),
-                minute,
-                granularity,
-            },
-            added: rollup,
-            removed: Rollup::new(),
-        });
+        commit
+            .rollups
+            .push(added(minute, Granularity::Hour, rollup));
     }
     store.commit_analysis(&commit).await.unwrap();
     // From 30 minutes into the first hour to 20 minutes into the third: one whole hour between.
