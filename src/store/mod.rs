@@ -352,6 +352,7 @@ mod catalog;
 mod eviction;
 mod regression;
 mod requests;
+mod rollup_write;
 mod rollups;
 mod rows;
 

@@ -54,6 +54,21 @@ pub(in crate::store) struct Dialect {
     /// by endpoint: without statistics, SQLite finds the slowest requests of a long window and
     /// counts between two durations fastest band by band.
     pub duration_bands: bool,
+    /// How a multi-row INSERT of analysis results begins. SQLite keeps a statement journal for
+    /// a statement of many rows that may abort midway (a plain INSERT, whose constraint failure
+    /// undoes that statement alone): every existing page the statement changes is copied there
+    /// first. For the request rows, whose indexes take them on hundreds of pages, that copying
+    /// is a real share of the server's CPU at full rate (docs/benchmarks-history.md). OR FAIL
+    /// keeps the rows before a failure instead and needs no journal; a failed statement fails
+    /// its transaction, which is then rolled back whole.
+    pub insert_rows: &'static str,
+    /// The type the text of a rollup row's sum of squares is cast to on writing: PostgreSQL
+    /// stores it as NUMERIC, SQLite as text.
+    pub decimal: &'static str,
+    /// What follows the read of the rollup rows a commit changes, to lock them in one order
+    /// (see `rollup_write`): PostgreSQL's row locks, ordered bytewise as the keys are sorted.
+    /// SQLite's commit holds the write lock from its start.
+    pub lock_rollup_rows: Option<&'static str>,
 }
 
 /// Integers separated by commas, for [`Dialect::integers`].
@@ -76,6 +91,9 @@ pub(in crate::store) const SQLITE: Dialect = Dialect {
     in_integers: |param| format!("IN (SELECT value FROM json_each({param}))"),
     zipped_integers: "SELECT a.value, b.value FROM json_each($1) a JOIN json_each($2) b ON b.key = a.key",
     duration_bands: true,
+    insert_rows: "INSERT OR FAIL INTO",
+    decimal: "TEXT",
+    lock_rollup_rows: None,
 };
 
 /// PostgreSQL's words.
@@ -92,6 +110,9 @@ pub(in crate::store) const POSTGRES: Dialect = Dialect {
     in_integers: |param| format!("= ANY(CAST({param} AS BIGINT[]))"),
     zipped_integers: "SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS BIGINT[]))",
     duration_bands: false,
+    insert_rows: "INSERT INTO",
+    decimal: "NUMERIC",
+    lock_rollup_rows: Some(" ORDER BY endpoint_id, version COLLATE \"C\", minute FOR UPDATE"),
 };
 
 impl Dialect {

@@ -35,7 +35,6 @@ mod counts;
 mod hot_trace;
 mod partition;
 mod request_write;
-mod rollup_write;
 
 /// The day partitions created ahead of today, so a write near midnight never waits for one.
 const DAYS_AHEAD: i64 = 2;
@@ -733,8 +732,9 @@ impl PgStore {
         let added = request_write::upsert(&mut tx, &commit.requests).await?;
         self.portable().mark_resources_seen(&mut tx, commit).await?;
         // Rows locked in key order: two commits touching the same rows wait, never deadlock.
-        let operations_folded =
-            rollup_write::apply(&mut tx, &commit.rollups, commit.max_operations_per_rollup).await?;
+        let operations_folded = (self.portable())
+            .apply_rollup_changes(&mut tx, &commit.rollups, commit.max_operations_per_rollup)
+            .await?;
         if let Some(watermark) = commit.watermark {
             (self.portable())
                 .raise_meta(&mut tx, "analysis_watermark", watermark)

@@ -1,9 +1,9 @@
 //! The rollup tables, minute and hourly, each with its operations and findings: reads written
-//! once for both backends (see `portable`), and the windows they cover. Writes stay with each
-//! backend's commit, which reads its rows back here inside its transaction.
+//! once for both backends (see `portable`), and the windows they cover. An analysis commit's
+//! writes are `rollup_write`'s, which reads its rows back here inside its transaction.
 //!
-//! Invariant: a read never returns a row with no requests (PostgreSQL keeps rows at zero, see
-//! its `lock_rollup`); nothing here changes a row's sums, retention only deletes whole rows.
+//! Invariant: a read never returns a row with no requests (commits keep rows at zero, see
+//! `rollup_write`); nothing here changes a row's sums, retention only deletes whole rows.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -260,60 +260,82 @@ impl Store {
     }
 }
 
-/// The WHERE clause of a read of rollup, operation or finding rows.
-fn push_rollup_filter<DB>(
-    query: &mut QueryBuilder<DB>,
-    [first, last]: [i64; 2],
-    ids: Option<&[i64]>,
-    version: Option<&str>,
-) where
+/// Which rows of one granularity a read of rollup, operation or finding rows takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RowFilter<'a> {
+    /// Rows of the minutes `[first, last]`, of some endpoints and a version if given.
+    Minutes([i64; 2], Option<&'a [i64]>, Option<&'a str>),
+    /// The rows of these keys, in their order. A rollup row read is locked for update with the
+    /// clause given (`Dialect::lock_rollup_rows`).
+    Keys(&'a [&'a RollupKey], Option<&'static str>),
+}
+
+impl RowFilter<'_> {
+    /// Whether the filter can match no row.
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Minutes(_, ids, _) => ids.is_some_and(|ids| ids.is_empty()),
+            Self::Keys(keys, _) => keys.is_empty(),
+        }
+    }
+
+    /// Pushes the WHERE clause; `locked` for the rollup rows themselves.
+    fn push<DB>(&self, query: &mut QueryBuilder<DB>, locked: bool)
+    where
+        DB: Database,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+    {
+        match *self {
+            Self::Minutes([first, last], ids, version) => {
+                query
+                    .push(" WHERE minute >= ")
+                    .push_bind(first)
+                    .push(" AND minute <= ")
+                    .push_bind(last);
+                if let Some(ids) = ids {
+                    query.push(" AND endpoint_id IN (");
+                    push_integers(query, ids.iter().copied());
+                }
+                if let Some(version) = version {
+                    query.push(" AND version = ").push_bind(version.to_owned());
+                }
+            }
+            Self::Keys(keys, lock) => {
+                push_keys_filter(query, keys);
+                if let (true, Some(lock)) = (locked, lock) {
+                    query.push(lock);
+                }
+            }
+        }
+    }
+}
+
+/// Pushes ` WHERE` the row is one of `keys`.
+pub(super) fn push_keys_filter<DB>(query: &mut QueryBuilder<DB>, keys: &[&RollupKey])
+where
     DB: Database,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
-    query
-        .push(" WHERE minute >= ")
-        .push_bind(first)
-        .push(" AND minute <= ")
-        .push_bind(last);
-    if let Some(ids) = ids {
-        query.push(" AND endpoint_id IN (");
-        push_integers(query, ids.iter().copied());
-    }
-    if let Some(version) = version {
-        query.push(" AND version = ").push_bind(version.to_owned());
-    }
+    query.push(" WHERE (endpoint_id, version, minute) IN (");
+    query.push_values(keys, |mut row, key| {
+        row.push_bind(key.endpoint_id)
+            .push_bind(key.version.clone())
+            .push_bind(key.minute);
+    });
+    query.push(")");
 }
 
-/// Where a read of rollup rows runs: a pooled connection, or a transaction's for an update.
-pub(super) trait OnConnection<DB: Database> {
-    fn connection(&mut self) -> &mut DB::Connection;
-}
-
-impl<DB: Database> OnConnection<DB> for sqlx::Transaction<'_, DB> {
-    fn connection(&mut self) -> &mut DB::Connection {
-        self
-    }
-}
-
-impl<DB: Database> OnConnection<DB> for sqlx::pool::PoolConnection<DB> {
-    fn connection(&mut self) -> &mut DB::Connection {
-        self
-    }
-}
-
-/// Rollup rows of one granularity with rows of their `minutes` (first and last), of some
-/// endpoints and a version if given, and their operations and findings if `with_details`.
-pub(super) async fn read_rollups<DB, C>(
-    conn: &mut C,
+/// Rollup rows of one granularity that `filter` takes, with their operations and findings if
+/// `with_details`. A row at zero requests (all taken back) is not returned.
+pub(super) async fn read_rollups<DB>(
+    conn: &mut DB::Connection,
     granularity: Granularity,
-    minutes: [i64; 2],
-    endpoint_ids: Option<&[i64]>,
-    version: Option<&str>,
+    filter: RowFilter<'_>,
     with_details: bool,
 ) -> Result<Vec<(RollupKey, Rollup)>, StoreError>
 where
-    C: OnConnection<DB>,
     DB: Database,
     for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
@@ -322,14 +344,13 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
 {
-    if endpoint_ids.is_some_and(|ids| ids.is_empty()) {
+    if filter.is_empty() {
         return Ok(Vec::new());
     }
-    let conn = conn.connection();
     let [rollup_table, operation_table, finding_table] = rollup_tables(granularity);
     let select_from = |columns: &str, table: &str| {
         let mut select = QueryBuilder::<DB>::new(format!("SELECT {columns} FROM {table}"));
-        push_rollup_filter(&mut select, minutes, endpoint_ids, version);
+        filter.push(&mut select, table == rollup_table);
         select
     };
     let rows: Vec<RollupTuple> = select_from(ROLLUP_SELECT, rollup_table)
@@ -396,15 +417,9 @@ portable_impl! {
         version: Option<&str>,
         with_details: bool,
     ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
-        read_rollups(
-            &mut self.reader.acquire().await?,
-            granularity,
-            minutes,
-            endpoint_ids,
-            version,
-            with_details,
-        )
-        .await
+        let filter = RowFilter::Minutes(minutes, endpoint_ids, version);
+        let mut conn = self.reader.acquire().await?;
+        read_rollups(&mut *conn, granularity, filter, with_details).await
     }
 
     /// Deletes the rollup rows (minute and hourly, with their operations and findings) before
@@ -468,7 +483,7 @@ portable_impl! {
         let [operations, findings] = detail_sums_selects(granularity, saturating_sum);
         let grouped = |select_from: String, group_by: &str| {
             let mut select = QueryBuilder::<DB>::new(select_from);
-            push_rollup_filter(&mut select, minutes, endpoint_ids, version);
+            RowFilter::Minutes(minutes, endpoint_ids, version).push(&mut select, false);
             select.push(group_by);
             select
         };

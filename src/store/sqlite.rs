@@ -20,33 +20,19 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::migrator::Migrations;
-use super::operation_cap;
 use super::portable::{Portable, ROWS_PER_STATEMENT, SQLITE};
 use super::requests::duration_band;
-use super::rollups::{read_rollups, rollup_tables};
-use super::rows::{
-    FINDING_COLUMNS, OPERATION_COLUMNS, REQUEST_COLUMNS, ROLLUP_COLUMNS, StoredRequest, trace_id,
-};
+use super::rows::{REQUEST_COLUMNS, StoredRequest, trace_id};
 use super::settings::SqliteSynchronous as SqliteSynchronousSetting;
 use super::{
-    AnalysisCommit, EncodedBlock, RequestRow, RetentionReport, RollupKey, StoreError, StoreStats,
-    block, ns, unsigned,
+    AnalysisCommit, EncodedBlock, RequestRow, RetentionReport, StoreError, StoreStats, block, ns,
+    unsigned,
 };
-use crate::analysis::aggregate::Rollup;
 
 mod hot_trace;
 mod recent_traces;
 
 use recent_traces::{MERGE_ROWS, MERGE_TRANSACTION_ROWS, RecentTraces, trace_key};
-
-/// How a multi-row INSERT of analysis results begins. SQLite keeps a statement journal for a
-/// statement of many rows that may abort midway (a plain INSERT, whose constraint failure undoes
-/// that statement alone): every existing page the statement changes is copied there first, 16 KiB
-/// at a time into a temporary file. For the request rows, whose indexes take them on hundreds of
-/// pages, that copying is a real share of the server's CPU at full rate
-/// (docs/benchmarks-history.md). OR FAIL keeps the rows before a failure instead and needs no
-/// journal; here a failed statement fails its transaction, which is then rolled back whole.
-const INSERT_ROWS: &str = "INSERT OR FAIL INTO";
 
 #[derive(Debug, Clone)]
 pub(super) struct SqliteStore {
@@ -497,7 +483,8 @@ impl SqliteStore {
         }
         for chunk in commit.requests.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(format!(
-                "{INSERT_ROWS} requests ({REQUEST_COLUMNS}, duration_band) "
+                "{} requests ({REQUEST_COLUMNS}, duration_band) ",
+                SQLITE.insert_rows
             ));
             insert.push_values(chunk, |mut row, request| {
                 row.push_bind(request.trace_id.0.to_vec())
@@ -518,24 +505,9 @@ impl SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         self.portable().mark_resources_seen(&mut tx, commit).await?;
-        let mut operations_folded = 0;
-        for change in &commit.rollups {
-            let key = &change.key;
-            let mut rollup = read_rollups(
-                &mut tx,
-                key.granularity,
-                [key.minute, key.minute],
-                Some(&[key.endpoint_id]),
-                Some(&key.version),
-                true,
-            )
-            .await?
-            .pop()
-            .map_or_else(Rollup::new, |(_, rollup)| rollup);
-            operations_folded +=
-                operation_cap::apply(&mut rollup, change, commit.max_operations_per_rollup);
-            write_rollup(&mut tx, key, &rollup).await?;
-        }
+        let operations_folded = (self.portable())
+            .apply_rollup_changes(&mut tx, &commit.rollups, commit.max_operations_per_rollup)
+            .await?;
         if let Some(watermark) = commit.watermark {
             (self.portable())
                 .raise_meta(&mut tx, "analysis_watermark", watermark)
@@ -628,92 +600,6 @@ impl SqliteStore {
         }
         Ok(total)
     }
-}
-
-async fn write_rollup(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    key: &RollupKey,
-    rollup: &Rollup,
-) -> Result<(), StoreError> {
-    let [rollup_table, operation_table, finding_table] = rollup_tables(key.granularity);
-    for table in [operation_table, finding_table, rollup_table] {
-        let delete =
-            format!("DELETE FROM {table} WHERE endpoint_id = $1 AND version = $2 AND minute = $3");
-        sqlx::query(sqlx::AssertSqlSafe(delete))
-            .bind(key.endpoint_id)
-            .bind(&key.version)
-            .bind(key.minute)
-            .execute(&mut **tx)
-            .await?;
-    }
-    if rollup.requests == 0 {
-        return Ok(());
-    }
-    let mut insert =
-        QueryBuilder::<Sqlite>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
-    insert.push_values([rollup], |mut row, rollup| {
-        row.push_bind(key.endpoint_id)
-            .push_bind(key.version.clone())
-            .push_bind(key.minute)
-            .push_bind(ns(rollup.requests))
-            .push_bind(ns(rollup.errors))
-            .push_bind(ns(rollup.duration_sum_ns))
-            .push_bind(rollup.sketch.to_bytes());
-        for value in rollup.breakdown_sum.0 {
-            row.push_bind(ns(value));
-        }
-        row.push_bind(ns(rollup.db_calls))
-            .push_bind(rollup.duration_sq_sum.to_string());
-    });
-    insert.build().execute(&mut **tx).await?;
-    let operations: Vec<_> = rollup
-        .operations
-        .iter()
-        .filter(|(_, sums)| sums.calls > 0)
-        .collect();
-    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {operation_table} ({OPERATION_COLUMNS}) "
-        ));
-        insert.push_values(chunk, |mut row, ((category, name), sums)| {
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
-                .push_bind(category.as_str())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.calls))
-                .push_bind(ns(sums.total_ns))
-                .push_bind(ns(sums.critical_ns));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
-    let findings: Vec<_> = rollup
-        .findings
-        .iter()
-        .filter(|(_, sums)| sums.requests > 0)
-        .collect();
-    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "{INSERT_ROWS} {finding_table} ({FINDING_COLUMNS}) "
-        ));
-        insert.push_values(chunk, |mut row, ((kind, name), sums)| {
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
-                .push_bind(kind.as_str())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.requests))
-                .push_bind(ns(sums.count))
-                .push_bind(ns(sums.saving_ns));
-            let location = sums.location.as_ref();
-            row.push_bind(location.and_then(|at| at.file.clone()))
-                .push_bind(location.and_then(|at| at.line).map(i64::from))
-                .push_bind(location.and_then(|at| at.function.clone()))
-                .push_bind(ns(sums.location_votes));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

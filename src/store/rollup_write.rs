@@ -1,0 +1,190 @@
+//! A commit's rollup changes applied to the stored rows, written once for both backends: the
+//! rows of each granularity are read together (made to exist and locked first where the
+//! database has row locks), merged with the changes in memory (`operation_cap`), and written
+//! back in a few multi-row statements, however many rows the commit touches.
+//!
+//! Invariant: with row locks (PostgreSQL), every commit makes its rows exist and locks them in
+//! one order (minute rows before hour rows, each table's by key), so concurrent commits wait for
+//! each other and never deadlock; a row is only ever updated in place, never deleted, so a commit
+//! waiting for its lock finds it. SQLite's commit holds the write lock from its start instead.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{Database, QueryBuilder};
+
+use super::portable::{Dialect, ROWS_PER_STATEMENT};
+use super::rollups::{RowFilter, push_keys_filter, read_rollups, rollup_tables};
+use super::rows::{FINDING_COLUMNS, OPERATION_COLUMNS, ROLLUP_COLUMNS};
+use super::{Granularity, RollupChange, RollupKey, StoreError, ns, operation_cap};
+use crate::analysis::aggregate::Rollup;
+
+portable_impl! {
+    /// Applies `changes` to the stored rows inside the commit's transaction, with at most `cap`
+    /// operation names per row besides `other`; returns how many names were counted under
+    /// `other`.
+    pub(in crate::store) async fn apply_rollup_changes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        changes: &[RollupChange],
+        cap: Option<usize>,
+    ) -> Result<u64, StoreError> {
+        let mut folded = 0;
+        for granularity in [Granularity::Minute, Granularity::Hour] {
+            // Sorted: the one order in which every commit makes rows exist and locks them.
+            let mut by_key: BTreeMap<&RollupKey, Vec<&RollupChange>> = BTreeMap::new();
+            for change in changes.iter().filter(|c| c.key.granularity == granularity) {
+                by_key.entry(&change.key).or_default().push(change);
+            }
+            let keys: Vec<&RollupKey> = by_key.keys().copied().collect();
+            let lock = self.dialect.lock_rollup_rows;
+            if lock.is_some() {
+                let zero = Rollup::new();
+                for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                    let rows: Vec<_> = chunk.iter().map(|key| (*key, &zero)).collect();
+                    upsert_rows(tx, self.dialect, granularity, &rows, " DO NOTHING").await?;
+                }
+            }
+            let mut stored = HashMap::with_capacity(keys.len());
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let filter = RowFilter::Keys(chunk, lock);
+                stored.extend(read_rollups(&mut **tx, granularity, filter, true).await?);
+            }
+            let mut rows = Vec::with_capacity(keys.len());
+            for (key, key_changes) in by_key {
+                let mut row = stored.remove(key).unwrap_or_else(Rollup::new);
+                for change in key_changes {
+                    folded += operation_cap::apply(&mut row, change, cap);
+                }
+                rows.push((key, row));
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let rows: Vec<_> = chunk.iter().map(|(key, row)| (*key, row)).collect();
+                let update = update_all_but_key();
+                upsert_rows(tx, self.dialect, granularity, &rows, &update).await?;
+                replace_details(tx, self.dialect, granularity, &rows).await?;
+            }
+        }
+        Ok(folded)
+    }
+}
+
+/// ` DO UPDATE SET` every column of a rollup row but its key to the value written.
+fn update_all_but_key() -> String {
+    let columns: Vec<String> = (ROLLUP_COLUMNS.split(", ").skip(3))
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect();
+    format!(" DO UPDATE SET {}", columns.join(", "))
+}
+
+/// Inserts the rollup rows, doing `on_conflict` (after `ON CONFLICT (key)`) where one exists.
+async fn upsert_rows<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    dialect: Dialect,
+    granularity: Granularity,
+    rows: &[(&RollupKey, &Rollup)],
+    on_conflict: &str,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let [rollup_table, _, _] = rollup_tables(granularity);
+    let mut upsert =
+        QueryBuilder::<DB>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
+    upsert.push_values(rows, |mut row, (key, rollup)| {
+        row.push_bind(key.endpoint_id)
+            .push_bind(key.version.clone())
+            .push_bind(key.minute)
+            .push_bind(ns(rollup.requests))
+            .push_bind(ns(rollup.errors))
+            .push_bind(ns(rollup.duration_sum_ns))
+            .push_bind(rollup.sketch.to_bytes());
+        for value in rollup.breakdown_sum.0 {
+            row.push_bind(ns(value));
+        }
+        row.push_bind(ns(rollup.db_calls))
+            .push("CAST(")
+            .push_bind_unseparated(rollup.duration_sq_sum.to_string())
+            .push_unseparated(format!(" AS {})", dialect.decimal));
+    });
+    upsert.push(" ON CONFLICT (endpoint_id, version, minute)");
+    upsert.push(on_conflict);
+    upsert.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Replaces the operation and finding rows of the rollup rows with theirs.
+async fn replace_details<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    dialect: Dialect,
+    granularity: Granularity,
+    rows: &[(&RollupKey, &Rollup)],
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let [_, operation_table, finding_table] = rollup_tables(granularity);
+    let keys: Vec<&RollupKey> = rows.iter().map(|(key, _)| *key).collect();
+    for table in [operation_table, finding_table] {
+        let mut delete = QueryBuilder::<DB>::new(format!("DELETE FROM {table}"));
+        push_keys_filter(&mut delete, &keys);
+        delete.build().execute(&mut **tx).await?;
+    }
+    let insert_rows = dialect.insert_rows;
+    let operations: Vec<_> = (rows.iter())
+        .flat_map(|(key, rollup)| rollup.operations.iter().map(move |op| (*key, op)))
+        .filter(|(_, (_, sums))| sums.calls > 0)
+        .collect();
+    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<DB>::new(format!(
+            "{insert_rows} {operation_table} ({OPERATION_COLUMNS}) "
+        ));
+        insert.push_values(chunk, |mut row, (key, ((category, name), sums))| {
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(category.as_str().to_owned())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.calls))
+                .push_bind(ns(sums.total_ns))
+                .push_bind(ns(sums.critical_ns));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let findings: Vec<_> = (rows.iter())
+        .flat_map(|(key, rollup)| rollup.findings.iter().map(move |finding| (*key, finding)))
+        .filter(|(_, (_, sums))| sums.requests > 0)
+        .collect();
+    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<DB>::new(format!(
+            "{insert_rows} {finding_table} ({FINDING_COLUMNS}) "
+        ));
+        insert.push_values(chunk, |mut row, (key, ((kind, name), sums))| {
+            let location = sums.location.as_ref();
+            row.push_bind(key.endpoint_id)
+                .push_bind(key.version.clone())
+                .push_bind(key.minute)
+                .push_bind(kind.as_str().to_owned())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.requests))
+                .push_bind(ns(sums.count))
+                .push_bind(ns(sums.saving_ns))
+                .push_bind(location.and_then(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
