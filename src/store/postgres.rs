@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use collector::model::{Span, TraceId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -101,19 +101,12 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `YYYYMMDD` of a day since the epoch (proleptic Gregorian, UTC): the partition name suffix.
+/// `YYYYMMDD` of a day since the epoch (UTC): the partition name suffix. Days are of this
+/// instance's clock, never before the epoch.
 fn day_name(day: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
+    let midnight = UNIX_EPOCH + Duration::from_secs(u64::try_from(day).unwrap_or(0) * 86_400);
+    let date = humantime::format_rfc3339_seconds(midnight).to_string();
+    date[..10].replace('-', "")
 }
 
 /// The exclusive upper bound of a range partition, from `pg_get_expr(relpartbound)` text such as
@@ -783,5 +776,22 @@ impl PgStore {
         const SIZE: &str = "SELECT pg_database_size(current_database())";
         let bytes: i64 = sqlx::query_scalar(SIZE).fetch_one(&self.pool).await?;
         Ok(unsigned(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_partitions_are_named_by_their_utc_date() {
+        assert_eq!(day_name(0), "19700101");
+        assert_eq!(day_name(19_782), "20240229");
+        assert_eq!(day_name(20_795), "20261208");
+        assert_eq!(
+            upper_bound("FOR VALUES FROM ('0') TO ('86400000000000')"),
+            Some(DAY_NS)
+        );
+        assert_eq!(upper_bound("DEFAULT"), None);
     }
 }

@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sqlx::query_builder::Separated;
 use sqlx::{Database, QueryBuilder};
 
 use super::portable::{Dialect, ROWS_PER_STATEMENT};
-use super::rollups::{RowFilter, push_keys_filter, read_rollups, rollup_tables};
+use super::rollups::{RowFilter, push_key, push_keys_filter, read_rollups, rollup_tables};
 use super::rows::{FINDING_COLUMNS, OPERATION_COLUMNS, ROLLUP_COLUMNS};
 use super::{Granularity, RollupChange, RollupKey, StoreError, ns, operation_cap};
 use crate::analysis::aggregate::Rollup;
@@ -96,9 +97,7 @@ where
     let mut upsert =
         QueryBuilder::<DB>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
     upsert.push_values(rows, |mut row, (key, rollup)| {
-        row.push_bind(key.endpoint_id)
-            .push_bind(key.version.clone())
-            .push_bind(key.minute)
+        push_key(&mut row, key)
             .push_bind(ns(rollup.requests))
             .push_bind(ns(rollup.errors))
             .push_bind(ns(rollup.duration_sum_ns))
@@ -140,51 +139,65 @@ where
         push_keys_filter(&mut delete, &keys);
         delete.build().execute(&mut **tx).await?;
     }
-    let insert_rows = dialect.insert_rows;
+    let insert =
+        |table: &str, columns: &str| format!("{} {table} ({columns}) ", dialect.insert_rows);
     let operations: Vec<_> = (rows.iter())
         .flat_map(|(key, rollup)| rollup.operations.iter().map(move |op| (*key, op)))
         .filter(|(_, (_, sums))| sums.calls > 0)
         .collect();
-    for chunk in operations.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<DB>::new(format!(
-            "{insert_rows} {operation_table} ({OPERATION_COLUMNS}) "
-        ));
-        insert.push_values(chunk, |mut row, (key, ((category, name), sums))| {
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
+    let into = insert(operation_table, OPERATION_COLUMNS);
+    insert_chunked(
+        tx,
+        &into,
+        &operations,
+        |row, (key, ((category, name), sums))| {
+            push_key(row, key)
                 .push_bind(category.as_str().to_owned())
                 .push_bind(name.clone())
                 .push_bind(ns(sums.calls))
                 .push_bind(ns(sums.total_ns))
                 .push_bind(ns(sums.critical_ns));
-        });
-        insert.build().execute(&mut **tx).await?;
-    }
+        },
+    )
+    .await?;
     let findings: Vec<_> = (rows.iter())
         .flat_map(|(key, rollup)| rollup.findings.iter().map(move |finding| (*key, finding)))
         .filter(|(_, (_, sums))| sums.requests > 0)
         .collect();
-    for chunk in findings.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<DB>::new(format!(
-            "{insert_rows} {finding_table} ({FINDING_COLUMNS}) "
-        ));
-        insert.push_values(chunk, |mut row, (key, ((kind, name), sums))| {
-            let location = sums.location.as_ref();
-            row.push_bind(key.endpoint_id)
-                .push_bind(key.version.clone())
-                .push_bind(key.minute)
-                .push_bind(kind.as_str().to_owned())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.requests))
-                .push_bind(ns(sums.count))
-                .push_bind(ns(sums.saving_ns))
-                .push_bind(location.and_then(|at| at.file.clone()))
-                .push_bind(location.and_then(|at| at.line).map(i64::from))
-                .push_bind(location.and_then(|at| at.function.clone()))
-                .push_bind(ns(sums.location_votes));
-        });
-        insert.build().execute(&mut **tx).await?;
+    let into = insert(finding_table, FINDING_COLUMNS);
+    insert_chunked(tx, &into, &findings, |row, (key, ((kind, name), sums))| {
+        let location = sums.location.as_ref();
+        push_key(row, key)
+            .push_bind(kind.as_str().to_owned())
+            .push_bind(name.clone())
+            .push_bind(ns(sums.requests))
+            .push_bind(ns(sums.count))
+            .push_bind(ns(sums.saving_ns))
+            .push_bind(location.and_then(|at| at.file.clone()))
+            .push_bind(location.and_then(|at| at.line).map(i64::from))
+            .push_bind(location.and_then(|at| at.function.clone()))
+            .push_bind(ns(sums.location_votes));
+    })
+    .await
+}
+
+/// Runs `insert` (up to `VALUES`) for `items`, [`ROWS_PER_STATEMENT`] rows a statement, each
+/// row's values pushed by `push_row`.
+async fn insert_chunked<DB, T>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    insert: &str,
+    items: &[T],
+    mut push_row: impl FnMut(&mut Separated<'_, DB, &'static str>, &T),
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<DB>::new(insert);
+        query.push_values(chunk, |mut row, item| push_row(&mut row, item));
+        query.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

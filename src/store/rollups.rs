@@ -320,11 +320,24 @@ where
 {
     query.push(" WHERE (endpoint_id, version, minute) IN (");
     query.push_values(keys, |mut row, key| {
-        row.push_bind(key.endpoint_id)
-            .push_bind(key.version.clone())
-            .push_bind(key.minute);
+        push_key(&mut row, key);
     });
     query.push(")");
+}
+
+/// Pushes the key columns of a row of `key`.
+pub(super) fn push_key<'r, 'qb, DB>(
+    row: &'r mut sqlx::query_builder::Separated<'qb, DB, &'static str>,
+    key: &RollupKey,
+) -> &'r mut sqlx::query_builder::Separated<'qb, DB, &'static str>
+where
+    DB: Database,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    row.push_bind(key.endpoint_id)
+        .push_bind(key.version.clone())
+        .push_bind(key.minute)
 }
 
 /// Rollup rows of one granularity that `filter` takes, with their operations and findings if
