@@ -98,11 +98,16 @@ pub(crate) async fn replay(app: &TestApp, dir: &Path) {
 pub(crate) async fn replayed(dir: &Path) -> TestApp {
     let app = spawn_app().await;
     replay(&app, dir).await;
-    // Every stored block analysed: the watermark reaches the last block.
+    // Every stored block analysed: SQLite's watermark reaches the last block; PostgreSQL has no
+    // trace pending.
     app.eventually(Duration::from_secs(30), || async {
         let blocks = app.store.stats().await.ok()?.n_blocks;
-        let watermark = app.store.analysis_watermark().await.ok()?;
-        (blocks > 0 && watermark >= i64::try_from(blocks).ok()?).then_some(())
+        let analysed = if app.store.is_shared() {
+            app.store.pending_traces().await.ok()? == 0
+        } else {
+            app.store.analysis_watermark().await.ok()? >= i64::try_from(blocks).ok()?
+        };
+        (blocks > 0 && analysed).then_some(())
     })
     .await;
     app

@@ -826,22 +826,57 @@ fn tls_client() -> tokio_rustls::rustls::ClientConfig {
     config
 }
 
+/// A transaction of another client that stops every write of span blocks until it ends:
+/// SQLite's file lock, or a lock on PostgreSQL's table of blocks.
+enum StoreBlocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl StoreBlocker {
+    async fn hold(app: &TestApp) -> StoreBlocker {
+        use sqlx::Connection;
+        let url = app.cli_database_url();
+        if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            for statement in ["BEGIN", "LOCK TABLE span_blocks IN EXCLUSIVE MODE"] {
+                sqlx::query(statement).execute(&mut conn).await.unwrap();
+            }
+            return StoreBlocker::Postgres(conn);
+        }
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{url}"))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        StoreBlocker::Sqlite(conn)
+    }
+
+    async fn release(self) {
+        use sqlx::Connection;
+        match self {
+            StoreBlocker::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            StoreBlocker::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+}
+
 /// Past capacity: with the store blocked and a queue of one export, further exports are turned
 /// away at once (429 with Retry-After, RESOURCE_EXHAUSTED), and the queued ones are committed
 /// once the store moves again.
 #[tokio::test]
 async fn overload_is_answered_quickly_and_nothing_accepted_is_lost() {
-    use sqlx::Connection;
     let app = spawn_app_with(|config| config.ingest.queue_capacity = 1).await;
     store_login(&app, 41).await;
-    let mut blocker =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db_path.display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let blocker = StoreBlocker::hold(&app).await;
     // Exports pile up: the first waits in the writer, the second in the queue, the rest bounce.
     let mut pending = tokio::task::JoinSet::new();
     for seed in 42..46u8 {
@@ -871,8 +906,7 @@ async fn overload_is_answered_quickly_and_nothing_accepted_is_lost() {
         .unwrap();
     let err = grpc.export(login_request(47)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
-    blocker.close().await.unwrap();
+    blocker.release().await;
     let mut accepted = 0;
     while let Some(outcome) = pending.join_next().await {
         let (seed, status, retry_after) = outcome.unwrap();
