@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::query_builder::Separated;
 use sqlx::{Database, QueryBuilder};
 
-use super::portable::{Dialect, ROWS_PER_STATEMENT};
+use super::portable::ROWS_PER_STATEMENT;
 use super::rollups::{RowFilter, push_key, push_keys_filter, read_rollups, rollup_tables};
 use super::rows::{FINDING_COLUMNS, OPERATION_COLUMNS, ROLLUP_COLUMNS};
 use super::{Granularity, RollupChange, RollupKey, StoreError, ns, operation_cap};
@@ -42,7 +42,7 @@ portable_impl! {
                 let zero = Rollup::new();
                 for chunk in keys.chunks(ROWS_PER_STATEMENT) {
                     let rows: Vec<_> = chunk.iter().map(|key| (*key, &zero)).collect();
-                    upsert_rows(tx, self.dialect, granularity, &rows, " DO NOTHING").await?;
+                    self.upsert_rows(tx, granularity, &rows, " DO NOTHING").await?;
                 }
             }
             let mut stored = HashMap::with_capacity(keys.len());
@@ -61,11 +61,94 @@ portable_impl! {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let rows: Vec<_> = chunk.iter().map(|(key, row)| (*key, row)).collect();
                 let update = update_all_but_key();
-                upsert_rows(tx, self.dialect, granularity, &rows, &update).await?;
-                replace_details(tx, self.dialect, granularity, &rows).await?;
+                self.upsert_rows(tx, granularity, &rows, &update).await?;
+                self.replace_details(tx, granularity, &rows).await?;
             }
         }
         Ok(folded)
+    }
+
+    /// Inserts the rollup rows, doing `on_conflict` (after `ON CONFLICT (key)`) where one
+    /// exists.
+    async fn upsert_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        granularity: Granularity,
+        rows: &[(&RollupKey, &Rollup)],
+        on_conflict: &str,
+    ) -> Result<(), StoreError> {
+        let [rollup_table, _, _] = rollup_tables(granularity);
+        let mut upsert =
+            QueryBuilder::<DB>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
+        upsert.push_values(rows, |mut row, (key, rollup)| {
+            push_key(&mut row, key)
+                .push_bind(ns(rollup.requests))
+                .push_bind(ns(rollup.errors))
+                .push_bind(ns(rollup.duration_sum_ns))
+                .push_bind(rollup.sketch.to_bytes());
+            for value in rollup.breakdown_sum.0 {
+                row.push_bind(ns(value));
+            }
+            row.push_bind(ns(rollup.db_calls))
+                .push("CAST(")
+                .push_bind_unseparated(rollup.duration_sq_sum.to_string())
+                .push_unseparated(format!(" AS {})", self.dialect.decimal));
+        });
+        upsert.push(" ON CONFLICT (endpoint_id, version, minute)");
+        upsert.push(on_conflict);
+        upsert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Replaces the operation and finding rows of the rollup rows with theirs.
+    async fn replace_details(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        granularity: Granularity,
+        rows: &[(&RollupKey, &Rollup)],
+    ) -> Result<(), StoreError> {
+        let [_, operation_table, finding_table] = rollup_tables(granularity);
+        let keys: Vec<&RollupKey> = rows.iter().map(|(key, _)| *key).collect();
+        for table in [operation_table, finding_table] {
+            let mut delete = QueryBuilder::<DB>::new(format!("DELETE FROM {table}"));
+            push_keys_filter(&mut delete, &keys);
+            delete.build().execute(&mut **tx).await?;
+        }
+        let insert_rows = self.dialect.insert_rows;
+        let insert = |table: &str, columns: &str| format!("{insert_rows} {table} ({columns}) ");
+        let operations: Vec<_> = (rows.iter())
+            .flat_map(|(key, rollup)| rollup.operations.iter().map(move |op| (*key, op)))
+            .filter(|(_, (_, sums))| sums.calls > 0)
+            .collect();
+        let into = insert(operation_table, OPERATION_COLUMNS);
+        insert_chunked(tx, &into, &operations, |row, (key, ((category, name), sums))| {
+            push_key(row, key)
+                .push_bind(category.as_str().to_owned())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.calls))
+                .push_bind(ns(sums.total_ns))
+                .push_bind(ns(sums.critical_ns));
+        })
+        .await?;
+        let findings: Vec<_> = (rows.iter())
+            .flat_map(|(key, rollup)| rollup.findings.iter().map(move |finding| (*key, finding)))
+            .filter(|(_, (_, sums))| sums.requests > 0)
+            .collect();
+        let into = insert(finding_table, FINDING_COLUMNS);
+        insert_chunked(tx, &into, &findings, |row, (key, ((kind, name), sums))| {
+            let location = sums.location.as_ref();
+            push_key(row, key)
+                .push_bind(kind.as_str().to_owned())
+                .push_bind(name.clone())
+                .push_bind(ns(sums.requests))
+                .push_bind(ns(sums.count))
+                .push_bind(ns(sums.saving_ns))
+                .push_bind(location.and_then(|at| at.file.clone()))
+                .push_bind(location.and_then(|at| at.line).map(i64::from))
+                .push_bind(location.and_then(|at| at.function.clone()))
+                .push_bind(ns(sums.location_votes));
+        })
+        .await
     }
 }
 
@@ -75,110 +158,6 @@ fn update_all_but_key() -> String {
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
     format!(" DO UPDATE SET {}", columns.join(", "))
-}
-
-/// Inserts the rollup rows, doing `on_conflict` (after `ON CONFLICT (key)`) where one exists.
-async fn upsert_rows<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    dialect: Dialect,
-    granularity: Granularity,
-    rows: &[(&RollupKey, &Rollup)],
-    on_conflict: &str,
-) -> Result<(), StoreError>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let [rollup_table, _, _] = rollup_tables(granularity);
-    let mut upsert =
-        QueryBuilder::<DB>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
-    upsert.push_values(rows, |mut row, (key, rollup)| {
-        push_key(&mut row, key)
-            .push_bind(ns(rollup.requests))
-            .push_bind(ns(rollup.errors))
-            .push_bind(ns(rollup.duration_sum_ns))
-            .push_bind(rollup.sketch.to_bytes());
-        for value in rollup.breakdown_sum.0 {
-            row.push_bind(ns(value));
-        }
-        row.push_bind(ns(rollup.db_calls))
-            .push("CAST(")
-            .push_bind_unseparated(rollup.duration_sq_sum.to_string())
-            .push_unseparated(format!(" AS {})", dialect.decimal));
-    });
-    upsert.push(" ON CONFLICT (endpoint_id, version, minute)");
-    upsert.push(on_conflict);
-    upsert.build().execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Replaces the operation and finding rows of the rollup rows with theirs.
-async fn replace_details<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    dialect: Dialect,
-    granularity: Granularity,
-    rows: &[(&RollupKey, &Rollup)],
-) -> Result<(), StoreError>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let [_, operation_table, finding_table] = rollup_tables(granularity);
-    let keys: Vec<&RollupKey> = rows.iter().map(|(key, _)| *key).collect();
-    for table in [operation_table, finding_table] {
-        let mut delete = QueryBuilder::<DB>::new(format!("DELETE FROM {table}"));
-        push_keys_filter(&mut delete, &keys);
-        delete.build().execute(&mut **tx).await?;
-    }
-    let insert =
-        |table: &str, columns: &str| format!("{} {table} ({columns}) ", dialect.insert_rows);
-    let operations: Vec<_> = (rows.iter())
-        .flat_map(|(key, rollup)| rollup.operations.iter().map(move |op| (*key, op)))
-        .filter(|(_, (_, sums))| sums.calls > 0)
-        .collect();
-    let into = insert(operation_table, OPERATION_COLUMNS);
-    insert_chunked(
-        tx,
-        &into,
-        &operations,
-        |row, (key, ((category, name), sums))| {
-            push_key(row, key)
-                .push_bind(category.as_str().to_owned())
-                .push_bind(name.clone())
-                .push_bind(ns(sums.calls))
-                .push_bind(ns(sums.total_ns))
-                .push_bind(ns(sums.critical_ns));
-        },
-    )
-    .await?;
-    let findings: Vec<_> = (rows.iter())
-        .flat_map(|(key, rollup)| rollup.findings.iter().map(move |finding| (*key, finding)))
-        .filter(|(_, (_, sums))| sums.requests > 0)
-        .collect();
-    let into = insert(finding_table, FINDING_COLUMNS);
-    insert_chunked(tx, &into, &findings, |row, (key, ((kind, name), sums))| {
-        let location = sums.location.as_ref();
-        push_key(row, key)
-            .push_bind(kind.as_str().to_owned())
-            .push_bind(name.clone())
-            .push_bind(ns(sums.requests))
-            .push_bind(ns(sums.count))
-            .push_bind(ns(sums.saving_ns))
-            .push_bind(location.and_then(|at| at.file.clone()))
-            .push_bind(location.and_then(|at| at.line).map(i64::from))
-            .push_bind(location.and_then(|at| at.function.clone()))
-            .push_bind(ns(sums.location_votes));
-    })
-    .await
 }
 
 /// Runs `insert` (up to `VALUES`) for `items`, [`ROWS_PER_STATEMENT`] rows a statement, each
