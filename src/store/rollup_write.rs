@@ -1,7 +1,7 @@
 //! A commit's rollup changes applied to the stored rows, written once for both backends: the
 //! rows of each granularity are read together (made to exist and locked first where the
 //! database has row locks), merged with the changes in memory (`operation_cap`), and written
-//! back in a few multi-row statements, however many rows the commit touches.
+//! back in multi-row statements of up to `ROWS_PER_STATEMENT` rows each.
 //!
 //! Invariant: with row locks (PostgreSQL), every commit makes its rows exist and locks them in
 //! one order (minute rows before hour rows, each table's by key), so concurrent commits wait for
@@ -58,10 +58,22 @@ portable_impl! {
                 }
                 rows.push((key, row));
             }
+            let update = update_all_but_key();
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                // A row whose requests were all taken back stays at zero where another commit may
+                // be waiting for its lock; SQLite, without row locks, deletes it.
+                let (written, emptied): (Vec<_>, Vec<_>) = (chunk.iter())
+                    .map(|(key, row)| (*key, row))
+                    .partition(|(_, row)| row.requests > 0 || lock.is_some());
+                self.upsert_rows(tx, granularity, &written, &update).await?;
+                if !emptied.is_empty() {
+                    let [rollup_table, _, _] = rollup_tables(granularity);
+                    let keys: Vec<&RollupKey> = emptied.iter().map(|(key, _)| *key).collect();
+                    let mut delete = QueryBuilder::<DB>::new(format!("DELETE FROM {rollup_table}"));
+                    push_keys_filter(&mut delete, &keys);
+                    delete.build().execute(&mut **tx).await?;
+                }
                 let rows: Vec<_> = chunk.iter().map(|(key, row)| (*key, row)).collect();
-                let update = update_all_but_key();
-                self.upsert_rows(tx, granularity, &rows, &update).await?;
                 self.replace_details(tx, granularity, &rows).await?;
             }
         }
@@ -77,9 +89,13 @@ portable_impl! {
         rows: &[(&RollupKey, &Rollup)],
         on_conflict: &str,
     ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let [rollup_table, _, _] = rollup_tables(granularity);
+        let insert_rows = self.dialect.insert_rows;
         let mut upsert =
-            QueryBuilder::<DB>::new(format!("INSERT INTO {rollup_table} ({ROLLUP_COLUMNS}) "));
+            QueryBuilder::<DB>::new(format!("{insert_rows} {rollup_table} ({ROLLUP_COLUMNS}) "));
         upsert.push_values(rows, |mut row, (key, rollup)| {
             push_key(&mut row, key)
                 .push_bind(ns(rollup.requests))
@@ -100,7 +116,8 @@ portable_impl! {
         Ok(())
     }
 
-    /// Replaces the operation and finding rows of the rollup rows with theirs.
+    /// Replaces the operation and finding rows of the rollup rows with theirs; a row at zero
+    /// requests keeps none.
     async fn replace_details(
         &self,
         tx: &mut sqlx::Transaction<'_, DB>,
@@ -116,6 +133,7 @@ portable_impl! {
         }
         let insert_rows = self.dialect.insert_rows;
         let insert = |table: &str, columns: &str| format!("{insert_rows} {table} ({columns}) ");
+        let rows: Vec<_> = (rows.iter()).filter(|(_, rollup)| rollup.requests > 0).collect();
         let operations: Vec<_> = (rows.iter())
             .flat_map(|(key, rollup)| rollup.operations.iter().map(move |op| (*key, op)))
             .filter(|(_, (_, sums))| sums.calls > 0)

@@ -2,8 +2,9 @@
 //! once for both backends (see `portable`), and the windows they cover. An analysis commit's
 //! writes are `rollup_write`'s, which reads its rows back here inside its transaction.
 //!
-//! Invariant: a read never returns a row with no requests (commits keep rows at zero, see
-//! `rollup_write`); nothing here changes a row's sums, retention only deletes whole rows.
+//! Invariant: a read never returns a row with no requests (PostgreSQL's commits keep rows at
+//! zero, see `rollup_write`); nothing here changes a row's sums, retention only deletes whole
+//! rows.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -265,8 +266,8 @@ impl Store {
 pub(super) enum RowFilter<'a> {
     /// Rows of the minutes `[first, last]`, of some endpoints and a version if given.
     Minutes([i64; 2], Option<&'a [i64]>, Option<&'a str>),
-    /// The rows of these keys, in their order. A rollup row read is locked for update with the
-    /// clause given (`Dialect::lock_rollup_rows`).
+    /// The rows of these keys. A rollup row read is locked for update with the clause given
+    /// (`Dialect::lock_rollup_rows`).
     Keys(&'a [&'a RollupKey], Option<&'static str>),
 }
 

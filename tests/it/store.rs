@@ -189,6 +189,13 @@ async fn rollup_changes_add_and_take_back(store: &Store) {
         store.rollup(&key).await.unwrap().is_none(),
         "a row whose requests were all taken back reads as absent"
     );
+    // SQLite, whose commit holds the write lock, deletes the emptied row, so retention evicts the
+    // endpoint no row refers to any more; PostgreSQL keeps the row at zero for the commits that
+    // may wait for its lock, and with it the endpoint.
+    store.apply_retention(0, 0).await.unwrap();
+    let endpoints = store.endpoints().await.unwrap();
+    let kept = endpoints.iter().any(|e| e.id == endpoint_id);
+    assert_eq!(kept, store.is_shared(), "{endpoints:?}");
 }
 
 /// A shared store hands a due trace to one claimant until the claim is released or expires, and a
