@@ -167,7 +167,8 @@ pub struct ClaimedTrace {
     /// The blocks of the trace not analysed yet; every other stored block of the trace was seen
     /// by a previous analysis.
     pub new_blocks: Vec<i64>,
-    /// Every stored span with the id of its block; none for a hot trace.
+    /// Every span stored before the claim was taken, with the id of its block (blocks stored
+    /// since wait for the next claim); none for a hot trace.
     pub spans: Vec<(i64, Span)>,
     /// Analysed before and past [`hot_trace::MAX_BLOCKS_PER_TRACE`] blocks: its spans were not
     /// read, and its new blocks are not analysed.

@@ -187,6 +187,42 @@ async fn blocks_by_id(
         .await?)
 }
 
+/// The blocks stored for each of the `claimed` traces (id, blocks pending when claimed) since
+/// their claim `claim` was taken.
+async fn blocks_since_claim(
+    conn: &mut PgConnection,
+    claim: i64,
+    claimed: &[(TraceId, Vec<i64>, i64)],
+) -> Result<HashMap<TraceId, HashSet<i64>>, StoreError> {
+    const PENDING: &str = "SELECT trace_id, block_ids FROM pending_traces \
+         WHERE trace_id = ANY($1) AND claim = $2";
+    let keys: Vec<Vec<u8>> = (claimed.iter())
+        .map(|(trace, ..)| trace.0.to_vec())
+        .collect();
+    let rows: Vec<(Vec<u8>, Vec<i64>)> = sqlx::query_as(PENDING)
+        .bind(keys)
+        .bind(claim)
+        .fetch_all(&mut *conn)
+        .await?;
+    let claimed_with: HashMap<TraceId, &Vec<i64>> = (claimed.iter())
+        .map(|(trace, blocks, _)| (*trace, blocks))
+        .collect();
+    let mut late = HashMap::new();
+    for (trace, pending) in rows {
+        let trace = trace_id(&trace)?;
+        let Some(when_claimed) = claimed_with.get(&trace) else {
+            continue;
+        };
+        let since: HashSet<i64> = (pending.into_iter())
+            .filter(|block| !when_claimed.contains(block))
+            .collect();
+        if !since.is_empty() {
+            late.insert(trace, since);
+        }
+    }
+    Ok(late)
+}
+
 /// Block rows and their index rows as multi-row INSERTs, which store spans about three times as
 /// fast as binary COPY (`PgConnection::copy_in_raw`) does here (docs/scaling.md).
 async fn insert_block_rows(
@@ -409,6 +445,16 @@ impl PgStore {
             .filter(|trace| !hot.contains(trace))
             .collect();
         let mut spans = spans_in_blocks(&mut conn, &blocks, &wanted).await?;
+        // A block stored since the claim was taken may be in the index read above. Its spans
+        // wait for the next claim: analysed now, they would be taken for spans the previous
+        // analysis saw when that claim analyses the trace again, and its requests counted twice.
+        // Such a block is in the pending row too (one transaction writes both), which is read
+        // after the index.
+        for (trace_id, late) in blocks_since_claim(&mut conn, claim, &claimed).await? {
+            if let Some(spans) = spans.get_mut(&trace_id) {
+                spans.retain(|(block, _)| !late.contains(block));
+            }
+        }
         Ok(claimed
             .into_iter()
             .map(|(trace_id, new_blocks, first_seen)| ClaimedTrace {
