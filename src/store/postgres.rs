@@ -769,16 +769,12 @@ impl PgStore {
                 .rows_affected() as i64;
         }
         let added = request_write::upsert(&mut tx, &commit.requests).await?;
-        self.portable().mark_resources_seen(&mut tx, commit).await?;
-        // Rows locked in key order: two commits touching the same rows wait, never deadlock.
-        let operations_folded = (self.portable())
-            .apply_rollup_changes(&mut tx, &commit.rollups, commit.max_operations_per_rollup)
+        // Rollup rows locked in key order: two commits touching the same rows wait, never
+        // deadlock.
+        let operations_folded = self
+            .portable()
+            .write_rollups_and_marks(&mut tx, commit)
             .await?;
-        if let Some(watermark) = commit.watermark {
-            (self.portable())
-                .raise_meta(&mut tx, "analysis_watermark", watermark)
-                .await?;
-        }
         claim_release::release(&mut tx, held, ns(now_unix_ns())).await?;
         // Last: the counts' rows are shared with other writers, so they are held the least.
         let requests = added - replaced;

@@ -16,14 +16,31 @@ use sqlx::{Database, QueryBuilder};
 use super::portable::ROWS_PER_STATEMENT;
 use super::rollups::{RowFilter, push_key, push_keys_filter, read_rollups, rollup_tables};
 use super::rows::{FINDING_COLUMNS, OPERATION_COLUMNS, ROLLUP_COLUMNS};
-use super::{Granularity, RollupChange, RollupKey, StoreError, ns, operation_cap};
+use super::{AnalysisCommit, Granularity, RollupChange, RollupKey, StoreError, ns, operation_cap};
 use crate::analysis::aggregate::Rollup;
 
 portable_impl! {
+    /// Writes what both backends write alike in an analysis commit, after its request rows:
+    /// the resources marked seen, the rollup changes and the watermark. Returns how many
+    /// operation names were counted under `other`.
+    pub(in crate::store) async fn write_rollups_and_marks(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        commit: &AnalysisCommit,
+    ) -> Result<u64, StoreError> {
+        self.mark_resources_seen(tx, commit).await?;
+        let cap = commit.max_operations_per_rollup;
+        let folded = self.apply_rollup_changes(tx, &commit.rollups, cap).await?;
+        if let Some(watermark) = commit.watermark {
+            self.raise_meta(tx, "analysis_watermark", watermark).await?;
+        }
+        Ok(folded)
+    }
+
     /// Applies `changes` to the stored rows inside the commit's transaction, with at most `cap`
     /// operation names per row besides `other`; returns how many names were counted under
     /// `other`.
-    pub(in crate::store) async fn apply_rollup_changes(
+    async fn apply_rollup_changes(
         &self,
         tx: &mut sqlx::Transaction<'_, DB>,
         changes: &[RollupChange],

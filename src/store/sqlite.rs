@@ -504,15 +504,10 @@ impl SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        self.portable().mark_resources_seen(&mut tx, commit).await?;
-        let operations_folded = (self.portable())
-            .apply_rollup_changes(&mut tx, &commit.rollups, commit.max_operations_per_rollup)
+        let operations_folded = self
+            .portable()
+            .write_rollups_and_marks(&mut tx, commit)
             .await?;
-        if let Some(watermark) = commit.watermark {
-            (self.portable())
-                .raise_meta(&mut tx, "analysis_watermark", watermark)
-                .await?;
-        }
         tx.commit().await?;
         Ok(operations_folded)
     }
