@@ -1479,3 +1479,120 @@ fn an_absorbed_commit_sums_changes_to_one_row_and_keeps_the_later_watermark() {
     assert_eq!(minute_10.removed, change(10, &[], &[3, 2, 4]).removed);
     assert_eq!(first.rollups[1].added.requests, 1);
 }
+
+/// A block stored between a claim and its read of the trace's blocks waits for the next claim:
+/// analysed with this one, the next analysis would take its spans for spans this one saw and
+/// count their requests twice. The block is stored as ingest stores one, by a transaction that
+/// holds the block index while the claim waits to read it.
+#[cfg(feature = "pg-tests")]
+#[tokio::test]
+async fn a_claim_leaves_out_blocks_stored_after_it() {
+    use sqlx::Connection;
+    let scratch = scratch::ScratchDatabase::create(&crate::support::pg_admin_url())
+        .await
+        .expect("creating a scratch database");
+    let store = Store::open(&DatabaseUrl::Postgres(scratch.url.clone()))
+        .await
+        .unwrap();
+    let trace = TraceId([0x43; 16]);
+    let mut spans = fixture::parse(LOGIN);
+    for span in &mut spans {
+        span.trace_id = trace;
+    }
+    let first = store
+        .insert_blocks(&[block::encode(spans[..2].to_vec(), 1_000)])
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
+    for statement in ["BEGIN", "LOCK TABLE trace_blocks IN ACCESS EXCLUSIVE MODE"] {
+        sqlx::query(statement).execute(&mut holder).await.unwrap();
+    }
+    let lease = |at: u64| ClaimLease {
+        cutoff_unix_ns: at,
+        now_unix_ns: at,
+        until_unix_ns: at + 60_000_000_000,
+    };
+    let claiming = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim_due_traces(7, lease(2_000), 100).await }
+    });
+    // The claim has taken the trace; it cannot read the block index before the holder commits.
+    let mut watcher = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, Option<i64>>("SELECT claim FROM pending_traces")
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap()
+        != Some(7)
+    {
+        assert!(Instant::now() < deadline, "the claim never took the trace");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = block::encode(spans[2..].to_vec(), 1_000);
+    let late_id: i64 = sqlx::query_scalar(
+        "INSERT INTO span_blocks (id, received_unix_ns, min_start_unix_ns, n_spans, data) \
+         VALUES (nextval('span_blocks_id_seq'), $1, $2, $3, $4) RETURNING id",
+    )
+    .bind(late.received_unix_ns as i64)
+    .bind(late.min_start_unix_ns as i64)
+    .bind(i64::from(late.n_spans))
+    .bind(&late.data)
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO trace_blocks (trace_id, block_id, received_unix_ns) VALUES ($1, $2, $3)",
+    )
+    .bind(trace.0.to_vec())
+    .bind(late_id)
+    .bind(late.received_unix_ns as i64)
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE pending_traces SET block_ids = block_ids || $2 WHERE trace_id = $1")
+        .bind(trace.0.to_vec())
+        .bind(vec![late_id])
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+
+    let claimed = (claiming.await.unwrap().unwrap().into_iter())
+        .find(|claimed| claimed.trace_id == trace)
+        .expect("the trace was claimed");
+    assert_eq!(claimed.new_blocks, first);
+    let blocks: Vec<i64> = claimed.spans.iter().map(|(block, _)| *block).collect();
+    assert!(
+        blocks.iter().all(|block| first.contains(block)),
+        "only the blocks pending when claimed: {blocks:?}, late {late_id}"
+    );
+    assert_eq!(claimed.spans.len(), 2);
+    store
+        .commit_analysis(&AnalysisCommit {
+            claims: vec![ClaimRelease {
+                trace_id: trace,
+                claim: 7,
+                analysed_blocks: first.clone(),
+            }],
+            ..AnalysisCommit::default()
+        })
+        .await
+        .unwrap();
+    // Reopened, it waits a grace period from the real clock.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        + 1_000_000_000;
+    let next = (store
+        .claim_due_traces(8, lease(later), 100)
+        .await
+        .unwrap()
+        .into_iter())
+    .find(|claimed| claimed.trace_id == trace)
+    .expect("the late block keeps the trace pending");
+    assert_eq!(next.new_blocks, [late_id]);
+    assert_eq!(next.spans.len(), spans.len());
+    store.close().await;
+    scratch.drop_now().await.unwrap();
+}
