@@ -257,10 +257,7 @@ async fn claims_hand_each_trace_to_one_analyzer(store: &Store) {
         .await
         .unwrap();
     // A reopened trace waits a grace period from the real clock.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let now = bottleneck::time::now_unix_ns();
     let third = claim(4, now)
         .await
         .expect("still pending after a late block");
@@ -1579,11 +1576,7 @@ async fn a_claim_leaves_out_blocks_stored_after_it() {
         .await
         .unwrap();
     // Reopened, it waits a grace period from the real clock.
-    let later = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        + 1_000_000_000;
+    let later = bottleneck::time::now_unix_ns() + 1_000_000_000;
     let next = (store
         .claim_due_traces(8, lease(later), 100)
         .await
